@@ -1,0 +1,427 @@
+//! The payload codec: JSON bytes → zstd (optional) → XChaCha20-Poly1305 (optional), and
+//! back.
+//!
+//! # Stored format
+//!
+//! A payload that is neither compressed nor encrypted is stored as its JSON text, so it
+//! stays readable from `psql` and `sqlite3`. Anything else starts with a header:
+//!
+//! ```text
+//! 0xC7 | format version (1) | flags (bit 0: zstd, bit 1: encrypted)
+//!      | when encrypted: key id length (u8) | key id | 24-byte nonce
+//! body: the (compressed) JSON, encrypted with the nonce when the flag says so
+//! ```
+//!
+//! JSON text never starts with a byte ≥ 0x80, so the first byte tells the two apart.
+//!
+//! Encryption authenticates, besides the body, the header and a *context* that binds the
+//! ciphertext to its place: for events, the event id and the stream id. A payload copied onto
+//! another row, a flipped flag or a changed key id fails to decrypt with
+//! [`CodecError::Decrypt`]. Decoding never panics: every malformed input is a
+//! [`CodecError`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use uuid::Uuid;
+
+const MAGIC: u8 = 0xC7;
+const FORMAT_VERSION: u8 = 1;
+const FLAG_ZSTD: u8 = 0b01;
+const FLAG_ENCRYPTED: u8 = 0b10;
+const NONCE_LEN: usize = 24;
+
+/// Why a stored payload could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The header ends before it should.
+    #[error("payload truncated: header needs {needed} bytes, {available} stored")]
+    Truncated {
+        /// Bytes the header needs.
+        needed: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// The header names a format this version of chronicle does not know.
+    #[error("unknown payload format version {0}")]
+    UnknownFormat(u8),
+    /// The header has flags this version of chronicle does not know.
+    #[error("unknown payload flags {0:#04x}")]
+    UnknownFlags(u8),
+    /// The payload is encrypted with a key the key ring does not hold.
+    #[error("payload encrypted with key `{key_id}`, which is not in the key ring")]
+    MissingKey {
+        /// The key id recorded in the payload.
+        key_id: String,
+    },
+    /// Authentication failed: wrong key, tampered bytes, or a payload moved to another row.
+    #[error("payload does not decrypt with key `{key_id}`: wrong key, tampered bytes or payload moved to another event")]
+    Decrypt {
+        /// The key id recorded in the payload.
+        key_id: String,
+    },
+    /// The zstd body is corrupt.
+    #[error("payload does not decompress: {0}")]
+    Decompress(String),
+    /// The payload would decompress past the size limit.
+    #[error("payload decompresses to more than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Compression or encryption failed while writing.
+    #[error("payload could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// zstd compression settings: payloads of at least `min_size` bytes are compressed at
+/// `level`, and kept compressed only when that made them smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    min_size: usize,
+    level: i32,
+}
+
+impl Compression {
+    /// zstd at level 3 for payloads of 256 bytes or more.
+    pub fn zstd() -> Self {
+        Compression {
+            min_size: 256,
+            level: 3,
+        }
+    }
+
+    /// Compress only payloads of at least `bytes` bytes.
+    pub fn min_size(mut self, bytes: usize) -> Self {
+        self.min_size = bytes;
+        self
+    }
+
+    /// The zstd level (1 fastest … 22 smallest).
+    pub fn level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::zstd()
+    }
+}
+
+/// The keys payloads are encrypted with: one active key that encrypts, and older keys that
+/// still decrypt. Rotating means adding a new active key and keeping the old ones.
+///
+/// ```
+/// use chronicle::KeyRing;
+///
+/// let old = KeyRing::generate_key();
+/// let new = KeyRing::generate_key();
+/// let ring = KeyRing::new("2026-11", new)?.with_key("2026-01", old)?;
+/// assert_eq!(ring.active_key_id(), "2026-11");
+/// # Ok::<(), chronicle::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct KeyRing {
+    active: String,
+    ciphers: HashMap<String, XChaCha20Poly1305>,
+}
+
+impl KeyRing {
+    /// A ring whose active key is `key`, named `key_id` (1 to 255 bytes; it is stored in
+    /// every payload).
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`](crate::ValidationError::Config) for a bad key id.
+    pub fn new(key_id: impl Into<String>, key: [u8; 32]) -> crate::Result<Self> {
+        let key_id = key_id.into();
+        let mut ring = KeyRing {
+            active: key_id.clone(),
+            ciphers: HashMap::new(),
+        };
+        ring.insert(key_id, key)?;
+        Ok(ring)
+    }
+
+    /// Adds a key that decrypts payloads written under `key_id` (it does not encrypt).
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`](crate::ValidationError::Config) for a bad or duplicate id.
+    pub fn with_key(mut self, key_id: impl Into<String>, key: [u8; 32]) -> crate::Result<Self> {
+        let key_id = key_id.into();
+        if self.ciphers.contains_key(&key_id) {
+            return Err(config_error(format!("key id `{key_id}` is already in the ring")));
+        }
+        self.insert(key_id, key)?;
+        Ok(self)
+    }
+
+    fn insert(&mut self, key_id: String, key: [u8; 32]) -> crate::Result<()> {
+        if key_id.is_empty() || key_id.len() > usize::from(u8::MAX) {
+            return Err(config_error(format!(
+                "key id `{key_id}` must be 1 to 255 bytes"
+            )));
+        }
+        let cipher = XChaCha20Poly1305::new(&key.into());
+        self.ciphers.insert(key_id, cipher);
+        Ok(())
+    }
+
+    /// A fresh random 256-bit key from the operating system's generator.
+    pub fn generate_key() -> [u8; 32] {
+        chacha20poly1305::Key::generate().into()
+    }
+
+    /// The id of the key that encrypts.
+    pub fn active_key_id(&self) -> &str {
+        &self.active
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<_> = self.ciphers.keys().collect();
+        ids.sort();
+        f.debug_struct("KeyRing")
+            .field("active", &self.active)
+            .field("key_ids", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(message: String) -> crate::Error {
+    crate::ValidationError::Config(message).into()
+}
+
+/// The context an event's payload is bound to: its id and stream.
+pub(crate) fn event_context(event_id: Uuid, stream: &str) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16 + stream.len());
+    context.extend_from_slice(event_id.as_bytes());
+    context.extend_from_slice(stream.as_bytes());
+    context
+}
+
+thread_local! {
+    static COMPRESSORS: RefCell<HashMap<i32, zstd::bulk::Compressor<'static>>> = RefCell::new(HashMap::new());
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Encodes and decodes payloads with the store's compression and key ring.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Codec {
+    compression: Option<Compression>,
+    keys: Option<KeyRing>,
+    /// Decompressed payloads larger than this are refused (guards against zstd bombs).
+    max_decoded_size: usize,
+}
+
+impl Codec {
+    pub(crate) fn new(
+        compression: Option<Compression>,
+        keys: Option<KeyRing>,
+        max_decoded_size: usize,
+    ) -> Self {
+        Codec {
+            compression,
+            keys,
+            max_decoded_size,
+        }
+    }
+
+    /// Encodes `json` for storage, binding it to `context` when encrypting.
+    pub(crate) fn encode(&self, json: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let compressed = match self.compression {
+            Some(compression) if json.len() >= compression.min_size => {
+                compress(json, compression.level)?.filter(|body| body.len() < json.len())
+            }
+            _ => None,
+        };
+        let mut flags = 0;
+        if compressed.is_some() {
+            flags |= FLAG_ZSTD;
+        }
+        let Some(keys) = &self.keys else {
+            return Ok(match compressed {
+                Some(body) => {
+                    let mut out = Vec::with_capacity(3 + body.len());
+                    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags]);
+                    out.extend_from_slice(&body);
+                    out
+                }
+                None => json.to_vec(),
+            });
+        };
+        flags |= FLAG_ENCRYPTED;
+        let key_id = keys.active.as_bytes();
+        let cipher = keys
+            .ciphers
+            .get(&keys.active)
+            .ok_or_else(|| CodecError::Encode("the active key is not in the ring".into()))?;
+        let nonce = XNonce::generate();
+        let mut header = Vec::with_capacity(4 + key_id.len() + NONCE_LEN);
+        header.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags, key_id.len() as u8]);
+        header.extend_from_slice(key_id);
+        header.extend_from_slice(&nonce);
+        let aad = [header.as_slice(), context].concat();
+        let plain = compressed.as_deref().unwrap_or(json);
+        let sealed = cipher
+            .encrypt(&nonce, Payload { msg: plain, aad: &aad })
+            .map_err(|_| CodecError::Encode("encryption failed".into()))?;
+        header.extend_from_slice(&sealed);
+        Ok(header)
+    }
+
+    /// Decodes stored bytes back to JSON text, checking them against `context`.
+    pub(crate) fn decode(&self, stored: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+        if stored.first() != Some(&MAGIC) {
+            return Ok(stored.to_vec());
+        }
+        let flags = match stored {
+            [_, FORMAT_VERSION, flags, ..] => *flags,
+            [_, version, _, ..] => return Err(CodecError::UnknownFormat(*version)),
+            _ => return Err(truncated(3, stored.len())),
+        };
+        if flags & !(FLAG_ZSTD | FLAG_ENCRYPTED) != 0 {
+            return Err(CodecError::UnknownFlags(flags));
+        }
+        let decrypted;
+        let body = if flags & FLAG_ENCRYPTED != 0 {
+            decrypted = self.decrypt(stored, context)?;
+            decrypted.as_slice()
+        } else {
+            &stored[3..]
+        };
+        if flags & FLAG_ZSTD != 0 {
+            decompress(body, self.max_decoded_size)
+        } else {
+            Ok(body.to_vec())
+        }
+    }
+
+    fn decrypt(&self, stored: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let key_len = usize::from(*stored.get(3).ok_or_else(|| truncated(4, stored.len()))?);
+        let header_len = 4 + key_len + NONCE_LEN;
+        if stored.len() < header_len {
+            return Err(truncated(header_len, stored.len()));
+        }
+        let key_id = String::from_utf8_lossy(&stored[4..4 + key_len]).into_owned();
+        let cipher = self
+            .keys
+            .as_ref()
+            .and_then(|keys| keys.ciphers.get(key_id.as_str()))
+            .ok_or_else(|| CodecError::MissingKey {
+                key_id: key_id.clone(),
+            })?;
+        let nonce = XNonce::try_from(&stored[4 + key_len..header_len])
+            .map_err(|_| truncated(header_len, stored.len()))?;
+        let aad = [&stored[..header_len], context].concat();
+        cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &stored[header_len..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CodecError::Decrypt { key_id })
+    }
+}
+
+fn truncated(needed: usize, available: usize) -> CodecError {
+    CodecError::Truncated { needed, available }
+}
+
+/// zstd with a per-thread compressor per level (creating one costs more than compressing a
+/// small payload). `None` when compression failed in a way that leaving it off cures.
+fn compress(json: &[u8], level: i32) -> Result<Option<Vec<u8>>, CodecError> {
+    COMPRESSORS.with(|cell| {
+        let mut compressors = cell.borrow_mut();
+        let compressor = match compressors.entry(level) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                zstd::bulk::Compressor::new(level)
+                    .map_err(|error| CodecError::Encode(error.to_string()))?,
+            ),
+        };
+        Ok(compressor.compress(json).ok())
+    })
+}
+
+fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(size)) if size > limit as u64 => return Err(CodecError::TooLarge { limit }),
+        Ok(_) => {}
+        Err(_) => return Err(CodecError::Decompress("not a zstd frame".into())),
+    }
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(decompressor) => decompressor,
+            None => slot.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|error| CodecError::Decompress(error.to_string()))?,
+            ),
+        };
+        decompressor
+            .decompress(body, limit)
+            .map_err(|error| CodecError::Decompress(error.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(compress: bool, encrypt: bool) -> Codec {
+        let keys = encrypt.then(|| KeyRing::new("k1", [7; 32]).expect("valid key id"));
+        Codec::new(compress.then(|| Compression::zstd().min_size(0)), keys, 1 << 20)
+    }
+
+    #[test]
+    fn plain_payloads_are_stored_as_json() {
+        let json = br#"{"a":1}"#;
+        let stored = codec(false, false).encode(json, b"ctx").expect("encodes");
+        assert_eq!(stored, json);
+    }
+
+    #[test]
+    fn every_combination_round_trips() {
+        let json = serde_json::to_vec(&serde_json::json!({ "text": "x".repeat(500) }))
+            .expect("serializes");
+        for (compress, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
+            let codec = codec(compress, encrypt);
+            let stored = codec.encode(&json, b"ctx").expect("encodes");
+            assert_eq!(codec.decode(&stored, b"ctx").expect("decodes"), json);
+            if compress {
+                assert!(stored.len() < json.len(), "compression made it smaller");
+            }
+        }
+    }
+
+    #[test]
+    fn moved_ciphertext_fails_to_decrypt() {
+        let codec = codec(false, true);
+        let stored = codec.encode(b"{}", b"row-1").expect("encodes");
+        assert!(matches!(
+            codec.decode(&stored, b"row-2"),
+            Err(CodecError::Decrypt { .. })
+        ));
+    }
+
+    #[test]
+    fn zstd_bombs_are_refused() {
+        let json = vec![b' '; 4096];
+        let writer = Codec::new(Some(Compression::zstd().min_size(0)), None, 1 << 20);
+        let stored = writer.encode(&json, b"").expect("encodes");
+        let reader = Codec::new(None, None, 1024);
+        assert_eq!(
+            reader.decode(&stored, b""),
+            Err(CodecError::TooLarge { limit: 1024 })
+        );
+    }
+}

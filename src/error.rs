@@ -1,0 +1,279 @@
+//! The one error type of chronicle, and its coarse classification.
+//!
+//! Every fallible operation returns [`Error`]. Messages name what was involved (the stream,
+//! the event, the limit), and [`Error::kind`] sorts errors into the few classes a caller
+//! branches on. [`Error::is_retryable`] says whether running the same operation again may
+//! succeed (a dropped connection or a timeout), as opposed to errors that will repeat.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::codec::CodecError;
+use crate::stream::ExpectedVersion;
+
+/// A `Result` whose error is chronicle's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The coarse class of an [`Error`], for callers that branch on what went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The database could not be reached or the connection broke.
+    Connection,
+    /// The input was rejected before anything was written.
+    Validation,
+    /// The stream or event does not exist (or no longer does).
+    NotFound,
+    /// An optimistic-concurrency check failed, or an event id is already taken.
+    Conflict,
+    /// The operation did not finish within the configured time.
+    Timeout,
+    /// Stored bytes could not be decoded, decompressed or decrypted.
+    Codec,
+    /// Anything else: an unexpected database answer or a broken invariant.
+    Internal,
+}
+
+/// Everything that can go wrong in chronicle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream was not at the version the append expected. Nothing was written.
+    #[error("wrong expected version on stream `{stream}`: expected {expected}, actual {}", describe_version(*actual))]
+    Conflict {
+        /// The stream appended to.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version at the time of the append; `None` when it did not exist.
+        actual: Option<u64>,
+    },
+
+    /// An event id is already stored with different content or in another place.
+    #[error("event id {event_id} is already stored in stream `{existing_stream}` with different content (append to `{stream}`)")]
+    EventIdReused {
+        /// The stream appended to.
+        stream: String,
+        /// The id that is taken.
+        event_id: Uuid,
+        /// The stream that holds the stored event with that id.
+        existing_stream: String,
+    },
+
+    /// The input was rejected before anything was written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+
+    /// The stream does not exist.
+    #[error("stream `{stream}` not found")]
+    StreamNotFound {
+        /// The stream asked for.
+        stream: String,
+    },
+
+    /// The stream was deleted: soft-deleted streams reject appends until re-created,
+    /// hard-deleted ones forever.
+    #[error("stream `{stream}` is {}", if *hard { "hard-deleted (tombstoned)" } else { "deleted" })]
+    StreamDeleted {
+        /// The stream asked for.
+        stream: String,
+        /// Whether the deletion was permanent.
+        hard: bool,
+    },
+
+    /// The database could not be reached or the connection broke during `operation`.
+    #[error("connection failed during {operation}: {source}")]
+    Connection {
+        /// The store operation that was running.
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The database answered `operation` with an error chronicle did not expect.
+    #[error("database error during {operation}: {source}")]
+    Database {
+        /// The store operation that was running.
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// `operation` did not finish within the configured operation timeout.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// The store operation that was running.
+        operation: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
+
+    /// A stored payload could not be decoded.
+    #[error("cannot decode event {event_id} of stream `{stream}`: {source}")]
+    Codec {
+        /// The stream holding the event.
+        stream: String,
+        /// The event whose payload is unreadable.
+        event_id: Uuid,
+        /// What exactly failed.
+        #[source]
+        source: CodecError,
+    },
+
+    /// A payload decoded fine but is not the JSON the caller asked for.
+    #[error("payload of event {event_id} (`{event_type}` in stream `{stream}`) does not deserialize: {source}")]
+    Payload {
+        /// The stream holding the event.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// serde_json's account of the mismatch.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A bug or a broken invariant; the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Input rejected before anything was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// Stream ids must not be empty.
+    #[error("stream id is empty")]
+    EmptyStreamId,
+    /// Stream ids are bounded.
+    #[error("stream id is {len} bytes long; the limit is {limit}")]
+    StreamIdTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Stream ids are printable.
+    #[error("stream id {stream:?} contains a control character")]
+    StreamIdControlChar {
+        /// The offending id.
+        stream: String,
+    },
+    /// An append needs at least one event.
+    #[error("append to `{stream}` has no events")]
+    EmptyBatch {
+        /// The stream appended to.
+        stream: String,
+    },
+    /// An append carries at most `max_events_per_append` events.
+    #[error("append to `{stream}` has {count} events; the limit (max_events_per_append) is {limit}")]
+    BatchTooLarge {
+        /// The stream appended to.
+        stream: String,
+        /// Events in the batch.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An event's JSON payload is bounded by `max_event_size`.
+    #[error("event {event_id} for `{stream}` is {size} bytes; the limit (max_event_size) is {limit}")]
+    EventTooLarge {
+        /// The stream appended to.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Payload plus metadata, serialized, in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Event types must not be empty.
+    #[error("event {event_id} for `{stream}` has an empty event type")]
+    EmptyEventType {
+        /// The stream appended to.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+    },
+    /// One batch cannot carry the same event id twice.
+    #[error("append to `{stream}` carries event id {event_id} more than once")]
+    DuplicateIdInBatch {
+        /// The stream appended to.
+        stream: String,
+        /// The repeated id.
+        event_id: Uuid,
+    },
+    /// The store URL or a builder setting is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The coarse class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Conflict { .. } | Error::EventIdReused { .. } => ErrorKind::Conflict,
+            Error::Validation(_) => ErrorKind::Validation,
+            Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => ErrorKind::NotFound,
+            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Codec { .. } | Error::Payload { .. } => ErrorKind::Codec,
+            Error::Database { .. } | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the same operation, run again unchanged, may succeed.
+    ///
+    /// True for broken connections and timeouts. A [`Error::Conflict`] is not retryable as
+    /// is: the caller must reload the stream and decide again (the repository does that).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Connection | ErrorKind::Timeout)
+    }
+
+    /// Classifies a driver error raised during `operation`.
+    pub(crate) fn from_sqlx(operation: &'static str, source: sqlx::Error) -> Self {
+        if is_transient(&source) {
+            Error::Connection { operation, source }
+        } else {
+            Error::Database { operation, source }
+        }
+    }
+}
+
+fn describe_version(actual: Option<u64>) -> String {
+    match actual {
+        Some(version) => format!("version {version}"),
+        None => "no stream".to_owned(),
+    }
+}
+
+/// Errors after which the same statement may succeed on a fresh connection.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            // PostgreSQL: connection exceptions (08…), admin shutdown / crash (57P0…),
+            // serialization failures and deadlocks (40001, 40P01), too many connections.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "40001"
+                || code == "40P01"
+                || code == "53300"
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) outlived the busy timeout.
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,48 @@
+//! # chronicle
+//!
+//! Event sourcing for Rust. Every change is stored as an immutable event in a stream with
+//! optimistic concurrency; state is rebuilt by replaying the stream. SQLite is the embedded
+//! default, PostgreSQL the backend for production, and an in-memory store serves tests.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> chronicle::Result<()> {
+//! use chronicle::{Error, ExpectedVersion, NewEvent, Store};
+//! use serde_json::json;
+//!
+//! let store = Store::open("memory:").await?;
+//! let opened = NewEvent::new("account.opened", json!({ "owner": "ada" }));
+//! let written = store.append("account-1", ExpectedVersion::NoStream, vec![opened]).await?;
+//! assert_eq!(written.next_expected_version(), 1);
+//!
+//! // A writer that read version 0 loses the race and writes nothing.
+//! let late = NewEvent::new("account.deposited", json!({ "amount": 5 }));
+//! let error = store.append("account-1", ExpectedVersion::Exact(0), vec![late]).await;
+//! assert!(matches!(error, Err(Error::Conflict { actual: Some(1), .. })));
+//! # Ok(()) }
+//! ```
+//!
+//! The modules, the path the data takes and the invariants are mapped in
+//! `ARCHITECTURE.md` at the root of the repository.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+mod event;
+mod read;
+mod store;
+mod stream;
+
+pub use codec::{CodecError, Compression, KeyRing};
+pub use error::{Error, ErrorKind, Result, ValidationError};
+pub use event::{EventMetadata, NewEvent, RecordedEvent};
+pub use read::{EventQuery, LogPosition};
+pub use store::{
+    AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, SqliteDurability, Store,
+    StoreBuilder, WrittenEvent,
+};
+pub use stream::{
+    DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,
+    StreamListQuery, StreamStatus,
+};

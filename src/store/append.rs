@@ -1,0 +1,184 @@
+//! The rules of an append that hold on every backend: what a batch must look like before it
+//! is written, and how a re-sent batch is recognised as already stored (an idempotent
+//! retry, as KurrentDB does it).
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::backend::Written;
+use crate::error::{Error, Result, ValidationError};
+use crate::event::{NewEvent, RecordedEvent};
+use crate::stream::{ExpectedVersion, StreamId};
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The stream appended to.
+    pub stream_id: StreamId,
+    /// Each event's id, version and global position, in the order given.
+    pub events: Vec<WrittenEvent>,
+    /// `true` when every event was already stored by an earlier attempt and nothing was
+    /// written this time.
+    pub already_stored: bool,
+}
+
+impl AppendResult {
+    /// The stream's version after the append: pass it as `ExpectedVersion::Exact` next time.
+    pub fn next_expected_version(&self) -> u64 {
+        self.events.last().map_or(0, |event| event.version)
+    }
+
+    pub(crate) fn new(stream: &StreamId, ids: &[Uuid], written: &[Written]) -> Self {
+        AppendResult {
+            stream_id: stream.clone(),
+            events: ids
+                .iter()
+                .zip(written)
+                .map(|(&event_id, w)| WrittenEvent {
+                    event_id,
+                    version: w.version,
+                    position: w.position,
+                })
+                .collect(),
+            already_stored: false,
+        }
+    }
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WrittenEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its global position.
+    pub position: u64,
+}
+
+/// The limits an append is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_event_size: usize,
+    pub max_events_per_append: usize,
+    pub page_size: usize,
+    /// How long `read_all` waits for events held back by running transactions.
+    pub settle_timeout: std::time::Duration,
+}
+
+/// Rejects a batch that must not be written: empty, too many events, an event too large or
+/// without a type, or the same id twice.
+pub(crate) fn validate(stream: &StreamId, events: &[NewEvent], limits: &Limits) -> Result<()> {
+    let name = || stream.to_string();
+    if events.is_empty() {
+        return Err(ValidationError::EmptyBatch { stream: name() }.into());
+    }
+    if events.len() > limits.max_events_per_append {
+        return Err(ValidationError::BatchTooLarge {
+            stream: name(),
+            count: events.len(),
+            limit: limits.max_events_per_append,
+        }
+        .into());
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if event.event_type.is_empty() {
+            return Err(ValidationError::EmptyEventType {
+                stream: name(),
+                event_id: event.id,
+            }
+            .into());
+        }
+        if event.payload.len() > limits.max_event_size {
+            return Err(ValidationError::EventTooLarge {
+                stream: name(),
+                event_id: event.id,
+                size: event.payload.len(),
+                limit: limits.max_event_size,
+            }
+            .into());
+        }
+        if !seen.insert(event.id) {
+            return Err(ValidationError::DuplicateIdInBatch {
+                stream: name(),
+                event_id: event.id,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Decides whether a rejected append is a replay of one already stored.
+///
+/// `stored` are the decoded stored events carrying the batch's ids. The batch is a replay
+/// when all its ids are stored in this stream, in this order at consecutive versions that
+/// fit `expected`, with the same type, schema version and payload. Then the earlier result
+/// is returned. When none of the ids is stored the rejection stands (`Ok(None)`); any
+/// other overlap is [`Error::EventIdReused`].
+pub(crate) fn resolve_replay(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    mut stored: Vec<RecordedEvent>,
+) -> Result<Option<AppendResult>> {
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let reused = |existing: &RecordedEvent| Error::EventIdReused {
+        stream: stream.to_string(),
+        event_id: existing.id,
+        existing_stream: existing.stream_id.to_string(),
+    };
+    if let Some(elsewhere) = stored.iter().find(|e| &e.stream_id != stream) {
+        return Err(reused(elsewhere));
+    }
+    let index_of = |id: Uuid| events.iter().position(|e| e.id == id).unwrap_or(usize::MAX);
+    stored.sort_by_key(|e| index_of(e.id));
+    if stored.len() != events.len() {
+        return Err(reused(&stored[0]));
+    }
+    let first_version = stored[0].version;
+    let fits_expected = match expected {
+        ExpectedVersion::Exact(version) => first_version == version + 1,
+        ExpectedVersion::NoStream => first_version == 1,
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+    };
+    for ((offset, new), old) in (0..).zip(events).zip(&stored) {
+        let same = fits_expected
+            && old.version == first_version + offset
+            && old.event_type == new.event_type
+            && old.schema_version == new.schema_version
+            && same_json(&old.payload, &new.payload);
+        if !same {
+            return Err(reused(old));
+        }
+    }
+    let written: Vec<Written> = stored
+        .iter()
+        .map(|e| Written {
+            version: e.version,
+            position: e.position,
+        })
+        .collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    Ok(Some(AppendResult {
+        already_stored: true,
+        ..AppendResult::new(stream, &ids, &written)
+    }))
+}
+
+/// JSON equality that ignores formatting (both sides were produced by serde_json, but a
+/// replay may come from another process or version).
+fn same_json(a: &[u8], b: &[u8]) -> bool {
+    a == b
+        || matches!(
+            (
+                serde_json::from_slice::<serde_json::Value>(a),
+                serde_json::from_slice::<serde_json::Value>(b),
+            ),
+            (Ok(a), Ok(b)) if a == b
+        )
+}

@@ -1,0 +1,129 @@
+//! The `Backend` trait: the little that differs between memory, SQLite and PostgreSQL.
+//!
+//! A backend stores and fetches rows. It never sees JSON or keys: payloads arrive encoded
+//! and leave encoded, in [`RecordedEvent::payload`]. Validation, the codec, retries,
+//! timeouts, idempotent replays and paging live once, in [`Store`](crate::Store), above
+//! this trait.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::event::{EventMetadata, RecordedEvent};
+use crate::read::{EventQuery, LogPosition};
+use crate::stream::{
+    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+};
+
+/// An event ready to be written: validated, payload encoded.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: Vec<u8>,
+    pub metadata: EventMetadata,
+    /// `metadata`'s fields without a column of their own, as JSON.
+    pub extra_metadata: Option<String>,
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub version: u64,
+    pub position: u64,
+}
+
+/// What an append did; the rejections are sorted out by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AppendOutcome {
+    /// Every event was written, in order.
+    Written(Vec<Written>),
+    /// The expected version did not match; `actual` is `None` for a missing stream.
+    Conflict { actual: Option<u64> },
+    /// The stream is deleted (hard: tombstoned).
+    Deleted { hard: bool },
+    /// One of the event ids is already stored somewhere.
+    DuplicateEventId,
+}
+
+/// The answer of [`Backend::held_back`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeldBack {
+    /// Committed events are waiting behind a running transaction.
+    pub pending: bool,
+    /// Transactions from this one on started after the read began; they are not waited for.
+    pub bound: u64,
+}
+
+/// What creating a stream did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CreateOutcome {
+    /// A new stream.
+    Created,
+    /// A soft-deleted stream is active again; its versions continue.
+    Recreated,
+    /// The stream already exists at this version.
+    Exists { version: u64 },
+    /// The stream was hard-deleted and cannot be created again.
+    Tombstoned,
+}
+
+/// Storage for streams and events. See the module docs for what belongs here.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
+    /// Checks `expected` and writes `events` at the end of `stream` atomically, creating
+    /// the stream when missing.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<AppendOutcome>;
+
+    /// Creates an empty stream, or re-activates a soft-deleted one.
+    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome>;
+
+    /// The stream's row, deleted or not; `None` when it never existed.
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>>;
+
+    /// One page of streams in id order.
+    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>>;
+
+    /// Deletes the stream; `false` when it does not exist.
+    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool>;
+
+    /// Up to `limit` events of `stream` from version `from` on (forward) or down
+    /// (backward), inclusive.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `limit` events after `after`, in commit order, never past an event whose
+    /// transaction may still be running.
+    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Whether committed events of transactions older than `bound` follow `after`: after a
+    /// short page of [`Backend::read_all`], they are events held back because an older
+    /// transaction is still running (or that passed the horizon since). Returns the bound
+    /// to pass next time (`None` the first time: "now").
+    ///
+    /// Only PostgreSQL can commit out of position order; the default says "nothing held".
+    async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
+        let _ = after;
+        Ok(HeldBack {
+            pending: false,
+            bound: bound.unwrap_or(0),
+        })
+    }
+
+    /// The stored events with these ids (in no particular order; missing ids are left out).
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>>;
+
+    /// The events matching `query`, in position order.
+    async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>>;
+}

@@ -1,0 +1,200 @@
+//! [`StoreBuilder`]: every setting of a store, with the defaults a new user should get.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Store;
+use super::backend::Backend;
+use super::memory::MemoryBackend;
+use super::postgres::{PostgresBackend, PostgresConfig};
+use super::retry::RetryPolicy;
+use super::sqlite::{SqliteBackend, SqliteConfig, SqliteDurability};
+use crate::codec::{Codec, Compression, KeyRing};
+use crate::error::{Result, ValidationError};
+
+/// The default `max_event_size`: 1 MiB.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
+/// The default `max_events_per_append`.
+pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
+
+/// Configures and opens a [`Store`]. The backend is chosen by the URL:
+///
+/// | URL | backend |
+/// | --- | --- |
+/// | `sqlite://path/to/file.db` | SQLite file, created when missing, WAL mode |
+/// | `sqlite::memory:` | SQLite in memory |
+/// | `postgres://user@host/db` (or `postgresql://`) | PostgreSQL |
+/// | `memory:` | chronicle's in-memory store |
+///
+/// ```
+/// # async fn demo() -> chronicle::Result<()> {
+/// use std::time::Duration;
+/// use chronicle::{Compression, KeyRing, Store};
+///
+/// let store = Store::builder("sqlite://events.db")
+///     .compression(Compression::zstd().min_size(512))
+///     .encryption(KeyRing::new("2026-11", KeyRing::generate_key())?)
+///     .max_event_size(256 * 1024)
+///     .operation_timeout(Duration::from_secs(5))
+///     .open()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is awaited"]
+pub struct StoreBuilder {
+    url: String,
+    compression: Option<Compression>,
+    keys: Option<KeyRing>,
+    max_event_size: usize,
+    max_events_per_append: usize,
+    retry: RetryPolicy,
+    pool_size: u32,
+    schema: String,
+    durability: SqliteDurability,
+    page_size: usize,
+    settle_timeout: Duration,
+}
+
+impl StoreBuilder {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        StoreBuilder {
+            url: url.into(),
+            compression: None,
+            keys: None,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            max_events_per_append: DEFAULT_MAX_EVENTS_PER_APPEND,
+            retry: RetryPolicy::default(),
+            pool_size: 10,
+            schema: "public".to_owned(),
+            durability: SqliteDurability::Full,
+            page_size: 512,
+            settle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Compresses payloads with zstd (off by default).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// Encrypts payloads with XChaCha20-Poly1305 under the ring's active key (off by
+    /// default). Stores that read encrypted events need a ring holding their keys.
+    pub fn encryption(mut self, keys: KeyRing) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The largest JSON payload accepted, in bytes (default 1 MiB).
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// The most events one append may carry (default 1000).
+    pub fn max_events_per_append(mut self, count: usize) -> Self {
+        self.max_events_per_append = count;
+        self
+    }
+
+    /// How often an operation is tried when the connection breaks (default 3 attempts), and
+    /// the delay before the first retry (default 50 ms, doubling after each).
+    pub fn retries(mut self, attempts: u32, delay: Duration) -> Self {
+        self.retry.attempts = attempts.max(1);
+        self.retry.delay = delay;
+        self
+    }
+
+    /// Fails an operation with [`Error::Timeout`](crate::Error::Timeout) when one attempt
+    /// takes longer than this (default: no limit). Also bounds waiting for a pooled
+    /// connection.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.retry.timeout = Some(timeout);
+        self
+    }
+
+    /// The number of database connections (default 10; SQLite writes always use one).
+    pub fn pool_size(mut self, connections: u32) -> Self {
+        self.pool_size = connections;
+        self
+    }
+
+    /// The PostgreSQL schema the store lives in (default `public`); created when missing.
+    /// Several stores can share one database in separate schemas.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// SQLite's durability (default [`SqliteDurability::Full`]).
+    pub fn sqlite_durability(mut self, durability: SqliteDurability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// How many events a read fetches per round trip (default 512). Reads hold at most
+    /// about one page in memory.
+    pub fn page_size(mut self, events: usize) -> Self {
+        self.page_size = events.max(1);
+        self
+    }
+
+    /// How long [`Store::read_all`] waits, at the end of the log, for events that committed
+    /// before the read began but sit behind a transaction still running (PostgreSQL only;
+    /// default 5 s).
+    pub fn log_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.settle_timeout = timeout;
+        self
+    }
+
+    /// Connects, runs the backend's migrations and returns the store.
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
+    /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
+    pub async fn open(self) -> Result<Store> {
+        let backend = self.open_backend().await?;
+        let codec = Codec::new(self.compression, self.keys, self.max_event_size);
+        Ok(Store::from_parts(
+            backend,
+            codec,
+            self.retry,
+            super::Limits {
+                max_event_size: self.max_event_size,
+                max_events_per_append: self.max_events_per_append,
+                page_size: self.page_size,
+                settle_timeout: self.settle_timeout,
+            },
+        ))
+    }
+
+    async fn open_backend(&self) -> Result<Arc<dyn Backend>> {
+        let url = self.url.as_str();
+        let acquire_timeout = self.retry.timeout.unwrap_or(Duration::from_secs(30));
+        if url == "memory:" {
+            Ok(Arc::new(MemoryBackend::default()))
+        } else if url.starts_with("sqlite:") {
+            let config = SqliteConfig {
+                url: self.url.clone(),
+                durability: self.durability,
+                pool_size: self.pool_size,
+                busy_timeout: acquire_timeout,
+            };
+            Ok(Arc::new(SqliteBackend::open(&config).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let config = PostgresConfig {
+                url: self.url.clone(),
+                schema: self.schema.clone(),
+                pool_size: self.pool_size,
+                acquire_timeout,
+            };
+            Ok(Arc::new(PostgresBackend::open(&config).await?))
+        } else {
+            Err(ValidationError::Config(format!(
+                "unknown store URL `{url}`: expected sqlite://, sqlite::memory:, postgres:// or memory:"
+            ))
+            .into())
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The in-memory backend (`memory:`): the reference the SQL backends are tested against,
+//! and a store for unit tests. Everything sits behind one mutex; nothing survives the
+//! process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::read::{EventQuery, LogPosition};
+use crate::stream::{
+    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    StreamStatus, category_of,
+};
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every event by global position; hard deletes remove entries, positions stay.
+    log: BTreeMap<u64, RecordedEvent>,
+    last_position: u64,
+    streams: BTreeMap<String, StreamRow>,
+    /// Position of every stored event id.
+    ids: HashMap<Uuid, u64>,
+}
+
+#[derive(Debug)]
+struct StreamRow {
+    info: StreamInfo,
+    /// Positions of the stream's events, by version.
+    positions: BTreeMap<u64, u64>,
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Internal("memory store lock poisoned".into()))
+    }
+}
+
+fn new_info(stream: &StreamId, spec: &NewStream) -> StreamInfo {
+    let now = Utc::now();
+    StreamInfo {
+        stream_id: stream.clone(),
+        category: stream.category().to_owned(),
+        aggregate_type: spec.aggregate_type.clone(),
+        display_name: spec.display_name.clone(),
+        version: 0,
+        event_count: 0,
+        created_at: now,
+        updated_at: now,
+        last_event_id: None,
+        status: StreamStatus::Active,
+        metadata: spec.metadata.clone(),
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<AppendOutcome> {
+        let mut state = self.lock()?;
+        let current = state.streams.get(stream.as_str());
+        match current.map(|row| row.info.status) {
+            Some(StreamStatus::Deleted) => return Ok(AppendOutcome::Deleted { hard: false }),
+            Some(StreamStatus::Tombstoned) => return Ok(AppendOutcome::Deleted { hard: true }),
+            _ => {}
+        }
+        let actual = current.map(|row| row.info.version);
+        if !expected.accepts(actual) {
+            return Ok(AppendOutcome::Conflict { actual });
+        }
+        if events.iter().any(|event| state.ids.contains_key(&event.id)) {
+            return Ok(AppendOutcome::DuplicateEventId);
+        }
+        let now = Utc::now();
+        let base = actual.unwrap_or(0);
+        let mut written = Vec::with_capacity(events.len());
+        for (offset, event) in (1..).zip(events) {
+            state.last_position += 1;
+            let position = state.last_position;
+            let version = base + offset;
+            state.ids.insert(event.id, position);
+            state.log.insert(
+                position,
+                RecordedEvent {
+                    id: event.id,
+                    stream_id: stream.clone(),
+                    version,
+                    position,
+                    event_type: event.event_type.clone(),
+                    schema_version: event.schema_version,
+                    metadata: event.metadata.clone(),
+                    recorded_at: now,
+                    commit: 0,
+                    payload: event.payload.clone(),
+                },
+            );
+            written.push(Written { version, position });
+        }
+        let row = state
+            .streams
+            .entry(stream.as_str().to_owned())
+            .or_insert_with(|| StreamRow {
+                info: new_info(stream, &NewStream::default()),
+                positions: BTreeMap::new(),
+            });
+        row.positions
+            .extend(written.iter().map(|w| (w.version, w.position)));
+        row.info.version = base + events.len() as u64;
+        row.info.event_count += events.len() as u64;
+        row.info.updated_at = now;
+        row.info.last_event_id = events.last().map(|event| event.id);
+        Ok(AppendOutcome::Written(written))
+    }
+
+    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
+        let mut state = self.lock()?;
+        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+            state.streams.insert(
+                stream.as_str().to_owned(),
+                StreamRow {
+                    info: new_info(stream, spec),
+                    positions: BTreeMap::new(),
+                },
+            );
+            return Ok(CreateOutcome::Created);
+        };
+        Ok(match row.info.status {
+            StreamStatus::Active => CreateOutcome::Exists {
+                version: row.info.version,
+            },
+            StreamStatus::Tombstoned => CreateOutcome::Tombstoned,
+            StreamStatus::Deleted => {
+                let fresh = new_info(stream, spec);
+                row.info = StreamInfo {
+                    version: row.info.version,
+                    event_count: row.info.event_count,
+                    last_event_id: row.info.last_event_id,
+                    ..fresh
+                };
+                CreateOutcome::Recreated
+            }
+        })
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        let state = self.lock()?;
+        Ok(state.streams.get(stream.as_str()).map(|row| row.info.clone()))
+    }
+
+    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        let state = self.lock()?;
+        let start = match &query.after {
+            Some(after) => std::ops::Bound::Excluded(after.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(state
+            .streams
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, row)| &row.info)
+            .filter(|info| query.include_deleted || info.status == StreamStatus::Active)
+            .filter(|info| {
+                query
+                    .category
+                    .as_deref()
+                    .is_none_or(|category| category_of(info.stream_id.as_str()) == category)
+            })
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
+        let mut state = self.lock()?;
+        let state = &mut *state;
+        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+            return Ok(false);
+        };
+        row.info.updated_at = Utc::now();
+        match mode {
+            DeleteMode::Soft if row.info.status == StreamStatus::Active => {
+                row.info.status = StreamStatus::Deleted;
+            }
+            DeleteMode::Soft => {}
+            DeleteMode::Hard => {
+                row.info.status = StreamStatus::Tombstoned;
+                row.info.event_count = 0;
+                for position in std::mem::take(&mut row.positions).into_values() {
+                    if let Some(event) = state.log.remove(&position) {
+                        state.ids.remove(&event.id);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let state = self.lock()?;
+        let Some(row) = state.streams.get(stream.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let positions: Box<dyn Iterator<Item = &u64>> = match direction {
+            Direction::Forward => Box::new(row.positions.range(from..).map(|(_, p)| p)),
+            Direction::Backward => Box::new(row.positions.range(..=from).rev().map(|(_, p)| p)),
+        };
+        Ok(positions
+            .filter_map(|position| state.log.get(position))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let state = self.lock()?;
+        let first = after.position().saturating_add(1);
+        Ok(state
+            .log
+            .range(first..)
+            .map(|(_, event)| event.clone())
+            .take(limit)
+            .collect())
+    }
+
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        let state = self.lock()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.ids.get(id))
+            .filter_map(|position| state.log.get(position))
+            .cloned()
+            .collect())
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        let state = self.lock()?;
+        Ok(state
+            .log
+            .values()
+            .filter(|event| {
+                query
+                    .stream
+                    .as_deref()
+                    .is_none_or(|s| event.stream_id.as_str() == s)
+                    && (query.event_types.is_empty()
+                        || query.event_types.contains(&event.event_type))
+                    && query.from_time.is_none_or(|t| event.recorded_at >= t)
+                    && query.to_time.is_none_or(|t| event.recorded_at < t)
+                    && query.correlation_id.as_ref().is_none_or(|id| {
+                        event.metadata.correlation_id.as_ref() == Some(id)
+                    })
+                    && query
+                        .tenant_id
+                        .as_ref()
+                        .is_none_or(|id| event.metadata.tenant_id.as_ref() == Some(id))
+            })
+            .skip(query.offset)
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+}

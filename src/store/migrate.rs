@@ -1,0 +1,41 @@
+//! Schema migrations: named, numbered SQL files from `migrations/<backend>/`, embedded in
+//! the binary and applied on open.
+//!
+//! Each backend records what it applied in `chronicle_migrations` and applies the rest
+//! under an exclusive lock (a PostgreSQL advisory lock, SQLite's `BEGIN IMMEDIATE`), so two
+//! processes opening the same database at once apply each migration exactly once.
+
+/// One schema change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    sql: include_str!("../../migrations/sqlite/0001_core.sql"),
+}];
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    sql: include_str!("../../migrations/postgres/0001_core.sql"),
+}];
+
+/// The bookkeeping table, the same on both SQL backends.
+pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS chronicle_migrations (
+    version BIGINT NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)";
+
+/// The migrations in `all` newer than every version in `applied`.
+pub(crate) fn pending(all: &'static [Migration], applied: &[i64]) -> Vec<Migration> {
+    all.iter()
+        .filter(|migration| !applied.contains(&migration.version))
+        .copied()
+        .collect()
+}

@@ -1,0 +1,507 @@
+//! The [`Store`]: appends, reads and stream management on any backend.
+//!
+//! `Store` is the one place where policy lives: it validates input, runs payloads through
+//! the codec, retries transient failures, applies timeouts, recognises idempotent
+//! replays, pages long reads and opens a `tracing` span per operation. The backends under
+//! it (`memory`, `sqlite`, `postgres`) only move rows; see `backend`.
+
+mod append;
+mod backend;
+mod builder;
+mod memory;
+mod migrate;
+mod postgres;
+mod retry;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub use append::{AppendResult, WrittenEvent};
+pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
+pub use sqlite::SqliteDurability;
+
+use self::append::Limits;
+use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
+use self::retry::RetryPolicy;
+use crate::codec::{Codec, event_context};
+use crate::error::{Error, Result};
+use crate::event::{NewEvent, RecordedEvent};
+use crate::read::{EventQuery, LogPosition};
+use crate::stream::{
+    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    StreamStatus,
+};
+
+/// An event store. Cheap to clone: clones share the connection pool.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> chronicle::Result<()> {
+/// use chronicle::{Direction, ExpectedVersion, NewEvent, Store};
+/// use futures::TryStreamExt;
+/// use serde_json::json;
+///
+/// let store = Store::open("sqlite::memory:").await?;
+/// store
+///     .append("account-1", ExpectedVersion::NoStream, vec![
+///         NewEvent::new("account.opened", json!({ "owner": "ada" })),
+///     ])
+///     .await?;
+///
+/// let events: Vec<_> = store
+///     .read_stream("account-1", 1, Direction::Forward)
+///     .try_collect()
+///     .await?;
+/// assert_eq!(events[0].json()?["owner"], "ada");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: Arc<dyn Backend>,
+    codec: Codec,
+    retry: RetryPolicy,
+    limits: Limits,
+}
+
+impl Store {
+    /// Opens the store at `url` with default settings; see [`StoreBuilder`] for the URLs
+    /// and settings.
+    ///
+    /// # Errors
+    /// As [`StoreBuilder::open`].
+    pub async fn open(url: impl Into<String>) -> Result<Store> {
+        Store::builder(url).open().await
+    }
+
+    /// A builder for a store at `url`.
+    pub fn builder(url: impl Into<String>) -> StoreBuilder {
+        StoreBuilder::new(url)
+    }
+
+    fn from_parts(
+        backend: Arc<dyn Backend>,
+        codec: Codec,
+        retry: RetryPolicy,
+        limits: Limits,
+    ) -> Self {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                codec,
+                retry,
+                limits,
+            }),
+        }
+    }
+
+    /// Appends `events` to `stream` if it is at the `expected` version, atomically: all of
+    /// them or none. Appending to a stream that does not exist creates it.
+    ///
+    /// Re-sending a batch whose event ids are already stored in this stream, in order, with
+    /// the same content, succeeds without writing anything
+    /// ([`AppendResult::already_stored`]); that makes retries after a lost answer safe.
+    ///
+    /// # Errors
+    /// - [`Error::Conflict`] when the stream is not at `expected`;
+    /// - [`Error::StreamDeleted`] when the stream was deleted;
+    /// - [`Error::EventIdReused`] when an id is stored with other content or elsewhere;
+    /// - [`Error::Validation`] for a bad stream id, an empty batch, too many events, or an
+    ///   event over `max_event_size`;
+    /// - [`Error::Connection`] / [`Error::Timeout`] when the database did not answer.
+    pub async fn append(
+        &self,
+        stream: impl AsRef<str>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let span = tracing::debug_span!("chronicle.append", stream = stream.as_ref(), %expected, events = events.len());
+        self.append_inner(stream.as_ref(), expected, events)
+            .instrument(span)
+            .await
+    }
+
+    async fn append_inner(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let stream = StreamId::new(stream)?;
+        append::validate(&stream, &events, &self.inner.limits)?;
+        let encoded = events
+            .iter()
+            .map(|event| self.encode(&stream, event))
+            .collect::<Result<Vec<_>>>()?;
+        let backend = &self.inner.backend;
+        let outcome = self
+            .inner
+            .retry
+            .run("append", || backend.append(&stream, expected, &encoded))
+            .await?;
+        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+        let rejection = match outcome {
+            AppendOutcome::Written(written) => {
+                return Ok(AppendResult::new(&stream, &ids, &written));
+            }
+            AppendOutcome::Deleted { hard } => {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_string(),
+                    hard,
+                });
+            }
+            AppendOutcome::Conflict { actual } => Error::Conflict {
+                stream: stream.to_string(),
+                expected,
+                actual,
+            },
+            AppendOutcome::DuplicateEventId => {
+                Error::Internal(format!("append to `{stream}`: an event id vanished while checking for a replay"))
+            }
+        };
+        let stored = self
+            .inner
+            .retry
+            .run("append", || backend.events_by_id(&ids))
+            .await?
+            .into_iter()
+            .map(|event| self.decode(event))
+            .collect::<Result<Vec<_>>>()?;
+        match append::resolve_replay(&stream, expected, &events, stored)? {
+            Some(result) => {
+                tracing::debug!(%stream, "append was already stored; nothing written");
+                Ok(result)
+            }
+            None => Err(rejection),
+        }
+    }
+
+    fn encode(&self, stream: &StreamId, event: &NewEvent) -> Result<EncodedEvent> {
+        let payload = self
+            .inner
+            .codec
+            .encode(&event.payload, &event_context(event.id, stream.as_str()))
+            .map_err(|source| Error::Codec {
+                stream: stream.to_string(),
+                event_id: event.id,
+                source,
+            })?;
+        Ok(EncodedEvent {
+            id: event.id,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            payload,
+            extra_metadata: event.metadata.extra_json(),
+            metadata: event.metadata.clone(),
+        })
+    }
+
+    fn decode(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
+        event.payload = self
+            .inner
+            .codec
+            .decode(
+                &event.payload,
+                &event_context(event.id, event.stream_id.as_str()),
+            )
+            .map_err(|source| Error::Codec {
+                stream: event.stream_id.to_string(),
+                event_id: event.id,
+                source,
+            })?;
+        Ok(event)
+    }
+
+    /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a
+    /// soft-deleted one (its versions continue where they stopped).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the stream already exists; [`Error::StreamDeleted`] when it
+    /// was hard-deleted.
+    #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
+    pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let backend = &self.inner.backend;
+        let outcome = self
+            .inner
+            .retry
+            .run("create_stream", || backend.create_stream(&stream, &spec))
+            .await?;
+        match outcome {
+            CreateOutcome::Created | CreateOutcome::Recreated => Ok(()),
+            CreateOutcome::Exists { version } => Err(Error::Conflict {
+                stream: stream.to_string(),
+                expected: ExpectedVersion::NoStream,
+                actual: Some(version),
+            }),
+            CreateOutcome::Tombstoned => Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+                hard: true,
+            }),
+        }
+    }
+
+    /// Whether the stream exists and is not deleted.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] for a bad id; connection errors.
+    pub async fn stream_exists(&self, stream: impl AsRef<str>) -> Result<bool> {
+        Ok(self
+            .stream_info(stream)
+            .await?
+            .is_some_and(|info| info.status == StreamStatus::Active))
+    }
+
+    /// What the stream knows about itself (also for deleted streams; see
+    /// [`StreamInfo::status`]), or `None` when it never existed.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] for a bad id; connection errors.
+    #[tracing::instrument(name = "chronicle.stream_info", skip_all, fields(stream = stream.as_ref()))]
+    pub async fn stream_info(&self, stream: impl AsRef<str>) -> Result<Option<StreamInfo>> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("stream_info", || backend.stream_info(&stream))
+            .await
+    }
+
+    /// One page of streams in id order. For the next page, set
+    /// [`StreamListQuery::after`] to the last id returned.
+    ///
+    /// # Errors
+    /// Connection errors.
+    #[tracing::instrument(name = "chronicle.list_streams", skip_all, fields(category = query.category.as_deref()))]
+    pub async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("list_streams", || backend.list_streams(query))
+            .await
+    }
+
+    /// Deletes a stream. [`DeleteMode::Soft`] marks it deleted: reads and appends report
+    /// [`Error::StreamDeleted`] until it is re-created with [`Store::create_stream`]; its
+    /// events stay in the global log. [`DeleteMode::Hard`] removes its events for good and
+    /// tombstones the id.
+    ///
+    /// # Errors
+    /// [`Error::StreamNotFound`] when the stream does not exist.
+    #[tracing::instrument(name = "chronicle.delete_stream", skip_all, fields(stream = stream.as_ref(), ?mode))]
+    pub async fn delete_stream(&self, stream: impl AsRef<str>, mode: DeleteMode) -> Result<()> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let backend = &self.inner.backend;
+        let found = self
+            .inner
+            .retry
+            .run("delete_stream", || backend.delete_stream(&stream, mode))
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::StreamNotFound {
+                stream: stream.to_string(),
+            })
+        }
+    }
+
+    /// The events of `stream` from version `from` on ([`Direction::Forward`]) or down
+    /// ([`Direction::Backward`]; pass `u64::MAX` to start at the end), fetched page by page.
+    ///
+    /// The stream yields [`Error::StreamNotFound`] or [`Error::StreamDeleted`] first when
+    /// the stream is missing or deleted, and [`Error::Codec`] for an event whose payload
+    /// cannot be decoded.
+    pub fn read_stream(
+        &self,
+        stream: impl AsRef<str>,
+        from: u64,
+        direction: Direction,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        let store = self.clone();
+        let span = tracing::debug_span!("chronicle.read_stream", stream = stream.as_ref(), from, ?direction);
+        let stream = StreamId::new(stream.as_ref());
+        let start = async move {
+            let stream = stream?;
+            let info = store.stream_info(stream.as_str()).await?;
+            match info.map(|info| info.status) {
+                None => Err(Error::StreamNotFound {
+                    stream: stream.to_string(),
+                }),
+                Some(StreamStatus::Active) => Ok(store.stream_pages(stream, from, direction)),
+                Some(status) => Err(Error::StreamDeleted {
+                    stream: stream.to_string(),
+                    hard: status == StreamStatus::Tombstoned,
+                }),
+            }
+        };
+        stream::once(start.instrument(span)).try_flatten()
+    }
+
+    fn stream_pages(
+        self,
+        stream: StreamId,
+        from: u64,
+        direction: Direction,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        let page_size = self.inner.limits.page_size;
+        let pages = stream::try_unfold(Some(from), move |next| {
+            let store = self.clone();
+            let stream = stream.clone();
+            async move {
+                let Some(from) = next else {
+                    return Ok::<_, Error>(None);
+                };
+                let backend = &store.inner.backend;
+                let page = store
+                    .inner
+                    .retry
+                    .run("read_stream", || {
+                        backend.read_stream(&stream, from, direction, page_size)
+                    })
+                    .await?;
+                let next = match (page.last(), direction) {
+                    _ if page.len() < page_size => None,
+                    (Some(last), Direction::Forward) => Some(last.version + 1),
+                    (Some(last), Direction::Backward) => last.version.checked_sub(1),
+                    (None, _) => None,
+                };
+                Ok(Some((store.decode_page(page), next)))
+            }
+        });
+        pages.try_flatten()
+    }
+
+    fn decode_page(
+        &self,
+        page: Vec<RecordedEvent>,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + use<> {
+        let store = self.clone();
+        stream::iter(page).map(move |event| store.decode(event))
+    }
+
+    /// Every event of the global log after `after` (use [`LogPosition::START`] for all),
+    /// in commit order, fetched page by page. To follow the log, call again with the last
+    /// event's [`RecordedEvent::log_position`].
+    ///
+    /// No event is ever skipped, even on PostgreSQL where positions can commit out of
+    /// order: an event is returned only once every older transaction has finished. The read
+    /// ends with the events committed before it started; when one of them waits behind a
+    /// transaction still running, the read waits for that transaction too, for up to the
+    /// store's `log_settle_timeout` (default 5 s), then ends without it (the next read
+    /// from the cursor returns it).
+    pub fn read_all(
+        &self,
+        after: LogPosition,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        let span = tracing::debug_span!("chronicle.read_all", %after);
+        let state = LogRead {
+            store: self.clone(),
+            after,
+            bound: None,
+            deadline: None,
+            done: false,
+        };
+        stream::try_unfold(state, move |state| state.next_page().instrument(span.clone()))
+            .try_flatten()
+    }
+
+    /// The event with this id, or `None`.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when its payload cannot be decoded; connection errors.
+    #[tracing::instrument(name = "chronicle.event_by_id", skip(self))]
+    pub async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
+        let backend = &self.inner.backend;
+        let found = self
+            .inner
+            .retry
+            .run("event_by_id", || backend.events_by_id(std::slice::from_ref(&id)))
+            .await?;
+        found.into_iter().next().map(|event| self.decode(event)).transpose()
+    }
+
+    /// The events matching `query`, in global-position order.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when a payload cannot be decoded; connection errors.
+    #[tracing::instrument(name = "chronicle.query", skip_all, fields(stream = query.stream.as_deref(), limit = query.limit))]
+    pub async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("query", || backend.query(query))
+            .await?
+            .into_iter()
+            .map(|event| self.decode(event))
+            .collect()
+    }
+}
+
+/// The state of one [`Store::read_all`]: the cursor, and how long to wait for events held
+/// back by running transactions.
+struct LogRead {
+    store: Store,
+    after: LogPosition,
+    /// Transactions from this one on began after the read did; set at the first short page.
+    bound: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
+    done: bool,
+}
+
+impl LogRead {
+    async fn next_page(
+        mut self,
+    ) -> Result<Option<(impl Stream<Item = Result<RecordedEvent>> + Send + use<>, Self)>> {
+        let inner = &self.store.inner;
+        let page_size = inner.limits.page_size;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let after = self.after;
+            let page = inner
+                .retry
+                .run("read_all", || inner.backend.read_all(after, page_size))
+                .await?;
+            if let Some(last) = page.last() {
+                self.after = last.log_position();
+            }
+            if page.len() < page_size {
+                let bound = self.bound;
+                let cursor = self.after;
+                let held = inner
+                    .retry
+                    .run("read_all", || inner.backend.held_back(cursor, bound))
+                    .await?;
+                self.bound = Some(held.bound);
+                let deadline = *self
+                    .deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + inner.limits.settle_timeout);
+                if !held.pending || tokio::time::Instant::now() >= deadline {
+                    if held.pending {
+                        tracing::warn!(after = %self.after, "read_all ends with events held back by a long-running transaction");
+                    }
+                    self.done = true;
+                } else if page.is_empty() {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+            }
+            let events = self.store.decode_page(page);
+            return Ok(Some((events, self)));
+        }
+    }
+}

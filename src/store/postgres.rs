@@ -1,0 +1,450 @@
+//! The PostgreSQL backend (`postgres://…`): for production and for several application
+//! nodes on one database.
+//!
+//! Every connection's `search_path` is the store's schema, so several stores can share a
+//! database. An append is one round trip and one commit: the `chronicle_append` SQL
+//! function (see `migrations/postgres/`) checks the expected version, writes the stream
+//! row and inserts the events in a single statement.
+//!
+//! The global log is read in commit order without gaps: every event records its writing
+//! transaction (`pg_current_xact_id()`), and `read_all` orders by (transaction, position)
+//! and returns only events whose transaction is older than the oldest one still running
+//! (`pg_snapshot_xmin`). A transaction that took a lower position but commits later is
+//! therefore still ahead of every reader's cursor.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Written};
+use super::migrate;
+use super::sql::{self, to_i64, to_u64};
+use crate::error::{Error, Result, ValidationError};
+use crate::event::{EventMetadata, RecordedEvent};
+use crate::read::{EventQuery, LogPosition};
+use crate::stream::{
+    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    StreamStatus,
+};
+
+/// What the PostgreSQL backend needs from the store builder.
+#[derive(Debug, Clone)]
+pub(crate) struct PostgresConfig {
+    pub url: String,
+    pub schema: String,
+    pub pool_size: u32,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct PostgresBackend {
+    pool: PgPool,
+}
+
+const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS commit_id, event_id, \
+     stream_id, version, event_type, schema_version, payload, correlation_id, causation_id, \
+     tenant_id, user_id, metadata::text AS metadata, recorded_at";
+
+const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
+     event_count, last_event_id, status, metadata::text AS metadata, created_at, updated_at";
+
+/// Schema names are spliced into DDL, so only plain identifiers are accepted.
+fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let valid = schema.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ValidationError::Config(format!(
+            "PostgreSQL schema `{schema}` must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
+        ))
+        .into())
+    }
+}
+
+impl PostgresBackend {
+    pub(crate) async fn open(config: &PostgresConfig) -> Result<Self> {
+        validate_schema(&config.schema)?;
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(|error| {
+                ValidationError::Config(format!("bad PostgreSQL URL: {error}"))
+            })?
+            .options([("search_path", config.schema.as_str())])
+            .application_name(&format!("chronicle:{}", config.schema));
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|error| Error::from_sqlx("open", error))?;
+        let backend = PostgresBackend { pool };
+        backend.migrate(&config.schema).await?;
+        Ok(backend)
+    }
+
+    /// Creates the schema and applies pending migrations in one transaction, under an
+    /// advisory lock per schema so concurrent openers take turns.
+    async fn migrate(&self, schema: &str) -> Result<()> {
+        let fail = |error| Error::from_sqlx("migrate", error);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('chronicle-migrate:' || $1))")
+            .bind(schema)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        sqlx::query(migrate::CREATE_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?;
+        for migration in migrate::pending(migrate::POSTGRES, &applied) {
+            tracing::info!(version = migration.version, name = migration.name, schema, "applying PostgreSQL migration");
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query(
+                "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES ($1, $2, now()::text)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
+    }
+}
+
+fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
+    let extra: Option<String> = row.try_get("metadata")?;
+    Ok(RecordedEvent {
+        id: row.try_get("event_id")?,
+        stream_id: StreamId::trusted(row.try_get("stream_id")?),
+        version: to_u64(row.try_get("version")?),
+        position: to_u64(row.try_get("position")?),
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(row.try_get::<i32, _>("schema_version")?)
+            .unwrap_or_default(),
+        metadata: EventMetadata::from_parts(
+            row.try_get("correlation_id")?,
+            row.try_get("causation_id")?,
+            row.try_get("tenant_id")?,
+            row.try_get("user_id")?,
+            extra.as_deref(),
+        ),
+        recorded_at: row.try_get("recorded_at")?,
+        commit: to_u64(row.try_get("commit_id")?),
+        payload: row.try_get("payload")?,
+    })
+}
+
+fn info_from_row(row: &PgRow) -> std::result::Result<StreamInfo, sqlx::Error> {
+    let metadata: Option<String> = row.try_get("metadata")?;
+    Ok(StreamInfo {
+        stream_id: StreamId::trusted(row.try_get("stream_id")?),
+        category: row.try_get("category")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        display_name: row.try_get("display_name")?,
+        version: to_u64(row.try_get("version")?),
+        event_count: to_u64(row.try_get("event_count")?),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_event_id: row.try_get("last_event_id")?,
+        status: StreamStatus::from_code(i64::from(row.try_get::<i16, _>("status")?)),
+        metadata: metadata
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
+    })
+}
+
+/// Turns `chronicle_append`'s rejections into outcomes; other errors stay errors.
+fn rejection(error: &sqlx::Error) -> Option<AppendOutcome> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    let pg = db.try_downcast_ref::<PgDatabaseError>()?;
+    match pg.code() {
+        "CH409" => Some(AppendOutcome::Conflict {
+            actual: pg.detail().and_then(|detail| detail.parse().ok()),
+        }),
+        "CH410" => Some(AppendOutcome::Deleted {
+            hard: pg.detail() == Some("2"),
+        }),
+        "23505" if pg.constraint() == Some("events_event_id_key") => {
+            Some(AppendOutcome::DuplicateEventId)
+        }
+        _ => None,
+    }
+}
+
+fn expected_parts(expected: ExpectedVersion) -> (i16, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, 0),
+        ExpectedVersion::NoStream => (1, 0),
+        ExpectedVersion::StreamExists => (2, 0),
+        ExpectedVersion::Exact(version) => (3, to_i64(version)),
+    }
+}
+
+fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
+    (!metadata.is_null()).then(|| metadata.to_string())
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<AppendOutcome> {
+        let (kind, version) = expected_parts(expected);
+        let column = |f: fn(&EncodedEvent) -> Option<&String>| -> Vec<Option<&str>> {
+            events.iter().map(|e| f(e).map(String::as_str)).collect()
+        };
+        let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(
+            "SELECT out_version, out_position FROM chronicle_append($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13::text[]::jsonb[])",
+        )
+        .bind(stream.as_str())
+        .bind(stream.category())
+        .bind(kind)
+        .bind(version)
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>())
+        .bind(column(|e| e.metadata.correlation_id.as_ref()))
+        .bind(column(|e| e.metadata.causation_id.as_ref()))
+        .bind(column(|e| e.metadata.tenant_id.as_ref()))
+        .bind(column(|e| e.metadata.user_id.as_ref()))
+        .bind(column(|e| e.extra_metadata.as_ref()))
+        .fetch_all(&self.pool)
+        .await;
+        match result {
+            Ok(rows) => {
+                let mut written: Vec<Written> = rows
+                    .into_iter()
+                    .map(|(version, position)| Written {
+                        version: to_u64(version),
+                        position: to_u64(position),
+                    })
+                    .collect();
+                written.sort_by_key(|w| w.version);
+                Ok(AppendOutcome::Written(written))
+            }
+            Err(error) => rejection(&error).ok_or_else(|| Error::from_sqlx("append", error)),
+        }
+    }
+
+    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
+        let fail = |error| Error::from_sqlx("create_stream", error);
+        // Insert, or re-activate a soft-deleted stream; otherwise report what is there.
+        let row: Option<(bool,)> = sqlx::query_as(
+            "INSERT INTO streams (stream_id, category, aggregate_type, display_name, metadata) \
+             VALUES ($1, $2, $3, $4, $5::jsonb) \
+             ON CONFLICT (stream_id) DO UPDATE SET status = 0, \
+                 aggregate_type = excluded.aggregate_type, display_name = excluded.display_name, \
+                 metadata = excluded.metadata, created_at = now(), updated_at = now() \
+             WHERE streams.status = 1 \
+             RETURNING (xmax = 0) AS inserted",
+        )
+        .bind(stream.as_str())
+        .bind(stream.category())
+        .bind(spec.aggregate_type.as_deref())
+        .bind(spec.display_name.as_deref())
+        .bind(metadata_text(&spec.metadata))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(fail)?;
+        if let Some((inserted,)) = row {
+            return Ok(if inserted {
+                CreateOutcome::Created
+            } else {
+                CreateOutcome::Recreated
+            });
+        }
+        let (version, status): (i64, i16) =
+            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(fail)?;
+        Ok(if status == StreamStatus::Tombstoned.to_code() {
+            CreateOutcome::Tombstoned
+        } else {
+            CreateOutcome::Exists {
+                version: to_u64(version),
+            }
+        })
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE stream_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream.as_str())
+            .try_map(|row: PgRow| info_from_row(&row))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("stream_info", error))
+    }
+
+    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        let sql = format!(
+            "SELECT {STREAM_COLUMNS} FROM streams \
+             WHERE ($1::text IS NULL OR category = $1) AND ($2::text IS NULL OR stream_id > $2) \
+             AND ($3 OR status = 0) ORDER BY stream_id LIMIT $4"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query.category.as_deref())
+            .bind(query.after.as_deref())
+            .bind(query.include_deleted)
+            .bind(to_i64(query.limit as u64))
+            .try_map(|row: PgRow| info_from_row(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("list_streams", error))
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
+        let fail = |error| Error::from_sqlx("delete_stream", error);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        let found = match mode {
+            DeleteMode::Soft => sqlx::query(
+                "UPDATE streams SET status = greatest(status, 1), updated_at = now() \
+                 WHERE stream_id = $1",
+            ),
+            DeleteMode::Hard => sqlx::query(
+                "UPDATE streams SET status = 2, event_count = 0, updated_at = now() \
+                 WHERE stream_id = $1",
+            ),
+        }
+        .bind(stream.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?
+        .rows_affected()
+            > 0;
+        if found && mode == DeleteMode::Hard {
+            sqlx::query("DELETE FROM events WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(found)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 \
+                 ORDER BY version LIMIT $3"
+            ),
+            Direction::Backward => format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version <= $2 \
+                 ORDER BY version DESC LIMIT $3"
+            ),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream.as_str())
+            .bind(to_i64(from))
+            .bind(to_i64(limit as u64))
+            .try_map(|row: PgRow| event_from_row(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("read_stream", error))
+    }
+
+    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id, position LIMIT $3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.commit().to_string())
+            .bind(to_i64(after.position()))
+            .bind(to_i64(limit as u64))
+            .try_map(|row: PgRow| event_from_row(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("read_all", error))
+    }
+
+    async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
+        let (pending, bound): (bool, i64) = sqlx::query_as(
+            "WITH bound AS ( \
+                 SELECT COALESCE($3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint) AS b) \
+             SELECT EXISTS ( \
+                 SELECT 1 FROM events \
+                 WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                   AND transaction_id < (SELECT b FROM bound)::text::xid8 \
+             ), (SELECT b FROM bound)",
+        )
+        .bind(after.commit().to_string())
+        .bind(to_i64(after.position()))
+        .bind(bound.map(to_i64))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("read_all", error))?;
+        Ok(HeldBack {
+            pending,
+            bound: to_u64(bound),
+        })
+    }
+
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1)");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .try_map(|row: PgRow| event_from_row(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("event_by_id", error))
+    }
+
+    async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        sql::push_event_filter(&mut query, filter, |time: DateTime<Utc>| time);
+        query
+            .build()
+            .try_map(|row: PgRow| event_from_row(&row))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("query", error))
+    }
+}

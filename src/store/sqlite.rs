@@ -1,0 +1,460 @@
+//! The SQLite backend (`sqlite://path`, `sqlite::memory:`): the embedded default.
+//!
+//! Writes go through a pool of one connection and run in `BEGIN IMMEDIATE` transactions,
+//! so they are serialized in the process and take SQLite's write lock up front (no lock
+//! upgrade that could fail with `SQLITE_BUSY` halfway); other processes wait on the busy
+//! timeout. Reads use their own pool and, in WAL mode, never block the writer. Because
+//! writes are serialized, positions commit in order and the log cursor's transaction part
+//! is always 0.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
+use super::migrate;
+use super::sql::{self, to_i64, to_u64};
+use crate::error::{Error, Result, ValidationError};
+use crate::event::{EventMetadata, RecordedEvent};
+use crate::read::{EventQuery, LogPosition};
+use crate::stream::{
+    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    StreamStatus,
+};
+
+/// How SQLite commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// `synchronous = FULL`: a commit survives power loss (the default).
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: in WAL mode a commit survives a crash of the process but the
+    /// last commits may be lost on power loss; faster.
+    Normal,
+}
+
+/// What the SQLite backend needs from the store builder.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteConfig {
+    pub url: String,
+    pub durability: SqliteDurability,
+    pub pool_size: u32,
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct SqliteBackend {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
+     payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
+
+const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
+     event_count, last_event_id, status, metadata, created_at, updated_at";
+
+impl SqliteBackend {
+    pub(crate) async fn open(config: &SqliteConfig) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(&config.url)
+            .map_err(|error| {
+                ValidationError::Config(format!("bad SQLite URL `{}`: {error}", config.url))
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.durability {
+                SqliteDurability::Full => SqliteSynchronous::Full,
+                SqliteDurability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(config.busy_timeout)
+            .foreign_keys(false);
+        let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
+        let connect = |max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                // An in-memory database lives as long as one of its connections does.
+                .min_connections(u32::from(in_memory))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.clone())
+        };
+        let writer = connect(1)
+            .await
+            .map_err(|error| Error::from_sqlx("open", error))?;
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            connect(config.pool_size.max(1))
+                .await
+                .map_err(|error| Error::from_sqlx("open", error))?
+        };
+        let backend = SqliteBackend { writer, reader };
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let fail = |error| Error::from_sqlx("migrate", error);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        sqlx::query(migrate::CREATE_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?;
+        for migration in migrate::pending(migrate::SQLITE, &applied) {
+            tracing::info!(version = migration.version, name = migration.name, "applying SQLite migration");
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(Utc::now().to_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
+    }
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
+    let stream_id: String = row.try_get("stream_id")?;
+    let extra: Option<String> = row.try_get("metadata")?;
+    Ok(RecordedEvent {
+        id: row.try_get("event_id")?,
+        stream_id: StreamId::trusted(stream_id),
+        version: to_u64(row.try_get("version")?),
+        position: to_u64(row.try_get("position")?),
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(row.try_get::<i64, _>("schema_version")?).unwrap_or_default(),
+        metadata: EventMetadata::from_parts(
+            row.try_get("correlation_id")?,
+            row.try_get("causation_id")?,
+            row.try_get("tenant_id")?,
+            row.try_get("user_id")?,
+            extra.as_deref(),
+        ),
+        recorded_at: from_micros(row.try_get("recorded_at")?),
+        commit: 0,
+        payload: row.try_get("payload")?,
+    })
+}
+
+fn info_from_row(row: &SqliteRow) -> std::result::Result<StreamInfo, sqlx::Error> {
+    let metadata: Option<String> = row.try_get("metadata")?;
+    Ok(StreamInfo {
+        stream_id: StreamId::trusted(row.try_get("stream_id")?),
+        category: row.try_get("category")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        display_name: row.try_get("display_name")?,
+        version: to_u64(row.try_get("version")?),
+        event_count: to_u64(row.try_get("event_count")?),
+        created_at: from_micros(row.try_get("created_at")?),
+        updated_at: from_micros(row.try_get("updated_at")?),
+        last_event_id: row.try_get("last_event_id")?,
+        status: StreamStatus::from_code(row.try_get("status")?),
+        metadata: metadata
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
+    })
+}
+
+fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation() && db.message().contains("event_id"))
+}
+
+fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
+    (!metadata.is_null()).then(|| metadata.to_string())
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<AppendOutcome> {
+        let fail = |error| Error::from_sqlx("append", error);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
+                .bind(stream.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        match current {
+            Some((_, 1)) => return Ok(AppendOutcome::Deleted { hard: false }),
+            Some((_, 2)) => return Ok(AppendOutcome::Deleted { hard: true }),
+            _ => {}
+        }
+        let actual = current.map(|(version, _)| to_u64(version));
+        if !expected.accepts(actual) {
+            return Ok(AppendOutcome::Conflict { actual });
+        }
+        let base = actual.unwrap_or(0);
+        let now = micros(Utc::now());
+
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
+             correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
+        );
+        insert.push_values((1u64..).zip(events), |mut row, (offset, event)| {
+            row.push_bind(event.id)
+                .push_bind(stream.as_str())
+                .push_bind(to_i64(base + offset))
+                .push_bind(event.event_type.as_str())
+                .push_bind(i64::from(event.schema_version))
+                .push_bind(event.payload.as_slice())
+                .push_bind(event.metadata.correlation_id.as_deref())
+                .push_bind(event.metadata.causation_id.as_deref())
+                .push_bind(event.metadata.tenant_id.as_deref())
+                .push_bind(event.metadata.user_id.as_deref())
+                .push_bind(event.extra_metadata.as_deref())
+                .push_bind(now);
+        });
+        insert.push(" RETURNING position, version");
+        let rows: Vec<(i64, i64)> = match insert.build_query_as().fetch_all(&mut *tx).await {
+            Ok(rows) => rows,
+            Err(error) if is_duplicate_event_id(&error) => {
+                return Ok(AppendOutcome::DuplicateEventId);
+            }
+            Err(error) => return Err(fail(error)),
+        };
+
+        let count = events.len() as i64;
+        let last_id = events.last().map(|event| event.id);
+        if current.is_some() {
+            sqlx::query(
+                "UPDATE streams SET version = version + ?1, event_count = event_count + ?1, \
+                 last_event_id = ?2, updated_at = ?3 WHERE stream_id = ?4",
+            )
+            .bind(count)
+            .bind(last_id)
+            .bind(now)
+            .bind(stream.as_str())
+        } else {
+            sqlx::query(
+                "INSERT INTO streams (stream_id, category, version, event_count, last_event_id, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?5)",
+            )
+            .bind(stream.as_str())
+            .bind(stream.category())
+            .bind(count)
+            .bind(last_id)
+            .bind(now)
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+
+        let mut written: Vec<Written> = rows
+            .into_iter()
+            .map(|(position, version)| Written {
+                version: to_u64(version),
+                position: to_u64(position),
+            })
+            .collect();
+        written.sort_by_key(|w| w.version);
+        Ok(AppendOutcome::Written(written))
+    }
+
+    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
+        let fail = |error| Error::from_sqlx("create_stream", error);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
+                .bind(stream.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        let now = micros(Utc::now());
+        let outcome = match current {
+            Some((version, 0)) => {
+                return Ok(CreateOutcome::Exists {
+                    version: to_u64(version),
+                });
+            }
+            Some((_, 2)) => return Ok(CreateOutcome::Tombstoned),
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE streams SET status = 0, aggregate_type = ?1, display_name = ?2, \
+                     metadata = ?3, created_at = ?5, updated_at = ?5 WHERE stream_id = ?4",
+                )
+                .bind(spec.aggregate_type.as_deref())
+                .bind(spec.display_name.as_deref())
+                .bind(metadata_text(&spec.metadata))
+                .bind(stream.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+                CreateOutcome::Recreated
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO streams (stream_id, category, aggregate_type, display_name, \
+                     metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                )
+                .bind(stream.as_str())
+                .bind(stream.category())
+                .bind(spec.aggregate_type.as_deref())
+                .bind(spec.display_name.as_deref())
+                .bind(metadata_text(&spec.metadata))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+                CreateOutcome::Created
+            }
+        };
+        tx.commit().await.map_err(fail)?;
+        Ok(outcome)
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE stream_id = ?");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream.as_str())
+            .try_map(|row: SqliteRow| info_from_row(&row))
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("stream_info", error))
+    }
+
+    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        let sql = format!(
+            "SELECT {STREAM_COLUMNS} FROM streams \
+             WHERE (?1 IS NULL OR category = ?1) AND (?2 IS NULL OR stream_id > ?2) \
+             AND (?3 OR status = 0) ORDER BY stream_id LIMIT ?4"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query.category.as_deref())
+            .bind(query.after.as_deref())
+            .bind(query.include_deleted)
+            .bind(to_i64(query.limit as u64))
+            .try_map(|row: SqliteRow| info_from_row(&row))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("list_streams", error))
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
+        let fail = |error| Error::from_sqlx("delete_stream", error);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let now = micros(Utc::now());
+        let found = match mode {
+            DeleteMode::Soft => sqlx::query(
+                "UPDATE streams SET status = MAX(status, 1), updated_at = ? WHERE stream_id = ?",
+            ),
+            DeleteMode::Hard => sqlx::query(
+                "UPDATE streams SET status = 2, event_count = 0, updated_at = ? WHERE stream_id = ?",
+            ),
+        }
+        .bind(now)
+        .bind(stream.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?
+        .rows_affected()
+            > 0;
+        if found && mode == DeleteMode::Hard {
+            sqlx::query("DELETE FROM events WHERE stream_id = ?")
+                .bind(stream.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(found)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? \
+                 ORDER BY version LIMIT ?"
+            ),
+            Direction::Backward => format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version <= ? \
+                 ORDER BY version DESC LIMIT ?"
+            ),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream.as_str())
+            .bind(to_i64(from))
+            .bind(to_i64(limit as u64))
+            .try_map(|row: SqliteRow| event_from_row(&row))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("read_stream", error))
+    }
+
+    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64(after.position()))
+            .bind(to_i64(limit as u64))
+            .try_map(|row: SqliteRow| event_from_row(&row))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("read_all", error))
+    }
+
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ("
+        ));
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query
+            .build()
+            .try_map(|row: SqliteRow| event_from_row(&row))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("event_by_id", error))
+    }
+
+    async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        sql::push_event_filter(&mut query, filter, micros);
+        query
+            .build()
+            .try_map(|row: SqliteRow| event_from_row(&row))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("query", error))
+    }
+}

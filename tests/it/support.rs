@@ -1,0 +1,159 @@
+//! Opening a fresh store per test on each backend, and cleaning up after it.
+//!
+//! PostgreSQL tests read the server's URL from `CHRONICLE_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) and each gets its own schema, dropped when
+//! the test ends. Without a reachable server they skip loudly, unless
+//! `CHRONICLE_REQUIRE_SERVICES=1`, where they fail.
+
+use chronicle::{Store, StoreBuilder};
+use sqlx::Connection;
+
+/// The backends every conformance test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+/// A store for one test plus what must outlive it (a temp dir, a schema to drop).
+pub struct TestStore {
+    pub store: Store,
+    pub location: Location,
+}
+
+pub enum Location {
+    Memory,
+    Sqlite { url: String, _dir: tempfile::TempDir },
+    Postgres { url: String, schema: String },
+}
+
+impl TestStore {
+    /// Opens another store on the same database (another "process"), configured by
+    /// `configure`. `None` for the memory backend, which cannot be shared.
+    pub async fn reopen(
+        &self,
+        configure: impl FnOnce(StoreBuilder) -> StoreBuilder,
+    ) -> Option<Store> {
+        let builder = match &self.location {
+            Location::Memory => return None,
+            Location::Sqlite { url, .. } => Store::builder(url.clone()),
+            Location::Postgres { url, schema } => Store::builder(url.clone()).schema(schema.clone()),
+        };
+        Some(configure(builder).open().await.expect("reopen store"))
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Location::Postgres { url, schema } = &self.location {
+            let (url, schema) = (url.clone(), schema.clone());
+            // Drop runs inside the test's runtime; use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub fn pg_url() -> String {
+    std::env::var("CHRONICLE_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn services_required() -> bool {
+    std::env::var("CHRONICLE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Whether PostgreSQL can be reached; prints a loud skip notice (or panics when services
+/// are required) when it cannot.
+pub async fn postgres_available(test: &str) -> bool {
+    match sqlx::PgConnection::connect(&pg_url()).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            true
+        }
+        Err(error) if services_required() => {
+            panic!("CHRONICLE_REQUIRE_SERVICES=1 but PostgreSQL at {} is unreachable: {error}", pg_url())
+        }
+        Err(error) => {
+            eprintln!("SKIPPED {test}: PostgreSQL at {} is unreachable ({error}); set CHRONICLE_PG_URL", pg_url());
+            false
+        }
+    }
+}
+
+/// A unique schema name for one test.
+pub fn fresh_schema() -> String {
+    format!("t_{}", uuid::Uuid::now_v7().simple())
+}
+
+impl Kind {
+    /// A fresh, empty store with default settings.
+    pub async fn open(self, test: &str) -> Option<TestStore> {
+        self.open_with(test, |builder| builder).await
+    }
+
+    /// A fresh, empty store configured by `configure`; `None` when the backend's service
+    /// is unavailable and not required.
+    pub async fn open_with(
+        self,
+        test: &str,
+        configure: impl FnOnce(StoreBuilder) -> StoreBuilder,
+    ) -> Option<TestStore> {
+        let (builder, location) = match self {
+            Kind::Memory => (Store::builder("memory:"), Location::Memory),
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("events.db").display());
+                (Store::builder(url.clone()), Location::Sqlite { url, _dir: dir })
+            }
+            Kind::Postgres => {
+                if !postgres_available(test).await {
+                    return None;
+                }
+                let schema = fresh_schema();
+                let url = pg_url();
+                (
+                    Store::builder(url.clone()).schema(schema.clone()).pool_size(4),
+                    Location::Postgres { url, schema },
+                )
+            }
+        };
+        let store = configure(builder).open().await.expect("open store");
+        Some(TestStore { store, location })
+    }
+}
+
+/// Instantiates `async fn name(kind: Kind)` tests once per backend, in modules `memory`,
+/// `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Kind::Memory).await }
+            )*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Kind::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Kind::Postgres).await }
+            )*
+        }
+    };
+}
