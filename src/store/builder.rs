@@ -108,7 +108,12 @@ impl StoreBuilder {
 
     /// Fails an operation with [`Error::Timeout`](crate::Error::Timeout) when one attempt
     /// takes longer than this (default: no limit). Also bounds waiting for a pooled
-    /// connection.
+    /// connection and SQLite's wait for the write lock, and becomes PostgreSQL's
+    /// `statement_timeout`, so the server stops the statement too.
+    ///
+    /// As with a lost connection, the caller cannot know whether a timed-out append
+    /// committed in the last instant: re-send the same events (same ids) to find out; the
+    /// store recognises a batch it already holds.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.retry.timeout = Some(timeout);
         self
@@ -188,6 +193,7 @@ impl StoreBuilder {
                 schema: self.schema.clone(),
                 pool_size: self.pool_size,
                 acquire_timeout,
+                statement_timeout: self.retry.timeout,
             };
             Ok(Arc::new(PostgresBackend::open(&config).await?))
         } else {

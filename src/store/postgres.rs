@@ -39,6 +39,9 @@ pub(crate) struct PostgresConfig {
     pub schema: String,
     pub pool_size: u32,
     pub acquire_timeout: Duration,
+    /// The server cancels statements running longer (the operation timeout), so a
+    /// timed-out append does not go on to commit behind the caller's back.
+    pub statement_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -74,12 +77,14 @@ fn validate_schema(schema: &str) -> Result<()> {
 impl PostgresBackend {
     pub(crate) async fn open(config: &PostgresConfig) -> Result<Self> {
         validate_schema(&config.schema)?;
-        let options = PgConnectOptions::from_str(&config.url)
-            .map_err(|error| {
-                ValidationError::Config(format!("bad PostgreSQL URL: {error}"))
-            })?
+        let mut options = PgConnectOptions::from_str(&config.url)
+            .map_err(|error| ValidationError::Config(format!("bad PostgreSQL URL: {error}")))?
             .options([("search_path", config.schema.as_str())])
             .application_name(&format!("chronicle:{}", config.schema));
+        if let Some(timeout) = config.statement_timeout {
+            let millis = timeout.as_millis().max(1).to_string();
+            options = options.options([("statement_timeout", millis.as_str())]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size.max(1))
             .acquire_timeout(config.acquire_timeout)

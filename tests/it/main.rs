@@ -1,5 +1,8 @@
 //! chronicle's integration tests, in one binary (each file under `tests/` would link the
 //! crate again). One module per area; `support` opens a fresh store per test and backend.
 
+mod concurrency;
 mod conformance;
+mod model;
+mod postgres;
 mod support;

@@ -1,0 +1,147 @@
+//! Many writers at once: optimistic concurrency on one stream, and a live reader of the
+//! global log that must see every committed event exactly once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chronicle::{Direction, Error, ExpectedVersion, LogPosition, NewEvent};
+use futures::TryStreamExt;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::Kind;
+
+crate::for_each_backend!(
+    sixteen_writers_on_one_stream,
+    eight_writers_and_a_live_reader
+);
+
+/// 16 tasks each write 5 events to one stream with `Exact(v)`, retrying on conflict.
+async fn sixteen_writers_on_one_stream(kind: Kind) {
+    let Some(t) = kind
+        .open_with("sixteen_writers_on_one_stream", |b| b.pool_size(8))
+        .await
+    else {
+        return;
+    };
+    const TASKS: usize = 16;
+    const EVENTS_EACH: usize = 5;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = t.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut written = Vec::new();
+            let mut conflicts = 0;
+            while written.len() < EVENTS_EACH {
+                let version = store
+                    .stream_info("hot-1")
+                    .await
+                    .expect("info")
+                    .map_or(0, |info| info.version);
+                let event = NewEvent::new("hot.bumped", json!({ "task": task }));
+                let id = event.event_id();
+                match store
+                    .append("hot-1", ExpectedVersion::Exact(version), vec![event])
+                    .await
+                {
+                    Ok(result) => {
+                        assert_eq!(result.events[0].version, version + 1);
+                        written.push(id);
+                    }
+                    Err(Error::Conflict { .. }) => conflicts += 1,
+                    Err(other) => panic!("a loser must get Conflict, got {other}"),
+                }
+            }
+            (written, conflicts)
+        }));
+    }
+    let mut written = HashSet::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        let (ids, lost) = task.await.expect("task");
+        written.extend(ids);
+        conflicts += lost;
+    }
+    let stored: Vec<_> = t
+        .store
+        .read_stream("hot-1", 1, Direction::Forward)
+        .try_collect()
+        .await
+        .expect("read");
+    let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=(TASKS * EVENTS_EACH) as u64).collect::<Vec<_>>());
+    let stored_ids: HashSet<Uuid> = stored.iter().map(|e| e.id).collect();
+    assert_eq!(stored_ids, written, "every success is stored, nothing else");
+    eprintln!("{kind:?}: {} appends, {conflicts} conflicts", written.len());
+}
+
+/// 8 writers append for two seconds while a reader follows `read_all` from its cursor.
+async fn eight_writers_and_a_live_reader(kind: Kind) {
+    let Some(t) = kind
+        .open_with("eight_writers_and_a_live_reader", |b| b.pool_size(10).page_size(50))
+        .await
+    else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let store = t.store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut n = 0;
+            while tokio::time::Instant::now() < deadline {
+                n += 1;
+                let batch: Vec<NewEvent> = (0..1 + n % 3)
+                    .map(|i| NewEvent::new("live.event", json!({ "writer": writer, "i": i })))
+                    .collect();
+                ids.extend(batch.iter().map(NewEvent::event_id));
+                store
+                    .append(format!("live-{writer}-{}", n % 4), ExpectedVersion::Any, batch)
+                    .await
+                    .expect("append");
+            }
+            ids
+        }));
+    }
+    let reader = {
+        let store = t.store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = LogPosition::START;
+            loop {
+                let page: Vec<_> = store.read_all(cursor).try_collect().await.expect("read");
+                if let Some(last) = page.last() {
+                    cursor = last.log_position();
+                }
+                let done = page.is_empty() && tokio::time::Instant::now() > deadline;
+                seen.extend(page.iter().map(|e| (e.id, e.log_position())));
+                if done {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut written = HashSet::new();
+    for writer in writers {
+        written.extend(writer.await.expect("writer"));
+    }
+    let seen = reader.await.expect("reader");
+    // The reader may have stopped just before the last commits; finish from its cursor.
+    let cursor = seen.last().map_or(LogPosition::START, |(_, p)| *p);
+    let rest: Vec<_> = t.store.read_all(cursor).try_collect().await.expect("read");
+    let seen: Vec<(Uuid, LogPosition)> = seen
+        .into_iter()
+        .chain(rest.iter().map(|e| (e.id, e.log_position())))
+        .collect();
+    assert!(
+        seen.windows(2).all(|w| w[0].1 < w[1].1),
+        "cursors only move forward"
+    );
+    let unique: HashSet<Uuid> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(unique.len(), seen.len(), "no event delivered twice");
+    assert_eq!(unique, written, "every committed event delivered");
+    eprintln!("{kind:?}: live reader saw {} events", seen.len());
+}
+

@@ -1,0 +1,226 @@
+//! PostgreSQL-only behaviour: out-of-order commits in the global log, concurrent openers,
+//! schemas, lost connections and timeouts, on the real server.
+
+use std::time::Duration;
+
+use chronicle::{Error, ErrorKind, ExpectedVersion, LogPosition, NewEvent, Store};
+use futures::TryStreamExt;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::support::{Kind, Location, TestStore, fresh_schema, pg_url, postgres_available};
+
+async fn open(test: &str) -> Option<TestStore> {
+    Kind::Postgres
+        .open_with(test, |b| b.log_settle_timeout(Duration::from_millis(300)))
+        .await
+}
+
+/// A raw connection into the test store's schema.
+async fn raw(t: &TestStore) -> PgConnection {
+    let Location::Postgres { url, schema } = &t.location else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET search_path TO \"{schema}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("search_path");
+    conn
+}
+
+fn schema_of(t: &TestStore) -> String {
+    match &t.location {
+        Location::Postgres { schema, .. } => schema.clone(),
+        _ => unreachable!("a PostgreSQL store"),
+    }
+}
+
+#[tokio::test]
+async fn a_late_commit_with_a_lower_position_is_not_skipped() {
+    let Some(t) = open("a_late_commit_with_a_lower_position_is_not_skipped").await else {
+        return;
+    };
+    // Transaction A appends (taking the lower position) and stays open.
+    let mut conn = raw(&t).await;
+    let mut slow = conn.begin().await.expect("begin");
+    let slow_id = Uuid::now_v7();
+    let slow_position: i64 = sqlx::query_scalar(
+        "SELECT out_position FROM chronicle_append('ooo-a', 'ooo', 0::smallint, 0, $1, \
+         ARRAY['slow'], ARRAY[1], ARRAY[convert_to('{\"slow\":true}', 'UTF8')], \
+         ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], \
+         ARRAY[NULL::jsonb])",
+    )
+    .bind(vec![slow_id])
+    .fetch_one(&mut *slow)
+    .await
+    .expect("append in open transaction");
+
+    // Transaction B appends and commits first, with a higher position.
+    let fast = t
+        .store
+        .append("ooo-b", ExpectedVersion::Any, vec![NewEvent::new("fast", json!({}))])
+        .await
+        .expect("append");
+    assert!(fast.events[0].position > slow_position as u64);
+
+    // A reader now must not deliver B: a cursor past B would skip A forever.
+    let early: Vec<_> = t
+        .store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("read");
+    assert!(
+        early.is_empty(),
+        "nothing may be delivered while an older transaction is open: {early:?}"
+    );
+
+    slow.commit().await.expect("commit A");
+    let cursor = early.last().map_or(LogPosition::START, |e| e.log_position());
+    let late: Vec<_> = t.store.read_all(cursor).try_collect().await.expect("read");
+    let ids: Vec<Uuid> = late.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [slow_id, fast.events[0].event_id], "A, then B, each once");
+    assert_eq!(late[0].json().expect("json"), json!({ "slow": true }));
+}
+
+#[tokio::test]
+async fn concurrent_openers_migrate_once() {
+    if !postgres_available("concurrent_openers_migrate_once").await {
+        return;
+    }
+    let schema = fresh_schema();
+    let open = || Store::builder(pg_url()).schema(schema.clone()).pool_size(2).open();
+    let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
+    for store in [a, b, c, d] {
+        store
+            .expect("every opener succeeds")
+            .append("m-1", ExpectedVersion::Any, vec![NewEvent::new("x", json!({}))])
+            .await
+            .expect("append");
+    }
+    let mut conn = PgConnection::connect(&pg_url()).await.expect("connect");
+    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{schema}\".chronicle_migrations"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("count");
+    assert_eq!(applied, 1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+}
+
+#[tokio::test]
+async fn schemas_keep_stores_apart() {
+    let (Some(a), Some(b)) = (open("schemas_keep_stores_apart").await, open("schemas_keep_stores_apart").await) else {
+        return;
+    };
+    let event = || vec![NewEvent::new("x", json!({}))];
+    a.store.append("shared-1", ExpectedVersion::NoStream, event()).await.expect("a");
+    b.store.append("shared-1", ExpectedVersion::NoStream, event()).await.expect("b");
+    b.store.append("shared-1", ExpectedVersion::Exact(1), event()).await.expect("b");
+    let a_info = a.store.stream_info("shared-1").await.expect("info").expect("some");
+    let b_info = b.store.stream_info("shared-1").await.expect("info").expect("some");
+    assert_eq!((a_info.version, b_info.version), (1, 2));
+}
+
+#[tokio::test]
+async fn plain_payloads_are_json_in_psql() {
+    let Some(t) = open("plain_payloads_are_json_in_psql").await else {
+        return;
+    };
+    t.store
+        .append("p-1", ExpectedVersion::Any, vec![NewEvent::new("x", json!({ "name": "Ada" }))])
+        .await
+        .expect("append");
+    let mut conn = raw(&t).await;
+    let payload: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM events_json WHERE stream_id = 'p-1'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("select");
+    assert_eq!(payload, json!({ "name": "Ada" }));
+}
+
+#[tokio::test]
+async fn a_killed_connection_is_replaced() {
+    let Some(t) = Kind::Postgres
+        .open_with("a_killed_connection_is_replaced", |b| {
+            b.pool_size(1).retries(3, Duration::from_millis(20))
+        })
+        .await
+    else {
+        return;
+    };
+    let event = || vec![NewEvent::new("x", json!({}))];
+    t.store.append("k-1", ExpectedVersion::Any, event()).await.expect("append");
+    let mut admin = PgConnection::connect(&pg_url()).await.expect("connect");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(format!("chronicle:{}", schema_of(&t)))
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty(), "the store's connection was found and killed");
+    t.store
+        .append("k-1", ExpectedVersion::Exact(1), event())
+        .await
+        .expect("the store reconnects");
+    assert_eq!(
+        t.store.stream_info("k-1").await.expect("info").expect("some").version,
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_connection_error() {
+    let error = Store::builder("postgres://postgres@127.0.0.1:1/test")
+        .retries(2, Duration::from_millis(10))
+        .operation_timeout(Duration::from_secs(2))
+        .open()
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(error.kind(), ErrorKind::Connection, "{error}");
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_blocked_append_times_out() {
+    let Some(t) = Kind::Postgres
+        .open_with("a_blocked_append_times_out", |b| {
+            b.operation_timeout(Duration::from_millis(200))
+        })
+        .await
+    else {
+        return;
+    };
+    t.store
+        .append("lock-1", ExpectedVersion::Any, vec![NewEvent::new("x", json!({}))])
+        .await
+        .expect("append");
+    let mut conn = raw(&t).await;
+    let mut blocker = conn.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM streams WHERE stream_id = 'lock-1' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let error = t
+        .store
+        .append("lock-1", ExpectedVersion::Exact(1), vec![NewEvent::new("x", json!({}))])
+        .await
+        .expect_err("blocked");
+    assert!(matches!(error, Error::Timeout { operation: "append", .. }), "{error}");
+    // The server's statement_timeout stops the blocked statement as well.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.rollback().await.expect("rollback");
+    // Nothing was written by the timed-out attempt.
+    t.store
+        .append("lock-1", ExpectedVersion::Exact(1), vec![NewEvent::new("x", json!({}))])
+        .await
+        .expect("append after the lock is gone");
+}
