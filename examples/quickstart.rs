@@ -73,7 +73,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .try_collect()
         .await?;
     for event in &events {
-        println!("  v{} {} {}", event.version, event.event_type, event.json()?);
+        println!(
+            "  v{} {} {}",
+            event.version,
+            event.event_type,
+            event.json()?
+        );
     }
 
     println!("the global log:");

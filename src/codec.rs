@@ -59,7 +59,9 @@ pub enum CodecError {
         key_id: String,
     },
     /// Authentication failed: wrong key, tampered bytes, or a payload moved to another row.
-    #[error("payload does not decrypt with key `{key_id}`: wrong key, tampered bytes or payload moved to another event")]
+    #[error(
+        "payload does not decrypt with key `{key_id}`: wrong key, tampered bytes or payload moved to another event"
+    )]
     Decrypt {
         /// The key id recorded in the payload.
         key_id: String,
@@ -155,7 +157,9 @@ impl KeyRing {
     pub fn with_key(mut self, key_id: impl Into<String>, key: [u8; 32]) -> crate::Result<Self> {
         let key_id = key_id.into();
         if self.ciphers.contains_key(&key_id) {
-            return Err(config_error(format!("key id `{key_id}` is already in the ring")));
+            return Err(config_error(format!(
+                "key id `{key_id}` is already in the ring"
+            )));
         }
         self.insert(key_id, key)?;
         Ok(self)
@@ -270,7 +274,13 @@ impl Codec {
         let aad = [header.as_slice(), context].concat();
         let plain = compressed.as_deref().unwrap_or(json);
         let sealed = cipher
-            .encrypt(&nonce, Payload { msg: plain, aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CodecError::Encode("encryption failed".into()))?;
         header.extend_from_slice(&sealed);
         Ok(header)
@@ -379,7 +389,11 @@ mod tests {
 
     fn codec(compress: bool, encrypt: bool) -> Codec {
         let keys = encrypt.then(|| KeyRing::new("k1", [7; 32]).expect("valid key id"));
-        Codec::new(compress.then(|| Compression::zstd().min_size(0)), keys, 1 << 20)
+        Codec::new(
+            compress.then(|| Compression::zstd().min_size(0)),
+            keys,
+            1 << 20,
+        )
     }
 
     #[test]
@@ -429,20 +443,34 @@ mod tests {
     fn wrong_and_missing_keys_are_typed_errors() {
         let writer = codec(false, true);
         let stored = writer.encode(b"{}", b"ctx").expect("encodes");
-        let wrong = Codec::new(None, Some(KeyRing::new("k1", [8; 32]).expect("ring")), 1 << 20);
+        let wrong = Codec::new(
+            None,
+            Some(KeyRing::new("k1", [8; 32]).expect("ring")),
+            1 << 20,
+        );
         assert_eq!(
             wrong.decode(&stored, b"ctx"),
-            Err(CodecError::Decrypt { key_id: "k1".into() })
+            Err(CodecError::Decrypt {
+                key_id: "k1".into()
+            })
         );
-        let other = Codec::new(None, Some(KeyRing::new("k2", [7; 32]).expect("ring")), 1 << 20);
+        let other = Codec::new(
+            None,
+            Some(KeyRing::new("k2", [7; 32]).expect("ring")),
+            1 << 20,
+        );
         assert_eq!(
             other.decode(&stored, b"ctx"),
-            Err(CodecError::MissingKey { key_id: "k1".into() })
+            Err(CodecError::MissingKey {
+                key_id: "k1".into()
+            })
         );
         let none = Codec::new(None, None, 1 << 20);
         assert_eq!(
             none.decode(&stored, b"ctx"),
-            Err(CodecError::MissingKey { key_id: "k1".into() })
+            Err(CodecError::MissingKey {
+                key_id: "k1".into()
+            })
         );
     }
 
@@ -454,7 +482,10 @@ mod tests {
             .and_then(|ring| ring.with_key("k1", [7; 32]))
             .expect("ring");
         let rotated = Codec::new(None, Some(ring), 1 << 20);
-        assert_eq!(rotated.decode(&stored, b"ctx").expect("decodes"), br#"{"v":1}"#);
+        assert_eq!(
+            rotated.decode(&stored, b"ctx").expect("decodes"),
+            br#"{"v":1}"#
+        );
         let fresh = rotated.encode(b"{}", b"ctx").expect("encodes");
         assert_eq!(&fresh[4..6], b"k2", "new payloads use the active key");
     }
@@ -473,9 +504,8 @@ mod tests {
             let value = leaf.prop_recursive(3, 64, 8, |inner| {
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
-                    prop::collection::btree_map("[a-z]{1,8}", inner, 0..8).prop_map(|map| {
-                        serde_json::Value::Object(map.into_iter().collect())
-                    }),
+                    prop::collection::btree_map("[a-z]{1,8}", inner, 0..8)
+                        .prop_map(|map| { serde_json::Value::Object(map.into_iter().collect()) }),
                 ]
             });
             value.prop_map(|value| serde_json::to_vec(&value).expect("serializes"))

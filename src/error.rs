@@ -51,7 +51,9 @@ pub enum Error {
     },
 
     /// An event id is already stored with different content or in another place.
-    #[error("event id {event_id} is already stored in stream `{existing_stream}` with different content (append to `{stream}`)")]
+    #[error(
+        "event id {event_id} is already stored in stream `{existing_stream}` with different content (append to `{stream}`)"
+    )]
     EventIdReused {
         /// The stream appended to.
         stream: String,
@@ -124,7 +126,9 @@ pub enum Error {
     },
 
     /// A payload decoded fine but is not the JSON the caller asked for.
-    #[error("payload of event {event_id} (`{event_type}` in stream `{stream}`) does not deserialize: {source}")]
+    #[error(
+        "payload of event {event_id} (`{event_type}` in stream `{stream}`) does not deserialize: {source}"
+    )]
     Payload {
         /// The stream holding the event.
         stream: String,
@@ -170,7 +174,9 @@ pub enum ValidationError {
         stream: String,
     },
     /// An append carries at most `max_events_per_append` events.
-    #[error("append to `{stream}` has {count} events; the limit (max_events_per_append) is {limit}")]
+    #[error(
+        "append to `{stream}` has {count} events; the limit (max_events_per_append) is {limit}"
+    )]
     BatchTooLarge {
         /// The stream appended to.
         stream: String,
@@ -180,7 +186,9 @@ pub enum ValidationError {
         limit: usize,
     },
     /// An event's JSON payload is bounded by `max_event_size`.
-    #[error("event {event_id} for `{stream}` is {size} bytes; the limit (max_event_size) is {limit}")]
+    #[error(
+        "event {event_id} for `{stream}` is {size} bytes; the limit (max_event_size) is {limit}"
+    )]
     EventTooLarge {
         /// The stream appended to.
         stream: String,
@@ -242,6 +250,11 @@ impl Error {
             Error::Database { operation, source }
         }
     }
+}
+
+/// Whether the server cancelled the statement (PostgreSQL's `statement_timeout`, 57014).
+pub(crate) fn is_statement_timeout(error: &Error) -> bool {
+    matches!(error, Error::Database { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("57014"))
 }
 
 fn describe_version(actual: Option<u64>) -> String {

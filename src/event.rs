@@ -137,7 +137,9 @@ impl NewEvent {
     ) -> Result<Self> {
         let event_type = event_type.into();
         let payload = serde_json::to_vec(data).map_err(|error| {
-            Error::Internal(format!("cannot serialize payload of `{event_type}`: {error}"))
+            Error::Internal(format!(
+                "cannot serialize payload of `{event_type}`: {error}"
+            ))
         })?;
         Ok(Self::from_json_bytes(event_type, payload))
     }

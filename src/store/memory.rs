@@ -160,7 +160,10 @@ impl Backend for MemoryBackend {
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
         let state = self.lock()?;
-        Ok(state.streams.get(stream.as_str()).map(|row| row.info.clone()))
+        Ok(state
+            .streams
+            .get(stream.as_str())
+            .map(|row| row.info.clone()))
     }
 
     async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
@@ -267,9 +270,10 @@ impl Backend for MemoryBackend {
                         || query.event_types.contains(&event.event_type))
                     && query.from_time.is_none_or(|t| event.recorded_at >= t)
                     && query.to_time.is_none_or(|t| event.recorded_at < t)
-                    && query.correlation_id.as_ref().is_none_or(|id| {
-                        event.metadata.correlation_id.as_ref() == Some(id)
-                    })
+                    && query
+                        .correlation_id
+                        .as_ref()
+                        .is_none_or(|id| event.metadata.correlation_id.as_ref() == Some(id))
                     && query
                         .tenant_id
                         .as_ref()

@@ -165,9 +165,9 @@ impl Store {
                 expected,
                 actual,
             },
-            AppendOutcome::DuplicateEventId => {
-                Error::Internal(format!("append to `{stream}`: an event id vanished while checking for a replay"))
-            }
+            AppendOutcome::DuplicateEventId => Error::Internal(format!(
+                "append to `{stream}`: an event id vanished while checking for a replay"
+            )),
         };
         let stored = self
             .inner
@@ -329,7 +329,12 @@ impl Store {
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let store = self.clone();
-        let span = tracing::debug_span!("chronicle.read_stream", stream = stream.as_ref(), from, ?direction);
+        let span = tracing::debug_span!(
+            "chronicle.read_stream",
+            stream = stream.as_ref(),
+            from,
+            ?direction
+        );
         let stream = StreamId::new(stream.as_ref());
         let start = async move {
             let stream = stream?;
@@ -412,8 +417,10 @@ impl Store {
             deadline: None,
             done: false,
         };
-        stream::try_unfold(state, move |state| state.next_page().instrument(span.clone()))
-            .try_flatten()
+        stream::try_unfold(state, move |state| {
+            state.next_page().instrument(span.clone())
+        })
+        .try_flatten()
     }
 
     /// The event with this id, or `None`.
@@ -426,9 +433,15 @@ impl Store {
         let found = self
             .inner
             .retry
-            .run("event_by_id", || backend.events_by_id(std::slice::from_ref(&id)))
+            .run("event_by_id", || {
+                backend.events_by_id(std::slice::from_ref(&id))
+            })
             .await?;
-        found.into_iter().next().map(|event| self.decode(event)).transpose()
+        found
+            .into_iter()
+            .next()
+            .map(|event| self.decode(event))
+            .transpose()
     }
 
     /// The events matching `query`, in global-position order.
@@ -462,7 +475,12 @@ struct LogRead {
 impl LogRead {
     async fn next_page(
         mut self,
-    ) -> Result<Option<(impl Stream<Item = Result<RecordedEvent>> + Send + use<>, Self)>> {
+    ) -> Result<
+        Option<(
+            impl Stream<Item = Result<RecordedEvent>> + Send + use<>,
+            Self,
+        )>,
+    > {
         let inner = &self.store.inner;
         let page_size = inner.limits.page_size;
         let mut wait = Duration::from_millis(5);
@@ -486,9 +504,9 @@ impl LogRead {
                     .run("read_all", || inner.backend.held_back(cursor, bound))
                     .await?;
                 self.bound = Some(held.bound);
-                let deadline = *self
-                    .deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + inner.limits.settle_timeout);
+                let deadline = *self.deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + inner.limits.settle_timeout
+                });
                 if !held.pending || tokio::time::Instant::now() >= deadline {
                     if held.pending {
                         tracing::warn!(after = %self.after, "read_all ends with events held back by a long-running transaction");

@@ -121,7 +121,12 @@ impl PostgresBackend {
             .await
             .map_err(fail)?;
         for migration in migrate::pending(migrate::POSTGRES, &applied) {
-            tracing::info!(version = migration.version, name = migration.name, schema, "applying PostgreSQL migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                schema,
+                "applying PostgreSQL migration"
+            );
             sqlx::raw_sql(migration.sql)
                 .execute(&mut *tx)
                 .await
@@ -147,8 +152,7 @@ fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error
         version: to_u64(row.try_get("version")?),
         position: to_u64(row.try_get("position")?),
         event_type: row.try_get("event_type")?,
-        schema_version: u32::try_from(row.try_get::<i32, _>("schema_version")?)
-            .unwrap_or_default(),
+        schema_version: u32::try_from(row.try_get::<i32, _>("schema_version")?).unwrap_or_default(),
         metadata: EventMetadata::from_parts(
             row.try_get("correlation_id")?,
             row.try_get("causation_id")?,
@@ -235,14 +239,24 @@ impl Backend for PostgresBackend {
         .bind(kind)
         .bind(version)
         .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             events
                 .iter()
                 .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
                 .collect::<Vec<_>>(),
         )
-        .bind(events.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.payload.as_slice())
+                .collect::<Vec<_>>(),
+        )
         .bind(column(|e| e.metadata.correlation_id.as_ref()))
         .bind(column(|e| e.metadata.causation_id.as_ref()))
         .bind(column(|e| e.metadata.tenant_id.as_ref()))

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, is_statement_timeout};
 
 /// How store operations are retried and timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,12 @@ impl RetryPolicy {
                     .await
                     .unwrap_or(Err(Error::Timeout { operation, after })),
                 None => attempt().await,
+            };
+            let result = match (result, self.timeout) {
+                (Err(error), Some(after)) if is_statement_timeout(&error) => {
+                    Err(Error::Timeout { operation, after })
+                }
+                (result, _) => result,
             };
             match result {
                 Err(error) if error.kind() == ErrorKind::Connection && tries < self.attempts => {

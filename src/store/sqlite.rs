@@ -103,7 +103,11 @@ impl SqliteBackend {
 
     async fn migrate(&self) -> Result<()> {
         let fail = |error| Error::from_sqlx("migrate", error);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
         sqlx::query(migrate::CREATE_TABLE)
             .execute(&mut *tx)
             .await
@@ -113,18 +117,24 @@ impl SqliteBackend {
             .await
             .map_err(fail)?;
         for migration in migrate::pending(migrate::SQLITE, &applied) {
-            tracing::info!(version = migration.version, name = migration.name, "applying SQLite migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applying SQLite migration"
+            );
             sqlx::raw_sql(migration.sql)
                 .execute(&mut *tx)
                 .await
                 .map_err(fail)?;
-            sqlx::query("INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-                .bind(migration.version)
-                .bind(migration.name)
-                .bind(Utc::now().to_rfc3339())
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            sqlx::query(
+                "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(Utc::now().to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)
     }
@@ -197,7 +207,11 @@ impl Backend for SqliteBackend {
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
         let current: Option<(i64, i64)> =
             sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
                 .bind(stream.as_str())
@@ -283,7 +297,11 @@ impl Backend for SqliteBackend {
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
         let fail = |error| Error::from_sqlx("create_stream", error);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
         let current: Option<(i64, i64)> =
             sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
                 .bind(stream.as_str())
@@ -363,7 +381,11 @@ impl Backend for SqliteBackend {
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
         let fail = |error| Error::from_sqlx("delete_stream", error);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
         let now = micros(Utc::now());
         let found = match mode {
             DeleteMode::Soft => sqlx::query(
@@ -419,8 +441,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(after.position()))
             .bind(to_i64(limit as u64))

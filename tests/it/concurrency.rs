@@ -69,7 +69,10 @@ async fn sixteen_writers_on_one_stream(kind: Kind) {
         .await
         .expect("read");
     let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
-    assert_eq!(versions, (1..=(TASKS * EVENTS_EACH) as u64).collect::<Vec<_>>());
+    assert_eq!(
+        versions,
+        (1..=(TASKS * EVENTS_EACH) as u64).collect::<Vec<_>>()
+    );
     let stored_ids: HashSet<Uuid> = stored.iter().map(|e| e.id).collect();
     assert_eq!(stored_ids, written, "every success is stored, nothing else");
     eprintln!("{kind:?}: {} appends, {conflicts} conflicts", written.len());
@@ -78,7 +81,9 @@ async fn sixteen_writers_on_one_stream(kind: Kind) {
 /// 8 writers append for two seconds while a reader follows `read_all` from its cursor.
 async fn eight_writers_and_a_live_reader(kind: Kind) {
     let Some(t) = kind
-        .open_with("eight_writers_and_a_live_reader", |b| b.pool_size(10).page_size(50))
+        .open_with("eight_writers_and_a_live_reader", |b| {
+            b.pool_size(10).page_size(50)
+        })
         .await
     else {
         return;
@@ -97,7 +102,11 @@ async fn eight_writers_and_a_live_reader(kind: Kind) {
                     .collect();
                 ids.extend(batch.iter().map(NewEvent::event_id));
                 store
-                    .append(format!("live-{writer}-{}", n % 4), ExpectedVersion::Any, batch)
+                    .append(
+                        format!("live-{writer}-{}", n % 4),
+                        ExpectedVersion::Any,
+                        batch,
+                    )
                     .await
                     .expect("append");
             }
@@ -144,4 +153,3 @@ async fn eight_writers_and_a_live_reader(kind: Kind) {
     assert_eq!(unique, written, "every committed event delivered");
     eprintln!("{kind:?}: live reader saw {} events", seen.len());
 }
-

@@ -99,11 +99,19 @@ async fn expected_version_rules(kind: Kind) {
     };
     // Missing stream.
     assert_eq!(
-        conflict(store.append("s-1", ExpectedVersion::StreamExists, events(1..=1)).await),
+        conflict(
+            store
+                .append("s-1", ExpectedVersion::StreamExists, events(1..=1))
+                .await
+        ),
         None
     );
     assert_eq!(
-        conflict(store.append("s-1", ExpectedVersion::Exact(2), events(1..=1)).await),
+        conflict(
+            store
+                .append("s-1", ExpectedVersion::Exact(2), events(1..=1))
+                .await
+        ),
         None
     );
     store
@@ -120,11 +128,19 @@ async fn expected_version_rules(kind: Kind) {
         .expect("Any on a missing stream");
     // Existing stream at version 1.
     assert_eq!(
-        conflict(store.append("s-1", ExpectedVersion::NoStream, events(2..=2)).await),
+        conflict(
+            store
+                .append("s-1", ExpectedVersion::NoStream, events(2..=2))
+                .await
+        ),
         Some(1)
     );
     assert_eq!(
-        conflict(store.append("s-1", ExpectedVersion::Exact(0), events(2..=2)).await),
+        conflict(
+            store
+                .append("s-1", ExpectedVersion::Exact(0), events(2..=2))
+                .await
+        ),
         Some(1)
     );
     store
@@ -175,10 +191,19 @@ async fn conflicts_write_nothing(kind: Kind) {
     assert_eq!(error.kind(), ErrorKind::Conflict);
     assert!(!error.is_retryable());
     let message = error.to_string();
-    assert!(message.contains("acct-1") && message.contains("version 1") && message.contains("version 2"), "{message}");
+    assert!(
+        message.contains("acct-1")
+            && message.contains("version 1")
+            && message.contains("version 2"),
+        "{message}"
+    );
     assert_eq!(read(store, "acct-1").await.len(), 2);
     assert_eq!(read_log(store).await.len(), 2);
-    let info = store.stream_info("acct-1").await.expect("info").expect("exists");
+    let info = store
+        .stream_info("acct-1")
+        .await
+        .expect("info")
+        .expect("exists");
     assert_eq!((info.version, info.event_count), (2, 2));
 }
 
@@ -217,13 +242,20 @@ async fn resent_batches_are_idempotent(kind: Kind) {
         .await
         .expect("append");
     assert!(!first.already_stored);
-    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Any] {
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Any,
+    ] {
         let again = store
             .append("pay-1", expected, batch.clone())
             .await
             .expect("a replay succeeds");
         assert!(again.already_stored);
-        assert_eq!(again.events, first.events, "replay returns the stored positions");
+        assert_eq!(
+            again.events, first.events,
+            "replay returns the stored positions"
+        );
     }
     // A later batch and its replay.
     let next = events(4..=4);
@@ -247,7 +279,10 @@ async fn resent_batches_are_idempotent(kind: Kind) {
 }
 
 async fn reused_ids_with_other_content_are_rejected(kind: Kind) {
-    let Some(t) = kind.open("reused_ids_with_other_content_are_rejected").await else {
+    let Some(t) = kind
+        .open("reused_ids_with_other_content_are_rejected")
+        .await
+    else {
         return;
     };
     let store = &t.store;
@@ -264,7 +299,11 @@ async fn reused_ids_with_other_content_are_rejected(kind: Kind) {
     assert!(matches!(error, Error::EventIdReused { .. }), "{error:?}");
     // Only part of the batch stored: not a replay either.
     let error = store
-        .append("x-1", ExpectedVersion::NoStream, vec![original.clone(), event(2)])
+        .append(
+            "x-1",
+            ExpectedVersion::NoStream,
+            vec![original.clone(), event(2)],
+        )
         .await
         .expect_err("partial overlap");
     assert!(matches!(error, Error::EventIdReused { .. }), "{error:?}");
@@ -273,7 +312,10 @@ async fn reused_ids_with_other_content_are_rejected(kind: Kind) {
         .append("y-1", ExpectedVersion::Any, vec![original])
         .await
         .expect_err("other stream");
-    assert!(matches!(&error, Error::EventIdReused { existing_stream, .. } if existing_stream == "x-1"), "{error:?}");
+    assert!(
+        matches!(&error, Error::EventIdReused { existing_stream, .. } if existing_stream == "x-1"),
+        "{error:?}"
+    );
     assert_eq!(read_log(store).await.len(), 1);
 }
 
@@ -292,24 +334,55 @@ async fn bad_input_is_a_validation_error(kind: Kind) {
         other => panic!("expected a validation error, got {other:?}"),
     };
     let error = validation(store.append("v-1", ExpectedVersion::Any, vec![]).await);
-    assert_eq!(error, ValidationError::EmptyBatch { stream: "v-1".into() });
-    let error = validation(store.append("v-1", ExpectedVersion::Any, events(1..=4)).await);
-    assert!(matches!(error, ValidationError::BatchTooLarge { count: 4, limit: 3, .. }));
+    assert_eq!(
+        error,
+        ValidationError::EmptyBatch {
+            stream: "v-1".into()
+        }
+    );
+    let error = validation(
+        store
+            .append("v-1", ExpectedVersion::Any, events(1..=4))
+            .await,
+    );
+    assert!(matches!(
+        error,
+        ValidationError::BatchTooLarge {
+            count: 4,
+            limit: 3,
+            ..
+        }
+    ));
     assert!(error.to_string().contains("max_events_per_append"));
     let big = NewEvent::new("test.big", json!({ "blob": "x".repeat(100) }));
     let error = validation(store.append("v-1", ExpectedVersion::Any, vec![big]).await);
-    assert!(matches!(error, ValidationError::EventTooLarge { limit: 64, .. }));
+    assert!(matches!(
+        error,
+        ValidationError::EventTooLarge { limit: 64, .. }
+    ));
     assert!(error.to_string().contains("max_event_size"));
     let error = validation(store.append("", ExpectedVersion::Any, events(1..=1)).await);
     assert_eq!(error, ValidationError::EmptyStreamId);
-    let error = validation(store.append("a\nb", ExpectedVersion::Any, events(1..=1)).await);
+    let error = validation(
+        store
+            .append("a\nb", ExpectedVersion::Any, events(1..=1))
+            .await,
+    );
     assert!(matches!(error, ValidationError::StreamIdControlChar { .. }));
     let long = "x".repeat(chronicle::MAX_STREAM_ID_LEN + 1);
-    let error = validation(store.append(&long, ExpectedVersion::Any, events(1..=1)).await);
+    let error = validation(
+        store
+            .append(&long, ExpectedVersion::Any, events(1..=1))
+            .await,
+    );
     assert!(matches!(error, ValidationError::StreamIdTooLong { .. }));
     let error = validation(
         store
-            .append("v-1", ExpectedVersion::Any, vec![NewEvent::new("", json!({}))])
+            .append(
+                "v-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("", json!({}))],
+            )
             .await,
     );
     assert!(matches!(error, ValidationError::EmptyEventType { .. }));
@@ -341,17 +414,33 @@ async fn stream_lifecycle(kind: Kind) {
         .await
         .expect("create");
     assert!(store.stream_exists("cart-1").await.expect("exists"));
-    let info = store.stream_info("cart-1").await.expect("info").expect("some");
+    let info = store
+        .stream_info("cart-1")
+        .await
+        .expect("info")
+        .expect("some");
     assert_eq!(info.category, "cart");
     assert_eq!(info.aggregate_type.as_deref(), Some("cart"));
     assert_eq!(info.display_name.as_deref(), Some("Ada's cart"));
     assert_eq!(info.metadata, json!({ "region": "eu" }));
-    assert_eq!((info.version, info.event_count, info.last_event_id), (0, 0, None));
+    assert_eq!(
+        (info.version, info.event_count, info.last_event_id),
+        (0, 0, None)
+    );
     let error = store
         .create_stream("cart-1", NewStream::new())
         .await
         .expect_err("exists");
-    assert!(matches!(error, Error::Conflict { actual: Some(0), .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            Error::Conflict {
+                actual: Some(0),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 
     let batch = events(1..=2);
     let last_id = batch[1].event_id();
@@ -359,12 +448,20 @@ async fn stream_lifecycle(kind: Kind) {
         .append("cart-1", ExpectedVersion::Exact(0), batch)
         .await
         .expect("append");
-    let after = store.stream_info("cart-1").await.expect("info").expect("some");
+    let after = store
+        .stream_info("cart-1")
+        .await
+        .expect("info")
+        .expect("some");
     assert_eq!((after.version, after.event_count), (2, 2));
     assert_eq!(after.last_event_id, Some(last_id));
     assert!(after.updated_at >= info.updated_at);
     assert_eq!(after.created_at, info.created_at);
-    assert_eq!(after.aggregate_type.as_deref(), Some("cart"), "append keeps the stream's data");
+    assert_eq!(
+        after.aggregate_type.as_deref(),
+        Some("cart"),
+        "append keeps the stream's data"
+    );
 
     let missing = store
         .read_stream("cart-404", 1, Direction::Forward)
@@ -394,20 +491,34 @@ async fn soft_delete_and_recreate(kind: Kind) {
         .await
         .expect("delete");
     assert!(!store.stream_exists("doc-1").await.expect("exists"));
-    let info = store.stream_info("doc-1").await.expect("info").expect("row kept");
+    let info = store
+        .stream_info("doc-1")
+        .await
+        .expect("info")
+        .expect("row kept");
     assert_eq!(info.status, StreamStatus::Deleted);
     let error = store
         .read_stream("doc-1", 1, Direction::Forward)
         .try_collect::<Vec<_>>()
         .await
         .expect_err("deleted");
-    assert!(matches!(error, Error::StreamDeleted { hard: false, .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::StreamDeleted { hard: false, .. }),
+        "{error:?}"
+    );
     let error = store
         .append("doc-1", ExpectedVersion::Any, events(3..=3))
         .await
         .expect_err("deleted");
-    assert!(matches!(error, Error::StreamDeleted { hard: false, .. }), "{error:?}");
-    assert_eq!(read_log(store).await.len(), 2, "the log keeps soft-deleted events");
+    assert!(
+        matches!(error, Error::StreamDeleted { hard: false, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        read_log(store).await.len(),
+        2,
+        "the log keeps soft-deleted events"
+    );
 
     store
         .create_stream("doc-1", NewStream::new().aggregate_type("doc"))
@@ -440,19 +551,38 @@ async fn hard_delete_tombstones(kind: Kind) {
     let log = read_log(store).await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].stream_id.as_str(), "keep-1");
-    assert!(store.event_by_id(gone.events[0].event_id).await.expect("lookup").is_none());
-    let info = store.stream_info("tmp-1").await.expect("info").expect("tombstone");
-    assert_eq!((info.status, info.event_count), (StreamStatus::Tombstoned, 0));
+    assert!(
+        store
+            .event_by_id(gone.events[0].event_id)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let info = store
+        .stream_info("tmp-1")
+        .await
+        .expect("info")
+        .expect("tombstone");
+    assert_eq!(
+        (info.status, info.event_count),
+        (StreamStatus::Tombstoned, 0)
+    );
     let error = store
         .append("tmp-1", ExpectedVersion::Any, events(4..=4))
         .await
         .expect_err("tombstoned");
-    assert!(matches!(error, Error::StreamDeleted { hard: true, .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::StreamDeleted { hard: true, .. }),
+        "{error:?}"
+    );
     let error = store
         .create_stream("tmp-1", NewStream::new())
         .await
         .expect_err("tombstoned");
-    assert!(matches!(error, Error::StreamDeleted { hard: true, .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::StreamDeleted { hard: true, .. }),
+        "{error:?}"
+    );
     // Positions are never reused.
     let next = store
         .append("keep-1", ExpectedVersion::Any, events(2..=2))
@@ -485,16 +615,28 @@ async fn list_streams_pages_by_category(kind: Kind) {
         .expect("list");
     assert_eq!(ids(first), ["user-1", "user-2"]);
     let second = store
-        .list_streams(&StreamListQuery::new().category("user").limit(2).after("user-2"))
+        .list_streams(
+            &StreamListQuery::new()
+                .category("user")
+                .limit(2)
+                .after("user-2"),
+        )
         .await
         .expect("list");
     assert_eq!(ids(second), ["user-3"]);
     let with_deleted = store
-        .list_streams(&StreamListQuery::new().category("user").include_deleted(true))
+        .list_streams(
+            &StreamListQuery::new()
+                .category("user")
+                .include_deleted(true),
+        )
         .await
         .expect("list");
     assert_eq!(ids(with_deleted).len(), 4);
-    let all = store.list_streams(&StreamListQuery::new()).await.expect("list");
+    let all = store
+        .list_streams(&StreamListQuery::new())
+        .await
+        .expect("list");
     assert_eq!(ids(all), ["order-1", "plain", "user-1", "user-2", "user-3"]);
     let plain = store
         .list_streams(&StreamListQuery::new().category("plain"))
@@ -569,7 +711,10 @@ async fn read_all_resumes_from_a_cursor(kind: Kind) {
     }
     let log = read_log(store).await;
     assert_eq!(log.iter().map(|e| e.id).collect::<Vec<_>>(), written);
-    assert!(log.windows(2).all(|w| w[0].log_position() < w[1].log_position()));
+    assert!(
+        log.windows(2)
+            .all(|w| w[0].log_position() < w[1].log_position())
+    );
     let cursor = log[5].log_position();
     let rest: Vec<_> = store.read_all(cursor).try_collect().await.expect("read");
     assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), written[6..]);
@@ -611,8 +756,18 @@ async fn event_by_id_and_metadata_round_trip(kind: Kind) {
     assert_eq!(found.json().expect("json"), json!({ "x": [1, 2, 3] }));
     assert_eq!(found.data::<serde_json::Value>().expect("data")["x"][2], 3);
     let age = chrono::Utc::now() - found.recorded_at;
-    assert!(age.num_seconds().abs() < 60, "recorded_at is now: {}", found.recorded_at);
-    assert!(store.event_by_id(uuid::Uuid::now_v7()).await.expect("lookup").is_none());
+    assert!(
+        age.num_seconds().abs() < 60,
+        "recorded_at is now: {}",
+        found.recorded_at
+    );
+    assert!(
+        store
+            .event_by_id(uuid::Uuid::now_v7())
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
     struct Wrong {
@@ -657,12 +812,26 @@ async fn query_filters(kind: Kind) {
     assert_eq!(q(EventQuery::new()).await, [1, 2, 3, 4, 5, 6]);
     assert_eq!(q(EventQuery::new().stream("q-1")).await, [1, 3, 5]);
     assert_eq!(q(EventQuery::new().event_types(["even"])).await, [2, 4, 6]);
-    assert_eq!(q(EventQuery::new().event_types(["even", "odd"]).limit(2).offset(3)).await, [4, 5]);
+    assert_eq!(
+        q(EventQuery::new()
+            .event_types(["even", "odd"])
+            .limit(2)
+            .offset(3))
+        .await,
+        [4, 5]
+    );
     assert_eq!(q(EventQuery::new().correlation_id("c-1")).await, [1, 2]);
-    assert_eq!(q(EventQuery::new().tenant_id("t-b").event_types(["odd"])).await, [5]);
+    assert_eq!(
+        q(EventQuery::new().tenant_id("t-b").event_types(["odd"])).await,
+        [5]
+    );
     let now = chrono::Utc::now() + chrono::Duration::seconds(5);
     assert_eq!(q(EventQuery::new().time_range(before, now)).await.len(), 6);
-    assert!(q(EventQuery::new().time_range(now, now + chrono::Duration::hours(1))).await.is_empty());
+    assert!(
+        q(EventQuery::new().time_range(now, now + chrono::Duration::hours(1)))
+            .await
+            .is_empty()
+    );
 }
 
 async fn compressed_and_encrypted_payloads_round_trip(kind: Kind) {

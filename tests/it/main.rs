@@ -5,4 +5,6 @@ mod concurrency;
 mod conformance;
 mod model;
 mod postgres;
+mod sqlite;
 mod support;
+mod tampering;

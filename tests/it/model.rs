@@ -169,7 +169,9 @@ async fn check(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 batch.events = batch
                     .events
                     .iter()
-                    .map(|e| NewEvent::new("model.event", json!({ "altered": true })).id(e.event_id()))
+                    .map(|e| {
+                        NewEvent::new("model.event", json!({ "altered": true })).id(e.event_id())
+                    })
                     .collect();
                 batch
             }
@@ -186,7 +188,11 @@ async fn check(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
     }
     for stream in STREAMS {
         let expected: Vec<(Uuid, Vec<u8>)> = model.streams.get(stream).cloned().unwrap_or_default();
-        let read: Vec<_> = match store.read_stream(stream, 1, Direction::Forward).try_collect().await {
+        let read: Vec<_> = match store
+            .read_stream(stream, 1, Direction::Forward)
+            .try_collect()
+            .await
+        {
             Ok(events) => events,
             Err(Error::StreamNotFound { .. }) => Vec::new(),
             Err(other) => return Err(TestCaseError::fail(other.to_string())),
@@ -206,11 +212,7 @@ async fn check(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
         .iter()
         .map(|e| (e.stream_id.to_string(), e.version))
         .collect();
-    let expected: Vec<(String, u64)> = model
-        .log
-        .iter()
-        .map(|(s, v)| (s.to_string(), *v))
-        .collect();
+    let expected: Vec<(String, u64)> = model.log.iter().map(|(s, v)| (s.to_string(), *v)).collect();
     prop_assert_eq!(log, expected);
     Ok(())
 }

@@ -23,10 +23,12 @@ async fn raw(t: &TestStore) -> PgConnection {
         unreachable!("a PostgreSQL store")
     };
     let mut conn = PgConnection::connect(url).await.expect("connect");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET search_path TO \"{schema}\"")))
-        .execute(&mut conn)
-        .await
-        .expect("search_path");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{schema}\""
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("search_path");
     conn
 }
 
@@ -60,7 +62,11 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     // Transaction B appends and commits first, with a higher position.
     let fast = t
         .store
-        .append("ooo-b", ExpectedVersion::Any, vec![NewEvent::new("fast", json!({}))])
+        .append(
+            "ooo-b",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("fast", json!({}))],
+        )
         .await
         .expect("append");
     assert!(fast.events[0].position > slow_position as u64);
@@ -78,10 +84,16 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     );
 
     slow.commit().await.expect("commit A");
-    let cursor = early.last().map_or(LogPosition::START, |e| e.log_position());
+    let cursor = early
+        .last()
+        .map_or(LogPosition::START, |e| e.log_position());
     let late: Vec<_> = t.store.read_all(cursor).try_collect().await.expect("read");
     let ids: Vec<Uuid> = late.iter().map(|e| e.id).collect();
-    assert_eq!(ids, [slow_id, fast.events[0].event_id], "A, then B, each once");
+    assert_eq!(
+        ids,
+        [slow_id, fast.events[0].event_id],
+        "A, then B, each once"
+    );
     assert_eq!(late[0].json().expect("json"), json!({ "slow": true }));
 }
 
@@ -91,12 +103,21 @@ async fn concurrent_openers_migrate_once() {
         return;
     }
     let schema = fresh_schema();
-    let open = || Store::builder(pg_url()).schema(schema.clone()).pool_size(2).open();
+    let open = || {
+        Store::builder(pg_url())
+            .schema(schema.clone())
+            .pool_size(2)
+            .open()
+    };
     let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
     for store in [a, b, c, d] {
         store
             .expect("every opener succeeds")
-            .append("m-1", ExpectedVersion::Any, vec![NewEvent::new("x", json!({}))])
+            .append(
+                "m-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("x", json!({}))],
+            )
             .await
             .expect("append");
     }
@@ -108,23 +129,47 @@ async fn concurrent_openers_migrate_once() {
     .await
     .expect("count");
     assert_eq!(applied, 1);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
-        .execute(&mut conn)
-        .await
-        .expect("drop");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("drop");
 }
 
 #[tokio::test]
 async fn schemas_keep_stores_apart() {
-    let (Some(a), Some(b)) = (open("schemas_keep_stores_apart").await, open("schemas_keep_stores_apart").await) else {
+    let (Some(a), Some(b)) = (
+        open("schemas_keep_stores_apart").await,
+        open("schemas_keep_stores_apart").await,
+    ) else {
         return;
     };
     let event = || vec![NewEvent::new("x", json!({}))];
-    a.store.append("shared-1", ExpectedVersion::NoStream, event()).await.expect("a");
-    b.store.append("shared-1", ExpectedVersion::NoStream, event()).await.expect("b");
-    b.store.append("shared-1", ExpectedVersion::Exact(1), event()).await.expect("b");
-    let a_info = a.store.stream_info("shared-1").await.expect("info").expect("some");
-    let b_info = b.store.stream_info("shared-1").await.expect("info").expect("some");
+    a.store
+        .append("shared-1", ExpectedVersion::NoStream, event())
+        .await
+        .expect("a");
+    b.store
+        .append("shared-1", ExpectedVersion::NoStream, event())
+        .await
+        .expect("b");
+    b.store
+        .append("shared-1", ExpectedVersion::Exact(1), event())
+        .await
+        .expect("b");
+    let a_info = a
+        .store
+        .stream_info("shared-1")
+        .await
+        .expect("info")
+        .expect("some");
+    let b_info = b
+        .store
+        .stream_info("shared-1")
+        .await
+        .expect("info")
+        .expect("some");
     assert_eq!((a_info.version, b_info.version), (1, 2));
 }
 
@@ -134,7 +179,11 @@ async fn plain_payloads_are_json_in_psql() {
         return;
     };
     t.store
-        .append("p-1", ExpectedVersion::Any, vec![NewEvent::new("x", json!({ "name": "Ada" }))])
+        .append(
+            "p-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("x", json!({ "name": "Ada" }))],
+        )
         .await
         .expect("append");
     let mut conn = raw(&t).await;
@@ -157,7 +206,10 @@ async fn a_killed_connection_is_replaced() {
         return;
     };
     let event = || vec![NewEvent::new("x", json!({}))];
-    t.store.append("k-1", ExpectedVersion::Any, event()).await.expect("append");
+    t.store
+        .append("k-1", ExpectedVersion::Any, event())
+        .await
+        .expect("append");
     let mut admin = PgConnection::connect(&pg_url()).await.expect("connect");
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -166,13 +218,21 @@ async fn a_killed_connection_is_replaced() {
     .fetch_all(&mut admin)
     .await
     .expect("terminate");
-    assert!(!killed.is_empty(), "the store's connection was found and killed");
+    assert!(
+        !killed.is_empty(),
+        "the store's connection was found and killed"
+    );
     t.store
         .append("k-1", ExpectedVersion::Exact(1), event())
         .await
         .expect("the store reconnects");
     assert_eq!(
-        t.store.stream_info("k-1").await.expect("info").expect("some").version,
+        t.store
+            .stream_info("k-1")
+            .await
+            .expect("info")
+            .expect("some")
+            .version,
         2
     );
 }
@@ -200,7 +260,11 @@ async fn a_blocked_append_times_out() {
         return;
     };
     t.store
-        .append("lock-1", ExpectedVersion::Any, vec![NewEvent::new("x", json!({}))])
+        .append(
+            "lock-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("x", json!({}))],
+        )
         .await
         .expect("append");
     let mut conn = raw(&t).await;
@@ -211,16 +275,33 @@ async fn a_blocked_append_times_out() {
         .expect("lock");
     let error = t
         .store
-        .append("lock-1", ExpectedVersion::Exact(1), vec![NewEvent::new("x", json!({}))])
+        .append(
+            "lock-1",
+            ExpectedVersion::Exact(1),
+            vec![NewEvent::new("x", json!({}))],
+        )
         .await
         .expect_err("blocked");
-    assert!(matches!(error, Error::Timeout { operation: "append", .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Timeout {
+                operation: "append",
+                ..
+            }
+        ),
+        "{error}"
+    );
     // The server's statement_timeout stops the blocked statement as well.
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.rollback().await.expect("rollback");
     // Nothing was written by the timed-out attempt.
     t.store
-        .append("lock-1", ExpectedVersion::Exact(1), vec![NewEvent::new("x", json!({}))])
+        .append(
+            "lock-1",
+            ExpectedVersion::Exact(1),
+            vec![NewEvent::new("x", json!({}))],
+        )
         .await
         .expect("append after the lock is gone");
 }

@@ -24,8 +24,14 @@ pub struct TestStore {
 
 pub enum Location {
     Memory,
-    Sqlite { url: String, _dir: tempfile::TempDir },
-    Postgres { url: String, schema: String },
+    Sqlite {
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+    },
 }
 
 impl TestStore {
@@ -38,7 +44,9 @@ impl TestStore {
         let builder = match &self.location {
             Location::Memory => return None,
             Location::Sqlite { url, .. } => Store::builder(url.clone()),
-            Location::Postgres { url, schema } => Store::builder(url.clone()).schema(schema.clone()),
+            Location::Postgres { url, schema } => {
+                Store::builder(url.clone()).schema(schema.clone())
+            }
         };
         Some(configure(builder).open().await.expect("reopen store"))
     }
@@ -57,7 +65,9 @@ impl Drop for TestStore {
                 runtime.block_on(async {
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
                         let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                            .execute(&mut conn)
+                            .await;
                     }
                 });
             })
@@ -84,10 +94,16 @@ pub async fn postgres_available(test: &str) -> bool {
             true
         }
         Err(error) if services_required() => {
-            panic!("CHRONICLE_REQUIRE_SERVICES=1 but PostgreSQL at {} is unreachable: {error}", pg_url())
+            panic!(
+                "CHRONICLE_REQUIRE_SERVICES=1 but PostgreSQL at {} is unreachable: {error}",
+                pg_url()
+            )
         }
         Err(error) => {
-            eprintln!("SKIPPED {test}: PostgreSQL at {} is unreachable ({error}); set CHRONICLE_PG_URL", pg_url());
+            eprintln!(
+                "SKIPPED {test}: PostgreSQL at {} is unreachable ({error}); set CHRONICLE_PG_URL",
+                pg_url()
+            );
             false
         }
     }
@@ -116,7 +132,10 @@ impl Kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("events.db").display());
-                (Store::builder(url.clone()), Location::Sqlite { url, _dir: dir })
+                (
+                    Store::builder(url.clone()),
+                    Location::Sqlite { url, _dir: dir },
+                )
             }
             Kind::Postgres => {
                 if !postgres_available(test).await {
@@ -125,7 +144,9 @@ impl Kind {
                 let schema = fresh_schema();
                 let url = pg_url();
                 (
-                    Store::builder(url.clone()).schema(schema.clone()).pool_size(4),
+                    Store::builder(url.clone())
+                        .schema(schema.clone())
+                        .pool_size(4),
                     Location::Postgres { url, schema },
                 )
             }

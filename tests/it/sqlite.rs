@@ -1,0 +1,121 @@
+//! SQLite-only behaviour: files, WAL, durability settings and several openers of one file.
+
+use chronicle::{ExpectedVersion, NewEvent, SqliteDurability, Store};
+use serde_json::json;
+use sqlx::Connection;
+
+#[tokio::test]
+async fn a_missing_file_is_created_in_wal_mode() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested-name.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open(&url).await.expect("open");
+    store
+        .append(
+            "f-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("x", json!({}))],
+        )
+        .await
+        .expect("append");
+    assert!(path.exists());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn concurrent_openers_of_one_file_migrate_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let open = || Store::builder(url.clone()).open();
+    let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
+    let stores: Vec<Store> = [a, b, c, d]
+        .into_iter()
+        .map(|store| store.expect("every opener succeeds"))
+        .collect();
+    // All of them write to the same file, interleaved.
+    for (n, store) in stores.iter().enumerate() {
+        store
+            .append(
+                "shared-1",
+                ExpectedVersion::Exact(n as u64),
+                vec![NewEvent::new("x", json!({ "n": n }))],
+            )
+            .await
+            .expect("append");
+    }
+    let info = stores[0]
+        .stream_info("shared-1")
+        .await
+        .expect("info")
+        .expect("some");
+    assert_eq!(info.version, 4);
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM chronicle_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn normal_durability_and_reopening_keep_the_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("normal.db").display());
+    {
+        let store = Store::builder(url.clone())
+            .sqlite_durability(SqliteDurability::Normal)
+            .open()
+            .await
+            .expect("open");
+        store
+            .append(
+                "d-1",
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("x", json!({}))],
+            )
+            .await
+            .expect("append");
+    }
+    let reopened = Store::open(&url).await.expect("reopen");
+    assert_eq!(
+        reopened
+            .stream_info("d-1")
+            .await
+            .expect("info")
+            .expect("some")
+            .version,
+        1
+    );
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_works() {
+    let store = Store::open("sqlite::memory:").await.expect("open");
+    store
+        .append(
+            "m-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("x", json!({}))],
+        )
+        .await
+        .expect("append");
+    assert!(store.stream_exists("m-1").await.expect("exists"));
+}
+
+#[tokio::test]
+async fn unknown_urls_are_configuration_errors() {
+    let error = Store::open("mysql://localhost/db")
+        .await
+        .expect_err("unsupported");
+    assert_eq!(error.kind(), chronicle::ErrorKind::Validation);
+    assert!(error.to_string().contains("mysql://"), "{error}");
+}
