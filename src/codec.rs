@@ -237,8 +237,12 @@ impl Codec {
         }
     }
 
-    /// Encodes `json` for storage, binding it to `context` when encrypting.
-    pub(crate) fn encode(&self, json: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+    /// Encodes `json` for storage, binding it to `context` (built only when encrypting).
+    pub(crate) fn encode(
+        &self,
+        json: &[u8],
+        context: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, CodecError> {
         let compressed = match self.compression {
             Some(compression) if json.len() >= compression.min_size => {
                 compress(json, compression.level)?.filter(|body| body.len() < json.len())
@@ -271,7 +275,7 @@ impl Codec {
         header.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags, key_id.len() as u8]);
         header.extend_from_slice(key_id);
         header.extend_from_slice(&nonce);
-        let aad = [header.as_slice(), context].concat();
+        let aad = [header.as_slice(), &context()].concat();
         let plain = compressed.as_deref().unwrap_or(json);
         let sealed = cipher
             .encrypt(
@@ -286,12 +290,17 @@ impl Codec {
         Ok(header)
     }
 
-    /// Decodes stored bytes back to JSON text, checking them against `context`.
-    pub(crate) fn decode(&self, stored: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+    /// Decodes stored bytes back to JSON text, checking them against `context` (built only
+    /// for encrypted payloads). Plain payloads are returned as they are, without a copy.
+    pub(crate) fn decode(
+        &self,
+        stored: Vec<u8>,
+        context: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, CodecError> {
         if stored.first() != Some(&MAGIC) {
-            return Ok(stored.to_vec());
+            return Ok(stored);
         }
-        let flags = match stored {
+        let flags = match stored.as_slice() {
             [_, FORMAT_VERSION, flags, ..] => *flags,
             [_, version, _, ..] => return Err(CodecError::UnknownFormat(*version)),
             _ => return Err(truncated(3, stored.len())),
@@ -301,7 +310,7 @@ impl Codec {
         }
         let decrypted;
         let body = if flags & FLAG_ENCRYPTED != 0 {
-            decrypted = self.decrypt(stored, context)?;
+            decrypted = self.decrypt(&stored, &context())?;
             decrypted.as_slice()
         } else {
             &stored[3..]
@@ -399,7 +408,9 @@ mod tests {
     #[test]
     fn plain_payloads_are_stored_as_json() {
         let json = br#"{"a":1}"#;
-        let stored = codec(false, false).encode(json, b"ctx").expect("encodes");
+        let stored = codec(false, false)
+            .encode(json, || b"ctx".to_vec())
+            .expect("encodes");
         assert_eq!(stored, json);
     }
 
@@ -409,8 +420,13 @@ mod tests {
             .expect("serializes");
         for (compress, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
             let codec = codec(compress, encrypt);
-            let stored = codec.encode(&json, b"ctx").expect("encodes");
-            assert_eq!(codec.decode(&stored, b"ctx").expect("decodes"), json);
+            let stored = codec.encode(&json, || b"ctx".to_vec()).expect("encodes");
+            assert_eq!(
+                codec
+                    .decode(stored.clone(), || b"ctx".to_vec())
+                    .expect("decodes"),
+                json
+            );
             if compress {
                 assert!(stored.len() < json.len(), "compression made it smaller");
             }
@@ -420,9 +436,9 @@ mod tests {
     #[test]
     fn moved_ciphertext_fails_to_decrypt() {
         let codec = codec(false, true);
-        let stored = codec.encode(b"{}", b"row-1").expect("encodes");
+        let stored = codec.encode(b"{}", || b"row-1".to_vec()).expect("encodes");
         assert!(matches!(
-            codec.decode(&stored, b"row-2"),
+            codec.decode(stored.clone(), || b"row-2".to_vec()),
             Err(CodecError::Decrypt { .. })
         ));
     }
@@ -431,10 +447,10 @@ mod tests {
     fn zstd_bombs_are_refused() {
         let json = vec![b' '; 4096];
         let writer = Codec::new(Some(Compression::zstd().min_size(0)), None, 1 << 20);
-        let stored = writer.encode(&json, b"").expect("encodes");
+        let stored = writer.encode(&json, || b"".to_vec()).expect("encodes");
         let reader = Codec::new(None, None, 1024);
         assert_eq!(
-            reader.decode(&stored, b""),
+            reader.decode(stored.clone(), || b"".to_vec()),
             Err(CodecError::TooLarge { limit: 1024 })
         );
     }
@@ -442,14 +458,14 @@ mod tests {
     #[test]
     fn wrong_and_missing_keys_are_typed_errors() {
         let writer = codec(false, true);
-        let stored = writer.encode(b"{}", b"ctx").expect("encodes");
+        let stored = writer.encode(b"{}", || b"ctx".to_vec()).expect("encodes");
         let wrong = Codec::new(
             None,
             Some(KeyRing::new("k1", [8; 32]).expect("ring")),
             1 << 20,
         );
         assert_eq!(
-            wrong.decode(&stored, b"ctx"),
+            wrong.decode(stored.clone(), || b"ctx".to_vec()),
             Err(CodecError::Decrypt {
                 key_id: "k1".into()
             })
@@ -460,14 +476,14 @@ mod tests {
             1 << 20,
         );
         assert_eq!(
-            other.decode(&stored, b"ctx"),
+            other.decode(stored.clone(), || b"ctx".to_vec()),
             Err(CodecError::MissingKey {
                 key_id: "k1".into()
             })
         );
         let none = Codec::new(None, None, 1 << 20);
         assert_eq!(
-            none.decode(&stored, b"ctx"),
+            none.decode(stored.clone(), || b"ctx".to_vec()),
             Err(CodecError::MissingKey {
                 key_id: "k1".into()
             })
@@ -477,16 +493,20 @@ mod tests {
     #[test]
     fn rotated_rings_read_old_payloads() {
         let old = codec(true, true);
-        let stored = old.encode(br#"{"v":1}"#, b"ctx").expect("encodes");
+        let stored = old
+            .encode(br#"{"v":1}"#, || b"ctx".to_vec())
+            .expect("encodes");
         let ring = KeyRing::new("k2", [9; 32])
             .and_then(|ring| ring.with_key("k1", [7; 32]))
             .expect("ring");
         let rotated = Codec::new(None, Some(ring), 1 << 20);
         assert_eq!(
-            rotated.decode(&stored, b"ctx").expect("decodes"),
+            rotated
+                .decode(stored.clone(), || b"ctx".to_vec())
+                .expect("decodes"),
             br#"{"v":1}"#
         );
-        let fresh = rotated.encode(b"{}", b"ctx").expect("encodes");
+        let fresh = rotated.encode(b"{}", || b"ctx".to_vec()).expect("encodes");
         assert_eq!(&fresh[4..6], b"k2", "new payloads use the active key");
     }
 
@@ -515,14 +535,14 @@ mod tests {
             #[test]
             fn round_trips(json in any_json(), compress: bool, encrypt: bool, context in prop::collection::vec(any::<u8>(), 0..40)) {
                 let codec = codec(compress, encrypt);
-                let stored = codec.encode(&json, &context).expect("encodes");
-                prop_assert_eq!(codec.decode(&stored, &context).expect("decodes"), json);
+                let stored = codec.encode(&json, || context.clone()).expect("encodes");
+                prop_assert_eq!(codec.decode(stored, || context.clone()).expect("decodes"), json);
             }
 
             #[test]
             fn damaged_bytes_never_panic(json in any_json(), compress: bool, encrypt: bool, flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..), 0..4), cut in any::<prop::sample::Index>(), truncate: bool) {
                 let codec = codec(compress, encrypt);
-                let mut stored = codec.encode(&json, b"ctx").expect("encodes");
+                let mut stored = codec.encode(&json, || b"ctx".to_vec()).expect("encodes");
                 for (index, mask) in &flips {
                     let at = index.index(stored.len());
                     stored[at] ^= mask;
@@ -531,7 +551,7 @@ mod tests {
                     stored.truncate(cut.index(stored.len()));
                 }
                 let damaged = !flips.is_empty() || truncate;
-                match codec.decode(&stored, b"ctx") {
+                match codec.decode(stored.clone(), || b"ctx".to_vec()) {
                     // Encrypted payloads are authenticated: any damage is detected.
                     Ok(_) if encrypt && damaged => prop_assert!(stored.first() != Some(&MAGIC), "damage went unnoticed"),
                     Ok(_) | Err(_) => {}

@@ -190,7 +190,7 @@ impl Store {
         let payload = self
             .inner
             .codec
-            .encode(&event.payload, &event_context(event.id, stream.as_str()))
+            .encode(&event.payload, || event_context(event.id, stream.as_str()))
             .map_err(|source| Error::Codec {
                 stream: stream.to_string(),
                 event_id: event.id,
@@ -207,13 +207,11 @@ impl Store {
     }
 
     fn decode(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
+        let stored = std::mem::take(&mut event.payload);
         event.payload = self
             .inner
             .codec
-            .decode(
-                &event.payload,
-                &event_context(event.id, event.stream_id.as_str()),
-            )
+            .decode(stored, || event_context(event.id, event.stream_id.as_str()))
             .map_err(|source| Error::Codec {
                 stream: event.stream_id.to_string(),
                 event_id: event.id,
