@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
@@ -140,6 +140,22 @@ impl SqliteBackend {
     }
 }
 
+impl SqliteBackend {
+    /// Begins a write transaction (taking SQLite's write lock) and reads the stream's
+    /// (version, status), if it exists.
+    async fn lock_stream(
+        &self,
+        stream: &StreamId,
+    ) -> std::result::Result<(Transaction<'static, Sqlite>, Option<(i64, i64)>), sqlx::Error> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let current = sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
+            .bind(stream.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok((tx, current))
+    }
+}
+
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
@@ -207,17 +223,7 @@ impl Backend for SqliteBackend {
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        let current: Option<(i64, i64)> =
-            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
-                .bind(stream.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
+        let (mut tx, current) = self.lock_stream(stream).await.map_err(fail)?;
         match current {
             Some((_, 1)) => return Ok(AppendOutcome::Deleted { hard: false }),
             Some((_, 2)) => return Ok(AppendOutcome::Deleted { hard: true }),
@@ -297,17 +303,7 @@ impl Backend for SqliteBackend {
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
         let fail = |error| Error::from_sqlx("create_stream", error);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        let current: Option<(i64, i64)> =
-            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
-                .bind(stream.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
+        let (mut tx, current) = self.lock_stream(stream).await.map_err(fail)?;
         let now = micros(Utc::now());
         let outcome = match current {
             Some((version, 0)) => {
