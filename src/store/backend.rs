@@ -121,6 +121,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// Closes the connections; later calls fail with a connection error.
+    async fn close(&self) {}
+
     /// The stored events with these ids (in no particular order; missing ids are left out).
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>>;
 

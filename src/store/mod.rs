@@ -442,6 +442,14 @@ impl Store {
             .transpose()
     }
 
+    /// Closes the store's connections, waiting for operations in flight to return them.
+    /// Every clone of the store is closed; later operations fail with
+    /// [`Error::Connection`]. Dropping the last clone closes the connections too, without
+    /// waiting.
+    pub async fn close(&self) {
+        self.inner.backend.close().await;
+    }
+
     /// The events matching `query`, in global-position order.
     ///
     /// # Errors

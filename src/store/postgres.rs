@@ -445,6 +445,10 @@ impl Backend for PostgresBackend {
         })
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1)");
         sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -449,6 +449,11 @@ impl Backend for SqliteBackend {
             .map_err(|error| Error::from_sqlx("read_all", error))
     }
 
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
         let mut query = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ("

@@ -84,6 +84,16 @@ async fn normal_durability_and_reopening_keep_the_data() {
             )
             .await
             .expect("append");
+        store.close().await;
+        let error = store
+            .append(
+                "d-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("x", json!({}))],
+            )
+            .await
+            .expect_err("closed");
+        assert_eq!(error.kind(), chronicle::ErrorKind::Connection, "{error}");
     }
     let reopened = Store::open(&url).await.expect("reopen");
     assert_eq!(
