@@ -2,9 +2,9 @@
 //! nodes on one database.
 //!
 //! Every connection's `search_path` is the store's schema, so several stores can share a
-//! database. An append is one round trip and one commit: the `chronicle_append` SQL
-//! function (see `migrations/postgres/`) checks the expected version, writes the stream
-//! row and inserts the events in a single statement.
+//! database. An append is one round trip and one commit: a single statement checks the
+//! expected version while it writes the stream row, and inserts the events only when that
+//! write matched (`append_sql!`).
 //!
 //! The global log is read in commit order without gaps: every event records its writing
 //! transaction (`pg_current_xact_id()`), and `read_all` orders by (transaction, position)
@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Written};
 use super::migrate;
-use super::sql::{self, to_i64, to_u64};
+use super::sql::{self, StreamWrite, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -52,6 +52,49 @@ pub(crate) struct PostgresBackend {
 const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS commit_id, event_id, \
      stream_id, version, event_type, schema_version, payload, correlation_id, causation_id, \
      tenant_id, user_id, metadata::text AS metadata, recorded_at";
+
+/// An append in one statement: the stream write (`$stream_write`, returning the version
+/// before the append as `base`, or no row when the expected version or the stream's status
+/// rejects it) and the event rows, which are only inserted when the stream write matched.
+/// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
+/// $6 expected version, $7… the event columns as arrays.
+macro_rules! append_sql {
+    ($stream_write:literal) => {
+        concat!(
+            "WITH base AS (",
+            $stream_write,
+            ") INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
+             payload, correlation_id, causation_id, tenant_id, user_id, metadata) \
+             SELECT e.id, $1, base.base + e.ord, e.typ, e.sv, e.payload, e.corr, e.caus, \
+                    e.tenant, e.usr, e.meta::jsonb \
+             FROM base, unnest($7::uuid[], $8::text[], $9::integer[], $10::bytea[], $11::text[], \
+                               $12::text[], $13::text[], $14::text[], $15::text[]) \
+                  WITH ORDINALITY AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
+             ORDER BY e.ord \
+             RETURNING version, position"
+        )
+    };
+}
+
+/// The append for a stream that may be new: insert it, or bump the existing row when it
+/// is active and at the expected version.
+const APPEND_UPSERTING: &str = append_sql!(
+    "INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
+     VALUES ($1, $2, $3, $3, $4) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
+         event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
+     WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
+     RETURNING s.version - $3 AS base"
+);
+
+/// The append for a stream that must exist.
+const APPEND_UPDATING: &str = append_sql!(
+    "UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
+         last_event_id = $4, updated_at = now() \
+     WHERE s.stream_id = $1 AND s.status = 0 AND (NOT $5 OR s.version = $6) \
+         AND $2::text IS NOT NULL \
+     RETURNING s.version - $3 AS base"
+);
 
 const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
      event_count, last_event_id, status, metadata::text AS metadata, created_at, updated_at";
@@ -185,33 +228,9 @@ fn info_from_row(row: &PgRow) -> std::result::Result<StreamInfo, sqlx::Error> {
     })
 }
 
-/// Turns `chronicle_append`'s rejections into outcomes; other errors stay errors.
-fn rejection(error: &sqlx::Error) -> Option<AppendOutcome> {
-    let sqlx::Error::Database(db) = error else {
-        return None;
-    };
-    let pg = db.try_downcast_ref::<PgDatabaseError>()?;
-    match pg.code() {
-        "CH409" => Some(AppendOutcome::Conflict {
-            actual: pg.detail().and_then(|detail| detail.parse().ok()),
-        }),
-        "CH410" => Some(AppendOutcome::Deleted {
-            hard: pg.detail() == Some("2"),
-        }),
-        "23505" if pg.constraint() == Some("events_event_id_key") => {
-            Some(AppendOutcome::DuplicateEventId)
-        }
-        _ => None,
-    }
-}
-
-fn expected_parts(expected: ExpectedVersion) -> (i16, i64) {
-    match expected {
-        ExpectedVersion::Any => (0, 0),
-        ExpectedVersion::NoStream => (1, 0),
-        ExpectedVersion::StreamExists => (2, 0),
-        ExpectedVersion::Exact(version) => (3, to_i64(version)),
-    }
+fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
 fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
@@ -226,58 +245,76 @@ impl Backend for PostgresBackend {
         expected: ExpectedVersion,
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
-        let (kind, version) = expected_parts(expected);
+        let write = StreamWrite::from(expected);
         let column = |f: fn(&EncodedEvent) -> Option<&String>| -> Vec<Option<&str>> {
             events.iter().map(|e| f(e).map(String::as_str)).collect()
         };
-        let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(
-            "SELECT out_version, out_position FROM chronicle_append($1, $2, $3, $4, $5, $6, $7, \
-             $8, $9, $10, $11, $12, $13::text[]::jsonb[])",
-        )
-        .bind(stream.as_str())
-        .bind(stream.category())
-        .bind(kind)
-        .bind(version)
-        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.payload.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|e| e.metadata.correlation_id.as_ref()))
-        .bind(column(|e| e.metadata.causation_id.as_ref()))
-        .bind(column(|e| e.metadata.tenant_id.as_ref()))
-        .bind(column(|e| e.metadata.user_id.as_ref()))
-        .bind(column(|e| e.extra_metadata.as_ref()))
-        .fetch_all(&self.pool)
-        .await;
-        match result {
-            Ok(rows) => {
-                let mut written: Vec<Written> = rows
-                    .into_iter()
-                    .map(|(version, position)| Written {
-                        version: to_u64(version),
-                        position: to_u64(position),
-                    })
-                    .collect();
-                written.sort_by_key(|w| w.version);
-                Ok(AppendOutcome::Written(written))
+        let sql = if write.may_create {
+            APPEND_UPSERTING
+        } else {
+            APPEND_UPDATING
+        };
+        let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(sql)
+            .bind(stream.as_str())
+            .bind(stream.category())
+            .bind(events.len() as i64)
+            .bind(events.last().map(|e| e.id))
+            .bind(write.check_version)
+            .bind(write.expected)
+            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.payload.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| e.metadata.correlation_id.as_ref()))
+            .bind(column(|e| e.metadata.causation_id.as_ref()))
+            .bind(column(|e| e.metadata.tenant_id.as_ref()))
+            .bind(column(|e| e.metadata.user_id.as_ref()))
+            .bind(column(|e| e.extra_metadata.as_ref()))
+            .fetch_all(&self.pool)
+            .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(error) if is_duplicate_event_id(&error) => {
+                return Ok(AppendOutcome::DuplicateEventId);
             }
-            Err(error) => rejection(&error).ok_or_else(|| Error::from_sqlx("append", error)),
+            Err(error) => return Err(Error::from_sqlx("append", error)),
+        };
+        if rows.is_empty() {
+            // The stream write matched no row: find out why.
+            let current: Option<(i64, i16)> =
+                sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1")
+                    .bind(stream.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|error| Error::from_sqlx("append", error))?;
+            return Ok(sql::rejection(
+                current.map(|(version, status)| (version, i64::from(status))),
+            ));
         }
+        let mut written: Vec<Written> = rows
+            .into_iter()
+            .map(|(version, position)| Written {
+                version: to_u64(version),
+                position: to_u64(position),
+            })
+            .collect();
+        written.sort_by_key(|w| w.version);
+        Ok(AppendOutcome::Written(written))
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
 use super::migrate;
-use super::sql::{self, to_i64, to_u64};
+use super::sql::{self, StreamWrite, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -58,6 +58,24 @@ pub(crate) struct SqliteBackend {
 
 const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
      payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
+
+/// An append's stream write when the stream may be new: insert it, or bump the version of
+/// the existing row if it is active and at the expected version. Returns the version
+/// before the append. Parameters: stream, category, event count, last event id,
+/// check version?, expected version, now.
+const APPEND_STREAM_UPSERT: &str = "INSERT INTO streams \
+     (stream_id, category, version, event_count, last_event_id, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?3, ?4, ?7, ?7) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = version + ?3, \
+         event_count = event_count + ?3, last_event_id = ?4, updated_at = ?7 \
+     WHERE status = 0 AND (NOT ?5 OR version = ?6) \
+     RETURNING version - ?3";
+
+/// An append's stream write when the stream must exist; parameters as above.
+const APPEND_STREAM_UPDATE: &str = "UPDATE streams SET version = version + ?3, \
+     event_count = event_count + ?3, last_event_id = ?4, updated_at = ?7 \
+     WHERE stream_id = ?1 AND status = 0 AND (NOT ?5 OR version = ?6) AND ?2 IS NOT NULL \
+     RETURNING version - ?3";
 
 const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
      event_count, last_event_id, status, metadata, created_at, updated_at";
@@ -223,27 +241,48 @@ impl Backend for SqliteBackend {
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
-        let (mut tx, current) = self.lock_stream(stream).await.map_err(fail)?;
-        match current {
-            Some((_, 1)) => return Ok(AppendOutcome::Deleted { hard: false }),
-            Some((_, 2)) => return Ok(AppendOutcome::Deleted { hard: true }),
-            _ => {}
-        }
-        let actual = current.map(|(version, _)| to_u64(version));
-        if !expected.accepts(actual) {
-            return Ok(AppendOutcome::Conflict { actual });
-        }
-        let base = actual.unwrap_or(0);
+        let write = StreamWrite::from(expected);
+        let count = events.len() as i64;
+        let last_id = events.last().map(|event| event.id);
         let now = micros(Utc::now());
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
+        // Check the expected version and bump it in one statement; no row: rejected.
+        let base: Option<i64> = sqlx::query_scalar(if write.may_create {
+            APPEND_STREAM_UPSERT
+        } else {
+            APPEND_STREAM_UPDATE
+        })
+        .bind(stream.as_str())
+        .bind(stream.category())
+        .bind(count)
+        .bind(last_id)
+        .bind(write.check_version)
+        .bind(write.expected)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let Some(base) = base else {
+            let current = sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
+                .bind(stream.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+            return Ok(sql::rejection(current));
+        };
 
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
              correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
         );
-        insert.push_values((1u64..).zip(events), |mut row, (offset, event)| {
+        insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
             row.push_bind(event.id)
                 .push_bind(stream.as_str())
-                .push_bind(to_i64(base + offset))
+                .push_bind(base + offset)
                 .push_bind(event.event_type.as_str())
                 .push_bind(i64::from(event.schema_version))
                 .push_bind(event.payload.as_slice())
@@ -262,32 +301,6 @@ impl Backend for SqliteBackend {
             }
             Err(error) => return Err(fail(error)),
         };
-
-        let count = events.len() as i64;
-        let last_id = events.last().map(|event| event.id);
-        if current.is_some() {
-            sqlx::query(
-                "UPDATE streams SET version = version + ?1, event_count = event_count + ?1, \
-                 last_event_id = ?2, updated_at = ?3 WHERE stream_id = ?4",
-            )
-            .bind(count)
-            .bind(last_id)
-            .bind(now)
-            .bind(stream.as_str())
-        } else {
-            sqlx::query(
-                "INSERT INTO streams (stream_id, category, version, event_count, last_event_id, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?5)",
-            )
-            .bind(stream.as_str())
-            .bind(stream.category())
-            .bind(count)
-            .bind(last_id)
-            .bind(now)
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
 
         let mut written: Vec<Written> = rows

@@ -49,15 +49,14 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     let mut slow = conn.begin().await.expect("begin");
     let slow_id = Uuid::now_v7();
     let slow_position: i64 = sqlx::query_scalar(
-        "SELECT out_position FROM chronicle_append('ooo-a', 'ooo', 0::smallint, 0, $1, \
-         ARRAY['slow'], ARRAY[1], ARRAY[convert_to('{\"slow\":true}', 'UTF8')], \
-         ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], \
-         ARRAY[NULL::jsonb])",
+        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload) \
+         VALUES ($1, 'ooo-a', 1, 'slow', 1, convert_to('{\"slow\":true}', 'UTF8')) \
+         RETURNING position",
     )
-    .bind(vec![slow_id])
+    .bind(slow_id)
     .fetch_one(&mut *slow)
     .await
-    .expect("append in open transaction");
+    .expect("insert in an open transaction");
 
     // Transaction B appends and commits first, with a higher position.
     let fast = t
