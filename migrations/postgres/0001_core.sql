@@ -1,8 +1,11 @@
 -- chronicle core schema for PostgreSQL: streams, events and the one-statement append.
 -- Everything is created in the store's schema (the connection's search_path).
 
+-- Stream ids sort bytewise (COLLATE "C"), as on SQLite, so listing pages the same way on
+-- every backend and a category is a key range: `account` and `account-…` lie in
+-- ['account', 'account.').
 CREATE TABLE streams (
-    stream_id      text        NOT NULL PRIMARY KEY,
+    stream_id      text        COLLATE "C" NOT NULL PRIMARY KEY,
     category       text        NOT NULL,
     aggregate_type text,
     display_name   text,
@@ -14,8 +17,6 @@ CREATE TABLE streams (
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
-
-CREATE INDEX streams_category ON streams (category, stream_id);
 
 -- `transaction_id` is the writing transaction; readers of the global log order by
 -- (transaction_id, position) and stop below the oldest running transaction, so an event

@@ -1,6 +1,8 @@
 -- chronicle core schema for SQLite: streams and their events.
 -- Times are microseconds since the Unix epoch (UTC); ids are 16-byte UUIDs.
 
+-- A category is a key range of the primary key: `account` and `account-…` lie in
+-- ['account', 'account.'), so it needs no index of its own.
 CREATE TABLE streams (
     stream_id      TEXT    NOT NULL PRIMARY KEY,
     category       TEXT    NOT NULL,
@@ -14,8 +16,6 @@ CREATE TABLE streams (
     created_at     INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
-
-CREATE INDEX streams_category ON streams (category, stream_id);
 
 -- AUTOINCREMENT: positions are never reused, even after hard deletes.
 CREATE TABLE events (

@@ -369,17 +369,12 @@ impl Backend for PostgresBackend {
             .map_err(|error| Error::from_sqlx("stream_info", error))
     }
 
-    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        let sql = format!(
-            "SELECT {STREAM_COLUMNS} FROM streams \
-             WHERE ($1::text IS NULL OR category = $1) AND ($2::text IS NULL OR stream_id > $2) \
-             AND ($3 OR status = 0) ORDER BY stream_id LIMIT $4"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(query.category.as_deref())
-            .bind(query.after.as_deref())
-            .bind(query.include_deleted)
-            .bind(to_i64(query.limit as u64))
+    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {STREAM_COLUMNS} FROM streams"));
+        sql::push_stream_list_filter(&mut query, list);
+        query
+            .build()
             .try_map(|row: PgRow| info_from_row(&row))
             .fetch_all(&self.pool)
             .await

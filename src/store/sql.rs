@@ -7,7 +7,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::backend::AppendOutcome;
 use crate::read::EventQuery;
-use crate::stream::{ExpectedVersion, StreamStatus};
+use crate::stream::{ExpectedVersion, StreamListQuery, StreamStatus};
 
 /// How an append writes its stream row, derived from the expected version. Both SQL
 /// backends check the expectation in the same statement that bumps the version (an upsert
@@ -94,6 +94,38 @@ pub(crate) fn push_event_filter<DB, T>(
         .push_bind(to_i64(filter.limit as u64))
         .push(" OFFSET ")
         .push_bind(to_i64(filter.offset as u64));
+}
+
+/// Appends `WHERE …`, order and limit for `query` to a `SELECT … FROM streams` statement.
+/// A category is a range of the primary key (stream ids sort bytewise on both backends):
+/// the category itself and `category-…` lie in `[category, category + ".")`, since `.`
+/// follows `-`; the `category` column drops other ids in that range (`category!…`).
+pub(crate) fn push_stream_list_filter<DB>(query: &mut QueryBuilder<DB>, list: &StreamListQuery)
+where
+    DB: Database,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    query.push(" WHERE 1 = 1");
+    if let Some(category) = &list.category {
+        query
+            .push(" AND stream_id >= ")
+            .push_bind(category.as_str())
+            .push(" AND stream_id < ")
+            .push_bind(format!("{category}."))
+            .push(" AND category = ")
+            .push_bind(category.as_str());
+    }
+    if let Some(after) = &list.after {
+        query.push(" AND stream_id > ").push_bind(after.as_str());
+    }
+    if !list.include_deleted {
+        query.push(" AND status = 0");
+    }
+    query
+        .push(" ORDER BY stream_id LIMIT ")
+        .push_bind(to_i64(list.limit as u64));
 }
 
 /// A count or version as a SQL integer (saturating; no stream gets near `i64::MAX`).

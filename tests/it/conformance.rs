@@ -596,7 +596,9 @@ async fn list_streams_pages_by_category(kind: Kind) {
         return;
     };
     let store = &t.store;
-    for id in ["user-3", "user-1", "order-1", "user-2", "plain", "user-4"] {
+    for id in [
+        "user-3", "user-1", "order-1", "user-2", "plain", "user-4", "user", "user!x", "users-1",
+    ] {
         store
             .append(id, ExpectedVersion::Any, events(1..=1))
             .await
@@ -613,17 +615,21 @@ async fn list_streams_pages_by_category(kind: Kind) {
         .list_streams(&StreamListQuery::new().category("user").limit(2))
         .await
         .expect("list");
-    assert_eq!(ids(first), ["user-1", "user-2"]);
+    assert_eq!(ids(first), ["user", "user-1"]);
     let second = store
         .list_streams(
             &StreamListQuery::new()
                 .category("user")
-                .limit(2)
-                .after("user-2"),
+                .limit(3)
+                .after("user-1"),
         )
         .await
         .expect("list");
-    assert_eq!(ids(second), ["user-3"]);
+    assert_eq!(
+        ids(second),
+        ["user-2", "user-3"],
+        "`user!x` is not of category `user`"
+    );
     let with_deleted = store
         .list_streams(
             &StreamListQuery::new()
@@ -632,12 +638,17 @@ async fn list_streams_pages_by_category(kind: Kind) {
         )
         .await
         .expect("list");
-    assert_eq!(ids(with_deleted).len(), 4);
+    assert_eq!(ids(with_deleted).len(), 5);
     let all = store
         .list_streams(&StreamListQuery::new())
         .await
         .expect("list");
-    assert_eq!(ids(all), ["order-1", "plain", "user-1", "user-2", "user-3"]);
+    assert_eq!(
+        ids(all),
+        [
+            "order-1", "plain", "user", "user!x", "user-1", "user-2", "user-3", "users-1"
+        ]
+    );
     let plain = store
         .list_streams(&StreamListQuery::new().category("plain"))
         .await
