@@ -39,3 +39,32 @@ CREATE INDEX events_correlation ON events (correlation_id) WHERE correlation_id 
 CREATE INDEX events_tenant ON events (tenant_id, position) WHERE tenant_id IS NOT NULL;
 CREATE INDEX events_type ON events (event_type, position);
 CREATE INDEX events_recorded_at ON events (recorded_at);
+
+-- The database guards every append, so one INSERT into `events` is a whole append: each
+-- row must carry the version after the stream's current one (no gaps, optimistic
+-- concurrency), and the stream must not be deleted; then the stream row follows the
+-- event. A rejected row aborts the statement, so a batch is written whole or not at all.
+CREATE TRIGGER events_guard BEFORE INSERT ON events
+BEGIN
+    SELECT RAISE(ABORT, 'chronicle: stream deleted')
+    WHERE EXISTS (SELECT 1 FROM streams WHERE stream_id = NEW.stream_id AND status <> 0);
+    SELECT RAISE(ABORT, 'chronicle: wrong expected version')
+    WHERE NEW.version <> COALESCE(
+        (SELECT version FROM streams WHERE stream_id = NEW.stream_id), 0) + 1;
+END;
+
+CREATE TRIGGER events_advance_stream AFTER INSERT ON events
+BEGIN
+    INSERT INTO streams (stream_id, category, version, event_count, last_event_id,
+                         created_at, updated_at)
+    VALUES (NEW.stream_id,
+            CASE WHEN instr(NEW.stream_id, '-') > 0
+                 THEN substr(NEW.stream_id, 1, instr(NEW.stream_id, '-') - 1)
+                 ELSE NEW.stream_id END,
+            NEW.version, 1, NEW.event_id, NEW.recorded_at, NEW.recorded_at)
+    ON CONFLICT (stream_id) DO UPDATE SET
+        version = excluded.version,
+        event_count = event_count + 1,
+        last_event_id = excluded.last_event_id,
+        updated_at = excluded.updated_at;
+END;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Written};
 use super::migrate;
-use super::sql::{self, StreamWrite, to_i64, to_u64};
+use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -95,6 +95,35 @@ const APPEND_UPDATING: &str = append_sql!(
          AND $2::text IS NOT NULL \
      RETURNING s.version - $3 AS base"
 );
+
+/// How an append writes its stream row, derived from the expected version. The
+/// expectation is checked in the statement that bumps the version (an upsert or an update
+/// with a `WHERE`), so the check and the write cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamWrite {
+    /// The stream may be missing: insert it, or update it when it exists (an upsert).
+    /// Otherwise it must exist: a plain update.
+    may_create: bool,
+    /// Whether the existing row's version must equal `expected`.
+    check_version: bool,
+    expected: i64,
+}
+
+impl From<ExpectedVersion> for StreamWrite {
+    fn from(expected: ExpectedVersion) -> Self {
+        let (may_create, check_version, expected) = match expected {
+            ExpectedVersion::Any => (true, false, 0),
+            ExpectedVersion::NoStream => (true, true, 0),
+            ExpectedVersion::StreamExists => (false, false, 0),
+            ExpectedVersion::Exact(version) => (version == 0, true, to_i64(version)),
+        };
+        StreamWrite {
+            may_create,
+            check_version,
+            expected,
+        }
+    }
+}
 
 const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
      event_count, last_event_id, status, metadata::text AS metadata, created_at, updated_at";

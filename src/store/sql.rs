@@ -7,39 +7,10 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::backend::AppendOutcome;
 use crate::read::EventQuery;
-use crate::stream::{ExpectedVersion, StreamListQuery, StreamStatus};
+use crate::stream::{StreamListQuery, StreamStatus};
 
-/// How an append writes its stream row, derived from the expected version. Both SQL
-/// backends check the expectation in the same statement that bumps the version (an upsert
-/// or an update with a `WHERE`), so the check and the write cannot drift apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StreamWrite {
-    /// The stream may be missing: insert it, or update it when it exists (an upsert).
-    /// Otherwise it must exist: a plain update.
-    pub may_create: bool,
-    /// Whether the existing row's version must equal `expected`.
-    pub check_version: bool,
-    pub expected: i64,
-}
-
-impl From<ExpectedVersion> for StreamWrite {
-    fn from(expected: ExpectedVersion) -> Self {
-        let (may_create, check_version, expected) = match expected {
-            ExpectedVersion::Any => (true, false, 0),
-            ExpectedVersion::NoStream => (true, true, 0),
-            ExpectedVersion::StreamExists => (false, false, 0),
-            ExpectedVersion::Exact(version) => (version == 0, true, to_i64(version)),
-        };
-        StreamWrite {
-            may_create,
-            check_version,
-            expected,
-        }
-    }
-}
-
-/// Why an append whose stream write matched no row was rejected, from the stream's
-/// (version, status) read afterwards (`None`: no such stream).
+/// Why an append was rejected, from the stream's (version, status) read afterwards
+/// (`None`: no such stream).
 pub(crate) fn rejection(current: Option<(i64, i64)>) -> AppendOutcome {
     match current {
         None => AppendOutcome::Conflict { actual: None },

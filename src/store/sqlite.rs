@@ -1,11 +1,13 @@
 //! The SQLite backend (`sqlite://path`, `sqlite::memory:`): the embedded default.
 //!
-//! Writes go through a pool of one connection and run in `BEGIN IMMEDIATE` transactions,
-//! so they are serialized in the process and take SQLite's write lock up front (no lock
-//! upgrade that could fail with `SQLITE_BUSY` halfway); other processes wait on the busy
-//! timeout. Reads use their own pool and, in WAL mode, never block the writer. Because
-//! writes are serialized, positions commit in order and the log cursor's transaction part
-//! is always 0.
+//! Writes go through a pool of one connection, so they are serialized in the process;
+//! other processes wait on the busy timeout. An append is a single `INSERT` into `events`:
+//! triggers (see `migrations/sqlite/`) check each row's version against the stream and
+//! move the stream row along, so the check, the events and the stream row commit together
+//! in one statement. Other writes run in `BEGIN IMMEDIATE` transactions, which take the
+//! write lock up front (no lock upgrade that could fail with `SQLITE_BUSY` halfway).
+//! Reads use their own pool and, in WAL mode, never block the writer. Because writes are
+//! serialized, positions commit in order and the log cursor's transaction part is always 0.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,15 +15,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
 use super::migrate;
-use super::sql::{self, StreamWrite, to_i64, to_u64};
+use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -59,23 +61,9 @@ pub(crate) struct SqliteBackend {
 const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
      payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
 
-/// An append's stream write when the stream may be new: insert it, or bump the version of
-/// the existing row if it is active and at the expected version. Returns the version
-/// before the append. Parameters: stream, category, event count, last event id,
-/// check version?, expected version, now.
-const APPEND_STREAM_UPSERT: &str = "INSERT INTO streams \
-     (stream_id, category, version, event_count, last_event_id, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?3, ?4, ?7, ?7) \
-     ON CONFLICT (stream_id) DO UPDATE SET version = version + ?3, \
-         event_count = event_count + ?3, last_event_id = ?4, updated_at = ?7 \
-     WHERE status = 0 AND (NOT ?5 OR version = ?6) \
-     RETURNING version - ?3";
-
-/// An append's stream write when the stream must exist; parameters as above.
-const APPEND_STREAM_UPDATE: &str = "UPDATE streams SET version = version + ?3, \
-     event_count = event_count + ?3, last_event_id = ?4, updated_at = ?7 \
-     WHERE stream_id = ?1 AND status = 0 AND (NOT ?5 OR version = ?6) AND ?2 IS NOT NULL \
-     RETURNING version - ?3";
+/// How often an `Any` or `StreamExists` append re-reads the stream version when another
+/// process keeps appending between the read and the insert.
+const RACE_ATTEMPTS: u32 = 5;
 
 const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
      event_count, last_event_id, status, metadata, created_at, updated_at";
@@ -224,6 +212,54 @@ fn info_from_row(row: &SqliteRow) -> std::result::Result<StreamInfo, sqlx::Error
     })
 }
 
+/// The stream's (version, status), if it exists.
+async fn stream_state(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+) -> std::result::Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
+        .bind(stream.as_str())
+        .fetch_optional(conn)
+        .await
+}
+
+/// Inserts the batch at versions `base + 1…` in one statement; the `events_guard` trigger
+/// rejects it unless the stream is active and at `base`, and `events_advance_stream`
+/// moves the stream row along.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    base: i64,
+    events: &[EncodedEvent],
+    now: i64,
+) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
+         correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
+    );
+    insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
+        row.push_bind(event.id)
+            .push_bind(stream.as_str())
+            .push_bind(base + offset)
+            .push_bind(event.event_type.as_str())
+            .push_bind(i64::from(event.schema_version))
+            .push_bind(event.payload.as_slice())
+            .push_bind(event.metadata.correlation_id.as_deref())
+            .push_bind(event.metadata.causation_id.as_deref())
+            .push_bind(event.metadata.tenant_id.as_deref())
+            .push_bind(event.metadata.user_id.as_deref())
+            .push_bind(event.extra_metadata.as_deref())
+            .push_bind(now);
+    });
+    insert.push(" RETURNING position, version");
+    insert.build_query_as().fetch_all(conn).await
+}
+
+/// Whether the `events_guard` trigger refused the batch (wrong version or deleted stream).
+fn is_guard_rejection(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.message().starts_with("chronicle: "))
+}
+
 fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation() && db.message().contains("event_id"))
 }
@@ -241,67 +277,43 @@ impl Backend for SqliteBackend {
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
-        let write = StreamWrite::from(expected);
-        let count = events.len() as i64;
-        let last_id = events.last().map(|event| event.id);
+        let mut conn = self.writer.acquire().await.map_err(fail)?;
         let now = micros(Utc::now());
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        // Check the expected version and bump it in one statement; no row: rejected.
-        let base: Option<i64> = sqlx::query_scalar(if write.may_create {
-            APPEND_STREAM_UPSERT
-        } else {
-            APPEND_STREAM_UPDATE
-        })
-        .bind(stream.as_str())
-        .bind(stream.category())
-        .bind(count)
-        .bind(last_id)
-        .bind(write.check_version)
-        .bind(write.expected)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(fail)?;
-        let Some(base) = base else {
-            let current = sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
-                .bind(stream.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
-            return Ok(sql::rejection(current));
-        };
-
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
-             correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
-        );
-        insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
-            row.push_bind(event.id)
-                .push_bind(stream.as_str())
-                .push_bind(base + offset)
-                .push_bind(event.event_type.as_str())
-                .push_bind(i64::from(event.schema_version))
-                .push_bind(event.payload.as_slice())
-                .push_bind(event.metadata.correlation_id.as_deref())
-                .push_bind(event.metadata.causation_id.as_deref())
-                .push_bind(event.metadata.tenant_id.as_deref())
-                .push_bind(event.metadata.user_id.as_deref())
-                .push_bind(event.extra_metadata.as_deref())
-                .push_bind(now);
-        });
-        insert.push(" RETURNING position, version");
-        let rows: Vec<(i64, i64)> = match insert.build_query_as().fetch_all(&mut *tx).await {
-            Ok(rows) => rows,
-            Err(error) if is_duplicate_event_id(&error) => {
-                return Ok(AppendOutcome::DuplicateEventId);
+        let mut attempts = 0;
+        let rows = loop {
+            attempts += 1;
+            // The version before the append: known from the expectation, or read.
+            let base = match expected {
+                ExpectedVersion::Exact(version) => to_i64(version),
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                    match stream_state(&mut conn, stream).await.map_err(fail)? {
+                        Some((version, 0)) => version,
+                        None if expected == ExpectedVersion::Any => 0,
+                        current => return Ok(sql::rejection(current)),
+                    }
+                }
+            };
+            match insert_events(&mut conn, stream, base, events, now).await {
+                Ok(rows) => break rows,
+                Err(error) if is_duplicate_event_id(&error) => {
+                    return Ok(AppendOutcome::DuplicateEventId);
+                }
+                // Another process appended between our read and our insert: read again.
+                Err(error)
+                    if is_guard_rejection(&error)
+                        && matches!(
+                            expected,
+                            ExpectedVersion::Any | ExpectedVersion::StreamExists
+                        )
+                        && attempts < RACE_ATTEMPTS => {}
+                Err(error) if is_guard_rejection(&error) => {
+                    let current = stream_state(&mut conn, stream).await.map_err(fail)?;
+                    return Ok(sql::rejection(current));
+                }
+                Err(error) => return Err(fail(error)),
             }
-            Err(error) => return Err(fail(error)),
         };
-        tx.commit().await.map_err(fail)?;
 
         let mut written: Vec<Written> = rows
             .into_iter()
