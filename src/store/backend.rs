@@ -5,6 +5,8 @@
 //! timeouts, idempotent replays and paging live once, in [`Store`](crate::Store), above
 //! this trait.
 
+use std::ops::RangeInclusive;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -93,14 +95,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Deletes the stream; `false` when it does not exist.
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool>;
 
-    /// Up to `limit` events of `stream` from version `from` on (forward) or down
-    /// (backward), inclusive.
+    /// The events of `stream` whose versions lie in `versions`, in `direction`'s order.
     async fn read_stream(
         &self,
         stream: &StreamId,
-        from: u64,
+        versions: RangeInclusive<u64>,
         direction: Direction,
-        limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
 
     /// Up to `limit` events after `after`, in commit order, never past an event whose

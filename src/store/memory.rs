@@ -3,6 +3,7 @@
 //! process.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -216,23 +217,23 @@ impl Backend for MemoryBackend {
     async fn read_stream(
         &self,
         stream: &StreamId,
-        from: u64,
+        versions: RangeInclusive<u64>,
         direction: Direction,
-        limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let state = self.lock()?;
         let Some(row) = state.streams.get(stream.as_str()) else {
             return Ok(Vec::new());
         };
-        let positions: Box<dyn Iterator<Item = &u64>> = match direction {
-            Direction::Forward => Box::new(row.positions.range(from..).map(|(_, p)| p)),
-            Direction::Backward => Box::new(row.positions.range(..=from).rev().map(|(_, p)| p)),
-        };
-        Ok(positions
-            .filter_map(|position| state.log.get(position))
-            .take(limit)
+        let mut events: Vec<RecordedEvent> = row
+            .positions
+            .range(versions)
+            .filter_map(|(_, position)| state.log.get(position))
             .cloned()
-            .collect())
+            .collect();
+        if direction == Direction::Backward {
+            events.reverse();
+        }
+        Ok(events)
     }
 
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {

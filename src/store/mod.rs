@@ -15,6 +15,7 @@ mod retry;
 mod sql;
 mod sqlite;
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -315,7 +316,9 @@ impl Store {
     }
 
     /// The events of `stream` from version `from` on ([`Direction::Forward`]) or down
-    /// ([`Direction::Backward`]; pass `u64::MAX` to start at the end), fetched page by page.
+    /// ([`Direction::Backward`]; pass `u64::MAX` to start at the end), up to the stream's
+    /// version when the read began, fetched page by page (the next page loads while the
+    /// current one is consumed).
     ///
     /// The stream yields [`Error::StreamNotFound`] or [`Error::StreamDeleted`] first when
     /// the stream is missing or deleted, and [`Error::Codec`] for an event whose payload
@@ -337,11 +340,14 @@ impl Store {
         let start = async move {
             let stream = stream?;
             let info = store.stream_info(stream.as_str()).await?;
+            let info_version = info.as_ref().map_or(0, |info| info.version);
             match info.map(|info| info.status) {
                 None => Err(Error::StreamNotFound {
                     stream: stream.to_string(),
                 }),
-                Some(StreamStatus::Active) => Ok(store.stream_pages(stream, from, direction)),
+                Some(StreamStatus::Active) => {
+                    Ok(store.stream_pages(stream, from, info_version, direction))
+                }
                 Some(status) => Err(Error::StreamDeleted {
                     stream: stream.to_string(),
                     hard: status == StreamStatus::Tombstoned,
@@ -351,38 +357,36 @@ impl Store {
         stream::once(start.instrument(span)).try_flatten()
     }
 
+    /// The events of an active stream at version `last`, page by page: the version range
+    /// is cut into pages up front, so the next page loads while the current one is
+    /// decoded (at most two pages in memory).
     fn stream_pages(
         self,
         stream: StreamId,
         from: u64,
+        last: u64,
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        let page_size = self.inner.limits.page_size;
-        let pages = stream::try_unfold(Some(from), move |next| {
-            let store = self.clone();
-            let stream = stream.clone();
-            async move {
-                let Some(from) = next else {
-                    return Ok::<_, Error>(None);
-                };
-                let backend = &store.inner.backend;
-                let page = store
-                    .inner
-                    .retry
-                    .run("read_stream", || {
-                        backend.read_stream(&stream, from, direction, page_size)
-                    })
-                    .await?;
-                let next = match (page.last(), direction) {
-                    _ if page.len() < page_size => None,
-                    (Some(last), Direction::Forward) => Some(last.version + 1),
-                    (Some(last), Direction::Backward) => last.version.checked_sub(1),
-                    (None, _) => None,
-                };
-                Ok(Some((store.decode_page(page), next)))
-            }
-        });
-        pages.try_flatten()
+        let page_size = self.inner.limits.page_size as u64;
+        let ranges = page_ranges(from, last, page_size, direction);
+        stream::iter(ranges)
+            .map(move |versions| {
+                let store = self.clone();
+                let stream = stream.clone();
+                async move {
+                    let backend = &store.inner.backend;
+                    let page = store
+                        .inner
+                        .retry
+                        .run("read_stream", || {
+                            backend.read_stream(&stream, versions.clone(), direction)
+                        })
+                        .await?;
+                    Ok::<_, Error>(store.decode_page(page))
+                }
+            })
+            .buffered(2)
+            .try_flatten()
     }
 
     fn decode_page(
@@ -467,6 +471,37 @@ impl Store {
     }
 }
 
+/// The version ranges, one per page, of a read from `from` in `direction` over a stream
+/// whose last version is `last`.
+fn page_ranges(
+    from: u64,
+    last: u64,
+    page_size: u64,
+    direction: Direction,
+) -> impl Iterator<Item = RangeInclusive<u64>> + Send + 'static {
+    let page_size = page_size.max(1);
+    let (mut next, end) = match direction {
+        Direction::Forward => (Some(from.max(1)), last),
+        Direction::Backward => (Some(from.min(last)), 1),
+    };
+    std::iter::from_fn(move || {
+        let start = next?;
+        match direction {
+            Direction::Forward if start <= end => {
+                let stop = start.saturating_add(page_size - 1).min(end);
+                next = stop.checked_add(1);
+                Some(start..=stop)
+            }
+            Direction::Backward if start >= end && start > 0 => {
+                let stop = start.saturating_sub(page_size - 1).max(end);
+                next = stop.checked_sub(1);
+                Some(stop..=start)
+            }
+            _ => None,
+        }
+    })
+}
+
 /// The state of one [`Store::read_all`]: the cursor, and how long to wait for events held
 /// back by running transactions.
 struct LogRead {
@@ -527,5 +562,33 @@ impl LogRead {
             let events = self.store.decode_page(page);
             return Ok(Some((events, self)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(from: u64, last: u64, size: u64, direction: Direction) -> Vec<(u64, u64)> {
+        page_ranges(from, last, size, direction)
+            .map(|r| (*r.start(), *r.end()))
+            .collect()
+    }
+
+    #[test]
+    fn pages_cover_the_versions_once() {
+        assert_eq!(
+            ranges(1, 7, 3, Direction::Forward),
+            [(1, 3), (4, 6), (7, 7)]
+        );
+        assert_eq!(ranges(0, 3, 3, Direction::Forward), [(1, 3)]);
+        assert_eq!(ranges(5, 4, 3, Direction::Forward), []);
+        assert_eq!(
+            ranges(u64::MAX, 7, 3, Direction::Backward),
+            [(5, 7), (2, 4), (1, 1)]
+        );
+        assert_eq!(ranges(2, 7, 3, Direction::Backward), [(1, 2)]);
+        assert_eq!(ranges(0, 7, 3, Direction::Backward), []);
+        assert_eq!(ranges(1, 0, 3, Direction::Forward), []);
     }
 }

@@ -12,6 +12,7 @@
 //! (`pg_snapshot_xmin`). A transaction that took a lower position but commits later is
 //! therefore still ahead of every reader's cursor.
 
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ pub(crate) struct PostgresBackend {
     pool: PgPool,
 }
 
+/// The event columns, in the order `event_from_row` reads them by index.
 const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS commit_id, event_id, \
      stream_id, version, event_type, schema_version, payload, correlation_id, causation_id, \
      tenant_id, user_id, metadata::text AS metadata, recorded_at";
@@ -217,24 +219,24 @@ impl PostgresBackend {
 }
 
 fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
-    let extra: Option<String> = row.try_get("metadata")?;
+    let extra: Option<String> = row.try_get(12)?;
     Ok(RecordedEvent {
-        id: row.try_get("event_id")?,
-        stream_id: StreamId::trusted(row.try_get("stream_id")?),
-        version: to_u64(row.try_get("version")?),
-        position: to_u64(row.try_get("position")?),
-        event_type: row.try_get("event_type")?,
-        schema_version: u32::try_from(row.try_get::<i32, _>("schema_version")?).unwrap_or_default(),
+        id: row.try_get(2)?,
+        stream_id: StreamId::trusted(row.try_get(3)?),
+        version: to_u64(row.try_get(4)?),
+        position: to_u64(row.try_get(0)?),
+        event_type: row.try_get(5)?,
+        schema_version: u32::try_from(row.try_get::<i32, _>(6)?).unwrap_or_default(),
         metadata: EventMetadata::from_parts(
-            row.try_get("correlation_id")?,
-            row.try_get("causation_id")?,
-            row.try_get("tenant_id")?,
-            row.try_get("user_id")?,
+            row.try_get(8)?,
+            row.try_get(9)?,
+            row.try_get(10)?,
+            row.try_get(11)?,
             extra.as_deref(),
         ),
-        recorded_at: row.try_get("recorded_at")?,
-        commit: to_u64(row.try_get("commit_id")?),
-        payload: row.try_get("payload")?,
+        recorded_at: row.try_get(13)?,
+        commit: to_u64(row.try_get(1)?),
+        payload: row.try_get(7)?,
     })
 }
 
@@ -443,24 +445,21 @@ impl Backend for PostgresBackend {
     async fn read_stream(
         &self,
         stream: &StreamId,
-        from: u64,
+        versions: RangeInclusive<u64>,
         direction: Direction,
-        limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let sql = match direction {
-            Direction::Forward => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 \
-                 ORDER BY version LIMIT $3"
-            ),
-            Direction::Backward => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version <= $2 \
-                 ORDER BY version DESC LIMIT $3"
-            ),
+        let order = match direction {
+            Direction::Forward => "ASC",
+            Direction::Backward => "DESC",
         };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 \
+             AND version BETWEEN $2 AND $3 ORDER BY version {order}"
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(stream.as_str())
-            .bind(to_i64(from))
-            .bind(to_i64(limit as u64))
+            .bind(to_i64(*versions.start()))
+            .bind(to_i64(*versions.end()))
             .try_map(|row: PgRow| event_from_row(&row))
             .fetch_all(&self.pool)
             .await

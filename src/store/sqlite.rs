@@ -9,6 +9,7 @@
 //! Reads use their own pool and, in WAL mode, never block the writer. Because writes are
 //! serialized, positions commit in order and the log cursor's transaction part is always 0.
 
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ pub(crate) struct SqliteBackend {
     reader: SqlitePool,
 }
 
+/// The event columns, in the order `event_from_row` reads them by index.
 const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
      payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
 
@@ -171,25 +173,25 @@ fn from_micros(micros: i64) -> DateTime<Utc> {
 }
 
 fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
-    let stream_id: String = row.try_get("stream_id")?;
-    let extra: Option<String> = row.try_get("metadata")?;
+    let stream_id: String = row.try_get(2)?;
+    let extra: Option<String> = row.try_get(11)?;
     Ok(RecordedEvent {
-        id: row.try_get("event_id")?,
+        id: row.try_get(1)?,
         stream_id: StreamId::trusted(stream_id),
-        version: to_u64(row.try_get("version")?),
-        position: to_u64(row.try_get("position")?),
-        event_type: row.try_get("event_type")?,
-        schema_version: u32::try_from(row.try_get::<i64, _>("schema_version")?).unwrap_or_default(),
+        version: to_u64(row.try_get(3)?),
+        position: to_u64(row.try_get(0)?),
+        event_type: row.try_get(4)?,
+        schema_version: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or_default(),
         metadata: EventMetadata::from_parts(
-            row.try_get("correlation_id")?,
-            row.try_get("causation_id")?,
-            row.try_get("tenant_id")?,
-            row.try_get("user_id")?,
+            row.try_get(7)?,
+            row.try_get(8)?,
+            row.try_get(9)?,
+            row.try_get(10)?,
             extra.as_deref(),
         ),
-        recorded_at: from_micros(row.try_get("recorded_at")?),
+        recorded_at: from_micros(row.try_get(12)?),
         commit: 0,
-        payload: row.try_get("payload")?,
+        payload: row.try_get(6)?,
     })
 }
 
@@ -432,24 +434,21 @@ impl Backend for SqliteBackend {
     async fn read_stream(
         &self,
         stream: &StreamId,
-        from: u64,
+        versions: RangeInclusive<u64>,
         direction: Direction,
-        limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let sql = match direction {
-            Direction::Forward => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? \
-                 ORDER BY version LIMIT ?"
-            ),
-            Direction::Backward => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version <= ? \
-                 ORDER BY version DESC LIMIT ?"
-            ),
+        let order = match direction {
+            Direction::Forward => "ASC",
+            Direction::Backward => "DESC",
         };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? \
+             AND version BETWEEN ? AND ? ORDER BY version {order}"
+        );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(stream.as_str())
-            .bind(to_i64(from))
-            .bind(to_i64(limit as u64))
+            .bind(to_i64(*versions.start()))
+            .bind(to_i64(*versions.end()))
             .try_map(|row: SqliteRow| event_from_row(&row))
             .fetch_all(&self.reader)
             .await
