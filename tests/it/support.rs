@@ -5,6 +5,8 @@
 //! the test ends. Without a reachable server they skip loudly, unless
 //! `CHRONICLE_REQUIRE_SERVICES=1`, where they fail.
 
+use std::io::Write;
+
 use chronicle::{Store, StoreBuilder};
 use sqlx::Connection;
 
@@ -100,7 +102,9 @@ pub async fn postgres_available(test: &str) -> bool {
             )
         }
         Err(error) => {
-            eprintln!(
+            // Straight to stderr: libtest captures `eprintln!` of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: PostgreSQL at {} is unreachable ({error}); set CHRONICLE_PG_URL",
                 pg_url()
             );
