@@ -55,7 +55,8 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS commit_id
      stream_id, version, event_type, schema_version, payload, correlation_id, causation_id, \
      tenant_id, user_id, metadata::text AS metadata, recorded_at";
 
-/// An append in one statement: the stream write (`$stream_write`, returning the version
+/// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
+/// reading from `stream_lock` so that it waits for the lock, and returning the version
 /// before the append as `base`, or no row when the expected version or the stream's status
 /// rejects it) and the event rows, which are only inserted when the stream write matched.
 /// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
@@ -63,7 +64,12 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS commit_id
 macro_rules! append_sql {
     ($stream_write:literal) => {
         concat!(
-            "WITH base AS (",
+            // Appends to one stream queue on a lock that does not assign a transaction id,
+            // so they take their ids in version order: `read_all`, which orders by
+            // (transaction, position), then keeps every stream's events in version order.
+            "WITH stream_lock AS MATERIALIZED ( \
+                 SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked), \
+             base AS (",
             $stream_write,
             ") INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
              payload, correlation_id, causation_id, tenant_id, user_id, metadata) \
@@ -82,7 +88,7 @@ macro_rules! append_sql {
 /// is active and at the expected version.
 const APPEND_UPSERTING: &str = append_sql!(
     "INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
-     VALUES ($1, $2, $3, $3, $4) \
+     SELECT $1, $2, $3, $3, $4 FROM stream_lock \
      ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
          event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
      WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
@@ -93,6 +99,7 @@ const APPEND_UPSERTING: &str = append_sql!(
 const APPEND_UPDATING: &str = append_sql!(
     "UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
          last_event_id = $4, updated_at = now() \
+     FROM stream_lock \
      WHERE s.stream_id = $1 AND s.status = 0 AND (NOT $5 OR s.version = $6) \
          AND $2::text IS NOT NULL \
      RETURNING s.version - $3 AS base"

@@ -13,7 +13,8 @@ use crate::support::Kind;
 
 crate::for_each_backend!(
     sixteen_writers_on_one_stream,
-    eight_writers_and_a_live_reader
+    eight_writers_and_a_live_reader,
+    racing_appends_keep_stream_order_in_the_log,
 );
 
 /// 16 tasks each write 5 events to one stream with `Exact(v)`, retrying on conflict.
@@ -152,4 +153,59 @@ async fn eight_writers_and_a_live_reader(kind: Kind) {
     assert_eq!(unique.len(), seen.len(), "no event delivered twice");
     assert_eq!(unique, written, "every committed event delivered");
     eprintln!("{kind:?}: live reader saw {} events", seen.len());
+}
+
+/// 16 tasks append to one stream without version checks (`Any`, `StreamExists`): the
+/// global log must still hold the stream's events in version order.
+async fn racing_appends_keep_stream_order_in_the_log(kind: Kind) {
+    let Some(t) = kind
+        .open_with("racing_appends_keep_stream_order_in_the_log", |b| {
+            b.pool_size(8)
+        })
+        .await
+    else {
+        return;
+    };
+    t.store
+        .append(
+            "race-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("race", json!({}))],
+        )
+        .await
+        .expect("append");
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let store = t.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..20 {
+                let expected = if (task + n) % 2 == 0 {
+                    ExpectedVersion::Any
+                } else {
+                    ExpectedVersion::StreamExists
+                };
+                let batch = vec![NewEvent::new("race", json!({ "task": task, "n": n })); 1 + n % 2];
+                let batch = batch.into_iter().map(|e| e.id(Uuid::now_v7())).collect();
+                store
+                    .append("race-1", expected, batch)
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let log: Vec<_> = t
+        .store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("read");
+    let versions: Vec<u64> = log.iter().map(|e| e.version).collect();
+    let expected: Vec<u64> = (1..=versions.len() as u64).collect();
+    assert_eq!(
+        versions, expected,
+        "the log holds the stream's events in version order"
+    );
 }
