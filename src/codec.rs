@@ -17,8 +17,10 @@
 //! Encryption authenticates, besides the body, the header and a *context* that binds the
 //! ciphertext to its place: for events, the event id and the stream id. A payload copied onto
 //! another row, a flipped flag or a changed key id fails to decrypt with
-//! [`CodecError::Decrypt`]. Decoding never panics: every malformed input is a
-//! [`CodecError`].
+//! [`CodecError::Decrypt`]. A store with a key ring refuses payloads that are not
+//! encrypted ([`CodecError::NotEncrypted`]), unless told to accept older plain rows, so a
+//! payload cannot be swapped for plain JSON either. Decoding never panics: every malformed
+//! input is a [`CodecError`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -66,6 +68,11 @@ pub enum CodecError {
         /// The key id recorded in the payload.
         key_id: String,
     },
+    /// The store encrypts, but this payload is not encrypted: written before encryption was
+    /// turned on, or replaced behind the store's back. Accepted only with
+    /// [`StoreBuilder::accept_unencrypted_payloads`](crate::StoreBuilder::accept_unencrypted_payloads).
+    #[error("payload is not encrypted, but the store requires encryption")]
+    NotEncrypted,
     /// The zstd body is corrupt.
     #[error("payload does not decompress: {0}")]
     Decompress(String),
@@ -222,6 +229,8 @@ pub(crate) struct Codec {
     keys: Option<KeyRing>,
     /// Decompressed payloads larger than this are refused (guards against zstd bombs).
     max_decoded_size: usize,
+    /// With a key ring: read payloads that are not encrypted instead of refusing them.
+    accept_unencrypted: bool,
 }
 
 impl Codec {
@@ -234,7 +243,15 @@ impl Codec {
             compression,
             keys,
             max_decoded_size,
+            accept_unencrypted: false,
         }
+    }
+
+    /// With a key ring, also reads payloads that are not encrypted (a store that turned
+    /// encryption on and still holds older rows).
+    pub(crate) fn accept_unencrypted(mut self, accept: bool) -> Self {
+        self.accept_unencrypted = accept;
+        self
     }
 
     /// Encodes `json` for storage, binding it to `context` (built only when encrypting).
@@ -297,8 +314,14 @@ impl Codec {
         stored: Vec<u8>,
         context: impl FnOnce() -> Vec<u8>,
     ) -> Result<Vec<u8>, CodecError> {
+        // Authenticity comes from encryption: a store that encrypts refuses anything else.
+        let must_be_encrypted = self.keys.is_some() && !self.accept_unencrypted;
         if stored.first() != Some(&MAGIC) {
-            return Ok(stored);
+            return if must_be_encrypted {
+                Err(CodecError::NotEncrypted)
+            } else {
+                Ok(stored)
+            };
         }
         let flags = match stored.as_slice() {
             [_, FORMAT_VERSION, flags, ..] => *flags,
@@ -307,6 +330,9 @@ impl Codec {
         };
         if flags & !(FLAG_ZSTD | FLAG_ENCRYPTED) != 0 {
             return Err(CodecError::UnknownFlags(flags));
+        }
+        if must_be_encrypted && flags & FLAG_ENCRYPTED == 0 {
+            return Err(CodecError::NotEncrypted);
         }
         let decrypted;
         let body = if flags & FLAG_ENCRYPTED != 0 {
@@ -372,11 +398,17 @@ fn compress(json: &[u8], level: i32) -> Result<Option<Vec<u8>>, CodecError> {
 }
 
 fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
-    match zstd::zstd_safe::get_frame_content_size(body) {
+    // chronicle's frames record their content size: allocate exactly that, never `limit`.
+    let size = match zstd::zstd_safe::get_frame_content_size(body) {
         Ok(Some(size)) if size > limit as u64 => return Err(CodecError::TooLarge { limit }),
-        Ok(_) => {}
+        Ok(Some(size)) => usize::try_from(size).map_err(|_| CodecError::TooLarge { limit })?,
+        Ok(None) => {
+            return Err(CodecError::Decompress(
+                "zstd frame without a content size".into(),
+            ));
+        }
         Err(_) => return Err(CodecError::Decompress("not a zstd frame".into())),
-    }
+    };
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let decompressor = match slot.as_mut() {
@@ -386,9 +418,12 @@ fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
                     .map_err(|error| CodecError::Decompress(error.to_string()))?,
             ),
         };
+        // A body that decompresses past its declared size fails: the buffer is full.
+        let mut json = Vec::with_capacity(size);
         decompressor
-            .decompress(body, limit)
-            .map_err(|error| CodecError::Decompress(error.to_string()))
+            .decompress_to_buffer(body, &mut json)
+            .map_err(|error| CodecError::Decompress(error.to_string()))?;
+        Ok(json)
     })
 }
 
@@ -488,6 +523,31 @@ mod tests {
                 key_id: "k1".into()
             })
         );
+    }
+
+    #[test]
+    fn encrypting_stores_refuse_plain_payloads() {
+        let plain = codec(true, false);
+        let encrypting = codec(false, true);
+        for json in [br#"{"a":1}"#.to_vec(), vec![b'x'; 600]] {
+            let stored = plain.encode(&json, Vec::new).expect("encodes");
+            assert_eq!(
+                encrypting.decode(stored.clone(), Vec::new),
+                Err(CodecError::NotEncrypted)
+            );
+            let migrating = codec(false, true).accept_unencrypted(true);
+            assert_eq!(migrating.decode(stored, Vec::new).expect("decodes"), json);
+        }
+    }
+
+    #[test]
+    fn decoded_payloads_are_sized_to_their_content() {
+        let codec = codec(true, false);
+        let json = vec![b' '; 2000];
+        let stored = codec.encode(&json, Vec::new).expect("encodes");
+        let decoded = codec.decode(stored, Vec::new).expect("decodes");
+        assert_eq!(decoded, json);
+        assert!(decoded.capacity() < 4096, "capacity {}", decoded.capacity());
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::error::{Result, ValidationError};
 
 /// The default `max_event_size`: 1 MiB.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
+/// Compressed payloads decompress to at most `max(max_event_size, this)` bytes.
+const MIN_DECODE_LIMIT: usize = 16 << 20;
+
 /// The default `max_events_per_append`.
 pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
 
@@ -46,6 +49,7 @@ pub struct StoreBuilder {
     url: String,
     compression: Option<Compression>,
     keys: Option<KeyRing>,
+    accept_unencrypted: bool,
     max_event_size: usize,
     max_events_per_append: usize,
     retry: RetryPolicy,
@@ -62,6 +66,7 @@ impl StoreBuilder {
             url: url.into(),
             compression: None,
             keys: None,
+            accept_unencrypted: false,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             max_events_per_append: DEFAULT_MAX_EVENTS_PER_APPEND,
             retry: RetryPolicy::default(),
@@ -83,6 +88,16 @@ impl StoreBuilder {
     /// default). Stores that read encrypted events need a ring holding their keys.
     pub fn encryption(mut self, keys: KeyRing) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// With [`encryption`](Self::encryption): also read payloads that are not encrypted
+    /// (rows written before encryption was turned on). Off by default: a store that
+    /// encrypts refuses plain payloads with
+    /// [`CodecError::NotEncrypted`](crate::CodecError::NotEncrypted), so nobody can swap a
+    /// payload for plain JSON behind its back.
+    pub fn accept_unencrypted_payloads(mut self, accept: bool) -> Self {
+        self.accept_unencrypted = accept;
         self
     }
 
@@ -160,7 +175,11 @@ impl StoreBuilder {
     /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
     pub async fn open(self) -> Result<Store> {
         let backend = self.open_backend().await?;
-        let codec = Codec::new(self.compression, self.keys, self.max_event_size);
+        // Reads allow more than writes, so a store opened with a smaller limit still reads
+        // what an earlier one wrote; the cap only guards against decompression bombs.
+        let max_decoded = self.max_event_size.max(MIN_DECODE_LIMIT);
+        let codec = Codec::new(self.compression, self.keys, max_decoded)
+            .accept_unencrypted(self.accept_unencrypted);
         Ok(Store::from_parts(
             backend,
             codec,

@@ -249,6 +249,26 @@ async fn damaged_bytes(kind: Kind) {
         codec_error(read(&t.store, "enc-2").await, ids[1]),
         CodecError::UnknownFormat(9)
     );
+
+    // Plain JSON in place of an encrypted payload: an encrypting store refuses it.
+    set_payload(&t, 2, br#"{"stream":"forged"}"#).await;
+    assert_eq!(
+        codec_error(read(&t.store, "enc-2").await, ids[1]),
+        CodecError::NotEncrypted
+    );
+    let migrating = t
+        .reopen(|b| {
+            b.encryption(KeyRing::new("k1", KeyRing::generate_key()).expect("ring"))
+                .accept_unencrypted_payloads(true)
+        })
+        .await
+        .expect("reopen");
+    assert_eq!(
+        read(&migrating, "enc-2").await.expect("read")[0]
+            .json()
+            .expect("json"),
+        json!({ "stream": "forged" })
+    );
 }
 
 async fn plain_payloads_are_json_text(kind: Kind) {
