@@ -50,9 +50,10 @@ pub enum Error {
         actual: Option<u64>,
     },
 
-    /// An event id is already stored with different content or in another place.
+    /// An event id is already stored, and this append is not a replay of the append that
+    /// stored it (other content, another stream or version, or only part of the batch).
     #[error(
-        "event id {event_id} is already stored in stream `{existing_stream}` with different content (append to `{stream}`)"
+        "event id {event_id} is already stored in stream `{existing_stream}`, and this append to `{stream}` is not a replay of it"
     )]
     EventIdReused {
         /// The stream appended to.
@@ -61,6 +62,13 @@ pub enum Error {
         event_id: Uuid,
         /// The stream that holds the stored event with that id.
         existing_stream: String,
+    },
+
+    /// [`Store::create_stream`](crate::Store::create_stream) found the stream already there.
+    #[error("stream `{stream}` already exists")]
+    StreamAlreadyExists {
+        /// The stream asked for.
+        stream: String,
     },
 
     /// The input was rejected before anything was written.
@@ -194,7 +202,7 @@ pub enum ValidationError {
         stream: String,
         /// The event.
         event_id: Uuid,
-        /// Payload plus metadata, serialized, in bytes.
+        /// The JSON payload's size in bytes.
         size: usize,
         /// The configured limit.
         limit: usize,
@@ -215,6 +223,17 @@ pub enum ValidationError {
         /// The repeated id.
         event_id: Uuid,
     },
+    /// A payload's `Serialize` implementation failed.
+    #[error("payload of `{event_type}` does not serialize: {reason}")]
+    Unserializable {
+        /// The event type being built.
+        event_type: String,
+        /// serde_json's account.
+        reason: String,
+    },
+    /// Text that should be a [`LogPosition`](crate::LogPosition) is not one.
+    #[error("`{0}` is not a log position (expected `<transaction>/<position>`)")]
+    InvalidLogPosition(String),
     /// The store URL or a builder setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -224,7 +243,9 @@ impl Error {
     /// The coarse class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Conflict { .. } | Error::EventIdReused { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. }
+            | Error::EventIdReused { .. }
+            | Error::StreamAlreadyExists { .. } => ErrorKind::Conflict,
             Error::Validation(_) => ErrorKind::Validation,
             Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => ErrorKind::NotFound,
             Error::Connection { .. } => ErrorKind::Connection,
@@ -240,6 +261,17 @@ impl Error {
     /// is: the caller must reload the stream and decide again (the repository does that).
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind(), ErrorKind::Connection | ErrorKind::Timeout)
+    }
+
+    /// Whether the store was closed: a connection error that no retry cures.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection {
+                source: sqlx::Error::PoolClosed,
+                ..
+            }
+        )
     }
 
     /// Classifies a driver error raised during `operation`.
@@ -276,6 +308,9 @@ fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
+            // SQLite reports extended codes (SQLITE_BUSY_SNAPSHOT = 517); the low byte is
+            // the primary code.
+            let sqlite_primary = code.parse::<i64>().map(|code| code & 0xff);
             // PostgreSQL: connection exceptions (08…), admin shutdown / crash (57P0…),
             // serialization failures and deadlocks (40001, 40P01), too many connections.
             code.starts_with("08")
@@ -284,8 +319,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
                 || code == "40P01"
                 || code == "53300"
                 // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) outlived the busy timeout.
-                || code == "5"
-                || code == "6"
+                || matches!(sqlite_primary, Ok(5 | 6))
         }
         _ => false,
     }

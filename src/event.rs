@@ -130,16 +130,18 @@ impl NewEvent {
     /// An event whose payload is `data` serialized to JSON.
     ///
     /// # Errors
-    /// [`Error::Internal`] naming the event type when `T`'s `Serialize` fails.
+    /// [`ValidationError::Unserializable`](crate::ValidationError::Unserializable) naming
+    /// the event type when `T`'s `Serialize` fails.
     pub fn from_serialize<T: Serialize + ?Sized>(
         event_type: impl Into<String>,
         data: &T,
     ) -> Result<Self> {
         let event_type = event_type.into();
         let payload = serde_json::to_vec(data).map_err(|error| {
-            Error::Internal(format!(
-                "cannot serialize payload of `{event_type}`: {error}"
-            ))
+            Error::from(crate::ValidationError::Unserializable {
+                event_type: event_type.clone(),
+                reason: error.to_string(),
+            })
         })?;
         Ok(Self::from_json_bytes(event_type, payload))
     }
@@ -230,8 +232,12 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Where this event sits in the global log, in commit order: pass it to
+    /// Where this event sits in the global log: pass it to
     /// [`Store::read_all`](crate::Store::read_all) to continue after this event.
+    ///
+    /// Only take cursors from events that `read_all` returned. On PostgreSQL, an event
+    /// read another way (by stream, id or query) may sit ahead of a transaction still
+    /// running, and resuming after it would skip that transaction's events.
     pub fn log_position(&self) -> LogPosition {
         LogPosition::new(self.commit, self.position)
     }

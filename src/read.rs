@@ -69,7 +69,7 @@ impl FromStr for LogPosition {
     type Err = crate::Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let invalid = || ValidationError::Config(format!("`{text}` is not a log position"));
+        let invalid = || ValidationError::InvalidLogPosition(text.to_owned());
         let (commit, position) = text.split_once('/').ok_or_else(invalid)?;
         Ok(LogPosition {
             commit: commit.parse().map_err(|_| invalid())?,

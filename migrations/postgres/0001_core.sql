@@ -28,7 +28,7 @@ CREATE TABLE events (
     stream_id      text        NOT NULL,
     version        bigint      NOT NULL,
     event_type     text        NOT NULL,
-    schema_version integer     NOT NULL,
+    schema_version bigint      NOT NULL,
     payload        bytea       NOT NULL, -- JSON text, or chronicle's codec header + body
     correlation_id text,
     causation_id   text,
@@ -46,9 +46,23 @@ CREATE INDEX events_tenant ON events (tenant_id, position) WHERE tenant_id IS NO
 CREATE INDEX events_type ON events (event_type, position);
 CREATE INDEX events_recorded_at ON events (recorded_at);
 
--- Plain (uncompressed, unencrypted) payloads as JSON, for people at a psql prompt.
+-- A plain (uncompressed, unencrypted) payload as jsonb; NULL for encoded payloads and for
+-- text jsonb cannot hold (such as \u0000), so one odd row never breaks a query.
+CREATE FUNCTION chronicle_payload_json(payload bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF length(payload) = 0 OR get_byte(payload, 0) >= 128 THEN
+        RETURN NULL;
+    END IF;
+    RETURN convert_from(payload, 'UTF8')::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
+
+-- Plain payloads as JSON, for people at a psql prompt.
 CREATE VIEW events_json AS
 SELECT position, event_id, stream_id, version, event_type, schema_version,
-       CASE WHEN get_byte(payload, 0) < 128 THEN convert_from(payload, 'UTF8')::jsonb END AS payload,
+       chronicle_payload_json(payload) AS payload,
        correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at
 FROM events;

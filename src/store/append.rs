@@ -57,6 +57,10 @@ pub struct WrittenEvent {
     pub position: u64,
 }
 
+/// Versions above this are never reached (stored versions are signed 64-bit integers);
+/// `Exact` expectations beyond it are conflicts without asking the database.
+pub(crate) const MAX_VERSION: u64 = (i64::MAX as u64) / 2;
+
 /// The limits an append is checked against.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -142,7 +146,7 @@ pub(crate) fn resolve_replay(
     }
     let first_version = stored[0].version;
     let fits_expected = match expected {
-        ExpectedVersion::Exact(version) => first_version == version + 1,
+        ExpectedVersion::Exact(version) => version.checked_add(1) == Some(first_version),
         ExpectedVersion::NoStream => first_version == 1,
         ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
     };

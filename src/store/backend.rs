@@ -65,8 +65,8 @@ pub(crate) enum CreateOutcome {
     Created,
     /// A soft-deleted stream is active again; its versions continue.
     Recreated,
-    /// The stream already exists at this version.
-    Exists { version: u64 },
+    /// The stream already exists.
+    Exists,
     /// The stream was hard-deleted and cannot be created again.
     Tombstoned,
 }

@@ -8,12 +8,15 @@ use super::backend::Backend;
 use super::memory::MemoryBackend;
 use super::postgres::{PostgresBackend, PostgresConfig};
 use super::retry::RetryPolicy;
-use super::sqlite::{SqliteBackend, SqliteConfig, SqliteDurability};
+use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
 use crate::codec::{Codec, Compression, KeyRing};
 use crate::error::{Result, ValidationError};
 
 /// The default `max_event_size`: 1 MiB.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
+/// The longest `log_settle_timeout` (longer ones are cut to it).
+const MAX_SETTLE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Compressed payloads decompress to at most `max(max_event_size, this)` bytes.
 const MIN_DECODE_LIMIT: usize = 16 << 20;
 
@@ -107,7 +110,7 @@ impl StoreBuilder {
         self
     }
 
-    /// The most events one append may carry (default 1000).
+    /// The most events one append may carry (default 1000; on SQLite at most 2730).
     pub fn max_events_per_append(mut self, count: usize) -> Self {
         self.max_events_per_append = count;
         self
@@ -162,9 +165,9 @@ impl StoreBuilder {
 
     /// How long [`Store::read_all`] waits, at the end of the log, for events that committed
     /// before the read began but sit behind a transaction still running (PostgreSQL only;
-    /// default 5 s).
+    /// default 5 s, at most a day).
     pub fn log_settle_timeout(mut self, timeout: Duration) -> Self {
-        self.settle_timeout = timeout;
+        self.settle_timeout = timeout.min(MAX_SETTLE_TIMEOUT);
         self
     }
 
@@ -199,6 +202,13 @@ impl StoreBuilder {
         if url == "memory:" {
             Ok(Arc::new(MemoryBackend::default()))
         } else if url.starts_with("sqlite:") {
+            if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
+                return Err(ValidationError::Config(format!(
+                    "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
+                    self.max_events_per_append
+                ))
+                .into());
+            }
             let config = SqliteConfig {
                 url: self.url.clone(),
                 durability: self.durability,

@@ -142,9 +142,7 @@ impl Backend for MemoryBackend {
             return Ok(CreateOutcome::Created);
         };
         Ok(match row.info.status {
-            StreamStatus::Active => CreateOutcome::Exists {
-                version: row.info.version,
-            },
+            StreamStatus::Active => CreateOutcome::Exists,
             StreamStatus::Tombstoned => CreateOutcome::Tombstoned,
             StreamStatus::Deleted => {
                 let fresh = new_info(stream, spec);

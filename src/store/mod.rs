@@ -107,7 +107,8 @@ impl Store {
     }
 
     /// Appends `events` to `stream` if it is at the `expected` version, atomically: all of
-    /// them or none. Appending to a stream that does not exist creates it.
+    /// them or none. Appending to a stream that does not exist creates it (with `Any`,
+    /// `NoStream` or `Exact(0)`; `StreamExists` and `Exact(n > 0)` conflict).
     ///
     /// Re-sending a batch whose event ids are already stored in this stream, in order, with
     /// the same content, succeeds without writing anything
@@ -140,6 +141,20 @@ impl Store {
     ) -> Result<AppendResult> {
         let stream = StreamId::new(stream)?;
         append::validate(&stream, &events, &self.inner.limits)?;
+        if let ExpectedVersion::Exact(version) = expected
+            && version > append::MAX_VERSION
+        {
+            // No stream gets there; the databases' integers would overflow on the way.
+            let actual = self
+                .stream_info(stream.as_str())
+                .await?
+                .map(|info| info.version);
+            return Err(Error::Conflict {
+                stream: stream.to_string(),
+                expected,
+                actual,
+            });
+        }
         let encoded = events
             .iter()
             .map(|event| self.encode(&stream, event))
@@ -225,8 +240,8 @@ impl Store {
     /// soft-deleted one (its versions continue where they stopped).
     ///
     /// # Errors
-    /// [`Error::Conflict`] when the stream already exists; [`Error::StreamDeleted`] when it
-    /// was hard-deleted.
+    /// [`Error::StreamAlreadyExists`] when the stream exists; [`Error::StreamDeleted`] when
+    /// it was hard-deleted.
     #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
     pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
         let stream = StreamId::new(stream.as_ref())?;
@@ -238,10 +253,8 @@ impl Store {
             .await?;
         match outcome {
             CreateOutcome::Created | CreateOutcome::Recreated => Ok(()),
-            CreateOutcome::Exists { version } => Err(Error::Conflict {
+            CreateOutcome::Exists => Err(Error::StreamAlreadyExists {
                 stream: stream.to_string(),
-                expected: ExpectedVersion::NoStream,
-                actual: Some(version),
             }),
             CreateOutcome::Tombstoned => Err(Error::StreamDeleted {
                 stream: stream.to_string(),
@@ -407,6 +420,11 @@ impl Store {
     /// transaction still running, the read waits for that transaction too, for up to the
     /// store's `log_settle_timeout` (default 5 s), then ends without it (the next read
     /// from the cursor returns it).
+    ///
+    /// On PostgreSQL, "older transactions" means any transaction on the server, in any
+    /// database: one left open (idle in transaction) holds every reader back until it
+    /// ends. Set `idle_in_transaction_session_timeout` on servers shared with such clients.
+    /// Within one stream, events come in version order.
     pub fn read_all(
         &self,
         after: LogPosition,
@@ -447,8 +465,8 @@ impl Store {
     }
 
     /// Closes the store's connections, waiting for operations in flight to return them.
-    /// Every clone of the store is closed; later operations fail with
-    /// [`Error::Connection`]. Dropping the last clone closes the connections too, without
+    /// Every clone of the store is closed; on the SQL backends later operations fail with
+    /// [`Error::Connection`] (the memory backend has nothing to close). Dropping the last clone closes the connections too, without
     /// waiting.
     pub async fn close(&self) {
         self.inner.backend.close().await;

@@ -75,7 +75,7 @@ macro_rules! append_sql {
              payload, correlation_id, causation_id, tenant_id, user_id, metadata) \
              SELECT e.id, $1, base.base + e.ord, e.typ, e.sv, e.payload, e.corr, e.caus, \
                     e.tenant, e.usr, e.meta::jsonb \
-             FROM base, unnest($7::uuid[], $8::text[], $9::integer[], $10::bytea[], $11::text[], \
+             FROM base, unnest($7::uuid[], $8::text[], $9::bigint[], $10::bytea[], $11::text[], \
                                $12::text[], $13::text[], $14::text[], $15::text[]) \
                   WITH ORDINALITY AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
              ORDER BY e.ord \
@@ -233,7 +233,7 @@ fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error
         version: to_u64(row.try_get(4)?),
         position: to_u64(row.try_get(0)?),
         event_type: row.try_get(5)?,
-        schema_version: u32::try_from(row.try_get::<i32, _>(6)?).unwrap_or_default(),
+        schema_version: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or_default(),
         metadata: EventMetadata::from_parts(
             row.try_get(8)?,
             row.try_get(9)?,
@@ -309,7 +309,7 @@ impl Backend for PostgresBackend {
             .bind(
                 events
                     .iter()
-                    .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+                    .map(|e| i64::from(e.schema_version))
                     .collect::<Vec<_>>(),
             )
             .bind(
@@ -382,18 +382,15 @@ impl Backend for PostgresBackend {
                 CreateOutcome::Recreated
             });
         }
-        let (version, status): (i64, i16) =
-            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1")
-                .bind(stream.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(fail)?;
+        let status: i16 = sqlx::query_scalar("SELECT status FROM streams WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(fail)?;
         Ok(if status == StreamStatus::Tombstoned.to_code() {
             CreateOutcome::Tombstoned
         } else {
-            CreateOutcome::Exists {
-                version: to_u64(version),
-            }
+            CreateOutcome::Exists
         })
     }
 

@@ -53,7 +53,11 @@ impl RetryPolicy {
                 (result, _) => result,
             };
             match result {
-                Err(error) if error.kind() == ErrorKind::Connection && tries < self.attempts => {
+                Err(error)
+                    if error.kind() == ErrorKind::Connection
+                        && !error.is_closed()
+                        && tries < self.attempts =>
+                {
                     tracing::warn!(operation, attempt = tries, %error, "transient error; retrying");
                     tokio::time::sleep(delay).await;
                     delay = delay.saturating_mul(2);

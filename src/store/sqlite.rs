@@ -59,13 +59,13 @@ pub(crate) struct SqliteBackend {
     reader: SqlitePool,
 }
 
+/// The most events one append can carry on SQLite: each row binds 12 parameters and a
+/// statement takes at most 32,766.
+pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = 32_766 / 12;
+
 /// The event columns, in the order `event_from_row` reads them by index.
 const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
      payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
-
-/// How often an `Any` or `StreamExists` append re-reads the stream version when another
-/// process keeps appending between the read and the insert.
-const RACE_ATTEMPTS: u32 = 5;
 
 const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
      event_count, last_event_id, status, metadata, created_at, updated_at";
@@ -279,42 +279,49 @@ impl Backend for SqliteBackend {
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
-        let mut conn = self.writer.acquire().await.map_err(fail)?;
         let now = micros(Utc::now());
-        let mut attempts = 0;
-        let rows = loop {
-            attempts += 1;
-            // The version before the append: known from the expectation, or read.
-            let base = match expected {
-                ExpectedVersion::Exact(version) => to_i64(version),
-                ExpectedVersion::NoStream => 0,
-                ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-                    match stream_state(&mut conn, stream).await.map_err(fail)? {
-                        Some((version, 0)) => version,
-                        None if expected == ExpectedVersion::Any => 0,
-                        current => return Ok(sql::rejection(current)),
+        let inserted = match expected {
+            // The version before the append is known: one autocommitted INSERT.
+            ExpectedVersion::Exact(_) | ExpectedVersion::NoStream => {
+                let base = match expected {
+                    ExpectedVersion::Exact(version) => to_i64(version),
+                    _ => 0,
+                };
+                let mut conn = self.writer.acquire().await.map_err(fail)?;
+                match insert_events(&mut conn, stream, base, events, now).await {
+                    Err(error) if is_guard_rejection(&error) => {
+                        let current = stream_state(&mut conn, stream).await.map_err(fail)?;
+                        return Ok(sql::rejection(current));
                     }
+                    other => other,
                 }
-            };
-            match insert_events(&mut conn, stream, base, events, now).await {
-                Ok(rows) => break rows,
-                Err(error) if is_duplicate_event_id(&error) => {
-                    return Ok(AppendOutcome::DuplicateEventId);
-                }
-                // Another process appended between our read and our insert: read again.
-                Err(error)
-                    if is_guard_rejection(&error)
-                        && matches!(
-                            expected,
-                            ExpectedVersion::Any | ExpectedVersion::StreamExists
-                        )
-                        && attempts < RACE_ATTEMPTS => {}
-                Err(error) if is_guard_rejection(&error) => {
-                    let current = stream_state(&mut conn, stream).await.map_err(fail)?;
-                    return Ok(sql::rejection(current));
-                }
-                Err(error) => return Err(fail(error)),
             }
+            // Read the version under the write lock, so no other process moves it before
+            // the INSERT.
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                let mut tx = self
+                    .writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(fail)?;
+                let base = match stream_state(&mut tx, stream).await.map_err(fail)? {
+                    Some((version, 0)) => version,
+                    None if expected == ExpectedVersion::Any => 0,
+                    current => return Ok(sql::rejection(current)),
+                };
+                let inserted = insert_events(&mut tx, stream, base, events, now).await;
+                if inserted.is_ok() {
+                    tx.commit().await.map_err(fail)?;
+                }
+                inserted
+            }
+        };
+        let rows = match inserted {
+            Ok(rows) => rows,
+            Err(error) if is_duplicate_event_id(&error) => {
+                return Ok(AppendOutcome::DuplicateEventId);
+            }
+            Err(error) => return Err(fail(error)),
         };
 
         let mut written: Vec<Written> = rows
@@ -333,11 +340,7 @@ impl Backend for SqliteBackend {
         let (mut tx, current) = self.lock_stream(stream).await.map_err(fail)?;
         let now = micros(Utc::now());
         let outcome = match current {
-            Some((version, 0)) => {
-                return Ok(CreateOutcome::Exists {
-                    version: to_u64(version),
-                });
-            }
+            Some((_, 0)) => return Ok(CreateOutcome::Exists),
             Some((_, 2)) => return Ok(CreateOutcome::Tombstoned),
             Some(_) => {
                 sqlx::query(

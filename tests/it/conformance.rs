@@ -173,6 +173,15 @@ async fn expected_version_rules(kind: Kind) {
         .await
         .expect("NoStream on an empty stream");
     assert_eq!(versions(&read(store, "s-1").await), [1, 2, 3, 4]);
+    // A version no stream reaches is a conflict, not an overflow.
+    assert_eq!(
+        conflict(
+            store
+                .append("s-1", ExpectedVersion::Exact(u64::MAX), events(9..=9))
+                .await
+        ),
+        Some(4)
+    );
 }
 
 async fn conflicts_write_nothing(kind: Kind) {
@@ -432,15 +441,10 @@ async fn stream_lifecycle(kind: Kind) {
         .await
         .expect_err("exists");
     assert!(
-        matches!(
-            error,
-            Error::Conflict {
-                actual: Some(0),
-                ..
-            }
-        ),
+        matches!(&error, Error::StreamAlreadyExists { stream } if stream == "cart-1"),
         "{error:?}"
     );
+    assert_eq!(error.kind(), ErrorKind::Conflict);
 
     let batch = events(1..=2);
     let last_id = batch[1].event_id();

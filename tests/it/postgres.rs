@@ -185,6 +185,12 @@ async fn plain_payloads_are_json_in_psql() {
         )
         .await
         .expect("append");
+    // jsonb cannot hold \u0000: that row shows NULL instead of breaking the view.
+    let nul = NewEvent::new("x", json!({ "nul": "a\u{0}b" }));
+    t.store
+        .append("p-2", ExpectedVersion::Any, vec![nul])
+        .await
+        .expect("append");
     let mut conn = raw(&t).await;
     let payload: serde_json::Value =
         sqlx::query_scalar("SELECT payload FROM events_json WHERE stream_id = 'p-1'")
@@ -192,6 +198,12 @@ async fn plain_payloads_are_json_in_psql() {
             .await
             .expect("select");
     assert_eq!(payload, json!({ "name": "Ada" }));
+    let nul: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM events_json WHERE stream_id = 'p-2'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("select");
+    assert_eq!(nul, None);
 }
 
 #[tokio::test]

@@ -108,6 +108,20 @@ async fn normal_durability_and_reopening_keep_the_data() {
 }
 
 #[tokio::test]
+async fn batches_sqlite_cannot_bind_are_refused_at_open() {
+    let error = Store::builder("sqlite::memory:")
+        .max_events_per_append(5000)
+        .open()
+        .await
+        .expect_err("too many parameters per statement");
+    assert_eq!(error.kind(), chronicle::ErrorKind::Validation);
+    assert!(
+        error.to_string().contains("max_events_per_append"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn in_memory_sqlite_works() {
     let store = Store::open("sqlite::memory:").await.expect("open");
     store
@@ -128,4 +142,49 @@ async fn unknown_urls_are_configuration_errors() {
         .expect_err("unsupported");
     assert_eq!(error.kind(), chronicle::ErrorKind::Validation);
     assert!(error.to_string().contains("mysql://"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_never_conflicts_across_openers_of_one_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("many.db").display());
+    let mut tasks = Vec::new();
+    for opener in 0..4 {
+        let store = Store::open(&url).await.expect("open");
+        tasks.push(tokio::spawn(async move {
+            for n in 0..40 {
+                let expected = if n % 2 == 0 {
+                    ExpectedVersion::Any
+                } else {
+                    ExpectedVersion::StreamExists
+                };
+                let expected = if n == 0 {
+                    ExpectedVersion::Any
+                } else {
+                    expected
+                };
+                store
+                    .append(
+                        "busy-1",
+                        expected,
+                        vec![NewEvent::new("x", json!({ "opener": opener }))],
+                    )
+                    .await
+                    .expect("Any and StreamExists wait for the lock instead of conflicting");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let store = Store::open(&url).await.expect("open");
+    assert_eq!(
+        store
+            .stream_info("busy-1")
+            .await
+            .expect("info")
+            .expect("some")
+            .version,
+        160
+    );
 }
