@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ValidationError};
 
-/// A place in the global log, in commit order: an opaque, ordered cursor.
+/// A place in the global log, in transaction order: an opaque, ordered cursor.
 ///
 /// Global positions are unique, but on PostgreSQL they can commit out of order
 /// (transaction A takes position 10, B takes 11, B commits first). A reader that resumed

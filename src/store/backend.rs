@@ -103,7 +103,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>>;
 
-    /// Up to `limit` events after `after`, in commit order, never past an event whose
+    /// Up to `limit` events after `after`, in transaction order, never past an event whose
     /// transaction may still be running.
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>>;
 

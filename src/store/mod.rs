@@ -411,7 +411,7 @@ impl Store {
     }
 
     /// Every event of the global log after `after` (use [`LogPosition::START`] for all),
-    /// in commit order, fetched page by page. To follow the log, call again with the last
+    /// in transaction order, fetched page by page. To follow the log, call again with the last
     /// event's [`RecordedEvent::log_position`].
     ///
     /// No event is ever skipped, even on PostgreSQL where positions can commit out of

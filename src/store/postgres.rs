@@ -6,7 +6,7 @@
 //! expected version while it writes the stream row, and inserts the events only when that
 //! write matched (`append_sql!`).
 //!
-//! The global log is read in commit order without gaps: every event records its writing
+//! The global log is read in transaction order without gaps: every event records its writing
 //! transaction (`pg_current_xact_id()`), and `read_all` orders by (transaction, position)
 //! and returns only events whose transaction is older than the oldest one still running
 //! (`pg_snapshot_xmin`). A transaction that took a lower position but commits later is
