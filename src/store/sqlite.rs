@@ -19,7 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
@@ -145,22 +145,6 @@ impl SqliteBackend {
             .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)
-    }
-}
-
-impl SqliteBackend {
-    /// Begins a write transaction (taking SQLite's write lock) and reads the stream's
-    /// (version, status), if it exists.
-    async fn lock_stream(
-        &self,
-        stream: &StreamId,
-    ) -> std::result::Result<(Transaction<'static, Sqlite>, Option<(i64, i64)>), sqlx::Error> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let current = sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = ?")
-            .bind(stream.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok((tx, current))
     }
 }
 
@@ -337,7 +321,12 @@ impl Backend for SqliteBackend {
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
         let fail = |error| Error::from_sqlx("create_stream", error);
-        let (mut tx, current) = self.lock_stream(stream).await.map_err(fail)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
+        let current = stream_state(&mut tx, stream).await.map_err(fail)?;
         let now = micros(Utc::now());
         let outcome = match current {
             Some((_, 0)) => return Ok(CreateOutcome::Exists),
