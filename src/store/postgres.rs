@@ -62,7 +62,7 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS commit_id
 /// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
 /// $6 expected version, $7… the event columns as arrays.
 macro_rules! append_sql {
-    ($stream_write:literal) => {
+    ($stream_write:expr, $events:expr) => {
         concat!(
             // Appends to one stream queue on a lock that does not assign a transaction id,
             // so they take their ids in version order: `read_all`, which orders by
@@ -75,35 +75,61 @@ macro_rules! append_sql {
              payload, correlation_id, causation_id, tenant_id, user_id, metadata) \
              SELECT e.id, $1, base.base + e.ord, e.typ, e.sv, e.payload, e.corr, e.caus, \
                     e.tenant, e.usr, e.meta::jsonb \
-             FROM base, unnest($7::uuid[], $8::text[], $9::bigint[], $10::bytea[], $11::text[], \
-                               $12::text[], $13::text[], $14::text[], $15::text[]) \
-                  WITH ORDINALITY AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
+             FROM base, ",
+            $events,
+            " AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
              ORDER BY e.ord \
              RETURNING version, position"
         )
     };
 }
 
-/// The append for a stream that may be new: insert it, or bump the existing row when it
-/// is active and at the expected version.
-const APPEND_UPSERTING: &str = append_sql!(
-    "INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
-     SELECT $1, $2, $3, $3, $4 FROM stream_lock \
-     ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
-         event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
-     WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
-     RETURNING s.version - $3 AS base"
-);
+/// The event columns of a batch, as arrays.
+macro_rules! batch_events {
+    () => {
+        "unnest($7::uuid[], $8::text[], $9::bigint[], $10::bytea[], $11::text[], $12::text[], \
+                $13::text[], $14::text[], $15::text[]) WITH ORDINALITY"
+    };
+}
 
-/// The append for a stream that must exist.
-const APPEND_UPDATING: &str = append_sql!(
-    "UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
-         last_event_id = $4, updated_at = now() \
-     FROM stream_lock \
-     WHERE s.stream_id = $1 AND s.status = 0 AND (NOT $5 OR s.version = $6) \
-         AND $2::text IS NOT NULL \
-     RETURNING s.version - $3 AS base"
-);
+/// The event columns of a single event, as scalars (no arrays to build and unpack).
+macro_rules! single_event {
+    () => {
+        "(VALUES ($7::uuid, $8::text, $9::bigint, $10::bytea, $11::text, $12::text, $13::text, \
+                  $14::text, $15::text, 1::bigint))"
+    };
+}
+
+/// The stream write of an append to a stream that may be new: insert it, or bump the
+/// existing row when it is active and at the expected version.
+macro_rules! upserting {
+    () => {
+        "INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
+         SELECT $1, $2, $3, $3, $4 FROM stream_lock \
+         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
+             event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
+         WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
+         RETURNING s.version - $3 AS base"
+    };
+}
+
+/// The stream write of an append to a stream that must exist.
+macro_rules! updating {
+    () => {
+        "UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
+             last_event_id = $4, updated_at = now() \
+         FROM stream_lock \
+         WHERE s.stream_id = $1 AND s.status = 0 AND (NOT $5 OR s.version = $6) \
+             AND $2::text IS NOT NULL \
+         RETURNING s.version - $3 AS base"
+    };
+}
+
+/// The four append statements: (may create the stream?, one event?).
+const APPEND_UPSERTING_BATCH: &str = append_sql!(upserting!(), batch_events!());
+const APPEND_UPSERTING_SINGLE: &str = append_sql!(upserting!(), single_event!());
+const APPEND_UPDATING_BATCH: &str = append_sql!(updating!(), batch_events!());
+const APPEND_UPDATING_SINGLE: &str = append_sql!(updating!(), single_event!());
 
 /// How an append writes its stream row, derived from the expected version. The
 /// expectation is checked in the statement that bumps the version (an upsert or an update
@@ -284,47 +310,62 @@ impl Backend for PostgresBackend {
         events: &[EncodedEvent],
     ) -> Result<AppendOutcome> {
         let write = StreamWrite::from(expected);
-        let column = |f: fn(&EncodedEvent) -> Option<&String>| -> Vec<Option<&str>> {
-            events.iter().map(|e| f(e).map(String::as_str)).collect()
+        let sql = match (write.may_create, events.len() == 1) {
+            (true, false) => APPEND_UPSERTING_BATCH,
+            (true, true) => APPEND_UPSERTING_SINGLE,
+            (false, false) => APPEND_UPDATING_BATCH,
+            (false, true) => APPEND_UPDATING_SINGLE,
         };
-        let sql = if write.may_create {
-            APPEND_UPSERTING
-        } else {
-            APPEND_UPDATING
-        };
-        let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> = sqlx::query_as(sql)
+        let query = sqlx::query_as(sql)
             .bind(stream.as_str())
             .bind(stream.category())
             .bind(events.len() as i64)
             .bind(events.last().map(|e| e.id))
             .bind(write.check_version)
-            .bind(write.expected)
-            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| i64::from(e.schema_version))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.payload.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(column(|e| e.metadata.correlation_id.as_ref()))
-            .bind(column(|e| e.metadata.causation_id.as_ref()))
-            .bind(column(|e| e.metadata.tenant_id.as_ref()))
-            .bind(column(|e| e.metadata.user_id.as_ref()))
-            .bind(column(|e| e.extra_metadata.as_ref()))
-            .fetch_all(&self.pool)
-            .await;
+            .bind(write.expected);
+        let query = if let [event] = events {
+            query
+                .bind(event.id)
+                .bind(event.event_type.as_str())
+                .bind(i64::from(event.schema_version))
+                .bind(event.payload.as_slice())
+                .bind(event.metadata.correlation_id.as_deref())
+                .bind(event.metadata.causation_id.as_deref())
+                .bind(event.metadata.tenant_id.as_deref())
+                .bind(event.metadata.user_id.as_deref())
+                .bind(event.extra_metadata.as_deref())
+        } else {
+            let column = |f: fn(&EncodedEvent) -> Option<&String>| -> Vec<Option<&str>> {
+                events.iter().map(|e| f(e).map(String::as_str)).collect()
+            };
+            query
+                .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.event_type.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| i64::from(e.schema_version))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.payload.as_slice())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(column(|e| e.metadata.correlation_id.as_ref()))
+                .bind(column(|e| e.metadata.causation_id.as_ref()))
+                .bind(column(|e| e.metadata.tenant_id.as_ref()))
+                .bind(column(|e| e.metadata.user_id.as_ref()))
+                .bind(column(|e| e.extra_metadata.as_ref()))
+        };
+        let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> =
+            query.fetch_all(&self.pool).await;
         let rows = match result {
             Ok(rows) => rows,
             Err(error) if is_duplicate_event_id(&error) => {
