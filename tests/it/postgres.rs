@@ -264,7 +264,7 @@ async fn an_unreachable_server_is_a_connection_error() {
 async fn a_blocked_append_times_out() {
     let Some(t) = Kind::Postgres
         .open_with("a_blocked_append_times_out", |b| {
-            b.operation_timeout(Duration::from_millis(200))
+            b.operation_timeout(Duration::from_secs(1))
         })
         .await
     else {
@@ -304,7 +304,7 @@ async fn a_blocked_append_times_out() {
         "{error}"
     );
     // The server's statement_timeout stops the blocked statement as well.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     blocker.rollback().await.expect("rollback");
     // Nothing was written by the timed-out attempt.
     t.store
