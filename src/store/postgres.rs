@@ -493,18 +493,11 @@ impl Backend for PostgresBackend {
         versions: RangeInclusive<u64>,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>> {
-        let order = match direction {
-            Direction::Forward => "ASC",
-            Direction::Backward => "DESC",
-        };
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 \
-             AND version BETWEEN $2 AND $3 ORDER BY version {order}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream.as_str())
-            .bind(to_i64(*versions.start()))
-            .bind(to_i64(*versions.end()))
+        let mut query =
+            QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        sql::push_version_range(&mut query, stream, &versions, direction);
+        query
+            .build()
             .try_map(|row: PgRow| event_from_row(&row))
             .fetch_all(&self.pool)
             .await

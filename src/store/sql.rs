@@ -2,12 +2,14 @@
 //! same text on both, built with sqlx's `QueryBuilder` (which picks each database's
 //! placeholders).
 
+use std::ops::RangeInclusive;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::backend::AppendOutcome;
 use crate::read::EventQuery;
-use crate::stream::{StreamListQuery, StreamStatus};
+use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
 
 /// Why an append was rejected, from the stream's (version, status) read afterwards
 /// (`None`: no such stream).
@@ -22,6 +24,31 @@ pub(crate) fn rejection(current: Option<(i64, i64)>) -> AppendOutcome {
             StreamStatus::Tombstoned => AppendOutcome::Deleted { hard: true },
         },
     }
+}
+
+/// Appends `WHERE …` and order for the events of `stream` with versions in `versions`, in
+/// `direction`'s order, to a `SELECT … FROM events` statement.
+pub(crate) fn push_version_range<DB>(
+    query: &mut QueryBuilder<DB>,
+    stream: &StreamId,
+    versions: &RangeInclusive<u64>,
+    direction: Direction,
+) where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .push(" WHERE stream_id = ")
+        .push_bind(stream.as_str())
+        .push(" AND version BETWEEN ")
+        .push_bind(to_i64(*versions.start()))
+        .push(" AND ")
+        .push_bind(to_i64(*versions.end()))
+        .push(match direction {
+            Direction::Forward => " ORDER BY version ASC",
+            Direction::Backward => " ORDER BY version DESC",
+        });
 }
 
 /// Appends `WHERE …` conditions, order, limit and offset for `filter` to a

@@ -429,18 +429,10 @@ impl Backend for SqliteBackend {
         versions: RangeInclusive<u64>,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>> {
-        let order = match direction {
-            Direction::Forward => "ASC",
-            Direction::Backward => "DESC",
-        };
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? \
-             AND version BETWEEN ? AND ? ORDER BY version {order}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream.as_str())
-            .bind(to_i64(*versions.start()))
-            .bind(to_i64(*versions.end()))
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        sql::push_version_range(&mut query, stream, &versions, direction);
+        query
+            .build()
             .try_map(|row: SqliteRow| event_from_row(&row))
             .fetch_all(&self.reader)
             .await
