@@ -1,11 +1,14 @@
 //! The SQLite backend (`sqlite://path`, `sqlite::memory:`): the embedded default.
 //!
 //! Writes go through a pool of one connection, so they are serialized in the process;
-//! other processes wait on the busy timeout. An append is a single `INSERT` into `events`:
+//! other processes wait on the busy timeout. An append is one `INSERT` into `events`:
 //! triggers (see `migrations/sqlite/`) check each row's version against the stream and
 //! move the stream row along, so the check, the events and the stream row commit together
-//! in one statement. Other writes run in `BEGIN IMMEDIATE` transactions, which take the
-//! write lock up front (no lock upgrade that could fail with `SQLITE_BUSY` halfway).
+//! in one statement. With `Exact` and `NoStream` the first version is known and the
+//! `INSERT` runs alone; with `Any` and `StreamExists` the version is read first, in the
+//! same `BEGIN IMMEDIATE` transaction. Other writes run in such transactions too: they
+//! take the write lock up front (no lock upgrade that could fail with `SQLITE_BUSY`
+//! halfway).
 //! Reads use their own pool and, in WAL mode, never block the writer. Because writes are
 //! serialized, positions commit in order and the log cursor's transaction part is always 0.
 
