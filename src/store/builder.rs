@@ -198,7 +198,12 @@ impl StoreBuilder {
 
     async fn open_backend(&self) -> Result<Arc<dyn Backend>> {
         let url = self.url.as_str();
-        let acquire_timeout = self.retry.timeout.unwrap_or(Duration::from_secs(30));
+        // A little under the operation timeout, so that a database that cannot be reached
+        // reports a connection error rather than a timeout.
+        let acquire_timeout = self
+            .retry
+            .timeout
+            .map_or(Duration::from_secs(30), |timeout| timeout.mul_f64(0.9));
         if url == "memory:" {
             Ok(Arc::new(MemoryBackend::default()))
         } else if url.starts_with("sqlite:") {

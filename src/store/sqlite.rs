@@ -97,15 +97,11 @@ impl SqliteBackend {
                 .max_lifetime(None)
                 .connect_with(options.clone())
         };
-        let writer = connect(1)
-            .await
-            .map_err(|error| Error::from_sqlx("open", error))?;
+        let writer = connect_retrying_busy(|| connect(1)).await?;
         let reader = if in_memory {
             writer.clone()
         } else {
-            connect(config.pool_size.max(1))
-                .await
-                .map_err(|error| Error::from_sqlx("open", error))?
+            connect_retrying_busy(|| connect(config.pool_size.max(1))).await?
         };
         let backend = SqliteBackend { writer, reader };
         backend.migrate().await?;
@@ -149,6 +145,34 @@ impl SqliteBackend {
         }
         tx.commit().await.map_err(fail)
     }
+}
+
+/// Opens a pool, trying again while another opener holds a new file's lock: switching a
+/// new database to WAL takes an exclusive lock, and SQLite answers `SQLITE_BUSY` at once,
+/// without waiting for the busy timeout.
+async fn connect_retrying_busy<F, Fut>(connect: F) -> Result<SqlitePool>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<SqlitePool, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match connect().await {
+            Err(error) if is_busy(&error) && attempt < OPEN_BUSY_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+            }
+            result => return result.map_err(|error| Error::from_sqlx("open", error)),
+        }
+    }
+}
+
+/// How often opening retries `SQLITE_BUSY`.
+const OPEN_BUSY_ATTEMPTS: u32 = 20;
+
+fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().and_then(|code| code.parse::<i64>().ok()).map(|code| code & 0xff) == Some(5))
 }
 
 fn micros(time: DateTime<Utc>) -> i64 {
