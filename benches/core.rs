@@ -811,6 +811,32 @@ fn replay_row(workload: &str, rates: &Rates) -> Row {
     }
 }
 
+/// Interleaves a raw replay of `REPLAY_STREAM` (the ceiling) with chronicle's, checking
+/// that each read every one of the `total` events.
+async fn interleave_replays<R, RFut>(cfg: &Config, store: Store, total: u64, raw: R) -> Res<Rates>
+where
+    R: Fn() -> RFut + Send + Sync + 'static,
+    RFut: Future<Output = Res<u64>> + Send + 'static,
+{
+    interleave(
+        cfg,
+        ("raw SELECT + serde", "chronicle read_stream"),
+        1,
+        move |_| {
+            let got = raw();
+            async move { expect_count("raw", got.await?, total) }
+        },
+        move |_| {
+            let store = store.clone();
+            async move {
+                let got = replay_chronicle(&store, REPLAY_STREAM).await?;
+                expect_count("chronicle", got, total)
+            }
+        },
+    )
+    .await
+}
+
 /// 4a. Replay of a stream on SQLite, decoded into typed structs.
 async fn replay_sqlite(cfg: &Config) -> Res<Vec<Row>> {
     let total = cfg.replay_events;
@@ -822,25 +848,10 @@ async fn replay_sqlite(cfg: &Config) -> Res<Vec<Row>> {
         .max_connections(1)
         .connect_with(SqliteConnectOptions::from_str(&url)?)
         .await?;
-    let rates = interleave(
-        cfg,
-        ("raw SELECT + serde", "chronicle read_stream"),
-        1,
-        move |_| {
-            let raw = raw.clone();
-            async move {
-                let got = replay_raw_sqlite(&raw, REPLAY_STREAM).await?;
-                expect_count("raw", got, total)
-            }
-        },
-        move |_| {
-            let store = store.clone();
-            async move {
-                let got = replay_chronicle(&store, REPLAY_STREAM).await?;
-                expect_count("chronicle", got, total)
-            }
-        },
-    )
+    let rates = interleave_replays(cfg, store, total, move || {
+        let raw = raw.clone();
+        async move { replay_raw_sqlite(&raw, REPLAY_STREAM).await }
+    })
     .await?;
     Ok(vec![replay_row(
         &format!(
@@ -859,25 +870,10 @@ async fn replay_pg(cfg: &Config) -> Res<Vec<Row>> {
         fill_stream(&store, REPLAY_STREAM, total).await?;
         let schema = schemas.names.last().cloned().unwrap_or_default();
         let raw = schemas.pool_on(&schema, 2).await?;
-        interleave(
-            cfg,
-            ("raw SELECT + serde", "chronicle read_stream"),
-            1,
-            move |_| {
-                let raw = raw.clone();
-                async move {
-                    let got = replay_raw_pg(&raw, REPLAY_STREAM).await?;
-                    expect_count("raw", got, total)
-                }
-            },
-            move |_| {
-                let store = store.clone();
-                async move {
-                    let got = replay_chronicle(&store, REPLAY_STREAM).await?;
-                    expect_count("chronicle", got, total)
-                }
-            },
-        )
+        interleave_replays(cfg, store, total, move || {
+            let raw = raw.clone();
+            async move { replay_raw_pg(&raw, REPLAY_STREAM).await }
+        })
         .await
     })
     .await?;

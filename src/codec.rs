@@ -223,7 +223,7 @@ thread_local! {
 }
 
 /// Encodes and decodes payloads with the store's compression and key ring.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Codec {
     compression: Option<Compression>,
     keys: Option<KeyRing>,

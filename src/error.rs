@@ -308,9 +308,6 @@ fn is_transient(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
-            // SQLite reports extended codes (SQLITE_BUSY_SNAPSHOT = 517); the low byte is
-            // the primary code.
-            let sqlite_primary = code.parse::<i64>().map(|code| code & 0xff);
             // PostgreSQL: connection exceptions (08…), admin shutdown / crash (57P0…),
             // serialization failures and deadlocks (40001, 40P01), too many connections.
             code.starts_with("08")
@@ -319,8 +316,26 @@ fn is_transient(error: &sqlx::Error) -> bool {
                 || code == "40P01"
                 || code == "53300"
                 // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) outlived the busy timeout.
-                || matches!(sqlite_primary, Ok(5 | 6))
+                || matches!(sqlite_primary_code(error), Some(SQLITE_BUSY | SQLITE_LOCKED))
         }
         _ => false,
+    }
+}
+
+/// SQLite's "database is busy / locked" primary result codes.
+pub(crate) const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+
+/// The primary SQLite result code of a database error. SQLite reports extended codes
+/// (`SQLITE_BUSY_SNAPSHOT` = 517); the low byte is the primary code.
+pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
+    match error {
+        // Only SQLite's: PostgreSQL codes are text that can parse as numbers too.
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
+            db.code()?.parse::<i64>().ok().map(|code| code & 0xff)
+        }
+        _ => None,
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
+use super::Limits;
 use super::backend::Written;
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
@@ -29,14 +30,14 @@ impl AppendResult {
         self.events.last().map_or(0, |event| event.version)
     }
 
-    pub(crate) fn new(stream: &StreamId, ids: &[Uuid], written: &[Written]) -> Self {
+    pub(crate) fn new(stream: &StreamId, events: &[NewEvent], written: &[Written]) -> Self {
         AppendResult {
             stream_id: stream.clone(),
-            events: ids
+            events: events
                 .iter()
                 .zip(written)
-                .map(|(&event_id, w)| WrittenEvent {
-                    event_id,
+                .map(|(event, w)| WrittenEvent {
+                    event_id: event.id,
                     version: w.version,
                     position: w.position,
                 })
@@ -60,16 +61,6 @@ pub struct WrittenEvent {
 /// Versions above this are never reached (stored versions are signed 64-bit integers);
 /// `Exact` expectations beyond it are conflicts without asking the database.
 pub(crate) const MAX_VERSION: u64 = (i64::MAX as u64) / 2;
-
-/// The limits an append is checked against.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub max_event_size: usize,
-    pub max_events_per_append: usize,
-    pub page_size: usize,
-    /// How long `read_all` waits for events held back by running transactions.
-    pub settle_timeout: std::time::Duration,
-}
 
 /// Rejects a batch that must not be written: empty, too many events, an event too large or
 /// without a type, or the same id twice.
@@ -167,10 +158,9 @@ pub(crate) fn resolve_replay(
             position: e.position,
         })
         .collect();
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     Ok(Some(AppendResult {
         already_stored: true,
-        ..AppendResult::new(stream, &ids, &written)
+        ..AppendResult::new(stream, events, &written)
     }))
 }
 

@@ -11,21 +11,20 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::event::{EventMetadata, RecordedEvent};
+use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
 };
 
-/// An event ready to be written: validated, payload encoded.
+/// An event ready to be written: the validated event, with its payload encoded.
 #[derive(Debug, Clone)]
-pub(crate) struct EncodedEvent {
-    pub id: Uuid,
-    pub event_type: String,
-    pub schema_version: u32,
+pub(crate) struct EncodedEvent<'a> {
+    /// The event as the caller built it (id, type, schema version, metadata).
+    pub source: &'a NewEvent,
+    /// The payload as stored: the codec's output.
     pub payload: Vec<u8>,
-    pub metadata: EventMetadata,
-    /// `metadata`'s fields without a column of their own, as JSON.
+    /// `source.metadata`'s fields without a column of their own, as JSON.
     pub extra_metadata: Option<String>,
 }
 
@@ -80,7 +79,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[EncodedEvent],
+        events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome>;
 
     /// Creates an empty stream, or re-activates a soft-deleted one.

@@ -72,7 +72,7 @@ impl Backend for MemoryBackend {
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[EncodedEvent],
+        events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let mut state = self.lock()?;
         let current = state.streams.get(stream.as_str());
@@ -85,7 +85,10 @@ impl Backend for MemoryBackend {
         if !expected.accepts(actual) {
             return Ok(AppendOutcome::Conflict { actual });
         }
-        if events.iter().any(|event| state.ids.contains_key(&event.id)) {
+        if events
+            .iter()
+            .any(|event| state.ids.contains_key(&event.source.id))
+        {
             return Ok(AppendOutcome::DuplicateEventId);
         }
         let now = Utc::now();
@@ -95,17 +98,17 @@ impl Backend for MemoryBackend {
             state.last_position += 1;
             let position = state.last_position;
             let version = base + offset;
-            state.ids.insert(event.id, position);
+            state.ids.insert(event.source.id, position);
             state.log.insert(
                 position,
                 RecordedEvent {
-                    id: event.id,
+                    id: event.source.id,
                     stream_id: stream.clone(),
                     version,
                     position,
-                    event_type: event.event_type.clone(),
-                    schema_version: event.schema_version,
-                    metadata: event.metadata.clone(),
+                    event_type: event.source.event_type.clone(),
+                    schema_version: event.source.schema_version,
+                    metadata: event.source.metadata.clone(),
                     recorded_at: now,
                     commit: 0,
                     payload: event.payload.clone(),
@@ -125,7 +128,7 @@ impl Backend for MemoryBackend {
         row.info.version = base + events.len() as u64;
         row.info.event_count += events.len() as u64;
         row.info.updated_at = now;
-        row.info.last_event_id = events.last().map(|event| event.id);
+        row.info.last_event_id = events.last().map(|event| event.source.id);
         Ok(AppendOutcome::Written(written))
     }
 

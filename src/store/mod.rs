@@ -27,7 +27,6 @@ pub use append::{AppendResult, WrittenEvent};
 pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
 pub use sqlite::SqliteDurability;
 
-use self::append::Limits;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, event_context};
@@ -38,6 +37,19 @@ use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
+
+/// The store's limits and read settings, from the builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest JSON payload an append accepts, in bytes.
+    pub max_event_size: usize,
+    /// Most events in one append.
+    pub max_events_per_append: usize,
+    /// Events fetched per round trip by reads.
+    pub page_size: usize,
+    /// How long `read_all` waits for events held back by running transactions.
+    pub settle_timeout: Duration,
+}
 
 /// An event store. Cheap to clone: clones share the connection pool.
 ///
@@ -165,10 +177,9 @@ impl Store {
             .retry
             .run("append", || backend.append(&stream, expected, &encoded))
             .await?;
-        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
         let rejection = match outcome {
             AppendOutcome::Written(written) => {
-                return Ok(AppendResult::new(&stream, &ids, &written));
+                return Ok(AppendResult::new(&stream, &events, &written));
             }
             AppendOutcome::Deleted { hard } => {
                 return Err(Error::StreamDeleted {
@@ -185,6 +196,8 @@ impl Store {
                 "append to `{stream}`: an event id vanished while checking for a replay"
             )),
         };
+        // Rejected: unless every event is already stored (a replay), the rejection stands.
+        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
         let stored = self
             .inner
             .retry
@@ -202,7 +215,7 @@ impl Store {
         }
     }
 
-    fn encode(&self, stream: &StreamId, event: &NewEvent) -> Result<EncodedEvent> {
+    fn encode<'a>(&self, stream: &StreamId, event: &'a NewEvent) -> Result<EncodedEvent<'a>> {
         let payload = self
             .inner
             .codec
@@ -213,12 +226,9 @@ impl Store {
                 source,
             })?;
         Ok(EncodedEvent {
-            id: event.id,
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
+            source: event,
             payload,
             extra_metadata: event.metadata.extra_json(),
-            metadata: event.metadata.clone(),
         })
     }
 

@@ -22,7 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Written};
+use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack};
 use super::migrate;
 use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
@@ -79,7 +79,7 @@ macro_rules! append_sql {
             $events,
             " AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
              ORDER BY e.ord \
-             RETURNING version, position"
+             RETURNING position, version"
         )
     };
 }
@@ -297,17 +297,13 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
-fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
-    (!metadata.is_null()).then(|| metadata.to_string())
-}
-
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[EncodedEvent],
+        events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let write = StreamWrite::from(expected);
         let sql = match (write.may_create, events.len() == 1) {
@@ -320,36 +316,39 @@ impl Backend for PostgresBackend {
             .bind(stream.as_str())
             .bind(stream.category())
             .bind(events.len() as i64)
-            .bind(events.last().map(|e| e.id))
+            .bind(events.last().map(|e| e.source.id))
             .bind(write.check_version)
             .bind(write.expected);
         let query = if let [event] = events {
             query
-                .bind(event.id)
-                .bind(event.event_type.as_str())
-                .bind(i64::from(event.schema_version))
+                .bind(event.source.id)
+                .bind(event.source.event_type.as_str())
+                .bind(i64::from(event.source.schema_version))
                 .bind(event.payload.as_slice())
-                .bind(event.metadata.correlation_id.as_deref())
-                .bind(event.metadata.causation_id.as_deref())
-                .bind(event.metadata.tenant_id.as_deref())
-                .bind(event.metadata.user_id.as_deref())
+                .bind(event.source.metadata.correlation_id.as_deref())
+                .bind(event.source.metadata.causation_id.as_deref())
+                .bind(event.source.metadata.tenant_id.as_deref())
+                .bind(event.source.metadata.user_id.as_deref())
                 .bind(event.extra_metadata.as_deref())
         } else {
-            let column = |f: fn(&EncodedEvent) -> Option<&String>| -> Vec<Option<&str>> {
-                events.iter().map(|e| f(e).map(String::as_str)).collect()
+            let column = |f: for<'e> fn(&'e EncodedEvent<'_>) -> Option<&'e String>| {
+                events
+                    .iter()
+                    .map(|e| f(e).map(String::as_str))
+                    .collect::<Vec<_>>()
             };
             query
-                .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.source.id).collect::<Vec<_>>())
                 .bind(
                     events
                         .iter()
-                        .map(|e| e.event_type.as_str())
+                        .map(|e| e.source.event_type.as_str())
                         .collect::<Vec<_>>(),
                 )
                 .bind(
                     events
                         .iter()
-                        .map(|e| i64::from(e.schema_version))
+                        .map(|e| i64::from(e.source.schema_version))
                         .collect::<Vec<_>>(),
                 )
                 .bind(
@@ -358,10 +357,10 @@ impl Backend for PostgresBackend {
                         .map(|e| e.payload.as_slice())
                         .collect::<Vec<_>>(),
                 )
-                .bind(column(|e| e.metadata.correlation_id.as_ref()))
-                .bind(column(|e| e.metadata.causation_id.as_ref()))
-                .bind(column(|e| e.metadata.tenant_id.as_ref()))
-                .bind(column(|e| e.metadata.user_id.as_ref()))
+                .bind(column(|e| e.source.metadata.correlation_id.as_ref()))
+                .bind(column(|e| e.source.metadata.causation_id.as_ref()))
+                .bind(column(|e| e.source.metadata.tenant_id.as_ref()))
+                .bind(column(|e| e.source.metadata.user_id.as_ref()))
                 .bind(column(|e| e.extra_metadata.as_ref()))
         };
         let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> =
@@ -385,15 +384,7 @@ impl Backend for PostgresBackend {
                 current.map(|(version, status)| (version, i64::from(status))),
             ));
         }
-        let mut written: Vec<Written> = rows
-            .into_iter()
-            .map(|(version, position)| Written {
-                version: to_u64(version),
-                position: to_u64(position),
-            })
-            .collect();
-        written.sort_by_key(|w| w.version);
-        Ok(AppendOutcome::Written(written))
+        Ok(sql::written(rows))
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
@@ -412,7 +403,7 @@ impl Backend for PostgresBackend {
         .bind(stream.category())
         .bind(spec.aggregate_type.as_deref())
         .bind(spec.display_name.as_deref())
-        .bind(metadata_text(&spec.metadata))
+        .bind(sql::metadata_text(&spec.metadata))
         .fetch_optional(&self.pool)
         .await
         .map_err(fail)?;

@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::backend::AppendOutcome;
+use super::backend::{AppendOutcome, Written};
 use crate::read::EventQuery;
 use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
 
@@ -124,6 +124,24 @@ where
     query
         .push(" ORDER BY stream_id LIMIT ")
         .push_bind(to_i64(list.limit as u64));
+}
+
+/// An append's `RETURNING position, version` rows, in version order.
+pub(crate) fn written(rows: Vec<(i64, i64)>) -> AppendOutcome {
+    let mut written: Vec<Written> = rows
+        .into_iter()
+        .map(|(position, version)| Written {
+            version: to_u64(version),
+            position: to_u64(position),
+        })
+        .collect();
+    written.sort_by_key(|w| w.version);
+    AppendOutcome::Written(written)
+}
+
+/// Free-form stream metadata as stored: JSON text, or NULL for `null`.
+pub(crate) fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
+    (!metadata.is_null()).then(|| metadata.to_string())
 }
 
 /// A count or version as a SQL integer (saturating; no stream gets near `i64::MAX`).

@@ -25,10 +25,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
+use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use super::migrate;
 use super::sql::{self, to_i64, to_u64};
-use crate::error::{Error, Result, ValidationError};
+use crate::error::{Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::stream::{
@@ -158,7 +158,10 @@ where
     let mut attempt = 0;
     loop {
         match connect().await {
-            Err(error) if is_busy(&error) && attempt < OPEN_BUSY_ATTEMPTS => {
+            Err(error)
+                if sqlite_primary_code(&error) == Some(SQLITE_BUSY)
+                    && attempt < OPEN_BUSY_ATTEMPTS =>
+            {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
             }
@@ -169,11 +172,6 @@ where
 
 /// How often opening retries `SQLITE_BUSY`.
 const OPEN_BUSY_ATTEMPTS: u32 = 20;
-
-fn is_busy(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db)
-        if db.code().and_then(|code| code.parse::<i64>().ok()).map(|code| code & 0xff) == Some(5))
-}
 
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
@@ -243,7 +241,7 @@ async fn insert_events(
     conn: &mut SqliteConnection,
     stream: &StreamId,
     base: i64,
-    events: &[EncodedEvent],
+    events: &[EncodedEvent<'_>],
     now: i64,
 ) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
     let mut insert = QueryBuilder::<Sqlite>::new(
@@ -251,16 +249,16 @@ async fn insert_events(
          correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
     );
     insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
-        row.push_bind(event.id)
+        row.push_bind(event.source.id)
             .push_bind(stream.as_str())
             .push_bind(base + offset)
-            .push_bind(event.event_type.as_str())
-            .push_bind(i64::from(event.schema_version))
+            .push_bind(event.source.event_type.as_str())
+            .push_bind(i64::from(event.source.schema_version))
             .push_bind(event.payload.as_slice())
-            .push_bind(event.metadata.correlation_id.as_deref())
-            .push_bind(event.metadata.causation_id.as_deref())
-            .push_bind(event.metadata.tenant_id.as_deref())
-            .push_bind(event.metadata.user_id.as_deref())
+            .push_bind(event.source.metadata.correlation_id.as_deref())
+            .push_bind(event.source.metadata.causation_id.as_deref())
+            .push_bind(event.source.metadata.tenant_id.as_deref())
+            .push_bind(event.source.metadata.user_id.as_deref())
             .push_bind(event.extra_metadata.as_deref())
             .push_bind(now);
     });
@@ -277,17 +275,13 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation() && db.message().contains("event_id"))
 }
 
-fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
-    (!metadata.is_null()).then(|| metadata.to_string())
-}
-
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[EncodedEvent],
+        events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
         let now = micros(Utc::now());
@@ -335,15 +329,7 @@ impl Backend for SqliteBackend {
             Err(error) => return Err(fail(error)),
         };
 
-        let mut written: Vec<Written> = rows
-            .into_iter()
-            .map(|(position, version)| Written {
-                version: to_u64(version),
-                position: to_u64(position),
-            })
-            .collect();
-        written.sort_by_key(|w| w.version);
-        Ok(AppendOutcome::Written(written))
+        Ok(sql::written(rows))
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
@@ -365,7 +351,7 @@ impl Backend for SqliteBackend {
                 )
                 .bind(spec.aggregate_type.as_deref())
                 .bind(spec.display_name.as_deref())
-                .bind(metadata_text(&spec.metadata))
+                .bind(sql::metadata_text(&spec.metadata))
                 .bind(stream.as_str())
                 .bind(now)
                 .execute(&mut *tx)
@@ -382,7 +368,7 @@ impl Backend for SqliteBackend {
                 .bind(stream.category())
                 .bind(spec.aggregate_type.as_deref())
                 .bind(spec.display_name.as_deref())
-                .bind(metadata_text(&spec.metadata))
+                .bind(sql::metadata_text(&spec.metadata))
                 .bind(now)
                 .execute(&mut *tx)
                 .await

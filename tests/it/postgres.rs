@@ -9,7 +9,9 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::support::{Kind, Location, TestStore, fresh_schema, pg_url, postgres_available};
+use crate::support::{
+    Kind, Location, SchemaGuard, TestStore, fresh_schema, pg_url, postgres_available,
+};
 
 async fn open(test: &str) -> Option<TestStore> {
     Kind::Postgres
@@ -101,7 +103,8 @@ async fn concurrent_openers_migrate_once() {
     if !postgres_available("concurrent_openers_migrate_once").await {
         return;
     }
-    let schema = fresh_schema();
+    let guard = SchemaGuard(fresh_schema());
+    let schema = guard.0.clone();
     let open = || {
         Store::builder(pg_url())
             .schema(schema.clone())
@@ -128,12 +131,6 @@ async fn concurrent_openers_migrate_once() {
     .await
     .expect("count");
     assert_eq!(applied, 1);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA \"{schema}\" CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop");
 }
 
 #[tokio::test]

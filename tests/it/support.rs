@@ -57,25 +57,39 @@ impl TestStore {
 impl Drop for TestStore {
     fn drop(&mut self) {
         if let Location::Postgres { url, schema } = &self.location {
-            let (url, schema) = (url.clone(), schema.clone());
-            // Drop runs inside the test's runtime; use a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            })
-            .join();
+            drop_schema(url, schema);
         }
     }
+}
+
+/// Drops a test's PostgreSQL schema when it goes out of scope, even if the test panics.
+pub struct SchemaGuard(pub String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        drop_schema(&pg_url(), &self.0);
+    }
+}
+
+/// Drops `schema` from a plain thread: drops run inside the test's runtime, which cannot
+/// be blocked on.
+fn drop_schema(url: &str, schema: &str) {
+    let (url, schema) = (url.to_owned(), schema.to_owned());
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
 }
 
 pub fn pg_url() -> String {
