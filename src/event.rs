@@ -146,7 +146,7 @@ impl NewEvent {
         Ok(Self::from_json_bytes(event_type, payload))
     }
 
-    fn from_json_bytes(event_type: impl Into<String>, payload: Vec<u8>) -> Self {
+    pub(crate) fn from_json_bytes(event_type: impl Into<String>, payload: Vec<u8>) -> Self {
         NewEvent {
             id: Uuid::now_v7(),
             event_type: event_type.into(),

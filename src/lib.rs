@@ -27,14 +27,19 @@
 
 #![warn(missing_docs)]
 
+mod aggregate;
 mod codec;
+mod domain_event;
 mod error;
 mod event;
 mod read;
 mod store;
 mod stream;
 
+pub use aggregate::{Aggregate, AggregateType};
+pub use chronicle_derive::{Aggregate, DomainEvent};
 pub use codec::{CodecError, Compression, KeyRing};
+pub use domain_event::{DecodeError, DomainEvent, EventType};
 pub use error::{Error, ErrorKind, Result, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use read::{EventQuery, LogPosition};
@@ -46,3 +51,10 @@ pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,
     StreamListQuery, StreamStatus,
 };
+
+/// What the derive macros' generated code refers to. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}
