@@ -149,6 +149,62 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A stored event's type is not one the [`DomainEvent`](crate::DomainEvent) being
+    /// decoded knows.
+    #[error(
+        "event {event_id} in stream `{stream}` has type `{event_type}`, which `{expected}` does not know"
+    )]
+    UnknownEventType {
+        /// The stream holding the event.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its stored type.
+        event_type: String,
+        /// The Rust type it was decoded into.
+        expected: &'static str,
+    },
+
+    /// A stored event's schema version cannot be brought to the version the code reads:
+    /// it is newer than the code, or an upcaster on the way is missing.
+    #[error("event {event_id} (`{event_type}` in stream `{stream}`) has schema version {stored}; the code reads version {current}{}", if *stored > *current { " (written by newer code)" } else { " and no upcaster is registered for the step" })]
+    SchemaVersion {
+        /// The stream holding the event.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// The version stored (or reached by upcasting).
+        stored: u32,
+        /// The version the code reads.
+        current: u32,
+    },
+
+    /// A stored snapshot could not be decoded.
+    #[error("cannot decode the snapshot of stream `{stream}` at version {version}: {source}")]
+    SnapshotCodec {
+        /// The stream.
+        stream: String,
+        /// The version the snapshot covers.
+        version: u64,
+        /// What exactly failed.
+        #[source]
+        source: CodecError,
+    },
+
+    /// A snapshot decoded fine but is not the JSON the caller asked for.
+    #[error("snapshot of stream `{stream}` at version {version} does not deserialize: {source}")]
+    SnapshotPayload {
+        /// The stream.
+        stream: String,
+        /// The version the snapshot covers.
+        version: u64,
+        /// serde_json's account of the mismatch.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -231,6 +287,17 @@ pub enum ValidationError {
         /// serde_json's account.
         reason: String,
     },
+    /// A snapshot must cover a version the stream has reached, and the stream must be
+    /// active.
+    #[error(
+        "snapshot at version {version} of `{stream}` is rejected: the stream is missing, deleted or not that far"
+    )]
+    SnapshotAhead {
+        /// The stream.
+        stream: String,
+        /// The snapshot's version.
+        version: u64,
+    },
     /// Text that should be a [`LogPosition`](crate::LogPosition) is not one.
     #[error("`{0}` is not a log position (expected `<transaction>/<position>`)")]
     InvalidLogPosition(String),
@@ -250,7 +317,12 @@ impl Error {
             Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => ErrorKind::NotFound,
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::Codec { .. } | Error::Payload { .. } => ErrorKind::Codec,
+            Error::Codec { .. }
+            | Error::Payload { .. }
+            | Error::UnknownEventType { .. }
+            | Error::SchemaVersion { .. }
+            | Error::SnapshotCodec { .. }
+            | Error::SnapshotPayload { .. } => ErrorKind::Codec,
             Error::Database { .. } | Error::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -33,16 +33,23 @@ mod domain_event;
 mod error;
 mod event;
 mod read;
+mod snapshot;
 mod store;
 mod stream;
+pub mod testing;
+mod upcast;
 
-pub use aggregate::{Aggregate, AggregateType};
+pub use aggregate::{
+    Aggregate, AggregateType, CommandError, DEFAULT_CACHE_CAPACITY, DEFAULT_COMMAND_ATTEMPTS,
+    Executed, Loaded, Repository,
+};
 pub use chronicle_derive::{Aggregate, DomainEvent};
 pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
 pub use error::{Error, ErrorKind, Result, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use read::{EventQuery, LogPosition};
+pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
 pub use store::{
     AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, SqliteDurability, Store,
     StoreBuilder, WrittenEvent,

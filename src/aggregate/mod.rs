@@ -5,8 +5,15 @@
 //! and the snapshot policy); the application implements [`Aggregate`] (its domain logic:
 //! how an event changes the state, and how a command becomes events or an error).
 
+mod cache;
+mod repository;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+pub use repository::{
+    CommandError, DEFAULT_CACHE_CAPACITY, DEFAULT_COMMAND_ATTEMPTS, Executed, Loaded, Repository,
+};
 
 use crate::domain_event::DomainEvent;
 
@@ -66,17 +73,17 @@ pub trait AggregateType:
 ///         }
 ///     }
 ///
-///     fn handle(&self, by: u32) -> Result<Vec<CounterEvent>, ZeroIncrement> {
-///         if by == 0 {
+///     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, ZeroIncrement> {
+///         if *by == 0 {
 ///             return Err(ZeroIncrement);
 ///         }
-///         Ok(vec![CounterEvent::Incremented { by }])
+///         Ok(vec![CounterEvent::Incremented { by: *by }])
 ///     }
 /// }
 /// ```
 pub trait Aggregate: AggregateType {
     /// What callers ask the aggregate to do (often an enum).
-    type Command: Send;
+    type Command: Send + Sync;
 
     /// Why the aggregate refuses a command.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -85,8 +92,10 @@ pub trait Aggregate: AggregateType {
     fn apply(&mut self, event: Self::Event);
 
     /// Decides what happens: the events a command produces, or why it is refused.
+    /// The repository may call it more than once for one command: after a conflict it
+    /// reloads the state and asks again.
     ///
     /// # Errors
     /// The domain's reason to refuse the command; nothing is written.
-    fn handle(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+    fn handle(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
 }

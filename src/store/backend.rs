@@ -8,11 +8,13 @@
 use std::ops::RangeInclusive;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
+use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
 };
@@ -70,6 +72,25 @@ pub(crate) enum CreateOutcome {
     Tombstoned,
 }
 
+/// A snapshot to write, its payload encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnapshotWrite<'a> {
+    pub version: u64,
+    pub schema_version: u32,
+    pub payload: &'a [u8],
+    /// Keep only this many of the stream's newest snapshots (the new one included).
+    pub keep: Option<usize>,
+}
+
+/// A stored snapshot, its payload still encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredSnapshot {
+    pub version: u64,
+    pub schema_version: u32,
+    pub payload: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Storage for streams and events. See the module docs for what belongs here.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
@@ -122,6 +143,23 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Closes the connections; later calls fail with a connection error.
     async fn close(&self) {}
+
+    /// Saves (or replaces) the snapshot of `stream` at `snapshot.version`, then prunes
+    /// older ones; `false` when the stream is not active or has not reached that version.
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool>;
+
+    /// The stream's newest snapshot at or below `max_version`.
+    async fn latest_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<Option<StoredSnapshot>>;
+
+    /// The stream's snapshots, newest first.
+    async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>>;
+
+    /// Deletes the stream's snapshot at `version`, or all of them; returns how many.
+    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64>;
 
     /// The stored events with these ids (in no particular order; missing ids are left out).
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>>;

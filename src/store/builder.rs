@@ -1,5 +1,6 @@
 //! [`StoreBuilder`]: every setting of a store, with the defaults a new user should get.
 
+use crate::upcast::Upcasters;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ pub struct StoreBuilder {
     durability: SqliteDurability,
     page_size: usize,
     settle_timeout: Duration,
+    upcasters: Upcasters,
 }
 
 impl StoreBuilder {
@@ -78,6 +80,7 @@ impl StoreBuilder {
             durability: SqliteDurability::Full,
             page_size: 512,
             settle_timeout: Duration::from_secs(5),
+            upcasters: Upcasters::default(),
         }
     }
 
@@ -101,6 +104,36 @@ impl StoreBuilder {
     /// payload for plain JSON behind its back.
     pub fn accept_unencrypted_payloads(mut self, accept: bool) -> Self {
         self.accept_unencrypted = accept;
+        self
+    }
+
+    /// Registers the upcaster of `event_type`: given a payload and the schema version it
+    /// is in, it returns the payload in the next version. Typed reads
+    /// ([`Store::decode_event`](crate::Store::decode_event), repositories) apply it as
+    /// many times as it takes to reach the version the code declares.
+    ///
+    /// ```
+    /// # async fn demo() -> chronicle::Result<()> {
+    /// use chronicle::Store;
+    ///
+    /// // v1 had `amount` in cents; v2 has `amount` and `currency`.
+    /// let store = Store::builder("sqlite://events.db")
+    ///     .upcast("account.Deposited", |mut payload, from_version| {
+    ///         if from_version == 1 {
+    ///             payload["currency"] = "EUR".into();
+    ///         }
+    ///         payload
+    ///     })
+    ///     .open()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn upcast(
+        mut self,
+        event_type: impl Into<String>,
+        upcaster: impl Fn(serde_json::Value, u32) -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.upcasters.register(event_type.into(), upcaster);
         self
     }
 
@@ -187,6 +220,7 @@ impl StoreBuilder {
             backend,
             codec,
             self.retry,
+            self.upcasters,
             super::Limits {
                 max_event_size: self.max_event_size,
                 max_events_per_append: self.max_events_per_append,

@@ -10,10 +10,13 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, Written};
+use super::backend::{
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, SnapshotWrite, StoredSnapshot, Written,
+};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
+use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus, category_of,
@@ -39,6 +42,17 @@ struct StreamRow {
     info: StreamInfo,
     /// Positions of the stream's events, by version.
     positions: BTreeMap<u64, u64>,
+    snapshots: BTreeMap<u64, StoredSnapshot>,
+}
+
+impl StreamRow {
+    fn new(stream: &StreamId, spec: &NewStream) -> Self {
+        StreamRow {
+            info: new_info(stream, spec),
+            positions: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+        }
+    }
 }
 
 impl MemoryBackend {
@@ -119,10 +133,7 @@ impl Backend for MemoryBackend {
         let row = state
             .streams
             .entry(stream.as_str().to_owned())
-            .or_insert_with(|| StreamRow {
-                info: new_info(stream, &NewStream::default()),
-                positions: BTreeMap::new(),
-            });
+            .or_insert_with(|| StreamRow::new(stream, &NewStream::default()));
         row.positions
             .extend(written.iter().map(|w| (w.version, w.position)));
         row.info.version = base + events.len() as u64;
@@ -135,13 +146,9 @@ impl Backend for MemoryBackend {
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
         let mut state = self.lock()?;
         let Some(row) = state.streams.get_mut(stream.as_str()) else {
-            state.streams.insert(
-                stream.as_str().to_owned(),
-                StreamRow {
-                    info: new_info(stream, spec),
-                    positions: BTreeMap::new(),
-                },
-            );
+            state
+                .streams
+                .insert(stream.as_str().to_owned(), StreamRow::new(stream, spec));
             return Ok(CreateOutcome::Created);
         };
         Ok(match row.info.status {
@@ -205,6 +212,7 @@ impl Backend for MemoryBackend {
             DeleteMode::Hard => {
                 row.info.status = StreamStatus::Tombstoned;
                 row.info.event_count = 0;
+                row.snapshots.clear();
                 for position in std::mem::take(&mut row.positions).into_values() {
                     if let Some(event) = state.log.remove(&position) {
                         state.ids.remove(&event.id);
@@ -246,6 +254,74 @@ impl Backend for MemoryBackend {
             .map(|(_, event)| event.clone())
             .take(limit)
             .collect())
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
+        let mut state = self.lock()?;
+        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+            return Ok(false);
+        };
+        if row.info.status != StreamStatus::Active || row.info.version < snapshot.version {
+            return Ok(false);
+        }
+        row.snapshots.insert(
+            snapshot.version,
+            StoredSnapshot {
+                version: snapshot.version,
+                schema_version: snapshot.schema_version,
+                payload: snapshot.payload.to_vec(),
+                created_at: Utc::now(),
+            },
+        );
+        if let Some(keep) = snapshot.keep {
+            while row.snapshots.len() > keep {
+                row.snapshots.pop_first();
+            }
+        }
+        Ok(true)
+    }
+
+    async fn latest_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<Option<StoredSnapshot>> {
+        let state = self.lock()?;
+        Ok(state.streams.get(stream.as_str()).and_then(|row| {
+            row.snapshots
+                .range(..=max_version)
+                .next_back()
+                .map(|(_, snapshot)| snapshot.clone())
+        }))
+    }
+
+    async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
+        let state = self.lock()?;
+        let Some(row) = state.streams.get(stream.as_str()) else {
+            return Ok(Vec::new());
+        };
+        Ok(row
+            .snapshots
+            .values()
+            .rev()
+            .map(|snapshot| SnapshotInfo {
+                version: snapshot.version,
+                schema_version: snapshot.schema_version,
+                stored_size: snapshot.payload.len() as u64,
+                created_at: snapshot.created_at,
+            })
+            .collect())
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
+        let mut state = self.lock()?;
+        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+            return Ok(0);
+        };
+        Ok(match version {
+            Some(version) => u64::from(row.snapshots.remove(&version).is_some()),
+            None => std::mem::take(&mut row.snapshots).len() as u64,
+        })
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

@@ -12,6 +12,7 @@ mod memory;
 mod migrate;
 mod postgres;
 mod retry;
+mod snapshots;
 mod sql;
 mod sqlite;
 
@@ -30,6 +31,7 @@ pub use sqlite::SqliteDurability;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, event_context};
+use crate::domain_event::{DecodeError, DomainEvent};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -37,6 +39,7 @@ use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
+use crate::upcast::Upcasters;
 
 /// The store's limits and read settings, from the builder.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +87,7 @@ struct Inner {
     backend: Arc<dyn Backend>,
     codec: Codec,
     retry: RetryPolicy,
+    upcasters: Upcasters,
     limits: Limits,
 }
 
@@ -106,6 +110,7 @@ impl Store {
         backend: Arc<dyn Backend>,
         codec: Codec,
         retry: RetryPolicy,
+        upcasters: Upcasters,
         limits: Limits,
     ) -> Self {
         Store {
@@ -113,6 +118,7 @@ impl Store {
                 backend,
                 codec,
                 retry,
+                upcasters,
                 limits,
             }),
         }
@@ -244,6 +250,34 @@ impl Store {
                 source,
             })?;
         Ok(event)
+    }
+
+    /// `event` decoded into the typed event `E`, its payload first brought to the schema
+    /// version `E` declares by the store's upcasters.
+    ///
+    /// # Errors
+    /// - [`Error::UnknownEventType`] when `E` has no variant for the event's type;
+    /// - [`Error::SchemaVersion`] when the stored version is newer than `E`'s, or an
+    ///   upcaster on the way is missing;
+    /// - [`Error::Payload`] when the payload does not fit the variant.
+    pub fn decode_event<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
+        let unknown = || Error::UnknownEventType {
+            stream: event.stream_id.to_string(),
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            expected: std::any::type_name::<E>(),
+        };
+        let current = E::current_version(&event.event_type).ok_or_else(unknown)?;
+        let payload = self.inner.upcasters.bring_to(event, current)?;
+        E::decode(&event.event_type, &payload).map_err(|error| match error {
+            DecodeError::UnknownType => unknown(),
+            DecodeError::Json(source) => Error::Payload {
+                stream: event.stream_id.to_string(),
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                source,
+            },
+        })
     }
 
     /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a

@@ -22,12 +22,15 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack};
+use super::backend::{
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, SnapshotWrite, StoredSnapshot,
+};
 use super::migrate;
 use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
+use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
@@ -259,7 +262,7 @@ fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error
         version: to_u64(row.try_get(4)?),
         position: to_u64(row.try_get(0)?),
         event_type: row.try_get(5)?,
-        schema_version: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or_default(),
+        schema_version: sql::to_u32(row.try_get(6)?),
         metadata: EventMetadata::from_parts(
             row.try_get(8)?,
             row.try_get(9)?,
@@ -468,11 +471,16 @@ impl Backend for PostgresBackend {
         .rows_affected()
             > 0;
         if found && mode == DeleteMode::Hard {
-            sqlx::query("DELETE FROM events WHERE stream_id = $1")
-                .bind(stream.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            for sql in [
+                "DELETE FROM events WHERE stream_id = $1",
+                "DELETE FROM snapshots WHERE stream_id = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(stream.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            }
         }
         tx.commit().await.map_err(fail)?;
         Ok(found)
@@ -536,6 +544,92 @@ impl Backend for PostgresBackend {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
+        // One statement: the insert, checked against the stream row, then the pruning,
+        // which keeps the newest `keep` of the old versions and the new one.
+        sqlx::query_scalar(
+            "WITH saved AS ( \
+                 INSERT INTO snapshots (stream_id, version, schema_version, payload) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS ( \
+                     SELECT 1 FROM streams WHERE stream_id = $1 AND status = 0 AND version >= $2) \
+                 ON CONFLICT (stream_id, version) DO UPDATE SET \
+                     schema_version = excluded.schema_version, payload = excluded.payload, \
+                     created_at = now() \
+                 RETURNING version), \
+             pruned AS ( \
+                 DELETE FROM snapshots WHERE stream_id = $1 AND $5::bigint IS NOT NULL \
+                   AND EXISTS (SELECT 1 FROM saved) \
+                   AND version NOT IN ( \
+                       SELECT v FROM (SELECT version AS v FROM snapshots WHERE stream_id = $1 \
+                                      UNION SELECT $2) AS kept \
+                       ORDER BY v DESC LIMIT $5)) \
+             SELECT EXISTS (SELECT 1 FROM saved)",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(snapshot.version))
+        .bind(i64::from(snapshot.schema_version))
+        .bind(snapshot.payload)
+        .bind(snapshot.keep.map(|keep| to_i64(keep as u64)))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("save_snapshot", error))
+    }
+
+    async fn latest_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<Option<StoredSnapshot>> {
+        sqlx::query(
+            "SELECT version, schema_version, payload, created_at FROM snapshots \
+             WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(max_version))
+        .try_map(|row: PgRow| {
+            Ok(StoredSnapshot {
+                version: to_u64(row.try_get(0)?),
+                schema_version: sql::to_u32(row.try_get(1)?),
+                payload: row.try_get(2)?,
+                created_at: row.try_get(3)?,
+            })
+        })
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("latest_snapshot", error))
+    }
+
+    async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
+        sqlx::query(
+            "SELECT version, schema_version, length(payload)::bigint, created_at FROM snapshots \
+             WHERE stream_id = $1 ORDER BY version DESC",
+        )
+        .bind(stream.as_str())
+        .try_map(|row: PgRow| {
+            Ok(SnapshotInfo {
+                version: to_u64(row.try_get(0)?),
+                schema_version: sql::to_u32(row.try_get(1)?),
+                stored_size: to_u64(row.try_get(2)?),
+                created_at: row.try_get(3)?,
+            })
+        })
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("list_snapshots", error))
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
+        sqlx::query(
+            "DELETE FROM snapshots WHERE stream_id = $1 AND ($2::bigint IS NULL OR version = $2)",
+        )
+        .bind(stream.as_str())
+        .bind(version.map(to_i64))
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

@@ -153,3 +153,8 @@ pub(crate) fn to_i64(value: u64) -> i64 {
 pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_default()
 }
+
+/// A stored schema version read back (versions are written from a `u32`).
+pub(crate) fn to_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or_default()
+}

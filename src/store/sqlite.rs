@@ -25,12 +25,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
+use super::backend::{
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, SnapshotWrite, StoredSnapshot,
+};
 use super::migrate;
 use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
+use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
@@ -190,7 +193,7 @@ fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::E
         version: to_u64(row.try_get(3)?),
         position: to_u64(row.try_get(0)?),
         event_type: row.try_get(4)?,
-        schema_version: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or_default(),
+        schema_version: sql::to_u32(row.try_get(5)?),
         metadata: EventMetadata::from_parts(
             row.try_get(7)?,
             row.try_get(8)?,
@@ -426,11 +429,16 @@ impl Backend for SqliteBackend {
         .rows_affected()
             > 0;
         if found && mode == DeleteMode::Hard {
-            sqlx::query("DELETE FROM events WHERE stream_id = ?")
-                .bind(stream.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            for sql in [
+                "DELETE FROM events WHERE stream_id = ?",
+                "DELETE FROM snapshots WHERE stream_id = ?",
+            ] {
+                sqlx::query(sql)
+                    .bind(stream.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            }
         }
         tx.commit().await.map_err(fail)?;
         Ok(found)
@@ -468,6 +476,100 @@ impl Backend for SqliteBackend {
     async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
+        let fail = |error| Error::from_sqlx("save_snapshot", error);
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
+        let saved = sqlx::query(
+            "INSERT INTO snapshots (stream_id, version, schema_version, payload, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS ( \
+                 SELECT 1 FROM streams WHERE stream_id = ?1 AND status = 0 AND version >= ?2) \
+             ON CONFLICT (stream_id, version) DO UPDATE SET \
+                 schema_version = excluded.schema_version, payload = excluded.payload, \
+                 created_at = excluded.created_at",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(snapshot.version))
+        .bind(i64::from(snapshot.schema_version))
+        .bind(snapshot.payload)
+        .bind(micros(Utc::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?
+        .rows_affected()
+            > 0;
+        if let (true, Some(keep)) = (saved, snapshot.keep) {
+            sqlx::query(
+                "DELETE FROM snapshots WHERE stream_id = ?1 AND version NOT IN ( \
+                     SELECT version FROM snapshots WHERE stream_id = ?1 \
+                     ORDER BY version DESC LIMIT ?2)",
+            )
+            .bind(stream.as_str())
+            .bind(to_i64(keep as u64))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(saved)
+    }
+
+    async fn latest_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<Option<StoredSnapshot>> {
+        sqlx::query(
+            "SELECT version, schema_version, payload, created_at FROM snapshots \
+             WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(max_version))
+        .try_map(|row: SqliteRow| {
+            Ok(StoredSnapshot {
+                version: to_u64(row.try_get(0)?),
+                schema_version: sql::to_u32(row.try_get(1)?),
+                payload: row.try_get(2)?,
+                created_at: from_micros(row.try_get(3)?),
+            })
+        })
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|error| Error::from_sqlx("latest_snapshot", error))
+    }
+
+    async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
+        sqlx::query(
+            "SELECT version, schema_version, length(payload), created_at FROM snapshots \
+             WHERE stream_id = ? ORDER BY version DESC",
+        )
+        .bind(stream.as_str())
+        .try_map(|row: SqliteRow| {
+            Ok(SnapshotInfo {
+                version: to_u64(row.try_get(0)?),
+                schema_version: sql::to_u32(row.try_get(1)?),
+                stored_size: to_u64(row.try_get(2)?),
+                created_at: from_micros(row.try_get(3)?),
+            })
+        })
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|error| Error::from_sqlx("list_snapshots", error))
+    }
+
+    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
+        sqlx::query("DELETE FROM snapshots WHERE stream_id = ? AND (?2 IS NULL OR version = ?2)")
+            .bind(stream.as_str())
+            .bind(version.map(to_i64))
+            .execute(&self.writer)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

@@ -1,0 +1,543 @@
+//! The [`Repository`]: loads aggregates (snapshot, then the events after it) and executes
+//! commands against them with optimistic concurrency and bounded retries.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tracing::Instrument;
+
+use super::Aggregate;
+use super::cache::{Cached, StateCache};
+use crate::domain_event::DomainEvent;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventMetadata;
+use crate::snapshot::NewSnapshot;
+use crate::store::{Store, WrittenEvent};
+use crate::stream::{Direction, ExpectedVersion, StreamId};
+
+/// Why [`Repository::execute`] did not complete a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command; nothing was written.
+    #[error("command rejected: {0}")]
+    Domain(#[source] E),
+    /// The store failed, or the stream kept changing under the command
+    /// ([`Error::Conflict`] after the configured retries).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E: std::error::Error + 'static> CommandError<E> {
+    /// The domain error, when the aggregate refused the command.
+    pub fn domain(&self) -> Option<&E> {
+        match self {
+            CommandError::Domain(error) => Some(error),
+            CommandError::Store(_) => None,
+        }
+    }
+
+    /// Whether the command gave up on an optimistic-concurrency conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, CommandError::Store(Error::Conflict { .. }))
+    }
+}
+
+/// An aggregate's state as loaded, at a version.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The stream version the state includes (0 for a stream without events).
+    pub version: u64,
+    /// The version of the snapshot the load started from, if one was used.
+    pub snapshot_version: Option<u64>,
+    /// How many events were read from the stream and applied.
+    pub replayed: u64,
+}
+
+/// What [`Repository::execute`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Executed<A> {
+    /// The state after the command.
+    pub state: A,
+    /// The stream version after the command.
+    pub version: u64,
+    /// The events written (none when the command produced none).
+    pub events: Vec<WrittenEvent>,
+    /// How many times the command was tried (more than 1 after conflicts).
+    pub attempts: u32,
+}
+
+/// Loads and changes aggregates of type `A`. Cheap to clone: clones share the store and
+/// the cache of recent states.
+///
+/// Streams are named `{A::NAME}-{id}`. `execute` queues commands per aggregate within
+/// the repository (clones included) and keeps the states it wrote, so a busy aggregate
+/// costs one round trip per command; writers in other processes are caught by the
+/// append's expected-version check, which reloads and retries.
+///
+/// ```
+/// # use chronicle::{Aggregate, DomainEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, DomainEvent)]
+/// # enum CounterEvent { Incremented { by: u32 } }
+/// # #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Aggregate)]
+/// # #[aggregate(name = "counter", event = CounterEvent)]
+/// # struct Counter { total: u64 }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("zero")]
+/// # struct Zero;
+/// # impl Aggregate for Counter {
+/// #     type Command = u32;
+/// #     type Error = Zero;
+/// #     fn apply(&mut self, CounterEvent::Incremented { by }: CounterEvent) { self.total += u64::from(by) }
+/// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Zero> {
+/// #         if *by == 0 { Err(Zero) } else { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use chronicle::Store;
+///
+/// let store = Store::open("sqlite::memory:").await?;
+/// let counters = store.repository::<Counter>().snapshot_every(50);
+///
+/// counters.execute("7", 5).await?;
+/// let done = counters.execute("7", 2).await?;
+/// assert_eq!((done.state.total, done.version), (7, 2));
+///
+/// let loaded = counters.load("7").await?.expect("the stream exists");
+/// assert_eq!(loaded.state.total, 7);
+/// assert!(counters.execute("7", 0).await.is_err_and(|error| error.domain().is_some()));
+/// # Ok(()) }
+/// ```
+pub struct Repository<A: Aggregate> {
+    store: Store,
+    settings: Settings,
+    cache: Arc<StateCache<A>>,
+    snapshot_failures: Arc<AtomicU64>,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    snapshot_every: Option<u64>,
+    keep_snapshots: usize,
+    max_attempts: u32,
+}
+
+/// The default number of tries of a command that meets conflicts.
+pub const DEFAULT_COMMAND_ATTEMPTS: u32 = 10;
+/// The default number of aggregate states a repository keeps.
+pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+
+impl<A: Aggregate> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            settings: self.settings,
+            cache: Arc::clone(&self.cache),
+            snapshot_failures: Arc::clone(&self.snapshot_failures),
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate> fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &A::NAME)
+            .field("snapshot_every", &self.settings.snapshot_every)
+            .field("keep_snapshots", &self.settings.keep_snapshots)
+            .field("max_attempts", &self.settings.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A repository of aggregates `A` on this store, with the snapshot policy of `A`'s
+    /// derive attribute, up to [`DEFAULT_COMMAND_ATTEMPTS`] tries per command and a cache
+    /// of [`DEFAULT_CACHE_CAPACITY`] states; the methods of [`Repository`] change these.
+    pub fn repository<A: Aggregate>(&self) -> Repository<A> {
+        Repository {
+            store: self.clone(),
+            settings: Settings {
+                snapshot_every: A::SNAPSHOT_EVERY.filter(|every| *every > 0),
+                keep_snapshots: 2,
+                max_attempts: DEFAULT_COMMAND_ATTEMPTS,
+            },
+            cache: Arc::new(StateCache::new(DEFAULT_CACHE_CAPACITY)),
+            snapshot_failures: Arc::new(AtomicU64::new(0)),
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// Take a snapshot whenever a command carries the stream past a multiple of `events`
+    /// (0 turns snapshots off). Overrides the derive attribute's `snapshot_every`.
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.settings.snapshot_every = (events > 0).then_some(events);
+        self
+    }
+
+    /// Keep the newest `count` snapshots of each stream (default 2, at least 1).
+    pub fn keep_snapshots(mut self, count: usize) -> Self {
+        self.settings.keep_snapshots = count.max(1);
+        self
+    }
+
+    /// Try a command at most `attempts` times (at least 1) when it meets conflicts, with
+    /// a short random pause between tries.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.settings.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Keep up to `states` recently used aggregate states between commands (0 keeps
+    /// none: every command loads its aggregate). The repository gets a cache of its own.
+    pub fn cache_capacity(mut self, states: usize) -> Self {
+        self.cache = Arc::new(StateCache::new(states));
+        self
+    }
+
+    /// The store under this repository.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many snapshot writes failed since the repository was made (each was logged;
+    /// none failed its command).
+    pub fn snapshot_failures(&self) -> u64 {
+        self.snapshot_failures.load(Ordering::Relaxed)
+    }
+
+    /// The stream id of the aggregate `id`: `{A::NAME}-{id}`.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] when the id makes an invalid stream id.
+    pub fn stream_id(&self, id: impl fmt::Display) -> Result<StreamId> {
+        StreamId::new(format!("{}-{id}", A::NAME))
+    }
+
+    /// The aggregate's current state, or `None` when its stream does not exist.
+    ///
+    /// Starts from the newest snapshot whose schema version matches `A::SNAPSHOT_VERSION`
+    /// and applies the events after it. A snapshot of another version, or one that does
+    /// not decode, is skipped (with a warning for the latter) and replaced by a fresh one
+    /// when snapshots are on.
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] for a deleted stream; decoding errors naming the event;
+    /// connection errors.
+    pub async fn load(&self, id: impl fmt::Display) -> Result<Option<Loaded<A>>> {
+        let stream = self.stream_id(id)?;
+        let span = tracing::debug_span!("chronicle.load", stream = %stream);
+        async {
+            let (loaded, replace_snapshot) = self.load_stream(&stream, u64::MAX).await?;
+            if let (Some(loaded), true, Some(_)) =
+                (&loaded, replace_snapshot, self.settings.snapshot_every)
+                && loaded.version > 0
+            {
+                self.snapshot_quietly(&stream, &loaded.state, loaded.version)
+                    .await;
+            }
+            Ok(loaded)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The aggregate's state as of `version` (history), or `None` when its stream does
+    /// not exist. A `version` past the stream's end gives the current state; see
+    /// [`Loaded::version`].
+    ///
+    /// # Errors
+    /// As [`Repository::load`].
+    pub async fn load_at(&self, id: impl fmt::Display, version: u64) -> Result<Option<Loaded<A>>> {
+        let stream = self.stream_id(id)?;
+        let span = tracing::debug_span!("chronicle.load_at", stream = %stream, version);
+        let (loaded, _) = self.load_stream(&stream, version).instrument(span).await?;
+        Ok(loaded)
+    }
+
+    /// Loads `stream` up to `max_version`; the flag says the newest snapshot was unusable.
+    async fn load_stream(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<(Option<Loaded<A>>, bool)> {
+        let (start, unusable) = self.usable_snapshot(stream, max_version).await?;
+        let snapshot_version = start.as_ref().map(|(_, version)| *version);
+        let (mut state, mut version) = start.unwrap_or_default();
+        let mut replayed = 0;
+        let events = self
+            .store
+            .read_stream(stream.as_str(), version + 1, Direction::Forward);
+        futures::pin_mut!(events);
+        loop {
+            let event = match events.try_next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(Error::StreamNotFound { .. }) => return Ok((None, false)),
+                Err(error) => return Err(error),
+            };
+            if event.version > max_version {
+                break;
+            }
+            state.apply(self.store.decode_event::<A::Event>(&event)?);
+            version = event.version;
+            replayed += 1;
+        }
+        let loaded = Loaded {
+            state,
+            version,
+            snapshot_version,
+            replayed,
+        };
+        Ok((Some(loaded), unusable))
+    }
+
+    /// The newest snapshot of `stream` at or below `max_version` that this code can use,
+    /// and whether the newest one had to be skipped (another schema version, or bytes
+    /// that do not decode).
+    async fn usable_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<(Option<(A, u64)>, bool)> {
+        let snapshot = match self
+            .store
+            .latest_snapshot(stream.as_str(), max_version)
+            .await
+        {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Ok((None, false)),
+            Err(error) if error.kind() == ErrorKind::Codec => {
+                tracing::warn!(%stream, %error, "snapshot does not decode; replaying the whole stream");
+                return Ok((None, true));
+            }
+            Err(error) => return Err(error),
+        };
+        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+            tracing::debug!(
+                %stream,
+                stored = snapshot.schema_version,
+                current = A::SNAPSHOT_VERSION,
+                "snapshot has another schema version; replaying the whole stream"
+            );
+            return Ok((None, true));
+        }
+        match snapshot.data::<A>() {
+            Ok(state) => Ok((Some((state, snapshot.version)), false)),
+            Err(error) => {
+                tracing::warn!(%stream, %error, "snapshot does not deserialize; replaying the whole stream");
+                Ok((None, true))
+            }
+        }
+    }
+
+    /// Runs `command` against the aggregate `id`: load, handle, append with
+    /// `Exact(version)`; on a conflict, reload and try again (see
+    /// [`Repository::max_attempts`]).
+    ///
+    /// # Errors
+    /// [`CommandError::Domain`] when the aggregate refuses the command (nothing is
+    /// written); [`CommandError::Store`] with [`Error::Conflict`] when every try met a
+    /// conflict, or with the store's error.
+    pub async fn execute(
+        &self,
+        id: impl fmt::Display,
+        command: A::Command,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.execute_with(id, command, EventMetadata::default())
+            .await
+    }
+
+    /// [`Repository::execute`], with `metadata` (correlation, causation, user, tenant …)
+    /// on every event written.
+    ///
+    /// # Errors
+    /// As [`Repository::execute`].
+    pub async fn execute_with(
+        &self,
+        id: impl fmt::Display,
+        command: A::Command,
+        metadata: EventMetadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let stream = self.stream_id(id)?;
+        let span = tracing::debug_span!("chronicle.execute", stream = %stream, aggregate = A::NAME);
+        self.run_command(&stream, &command, &metadata)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_command(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let slot = self.cache.slot(stream.as_str());
+        let mut cached = slot.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Cached { mut state, version } = match cached.take() {
+                Some(current) => current,
+                None => match self.load_stream(stream, u64::MAX).await?.0 {
+                    Some(loaded) => Cached {
+                        state: loaded.state,
+                        version: loaded.version,
+                    },
+                    None => Cached {
+                        state: A::default(),
+                        version: 0,
+                    },
+                },
+            };
+            let events = match state.handle(command) {
+                Ok(events) => events,
+                Err(error) => {
+                    self.keep(&mut cached, state, version);
+                    return Err(CommandError::Domain(error));
+                }
+            };
+            if events.is_empty() {
+                self.keep(&mut cached, state.clone(), version);
+                return Ok(Executed {
+                    state,
+                    version,
+                    events: Vec::new(),
+                    attempts: attempt,
+                });
+            }
+            let new_events = events
+                .iter()
+                .map(|event| Ok(event.to_new_event()?.metadata(metadata.clone())))
+                .collect::<Result<Vec<_>>>()?;
+            match self
+                .store
+                .append(stream.as_str(), ExpectedVersion::Exact(version), new_events)
+                .await
+            {
+                Ok(written) => {
+                    for event in events {
+                        state.apply(event);
+                    }
+                    let new_version = written.next_expected_version();
+                    self.keep(&mut cached, state.clone(), new_version);
+                    if let Some(every) = self.settings.snapshot_every
+                        && version / every < new_version / every
+                    {
+                        self.snapshot_quietly(stream, &state, new_version).await;
+                    }
+                    return Ok(Executed {
+                        state,
+                        version: new_version,
+                        events: written.events,
+                        attempts: attempt,
+                    });
+                }
+                Err(Error::Conflict { .. }) if attempt < self.settings.max_attempts => {
+                    tracing::debug!(%stream, attempt, "conflict; reloading and retrying the command");
+                    tokio::time::sleep(conflict_pause(attempt)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn keep(&self, slot: &mut Option<Cached<A>>, state: A, version: u64) {
+        if self.cache.keeps_states() {
+            *slot = Some(Cached { state, version });
+        }
+    }
+
+    /// Saves a snapshot; a failure is logged and counted, never returned.
+    async fn snapshot_quietly(&self, stream: &StreamId, state: &A, version: u64) {
+        if let Err(error) = self.save_snapshot(stream, state, version).await {
+            self.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%stream, version, %error, "snapshot not saved; the command is unaffected");
+        }
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, state: &A, version: u64) -> Result<()> {
+        let snapshot = NewSnapshot::from_serialize(version, A::SNAPSHOT_VERSION, state)?
+            .keep_latest(self.settings.keep_snapshots);
+        self.store.save_snapshot(stream.as_str(), snapshot).await
+    }
+
+    /// Snapshots the aggregate's current state now, whatever the policy; returns the
+    /// version it covers, or `None` when the stream does not exist.
+    ///
+    /// # Errors
+    /// As [`Repository::load`], and the store's errors saving the snapshot.
+    pub async fn create_snapshot(&self, id: impl fmt::Display) -> Result<Option<u64>> {
+        let stream = self.stream_id(id)?;
+        let Some(loaded) = self.load_stream(&stream, u64::MAX).await?.0 else {
+            return Ok(None);
+        };
+        self.save_snapshot(&stream, &loaded.state, loaded.version)
+            .await?;
+        Ok(Some(loaded.version))
+    }
+
+    /// The aggregate's newest snapshot as a state and the version it covers, or `None`
+    /// when there is none.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotCodec`] / [`Error::SnapshotPayload`] when it does not decode
+    /// (including a snapshot of another schema version that no longer fits `A`).
+    pub async fn latest_snapshot(&self, id: impl fmt::Display) -> Result<Option<(A, u64)>> {
+        let stream = self.stream_id(id)?;
+        match self
+            .store
+            .latest_snapshot(stream.as_str(), u64::MAX)
+            .await?
+        {
+            Some(snapshot) => Ok(Some((snapshot.data()?, snapshot.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// The aggregate's snapshots, newest first.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn list_snapshots(
+        &self,
+        id: impl fmt::Display,
+    ) -> Result<Vec<crate::snapshot::SnapshotInfo>> {
+        self.store
+            .list_snapshots(self.stream_id(id)?.as_str())
+            .await
+    }
+
+    /// Deletes the aggregate's snapshot at `version`, or all of them; returns how many.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn delete_snapshots(
+        &self,
+        id: impl fmt::Display,
+        version: Option<u64>,
+    ) -> Result<u64> {
+        self.store
+            .delete_snapshots(self.stream_id(id)?.as_str(), version)
+            .await
+    }
+}
+
+/// A random pause before retrying after the `attempt`-th conflict: up to 1, 2, 4 … 32 ms,
+/// so competing writers spread out.
+fn conflict_pause(attempt: u32) -> Duration {
+    let ceiling = 1u64 << attempt.min(5);
+    Duration::from_micros(fastrand::u64(0..=ceiling * 1000))
+}

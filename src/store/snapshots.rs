@@ -1,0 +1,140 @@
+//! The store's manual snapshot API: save, fetch, list and delete a stream's snapshots.
+//! Payloads go through the codec like events, bound to their stream and version.
+
+use super::Store;
+use super::backend::{SnapshotWrite, StoredSnapshot};
+use crate::codec::snapshot_context;
+use crate::error::{Error, Result, ValidationError};
+use crate::snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
+use crate::stream::StreamId;
+
+impl Store {
+    /// Saves a snapshot of `stream` (replacing one at the same version), then, with
+    /// [`NewSnapshot::keep_latest`], deletes the older ones beyond the count.
+    ///
+    /// # Errors
+    /// [`ValidationError::SnapshotAhead`] when the stream is missing, deleted, or has not
+    /// reached the snapshot's version; connection errors.
+    #[tracing::instrument(name = "chronicle.save_snapshot", skip_all, fields(stream = stream.as_ref(), version = snapshot.version))]
+    pub async fn save_snapshot(
+        &self,
+        stream: impl AsRef<str>,
+        snapshot: NewSnapshot,
+    ) -> Result<()> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let payload = self
+            .inner
+            .codec
+            .encode(&snapshot.payload, || {
+                snapshot_context(stream.as_str(), snapshot.version)
+            })
+            .map_err(|source| Error::SnapshotCodec {
+                stream: stream.to_string(),
+                version: snapshot.version,
+                source,
+            })?;
+        let write = SnapshotWrite {
+            version: snapshot.version,
+            schema_version: snapshot.schema_version,
+            payload: &payload,
+            keep: snapshot.keep,
+        };
+        let backend = &self.inner.backend;
+        let saved = self
+            .inner
+            .retry
+            .run("save_snapshot", || backend.save_snapshot(&stream, write))
+            .await?;
+        if saved {
+            Ok(())
+        } else {
+            Err(ValidationError::SnapshotAhead {
+                stream: stream.to_string(),
+                version: snapshot.version,
+            }
+            .into())
+        }
+    }
+
+    /// The newest snapshot of `stream` covering at most `max_version` (pass `u64::MAX`
+    /// for the newest of all), or `None`.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotCodec`] when its payload cannot be decoded; connection errors.
+    #[tracing::instrument(name = "chronicle.latest_snapshot", skip_all, fields(stream = stream.as_ref(), max_version))]
+    pub async fn latest_snapshot(
+        &self,
+        stream: impl AsRef<str>,
+        max_version: u64,
+    ) -> Result<Option<Snapshot>> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let backend = &self.inner.backend;
+        let stored = self
+            .inner
+            .retry
+            .run("latest_snapshot", || {
+                backend.latest_snapshot(&stream, max_version)
+            })
+            .await?;
+        stored
+            .map(|stored| self.decode_snapshot(stream, stored))
+            .transpose()
+    }
+
+    fn decode_snapshot(&self, stream: StreamId, stored: StoredSnapshot) -> Result<Snapshot> {
+        let version = stored.version;
+        let payload = self
+            .inner
+            .codec
+            .decode(stored.payload, || {
+                snapshot_context(stream.as_str(), version)
+            })
+            .map_err(|source| Error::SnapshotCodec {
+                stream: stream.to_string(),
+                version,
+                source,
+            })?;
+        Ok(Snapshot {
+            stream_id: stream,
+            version,
+            schema_version: stored.schema_version,
+            created_at: stored.created_at,
+            payload,
+        })
+    }
+
+    /// The snapshots of `stream`, newest first.
+    ///
+    /// # Errors
+    /// Connection errors.
+    #[tracing::instrument(name = "chronicle.list_snapshots", skip_all, fields(stream = stream.as_ref()))]
+    pub async fn list_snapshots(&self, stream: impl AsRef<str>) -> Result<Vec<SnapshotInfo>> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("list_snapshots", || backend.list_snapshots(&stream))
+            .await
+    }
+
+    /// Deletes the snapshot of `stream` at `version`, or all its snapshots with `None`;
+    /// returns how many were deleted.
+    ///
+    /// # Errors
+    /// Connection errors.
+    #[tracing::instrument(name = "chronicle.delete_snapshots", skip_all, fields(stream = stream.as_ref(), ?version))]
+    pub async fn delete_snapshots(
+        &self,
+        stream: impl AsRef<str>,
+        version: Option<u64>,
+    ) -> Result<u64> {
+        let stream = StreamId::new(stream.as_ref())?;
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("delete_snapshots", || {
+                backend.delete_snapshots(&stream, version)
+            })
+            .await
+    }
+}

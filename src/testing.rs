@@ -1,0 +1,196 @@
+//! Given/when/then tests for aggregates, without a store:
+//! `AggregateTest::<A>::given(events).when(command).then(expected_events)`.
+//!
+//! The aggregate's [`Aggregate::apply`] folds the given events into a state, its
+//! [`Aggregate::handle`] runs the command, and the outcome is compared with what the test
+//! expects. A mismatch panics with a line per event, so the difference is easy to spot.
+
+use std::fmt::{self, Debug, Write as _};
+
+use crate::aggregate::Aggregate;
+
+/// A given/when/then test of aggregate `A`'s domain logic.
+///
+/// ```
+/// # use chronicle::{Aggregate, DomainEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, PartialEq, DomainEvent)]
+/// # enum CounterEvent { Incremented { by: u32 } }
+/// # #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Aggregate)]
+/// # #[aggregate(name = "counter", event = CounterEvent)]
+/// # struct Counter { total: u64 }
+/// # #[derive(Debug, PartialEq, thiserror::Error)]
+/// # #[error("zero")]
+/// # struct Zero;
+/// # impl Aggregate for Counter {
+/// #     type Command = u32;
+/// #     type Error = Zero;
+/// #     fn apply(&mut self, CounterEvent::Incremented { by }: CounterEvent) { self.total += u64::from(by) }
+/// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Zero> {
+/// #         if *by == 0 { Err(Zero) } else { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+/// #     }
+/// # }
+/// use chronicle::testing::AggregateTest;
+///
+/// let after = AggregateTest::<Counter>::given([CounterEvent::Incremented { by: 2 }])
+///     .when(3)
+///     .then([CounterEvent::Incremented { by: 3 }]);
+/// assert_eq!(after.total, 5);
+///
+/// AggregateTest::<Counter>::given([]).when(0).then_error(Zero);
+/// ```
+pub struct AggregateTest<A: Aggregate> {
+    state: A,
+    given: usize,
+}
+
+impl<A: Aggregate> AggregateTest<A> {
+    /// The aggregate after `events`, applied in order to its default state.
+    pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
+        let mut state = A::default();
+        let mut given = 0;
+        for event in events {
+            state.apply(event);
+            given += 1;
+        }
+        AggregateTest { state, given }
+    }
+
+    /// Runs `command` against the aggregate.
+    pub fn when(self, command: A::Command) -> Outcome<A>
+    where
+        A::Command: Debug,
+    {
+        let result = self.state.handle(&command);
+        Outcome {
+            state: self.state,
+            context: format!("given {} events, when {command:?}", self.given),
+            result,
+        }
+    }
+}
+
+/// What the command did in an [`AggregateTest`]; assert on it with `then…`.
+pub struct Outcome<A: Aggregate> {
+    state: A,
+    context: String,
+    result: Result<Vec<A::Event>, A::Error>,
+}
+
+impl<A: Aggregate> Outcome<A>
+where
+    A::Event: Debug + PartialEq,
+    A::Error: Debug,
+{
+    /// Asserts that the command produced exactly `expected`, in order, and returns the
+    /// state after applying them.
+    ///
+    /// # Panics
+    /// When the command was refused or produced other events; the message lists each
+    /// event expected and produced.
+    #[track_caller]
+    pub fn then(self, expected: impl IntoIterator<Item = A::Event>) -> A {
+        let expected: Vec<A::Event> = expected.into_iter().collect();
+        let produced = match self.result {
+            Ok(produced) => produced,
+            Err(error) => panic!(
+                "{}: expected events, but the command was refused: {error:?}\n{}",
+                self.context,
+                list("expected", &expected)
+            ),
+        };
+        if produced != expected {
+            panic!(
+                "{}: events differ\n{}",
+                self.context,
+                diff(&expected, &produced)
+            );
+        }
+        let mut state = self.state;
+        for event in produced {
+            state.apply(event);
+        }
+        state
+    }
+
+    /// Asserts that the command was refused with `expected`.
+    ///
+    /// # Panics
+    /// When the command produced events, or was refused with another error.
+    #[track_caller]
+    pub fn then_error(self, expected: A::Error)
+    where
+        A::Error: PartialEq,
+    {
+        match self.result {
+            Ok(produced) => panic!(
+                "{}: expected the error {expected:?}, but the command produced events\n{}",
+                self.context,
+                list("produced", &produced)
+            ),
+            Err(error) if error != expected => panic!(
+                "{}: errors differ\n  expected: {expected:?}\n  actual:   {error:?}",
+                self.context
+            ),
+            Err(_) => {}
+        }
+    }
+
+    /// The raw outcome, for assertions the `then…` methods do not cover.
+    pub fn result(self) -> Result<Vec<A::Event>, A::Error> {
+        self.result
+    }
+}
+
+fn list<T: Debug>(label: &str, events: &[T]) -> String {
+    let mut out = String::new();
+    if events.is_empty() {
+        let _ = writeln!(out, "  {label}: no events");
+    }
+    for (index, event) in events.iter().enumerate() {
+        let _ = writeln!(out, "  #{index} {label}: {event:?}");
+    }
+    out
+}
+
+/// One line per index: equal events once, differing ones as expected/actual pairs.
+fn diff<T: Debug + PartialEq>(expected: &[T], actual: &[T]) -> String {
+    let mut out = String::new();
+    for index in 0..expected.len().max(actual.len()) {
+        let line = match (expected.get(index), actual.get(index)) {
+            (Some(want), Some(got)) if want == got => format!("    #{index} {want:?}\n"),
+            (Some(want), Some(got)) => {
+                format!("  - #{index} expected: {want:?}\n  + #{index} actual:   {got:?}\n")
+            }
+            (Some(want), None) => format!("  - #{index} missing:  {want:?}\n"),
+            (None, Some(got)) => format!("  + #{index} extra:    {got:?}\n"),
+            (None, None) => String::new(),
+        };
+        out.push_str(&line);
+    }
+    out
+}
+
+impl<A: Aggregate + Debug> Debug for AggregateTest<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AggregateTest")
+            .field("state", &self.state)
+            .field("given", &self.given)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diff;
+
+    #[test]
+    fn diff_marks_changed_missing_and_extra_events() {
+        let text = diff(&[1, 2, 3], &[1, 5]);
+        assert_eq!(
+            text,
+            "    #0 1\n  - #1 expected: 2\n  + #1 actual:   5\n  - #2 missing:  3\n"
+        );
+        assert_eq!(diff(&[1], &[1, 4]), "    #0 1\n  + #1 extra:    4\n");
+    }
+}
