@@ -1,10 +1,13 @@
 //! chronicle's integration tests, in one binary (each file under `tests/` would link the
 //! crate again). One module per area; `support` opens a fresh store per test and backend.
 
+mod aggregates;
 mod concurrency;
 mod conformance;
+mod domain;
 mod model;
 mod postgres;
 mod sqlite;
 mod support;
 mod tampering;
+mod upcasting;

@@ -196,3 +196,25 @@ macro_rules! for_each_backend {
         }
     };
 }
+
+/// Runs one statement directly on the test store's database.
+pub async fn execute(t: &TestStore, sql: &str) {
+    match &t.location {
+        Location::Sqlite { url, .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .expect("execute");
+        }
+        Location::Postgres { url, schema } => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            let sql = format!("SET search_path TO \"{schema}\"; {sql}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("execute");
+        }
+        Location::Memory => unreachable!("SQL backends only"),
+    }
+}

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::support::{Kind, Location, TestStore};
+use crate::support::{Kind, Location, TestStore, execute};
 
 mod sqlite {
     use crate::support::Kind;
@@ -46,28 +46,6 @@ mod postgres {
     #[tokio::test]
     async fn plain_payloads_are_json_text() {
         super::plain_payloads_are_json_text(Kind::Postgres).await;
-    }
-}
-
-/// Runs one statement directly on the test store's database.
-async fn execute(t: &TestStore, sql: &str) {
-    match &t.location {
-        Location::Sqlite { url, .. } => {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut conn)
-                .await
-                .expect("execute");
-        }
-        Location::Postgres { url, schema } => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            let sql = format!("SET search_path TO \"{schema}\"; {sql}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .expect("execute");
-        }
-        Location::Memory => unreachable!("SQL backends only"),
     }
 }
 
