@@ -3,6 +3,8 @@
 
 mod concurrency;
 mod conformance;
+mod derive_ui;
+mod domain_event;
 mod model;
 mod postgres;
 mod sqlite;
