@@ -34,6 +34,14 @@ pub enum DecodeError {
 /// A type whose values are stored as events: usually an enum with one variant per event,
 /// implemented by `#[derive(DomainEvent)]`.
 ///
+/// A variant's event type is the enum's `#[event(prefix = "...")]` followed by the
+/// variant's name, unless `#[event(rename = "...")]` gives the full name; its schema
+/// version is 1 unless `#[event(version = n)]` says otherwise. A struct variant is stored
+/// as a JSON object of its fields, a newtype variant as its inner value, a tuple variant as
+/// an array, and a variant without fields as `{}`; `#[serde(...)]` attributes on variants
+/// and fields apply. A struct deriving `DomainEvent` (and serde's traits) is a single event
+/// type, stored as itself.
+///
 /// ```
 /// use chronicle::DomainEvent;
 ///

@@ -4,7 +4,9 @@
 mod aggregates;
 mod concurrency;
 mod conformance;
+mod derive_ui;
 mod domain;
+mod domain_event;
 mod model;
 mod postgres;
 mod sqlite;

@@ -1,0 +1,10 @@
+use chronicle::Aggregate;
+
+#[derive(Aggregate)]
+#[aggregate(event = AccountEvent)]
+enum Account {
+    Open,
+    Closed,
+}
+
+fn main() {}
