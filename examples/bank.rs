@@ -69,9 +69,7 @@ impl Aggregate for BankAccount {
                     asked: *asked,
                 })
             }
-            (Command::Withdraw(amount), _) => {
-                Ok(vec![AccountEvent::Withdrawn { amount: *amount }])
-            }
+            (Command::Withdraw(amount), _) => Ok(vec![AccountEvent::Withdrawn { amount: *amount }]),
         }
     }
 }
@@ -124,7 +122,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for (id, owner) in [("ada", "Ada Lovelace"), ("bob", "Bob Babbage")] {
         accounts
-            .execute(id, Command::Open { owner: owner.into() })
+            .execute(
+                id,
+                Command::Open {
+                    owner: owner.into(),
+                },
+            )
             .await?;
     }
     accounts.execute("ada", Command::Deposit(100)).await?;

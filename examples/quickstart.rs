@@ -86,7 +86,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Loading replays the stream (from the newest snapshot, when there is one).
-    let loaded = accounts.load("ada").await?.ok_or("account-ada is missing")?;
+    let loaded = accounts
+        .load("ada")
+        .await?
+        .ok_or("account-ada is missing")?;
     println!(
         "loaded account-ada: balance {} at version {} ({} events replayed)",
         loaded.state.balance, loaded.version, loaded.replayed

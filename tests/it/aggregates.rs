@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use chronicle::{
-    CommandError, Direction, Error, EventMetadata, NewSnapshot, Repository, Store,
-};
+use chronicle::{CommandError, Direction, Error, EventMetadata, NewSnapshot, Repository, Store};
 use futures::TryStreamExt;
 use proptest::prelude::*;
 use serde_json::json;
@@ -65,7 +63,12 @@ async fn execute_and_load_round_trip(kind: Kind) {
     assert_eq!(accounts.load("1").await.expect("load"), None);
 
     let opened = accounts
-        .execute("1", AccountCommand::Open { owner: "ada".into() })
+        .execute(
+            "1",
+            AccountCommand::Open {
+                owner: "ada".into(),
+            },
+        )
         .await
         .expect("open");
     assert_eq!((opened.version, opened.attempts), (1, 1));
@@ -77,7 +80,10 @@ async fn execute_and_load_round_trip(kind: Kind) {
         .execute("1", AccountCommand::Close)
         .await
         .expect("close");
-    assert_eq!(closed.version, 4, "close writes a withdrawal and the closing");
+    assert_eq!(
+        closed.version, 4,
+        "close writes a withdrawal and the closing"
+    );
     assert_eq!(closed.events.len(), 2);
     assert!(closed.state.closed);
 
@@ -185,9 +191,15 @@ async fn snapshot_taken_at_threshold_and_used_with_the_tail(kind: Kind) {
         .expect("load")
         .expect("exists");
     assert_eq!(loaded.snapshot_version, Some(10));
-    assert_eq!(loaded.replayed, 5, "the snapshot plus the 5 events after it");
+    assert_eq!(
+        loaded.replayed, 5,
+        "the snapshot plus the 5 events after it"
+    );
     assert_eq!(loaded.version, 15);
-    assert_eq!(loaded.state, fold(stored_events(&t.store, "account-4").await));
+    assert_eq!(
+        loaded.state,
+        fold(stored_events(&t.store, "account-4").await)
+    );
 
     // Only the newest two are kept.
     open_more(&accounts, "4", 20).await; // version 35
@@ -234,7 +246,10 @@ async fn stale_snapshot_version_is_ignored_and_replaced(kind: Kind) {
 
     let accounts = t.store.repository::<Account>();
     let loaded = accounts.load("6").await.expect("load").expect("exists");
-    assert_eq!(loaded.snapshot_version, None, "the stale snapshot is not used");
+    assert_eq!(
+        loaded.snapshot_version, None,
+        "the stale snapshot is not used"
+    );
     assert_eq!(loaded.replayed, 12);
     assert_eq!(loaded.state.balance, 110);
 
@@ -261,7 +276,10 @@ async fn undecodable_snapshot_falls_back_to_a_full_replay(kind: Kind) {
     open_account(&accounts, "7", 4).await; // version 5
     // Right schema version, wrong shape.
     let wrong = NewSnapshot::from_serialize(5, 1, &json!({ "balance": "many" })).expect("json");
-    t.store.save_snapshot("account-7", wrong).await.expect("save");
+    t.store
+        .save_snapshot("account-7", wrong)
+        .await
+        .expect("save");
     let loaded = accounts.load("7").await.expect("load").expect("exists");
     assert_eq!((loaded.snapshot_version, loaded.replayed), (None, 5));
     assert_eq!(loaded.state.balance, 40);
@@ -305,9 +323,17 @@ async fn load_at_gives_history(kind: Kind) {
         let expected = fold(events.iter().take(version as usize).cloned());
         assert_eq!(at.state, expected, "state at version {version}");
     }
-    let at = accounts.load_at("8", 15).await.expect("load_at").expect("exists");
+    let at = accounts
+        .load_at("8", 15)
+        .await
+        .expect("load_at")
+        .expect("exists");
     assert_eq!((at.snapshot_version, at.replayed), (Some(10), 5));
-    let past_end = accounts.load_at("8", 99).await.expect("load_at").expect("exists");
+    let past_end = accounts
+        .load_at("8", 99)
+        .await
+        .expect("load_at")
+        .expect("exists");
     assert_eq!(past_end.version, 25);
     assert_eq!(accounts.load_at("missing", 3).await.expect("load_at"), None);
 }
@@ -319,7 +345,10 @@ async fn manual_snapshot_api(kind: Kind) {
     let accounts = t.store.repository::<Account>().snapshot_every(0);
     assert_eq!(accounts.create_snapshot("9").await.expect("create"), None);
     open_account(&accounts, "9", 2).await;
-    assert_eq!(accounts.create_snapshot("9").await.expect("create"), Some(3));
+    assert_eq!(
+        accounts.create_snapshot("9").await.expect("create"),
+        Some(3)
+    );
     let (state, version) = accounts
         .latest_snapshot("9")
         .await
@@ -327,7 +356,10 @@ async fn manual_snapshot_api(kind: Kind) {
         .expect("exists");
     assert_eq!((state.balance, version), (20, 3));
     open_more(&accounts, "9", 1).await;
-    assert_eq!(accounts.create_snapshot("9").await.expect("create"), Some(4));
+    assert_eq!(
+        accounts.create_snapshot("9").await.expect("create"),
+        Some(4)
+    );
     let listed = accounts.list_snapshots("9").await.expect("list");
     assert_eq!(listed.iter().map(|s| s.version).collect::<Vec<_>>(), [4, 3]);
     assert!(listed.iter().all(|s| s.stored_size > 0));
@@ -336,11 +368,22 @@ async fn manual_snapshot_api(kind: Kind) {
     let ahead = NewSnapshot::from_serialize(40, 1, &state).expect("json");
     assert!(matches!(
         t.store.save_snapshot("account-9", ahead).await,
-        Err(Error::Validation(chronicle::ValidationError::SnapshotAhead { version: 40, .. }))
+        Err(Error::Validation(
+            chronicle::ValidationError::SnapshotAhead { version: 40, .. }
+        ))
     ));
 
-    assert_eq!(accounts.delete_snapshots("9", Some(3)).await.expect("delete"), 1);
-    assert_eq!(accounts.delete_snapshots("9", None).await.expect("delete"), 1);
+    assert_eq!(
+        accounts
+            .delete_snapshots("9", Some(3))
+            .await
+            .expect("delete"),
+        1
+    );
+    assert_eq!(
+        accounts.delete_snapshots("9", None).await.expect("delete"),
+        1
+    );
     assert_eq!(accounts.latest_snapshot("9").await.expect("get"), None);
 
     // A hard delete takes the snapshots along.
@@ -407,7 +450,11 @@ async fn concurrent_repositories_retry_on_conflicts(kind: Kind) {
     }
     assert!(succeeded > 0);
     let events = stored_events(&t.store, "account-11").await;
-    assert_eq!(events.len() as u64, succeeded + 1, "one deposit per success");
+    assert_eq!(
+        events.len() as u64,
+        succeeded + 1,
+        "one deposit per success"
+    );
     let loaded = t
         .store
         .repository::<Account>()
@@ -435,21 +482,14 @@ fn command() -> impl Strategy<Value = AccountCommand> {
 /// without snapshots) equals a fold of the stored events from scratch.
 async fn load_equals_fold(url: &str, commands: Vec<AccountCommand>, snapshot_every: u64) {
     let store = Store::open(url).await.expect("open");
-    let accounts = store
-        .repository::<Account>()
-        .snapshot_every(snapshot_every);
+    let accounts = store.repository::<Account>().snapshot_every(snapshot_every);
     for command in commands {
         match accounts.execute("p", command).await {
             Ok(_) | Err(CommandError::Domain(_)) => {}
             Err(error) => panic!("store error: {error}"),
         }
     }
-    let Some(loaded) = store
-        .repository::<Account>()
-        .load("p")
-        .await
-        .expect("load")
-    else {
+    let Some(loaded) = store.repository::<Account>().load("p").await.expect("load") else {
         return;
     };
     let events = stored_events(&store, "account-p").await;

@@ -418,9 +418,9 @@ impl Aggregate for Account {
         }
     }
 
-    fn handle(&self, amount: u64) -> Result<Vec<AccountEvent>, Self::Error> {
+    fn handle(&self, amount: &u64) -> Result<Vec<AccountEvent>, Self::Error> {
         Ok(vec![AccountEvent::Deposited {
-            amount,
+            amount: *amount,
             memo: String::new(),
         }])
     }
@@ -429,7 +429,7 @@ impl Aggregate for Account {
 #[test]
 fn a_derived_aggregate_applies_its_events() {
     let mut account = Account::default();
-    for event in account.handle(5).unwrap() {
+    for event in account.handle(&5).unwrap() {
         account.apply(event);
     }
     assert_eq!(account.balance, 5);

@@ -218,3 +218,18 @@ pub async fn execute(t: &TestStore, sql: &str) {
         Location::Memory => unreachable!("SQL backends only"),
     }
 }
+
+/// How many migration files `backend` has: each opener must apply every one exactly once.
+pub fn migration_count(backend: &str) -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    std::fs::read_dir(dir)
+        .expect("migrations folder")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+        })
+        .count() as i64
+}

@@ -112,8 +112,11 @@ async fn future_versions_and_unknown_types_are_typed_errors() {
         .await
         .expect("open");
     let events = vec![
-        NewEvent::new("account.Deposited", json!({ "amount": 1, "currency": "EUR" }))
-            .schema_version(3),
+        NewEvent::new(
+            "account.Deposited",
+            json!({ "amount": 1, "currency": "EUR" }),
+        )
+        .schema_version(3),
         NewEvent::new("account.Frozen", json!({})),
     ];
     store
@@ -128,7 +131,14 @@ async fn future_versions_and_unknown_types_are_typed_errors() {
     let future = store
         .decode_event::<AccountEventV2>(&recorded[0])
         .expect_err("newer than the code");
-    assert!(matches!(future, Error::SchemaVersion { stored: 3, current: 2, .. }));
+    assert!(matches!(
+        future,
+        Error::SchemaVersion {
+            stored: 3,
+            current: 2,
+            ..
+        }
+    ));
     assert!(future.to_string().contains("newer code"), "{future}");
 
     let unknown = store
