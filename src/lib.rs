@@ -65,3 +65,8 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 }
+
+/// The README's code blocks, compiled as doctests so the quickstart cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
