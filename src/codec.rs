@@ -217,13 +217,14 @@ pub(crate) fn event_context(event_id: Uuid, stream: &str) -> Vec<u8> {
     context
 }
 
-/// The context a snapshot's payload is bound to: its stream and version (and a label, so a
-/// snapshot payload can never pass for an event's).
-pub(crate) fn snapshot_context(stream: &str, version: u64) -> Vec<u8> {
-    let mut context = Vec::with_capacity(9 + stream.len() + 8);
+/// The context a snapshot's payload is bound to: its stream, version and schema version
+/// (and a label, so a snapshot payload does not pass for an event's).
+pub(crate) fn snapshot_context(stream: &str, version: u64, schema_version: u32) -> Vec<u8> {
+    let mut context = Vec::with_capacity(9 + stream.len() + 12);
     context.extend_from_slice(b"snapshot\0");
     context.extend_from_slice(stream.as_bytes());
     context.extend_from_slice(&version.to_be_bytes());
+    context.extend_from_slice(&schema_version.to_be_bytes());
     context
 }
 

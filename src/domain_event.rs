@@ -7,8 +7,11 @@
 //! with an older schema version are first brought up to date by the store's upcasters
 //! (see [`StoreBuilder::upcast`](crate::StoreBuilder::upcast)).
 
-use crate::error::Result;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
 use crate::event::NewEvent;
+use crate::stream::StreamId;
 
 /// One event type a [`DomainEvent`] can hold: its stored name and the schema version the
 /// code writes.
@@ -111,5 +114,28 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
             })?;
         Ok(NewEvent::from_json_bytes(self.event_type(), payload)
             .schema_version(self.schema_version()))
+    }
+}
+
+/// The store's error for a payload that `E::decode` refused.
+pub(crate) fn decode_error<E: DomainEvent>(
+    error: DecodeError,
+    stream: &StreamId,
+    event_id: Uuid,
+    event_type: &str,
+) -> Error {
+    match error {
+        DecodeError::UnknownType => Error::UnknownEventType {
+            stream: stream.to_string(),
+            event_id,
+            event_type: event_type.to_owned(),
+            expected: std::any::type_name::<E>(),
+        },
+        DecodeError::Json(source) => Error::Payload {
+            stream: stream.to_string(),
+            event_id,
+            event_type: event_type.to_owned(),
+            source,
+        },
     }
 }

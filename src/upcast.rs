@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ValidationError};
 use crate::event::RecordedEvent;
 
 /// Brings one event type's payload from the given version to the next.
@@ -23,6 +23,8 @@ type Upcaster = Arc<dyn Fn(Value, u32) -> Value + Send + Sync>;
 #[derive(Clone, Default)]
 pub(crate) struct Upcasters {
     by_type: HashMap<String, Upcaster>,
+    /// An event type registered twice, reported when the store opens.
+    duplicate: Option<String>,
 }
 
 impl fmt::Debug for Upcasters {
@@ -39,7 +41,23 @@ impl Upcasters {
         event_type: String,
         upcaster: impl Fn(Value, u32) -> Value + Send + Sync + 'static,
     ) {
+        if self.by_type.contains_key(&event_type) {
+            self.duplicate.get_or_insert(event_type.clone());
+        }
         self.by_type.insert(event_type, Arc::new(upcaster));
+    }
+
+    /// Refuses a set with two upcasters for one type: the second would silently replace
+    /// the first, whose steps would then never run.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.duplicate {
+            Some(event_type) => Err(ValidationError::Config(format!(
+                "two upcasters are registered for `{event_type}`; register one function that \
+                 handles every version step (it receives the version to upcast from)"
+            ))
+            .into()),
+            None => Ok(()),
+        }
     }
 
     /// `event`'s payload in schema version `current`: as stored when it is already there,
@@ -72,7 +90,10 @@ impl Upcasters {
         for version in stored..current {
             payload = upcaster(payload, version);
         }
-        // Serializing a `Value` cannot fail: its map keys are strings.
-        Ok(Cow::Owned(serde_json::to_vec(&payload).unwrap_or_default()))
+        serde_json::to_vec(&payload)
+            .map(Cow::Owned)
+            .map_err(|error| {
+                Error::Internal(format!("an upcast payload does not serialize: {error}"))
+            })
     }
 }

@@ -12,9 +12,9 @@ use tracing::Instrument;
 
 use super::Aggregate;
 use super::cache::{Cached, StateCache};
-use crate::domain_event::DomainEvent;
+use crate::domain_event::{DomainEvent, decode_error};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::EventMetadata;
+use crate::event::{EventMetadata, NewEvent};
 use crate::snapshot::NewSnapshot;
 use crate::store::{Store, WrittenEvent};
 use crate::stream::{Direction, ExpectedVersion, StreamId};
@@ -54,8 +54,8 @@ pub struct Loaded<A> {
     pub state: A,
     /// The stream version the state includes (0 for a stream without events).
     pub version: u64,
-    /// The version of the snapshot the load started from, if one was used.
-    pub snapshot_version: Option<u64>,
+    /// The stream version of the snapshot the load started from, if one was used.
+    pub from_snapshot: Option<u64>,
     /// How many events were read from the stream and applied.
     pub replayed: u64,
 }
@@ -274,12 +274,15 @@ impl<A: Aggregate> Repository<A> {
         max_version: u64,
     ) -> Result<(Option<Loaded<A>>, bool)> {
         let (start, unusable) = self.usable_snapshot(stream, max_version).await?;
-        let snapshot_version = start.as_ref().map(|(_, version)| *version);
+        let from_snapshot = start.as_ref().map(|(_, version)| *version);
         let (mut state, mut version) = start.unwrap_or_default();
         let mut replayed = 0;
-        let events = self
-            .store
-            .read_stream(stream.as_str(), version + 1, Direction::Forward);
+        let events = self.store.read_stream_upto(
+            stream.as_str(),
+            version + 1,
+            max_version,
+            Direction::Forward,
+        );
         futures::pin_mut!(events);
         loop {
             let event = match events.try_next().await {
@@ -288,9 +291,6 @@ impl<A: Aggregate> Repository<A> {
                 Err(Error::StreamNotFound { .. }) => return Ok((None, false)),
                 Err(error) => return Err(error),
             };
-            if event.version > max_version {
-                break;
-            }
             state.apply(self.store.decode_event::<A::Event>(&event)?);
             version = event.version;
             replayed += 1;
@@ -298,7 +298,7 @@ impl<A: Aggregate> Repository<A> {
         let loaded = Loaded {
             state,
             version,
-            snapshot_version,
+            from_snapshot,
             replayed,
         };
         Ok((Some(loaded), unusable))
@@ -387,20 +387,26 @@ impl<A: Aggregate> Repository<A> {
         let slot = self.cache.slot(stream.as_str());
         let mut cached = slot.lock().await;
         let mut attempt = 0;
-        loop {
+        // An unusable snapshot met while loading is replaced after the command.
+        let mut replace_snapshot = false;
+        let (executed, snapshot_due) = loop {
             attempt += 1;
             let Cached { mut state, version } = match cached.take() {
                 Some(current) => current,
-                None => match self.load_stream(stream, u64::MAX).await?.0 {
-                    Some(loaded) => Cached {
-                        state: loaded.state,
-                        version: loaded.version,
-                    },
-                    None => Cached {
-                        state: A::default(),
-                        version: 0,
-                    },
-                },
+                None => {
+                    let (loaded, unusable) = self.load_stream(stream, u64::MAX).await?;
+                    replace_snapshot |= unusable;
+                    loaded.map_or_else(
+                        || Cached {
+                            state: A::default(),
+                            version: 0,
+                        },
+                        |loaded| Cached {
+                            state: loaded.state,
+                            version: loaded.version,
+                        },
+                    )
+                }
             };
             let events = match state.handle(command) {
                 Ok(events) => events,
@@ -411,39 +417,36 @@ impl<A: Aggregate> Repository<A> {
             };
             if events.is_empty() {
                 self.keep(&mut cached, state.clone(), version);
-                return Ok(Executed {
+                let executed = Executed {
                     state,
                     version,
                     events: Vec::new(),
                     attempts: attempt,
-                });
+                };
+                break (executed, false);
             }
-            let new_events = events
-                .iter()
-                .map(|event| Ok(event.to_new_event()?.metadata(metadata.clone())))
-                .collect::<Result<Vec<_>>>()?;
+            let (new_events, read_back) = encode_events::<A>(stream, &events, metadata)?;
             match self
                 .store
                 .append(stream.as_str(), ExpectedVersion::Exact(version), new_events)
                 .await
             {
                 Ok(written) => {
-                    for event in events {
+                    for event in read_back {
                         state.apply(event);
                     }
                     let new_version = written.next_expected_version();
                     self.keep(&mut cached, state.clone(), new_version);
-                    if let Some(every) = self.settings.snapshot_every
-                        && version / every < new_version / every
-                    {
-                        self.snapshot_quietly(stream, &state, new_version).await;
-                    }
-                    return Ok(Executed {
+                    let due = self.settings.snapshot_every.is_some_and(|every| {
+                        replace_snapshot || version / every < new_version / every
+                    });
+                    let executed = Executed {
                         state,
                         version: new_version,
                         events: written.events,
                         attempts: attempt,
-                    });
+                    };
+                    break (executed, due);
                 }
                 Err(Error::Conflict { .. }) if attempt < self.settings.max_attempts => {
                     tracing::debug!(%stream, attempt, "conflict; reloading and retrying the command");
@@ -451,7 +454,14 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(error) => return Err(error.into()),
             }
+        };
+        // The next command on this aggregate need not wait for the snapshot.
+        drop(cached);
+        if snapshot_due {
+            self.snapshot_quietly(stream, &executed.state, executed.version)
+                .await;
         }
+        Ok(executed)
     }
 
     fn keep(&self, slot: &mut Option<Cached<A>>, state: A, version: u64) {
@@ -481,20 +491,25 @@ impl<A: Aggregate> Repository<A> {
     /// As [`Repository::load`], and the store's errors saving the snapshot.
     pub async fn create_snapshot(&self, id: impl fmt::Display) -> Result<Option<u64>> {
         let stream = self.stream_id(id)?;
-        let Some(loaded) = self.load_stream(&stream, u64::MAX).await?.0 else {
-            return Ok(None);
-        };
-        self.save_snapshot(&stream, &loaded.state, loaded.version)
-            .await?;
-        Ok(Some(loaded.version))
+        let span = tracing::debug_span!("chronicle.create_snapshot", stream = %stream);
+        async {
+            let Some(loaded) = self.load_stream(&stream, u64::MAX).await?.0 else {
+                return Ok(None);
+            };
+            self.save_snapshot(&stream, &loaded.state, loaded.version)
+                .await?;
+            Ok(Some(loaded.version))
+        }
+        .instrument(span)
+        .await
     }
 
-    /// The aggregate's newest snapshot as a state and the version it covers, or `None`
-    /// when there is none.
+    /// The aggregate's newest snapshot of the current `A::SNAPSHOT_VERSION`, as a state
+    /// and the stream version it covers, or `None` when there is none (snapshots of other
+    /// schema versions are not deserialized).
     ///
     /// # Errors
-    /// [`Error::SnapshotCodec`] / [`Error::SnapshotPayload`] when it does not decode
-    /// (including a snapshot of another schema version that no longer fits `A`).
+    /// [`Error::SnapshotCodec`] / [`Error::SnapshotPayload`] when it does not decode.
     pub async fn latest_snapshot(&self, id: impl fmt::Display) -> Result<Option<(A, u64)>> {
         let stream = self.stream_id(id)?;
         match self
@@ -502,8 +517,10 @@ impl<A: Aggregate> Repository<A> {
             .latest_snapshot(stream.as_str(), u64::MAX)
             .await?
         {
-            Some(snapshot) => Ok(Some((snapshot.data()?, snapshot.version))),
-            None => Ok(None),
+            Some(snapshot) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
+                Ok(Some((snapshot.data()?, snapshot.version)))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -535,9 +552,38 @@ impl<A: Aggregate> Repository<A> {
     }
 }
 
-/// A random pause before retrying after the `attempt`-th conflict: up to 1, 2, 4 … 32 ms,
-/// so competing writers spread out.
+/// The events to append, and the same events as a load will read them back (decoded from
+/// their payloads). Applying the read-back values keeps the cached state and snapshots
+/// equal to what the store holds, even when encoding drops something (`#[serde(skip)]`);
+/// an event that does not read back is refused before anything is written.
+fn encode_events<A: Aggregate>(
+    stream: &StreamId,
+    events: &[A::Event],
+    metadata: &EventMetadata,
+) -> Result<(Vec<NewEvent>, Vec<A::Event>)> {
+    let mut new_events = Vec::with_capacity(events.len());
+    let mut read_back = Vec::with_capacity(events.len());
+    for event in events {
+        let new_event = event.to_new_event()?.metadata(metadata.clone());
+        let decoded = A::Event::decode(new_event.event_type(), new_event.payload_json()).map_err(
+            |error| {
+                decode_error::<A::Event>(
+                    error,
+                    stream,
+                    new_event.event_id(),
+                    new_event.event_type(),
+                )
+            },
+        )?;
+        read_back.push(decoded);
+        new_events.push(new_event);
+    }
+    Ok((new_events, read_back))
+}
+
+/// A random pause before retrying after the `attempt`-th conflict (from 1): up to 1, 2,
+/// 4 … 32 ms, so competing writers spread out.
 fn conflict_pause(attempt: u32) -> Duration {
-    let ceiling = 1u64 << attempt.min(5);
+    let ceiling = 1u64 << attempt.saturating_sub(1).min(5);
     Duration::from_micros(fastrand::u64(0..=ceiling * 1000))
 }

@@ -210,6 +210,7 @@ impl StoreBuilder {
     /// [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
     /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
     pub async fn open(self) -> Result<Store> {
+        self.upcasters.check()?;
         let backend = self.open_backend().await?;
         // Reads allow more than writes, so a store opened with a smaller limit still reads
         // what an earlier one wrote; the cap only guards against decompression bombs.

@@ -31,7 +31,7 @@ pub use sqlite::SqliteDurability;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, event_context};
-use crate::domain_event::{DecodeError, DomainEvent};
+use crate::domain_event::{DecodeError, DomainEvent, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -261,23 +261,11 @@ impl Store {
     ///   upcaster on the way is missing;
     /// - [`Error::Payload`] when the payload does not fit the variant.
     pub fn decode_event<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
-        let unknown = || Error::UnknownEventType {
-            stream: event.stream_id.to_string(),
-            event_id: event.id,
-            event_type: event.event_type.clone(),
-            expected: std::any::type_name::<E>(),
-        };
-        let current = E::current_version(&event.event_type).ok_or_else(unknown)?;
+        let fail = |error| decode_error::<E>(error, &event.stream_id, event.id, &event.event_type);
+        let current =
+            E::current_version(&event.event_type).ok_or_else(|| fail(DecodeError::UnknownType))?;
         let payload = self.inner.upcasters.bring_to(event, current)?;
-        E::decode(&event.event_type, &payload).map_err(|error| match error {
-            DecodeError::UnknownType => unknown(),
-            DecodeError::Json(source) => Error::Payload {
-                stream: event.stream_id.to_string(),
-                event_id: event.id,
-                event_type: event.event_type.clone(),
-                source,
-            },
-        })
+        E::decode(&event.event_type, &payload).map_err(fail)
     }
 
     /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a
@@ -386,25 +374,29 @@ impl Store {
         from: u64,
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        self.read_stream_upto(stream.as_ref(), from, u64::MAX, direction)
+    }
+
+    /// [`Store::read_stream`], reading no event past version `upto`.
+    pub(crate) fn read_stream_upto(
+        &self,
+        stream: &str,
+        from: u64,
+        upto: u64,
+        direction: Direction,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static + use<> {
         let store = self.clone();
-        let span = tracing::debug_span!(
-            "chronicle.read_stream",
-            stream = stream.as_ref(),
-            from,
-            ?direction
-        );
-        let stream = StreamId::new(stream.as_ref());
+        let span = tracing::debug_span!("chronicle.read_stream", stream, from, ?direction);
+        let stream = StreamId::new(stream);
         let start = async move {
             let stream = stream?;
             let info = store.stream_info(stream.as_str()).await?;
-            let info_version = info.as_ref().map_or(0, |info| info.version);
+            let last = info.as_ref().map_or(0, |info| info.version.min(upto));
             match info.map(|info| info.status) {
                 None => Err(Error::StreamNotFound {
                     stream: stream.to_string(),
                 }),
-                Some(StreamStatus::Active) => {
-                    Ok(store.stream_pages(stream, from, info_version, direction))
-                }
+                Some(StreamStatus::Active) => Ok(store.stream_pages(stream, from, last, direction)),
                 Some(status) => Err(Error::StreamDeleted {
                     stream: stream.to_string(),
                     hard: status == StreamStatus::Tombstoned,

@@ -547,34 +547,42 @@ impl Backend for PostgresBackend {
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
-        // One statement: the insert, checked against the stream row, then the pruning,
-        // which keeps the newest `keep` of the old versions and the new one.
-        sqlx::query_scalar(
-            "WITH saved AS ( \
-                 INSERT INTO snapshots (stream_id, version, schema_version, payload) \
-                 SELECT $1, $2, $3, $4 WHERE EXISTS ( \
-                     SELECT 1 FROM streams WHERE stream_id = $1 AND status = 0 AND version >= $2) \
-                 ON CONFLICT (stream_id, version) DO UPDATE SET \
-                     schema_version = excluded.schema_version, payload = excluded.payload, \
-                     created_at = now() \
-                 RETURNING version), \
-             pruned AS ( \
-                 DELETE FROM snapshots WHERE stream_id = $1 AND $5::bigint IS NOT NULL \
-                   AND EXISTS (SELECT 1 FROM saved) \
-                   AND version NOT IN ( \
-                       SELECT v FROM (SELECT version AS v FROM snapshots WHERE stream_id = $1 \
-                                      UNION SELECT $2) AS kept \
-                       ORDER BY v DESC LIMIT $5)) \
-             SELECT EXISTS (SELECT 1 FROM saved)",
+        let fail = |error| Error::from_sqlx("save_snapshot", error);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        // `FOR SHARE` holds the stream row until commit: a hard delete (which removes the
+        // stream's snapshots) cannot slip in between the check and the insert.
+        let saved = sqlx::query(
+            "INSERT INTO snapshots (stream_id, version, schema_version, payload) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS ( \
+                 SELECT 1 FROM streams WHERE stream_id = $1 AND status = 0 AND version >= $2 \
+                 FOR SHARE) \
+             ON CONFLICT (stream_id, version) DO UPDATE SET \
+                 schema_version = excluded.schema_version, payload = excluded.payload, \
+                 created_at = now()",
         )
         .bind(stream.as_str())
         .bind(to_i64(snapshot.version))
         .bind(i64::from(snapshot.schema_version))
         .bind(snapshot.payload)
-        .bind(snapshot.keep.map(|keep| to_i64(keep as u64)))
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|error| Error::from_sqlx("save_snapshot", error))
+        .map_err(fail)?
+        .rows_affected()
+            > 0;
+        if let (true, Some(keep)) = (saved, snapshot.keep) {
+            sqlx::query(
+                "DELETE FROM snapshots WHERE stream_id = $1 AND version NOT IN ( \
+                     SELECT version FROM snapshots WHERE stream_id = $1 \
+                     ORDER BY version DESC LIMIT $2)",
+            )
+            .bind(stream.as_str())
+            .bind(to_i64(keep as u64))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(saved)
     }
 
     async fn latest_snapshot(

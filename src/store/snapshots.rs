@@ -26,7 +26,7 @@ impl Store {
             .inner
             .codec
             .encode(&snapshot.payload, || {
-                snapshot_context(stream.as_str(), snapshot.version)
+                snapshot_context(stream.as_str(), snapshot.version, snapshot.schema_version)
             })
             .map_err(|source| Error::SnapshotCodec {
                 stream: stream.to_string(),
@@ -82,12 +82,12 @@ impl Store {
     }
 
     fn decode_snapshot(&self, stream: StreamId, stored: StoredSnapshot) -> Result<Snapshot> {
-        let version = stored.version;
+        let (version, schema_version) = (stored.version, stored.schema_version);
         let payload = self
             .inner
             .codec
             .decode(stored.payload, || {
-                snapshot_context(stream.as_str(), version)
+                snapshot_context(stream.as_str(), version, schema_version)
             })
             .map_err(|source| Error::SnapshotCodec {
                 stream: stream.to_string(),

@@ -563,7 +563,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
-        sqlx::query("DELETE FROM snapshots WHERE stream_id = ? AND (?2 IS NULL OR version = ?2)")
+        sqlx::query("DELETE FROM snapshots WHERE stream_id = ?1 AND (?2 IS NULL OR version = ?2)")
             .bind(stream.as_str())
             .bind(version.map(to_i64))
             .execute(&self.writer)

@@ -190,7 +190,7 @@ async fn snapshot_taken_at_threshold_and_used_with_the_tail(kind: Kind) {
         .await
         .expect("load")
         .expect("exists");
-    assert_eq!(loaded.snapshot_version, Some(10));
+    assert_eq!(loaded.from_snapshot, Some(10));
     assert_eq!(
         loaded.replayed, 5,
         "the snapshot plus the 5 events after it"
@@ -246,10 +246,7 @@ async fn stale_snapshot_version_is_ignored_and_replaced(kind: Kind) {
 
     let accounts = t.store.repository::<Account>();
     let loaded = accounts.load("6").await.expect("load").expect("exists");
-    assert_eq!(
-        loaded.snapshot_version, None,
-        "the stale snapshot is not used"
-    );
+    assert_eq!(loaded.from_snapshot, None, "the stale snapshot is not used");
     assert_eq!(loaded.replayed, 12);
     assert_eq!(loaded.state.balance, 110);
 
@@ -262,7 +259,7 @@ async fn stale_snapshot_version_is_ignored_and_replaced(kind: Kind) {
     assert_eq!((latest.version, latest.schema_version), (12, 1));
     assert_eq!(latest.data::<Account>().expect("state"), loaded.state);
     let again = accounts.load("6").await.expect("load").expect("exists");
-    assert_eq!((again.snapshot_version, again.replayed), (Some(12), 0));
+    assert_eq!((again.from_snapshot, again.replayed), (Some(12), 0));
 }
 
 async fn undecodable_snapshot_falls_back_to_a_full_replay(kind: Kind) {
@@ -281,7 +278,7 @@ async fn undecodable_snapshot_falls_back_to_a_full_replay(kind: Kind) {
         .await
         .expect("save");
     let loaded = accounts.load("7").await.expect("load").expect("exists");
-    assert_eq!((loaded.snapshot_version, loaded.replayed), (None, 5));
+    assert_eq!((loaded.from_snapshot, loaded.replayed), (None, 5));
     assert_eq!(loaded.state.balance, 40);
 
     // Bytes that are not a payload at all: a codec header with a truncated body.
@@ -293,7 +290,7 @@ async fn undecodable_snapshot_falls_back_to_a_full_replay(kind: Kind) {
             Err(Error::SnapshotCodec { version: 5, .. })
         ));
         let loaded = accounts.load("7").await.expect("load").expect("exists");
-        assert_eq!((loaded.snapshot_version, loaded.replayed), (None, 5));
+        assert_eq!((loaded.from_snapshot, loaded.replayed), (None, 5));
         assert_eq!(loaded.state.balance, 40);
     }
 }
@@ -328,7 +325,7 @@ async fn load_at_gives_history(kind: Kind) {
         .await
         .expect("load_at")
         .expect("exists");
-    assert_eq!((at.snapshot_version, at.replayed), (Some(10), 5));
+    assert_eq!((at.from_snapshot, at.replayed), (Some(10), 5));
     let past_end = accounts
         .load_at("8", 99)
         .await
@@ -372,6 +369,17 @@ async fn manual_snapshot_api(kind: Kind) {
             chronicle::ValidationError::SnapshotAhead { version: 40, .. }
         ))
     ));
+
+    // Pruning keeps the newest `keep`, whatever the order of saves.
+    let older = NewSnapshot::from_serialize(2, 1, &state)
+        .expect("json")
+        .keep_latest(2);
+    t.store
+        .save_snapshot("account-9", older)
+        .await
+        .expect("save");
+    let listed = accounts.list_snapshots("9").await.expect("list");
+    assert_eq!(listed.iter().map(|s| s.version).collect::<Vec<_>>(), [4, 3]);
 
     assert_eq!(
         accounts
@@ -639,7 +647,7 @@ async fn snapshots_are_encoded_like_events(kind: Kind) {
     assert_eq!(stored[2] & 0b10, 0b10, "encrypted");
     assert!(!String::from_utf8_lossy(&stored).contains("ada"));
     let loaded = accounts.load("13").await.expect("load").expect("exists");
-    assert_eq!((loaded.snapshot_version, loaded.replayed), (Some(3), 0));
+    assert_eq!((loaded.from_snapshot, loaded.replayed), (Some(3), 0));
 
     // A snapshot moved onto another stream does not decrypt there.
     let hex: String = stored.iter().map(|b| format!("{b:02x}")).collect();
@@ -658,7 +666,7 @@ async fn snapshots_are_encoded_like_events(kind: Kind) {
         })
     ));
     let loaded = accounts.load("14").await.expect("load").expect("exists");
-    assert_eq!((loaded.snapshot_version, loaded.replayed), (None, 3));
+    assert_eq!((loaded.from_snapshot, loaded.replayed), (None, 3));
     assert_eq!(loaded.state.balance, 20);
 }
 
@@ -701,5 +709,59 @@ mod given_when_then {
         AggregateTest::<Account>::given([])
             .when(AccountCommand::Deposit(3))
             .then([AccountEvent::Deposited { amount: 3 }]);
+    }
+}
+
+mod read_back {
+    use chronicle::{Aggregate, DomainEvent, Store};
+    use serde::{Deserialize, Serialize};
+
+    /// An event with a field that is never stored.
+    #[derive(Debug, Clone, PartialEq, DomainEvent)]
+    enum NoteEvent {
+        Noted {
+            text: String,
+            #[serde(skip)]
+            scratch: String,
+        },
+    }
+
+    #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Aggregate)]
+    #[aggregate(name = "note", event = NoteEvent)]
+    struct Notes {
+        texts: Vec<String>,
+        scratch: Vec<String>,
+    }
+
+    impl Aggregate for Notes {
+        type Command = String;
+        type Error = std::convert::Infallible;
+
+        fn apply(&mut self, NoteEvent::Noted { text, scratch }: NoteEvent) {
+            self.texts.push(text);
+            self.scratch.push(scratch);
+        }
+
+        fn handle(&self, text: &String) -> Result<Vec<NoteEvent>, Self::Error> {
+            Ok(vec![NoteEvent::Noted {
+                text: text.clone(),
+                scratch: "not stored".into(),
+            }])
+        }
+    }
+
+    #[tokio::test]
+    async fn the_state_after_a_command_is_the_state_a_load_gives() {
+        let store = Store::open("memory:").await.expect("open");
+        let notes = store.repository::<Notes>();
+        notes.execute("1", "a".to_owned()).await.expect("execute");
+        let done = notes.execute("1", "b".to_owned()).await.expect("execute");
+        let loaded = notes.load("1").await.expect("load").expect("exists");
+        assert_eq!(done.state, loaded.state);
+        assert_eq!(
+            done.state.scratch,
+            ["", ""],
+            "what was not stored is not applied"
+        );
     }
 }

@@ -150,3 +150,14 @@ async fn future_versions_and_unknown_types_are_typed_errors() {
     );
     assert_eq!(unknown.kind(), chronicle::ErrorKind::Codec);
 }
+
+#[tokio::test]
+async fn two_upcasters_for_one_type_are_refused() {
+    let error = Store::builder("memory:")
+        .upcast("account.Deposited", add_currency)
+        .upcast("account.Deposited", add_currency)
+        .open()
+        .await
+        .expect_err("duplicate");
+    assert!(error.to_string().contains("two upcasters"), "{error}");
+}
