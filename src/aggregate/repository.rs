@@ -273,24 +273,26 @@ impl<A: Aggregate> Repository<A> {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<(Option<Loaded<A>>, bool)> {
-        let (start, unusable) = self.usable_snapshot(stream, max_version).await?;
+        // Two independent round trips, run side by side.
+        let (snapshot, head) = tokio::join!(
+            self.usable_snapshot(stream, max_version),
+            self.store.active_version(stream)
+        );
+        let (start, unusable) = snapshot?;
+        let Some(head) = head? else {
+            return Ok((None, false));
+        };
         let from_snapshot = start.as_ref().map(|(_, version)| *version);
         let (mut state, mut version) = start.unwrap_or_default();
         let mut replayed = 0;
-        let events = self.store.read_stream_upto(
-            stream.as_str(),
+        let events = self.store.clone().stream_pages(
+            stream.clone(),
             version + 1,
-            max_version,
+            head.min(max_version),
             Direction::Forward,
         );
         futures::pin_mut!(events);
-        loop {
-            let event = match events.try_next().await {
-                Ok(Some(event)) => event,
-                Ok(None) => break,
-                Err(Error::StreamNotFound { .. }) => return Ok((None, false)),
-                Err(error) => return Err(error),
-            };
+        while let Some(event) = events.try_next().await? {
             state.apply(self.store.decode_event::<A::Event>(&event)?);
             version = event.version;
             replayed += 1;

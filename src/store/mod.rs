@@ -374,42 +374,45 @@ impl Store {
         from: u64,
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        self.read_stream_upto(stream.as_ref(), from, u64::MAX, direction)
-    }
-
-    /// [`Store::read_stream`], reading no event past version `upto`.
-    pub(crate) fn read_stream_upto(
-        &self,
-        stream: &str,
-        from: u64,
-        upto: u64,
-        direction: Direction,
-    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static + use<> {
         let store = self.clone();
-        let span = tracing::debug_span!("chronicle.read_stream", stream, from, ?direction);
-        let stream = StreamId::new(stream);
+        let span = tracing::debug_span!(
+            "chronicle.read_stream",
+            stream = stream.as_ref(),
+            from,
+            ?direction
+        );
+        let stream = StreamId::new(stream.as_ref());
         let start = async move {
             let stream = stream?;
-            let info = store.stream_info(stream.as_str()).await?;
-            let last = info.as_ref().map_or(0, |info| info.version.min(upto));
-            match info.map(|info| info.status) {
+            match store.active_version(&stream).await? {
+                Some(last) => Ok(store.stream_pages(stream, from, last, direction)),
                 None => Err(Error::StreamNotFound {
                     stream: stream.to_string(),
-                }),
-                Some(StreamStatus::Active) => Ok(store.stream_pages(stream, from, last, direction)),
-                Some(status) => Err(Error::StreamDeleted {
-                    stream: stream.to_string(),
-                    hard: status == StreamStatus::Tombstoned,
                 }),
             }
         };
         stream::once(start.instrument(span)).try_flatten()
     }
 
+    /// The version of `stream`, or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] when it was deleted; connection errors.
+    pub(crate) async fn active_version(&self, stream: &StreamId) -> Result<Option<u64>> {
+        match self.stream_info(stream.as_str()).await? {
+            None => Ok(None),
+            Some(info) if info.status == StreamStatus::Active => Ok(Some(info.version)),
+            Some(info) => Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+                hard: info.status == StreamStatus::Tombstoned,
+            }),
+        }
+    }
+
     /// The events of an active stream at version `last`, page by page: the version range
     /// is cut into pages up front, so the next page loads while the current one is
     /// decoded (at most two pages in memory).
-    fn stream_pages(
+    pub(crate) fn stream_pages(
         self,
         stream: StreamId,
         from: u64,
