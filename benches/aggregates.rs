@@ -17,7 +17,7 @@
 //! | `CHRONICLE_BENCH_AGG_EVENTS` | `10000` (quick: `1000`) | events of a loaded aggregate, and the version of its snapshot |
 //!
 //! The aggregate is a bank account (opened, then deposits with a withdrawal every tenth
-//! event; payloads of about 60 bytes of JSON). Streams are written with `Store::append` in
+//! event; payloads of about 65 bytes of JSON). Streams are written with `Store::append` in
 //! batches, so only the measured operations go through the repository. Every load checks
 //! the version, the snapshot it started from, the number of events replayed and the state
 //! it built, and fails the workload on any difference.
