@@ -222,7 +222,7 @@ async fn load_checked(repo: &Repository<Account>, expected: &Expected) -> Res<u6
         .load(expected.id)
         .await?
         .ok_or_else(|| format!("load of account-{}: no such stream", expected.id))?;
-    let got = (loaded.version, loaded.snapshot_version, loaded.replayed);
+    let got = (loaded.version, loaded.from_snapshot, loaded.replayed);
     let want = (
         expected.version,
         expected.snapshot_version,
