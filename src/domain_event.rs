@@ -139,3 +139,15 @@ pub(crate) fn decode_error<E: DomainEvent>(
         },
     }
 }
+
+/// The parts of a stored event that typed decoding needs, borrowed from a
+/// [`RecordedEvent`](crate::RecordedEvent) or from a replay row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventView<'a> {
+    pub stream: &'a StreamId,
+    pub id: Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    /// The payload's JSON, decrypted and decompressed.
+    pub payload: &'a [u8],
+}

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain_event::EventView;
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
 use crate::stream::StreamId;
@@ -266,5 +267,15 @@ impl RecordedEvent {
     /// The payload's JSON text, decrypted and decompressed.
     pub fn payload_json(&self) -> &[u8] {
         &self.payload
+    }
+
+    pub(crate) fn view(&self) -> EventView<'_> {
+        EventView {
+            stream: &self.stream_id,
+            id: self.id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+        }
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::domain_event::EventView;
 use crate::error::{Error, Result, ValidationError};
-use crate::event::RecordedEvent;
 
 /// Brings one event type's payload from the given version to the next.
 type Upcaster = Arc<dyn Fn(Value, u32) -> Value + Send + Sync>;
@@ -66,27 +66,29 @@ impl Upcasters {
     /// # Errors
     /// [`Error::SchemaVersion`] for a version newer than `current` or a missing upcaster;
     /// [`Error::Payload`] when an old payload is not JSON.
-    pub(crate) fn bring_to<'a>(
-        &self,
-        event: &'a RecordedEvent,
-        current: u32,
-    ) -> Result<Cow<'a, [u8]>> {
+    pub(crate) fn bring_to<'a>(&self, event: EventView<'a>, current: u32) -> Result<Cow<'a, [u8]>> {
         let stored = event.schema_version;
         if stored == current {
-            return Ok(Cow::Borrowed(event.payload_json()));
+            return Ok(Cow::Borrowed(event.payload));
         }
         let version_error = |stored| Error::SchemaVersion {
-            stream: event.stream_id.to_string(),
+            stream: event.stream.to_string(),
             event_id: event.id,
-            event_type: event.event_type.clone(),
+            event_type: event.event_type.to_owned(),
             stored,
             current,
         };
-        let upcaster = match self.by_type.get(&event.event_type) {
+        let upcaster = match self.by_type.get(event.event_type) {
             Some(upcaster) if stored < current => upcaster,
             _ => return Err(version_error(stored)),
         };
-        let mut payload: Value = event.data()?;
+        let mut payload: Value =
+            serde_json::from_slice(event.payload).map_err(|source| Error::Payload {
+                stream: event.stream.to_string(),
+                event_id: event.id,
+                event_type: event.event_type.to_owned(),
+                source,
+            })?;
         for version in stored..current {
             payload = upcaster(payload, version);
         }

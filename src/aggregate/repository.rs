@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventMetadata, NewEvent};
 use crate::snapshot::NewSnapshot;
 use crate::store::{Store, WrittenEvent};
-use crate::stream::{Direction, ExpectedVersion, StreamId};
+use crate::stream::{ExpectedVersion, StreamId};
 
 /// Why [`Repository::execute`] did not complete a command.
 #[derive(Debug, thiserror::Error)]
@@ -285,16 +285,15 @@ impl<A: Aggregate> Repository<A> {
         let from_snapshot = start.as_ref().map(|(_, version)| *version);
         let (mut state, mut version) = start.unwrap_or_default();
         let mut replayed = 0;
-        let events = self.store.clone().stream_pages(
+        let events = self.store.clone().replay::<A::Event>(
             stream.clone(),
             version + 1,
             head.min(max_version),
-            Direction::Forward,
         );
         futures::pin_mut!(events);
-        while let Some(event) = events.try_next().await? {
-            state.apply(self.store.decode_event::<A::Event>(&event)?);
-            version = event.version;
+        while let Some((event_version, event)) = events.try_next().await? {
+            state.apply(event);
+            version = event_version;
             replayed += 1;
         }
         let loaded = Loaded {

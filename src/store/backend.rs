@@ -72,6 +72,18 @@ pub(crate) enum CreateOutcome {
     Tombstoned,
 }
 
+/// A stored event as an aggregate's replay needs it: no metadata, position or time, so
+/// the rows are narrow and cheap to fetch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ReplayedEvent {
+    pub id: Uuid,
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// As stored: the codec's output.
+    pub payload: Vec<u8>,
+}
+
 /// A snapshot to write, its payload encoded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SnapshotWrite<'a> {
@@ -122,6 +134,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         versions: RangeInclusive<u64>,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>>;
+
+    /// The events of `stream` whose versions lie in `versions`, oldest first, with only the
+    /// columns a replay needs.
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        versions: RangeInclusive<u64>,
+    ) -> Result<Vec<ReplayedEvent>>;
 
     /// Up to `limit` events after `after`, in transaction order, never past an event whose
     /// transaction may still be running.

@@ -11,7 +11,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, SnapshotWrite, StoredSnapshot, Written,
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ReplayedEvent, SnapshotWrite,
+    StoredSnapshot, Written,
 };
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -243,6 +244,26 @@ impl Backend for MemoryBackend {
             events.reverse();
         }
         Ok(events)
+    }
+
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        versions: RangeInclusive<u64>,
+    ) -> Result<Vec<ReplayedEvent>> {
+        let events = self
+            .read_stream(stream, versions, Direction::Forward)
+            .await?;
+        Ok(events
+            .into_iter()
+            .map(|event| ReplayedEvent {
+                id: event.id,
+                version: event.version,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+            })
+            .collect())
     }
 
     async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {

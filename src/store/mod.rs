@@ -11,11 +11,13 @@ mod builder;
 mod memory;
 mod migrate;
 mod postgres;
+mod replay;
 mod retry;
 mod snapshots;
 mod sql;
 mod sqlite;
 
+use std::future::Future;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +33,7 @@ pub use sqlite::SqliteDurability;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, event_context};
-use crate::domain_event::{DecodeError, DomainEvent, decode_error};
+use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -261,11 +263,15 @@ impl Store {
     ///   upcaster on the way is missing;
     /// - [`Error::Payload`] when the payload does not fit the variant.
     pub fn decode_event<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
-        let fail = |error| decode_error::<E>(error, &event.stream_id, event.id, &event.event_type);
+        self.decode_view(event.view())
+    }
+
+    fn decode_view<E: DomainEvent>(&self, event: EventView<'_>) -> Result<E> {
+        let fail = |error| decode_error::<E>(error, event.stream, event.id, event.event_type);
         let current =
-            E::current_version(&event.event_type).ok_or_else(|| fail(DecodeError::UnknownType))?;
+            E::current_version(event.event_type).ok_or_else(|| fail(DecodeError::UnknownType))?;
         let payload = self.inner.upcasters.bring_to(event, current)?;
-        E::decode(&event.event_type, &payload).map_err(fail)
+        E::decode(event.event_type, &payload).map_err(fail)
     }
 
     /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a
@@ -419,26 +425,41 @@ impl Store {
         last: u64,
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        self.pages(from, last, direction, move |store, versions| {
+            let stream = stream.clone();
+            async move {
+                let backend = &store.inner.backend;
+                let page = store
+                    .inner
+                    .retry
+                    .run("read_stream", || {
+                        backend.read_stream(&stream, versions.clone(), direction)
+                    })
+                    .await?;
+                Ok(store.decode_page(page))
+            }
+        })
+        .try_flatten()
+    }
+
+    /// Cuts the versions `from..=last` into pages and fetches them in order, the next page
+    /// while the current one is consumed.
+    fn pages<T, Fetch, Fut>(
+        self,
+        from: u64,
+        last: u64,
+        direction: Direction,
+        fetch: Fetch,
+    ) -> impl Stream<Item = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        Fetch: Fn(Store, RangeInclusive<u64>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
         let page_size = self.inner.limits.page_size as u64;
-        let ranges = page_ranges(from, last, page_size, direction);
-        stream::iter(ranges)
-            .map(move |versions| {
-                let store = self.clone();
-                let stream = stream.clone();
-                async move {
-                    let backend = &store.inner.backend;
-                    let page = store
-                        .inner
-                        .retry
-                        .run("read_stream", || {
-                            backend.read_stream(&stream, versions.clone(), direction)
-                        })
-                        .await?;
-                    Ok::<_, Error>(store.decode_page(page))
-                }
-            })
+        stream::iter(page_ranges(from, last, page_size, direction))
+            .map(move |versions| fetch(self.clone(), versions))
             .buffered(2)
-            .try_flatten()
     }
 
     fn decode_page(
