@@ -13,10 +13,10 @@ use tracing::Instrument;
 use super::Aggregate;
 use super::cache::{Cached, StateCache};
 use crate::domain_event::{DomainEvent, decode_error};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::event::{EventMetadata, NewEvent};
 use crate::snapshot::NewSnapshot;
-use crate::store::{Store, WrittenEvent};
+use crate::store::{Store, StoredSnapshot, WrittenEvent};
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Why [`Repository::execute`] did not complete a command.
@@ -273,28 +273,41 @@ impl<A: Aggregate> Repository<A> {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<(Option<Loaded<A>>, bool)> {
-        // Two independent round trips, run side by side.
-        let (snapshot, head) = tokio::join!(
-            self.usable_snapshot(stream, max_version),
-            self.store.active_version(stream)
-        );
-        let (start, unusable) = snapshot?;
-        let Some(head) = head? else {
+        let Some(start) = self
+            .store
+            .replay_start(stream, max_version, A::SNAPSHOT_VERSION)
+            .await?
+        else {
             return Ok((None, false));
         };
-        let from_snapshot = start.as_ref().map(|(_, version)| *version);
-        let (mut state, mut version) = start.unwrap_or_default();
+        let head = start.head.min(max_version);
+        let (base, unusable) = self.usable_snapshot(stream, start.snapshot);
+        let from_snapshot = base.as_ref().map(|(_, version)| *version);
+        let (mut state, mut version) = base.unwrap_or_default();
         let mut replayed = 0;
-        let events = self.store.clone().replay::<A::Event>(
-            stream.clone(),
-            version + 1,
-            head.min(max_version),
-        );
-        futures::pin_mut!(events);
-        while let Some((event_version, event)) = events.try_next().await? {
-            state.apply(event);
-            version = event_version;
-            replayed += 1;
+        // The first page follows the snapshot the database chose; when that snapshot did
+        // not decode here, the page is of no use and the replay starts over.
+        let mut done = false;
+        if start.events_after == version {
+            for row in start.events {
+                let (event_version, event) = self.store.decode_replayed(stream, row)?;
+                state.apply(event);
+                version = event_version;
+                replayed += 1;
+            }
+            done = start.complete;
+        }
+        if !done && version < head {
+            let events = self
+                .store
+                .clone()
+                .replay::<A::Event>(stream.clone(), version + 1, head);
+            futures::pin_mut!(events);
+            while let Some((event_version, event)) = events.try_next().await? {
+                state.apply(event);
+                version = event_version;
+                replayed += 1;
+            }
         }
         let loaded = Loaded {
             state,
@@ -305,41 +318,34 @@ impl<A: Aggregate> Repository<A> {
         Ok((Some(loaded), unusable))
     }
 
-    /// The newest snapshot of `stream` at or below `max_version` that this code can use,
-    /// and whether the newest one had to be skipped (another schema version, or bytes
-    /// that do not decode).
-    async fn usable_snapshot(
+    /// The state in `stored` when this code can use it, and whether the snapshot had to be
+    /// skipped (another schema version, or bytes that do not decode).
+    fn usable_snapshot(
         &self,
         stream: &StreamId,
-        max_version: u64,
-    ) -> Result<(Option<(A, u64)>, bool)> {
-        let snapshot = match self
-            .store
-            .latest_snapshot(stream.as_str(), max_version)
-            .await
-        {
-            Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return Ok((None, false)),
-            Err(error) if error.kind() == ErrorKind::Codec => {
-                tracing::warn!(%stream, %error, "snapshot does not decode; replaying the whole stream");
-                return Ok((None, true));
-            }
-            Err(error) => return Err(error),
+        stored: Option<StoredSnapshot>,
+    ) -> (Option<(A, u64)>, bool) {
+        let Some(stored) = stored else {
+            return (None, false);
         };
-        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+        if stored.schema_version != A::SNAPSHOT_VERSION {
             tracing::debug!(
                 %stream,
-                stored = snapshot.schema_version,
+                stored = stored.schema_version,
                 current = A::SNAPSHOT_VERSION,
                 "snapshot has another schema version; replaying the whole stream"
             );
-            return Ok((None, true));
+            return (None, true);
         }
-        match snapshot.data::<A>() {
-            Ok(state) => Ok((Some((state, snapshot.version)), false)),
+        let state = self
+            .store
+            .decode_snapshot(stream.clone(), stored)
+            .and_then(|snapshot| Ok((snapshot.data::<A>()?, snapshot.version)));
+        match state {
+            Ok(state) => (Some(state), false),
             Err(error) => {
-                tracing::warn!(%stream, %error, "snapshot does not deserialize; replaying the whole stream");
-                Ok((None, true))
+                tracing::warn!(%stream, %error, "snapshot does not decode; replaying the whole stream");
+                (None, true)
             }
         }
     }

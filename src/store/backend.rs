@@ -17,6 +17,7 @@ use crate::read::{EventQuery, LogPosition};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    StreamStatus,
 };
 
 /// An event ready to be written: the validated event, with its payload encoded.
@@ -84,6 +85,19 @@ pub(crate) struct ReplayedEvent {
     pub payload: Vec<u8>,
 }
 
+/// What a load needs first, in one answer: the stream's head, its newest snapshot, and the
+/// first page of events after that snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StreamStart {
+    pub version: u64,
+    pub status: StreamStatus,
+    /// The newest snapshot at or below the version asked for, of any schema version.
+    pub snapshot: Option<StoredSnapshot>,
+    /// Events after the snapshot when its schema version is the one asked for (else from
+    /// version 1), up to the version asked for, at most one page.
+    pub events: Vec<ReplayedEvent>,
+}
+
 /// A snapshot to write, its payload encoded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SnapshotWrite<'a> {
@@ -142,6 +156,44 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         stream: &StreamId,
         versions: RangeInclusive<u64>,
     ) -> Result<Vec<ReplayedEvent>>;
+
+    /// The stream's head, its newest snapshot at or below `max_version`, and up to `limit`
+    /// events after that snapshot (after 0 when the snapshot's schema version is not
+    /// `schema_version`), no further than `max_version`; `None` when the stream does not
+    /// exist. No events for a deleted stream.
+    ///
+    /// The default takes three round trips; PostgreSQL answers in one statement.
+    async fn replay_start(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<Option<StreamStart>> {
+        let Some(info) = self.stream_info(stream).await? else {
+            return Ok(None);
+        };
+        let snapshot = self.latest_snapshot(stream, max_version).await?;
+        let after = snapshot
+            .as_ref()
+            .filter(|snapshot| snapshot.schema_version == schema_version)
+            .map_or(0, |snapshot| snapshot.version);
+        let last = info
+            .version
+            .min(max_version)
+            .min(after.saturating_add(limit as u64));
+        let events = if after < last && info.status == StreamStatus::Active {
+            self.replay_stream(stream, after + 1..=last).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(StreamStart {
+            version: info.version,
+            status: info.status,
+            snapshot,
+            events,
+        }))
+    }
 
     /// Up to `limit` events after `after`, in transaction order, never past an event whose
     /// transaction may still be running.

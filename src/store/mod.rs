@@ -30,6 +30,7 @@ pub use append::{AppendResult, WrittenEvent};
 pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
 pub use sqlite::SqliteDurability;
 
+pub(crate) use self::backend::StoredSnapshot;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, event_context};

@@ -6,13 +6,73 @@
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 
 use super::Store;
-use super::backend::ReplayedEvent;
+use super::backend::{ReplayedEvent, StoredSnapshot};
 use crate::codec::event_context;
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
-use crate::stream::{Direction, StreamId};
+use crate::stream::{Direction, StreamId, StreamStatus};
+
+/// The start of a load: see [`Store::replay_start`].
+#[derive(Debug)]
+pub(crate) struct ReplayStart {
+    /// The stream's version.
+    pub head: u64,
+    /// The newest snapshot at or below the version asked for, of any schema version.
+    pub snapshot: Option<StoredSnapshot>,
+    /// The version `events` follow: the snapshot's when its schema version was the one
+    /// asked for, else 0.
+    pub events_after: u64,
+    /// The first page of events after `events_after`.
+    pub events: Vec<ReplayedEvent>,
+    /// Whether `events` reach the end of what was asked for (the page was not full).
+    pub complete: bool,
+}
 
 impl Store {
+    /// Where a load of `stream` up to `max_version` starts, in one round trip on
+    /// PostgreSQL: the head, the newest snapshot, and the first page of events after it.
+    /// `None` when the stream does not exist.
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] for a deleted stream; connection errors.
+    pub(crate) async fn replay_start(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+        schema_version: u32,
+    ) -> Result<Option<ReplayStart>> {
+        let limit = self.inner.limits.page_size;
+        let backend = &self.inner.backend;
+        let start = self
+            .inner
+            .retry
+            .run("replay_stream", || {
+                backend.replay_start(stream, max_version, schema_version, limit)
+            })
+            .await?;
+        let Some(start) = start else {
+            return Ok(None);
+        };
+        if start.status != StreamStatus::Active {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+                hard: start.status == StreamStatus::Tombstoned,
+            });
+        }
+        let events_after = start
+            .snapshot
+            .as_ref()
+            .filter(|snapshot| snapshot.schema_version == schema_version)
+            .map_or(0, |snapshot| snapshot.version);
+        Ok(Some(ReplayStart {
+            head: start.version,
+            snapshot: start.snapshot,
+            events_after,
+            complete: start.events.len() < limit,
+            events: start.events,
+        }))
+    }
+
     /// The events of `stream` from version `from` to `last`, decoded into `E`, with their
     /// versions. The caller has checked that the stream is active and reaches `last`.
     pub(crate) fn replay<E: DomainEvent>(
@@ -43,7 +103,7 @@ impl Store {
         .try_flatten()
     }
 
-    fn decode_replayed<E: DomainEvent>(
+    pub(crate) fn decode_replayed<E: DomainEvent>(
         &self,
         stream: &StreamId,
         row: ReplayedEvent,

@@ -81,7 +81,11 @@ impl Store {
             .transpose()
     }
 
-    fn decode_snapshot(&self, stream: StreamId, stored: StoredSnapshot) -> Result<Snapshot> {
+    pub(crate) fn decode_snapshot(
+        &self,
+        stream: StreamId,
+        stored: StoredSnapshot,
+    ) -> Result<Snapshot> {
         let (version, schema_version) = (stored.version, stored.schema_version);
         let payload = self
             .inner

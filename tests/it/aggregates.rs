@@ -22,6 +22,7 @@ crate::for_each_backend!(
     manual_snapshot_api,
     commands_in_one_repository_queue_without_conflicts,
     concurrent_repositories_retry_on_conflicts,
+    loads_span_several_pages,
 );
 
 /// The events stored in `stream`, decoded.
@@ -764,4 +765,41 @@ mod read_back {
             "what was not stored is not applied"
         );
     }
+}
+
+async fn loads_span_several_pages(kind: Kind) {
+    let Some(t) = kind
+        .open_with("loads_span_several_pages", |builder| builder.page_size(3))
+        .await
+    else {
+        return;
+    };
+    let accounts = t.store.repository::<Account>();
+    open_account(&accounts, "15", 24).await; // version 25, snapshots at 10 and 20
+    let events = stored_events(&t.store, "account-15").await;
+    let fresh = t.store.repository::<Account>();
+    let loaded = fresh.load("15").await.expect("load").expect("exists");
+    assert_eq!((loaded.from_snapshot, loaded.replayed), (Some(20), 5));
+    assert_eq!(loaded.state, fold(events.clone()));
+    let at = fresh
+        .load_at("15", 17)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(
+        (at.from_snapshot, at.replayed, at.version),
+        (Some(10), 7, 17)
+    );
+    assert_eq!(at.state, fold(events.iter().take(17).cloned()));
+
+    // Without snapshots, and after a snapshot that does not decode, every page is read.
+    fresh.delete_snapshots("15", None).await.expect("delete");
+    let wrong = NewSnapshot::from_serialize(25, 1, &json!({ "balance": "many" })).expect("json");
+    t.store
+        .save_snapshot("account-15", wrong)
+        .await
+        .expect("save");
+    let loaded = fresh.load("15").await.expect("load").expect("exists");
+    assert_eq!((loaded.from_snapshot, loaded.replayed), (None, 25));
+    assert_eq!(loaded.state, fold(events));
 }
