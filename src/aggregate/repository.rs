@@ -228,10 +228,11 @@ impl<A: Aggregate> Repository<A> {
 
     /// The aggregate's current state, or `None` when its stream does not exist.
     ///
-    /// Starts from the newest snapshot whose schema version matches `A::SNAPSHOT_VERSION`
-    /// and applies the events after it. A snapshot of another version, or one that does
-    /// not decode, is skipped (with a warning for the latter) and replaced by a fresh one
-    /// when snapshots are on.
+    /// Starts from the newest snapshot when its schema version is `A::SNAPSHOT_VERSION`
+    /// and applies the events after it; on PostgreSQL the stream's row, the snapshot and
+    /// the first page of events come in one round trip. A newest snapshot of another
+    /// version, or one that does not decode, is skipped (with a warning for the latter):
+    /// the whole stream is replayed, and the snapshot is replaced when snapshots are on.
     ///
     /// # Errors
     /// [`Error::StreamDeleted`] for a deleted stream; decoding errors naming the event;
