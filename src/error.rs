@@ -205,6 +205,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A projection is no longer running, so what was waited for will not happen.
+    #[error("projection `{name}` is {state}{}", last_error.as_deref().map(|error| format!(": {error}")).unwrap_or_default())]
+    ProjectionStopped {
+        /// The projection.
+        name: String,
+        /// `stopped` or `failed`.
+        state: &'static str,
+        /// The error that stopped it, if any.
+        last_error: Option<String>,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -323,7 +334,9 @@ impl Error {
             | Error::SchemaVersion { .. }
             | Error::SnapshotCodec { .. }
             | Error::SnapshotPayload { .. } => ErrorKind::Codec,
-            Error::Database { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::Database { .. } | Error::Internal(_) | Error::ProjectionStopped { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
 

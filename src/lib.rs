@@ -32,6 +32,7 @@ mod codec;
 mod domain_event;
 mod error;
 mod event;
+mod projection;
 mod read;
 mod snapshot;
 mod store;
@@ -48,6 +49,10 @@ pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
 pub use error::{Error, ErrorKind, Result, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
+pub use projection::{
+    FailurePolicy, Projection, ProjectionContext, ProjectionError, ProjectionHandle,
+    ProjectionState, ProjectionStatus, Projections,
+};
 pub use read::{EventQuery, LogPosition};
 pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
 pub use store::{

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::batch::BatchTx;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -232,6 +233,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Deletes the stream's snapshot at `version`, or all of them; returns how many.
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64>;
+
+    /// Opens a batch transaction for a projection (on SQLite: on the writer connection).
+    async fn begin_batch(&self) -> Result<BatchTx>;
+
+    /// The checkpoint stored under `name`, if any.
+    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
 
     /// The stored events with these ids (in no particular order; missing ids are left out).
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>>;

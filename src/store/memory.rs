@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,6 +14,7 @@ use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ReplayedEvent, SnapshotWrite,
     StoredSnapshot, Written,
 };
+use super::batch::{BatchTx, MemoryCheckpoints};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
@@ -26,6 +27,7 @@ use crate::stream::{
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBackend {
     state: Mutex<State>,
+    checkpoints: MemoryCheckpoints,
 }
 
 #[derive(Debug, Default)]
@@ -343,6 +345,21 @@ impl Backend for MemoryBackend {
             Some(version) => u64::from(row.snapshots.remove(&version).is_some()),
             None => std::mem::take(&mut row.snapshots).len() as u64,
         })
+    }
+
+    async fn begin_batch(&self) -> Result<BatchTx> {
+        Ok(BatchTx::Memory {
+            checkpoints: Arc::clone(&self.checkpoints),
+            pending: None,
+        })
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let checkpoints = self
+            .checkpoints
+            .lock()
+            .map_err(|_| Error::Internal("memory store lock poisoned".into()))?;
+        Ok(checkpoints.get(name).copied())
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

@@ -24,6 +24,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "snapshots",
         sql: include_str!("../../migrations/sqlite/0002_snapshots.sql"),
     },
+    Migration {
+        version: 3,
+        name: "projections",
+        sql: include_str!("../../migrations/sqlite/0003_projections.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -36,6 +41,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "snapshots",
         sql: include_str!("../../migrations/postgres/0002_snapshots.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "projections",
+        sql: include_str!("../../migrations/postgres/0003_projections.sql"),
     },
 ];
 

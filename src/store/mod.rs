@@ -7,6 +7,7 @@
 
 mod append;
 mod backend;
+pub(crate) mod batch;
 mod builder;
 mod memory;
 mod migrate;
@@ -92,6 +93,8 @@ struct Inner {
     retry: RetryPolicy,
     upcasters: Upcasters,
     limits: Limits,
+    /// Bumped after every append that wrote events: wakes this process's projections.
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -123,6 +126,7 @@ impl Store {
                 retry,
                 upcasters,
                 limits,
+                appended: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -188,6 +192,9 @@ impl Store {
             .await?;
         let rejection = match outcome {
             AppendOutcome::Written(written) => {
+                self.inner
+                    .appended
+                    .send_modify(|count| *count = count.wrapping_add(1));
                 return Ok(AppendResult::new(&stream, &events, &written));
             }
             AppendOutcome::Deleted { hard } => {
@@ -273,6 +280,34 @@ impl Store {
             E::current_version(event.event_type).ok_or_else(|| fail(DecodeError::UnknownType))?;
         let payload = self.inner.upcasters.bring_to(event, current)?;
         E::decode(event.event_type, &payload).map_err(fail)
+    }
+
+    /// The checkpoint of the projection `name`: where in the global log it stopped, or
+    /// `None` when it has not committed a batch yet.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("checkpoint", || backend.checkpoint(name))
+            .await
+    }
+
+    /// Opens a projection batch's transaction.
+    pub(crate) async fn begin_batch(&self) -> Result<batch::BatchTx> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("begin_batch", || backend.begin_batch())
+            .await
+    }
+
+    /// A receiver that changes after every append of this store (and its clones) that
+    /// wrote events.
+    pub(crate) fn appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.appended.subscribe()
     }
 
     /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a

@@ -29,6 +29,7 @@ use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ReplayedEvent, SnapshotWrite,
     StoredSnapshot,
 };
+use super::batch::BatchTx;
 use super::migrate;
 use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code};
@@ -597,6 +598,24 @@ impl Backend for SqliteBackend {
             .await
             .map(|done| done.rows_affected())
             .map_err(|error| Error::from_sqlx("delete_snapshots", error))
+    }
+
+    async fn begin_batch(&self) -> Result<BatchTx> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map(BatchTx::Sqlite)
+            .map_err(|error| Error::from_sqlx("begin_batch", error))
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT commit_id, position FROM projection_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|error| Error::from_sqlx("checkpoint", error))?;
+        Ok(row.map(|(commit, position)| LogPosition::new(to_u64(commit), to_u64(position))))
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

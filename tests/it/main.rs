@@ -9,6 +9,7 @@ mod domain;
 mod domain_event;
 mod model;
 mod postgres;
+mod projections;
 mod sqlite;
 mod support;
 mod tampering;

@@ -1,0 +1,119 @@
+//! Projections: background tasks that turn the global log into read models.
+//!
+//! A [`Projection`] has a unique name and applies one event at a time. The runner
+//! ([`Store::projections`](crate::Store::projections)) reads the log from the projection's
+//! checkpoint in batches, then follows new appends. Each batch runs in one database
+//! transaction that also records the checkpoint:
+//!
+//! - **Read models in the store's database** (written through
+//!   [`ProjectionContext::sqlite`] / [`ProjectionContext::postgres`]) commit together with
+//!   the checkpoint: every event's effect is applied exactly once, even when the process
+//!   dies mid-batch.
+//! - **Read models elsewhere** (another database, a cache, an HTTP call) are at-least-once:
+//!   after a crash the batch is applied again. Use the event's id or
+//!   [`RecordedEvent::log_position`] to make the writes idempotent.
+
+mod runner;
+
+use async_trait::async_trait;
+use sqlx::{PgConnection, SqliteConnection};
+
+pub use runner::{FailurePolicy, ProjectionHandle, ProjectionState, ProjectionStatus, Projections};
+
+use crate::domain_event::DomainEvent;
+use crate::error::Result;
+use crate::event::RecordedEvent;
+use crate::store::Store;
+use crate::store::batch::BatchTx;
+
+/// What a projection's handler returns when it cannot apply an event.
+pub type ProjectionError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A read model fed from the global log.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use chronicle::{Projection, ProjectionContext, ProjectionError, RecordedEvent};
+///
+/// /// Counts deposits, in memory (at-least-once: a restart starts from the checkpoint).
+/// #[derive(Default)]
+/// struct Deposits(AtomicU64);
+///
+/// #[async_trait::async_trait]
+/// impl Projection for Deposits {
+///     fn name(&self) -> &str {
+///         "deposits"
+///     }
+///
+///     fn event_types(&self) -> &[&str] {
+///         &["account.Deposited"]
+///     }
+///
+///     async fn apply(
+///         &self,
+///         _event: &RecordedEvent,
+///         _ctx: &mut ProjectionContext<'_>,
+///     ) -> Result<(), ProjectionError> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The projection's unique name: its checkpoint is stored under it.
+    fn name(&self) -> &str;
+
+    /// The event types this projection applies; empty (the default) means all.
+    fn event_types(&self) -> &[&str] {
+        &[]
+    }
+
+    /// Applies one event to the read model.
+    ///
+    /// # Errors
+    /// Any error: the batch is rolled back and retried, then the runner stops or skips
+    /// the event as its [`FailurePolicy`] says.
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// What a projection's handler can reach while applying an event: the batch's open
+/// transaction (writes through it commit with the checkpoint) and the store.
+pub struct ProjectionContext<'a> {
+    tx: &'a mut BatchTx,
+    store: &'a Store,
+}
+
+impl<'a> ProjectionContext<'a> {
+    pub(crate) fn new(tx: &'a mut BatchTx, store: &'a Store) -> Self {
+        ProjectionContext { tx, store }
+    }
+
+    /// The batch transaction's connection when the store is SQLite.
+    pub fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
+        self.tx.sqlite()
+    }
+
+    /// The batch transaction's connection when the store is PostgreSQL.
+    pub fn postgres(&mut self) -> Option<&mut PgConnection> {
+        self.tx.postgres()
+    }
+
+    /// `event` decoded into the typed event `E` (with the store's upcasters).
+    ///
+    /// # Errors
+    /// As [`Store::decode_event`].
+    pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
+        self.store.decode_event(event)
+    }
+}
+
+impl std::fmt::Debug for ProjectionContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionContext").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,483 @@
+//! The projection runner: one tokio task per projection that catches up from its
+//! checkpoint in batches, then follows new appends, and the handle that watches and stops
+//! it.
+//!
+//! A batch is read with the store's gap-safe `read_all`, applied in one transaction, and
+//! closed by writing the checkpoint in that transaction. The task wakes on this process's
+//! appends and polls as a fallback (appends from other processes are seen within the poll
+//! interval). A failing batch is rolled back and retried with backoff; after the bound,
+//! the runner stops as failed or steps over the failing event, as configured.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::TryStreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::{Projection, ProjectionContext};
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::read::LogPosition;
+use crate::store::Store;
+
+/// What the runner does with an event whose handler still fails after the retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Stop the projection as failed, naming the event (the default). Its checkpoint stays
+    /// before the event; a restart tries it again.
+    #[default]
+    Stop,
+    /// Step over the event: record it (SQL backends: in `projection_skipped`, with the
+    /// error), log a warning, count it in the status, and go on.
+    Skip,
+}
+
+/// Where a projection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionState {
+    /// Reading its checkpoint.
+    Starting,
+    /// Applying batches of older events.
+    CatchingUp,
+    /// Caught up with the log, following new appends.
+    Running,
+    /// Stopped on request.
+    Stopped,
+    /// Stopped by an event its handler could not apply; see `last_error`.
+    Failed,
+}
+
+/// A snapshot of a projection's progress, from [`ProjectionHandle::status`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// Where it is in its life.
+    pub state: ProjectionState,
+    /// The checkpoint: every event up to here is applied.
+    pub position: LogPosition,
+    /// Events applied since the task started.
+    pub applied: u64,
+    /// Events stepped over since the task started ([`FailurePolicy::Skip`]).
+    pub skipped: u64,
+    /// How old the last applied event was when it was applied (zero once caught up).
+    pub lag: Duration,
+    /// The last error met, even if a retry then succeeded.
+    pub last_error: Option<String>,
+    /// How many times the task found the log exhausted.
+    idle_passes: u64,
+}
+
+/// Configures and starts projections on a store: `store.projections()`.
+#[derive(Debug, Clone)]
+#[must_use = "a projection runs only once `spawn` is called"]
+pub struct Projections {
+    store: Store,
+    settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    batch_size: usize,
+    poll_interval: Duration,
+    max_attempts: u32,
+    backoff: Duration,
+    on_failure: FailurePolicy,
+}
+
+impl Store {
+    /// Starts projections on this store: events in batches of 100, a poll every 500 ms
+    /// besides the wake-up on this process's appends, 3 tries per batch with a 100 ms
+    /// backoff that doubles, and [`FailurePolicy::Stop`].
+    pub fn projections(&self) -> Projections {
+        Projections {
+            store: self.clone(),
+            settings: Settings {
+                batch_size: 100,
+                poll_interval: Duration::from_millis(500),
+                max_attempts: 3,
+                backoff: Duration::from_millis(100),
+                on_failure: FailurePolicy::Stop,
+            },
+        }
+    }
+}
+
+impl Projections {
+    /// Events applied per transaction (at least 1).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.settings.batch_size = events.max(1);
+        self
+    }
+
+    /// How often to look for events appended by other processes.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = interval;
+        self
+    }
+
+    /// Tries per failing batch (at least 1), and the pause after the first failure
+    /// (doubling after each).
+    pub fn retries(mut self, attempts: u32, backoff: Duration) -> Self {
+        self.settings.max_attempts = attempts.max(1);
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// What to do with an event whose handler still fails after the retries.
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.settings.on_failure = policy;
+        self
+    }
+
+    /// Starts `projection` as a tokio task (call from within a tokio runtime).
+    pub fn spawn<P: Projection>(&self, projection: P) -> ProjectionHandle {
+        let name = projection.name().to_owned();
+        let (status_tx, status) = watch::channel(ProjectionStatus {
+            state: ProjectionState::Starting,
+            position: LogPosition::START,
+            applied: 0,
+            skipped: 0,
+            lag: Duration::ZERO,
+            last_error: None,
+            idle_passes: 0,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let runner = Runner {
+            store: self.store.clone(),
+            projection,
+            name: name.clone(),
+            settings: self.settings,
+            status: status_tx,
+            stop: stop_rx,
+        };
+        let span = tracing::info_span!("chronicle.projection", projection = %name);
+        let task = tokio::spawn(runner.run().instrument(span));
+        ProjectionHandle {
+            name,
+            status,
+            stop,
+            task,
+        }
+    }
+}
+
+/// A running projection: watch it, wait for it, stop it.
+#[derive(Debug)]
+pub struct ProjectionHandle {
+    name: String,
+    status: watch::Receiver<ProjectionStatus>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ProjectionHandle {
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its progress now.
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until every event up to `position` is applied (for example, to read your own
+    /// writes in a test or an API).
+    ///
+    /// # Errors
+    /// [`Error::ProjectionStopped`] when the projection stops or fails first.
+    pub async fn wait_until(&self, position: LogPosition) -> Result<()> {
+        self.wait_for(|status| status.position >= position).await
+    }
+
+    /// Waits until the projection has applied every event committed before the call.
+    ///
+    /// # Errors
+    /// [`Error::ProjectionStopped`] when the projection stops or fails first.
+    pub async fn wait_for_idle(&self) -> Result<()> {
+        // A pass that began before the call may have missed what was just committed; the
+        // one after it began after the call.
+        let start = self.status.borrow().idle_passes;
+        self.wait_for(|status| status.idle_passes >= start + 2)
+            .await
+    }
+
+    async fn wait_for(&self, mut done: impl FnMut(&ProjectionStatus) -> bool) -> Result<()> {
+        let mut status = self.status.clone();
+        let stopped = |status: &ProjectionStatus| match status.state {
+            ProjectionState::Stopped => Some("stopped"),
+            ProjectionState::Failed => Some("failed"),
+            _ => None,
+        };
+        loop {
+            {
+                let current = status.borrow_and_update();
+                if done(&current) {
+                    return Ok(());
+                }
+                if let Some(state) = stopped(&current) {
+                    return Err(Error::ProjectionStopped {
+                        name: self.name.clone(),
+                        state,
+                        last_error: current.last_error.clone(),
+                    });
+                }
+            }
+            if status.changed().await.is_err() {
+                // The task is gone (aborted or panicked) without saying so.
+                return Err(Error::ProjectionStopped {
+                    name: self.name.clone(),
+                    state: "stopped",
+                    last_error: status.borrow().last_error.clone(),
+                });
+            }
+        }
+    }
+
+    /// Asks the task to stop after the batch in hand, waits for it, and returns the final
+    /// status.
+    pub async fn stop(self) -> ProjectionStatus {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.status.borrow().clone()
+    }
+
+    /// Kills the task at once, wherever it is: an open batch is rolled back, so a read
+    /// model in the store's database keeps exactly what the checkpoint says.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// The task behind a [`ProjectionHandle`].
+struct Runner<P> {
+    store: Store,
+    projection: P,
+    name: String,
+    settings: Settings,
+    status: watch::Sender<ProjectionStatus>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why a batch did not commit.
+enum BatchFailure {
+    /// The database failed (begin, checkpoint, commit): retried until it comes back.
+    Store(Error),
+    /// The handler refused the event at this index of the batch.
+    Handler { index: usize, error: String },
+}
+
+/// The runner gave up: it was asked to stop, or it failed.
+struct Halt;
+
+impl<P: Projection> Runner<P> {
+    async fn run(mut self) {
+        let mut cursor = loop {
+            match self.store.checkpoint(&self.name).await {
+                Ok(cursor) => break cursor.unwrap_or(LogPosition::START),
+                Err(error) => {
+                    self.note_error(error.to_string());
+                    if self.pause(self.settings.backoff).await.is_err() {
+                        return self.finish(ProjectionState::Stopped);
+                    }
+                }
+            }
+        };
+        self.status.send_modify(|status| {
+            status.position = cursor;
+            status.state = ProjectionState::CatchingUp;
+        });
+        let mut appends = self.store.appends();
+        loop {
+            if *self.stop.borrow() {
+                return self.finish(ProjectionState::Stopped);
+            }
+            // Appends from here on wake the wait below, even if this read misses them.
+            appends.borrow_and_update();
+            let batch = match self.read_batch(cursor).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    self.note_error(error.to_string());
+                    if self.pause(self.settings.backoff).await.is_err() {
+                        return self.finish(ProjectionState::Stopped);
+                    }
+                    continue;
+                }
+            };
+            let Some(last) = batch.last() else {
+                self.status.send_modify(|status| {
+                    status.state = ProjectionState::Running;
+                    status.lag = Duration::ZERO;
+                    status.idle_passes += 1;
+                });
+                tokio::select! {
+                    _ = appends.changed() => {}
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    _ = self.stop.changed() => {}
+                }
+                continue;
+            };
+            let (position, lag) = (last.log_position(), age(last));
+            let full = batch.len() == self.settings.batch_size;
+            match self.apply_with_retries(&batch).await {
+                Ok((applied, skipped)) => {
+                    cursor = position;
+                    self.status.send_modify(|status| {
+                        status.position = position;
+                        status.applied += applied;
+                        status.skipped += skipped;
+                        status.lag = lag;
+                        status.state = if full {
+                            ProjectionState::CatchingUp
+                        } else {
+                            ProjectionState::Running
+                        };
+                    });
+                }
+                Err(Halt) => {
+                    if self.status.borrow().state != ProjectionState::Failed {
+                        self.finish(ProjectionState::Stopped);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn read_batch(&self, after: LogPosition) -> Result<Vec<RecordedEvent>> {
+        use futures::StreamExt;
+        self.store
+            .read_all(after)
+            .take(self.settings.batch_size)
+            .try_collect()
+            .await
+    }
+
+    /// Applies `batch`, retrying failures; returns the events applied and skipped.
+    async fn apply_with_retries(&self, batch: &[RecordedEvent]) -> Result<(u64, u64), Halt> {
+        let mut skips = BTreeSet::new();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.apply_batch(batch, &skips).await {
+                Ok(applied) => return Ok((applied, skips.len() as u64)),
+                Err(failure) => failure,
+            };
+            let pause = self.settings.backoff * 2u32.saturating_pow(attempt.min(16) - 1);
+            match failure {
+                BatchFailure::Store(error) => {
+                    // The database will come back; keep trying at the longest pause.
+                    self.note_error(error.to_string());
+                    attempt = attempt.min(self.settings.max_attempts);
+                }
+                BatchFailure::Handler { index, error } => {
+                    let event = &batch[index];
+                    let message = format!(
+                        "event {} (`{}` in stream `{}`, position {}): {error}",
+                        event.id,
+                        event.event_type,
+                        event.stream_id,
+                        event.log_position()
+                    );
+                    self.note_error(message.clone());
+                    if attempt >= self.settings.max_attempts {
+                        match self.settings.on_failure {
+                            FailurePolicy::Stop => {
+                                tracing::error!(projection = %self.name, %message, "projection failed");
+                                self.finish(ProjectionState::Failed);
+                                return Err(Halt);
+                            }
+                            FailurePolicy::Skip => {
+                                tracing::warn!(projection = %self.name, %message, "skipping the event");
+                                skips.insert(index);
+                                attempt = 0;
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            self.pause(pause).await?;
+        }
+    }
+
+    /// Applies `batch` (except the `skips`) and moves the checkpoint past it, in one
+    /// transaction.
+    async fn apply_batch(
+        &self,
+        batch: &[RecordedEvent],
+        skips: &BTreeSet<usize>,
+    ) -> Result<u64, BatchFailure> {
+        let mut tx = self
+            .store
+            .begin_batch()
+            .await
+            .map_err(BatchFailure::Store)?;
+        let wanted = self.projection.event_types();
+        let mut applied = 0;
+        {
+            let mut ctx = ProjectionContext::new(&mut tx, &self.store);
+            for (index, event) in batch.iter().enumerate() {
+                if skips.contains(&index)
+                    || !(wanted.is_empty() || wanted.contains(&event.event_type.as_str()))
+                {
+                    continue;
+                }
+                self.projection
+                    .apply(event, &mut ctx)
+                    .await
+                    .map_err(|error| BatchFailure::Handler {
+                        index,
+                        error: error.to_string(),
+                    })?;
+                applied += 1;
+            }
+        }
+        let last_error = self.status.borrow().last_error.clone().unwrap_or_default();
+        for &index in skips {
+            let event = &batch[index];
+            tx.record_skip(&self.name, event.id, event.position, &last_error)
+                .await
+                .map_err(BatchFailure::Store)?;
+        }
+        if let Some(last) = batch.last() {
+            tx.save_checkpoint(&self.name, last.log_position())
+                .await
+                .map_err(BatchFailure::Store)?;
+        }
+        tx.commit().await.map_err(BatchFailure::Store)?;
+        Ok(applied)
+    }
+
+    fn note_error(&self, error: String) {
+        tracing::debug!(projection = %self.name, %error, "projection error");
+        self.status
+            .send_modify(|status| status.last_error = Some(error));
+    }
+
+    /// Sleeps for `duration`, or less when asked to stop (then `Err`).
+    async fn pause(&self, duration: Duration) -> Result<(), Halt> {
+        let mut stop = self.stop.clone();
+        if *stop.borrow_and_update() {
+            return Err(Halt);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => Ok(()),
+            _ = stop.changed() => Err(Halt),
+        }
+    }
+
+    fn finish(&self, state: ProjectionState) {
+        self.status.send_modify(|status| status.state = state);
+    }
+}
+
+/// How long ago `event` was recorded.
+fn age(event: &RecordedEvent) -> Duration {
+    (Utc::now() - event.recorded_at)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+}

@@ -1,0 +1,150 @@
+//! A projection's batch: one database transaction that carries the read model's writes
+//! and the projection's checkpoint, so both commit together or not at all.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::Utc;
+use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+use uuid::Uuid;
+
+use super::sql::to_i64;
+use crate::error::{Error, Result};
+use crate::read::LogPosition;
+
+/// The memory backend's checkpoints, shared with its batches.
+pub(crate) type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
+
+/// An open batch transaction on one of the backends.
+#[derive(Debug)]
+pub(crate) enum BatchTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+    /// The memory backend has no transactions: the checkpoint is kept aside and stored on
+    /// commit.
+    Memory {
+        checkpoints: MemoryCheckpoints,
+        pending: Option<(String, LogPosition)>,
+    },
+}
+
+impl BatchTx {
+    /// The transaction's SQLite connection, when the store is SQLite.
+    pub(crate) fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
+        match self {
+            BatchTx::Sqlite(tx) => Some(&mut **tx),
+            _ => None,
+        }
+    }
+
+    /// The transaction's PostgreSQL connection, when the store is PostgreSQL.
+    pub(crate) fn postgres(&mut self) -> Option<&mut PgConnection> {
+        match self {
+            BatchTx::Postgres(tx) => Some(&mut **tx),
+            _ => None,
+        }
+    }
+
+    /// Records `name`'s checkpoint at `at`, in this transaction.
+    pub(crate) async fn save_checkpoint(&mut self, name: &str, at: LogPosition) -> Result<()> {
+        let fail = |error| Error::from_sqlx("save_checkpoint", error);
+        match self {
+            BatchTx::Sqlite(tx) => {
+                sqlx::query(
+                    "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET \
+                     commit_id = excluded.commit_id, position = excluded.position, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(to_i64(at.commit()))
+                .bind(to_i64(at.position()))
+                .bind(Utc::now().timestamp_micros())
+                .execute(&mut **tx)
+                .await
+                .map_err(fail)?;
+            }
+            BatchTx::Postgres(tx) => {
+                sqlx::query(
+                    "INSERT INTO projection_checkpoints (name, commit_id, position) \
+                     VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET \
+                     commit_id = excluded.commit_id, position = excluded.position, \
+                     updated_at = now()",
+                )
+                .bind(name)
+                .bind(to_i64(at.commit()))
+                .bind(to_i64(at.position()))
+                .execute(&mut **tx)
+                .await
+                .map_err(fail)?;
+            }
+            BatchTx::Memory { pending, .. } => *pending = Some((name.to_owned(), at)),
+        }
+        Ok(())
+    }
+
+    /// Records that `name` stepped over `event` after its handler kept failing with
+    /// `error` (the memory backend only logs it).
+    pub(crate) async fn record_skip(
+        &mut self,
+        name: &str,
+        event_id: Uuid,
+        position: u64,
+        error: &str,
+    ) -> Result<()> {
+        let fail = |error| Error::from_sqlx("record_skip", error);
+        match self {
+            BatchTx::Sqlite(tx) => {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO projection_skipped \
+                     (name, event_id, position, error, skipped_at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(name)
+                .bind(event_id)
+                .bind(to_i64(position))
+                .bind(error)
+                .bind(Utc::now().timestamp_micros())
+                .execute(&mut **tx)
+                .await
+                .map_err(fail)?;
+            }
+            BatchTx::Postgres(tx) => {
+                sqlx::query(
+                    "INSERT INTO projection_skipped (name, event_id, position, error) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name, event_id) DO UPDATE SET \
+                     error = excluded.error, skipped_at = now()",
+                )
+                .bind(name)
+                .bind(event_id)
+                .bind(to_i64(position))
+                .bind(error)
+                .execute(&mut **tx)
+                .await
+                .map_err(fail)?;
+            }
+            BatchTx::Memory { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Commits the batch: the read model's writes and the checkpoint.
+    pub(crate) async fn commit(self) -> Result<()> {
+        let fail = |error| Error::from_sqlx("commit_batch", error);
+        match self {
+            BatchTx::Sqlite(tx) => tx.commit().await.map_err(fail),
+            BatchTx::Postgres(tx) => tx.commit().await.map_err(fail),
+            BatchTx::Memory {
+                checkpoints,
+                pending,
+            } => {
+                if let Some((name, at)) = pending {
+                    checkpoints
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(name, at);
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Projections on every backend: catch-up then live, restarts from the checkpoint, a task
+//! killed mid-batch, failing handlers, and concurrent writers on PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronicle::{
+    ExpectedVersion, FailurePolicy, NewEvent, Projection, ProjectionContext, ProjectionError,
+    ProjectionState, RecordedEvent, Store,
+};
+use serde_json::json;
+
+use crate::support::{Kind, Location, TestStore};
+
+crate::for_each_backend!(
+    catch_up_then_live,
+    restart_resumes_from_the_checkpoint,
+    a_task_killed_mid_batch_applies_every_event_once,
+    a_failing_handler_stops_the_projection,
+    a_failing_handler_can_skip_the_event,
+);
+
+/// Sums `amount` per stream: in the store's database (same transaction as the checkpoint)
+/// on the SQL backends, in memory otherwise.
+#[derive(Clone, Default)]
+struct Totals {
+    memory: Arc<Mutex<HashMap<String, i64>>>,
+    /// Fail on events whose `n` is this.
+    fail_on: Option<i64>,
+    /// On the event whose `n` is this, after writing it, tell the test and hang.
+    hang_on: Option<(i64, Arc<tokio::sync::Notify>)>,
+}
+
+const CREATE_TOTALS: &str = "CREATE TABLE IF NOT EXISTS totals \
+    (stream_id TEXT PRIMARY KEY, amount BIGINT NOT NULL, applied BIGINT NOT NULL)";
+
+#[async_trait::async_trait]
+impl Projection for Totals {
+    fn name(&self) -> &str {
+        "totals"
+    }
+
+    fn event_types(&self) -> &[&str] {
+        &["test.deposited"]
+    }
+
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        let data = event.json()?;
+        let n = data["n"].as_i64().ok_or("no n")?;
+        let amount = data["amount"].as_i64().ok_or("no amount")?;
+        if self.fail_on == Some(n) {
+            return Err(format!("cannot apply n = {n}").into());
+        }
+        let upsert = "INSERT INTO totals (stream_id, amount, applied) VALUES ($1, $2, 1) \
+            ON CONFLICT (stream_id) DO UPDATE SET amount = totals.amount + excluded.amount, \
+            applied = totals.applied + 1";
+        if let Some(conn) = ctx.sqlite() {
+            sqlx::query(CREATE_TOTALS).execute(&mut *conn).await?;
+            sqlx::query(upsert)
+                .bind(event.stream_id.as_str())
+                .bind(amount)
+                .execute(&mut *conn)
+                .await?;
+        } else if let Some(conn) = ctx.postgres() {
+            sqlx::query(upsert)
+                .bind(event.stream_id.as_str())
+                .bind(amount)
+                .execute(&mut *conn)
+                .await?;
+        } else {
+            *self
+                .memory
+                .lock()
+                .expect("lock")
+                .entry(event.stream_id.to_string())
+                .or_default() += amount;
+        }
+        if let Some((hang, reached)) = &self.hang_on
+            && *hang == n
+        {
+            reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Appends deposits `n` in `range` (amount `n`), spread over 5 accounts, plus a
+/// withdrawal the projection does not subscribe to.
+async fn deposit(store: &Store, range: std::ops::Range<i64>) {
+    for n in range {
+        let stream = format!("acct-{}", n % 5);
+        let events = vec![
+            NewEvent::new("test.deposited", json!({ "n": n, "amount": n })),
+            NewEvent::new("test.noted", json!({ "n": n })),
+        ];
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+}
+
+/// The sums a fold of deposits `0..count` gives, per stream.
+fn expected(count: i64) -> HashMap<String, i64> {
+    let mut totals = HashMap::new();
+    for n in 0..count {
+        *totals.entry(format!("acct-{}", n % 5)).or_default() += n;
+    }
+    totals
+}
+
+/// The read model: per stream, (amount, times applied).
+async fn read_model(t: &TestStore, projection: &Totals) -> HashMap<String, (i64, i64)> {
+    use sqlx::Connection;
+    let sql = "SELECT stream_id, amount, applied FROM totals";
+    let rows: Vec<(String, i64, i64)> = match &t.location {
+        Location::Memory => {
+            return projection
+                .memory
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|(stream, amount)| (stream.clone(), (*amount, 0)))
+                .collect();
+        }
+        Location::Sqlite { url, .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::query_as(sql)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_default()
+        }
+        Location::Postgres { url, schema } => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            let sql = format!("SELECT stream_id, amount, applied FROM \"{schema}\".totals");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut conn)
+                .await
+                .expect("select")
+        }
+    };
+    rows.into_iter()
+        .map(|(stream, amount, applied)| (stream, (amount, applied)))
+        .collect()
+}
+
+/// Checks the read model holds the deposits `0..count`, each applied once.
+async fn assert_totals(t: &TestStore, projection: &Totals, count: i64) {
+    let model = read_model(t, projection).await;
+    let amounts: HashMap<String, i64> = model
+        .iter()
+        .map(|(stream, (amount, _))| (stream.clone(), *amount))
+        .collect();
+    assert_eq!(amounts, expected(count));
+    if !matches!(t.location, Location::Memory) {
+        let applied: i64 = model.values().map(|(_, applied)| applied).sum();
+        assert_eq!(applied, count, "every event applied exactly once");
+    }
+}
+
+async fn open(kind: Kind, test: &str) -> Option<TestStore> {
+    let t = kind.open(test).await?;
+    if let Location::Postgres { .. } = t.location {
+        crate::support::execute(
+            &t,
+            "CREATE TABLE totals (stream_id text PRIMARY KEY, amount bigint NOT NULL, \
+             applied bigint NOT NULL)",
+        )
+        .await;
+    }
+    Some(t)
+}
+
+fn fast(store: &Store) -> chronicle::Projections {
+    store
+        .projections()
+        .batch_size(16)
+        .poll_interval(Duration::from_millis(50))
+        .retries(2, Duration::from_millis(10))
+}
+
+async fn catch_up_then_live(kind: Kind) {
+    let Some(t) = open(kind, "catch_up_then_live").await else {
+        return;
+    };
+    deposit(&t.store, 0..100).await;
+    let projection = Totals::default();
+    let handle = fast(&t.store).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    assert_totals(&t, &projection, 100).await;
+    let status = handle.status();
+    assert_eq!(status.state, ProjectionState::Running);
+    assert_eq!(status.applied, 100, "the other event type is filtered out");
+
+    // Live: appended while the projection runs.
+    deposit(&t.store, 100..130).await;
+    handle.wait_for_idle().await.expect("live");
+    assert_totals(&t, &projection, 130).await;
+    let status = handle.stop().await;
+    assert_eq!(status.state, ProjectionState::Stopped);
+    assert_eq!(
+        t.store.checkpoint("totals").await.expect("checkpoint"),
+        Some(status.position)
+    );
+}
+
+async fn restart_resumes_from_the_checkpoint(kind: Kind) {
+    let Some(t) = open(kind, "restart_resumes_from_the_checkpoint").await else {
+        return;
+    };
+    let projection = Totals::default();
+    deposit(&t.store, 0..40).await;
+    let handle = fast(&t.store).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    handle.stop().await;
+
+    deposit(&t.store, 40..70).await;
+    let handle = fast(&t.store).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up again");
+    assert_eq!(handle.status().applied, 30, "only the new events");
+    assert_totals(&t, &projection, 70).await;
+    handle.stop().await;
+}
+
+async fn a_task_killed_mid_batch_applies_every_event_once(kind: Kind) {
+    let Some(t) = open(kind, "a_task_killed_mid_batch_applies_every_event_once").await else {
+        return;
+    };
+    if matches!(t.location, Location::Memory) {
+        return; // a memory read model is at-least-once by design
+    }
+    deposit(&t.store, 0..60).await;
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let hanging = Totals {
+        hang_on: Some((37, Arc::clone(&reached))),
+        ..Totals::default()
+    };
+    let handle = fast(&t.store).spawn(hanging);
+    reached.notified().await;
+    // Killed after writing event 37's effect, before its batch's checkpoint.
+    handle.abort();
+    let _ = handle.wait_for_idle().await;
+
+    let projection = Totals::default();
+    let handle = fast(&t.store).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    assert_totals(&t, &projection, 60).await;
+    handle.stop().await;
+}
+
+async fn a_failing_handler_stops_the_projection(kind: Kind) {
+    let Some(t) = open(kind, "a_failing_handler_stops_the_projection").await else {
+        return;
+    };
+    deposit(&t.store, 0..30).await;
+    let failing = Totals {
+        fail_on: Some(20),
+        ..Totals::default()
+    };
+    let handle = fast(&t.store).spawn(failing.clone());
+    let error = handle.wait_for_idle().await.expect_err("fails");
+    assert!(error.to_string().contains("cannot apply n = 20"), "{error}");
+    let status = handle.status();
+    assert_eq!(status.state, ProjectionState::Failed);
+    let last_error = status.last_error.expect("error");
+    assert!(
+        last_error.contains("`test.deposited` in stream `acct-0`"),
+        "{last_error}"
+    );
+    // The checkpoint stays before the failing event's batch.
+    assert!(status.applied < 20);
+    let checkpoint = t.store.checkpoint("totals").await.expect("checkpoint");
+    assert_eq!(
+        checkpoint,
+        Some(status.position).filter(|p| p.position() > 0)
+    );
+    handle.stop().await;
+}
+
+async fn a_failing_handler_can_skip_the_event(kind: Kind) {
+    let Some(t) = open(kind, "a_failing_handler_can_skip_the_event").await else {
+        return;
+    };
+    deposit(&t.store, 0..30).await;
+    let failing = Totals {
+        fail_on: Some(20),
+        ..Totals::default()
+    };
+    let handle = fast(&t.store)
+        .on_failure(FailurePolicy::Skip)
+        .spawn(failing.clone());
+    handle.wait_for_idle().await.expect("goes on");
+    let status = handle.status();
+    assert_eq!((status.applied, status.skipped), (29, 1));
+    assert_eq!(status.state, ProjectionState::Running);
+    if matches!(t.location, Location::Memory) {
+        // Retried batches re-apply to a read model outside the database: at-least-once.
+        handle.stop().await;
+        return;
+    }
+    let mut expected_model = expected(30);
+    *expected_model.get_mut("acct-0").expect("acct-0") -= 20;
+    let model = read_model(&t, &failing).await;
+    let amounts: HashMap<String, i64> = model
+        .iter()
+        .map(|(stream, (amount, _))| (stream.clone(), *amount))
+        .collect();
+    assert_eq!(amounts, expected_model);
+    if let Location::Sqlite { url, .. } = &t.location {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+        let (count, error): (i64, String) =
+            sqlx::query_as("SELECT count(*), max(error) FROM projection_skipped")
+                .fetch_one(&mut conn)
+                .await
+                .expect("select");
+        assert_eq!(count, 1);
+        assert!(error.contains("cannot apply n = 20"), "{error}");
+    }
+    handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_projection_follows_eight_concurrent_writers() {
+    let Some(t) = open(
+        Kind::Postgres,
+        "postgres_projection_follows_eight_concurrent_writers",
+    )
+    .await
+    else {
+        return;
+    };
+    let projection = Totals::default();
+    let handle = fast(&t.store).spawn(projection.clone());
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let store = t.store.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                let mut n = writer;
+                while tokio::time::Instant::now() < deadline {
+                    deposit(&store, n..n + 1).await;
+                    n += 8;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for writer in writers {
+        let next = writer.await.expect("writer");
+        written = written.max(next);
+    }
+    handle.wait_for_idle().await.expect("caught up");
+    // A fold over the whole log: every deposit in it, once.
+    let log: Vec<RecordedEvent> =
+        futures::TryStreamExt::try_collect(t.store.read_all(chronicle::LogPosition::START))
+            .await
+            .expect("read all");
+    let mut fold: HashMap<String, i64> = HashMap::new();
+    let mut deposits = 0;
+    for event in log.iter().filter(|e| e.event_type == "test.deposited") {
+        *fold.entry(event.stream_id.to_string()).or_default() +=
+            event.json().expect("json")["amount"]
+                .as_i64()
+                .expect("amount");
+        deposits += 1;
+    }
+    let model = read_model(&t, &projection).await;
+    let amounts: HashMap<String, i64> = model
+        .iter()
+        .map(|(stream, (amount, _))| (stream.clone(), *amount))
+        .collect();
+    assert_eq!(amounts, fold);
+    assert_eq!(
+        model.values().map(|(_, applied)| applied).sum::<i64>(),
+        deposits
+    );
+    assert!(
+        deposits > 50,
+        "the writers wrote ({deposits}, up to n = {written})"
+    );
+    handle.stop().await;
+}
