@@ -23,6 +23,9 @@ use crate::event::RecordedEvent;
 use crate::read::LogPosition;
 use crate::store::Store;
 
+/// How often an instance on standby tries to take the lease.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
+
 /// What the runner does with an event whose handler still fails after the retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
@@ -40,6 +43,9 @@ pub enum FailurePolicy {
 pub enum ProjectionState {
     /// Reading its checkpoint.
     Starting,
+    /// Another instance runs the projection (PostgreSQL lease); this one takes over when
+    /// that one stops or dies.
+    Standby,
     /// Applying batches of older events.
     CatchingUp,
     /// Caught up with the log, following new appends.
@@ -262,10 +268,21 @@ struct Runner<P> {
     stop: watch::Receiver<bool>,
 }
 
+/// What became of a batch.
+enum Batch {
+    /// Committed: events applied and skipped.
+    Applied { applied: u64, skipped: u64 },
+    /// Not committed: the stored checkpoint was not where this runner left it (another
+    /// instance moved it, or it was reset).
+    CheckpointMoved,
+}
+
 /// Why a batch did not commit.
 enum BatchFailure {
     /// The database failed (begin, checkpoint, commit): retried until it comes back.
     Store(Error),
+    /// See [`Batch::CheckpointMoved`].
+    CheckpointMoved,
     /// The handler refused the event at this index of the batch.
     Handler { index: usize, error: String },
 }
@@ -275,6 +292,19 @@ struct Halt;
 
 impl<P: Projection> Runner<P> {
     async fn run(mut self) {
+        // Held until the task ends; on PostgreSQL, dropping it frees the lock.
+        let _lease = loop {
+            match self.store.try_lease(&self.name).await {
+                Ok(Some(lease)) => break lease,
+                Ok(None) => self.status.send_modify(|status| {
+                    status.state = ProjectionState::Standby;
+                }),
+                Err(error) => self.note_error(error.to_string()),
+            }
+            if self.pause(LEASE_RETRY).await.is_err() {
+                return self.finish(ProjectionState::Stopped);
+            }
+        };
         let mut cursor = loop {
             match self.store.checkpoint(&self.name).await {
                 Ok(cursor) => break cursor.unwrap_or(LogPosition::START),
@@ -322,8 +352,19 @@ impl<P: Projection> Runner<P> {
             };
             let (position, lag) = (last.log_position(), age(last));
             let full = batch.len() == self.settings.batch_size;
-            match self.apply_with_retries(&batch).await {
-                Ok((applied, skipped)) => {
+            match self.apply_with_retries(&batch, cursor).await {
+                Ok(Batch::CheckpointMoved) => {
+                    self.note_error(
+                        "the checkpoint moved under this runner; resuming from the stored one"
+                            .to_owned(),
+                    );
+                    match self.store.checkpoint(&self.name).await {
+                        Ok(stored) => cursor = stored.unwrap_or(LogPosition::START),
+                        Err(error) => self.note_error(error.to_string()),
+                    }
+                    self.status.send_modify(|status| status.position = cursor);
+                }
+                Ok(Batch::Applied { applied, skipped }) => {
                     cursor = position;
                     self.status.send_modify(|status| {
                         status.position = position;
@@ -357,17 +398,25 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Applies `batch`, retrying failures; returns the events applied and skipped.
-    async fn apply_with_retries(&self, batch: &[RecordedEvent]) -> Result<(u64, u64), Halt> {
+    async fn apply_with_retries(
+        &self,
+        batch: &[RecordedEvent],
+        from: LogPosition,
+    ) -> Result<Batch, Halt> {
         let mut skips = BTreeSet::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.apply_batch(batch, &skips).await {
-                Ok(applied) => return Ok((applied, skips.len() as u64)),
+            let failure = match self.apply_batch(batch, &skips, from).await {
+                Ok(applied) => {
+                    let skipped = skips.len() as u64;
+                    return Ok(Batch::Applied { applied, skipped });
+                }
                 Err(failure) => failure,
             };
             let pause = self.settings.backoff * 2u32.saturating_pow(attempt.min(16) - 1);
             match failure {
+                BatchFailure::CheckpointMoved => return Ok(Batch::CheckpointMoved),
                 BatchFailure::Store(error) => {
                     // The database will come back; keep trying at the longest pause.
                     self.note_error(error.to_string());
@@ -404,12 +453,13 @@ impl<P: Projection> Runner<P> {
         }
     }
 
-    /// Applies `batch` (except the `skips`) and moves the checkpoint past it, in one
-    /// transaction.
+    /// Applies `batch` (except the `skips`) and moves the checkpoint from `from` past it,
+    /// in one transaction.
     async fn apply_batch(
         &self,
         batch: &[RecordedEvent],
         skips: &BTreeSet<usize>,
+        from: LogPosition,
     ) -> Result<u64, BatchFailure> {
         let mut tx = self
             .store
@@ -444,9 +494,13 @@ impl<P: Projection> Runner<P> {
                 .map_err(BatchFailure::Store)?;
         }
         if let Some(last) = batch.last() {
-            tx.save_checkpoint(&self.name, last.log_position())
+            let moved = tx
+                .move_checkpoint(&self.name, from, last.log_position())
                 .await
                 .map_err(BatchFailure::Store)?;
+            if !moved {
+                return Err(BatchFailure::CheckpointMoved);
+            }
         }
         tx.commit().await.map_err(BatchFailure::Store)?;
         Ok(applied)

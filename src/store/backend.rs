@@ -99,6 +99,22 @@ pub(crate) struct StreamStart {
     pub events: Vec<ReplayedEvent>,
 }
 
+/// A projection's lease: while it lives, no other instance runs the projection. On
+/// PostgreSQL it owns the connection holding the session advisory lock; dropping it (or
+/// the process dying) closes the connection and frees the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Lease {
+    _connection: Option<sqlx::PgConnection>,
+}
+
+impl Lease {
+    pub(crate) fn holding(connection: sqlx::PgConnection) -> Self {
+        Lease {
+            _connection: Some(connection),
+        }
+    }
+}
+
 /// A snapshot to write, its payload encoded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SnapshotWrite<'a> {
@@ -239,6 +255,15 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The checkpoint stored under `name`, if any.
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
+
+    /// Tries to become the one active instance of projection `name`: `Some` holds the
+    /// lease until dropped, `None` means another instance holds it. Backends without
+    /// cross-process leases grant it at once (the checkpoint's move check still keeps
+    /// two instances from applying a batch twice).
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>> {
+        let _ = name;
+        Ok(Some(Lease::default()))
+    }
 
     /// The stored events with these ids (in no particular order; missing ids are left out).
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>>;

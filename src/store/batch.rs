@@ -24,7 +24,8 @@ pub(crate) enum BatchTx {
     /// commit.
     Memory {
         checkpoints: MemoryCheckpoints,
-        pending: Option<(String, LogPosition)>,
+        /// The checkpoint move to make on commit: name, expected position, new position.
+        pending: Option<(String, LogPosition, LogPosition)>,
     },
 }
 
@@ -45,42 +46,100 @@ impl BatchTx {
         }
     }
 
-    /// Records `name`'s checkpoint at `at`, in this transaction.
-    pub(crate) async fn save_checkpoint(&mut self, name: &str, at: LogPosition) -> Result<()> {
+    /// Moves `name`'s checkpoint from `from` to `to`, in this transaction; `false` when
+    /// the stored checkpoint is not at `from` any more (another instance moved it), in
+    /// which case nothing is written and the batch must not commit.
+    pub(crate) async fn move_checkpoint(
+        &mut self,
+        name: &str,
+        from: LogPosition,
+        to: LogPosition,
+    ) -> Result<bool> {
         let fail = |error| Error::from_sqlx("save_checkpoint", error);
-        match self {
-            BatchTx::Sqlite(tx) => {
-                sqlx::query(
+        // A missing row counts as START: the first batch inserts it.
+        let moved =
+            match self {
+                BatchTx::Sqlite(tx) => sqlx::query(
                     "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET \
-                     commit_id = excluded.commit_id, position = excluded.position, \
-                     updated_at = excluded.updated_at",
+                 SELECT ?1, ?4, ?5, ?6 WHERE ?2 = 0 AND ?3 = 0 \
+                 ON CONFLICT (name) DO NOTHING",
                 )
                 .bind(name)
-                .bind(to_i64(at.commit()))
-                .bind(to_i64(at.position()))
+                .bind(to_i64(from.commit()))
+                .bind(to_i64(from.position()))
+                .bind(to_i64(to.commit()))
+                .bind(to_i64(to.position()))
                 .bind(Utc::now().timestamp_micros())
                 .execute(&mut **tx)
                 .await
-                .map_err(fail)?;
-            }
-            BatchTx::Postgres(tx) => {
-                sqlx::query(
-                    "INSERT INTO projection_checkpoints (name, commit_id, position) \
-                     VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET \
-                     commit_id = excluded.commit_id, position = excluded.position, \
-                     updated_at = now()",
-                )
-                .bind(name)
-                .bind(to_i64(at.commit()))
-                .bind(to_i64(at.position()))
-                .execute(&mut **tx)
-                .await
-                .map_err(fail)?;
-            }
-            BatchTx::Memory { pending, .. } => *pending = Some((name.to_owned(), at)),
-        }
-        Ok(())
+                .map_err(fail)?
+                .rows_affected()
+                    > 0
+                    || sqlx::query(
+                        "UPDATE projection_checkpoints SET commit_id = ?4, position = ?5, \
+                     updated_at = ?6 WHERE name = ?1 AND commit_id = ?2 AND position = ?3",
+                    )
+                    .bind(name)
+                    .bind(to_i64(from.commit()))
+                    .bind(to_i64(from.position()))
+                    .bind(to_i64(to.commit()))
+                    .bind(to_i64(to.position()))
+                    .bind(Utc::now().timestamp_micros())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(fail)?
+                    .rows_affected()
+                        > 0,
+                BatchTx::Postgres(tx) => {
+                    sqlx::query(
+                        "INSERT INTO projection_checkpoints (name, commit_id, position) \
+                     SELECT $1, $4, $5 WHERE $2 = 0 AND $3 = 0 \
+                     ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
+                         position = excluded.position, updated_at = now() \
+                     WHERE projection_checkpoints.commit_id = 0 \
+                       AND projection_checkpoints.position = 0",
+                    )
+                    .bind(name)
+                    .bind(to_i64(from.commit()))
+                    .bind(to_i64(from.position()))
+                    .bind(to_i64(to.commit()))
+                    .bind(to_i64(to.position()))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(fail)?
+                    .rows_affected()
+                        > 0
+                        || sqlx::query(
+                            "UPDATE projection_checkpoints SET commit_id = $4, position = $5, \
+                         updated_at = now() \
+                         WHERE name = $1 AND commit_id = $2 AND position = $3",
+                        )
+                        .bind(name)
+                        .bind(to_i64(from.commit()))
+                        .bind(to_i64(from.position()))
+                        .bind(to_i64(to.commit()))
+                        .bind(to_i64(to.position()))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(fail)?
+                        .rows_affected()
+                            > 0
+                }
+                BatchTx::Memory {
+                    checkpoints,
+                    pending,
+                } => {
+                    let stored = checkpoints
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(name)
+                        .copied()
+                        .unwrap_or_default();
+                    *pending = Some((name.to_owned(), from, to));
+                    stored == from
+                }
+            };
+        Ok(moved)
     }
 
     /// Records that `name` stepped over `event` after its handler kept failing with
@@ -137,11 +196,16 @@ impl BatchTx {
                 checkpoints,
                 pending,
             } => {
-                if let Some((name, at)) = pending {
-                    checkpoints
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(name, at);
+                if let Some((name, from, to)) = pending {
+                    let mut checkpoints =
+                        checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
+                    let stored = checkpoints.entry(name).or_default();
+                    if *stored != from {
+                        return Err(Error::Internal(
+                            "a projection checkpoint moved during the batch".into(),
+                        ));
+                    }
+                    *stored = to;
                 }
                 Ok(())
             }

@@ -6,7 +6,7 @@
 //! it (`memory`, `sqlite`, `postgres`) only move rows; see `backend`.
 
 mod append;
-mod backend;
+pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
 mod memory;
@@ -292,6 +292,15 @@ impl Store {
         self.inner
             .retry
             .run("checkpoint", || backend.checkpoint(name))
+            .await
+    }
+
+    /// Tries to take projection `name`'s lease; `None` while another instance holds it.
+    pub(crate) async fn try_lease(&self, name: &str) -> Result<Option<backend::Lease>> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("lease", || backend.try_lease(name))
             .await
     }
 

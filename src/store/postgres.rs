@@ -23,8 +23,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, ReplayedEvent, SnapshotWrite,
-    StoredSnapshot, StreamStart,
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Lease, ReplayedEvent,
+    SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::BatchTx;
 use super::migrate;
@@ -737,6 +737,29 @@ impl Backend for PostgresBackend {
         .await
         .map(|done| done.rows_affected())
         .map_err(|error| Error::from_sqlx("delete_snapshots", error))
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>> {
+        use sqlx::Connection;
+        let fail = |error| Error::from_sqlx("lease", error);
+        // A connection of its own, outside the pool: the session lock lives as long as it.
+        let mut connection = sqlx::PgConnection::connect_with(&self.pool.connect_options())
+            .await
+            .map_err(fail)?;
+        let held: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended( \
+                 'chronicle.projection:' || current_schema() || ':' || $1, 0))",
+        )
+        .bind(name)
+        .fetch_one(&mut connection)
+        .await
+        .map_err(fail)?;
+        if held {
+            Ok(Some(Lease::holding(connection)))
+        } else {
+            let _ = connection.close().await;
+            Ok(None)
+        }
     }
 
     async fn begin_batch(&self) -> Result<BatchTx> {

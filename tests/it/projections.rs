@@ -388,3 +388,79 @@ async fn postgres_projection_follows_eight_concurrent_writers() {
     );
     handle.stop().await;
 }
+
+/// Polls `done` every 20 ms for up to `secs` seconds.
+async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_runners_one_active_then_takeover() {
+    let Some(t) = open(
+        Kind::Postgres,
+        "postgres_two_runners_one_active_then_takeover",
+    )
+    .await
+    else {
+        return;
+    };
+    let other_node = t.reopen(|builder| builder).await.expect("second store");
+    let projection = Totals::default();
+    let first = fast(&t.store).spawn(projection.clone());
+    first.wait_for_idle().await.expect("running");
+    let second = fast(&other_node).spawn(projection.clone());
+    assert!(
+        eventually(5, || second.status().state == ProjectionState::Standby).await,
+        "the second instance waits: {:?}",
+        second.status()
+    );
+
+    deposit(&t.store, 0..40).await;
+    first.wait_for_idle().await.expect("applied");
+    assert_eq!(first.status().applied, 40);
+    assert_eq!(
+        second.status().applied,
+        0,
+        "only the lease holder applies events"
+    );
+
+    // The active instance dies; the other takes over within seconds.
+    first.abort();
+    deposit(&t.store, 40..60).await;
+    assert!(
+        eventually(10, || second.status().applied == 20).await,
+        "the standby took over: {:?}",
+        second.status()
+    );
+    assert_totals(&t, &projection, 60).await;
+    second.stop().await;
+}
+
+async fn two_runners_without_a_lease_apply_each_event_once(kind: Kind) {
+    let Some(t) = open(kind, "two_runners_without_a_lease_apply_each_event_once").await else {
+        return;
+    };
+    deposit(&t.store, 0..80).await;
+    // Both run at once here (SQLite has no leases); the checkpoint's move check lets only
+    // one of them commit each batch.
+    let projection = Totals::default();
+    let first = fast(&t.store).batch_size(7).spawn(projection.clone());
+    let second = fast(&t.store).batch_size(5).spawn(projection.clone());
+    first.wait_for_idle().await.expect("first");
+    second.wait_for_idle().await.expect("second");
+    assert_totals(&t, &projection, 80).await;
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_runners_without_a_lease_apply_each_event_once() {
+    two_runners_without_a_lease_apply_each_event_once(Kind::Sqlite).await;
+}
