@@ -115,6 +115,33 @@ impl Lease {
     }
 }
 
+/// Notifications that events were appended to this store, by any process.
+#[derive(Debug)]
+pub(crate) struct AppendFeed {
+    listener: sqlx::postgres::PgListener,
+    schema: String,
+}
+
+impl AppendFeed {
+    pub(crate) fn new(listener: sqlx::postgres::PgListener, schema: String) -> Self {
+        AppendFeed { listener, schema }
+    }
+
+    /// Waits for the next append to this store's schema.
+    pub(crate) async fn next(&mut self) -> Result<()> {
+        loop {
+            let notification = self
+                .listener
+                .recv()
+                .await
+                .map_err(|error| crate::error::Error::from_sqlx("listen", error))?;
+            if notification.payload() == self.schema {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// A snapshot to write, its payload encoded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SnapshotWrite<'a> {
@@ -255,6 +282,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The checkpoint stored under `name`, if any.
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
+
+    /// A feed of other processes' appends to this store (PostgreSQL LISTEN/NOTIFY), or
+    /// `None` where appends from elsewhere are only found by polling.
+    async fn append_feed(&self) -> Result<Option<AppendFeed>> {
+        Ok(None)
+    }
 
     /// Tries to become the one active instance of projection `name`: `Some` holds the
     /// lease until dropped, `None` means another instance holds it. Backends without

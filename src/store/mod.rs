@@ -93,8 +93,11 @@ struct Inner {
     retry: RetryPolicy,
     upcasters: Upcasters,
     limits: Limits,
-    /// Bumped after every append that wrote events: wakes this process's projections.
+    /// Bumped after every append that wrote events (and, on PostgreSQL, on every
+    /// notification of another process's append): wakes the projections.
     appended: tokio::sync::watch::Sender<u64>,
+    /// Whether a task forwards the backend's append feed into `appended`.
+    listening: std::sync::Mutex<bool>,
 }
 
 impl Store {
@@ -127,6 +130,7 @@ impl Store {
                 upcasters,
                 limits,
                 appended: tokio::sync::watch::Sender::new(0),
+                listening: std::sync::Mutex::new(false),
             }),
         }
     }
@@ -315,8 +319,21 @@ impl Store {
 
     /// A receiver that changes after every append of this store (and its clones) that
     /// wrote events.
+    ///
+    /// The first call starts a task that forwards other processes' appends (PostgreSQL
+    /// LISTEN/NOTIFY); it ends once no receiver is left.
     pub(crate) fn appends(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.appended.subscribe()
+        let mut listening = self
+            .inner
+            .listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let receiver = self.inner.appended.subscribe();
+        if !*listening {
+            *listening = true;
+            tokio::spawn(forward_appends(Arc::downgrade(&self.inner)));
+        }
+        receiver
     }
 
     /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a
@@ -591,6 +608,59 @@ impl Store {
             .into_iter()
             .map(|event| self.decode(event))
             .collect()
+    }
+}
+
+/// Forwards the backend's append feed into `appended` until the store is dropped or
+/// nobody subscribes any more. Holds the store only between waits.
+async fn forward_appends(inner: std::sync::Weak<Inner>) {
+    let feed = match inner.upgrade() {
+        Some(strong) => strong.backend.append_feed().await,
+        None => return,
+    };
+    let mut feed = match feed {
+        Ok(Some(feed)) => feed,
+        // Nothing to forward: appends from elsewhere are found by polling.
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for appends; projections poll instead");
+            if let Some(strong) = inner.upgrade() {
+                *strong
+                    .listening
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+            }
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            notified = feed.next() => match notified {
+                Ok(()) => {
+                    if let Some(strong) = inner.upgrade() {
+                        strong
+                            .appended
+                            .send_modify(|count| *count = count.wrapping_add(1));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "append feed interrupted; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let mut listening = strong
+            .listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if strong.appended.receiver_count() == 0 {
+            *listening = false;
+            return;
+        }
     }
 }
 

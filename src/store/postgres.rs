@@ -23,8 +23,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Lease, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, StreamStart,
+    AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Lease,
+    ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::BatchTx;
 use super::migrate;
@@ -53,6 +53,7 @@ pub(crate) struct PostgresConfig {
 #[derive(Debug)]
 pub(crate) struct PostgresBackend {
     pool: PgPool,
+    schema: String,
 }
 
 /// The event columns, in the order `event_from_row` reads them by index.
@@ -203,7 +204,10 @@ impl PostgresBackend {
             .connect_with(options)
             .await
             .map_err(|error| Error::from_sqlx("open", error))?;
-        let backend = PostgresBackend { pool };
+        let backend = PostgresBackend {
+            pool,
+            schema: config.schema.clone(),
+        };
         backend.migrate(&config.schema).await?;
         Ok(backend)
     }
@@ -737,6 +741,15 @@ impl Backend for PostgresBackend {
         .await
         .map(|done| done.rows_affected())
         .map_err(|error| Error::from_sqlx("delete_snapshots", error))
+    }
+
+    async fn append_feed(&self) -> Result<Option<AppendFeed>> {
+        let fail = |error| Error::from_sqlx("listen", error);
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(fail)?;
+        listener.listen("chronicle_appends").await.map_err(fail)?;
+        Ok(Some(AppendFeed::new(listener, self.schema.clone())))
     }
 
     async fn try_lease(&self, name: &str) -> Result<Option<Lease>> {

@@ -464,3 +464,33 @@ async fn two_runners_without_a_lease_apply_each_event_once(kind: Kind) {
 async fn sqlite_two_runners_without_a_lease_apply_each_event_once() {
     two_runners_without_a_lease_apply_each_event_once(Kind::Sqlite).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_from_another_process_wake_the_projection() {
+    let Some(t) = open(
+        Kind::Postgres,
+        "postgres_appends_from_another_process_wake_the_projection",
+    )
+    .await
+    else {
+        return;
+    };
+    let projection = Totals::default();
+    // Polling alone would take a minute: only LISTEN/NOTIFY can wake it in time.
+    let handle = t
+        .store
+        .projections()
+        .poll_interval(Duration::from_secs(60))
+        .spawn(projection.clone());
+    assert!(eventually(5, || handle.status().state == ProjectionState::Running).await);
+    tokio::time::sleep(Duration::from_millis(200)).await; // the listener connects
+    let other_process = t.reopen(|builder| builder).await.expect("second store");
+    deposit(&other_process, 0..10).await;
+    assert!(
+        eventually(5, || handle.status().applied == 10).await,
+        "woken by the notification: {:?}",
+        handle.status()
+    );
+    assert_totals(&t, &projection, 10).await;
+    handle.stop().await;
+}
