@@ -289,6 +289,18 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Tells other processes that this store appended (PostgreSQL: `pg_notify` on
+    /// `chronicle_appends`, sent after the append committed, outside its transaction).
+    /// The default has no one to tell.
+    async fn announce_appends(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether [`Backend::announce_appends`] reaches other processes.
+    fn announces_appends(&self) -> bool {
+        false
+    }
+
     /// Tries to become the one active instance of projection `name`: `Some` holds the
     /// lease until dropped, `None` means another instance holds it. Backends without
     /// cross-process leases grant it at once (the checkpoint's move check still keeps

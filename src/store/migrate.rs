@@ -47,11 +47,6 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "projections",
         sql: include_str!("../../migrations/postgres/0003_projections.sql"),
     },
-    Migration {
-        version: 4,
-        name: "append_notify",
-        sql: include_str!("../../migrations/postgres/0004_append_notify.sql"),
-    },
 ];
 
 /// The bookkeeping table, the same on both SQL backends.

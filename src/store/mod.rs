@@ -98,6 +98,9 @@ struct Inner {
     appended: tokio::sync::watch::Sender<u64>,
     /// Whether a task forwards the backend's append feed into `appended`.
     listening: std::sync::Mutex<bool>,
+    /// Wakes the task that announces this store's appends to other processes, where the
+    /// backend can (PostgreSQL).
+    announcer: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Store {
@@ -122,7 +125,10 @@ impl Store {
         upcasters: Upcasters,
         limits: Limits,
     ) -> Self {
-        Store {
+        let announcer = backend
+            .announces_appends()
+            .then(|| Arc::new(tokio::sync::Notify::new()));
+        let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 codec,
@@ -131,8 +137,13 @@ impl Store {
                 limits,
                 appended: tokio::sync::watch::Sender::new(0),
                 listening: std::sync::Mutex::new(false),
+                announcer: announcer.clone(),
             }),
+        };
+        if let Some(wake) = announcer {
+            tokio::spawn(announce_appends(Arc::downgrade(&store.inner), wake));
         }
+        store
     }
 
     /// Appends `events` to `stream` if it is at the `expected` version, atomically: all of
@@ -199,6 +210,9 @@ impl Store {
                 self.inner
                     .appended
                     .send_modify(|count| *count = count.wrapping_add(1));
+                if let Some(announcer) = &self.inner.announcer {
+                    announcer.notify_one();
+                }
                 return Ok(AppendResult::new(&stream, &events, &written));
             }
             AppendOutcome::Deleted { hard } => {
@@ -608,6 +622,33 @@ impl Store {
             .into_iter()
             .map(|event| self.decode(event))
             .collect()
+    }
+}
+
+/// Announces this store's appends to other processes, after they committed and outside
+/// their transactions (a `NOTIFY` inside an append would serialize every commit on the
+/// server's notification lock: measured, it cut 8 writers' single-event commits to a
+/// third). Appends within 10 ms of an announcement share the next one. Ends once the
+/// store is dropped.
+async fn announce_appends(inner: std::sync::Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        }
+        let Some(backend) = inner.upgrade().map(|strong| Arc::clone(&strong.backend)) else {
+            return;
+        };
+        if let Err(error) = backend.announce_appends().await {
+            tracing::debug!(%error, "appends not announced; other processes will poll");
+        }
+        drop(backend);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -743,6 +743,19 @@ impl Backend for PostgresBackend {
         .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
+    async fn announce_appends(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify('chronicle_appends', $1)")
+            .bind(&self.schema)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|error| Error::from_sqlx("announce_appends", error))
+    }
+
+    fn announces_appends(&self) -> bool {
+        true
+    }
+
     async fn append_feed(&self) -> Result<Option<AppendFeed>> {
         let fail = |error| Error::from_sqlx("listen", error);
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
