@@ -216,6 +216,15 @@ pub enum Error {
         last_error: Option<String>,
     },
 
+    /// A projection's reset hook failed, so its rebuild did not start.
+    #[error("projection `{name}` could not be reset for a rebuild: {reason}")]
+    ProjectionReset {
+        /// The projection.
+        name: String,
+        /// The hook's error.
+        reason: String,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -334,9 +343,10 @@ impl Error {
             | Error::SchemaVersion { .. }
             | Error::SnapshotCodec { .. }
             | Error::SnapshotPayload { .. } => ErrorKind::Codec,
-            Error::Database { .. } | Error::Internal(_) | Error::ProjectionStopped { .. } => {
-                ErrorKind::Internal
-            }
+            Error::Database { .. }
+            | Error::Internal(_)
+            | Error::ProjectionStopped { .. }
+            | Error::ProjectionReset { .. } => ErrorKind::Internal,
         }
     }
 

@@ -79,6 +79,17 @@ pub trait Projection: Send + Sync + 'static {
         event: &RecordedEvent,
         ctx: &mut ProjectionContext<'_>,
     ) -> Result<(), ProjectionError>;
+
+    /// Empties the read model before a rebuild
+    /// ([`Projections::rebuild`](crate::Projections::rebuild)), in the transaction that
+    /// also resets the checkpoint. The default does nothing.
+    ///
+    /// # Errors
+    /// Any error: the rebuild does not start and nothing is reset.
+    async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// What a projection's handler can reach while applying an event: the batch's open

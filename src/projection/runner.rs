@@ -70,6 +70,10 @@ pub struct ProjectionStatus {
     pub skipped: u64,
     /// How old the last applied event was when it was applied (zero once caught up).
     pub lag: Duration,
+    /// About how many events are still to apply: the distance from the checkpoint's
+    /// position to the log's last position, measured after each full batch (0 once caught
+    /// up). Positions freed by hard deletes or rolled-back appends count too.
+    pub lag_events: u64,
     /// The last error met, even if a retry then succeeded.
     pub last_error: Option<String>,
     /// How many times the task found the log exhausted.
@@ -138,6 +142,37 @@ impl Projections {
         self
     }
 
+    /// Rebuilds `projection`'s read model from the start of the log: in one transaction,
+    /// calls its [`Projection::reset`] hook and deletes its checkpoint; then starts it
+    /// like [`Projections::spawn`]. Follow the progress with
+    /// [`ProjectionStatus::applied`] and [`ProjectionStatus::lag_events`]. The read model
+    /// is rebuilt in place: readers see it fill up again (there is no blue/green swap).
+    ///
+    /// On PostgreSQL, an instance already running the projection elsewhere notices the
+    /// reset at its next batch and starts over itself; this one then waits on standby.
+    ///
+    /// # Errors
+    /// [`Error::ProjectionReset`] when the hook fails (nothing is reset); connection
+    /// errors.
+    pub async fn rebuild<P: Projection>(&self, projection: P) -> Result<ProjectionHandle> {
+        let name = projection.name().to_owned();
+        let mut tx = self.store.begin_batch().await?;
+        {
+            let mut ctx = ProjectionContext::new(&mut tx, &self.store);
+            projection
+                .reset(&mut ctx)
+                .await
+                .map_err(|error| Error::ProjectionReset {
+                    name: name.clone(),
+                    reason: error.to_string(),
+                })?;
+        }
+        tx.reset_checkpoint(&name).await?;
+        tx.commit().await?;
+        tracing::info!(projection = %name, "projection reset; rebuilding from the start");
+        Ok(self.spawn(projection))
+    }
+
     /// Starts `projection` as a tokio task (call from within a tokio runtime).
     pub fn spawn<P: Projection>(&self, projection: P) -> ProjectionHandle {
         let name = projection.name().to_owned();
@@ -147,6 +182,7 @@ impl Projections {
             applied: 0,
             skipped: 0,
             lag: Duration::ZERO,
+            lag_events: 0,
             last_error: None,
             idle_passes: 0,
         });
@@ -341,6 +377,7 @@ impl<P: Projection> Runner<P> {
                 self.status.send_modify(|status| {
                     status.state = ProjectionState::Running;
                     status.lag = Duration::ZERO;
+                    status.lag_events = 0;
                     status.idle_passes += 1;
                 });
                 tokio::select! {
@@ -366,7 +403,16 @@ impl<P: Projection> Runner<P> {
                 }
                 Ok(Batch::Applied { applied, skipped }) => {
                     cursor = position;
+                    let lag_events = if full {
+                        self.store
+                            .last_position()
+                            .await
+                            .map_or(0, |last| last.saturating_sub(position.position()))
+                    } else {
+                        0
+                    };
                     self.status.send_modify(|status| {
+                        status.lag_events = lag_events;
                         status.position = position;
                         status.applied += applied;
                         status.skipped += skipped;

@@ -280,6 +280,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Opens a batch transaction for a projection (on SQLite: on the writer connection).
     async fn begin_batch(&self) -> Result<BatchTx>;
 
+    /// The highest global position taken so far (0 for an empty log).
+    async fn last_position(&self) -> Result<u64>;
+
     /// The checkpoint stored under `name`, if any.
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
 

@@ -142,6 +142,34 @@ impl BatchTx {
         Ok(moved)
     }
 
+    /// Deletes `name`'s checkpoint, in this transaction: the projection starts over.
+    pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<()> {
+        let fail = |error| Error::from_sqlx("reset_checkpoint", error);
+        match self {
+            BatchTx::Sqlite(tx) => {
+                sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(fail)?;
+            }
+            BatchTx::Postgres(tx) => {
+                sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(fail)?;
+            }
+            BatchTx::Memory { checkpoints, .. } => {
+                checkpoints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(name);
+            }
+        }
+        Ok(())
+    }
+
     /// Records that `name` stepped over `event` after its handler kept failing with
     /// `error` (the memory backend only logs it).
     pub(crate) async fn record_skip(

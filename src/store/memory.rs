@@ -354,6 +354,10 @@ impl Backend for MemoryBackend {
         })
     }
 
+    async fn last_position(&self) -> Result<u64> {
+        Ok(self.lock()?.last_position)
+    }
+
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let checkpoints = self
             .checkpoints

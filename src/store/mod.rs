@@ -322,6 +322,15 @@ impl Store {
             .await
     }
 
+    /// The highest global position taken so far.
+    pub(crate) async fn last_position(&self) -> Result<u64> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("last_position", || backend.last_position())
+            .await
+    }
+
     /// Opens a projection batch's transaction.
     pub(crate) async fn begin_batch(&self) -> Result<batch::BatchTx> {
         let backend = &self.inner.backend;

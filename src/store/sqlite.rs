@@ -608,6 +608,14 @@ impl Backend for SqliteBackend {
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
+    async fn last_position(&self) -> Result<u64> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("last_position", error))?;
+        Ok(last.map_or(0, to_u64))
+    }
+
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT commit_id, position FROM projection_checkpoints WHERE name = ?")

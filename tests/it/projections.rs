@@ -19,6 +19,7 @@ crate::for_each_backend!(
     a_task_killed_mid_batch_applies_every_event_once,
     a_failing_handler_stops_the_projection,
     a_failing_handler_can_skip_the_event,
+    rebuild_produces_the_live_read_model,
 );
 
 /// Sums `amount` per stream: in the store's database (same transaction as the checkpoint)
@@ -85,6 +86,22 @@ impl Projection for Totals {
         {
             reached.notify_one();
             std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+        if let Some(conn) = ctx.sqlite() {
+            sqlx::query(CREATE_TOTALS).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM totals")
+                .execute(&mut *conn)
+                .await?;
+        } else if let Some(conn) = ctx.postgres() {
+            sqlx::query("DELETE FROM totals")
+                .execute(&mut *conn)
+                .await?;
+        } else {
+            self.memory.lock().expect("lock").clear();
         }
         Ok(())
     }
@@ -492,5 +509,64 @@ async fn postgres_appends_from_another_process_wake_the_projection() {
         handle.status()
     );
     assert_totals(&t, &projection, 10).await;
+    handle.stop().await;
+}
+
+async fn rebuild_produces_the_live_read_model(kind: Kind) {
+    let Some(t) = open(kind, "rebuild_produces_the_live_read_model").await else {
+        return;
+    };
+    let projection = Totals::default();
+    deposit(&t.store, 0..50).await;
+    let live = fast(&t.store).spawn(projection.clone());
+    live.wait_for_idle().await.expect("live");
+    deposit(&t.store, 50..90).await;
+    live.wait_for_idle().await.expect("live");
+    let live_model = read_model(&t, &projection).await;
+    live.stop().await;
+
+    let rebuilt = fast(&t.store)
+        .rebuild(projection.clone())
+        .await
+        .expect("rebuild");
+    rebuilt.wait_for_idle().await.expect("rebuilt");
+    assert_eq!(
+        rebuilt.status().applied,
+        90,
+        "every event again, from the start"
+    );
+    assert_eq!(read_model(&t, &projection).await, live_model);
+    assert_totals(&t, &projection, 90).await;
+    rebuilt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_in_events_shrinks_while_catching_up() {
+    let t = Kind::Memory.open("lag").await.expect("memory");
+    deposit(&t.store, 0..200).await; // 400 events, 200 of them deposits
+    let handle = t
+        .store
+        .projections()
+        .batch_size(50)
+        .spawn(Totals::default());
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.status().state != ProjectionState::Running
+        && tokio::time::Instant::now() < deadline
+    {
+        let status = handle.status();
+        if status.state == ProjectionState::CatchingUp
+            && status.applied > 0
+            && seen.last() != Some(&status.lag_events)
+        {
+            seen.push(status.lag_events);
+        }
+        tokio::task::yield_now().await;
+    }
+    handle.wait_for_idle().await.expect("caught up");
+    assert_eq!(handle.status().lag_events, 0);
+    // Each full batch of 50 (of 400 log events, half of them deposits) leaves less to do.
+    assert!(seen.windows(2).all(|pair| pair[0] >= pair[1]), "{seen:?}");
+    assert!(seen.iter().all(|lag| *lag < 400), "{seen:?}");
     handle.stop().await;
 }
