@@ -9,6 +9,7 @@
 //! the runner stops as failed or steps over the failing event, as configured.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -187,10 +188,16 @@ impl Projections {
             idle_passes: 0,
         });
         let (stop, stop_rx) = watch::channel(false);
+        let types = projection
+            .event_types()
+            .iter()
+            .map(|event_type| (*event_type).to_owned())
+            .collect();
         let runner = Runner {
             store: self.store.clone(),
             projection,
             name: name.clone(),
+            types,
             settings: self.settings,
             status: status_tx,
             stop: stop_rx,
@@ -299,6 +306,8 @@ struct Runner<P> {
     store: Store,
     projection: P,
     name: String,
+    /// The projection's event types, filtered in the query (all when empty).
+    types: Arc<[String]>,
     settings: Settings,
     status: watch::Sender<ProjectionStatus>,
     stop: watch::Receiver<bool>,
@@ -437,7 +446,7 @@ impl<P: Projection> Runner<P> {
     async fn read_batch(&self, after: LogPosition) -> Result<Vec<RecordedEvent>> {
         use futures::StreamExt;
         self.store
-            .read_all(after)
+            .read_all_of(after, Arc::clone(&self.types))
             .take(self.settings.batch_size)
             .try_collect()
             .await
@@ -512,14 +521,11 @@ impl<P: Projection> Runner<P> {
             .begin_batch()
             .await
             .map_err(BatchFailure::Store)?;
-        let wanted = self.projection.event_types();
         let mut applied = 0;
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
             for (index, event) in batch.iter().enumerate() {
-                if skips.contains(&index)
-                    || !(wanted.is_empty() || wanted.contains(&event.event_type.as_str()))
-                {
+                if skips.contains(&index) {
                     continue;
                 }
                 self.projection

@@ -241,7 +241,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Up to `limit` events after `after`, in transaction order, never past an event whose
     /// transaction may still be running.
-    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>>;
+    /// `types`, when not empty, keeps only events of those types.
+    async fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        types: &[String],
+    ) -> Result<Vec<RecordedEvent>>;
 
     /// Whether committed events of transactions older than `bound` follow `after`: after a
     /// short page of [`Backend::read_all`], they are events held back because an older
@@ -249,8 +255,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// to pass next time (`None` the first time: "now").
     ///
     /// Only PostgreSQL can commit out of position order; the default says "nothing held".
-    async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
-        let _ = after;
+    async fn held_back(
+        &self,
+        after: LogPosition,
+        bound: Option<u64>,
+        types: &[String],
+    ) -> Result<HeldBack> {
+        let _ = (after, types);
         Ok(HeldBack {
             pending: false,
             bound: bound.unwrap_or(0),

@@ -268,14 +268,21 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        types: &[String],
+    ) -> Result<Vec<RecordedEvent>> {
         let state = self.lock()?;
         let first = after.position().saturating_add(1);
         Ok(state
             .log
             .range(first..)
-            .map(|(_, event)| event.clone())
+            .map(|(_, event)| event)
+            .filter(|event| types.is_empty() || types.contains(&event.event_type))
             .take(limit)
+            .cloned()
             .collect())
     }
 

@@ -574,10 +574,21 @@ impl Store {
         &self,
         after: LogPosition,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        self.read_all_of(after, Arc::from([]))
+    }
+
+    /// [`Store::read_all`] of the events whose type is in `types` (all when empty),
+    /// filtered in the query.
+    pub(crate) fn read_all_of(
+        &self,
+        after: LogPosition,
+        types: Arc<[String]>,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let span = tracing::debug_span!("chronicle.read_all", %after);
         let state = LogRead {
             store: self.clone(),
             after,
+            types,
             bound: None,
             deadline: None,
             done: false,
@@ -750,6 +761,8 @@ fn page_ranges(
 struct LogRead {
     store: Store,
     after: LogPosition,
+    /// Only events of these types; all when empty.
+    types: Arc<[String]>,
     /// Transactions from this one on began after the read did; set at the first short page.
     bound: Option<u64>,
     deadline: Option<tokio::time::Instant>,
@@ -775,7 +788,9 @@ impl LogRead {
             let after = self.after;
             let page = inner
                 .retry
-                .run("read_all", || inner.backend.read_all(after, page_size))
+                .run("read_all", || {
+                    inner.backend.read_all(after, page_size, &self.types)
+                })
                 .await?;
             if let Some(last) = page.last() {
                 self.after = last.log_position();
@@ -785,7 +800,9 @@ impl LogRead {
                 let cursor = self.after;
                 let held = inner
                     .retry
-                    .run("read_all", || inner.backend.held_back(cursor, bound))
+                    .run("read_all", || {
+                        inner.backend.held_back(cursor, bound, &self.types)
+                    })
                     .await?;
                 self.bound = Some(held.bound);
                 let deadline = *self.deadline.get_or_insert_with(|| {

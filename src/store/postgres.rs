@@ -606,24 +606,36 @@ impl Backend for PostgresBackend {
         }))
     }
 
-    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        types: &[String],
+    ) -> Result<Vec<RecordedEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+               AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
              ORDER BY transaction_id, position LIMIT $3"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(after.commit().to_string())
             .bind(to_i64(after.position()))
             .bind(to_i64(limit as u64))
+            .bind(types)
             .try_map(|row: PgRow| event_from_row(&row))
             .fetch_all(&self.pool)
             .await
             .map_err(|error| Error::from_sqlx("read_all", error))
     }
 
-    async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
+    async fn held_back(
+        &self,
+        after: LogPosition,
+        bound: Option<u64>,
+        types: &[String],
+    ) -> Result<HeldBack> {
         let (pending, bound): (bool, i64) = sqlx::query_as(
             "WITH bound AS ( \
                  SELECT COALESCE($3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint) AS b) \
@@ -631,11 +643,13 @@ impl Backend for PostgresBackend {
                  SELECT 1 FROM events \
                  WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                    AND transaction_id < (SELECT b FROM bound)::text::xid8 \
+                   AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
              ), (SELECT b FROM bound)",
         )
         .bind(after.commit().to_string())
         .bind(to_i64(after.position()))
         .bind(bound.map(to_i64))
+        .bind(types)
         .fetch_one(&self.pool)
         .await
         .map_err(|error| Error::from_sqlx("read_all", error))?;

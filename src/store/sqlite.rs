@@ -488,13 +488,27 @@ impl Backend for SqliteBackend {
         .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
 
-    async fn read_all(&self, after: LogPosition, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        types: &[String],
+    ) -> Result<Vec<RecordedEvent>> {
+        // The types travel as one JSON array ('' for all), so the statement stays fixed.
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+             AND (?3 = '' OR event_type IN (SELECT value FROM json_each(?3))) \
+             ORDER BY position LIMIT ?2"
         );
+        let types = if types.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(types).unwrap_or_default()
+        };
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(after.position()))
             .bind(to_i64(limit as u64))
+            .bind(types)
             .try_map(|row: SqliteRow| event_from_row(&row))
             .fetch_all(&self.reader)
             .await
