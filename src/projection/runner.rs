@@ -213,7 +213,8 @@ impl Projections {
     }
 }
 
-/// A running projection: watch it, wait for it, stop it.
+/// A running projection: watch it, wait for it, stop it. Dropping the handle leaves the
+/// projection running, detached, until the runtime shuts down.
 #[derive(Debug)]
 pub struct ProjectionHandle {
     name: String,
@@ -336,7 +337,7 @@ enum BatchFailure {
 struct Halt;
 
 impl<P: Projection> Runner<P> {
-    async fn run(mut self) {
+    async fn run(self) {
         // Held until the task ends; on PostgreSQL, dropping it frees the lock.
         let _lease = loop {
             match self.store.try_lease(&self.name).await {
@@ -389,10 +390,11 @@ impl<P: Projection> Runner<P> {
                     status.lag_events = 0;
                     status.idle_passes += 1;
                 });
+                let mut stop = self.stop.clone();
                 tokio::select! {
                     _ = appends.changed() => {}
-                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                    _ = self.stop.changed() => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = stop_requested(&mut stop) => {}
                 }
                 continue;
             };
@@ -567,17 +569,27 @@ impl<P: Projection> Runner<P> {
     /// Sleeps for `duration`, or less when asked to stop (then `Err`).
     async fn pause(&self, duration: Duration) -> Result<(), Halt> {
         let mut stop = self.stop.clone();
-        if *stop.borrow_and_update() {
-            return Err(Halt);
-        }
         tokio::select! {
-            _ = tokio::time::sleep(duration) => Ok(()),
-            _ = stop.changed() => Err(Halt),
+            () = tokio::time::sleep(duration) => Ok(()),
+            () = stop_requested(&mut stop) => Err(Halt),
         }
     }
 
     fn finish(&self, state: ProjectionState) {
         self.status.send_modify(|status| status.state = state);
+    }
+}
+
+/// Resolves once a stop is requested; never, when the handle was dropped without one (the
+/// projection then runs on, detached).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

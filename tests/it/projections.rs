@@ -570,3 +570,27 @@ async fn lag_in_events_shrinks_while_catching_up() {
     assert!(seen.iter().all(|lag| *lag < 400), "{seen:?}");
     handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_handle_leaves_the_projection_running() {
+    let t = Kind::Memory.open("dropped_handle").await.expect("memory");
+    let projection = Totals::default();
+    drop(fast(&t.store).spawn(projection.clone()));
+    deposit(&t.store, 0..20).await;
+    let done = || {
+        projection
+            .memory
+            .lock()
+            .expect("lock")
+            .values()
+            .sum::<i64>()
+            == 190
+    };
+    assert!(
+        eventually(5, done).await,
+        "the detached projection keeps applying"
+    );
+    // It still waits between appends instead of spinning.
+    let checkpoint = t.store.checkpoint("totals").await.expect("checkpoint");
+    assert!(checkpoint.is_some());
+}
