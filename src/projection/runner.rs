@@ -8,7 +8,7 @@
 //! interval). A failing batch is rolled back and retried with backoff; after the bound,
 //! the runner stops as failed or steps over the failing event, as configured.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,6 +158,9 @@ impl Projections {
     pub async fn rebuild<P: Projection>(&self, projection: P) -> Result<ProjectionHandle> {
         let name = projection.name().to_owned();
         let mut tx = self.store.begin_batch().await?;
+        // The checkpoint first: its row lock makes a batch in flight elsewhere finish
+        // before the hook clears the read model, so none of its writes survive the reset.
+        tx.reset_checkpoint(&name).await?;
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
             projection
@@ -168,7 +171,6 @@ impl Projections {
                     reason: error.to_string(),
                 })?;
         }
-        tx.reset_checkpoint(&name).await?;
         tx.commit().await?;
         tracing::info!(projection = %name, "projection reset; rebuilding from the start");
         Ok(self.spawn(projection))
@@ -367,6 +369,8 @@ impl<P: Projection> Runner<P> {
             status.state = ProjectionState::CatchingUp;
         });
         let mut appends = self.store.appends();
+        // Reads in a row that failed for something other than the database's absence.
+        let mut unreadable = 0;
         loop {
             if *self.stop.borrow() {
                 return self.finish(ProjectionState::Stopped);
@@ -374,9 +378,21 @@ impl<P: Projection> Runner<P> {
             // Appends from here on wake the wait below, even if this read misses them.
             appends.borrow_and_update();
             let batch = match self.read_batch(cursor).await {
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    unreadable = 0;
+                    batch
+                }
                 Err(error) => {
+                    // An event that does not decode (say, a key the store lacks) will not
+                    // decode on the next try either: after the retries, stop as failed.
+                    if !error.is_retryable() {
+                        unreadable += 1;
+                    }
                     self.note_error(error.to_string());
+                    if unreadable >= self.settings.max_attempts {
+                        tracing::error!(projection = %self.name, %error, "projection failed");
+                        return self.finish(ProjectionState::Failed);
+                    }
                     if self.pause(self.settings.backoff).await.is_err() {
                         return self.finish(ProjectionState::Stopped);
                     }
@@ -384,6 +400,19 @@ impl<P: Projection> Runner<P> {
                 }
             };
             let Some(last) = batch.last() else {
+                // Caught up. A reset (rebuild) or another instance may have moved the
+                // stored checkpoint meanwhile: follow it.
+                if let Ok(stored) = self.store.checkpoint(&self.name).await {
+                    let stored = stored.unwrap_or(LogPosition::START);
+                    if stored != cursor {
+                        self.note_error(format!(
+                            "the stored checkpoint moved from {cursor} to {stored}; following it"
+                        ));
+                        cursor = stored;
+                        self.status.send_modify(|status| status.position = cursor);
+                        continue;
+                    }
+                }
                 self.status.send_modify(|status| {
                     status.state = ProjectionState::Running;
                     status.lag = Duration::ZERO;
@@ -448,7 +477,7 @@ impl<P: Projection> Runner<P> {
     async fn read_batch(&self, after: LogPosition) -> Result<Vec<RecordedEvent>> {
         use futures::StreamExt;
         self.store
-            .read_all_of(after, Arc::clone(&self.types))
+            .read_all_of(after, Arc::clone(&self.types), self.settings.batch_size)
             .take(self.settings.batch_size)
             .try_collect()
             .await
@@ -460,7 +489,7 @@ impl<P: Projection> Runner<P> {
         batch: &[RecordedEvent],
         from: LogPosition,
     ) -> Result<Batch, Halt> {
-        let mut skips = BTreeSet::new();
+        let mut skips = BTreeMap::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -474,10 +503,21 @@ impl<P: Projection> Runner<P> {
             let pause = self.settings.backoff * 2u32.saturating_pow(attempt.min(16) - 1);
             match failure {
                 BatchFailure::CheckpointMoved => return Ok(Batch::CheckpointMoved),
-                BatchFailure::Store(error) => {
+                BatchFailure::Store(error) if error.is_retryable() => {
                     // The database will come back; keep trying at the longest pause.
                     self.note_error(error.to_string());
                     attempt = attempt.min(self.settings.max_attempts);
+                }
+                BatchFailure::Store(error) => {
+                    // The database refused the batch itself (say, a read-model constraint
+                    // at commit): no single event to skip, so it counts as a failure.
+                    let message = format!("batch after {from}: {error}");
+                    self.note_error(message.clone());
+                    if attempt >= self.settings.max_attempts {
+                        tracing::error!(projection = %self.name, %message, "projection failed");
+                        self.finish(ProjectionState::Failed);
+                        return Err(Halt);
+                    }
                 }
                 BatchFailure::Handler { index, error } => {
                     let event = &batch[index];
@@ -498,7 +538,7 @@ impl<P: Projection> Runner<P> {
                             }
                             FailurePolicy::Skip => {
                                 tracing::warn!(projection = %self.name, %message, "skipping the event");
-                                skips.insert(index);
+                                skips.insert(index, message);
                                 attempt = 0;
                                 continue;
                             }
@@ -515,7 +555,7 @@ impl<P: Projection> Runner<P> {
     async fn apply_batch(
         &self,
         batch: &[RecordedEvent],
-        skips: &BTreeSet<usize>,
+        skips: &BTreeMap<usize, String>,
         from: LogPosition,
     ) -> Result<u64, BatchFailure> {
         let mut tx = self
@@ -527,7 +567,7 @@ impl<P: Projection> Runner<P> {
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
             for (index, event) in batch.iter().enumerate() {
-                if skips.contains(&index) {
+                if skips.contains_key(&index) {
                     continue;
                 }
                 self.projection
@@ -540,10 +580,9 @@ impl<P: Projection> Runner<P> {
                 applied += 1;
             }
         }
-        let last_error = self.status.borrow().last_error.clone().unwrap_or_default();
-        for &index in skips {
+        for (&index, error) in skips {
             let event = &batch[index];
-            tx.record_skip(&self.name, event.id, event.position, &last_error)
+            tx.record_skip(&self.name, event.id, event.position, error)
                 .await
                 .map_err(BatchFailure::Store)?;
         }

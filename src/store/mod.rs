@@ -574,21 +574,23 @@ impl Store {
         &self,
         after: LogPosition,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        self.read_all_of(after, Arc::from([]))
+        self.read_all_of(after, Arc::from([]), self.inner.limits.page_size)
     }
 
     /// [`Store::read_all`] of the events whose type is in `types` (all when empty),
-    /// filtered in the query.
+    /// filtered in the query, `page_size` events per round trip.
     pub(crate) fn read_all_of(
         &self,
         after: LogPosition,
         types: Arc<[String]>,
+        page_size: usize,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let span = tracing::debug_span!("chronicle.read_all", %after);
         let state = LogRead {
             store: self.clone(),
             after,
             types,
+            page_size: page_size.max(1),
             bound: None,
             deadline: None,
             done: false,
@@ -763,6 +765,7 @@ struct LogRead {
     after: LogPosition,
     /// Only events of these types; all when empty.
     types: Arc<[String]>,
+    page_size: usize,
     /// Transactions from this one on began after the read did; set at the first short page.
     bound: Option<u64>,
     deadline: Option<tokio::time::Instant>,
@@ -779,7 +782,7 @@ impl LogRead {
         )>,
     > {
         let inner = &self.store.inner;
-        let page_size = inner.limits.page_size;
+        let page_size = self.page_size;
         let mut wait = Duration::from_millis(5);
         loop {
             if self.done {

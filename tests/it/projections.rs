@@ -594,3 +594,46 @@ async fn a_dropped_handle_leaves_the_projection_running() {
     let checkpoint = t.store.checkpoint("totals").await.expect("checkpoint");
     assert!(checkpoint.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_event_that_does_not_decode_fails_the_projection() {
+    let t = Kind::Sqlite.open("undecodable").await.expect("sqlite");
+    let keys = chronicle::KeyRing::new("k1", chronicle::KeyRing::generate_key()).expect("ring");
+    let encrypting = t
+        .reopen(|builder| builder.encryption(keys))
+        .await
+        .expect("store");
+    deposit(&encrypting, 0..3).await;
+    // This store lacks the key: the events cannot be read.
+    let handle = fast(&t.store).spawn(Totals::default());
+    let error = handle.wait_for_idle().await.expect_err("fails");
+    assert!(error.to_string().contains("not in the key ring"), "{error}");
+    assert_eq!(handle.status().state, ProjectionState::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_rebuild_elsewhere_restarts_the_active_instance() {
+    let Some(t) = open(Kind::Postgres, "postgres_a_rebuild_elsewhere_restarts").await else {
+        return;
+    };
+    let other_node = t.reopen(|builder| builder).await.expect("second store");
+    let projection = Totals::default();
+    deposit(&t.store, 0..30).await;
+    let active = fast(&t.store).spawn(projection.clone());
+    active.wait_for_idle().await.expect("caught up");
+    // Rebuilt from the other node while the active instance idles: it notices the reset.
+    let standby = fast(&other_node)
+        .rebuild(projection.clone())
+        .await
+        .expect("rebuild");
+    assert!(
+        eventually(10, || active.status().applied == 60).await,
+        "the active instance replayed the log: {:?}",
+        active.status()
+    );
+    active.wait_for_idle().await.expect("caught up again");
+    assert_totals(&t, &projection, 30).await;
+    assert_eq!(standby.status().applied, 0);
+    standby.stop().await;
+    active.stop().await;
+}
