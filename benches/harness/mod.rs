@@ -2,9 +2,10 @@
 //! concurrent operations, interleaved rounds against a baseline, the results table, the
 //! PostgreSQL schemas and SQLite files the workloads run in, and the raw sqlx baselines.
 //!
-//! Each bench target (`core.rs`, `aggregates.rs`) includes this module with `mod harness;`
-//! and calls [`run`] from its `main` with its list of workloads. Cargo does not take
-//! `benches/harness/mod.rs` for a target of its own: only files directly in `benches/` are.
+//! Each bench target (`core.rs`, `aggregates.rs`, `projections.rs`) includes this module
+//! with `mod harness;` and calls [`run`] (or [`run_described`]) from its `main` with its
+//! list of workloads. Cargo does not take `benches/harness/mod.rs` for a target of its
+//! own: only files directly in `benches/` are.
 //!
 //! What is *not* here: chronicle-side operations and workload definitions; those live in
 //! the bench that measures them.
@@ -249,6 +250,37 @@ pub async fn interleave_systems(
     Ok(rates)
 }
 
+/// One unit of [`interleave_units`]: does its work once (set-up included) and reports the
+/// units it did and the time it timed, which may leave its set-up out.
+pub type UnitOp = Arc<dyn Fn() -> BoxFuture<'static, Res<Throughput>> + Send + Sync>;
+
+/// Boxes `op` into a [`UnitOp`].
+pub fn unit_op<F, Fut>(op: F) -> UnitOp
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Res<Throughput>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(op()))
+}
+
+/// [`interleave_systems`] for work that takes seconds per unit (a whole catch-up of the
+/// log): each round runs every system's op once, in the order given (the baseline first),
+/// with no warm-up and no time window; returns each system's rates, one per round.
+pub async fn interleave_units(cfg: &Config, systems: &[(&str, UnitOp)]) -> Res<Vec<Vec<f64>>> {
+    let mut rates = vec![Vec::new(); systems.len()];
+    for round in 1..=cfg.rounds {
+        let mut results = Vec::new();
+        for (name, op) in systems {
+            results.push((*name, op().await?));
+        }
+        eprintln!("{}", round_line(round, &results));
+        for (rates, (_, result)) in rates.iter_mut().zip(&results) {
+            rates.push(result.per_sec());
+        }
+    }
+    Ok(rates)
+}
+
 /// The progress line of one round: each system's rate, then each later system's ratio to
 /// the first (`ratio 0.77`, or `ratio 0.70 / 0.77` for three systems).
 fn round_line(round: usize, results: &[(&str, Throughput)]) -> String {
@@ -402,6 +434,31 @@ pub fn run<W>(title: &str, workloads: &[&'static str], run_workload: W) -> Res<(
 where
     W: AsyncFn(&Config, &'static str) -> Res<Vec<Row>>,
 {
+    run_described(title, timed_windows, workloads, run_workload)
+}
+
+/// The header's method line of the benches whose systems run in timed windows
+/// ([`interleave`], [`interleave_systems`]).
+fn timed_windows(cfg: &Config) -> String {
+    format!(
+        "{} s per system per round (+{} ms warm-up), {} interleaved rounds, medians{}",
+        cfg.secs.as_secs_f64(),
+        cfg.warmup.as_millis(),
+        cfg.rounds,
+        if cfg.quick { ", quick sizes" } else { "" }
+    )
+}
+
+/// [`run`] with the header's method line from `method` (how a round is run and timed).
+pub fn run_described<W>(
+    title: &str,
+    method: fn(&Config) -> String,
+    workloads: &[&'static str],
+    run_workload: W,
+) -> Res<()>
+where
+    W: AsyncFn(&Config, &'static str) -> Res<Vec<Row>>,
+{
     let cfg = Config::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -429,13 +486,7 @@ where
         );
         println!("- cores: {cores}");
         println!("- PostgreSQL: {}", postgres_version(&cfg.pg_url).await);
-        println!(
-            "- {} s per system per round (+{} ms warm-up), {} interleaved rounds, medians{}",
-            cfg.secs.as_secs_f64(),
-            cfg.warmup.as_millis(),
-            cfg.rounds,
-            if cfg.quick { ", quick sizes" } else { "" }
-        );
+        println!("- {}", method(&cfg));
         println!();
         let started = Instant::now();
         let mut rows = Vec::new();
