@@ -636,14 +636,20 @@ impl Backend for PostgresBackend {
         bound: Option<u64>,
         types: &[String],
     ) -> Result<HeldBack> {
+        // The first event after the cursor, by the commit-order index, then one
+        // comparison: events are ordered by transaction first, so if the first one is not
+        // older than the bound none is. (An EXISTS over the range let PostgreSQL's generic
+        // plan fall back to a sequential scan of the whole table.)
         let (pending, bound): (bool, i64) = sqlx::query_as(
             "WITH bound AS ( \
-                 SELECT COALESCE($3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint) AS b) \
-             SELECT EXISTS ( \
-                 SELECT 1 FROM events \
+                 SELECT COALESCE($3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint) AS b), \
+             next AS ( \
+                 SELECT transaction_id FROM events \
                  WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-                   AND transaction_id < (SELECT b FROM bound)::text::xid8 \
                    AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 ORDER BY transaction_id, position LIMIT 1) \
+             SELECT EXISTS ( \
+                 SELECT 1 FROM next WHERE transaction_id < (SELECT b FROM bound)::text::xid8 \
              ), (SELECT b FROM bound)",
         )
         .bind(after.commit().to_string())
