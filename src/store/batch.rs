@@ -56,13 +56,18 @@ impl BatchTx {
         to: LogPosition,
     ) -> Result<bool> {
         let fail = |error| Error::from_sqlx("save_checkpoint", error);
-        // A missing row counts as START: the first batch inserts it.
+        // One upsert: a missing row counts as START (the first batch inserts it); an
+        // existing row is updated only where it still holds `from`.
         let moved =
             match self {
                 BatchTx::Sqlite(tx) => sqlx::query(
                     "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
-                 SELECT ?1, ?4, ?5, ?6 WHERE ?2 = 0 AND ?3 = 0 \
-                 ON CONFLICT (name) DO NOTHING",
+                     SELECT ?1, ?4, ?5, ?6 WHERE (?2 = 0 AND ?3 = 0) \
+                         OR EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = ?1) \
+                     ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
+                         position = excluded.position, updated_at = excluded.updated_at \
+                     WHERE projection_checkpoints.commit_id = ?2 \
+                       AND projection_checkpoints.position = ?3",
                 )
                 .bind(name)
                 .bind(to_i64(from.commit()))
@@ -74,30 +79,16 @@ impl BatchTx {
                 .await
                 .map_err(fail)?
                 .rows_affected()
-                    > 0
-                    || sqlx::query(
-                        "UPDATE projection_checkpoints SET commit_id = ?4, position = ?5, \
-                     updated_at = ?6 WHERE name = ?1 AND commit_id = ?2 AND position = ?3",
-                    )
-                    .bind(name)
-                    .bind(to_i64(from.commit()))
-                    .bind(to_i64(from.position()))
-                    .bind(to_i64(to.commit()))
-                    .bind(to_i64(to.position()))
-                    .bind(Utc::now().timestamp_micros())
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(fail)?
-                    .rows_affected()
-                        > 0,
+                    > 0,
                 BatchTx::Postgres(tx) => {
                     sqlx::query(
                         "INSERT INTO projection_checkpoints (name, commit_id, position) \
-                     SELECT $1, $4, $5 WHERE $2 = 0 AND $3 = 0 \
+                     SELECT $1, $4, $5 WHERE ($2 = 0 AND $3 = 0) \
+                         OR EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1) \
                      ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
                          position = excluded.position, updated_at = now() \
-                     WHERE projection_checkpoints.commit_id = 0 \
-                       AND projection_checkpoints.position = 0",
+                     WHERE projection_checkpoints.commit_id = $2 \
+                       AND projection_checkpoints.position = $3",
                     )
                     .bind(name)
                     .bind(to_i64(from.commit()))
@@ -109,21 +100,6 @@ impl BatchTx {
                     .map_err(fail)?
                     .rows_affected()
                         > 0
-                        || sqlx::query(
-                            "UPDATE projection_checkpoints SET commit_id = $4, position = $5, \
-                         updated_at = now() \
-                         WHERE name = $1 AND commit_id = $2 AND position = $3",
-                        )
-                        .bind(name)
-                        .bind(to_i64(from.commit()))
-                        .bind(to_i64(from.position()))
-                        .bind(to_i64(to.commit()))
-                        .bind(to_i64(to.position()))
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(fail)?
-                        .rows_affected()
-                            > 0
                 }
                 BatchTx::Memory {
                     checkpoints,
