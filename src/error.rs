@@ -225,6 +225,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// An inline projection could not apply an append's events, so the append was rolled
+    /// back: nothing was written.
+    #[error("inline projection `{name}` refused the append to `{stream}`: {reason}")]
+    InlineProjection {
+        /// The projection.
+        name: String,
+        /// The stream appended to.
+        stream: String,
+        /// The projection's error.
+        reason: String,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -346,7 +358,8 @@ impl Error {
             Error::Database { .. }
             | Error::Internal(_)
             | Error::ProjectionStopped { .. }
-            | Error::ProjectionReset { .. } => ErrorKind::Internal,
+            | Error::ProjectionReset { .. }
+            | Error::InlineProjection { .. } => ErrorKind::Internal,
         }
     }
 

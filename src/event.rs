@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::domain_event::EventView;
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
+use crate::store::backend::Written;
 use crate::stream::StreamId;
 
 /// Context that travels with an event: who caused it, in which request and tenant.
@@ -267,6 +268,23 @@ impl RecordedEvent {
     /// The payload's JSON text, decrypted and decompressed.
     pub fn payload_json(&self) -> &[u8] {
         &self.payload
+    }
+
+    /// `event` as it was just written to `stream`, where `written` says (its payload as
+    /// the caller gave it, not as stored).
+    pub(crate) fn written(stream: &StreamId, event: &NewEvent, written: &Written) -> Self {
+        RecordedEvent {
+            id: event.id,
+            stream_id: stream.clone(),
+            version: written.version,
+            position: written.position,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            metadata: event.metadata.clone(),
+            recorded_at: written.recorded_at,
+            commit: written.commit,
+            payload: event.payload.clone(),
+        }
     }
 
     pub(crate) fn view(&self) -> EventView<'_> {

@@ -13,6 +13,7 @@
 //!   after a crash the batch is applied again. Use the event's id or
 //!   [`RecordedEvent::log_position`] to make the writes idempotent.
 
+pub(crate) mod inline;
 mod runner;
 
 use async_trait::async_trait;
@@ -79,6 +80,28 @@ pub trait Projection: Send + Sync + 'static {
         event: &RecordedEvent,
         ctx: &mut ProjectionContext<'_>,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies a batch of events, in log order. Override it to write a whole batch at
+    /// once (one multi-row upsert instead of a statement per event); the default calls
+    /// [`Projection::apply`] for each event.
+    ///
+    /// `apply` stays the reference: when this fails, the runner rolls the batch back and
+    /// applies it again event by event through `apply`, so that the failure is pinned to
+    /// its event for the retries and the [`FailurePolicy`](crate::FailurePolicy). Both
+    /// must therefore have the same effect.
+    ///
+    /// # Errors
+    /// Any error: the batch is rolled back and applied again through `apply`.
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(event, ctx).await?;
+        }
+        Ok(())
+    }
 
     /// Empties the read model before a rebuild
     /// ([`Projections::rebuild`](crate::Projections::rebuild)), in the transaction that

@@ -3,10 +3,12 @@
 //! it.
 //!
 //! A batch is read with the store's gap-safe `read_all`, applied in one transaction, and
-//! closed by writing the checkpoint in that transaction. The task wakes on this process's
-//! appends and polls as a fallback (appends from other processes are seen within the poll
-//! interval). A failing batch is rolled back and retried with backoff; after the bound,
-//! the runner stops as failed or steps over the failing event, as configured.
+//! closed by writing the checkpoint in that transaction. While catching up, the next batch
+//! is read while the current one is applied and committed. The task wakes on appends
+//! (this process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polls as
+//! a fallback. A failing batch is rolled back and retried with backoff, event by event
+//! after a failed `apply_batch`; after the bound, the runner stops as failed or steps over
+//! the failing event, as configured.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -99,14 +101,14 @@ struct Settings {
 }
 
 impl Store {
-    /// Starts projections on this store: events in batches of 100, a poll every 500 ms
+    /// Starts projections on this store: events in batches of up to 1,000, a poll every 500 ms
     /// besides the wake-up on this process's appends, 3 tries per batch with a 100 ms
     /// backoff that doubles, and [`FailurePolicy::Stop`].
     pub fn projections(&self) -> Projections {
         Projections {
             store: self.clone(),
             settings: Settings {
-                batch_size: 100,
+                batch_size: 1000,
                 poll_interval: Duration::from_millis(500),
                 max_attempts: 3,
                 backoff: Duration::from_millis(100),
@@ -117,7 +119,10 @@ impl Store {
 }
 
 impl Projections {
-    /// Events applied per transaction (at least 1).
+    /// Most events applied per transaction (at least 1; default 1,000). While catching up,
+    /// every batch is full and pays one commit, so small batches cost throughput (on
+    /// PostgreSQL, 100 events per batch runs at about a third of the 1,000 rate); once
+    /// live, a batch holds whatever was appended since the last one.
     pub fn batch_size(mut self, events: usize) -> Self {
         self.settings.batch_size = events.max(1);
         self
@@ -331,8 +336,9 @@ enum BatchFailure {
     Store(Error),
     /// See [`Batch::CheckpointMoved`].
     CheckpointMoved,
-    /// The handler refused the event at this index of the batch.
-    Handler { index: usize, error: String },
+    /// The handler refused the event at this index of the batch (`None`: the batch as a
+    /// whole, through `Projection::apply_batch`).
+    Handler { index: Option<usize>, error: String },
 }
 
 /// The runner gave up: it was asked to stop, or it failed.
@@ -371,13 +377,22 @@ impl<P: Projection> Runner<P> {
         let mut appends = self.store.appends();
         // Reads in a row that failed for something other than the database's absence.
         let mut unreadable = 0;
+        // The batch after `cursor`, when it was read while the previous one was applied.
+        let mut prefetched = None;
         loop {
             if *self.stop.borrow() {
                 return self.finish(ProjectionState::Stopped);
             }
-            // Appends from here on wake the wait below, even if this read misses them.
-            appends.borrow_and_update();
-            let batch = match self.read_batch(cursor).await {
+            let read = match prefetched.take() {
+                Some(batch) => Ok(batch),
+                None => {
+                    // Appends from here on wake the wait below, even if this read misses
+                    // them.
+                    appends.borrow_and_update();
+                    self.read_batch(cursor).await
+                }
+            };
+            let batch = match read {
                 Ok(batch) => {
                     unreadable = 0;
                     batch
@@ -429,7 +444,20 @@ impl<P: Projection> Runner<P> {
             };
             let (position, lag) = (last.log_position(), age(last));
             let full = batch.len() == self.settings.batch_size;
-            match self.apply_with_retries(&batch, cursor).await {
+            // A full batch means catching up: read the next batch and the log's end while
+            // this one is applied, so the reads overlap the commits.
+            let (outcome, next, log_end) = if full {
+                appends.borrow_and_update();
+                tokio::join!(
+                    self.apply_with_retries(&batch, cursor),
+                    self.read_batch(position),
+                    self.store.last_position(),
+                )
+            } else {
+                let outcome = self.apply_with_retries(&batch, cursor).await;
+                (outcome, Ok(Vec::new()), Ok(position.position()))
+            };
+            match outcome {
                 Ok(Batch::CheckpointMoved) => {
                     self.note_error(
                         "the checkpoint moved under this runner; resuming from the stored one"
@@ -443,14 +471,10 @@ impl<P: Projection> Runner<P> {
                 }
                 Ok(Batch::Applied { applied, skipped }) => {
                     cursor = position;
-                    let lag_events = if full {
-                        self.store
-                            .last_position()
-                            .await
-                            .map_or(0, |last| last.saturating_sub(position.position()))
-                    } else {
-                        0
-                    };
+                    // A failed read is simply read again.
+                    prefetched = next.ok().filter(|_| full);
+                    let lag_events =
+                        log_end.map_or(0, |end| end.saturating_sub(position.position()));
                     self.status.send_modify(|status| {
                         status.lag_events = lag_events;
                         status.position = position;
@@ -490,10 +514,13 @@ impl<P: Projection> Runner<P> {
         from: LogPosition,
     ) -> Result<Batch, Halt> {
         let mut skips = BTreeMap::new();
+        // The first try hands the whole batch to `Projection::apply_batch`; after a failure,
+        // events go one by one through `Projection::apply`, to find the failing one.
+        let mut whole = true;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.apply_batch(batch, &skips, from).await {
+            let failure = match self.apply_batch(batch, &skips, from, whole).await {
                 Ok(applied) => {
                     let skipped = skips.len() as u64;
                     return Ok(Batch::Applied { applied, skipped });
@@ -519,7 +546,16 @@ impl<P: Projection> Runner<P> {
                         return Err(Halt);
                     }
                 }
-                BatchFailure::Handler { index, error } => {
+                BatchFailure::Handler { index: None, error } => {
+                    self.note_error(format!("batch after {from}: {error}"));
+                    whole = false;
+                    attempt -= 1;
+                    continue;
+                }
+                BatchFailure::Handler {
+                    index: Some(index),
+                    error,
+                } => {
                     let event = &batch[index];
                     let message = format!(
                         "event {} (`{}` in stream `{}`, position {}): {error}",
@@ -551,12 +587,14 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Applies `batch` (except the `skips`) and moves the checkpoint from `from` past it,
-    /// in one transaction.
+    /// in one transaction: `whole`, through one `Projection::apply_batch` call (there are
+    /// no skips then), else event by event.
     async fn apply_batch(
         &self,
         batch: &[RecordedEvent],
         skips: &BTreeMap<usize, String>,
         from: LogPosition,
+        whole: bool,
     ) -> Result<u64, BatchFailure> {
         let mut tx = self
             .store
@@ -566,18 +604,29 @@ impl<P: Projection> Runner<P> {
         let mut applied = 0;
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
-            for (index, event) in batch.iter().enumerate() {
-                if skips.contains_key(&index) {
-                    continue;
-                }
+            if whole && skips.is_empty() {
                 self.projection
-                    .apply(event, &mut ctx)
+                    .apply_batch(batch, &mut ctx)
                     .await
                     .map_err(|error| BatchFailure::Handler {
-                        index,
+                        index: None,
                         error: error.to_string(),
                     })?;
-                applied += 1;
+                applied = batch.len() as u64;
+            } else {
+                for (index, event) in batch.iter().enumerate() {
+                    if skips.contains_key(&index) {
+                        continue;
+                    }
+                    self.projection
+                        .apply(event, &mut ctx)
+                        .await
+                        .map_err(|error| BatchFailure::Handler {
+                            index: Some(index),
+                            error: error.to_string(),
+                        })?;
+                    applied += 1;
+                }
             }
         }
         for (&index, error) in skips {

@@ -10,6 +10,7 @@ use super::Limits;
 use super::backend::Written;
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
+use crate::read::LogPosition;
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// What an append wrote.
@@ -30,6 +31,15 @@ impl AppendResult {
         self.events.last().map_or(0, |event| event.version)
     }
 
+    /// Where the last event sits in the global log: wait for a projection to apply it with
+    /// [`ProjectionHandle::wait_until`](crate::ProjectionHandle::wait_until) (read your own
+    /// writes).
+    pub fn log_position(&self) -> LogPosition {
+        self.events
+            .last()
+            .map_or(LogPosition::START, WrittenEvent::log_position)
+    }
+
     pub(crate) fn new(stream: &StreamId, events: &[NewEvent], written: &[Written]) -> Self {
         AppendResult {
             stream_id: stream.clone(),
@@ -40,6 +50,7 @@ impl AppendResult {
                     event_id: event.id,
                     version: w.version,
                     position: w.position,
+                    commit: w.commit,
                 })
                 .collect(),
             already_stored: false,
@@ -56,6 +67,14 @@ pub struct WrittenEvent {
     pub version: u64,
     /// Its global position.
     pub position: u64,
+    commit: u64,
+}
+
+impl WrittenEvent {
+    /// Where it sits in the global log (see [`LogPosition`]).
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition::new(self.commit, self.position)
+    }
 }
 
 /// Versions above this are never reached (stored versions are signed 64-bit integers);
@@ -156,6 +175,8 @@ pub(crate) fn resolve_replay(
         .map(|e| Written {
             version: e.version,
             position: e.position,
+            commit: e.commit,
+            recorded_at: e.recorded_at,
         })
         .collect();
     Ok(Some(AppendResult {

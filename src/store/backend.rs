@@ -32,11 +32,15 @@ pub(crate) struct EncodedEvent<'a> {
     pub extra_metadata: Option<String>,
 }
 
-/// Where one appended event landed.
+/// Where and when one appended event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
     pub version: u64,
     pub position: u64,
+    /// The writing transaction (0 on SQLite and in memory): with `position`, the event's
+    /// [`LogPosition`].
+    pub commit: u64,
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// What an append did; the rejections are sorted out by the store.
@@ -174,6 +178,21 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<AppendOutcome>;
 
     /// Creates an empty stream, or re-activates a soft-deleted one.
+    /// [`Backend::append`] inside `tx` (a transaction from [`Backend::begin_batch`]), which
+    /// the caller commits or drops. Backends without transactions (memory) refuse.
+    async fn append_in(
+        &self,
+        tx: &mut BatchTx,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let _ = (tx, expected, events);
+        Err(crate::error::Error::Internal(format!(
+            "append to `{stream}`: this backend cannot append inside a transaction"
+        )))
+    }
+
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome>;
 
     /// The stream's row, deleted or not; `None` when it never existed.

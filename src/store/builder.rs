@@ -1,7 +1,7 @@
 //! [`StoreBuilder`]: every setting of a store, with the defaults a new user should get.
 
-use crate::upcast::Upcasters;
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use super::Store;
@@ -12,6 +12,9 @@ use super::retry::RetryPolicy;
 use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
 use crate::codec::{Codec, Compression, KeyRing};
 use crate::error::{Result, ValidationError};
+use crate::projection::Projection;
+use crate::projection::inline::InlineProjections;
+use crate::upcast::Upcasters;
 
 /// The default `max_event_size`: 1 MiB.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
@@ -63,6 +66,7 @@ pub struct StoreBuilder {
     page_size: usize,
     settle_timeout: Duration,
     upcasters: Upcasters,
+    inline: InlineProjections,
 }
 
 impl StoreBuilder {
@@ -81,6 +85,7 @@ impl StoreBuilder {
             page_size: 512,
             settle_timeout: Duration::from_secs(5),
             upcasters: Upcasters::default(),
+            inline: InlineProjections::default(),
         }
     }
 
@@ -134,6 +139,58 @@ impl StoreBuilder {
         upcaster: impl Fn(serde_json::Value, u32) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         self.upcasters.register(event_type.into(), upcaster);
+        self
+    }
+
+    /// Runs `projection` inline: inside every append's transaction, so its read model
+    /// commits with the events (or the append fails with
+    /// [`Error::InlineProjection`](crate::Error::InlineProjection) and writes nothing)
+    /// and never lags behind the log. For read models that must be current the moment an
+    /// append returns; the price is paid by every writer, so keep the handler short.
+    ///
+    /// An inline projection sees the events appended through stores that register it,
+    /// not the log written before: fill its read model from history first (for example
+    /// with [`Projections::rebuild`](crate::Projections::rebuild), stopped once idle),
+    /// while nothing appends. Several projections run in registration order; names must
+    /// be unique. SQLite and PostgreSQL only: the memory backend, which has no
+    /// transactions, refuses to open with inline projections.
+    ///
+    /// ```
+    /// # async fn demo() -> chronicle::Result<()> {
+    /// use chronicle::{Projection, ProjectionContext, ProjectionError, RecordedEvent, Store};
+    ///
+    /// /// One row per account, updated in the append's transaction.
+    /// struct Balances;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Projection for Balances {
+    ///     fn name(&self) -> &str {
+    ///         "balances"
+    ///     }
+    ///
+    ///     async fn apply(
+    ///         &self,
+    ///         event: &RecordedEvent,
+    ///         ctx: &mut ProjectionContext<'_>,
+    ///     ) -> Result<(), ProjectionError> {
+    ///         let conn = ctx.sqlite().ok_or("balances live in SQLite")?;
+    ///         sqlx::query("INSERT INTO balances (account, events) VALUES (?1, 1) \
+    ///                      ON CONFLICT (account) DO UPDATE SET events = events + 1")
+    ///             .bind(event.stream_id.as_str())
+    ///             .execute(conn)
+    ///             .await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let store = Store::builder("sqlite://events.db")
+    ///     .inline_projection(Balances)
+    ///     .open()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn inline_projection(mut self, projection: impl Projection) -> Self {
+        self.inline.register(Arc::new(projection));
         self
     }
 
@@ -211,6 +268,7 @@ impl StoreBuilder {
     /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
     pub async fn open(self) -> Result<Store> {
         self.upcasters.check()?;
+        self.inline.check()?;
         let backend = self.open_backend().await?;
         // Reads allow more than writes, so a store opened with a smaller limit still reads
         // what an earlier one wrote; the cap only guards against decompression bombs.
@@ -222,6 +280,7 @@ impl StoreBuilder {
             codec,
             self.retry,
             self.upcasters,
+            self.inline,
             super::Limits {
                 max_event_size: self.max_event_size,
                 max_events_per_append: self.max_events_per_append,
@@ -240,6 +299,14 @@ impl StoreBuilder {
             .timeout
             .map_or(Duration::from_secs(30), |timeout| timeout.mul_f64(0.9));
         if url == "memory:" {
+            if !self.inline.is_empty() {
+                return Err(ValidationError::Config(
+                    "inline projections run in the append's transaction, and the memory \
+                     backend has none: use SQLite (`sqlite::memory:` in tests) or PostgreSQL"
+                        .to_owned(),
+                )
+                .into());
+            }
             Ok(Arc::new(MemoryBackend::default()))
         } else if url.starts_with("sqlite:") {
             if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {

@@ -131,7 +131,12 @@ impl Backend for MemoryBackend {
                     payload: event.payload.clone(),
                 },
             );
-            written.push(Written { version, position });
+            written.push(Written {
+                version,
+                position,
+                commit: 0,
+                recorded_at: now,
+            });
         }
         let row = state
             .streams

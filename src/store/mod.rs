@@ -38,6 +38,7 @@ use crate::codec::{Codec, event_context};
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
+use crate::projection::inline::InlineProjections;
 use crate::read::{EventQuery, LogPosition};
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -92,6 +93,8 @@ struct Inner {
     codec: Codec,
     retry: RetryPolicy,
     upcasters: Upcasters,
+    /// Projections run inside every append's transaction.
+    inline: InlineProjections,
     limits: Limits,
     /// Bumped after every append that wrote events (and, on PostgreSQL, on every
     /// notification of another process's append): wakes the projections.
@@ -123,6 +126,7 @@ impl Store {
         codec: Codec,
         retry: RetryPolicy,
         upcasters: Upcasters,
+        inline: InlineProjections,
         limits: Limits,
     ) -> Self {
         let announcer = backend
@@ -134,6 +138,7 @@ impl Store {
                 codec,
                 retry,
                 upcasters,
+                inline,
                 limits,
                 appended: tokio::sync::watch::Sender::new(0),
                 listening: std::sync::Mutex::new(false),
@@ -200,11 +205,13 @@ impl Store {
             .map(|event| self.encode(&stream, event))
             .collect::<Result<Vec<_>>>()?;
         let backend = &self.inner.backend;
-        let outcome = self
-            .inner
-            .retry
-            .run("append", || backend.append(&stream, expected, &encoded))
-            .await?;
+        let outcome = if self.inner.inline.is_empty() {
+            let append = || backend.append(&stream, expected, &encoded);
+            self.inner.retry.run("append", append).await?
+        } else {
+            let append = || self.append_inline(&stream, expected, &events, &encoded);
+            self.inner.retry.run("append", append).await?
+        };
         let rejection = match outcome {
             AppendOutcome::Written(written) => {
                 self.inner
@@ -247,6 +254,32 @@ impl Store {
             }
             None => Err(rejection),
         }
+    }
+
+    /// An append in a transaction that also runs the inline projections on the events
+    /// written, and commits only when they succeed.
+    async fn append_inline(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        encoded: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let backend = &self.inner.backend;
+        let mut tx = backend.begin_batch().await?;
+        let outcome = backend
+            .append_in(&mut tx, stream, expected, encoded)
+            .await?;
+        if let AppendOutcome::Written(written) = &outcome {
+            let recorded: Vec<RecordedEvent> = events
+                .iter()
+                .zip(written)
+                .map(|(event, written)| RecordedEvent::written(stream, event, written))
+                .collect();
+            self.inner.inline.apply(&recorded, &mut tx, self).await?;
+            tx.commit().await?;
+        }
+        Ok(outcome)
     }
 
     fn encode<'a>(&self, stream: &StreamId, event: &'a NewEvent) -> Result<EncodedEvent<'a>> {

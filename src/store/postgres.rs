@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{
@@ -85,7 +85,7 @@ macro_rules! append_sql {
             $events,
             " AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
              ORDER BY e.ord \
-             RETURNING position, version"
+             RETURNING position, version, transaction_id::text::bigint, recorded_at"
         )
     };
 }
@@ -306,6 +306,95 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
+/// An append on `conn` (a pooled connection, or an open transaction's).
+async fn append_on(
+    conn: &mut PgConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EncodedEvent<'_>],
+) -> Result<AppendOutcome> {
+    let write = StreamWrite::from(expected);
+    let sql = match (write.may_create, events.len() == 1) {
+        (true, false) => APPEND_UPSERTING_BATCH,
+        (true, true) => APPEND_UPSERTING_SINGLE,
+        (false, false) => APPEND_UPDATING_BATCH,
+        (false, true) => APPEND_UPDATING_SINGLE,
+    };
+    let query = sqlx::query_as(sql)
+        .bind(stream.as_str())
+        .bind(stream.category())
+        .bind(events.len() as i64)
+        .bind(events.last().map(|e| e.source.id))
+        .bind(write.check_version)
+        .bind(write.expected);
+    let query = if let [event] = events {
+        query
+            .bind(event.source.id)
+            .bind(event.source.event_type.as_str())
+            .bind(i64::from(event.source.schema_version))
+            .bind(event.payload.as_slice())
+            .bind(event.source.metadata.correlation_id.as_deref())
+            .bind(event.source.metadata.causation_id.as_deref())
+            .bind(event.source.metadata.tenant_id.as_deref())
+            .bind(event.source.metadata.user_id.as_deref())
+            .bind(event.extra_metadata.as_deref())
+    } else {
+        let column = |f: for<'e> fn(&'e EncodedEvent<'_>) -> Option<&'e String>| {
+            events
+                .iter()
+                .map(|e| f(e).map(String::as_str))
+                .collect::<Vec<_>>()
+        };
+        query
+            .bind(events.iter().map(|e| e.source.id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.source.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| i64::from(e.source.schema_version))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.payload.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| e.source.metadata.correlation_id.as_ref()))
+            .bind(column(|e| e.source.metadata.causation_id.as_ref()))
+            .bind(column(|e| e.source.metadata.tenant_id.as_ref()))
+            .bind(column(|e| e.source.metadata.user_id.as_ref()))
+            .bind(column(|e| e.extra_metadata.as_ref()))
+    };
+    let result: std::result::Result<Vec<sql::WrittenRow>, sqlx::Error> =
+        query.fetch_all(&mut *conn).await;
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(error) if is_duplicate_event_id(&error) => {
+            return Ok(AppendOutcome::DuplicateEventId);
+        }
+        Err(error) => return Err(Error::from_sqlx("append", error)),
+    };
+    if rows.is_empty() {
+        // The stream write matched no row: find out why.
+        let current: Option<(i64, i16)> =
+            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|error| Error::from_sqlx("append", error))?;
+        return Ok(sql::rejection(
+            current.map(|(version, status)| (version, i64::from(status))),
+        ));
+    }
+    Ok(sql::written(rows))
+}
+
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn append(
@@ -314,86 +403,25 @@ impl Backend for PostgresBackend {
         expected: ExpectedVersion,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
-        let write = StreamWrite::from(expected);
-        let sql = match (write.may_create, events.len() == 1) {
-            (true, false) => APPEND_UPSERTING_BATCH,
-            (true, true) => APPEND_UPSERTING_SINGLE,
-            (false, false) => APPEND_UPDATING_BATCH,
-            (false, true) => APPEND_UPDATING_SINGLE,
-        };
-        let query = sqlx::query_as(sql)
-            .bind(stream.as_str())
-            .bind(stream.category())
-            .bind(events.len() as i64)
-            .bind(events.last().map(|e| e.source.id))
-            .bind(write.check_version)
-            .bind(write.expected);
-        let query = if let [event] = events {
-            query
-                .bind(event.source.id)
-                .bind(event.source.event_type.as_str())
-                .bind(i64::from(event.source.schema_version))
-                .bind(event.payload.as_slice())
-                .bind(event.source.metadata.correlation_id.as_deref())
-                .bind(event.source.metadata.causation_id.as_deref())
-                .bind(event.source.metadata.tenant_id.as_deref())
-                .bind(event.source.metadata.user_id.as_deref())
-                .bind(event.extra_metadata.as_deref())
-        } else {
-            let column = |f: for<'e> fn(&'e EncodedEvent<'_>) -> Option<&'e String>| {
-                events
-                    .iter()
-                    .map(|e| f(e).map(String::as_str))
-                    .collect::<Vec<_>>()
-            };
-            query
-                .bind(events.iter().map(|e| e.source.id).collect::<Vec<_>>())
-                .bind(
-                    events
-                        .iter()
-                        .map(|e| e.source.event_type.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    events
-                        .iter()
-                        .map(|e| i64::from(e.source.schema_version))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    events
-                        .iter()
-                        .map(|e| e.payload.as_slice())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(column(|e| e.source.metadata.correlation_id.as_ref()))
-                .bind(column(|e| e.source.metadata.causation_id.as_ref()))
-                .bind(column(|e| e.source.metadata.tenant_id.as_ref()))
-                .bind(column(|e| e.source.metadata.user_id.as_ref()))
-                .bind(column(|e| e.extra_metadata.as_ref()))
-        };
-        let result: std::result::Result<Vec<(i64, i64)>, sqlx::Error> =
-            query.fetch_all(&self.pool).await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(error) if is_duplicate_event_id(&error) => {
-                return Ok(AppendOutcome::DuplicateEventId);
-            }
-            Err(error) => return Err(Error::from_sqlx("append", error)),
-        };
-        if rows.is_empty() {
-            // The stream write matched no row: find out why.
-            let current: Option<(i64, i16)> =
-                sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1")
-                    .bind(stream.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(|error| Error::from_sqlx("append", error))?;
-            return Ok(sql::rejection(
-                current.map(|(version, status)| (version, i64::from(status))),
-            ));
-        }
-        Ok(sql::written(rows))
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|error| Error::from_sqlx("append", error))?;
+        append_on(&mut conn, stream, expected, events).await
+    }
+
+    async fn append_in(
+        &self,
+        tx: &mut BatchTx,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let conn = tx.postgres().ok_or_else(|| {
+            Error::Internal("a PostgreSQL append in another backend's transaction".to_owned())
+        })?;
+        append_on(conn, stream, expected, events).await
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {

@@ -126,13 +126,19 @@ where
         .push_bind(to_i64(list.limit as u64));
 }
 
-/// An append's `RETURNING position, version` rows, in version order.
-pub(crate) fn written(rows: Vec<(i64, i64)>) -> AppendOutcome {
+/// An appended event's row as an append returns it: position, version, writing
+/// transaction, time recorded.
+pub(crate) type WrittenRow = (i64, i64, i64, DateTime<Utc>);
+
+/// The outcome of an append from its rows, in version order.
+pub(crate) fn written(rows: Vec<WrittenRow>) -> AppendOutcome {
     let mut written: Vec<Written> = rows
         .into_iter()
-        .map(|(position, version)| Written {
+        .map(|(position, version, commit, recorded_at)| Written {
             version: to_u64(version),
             position: to_u64(position),
+            commit: to_u64(commit),
+            recorded_at,
         })
         .collect();
     written.sort_by_key(|w| w.version);

@@ -247,8 +247,9 @@ async fn insert_events(
     stream: &StreamId,
     base: i64,
     events: &[EncodedEvent<'_>],
-    now: i64,
+    now: DateTime<Utc>,
 ) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
+    let now = micros(now);
     let mut insert = QueryBuilder::<Sqlite>::new(
         "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
          correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
@@ -271,6 +272,47 @@ async fn insert_events(
     insert.build_query_as().fetch_all(conn).await
 }
 
+/// An append inside a write transaction (`BEGIN IMMEDIATE`): the stream's row is read and
+/// checked against `expected`, then the events are inserted.
+async fn append_locked(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EncodedEvent<'_>],
+    now: DateTime<Utc>,
+) -> Result<AppendOutcome> {
+    let current = stream_state(conn, stream)
+        .await
+        .map_err(|error| Error::from_sqlx("append", error))?;
+    let base = match current {
+        Some((version, 0)) if expected.accepts(Some(to_u64(version))) => version,
+        None if expected.accepts(None) => 0,
+        current => return Ok(sql::rejection(current)),
+    };
+    outcome(insert_events(conn, stream, base, events, now).await, now)
+}
+
+/// What an INSERT of events recorded at `now` did.
+fn outcome(
+    inserted: std::result::Result<Vec<(i64, i64)>, sqlx::Error>,
+    now: DateTime<Utc>,
+) -> Result<AppendOutcome> {
+    match inserted {
+        Ok(rows) => Ok(sql::written(
+            rows.into_iter()
+                .map(|(position, version)| (position, version, 0, now))
+                .collect(),
+        )),
+        Err(error) if is_duplicate_event_id(&error) => Ok(AppendOutcome::DuplicateEventId),
+        Err(error) => Err(Error::from_sqlx("append", error)),
+    }
+}
+
+/// The time now, as it reads back from a column (microseconds).
+fn stored_now() -> DateTime<Utc> {
+    from_micros(micros(Utc::now()))
+}
+
 /// Whether the `events_guard` trigger refused the batch (wrong version or deleted stream).
 fn is_guard_rejection(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.message().starts_with("chronicle: "))
@@ -289,8 +331,8 @@ impl Backend for SqliteBackend {
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
-        let now = micros(Utc::now());
-        let inserted = match expected {
+        let now = stored_now();
+        match expected {
             // The version before the append is known: one autocommitted INSERT.
             ExpectedVersion::Exact(_) | ExpectedVersion::NoStream => {
                 let base = match expected {
@@ -301,9 +343,9 @@ impl Backend for SqliteBackend {
                 match insert_events(&mut conn, stream, base, events, now).await {
                     Err(error) if is_guard_rejection(&error) => {
                         let current = stream_state(&mut conn, stream).await.map_err(fail)?;
-                        return Ok(sql::rejection(current));
+                        Ok(sql::rejection(current))
                     }
-                    other => other,
+                    inserted => outcome(inserted, now),
                 }
             }
             // Read the version under the write lock, so no other process moves it before
@@ -314,27 +356,26 @@ impl Backend for SqliteBackend {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(fail)?;
-                let base = match stream_state(&mut tx, stream).await.map_err(fail)? {
-                    Some((version, 0)) => version,
-                    None if expected == ExpectedVersion::Any => 0,
-                    current => return Ok(sql::rejection(current)),
-                };
-                let inserted = insert_events(&mut tx, stream, base, events, now).await;
-                if inserted.is_ok() {
+                let outcome = append_locked(&mut tx, stream, expected, events, now).await?;
+                if let AppendOutcome::Written(_) = outcome {
                     tx.commit().await.map_err(fail)?;
                 }
-                inserted
+                Ok(outcome)
             }
-        };
-        let rows = match inserted {
-            Ok(rows) => rows,
-            Err(error) if is_duplicate_event_id(&error) => {
-                return Ok(AppendOutcome::DuplicateEventId);
-            }
-            Err(error) => return Err(fail(error)),
-        };
+        }
+    }
 
-        Ok(sql::written(rows))
+    async fn append_in(
+        &self,
+        tx: &mut BatchTx,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let conn = tx.sqlite().ok_or_else(|| {
+            Error::Internal("a SQLite append in another backend's transaction".to_owned())
+        })?;
+        append_locked(conn, stream, expected, events, stored_now()).await
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {

@@ -7,6 +7,7 @@ mod conformance;
 mod derive_ui;
 mod domain;
 mod domain_event;
+mod inline_projections;
 mod model;
 mod postgres;
 mod projections;

@@ -19,18 +19,21 @@ crate::for_each_backend!(
     a_task_killed_mid_batch_applies_every_event_once,
     a_failing_handler_stops_the_projection,
     a_failing_handler_can_skip_the_event,
+    a_batch_handler_writes_the_same_read_model,
     rebuild_produces_the_live_read_model,
 );
 
 /// Sums `amount` per stream: in the store's database (same transaction as the checkpoint)
 /// on the SQL backends, in memory otherwise.
 #[derive(Clone, Default)]
-struct Totals {
-    memory: Arc<Mutex<HashMap<String, i64>>>,
+pub(crate) struct Totals {
+    pub memory: Arc<Mutex<HashMap<String, i64>>>,
     /// Fail on events whose `n` is this.
-    fail_on: Option<i64>,
+    pub fail_on: Option<i64>,
     /// On the event whose `n` is this, after writing it, tell the test and hang.
-    hang_on: Option<(i64, Arc<tokio::sync::Notify>)>,
+    pub hang_on: Option<(i64, Arc<tokio::sync::Notify>)>,
+    /// Write whole batches through `apply_batch` (one upsert per stream), counting them.
+    pub batches: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 const CREATE_TOTALS: &str = "CREATE TABLE IF NOT EXISTS totals \
@@ -90,6 +93,49 @@ impl Projection for Totals {
         Ok(())
     }
 
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        let Some(batches) = &self.batches else {
+            for event in events {
+                self.apply(event, ctx).await?;
+            }
+            return Ok(());
+        };
+        // Per stream: (sum of amounts, events).
+        let mut sums: HashMap<&str, (i64, i64)> = HashMap::new();
+        for event in events {
+            let data = event.json()?;
+            let n = data["n"].as_i64().ok_or("no n")?;
+            if self.fail_on == Some(n) {
+                return Err(format!("cannot apply n = {n} (in a batch)").into());
+            }
+            let sum = sums.entry(event.stream_id.as_str()).or_default();
+            sum.0 += data["amount"].as_i64().ok_or("no amount")?;
+            sum.1 += 1;
+        }
+        let upsert = "INSERT INTO totals (stream_id, amount, applied) VALUES ($1, $2, $3) \
+            ON CONFLICT (stream_id) DO UPDATE SET amount = totals.amount + excluded.amount, \
+            applied = totals.applied + excluded.applied";
+        for (stream, (amount, count)) in sums {
+            if let Some(conn) = ctx.sqlite() {
+                sqlx::query(CREATE_TOTALS).execute(&mut *conn).await?;
+                let query = sqlx::query(upsert).bind(stream).bind(amount).bind(count);
+                query.execute(&mut *conn).await?;
+            } else if let Some(conn) = ctx.postgres() {
+                let query = sqlx::query(upsert).bind(stream).bind(amount).bind(count);
+                query.execute(&mut *conn).await?;
+            } else {
+                let mut memory = self.memory.lock().expect("lock");
+                *memory.entry(stream.to_owned()).or_default() += amount;
+            }
+        }
+        batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
         if let Some(conn) = ctx.sqlite() {
             sqlx::query(CREATE_TOTALS).execute(&mut *conn).await?;
@@ -109,7 +155,7 @@ impl Projection for Totals {
 
 /// Appends deposits `n` in `range` (amount `n`), spread over 5 accounts, plus a
 /// withdrawal the projection does not subscribe to.
-async fn deposit(store: &Store, range: std::ops::Range<i64>) {
+pub(crate) async fn deposit(store: &Store, range: std::ops::Range<i64>) {
     for n in range {
         let stream = format!("acct-{}", n % 5);
         let events = vec![
@@ -124,7 +170,7 @@ async fn deposit(store: &Store, range: std::ops::Range<i64>) {
 }
 
 /// The sums a fold of deposits `0..count` gives, per stream.
-fn expected(count: i64) -> HashMap<String, i64> {
+pub(crate) fn expected(count: i64) -> HashMap<String, i64> {
     let mut totals = HashMap::new();
     for n in 0..count {
         *totals.entry(format!("acct-{}", n % 5)).or_default() += n;
@@ -133,7 +179,7 @@ fn expected(count: i64) -> HashMap<String, i64> {
 }
 
 /// The read model: per stream, (amount, times applied).
-async fn read_model(t: &TestStore, projection: &Totals) -> HashMap<String, (i64, i64)> {
+pub(crate) async fn read_model(t: &TestStore, projection: &Totals) -> HashMap<String, (i64, i64)> {
     use sqlx::Connection;
     let sql = "SELECT stream_id, amount, applied FROM totals";
     let rows: Vec<(String, i64, i64)> = match &t.location {
@@ -168,7 +214,7 @@ async fn read_model(t: &TestStore, projection: &Totals) -> HashMap<String, (i64,
 }
 
 /// Checks the read model holds the deposits `0..count`, each applied once.
-async fn assert_totals(t: &TestStore, projection: &Totals, count: i64) {
+pub(crate) async fn assert_totals(t: &TestStore, projection: &Totals, count: i64) {
     let model = read_model(t, projection).await;
     let amounts: HashMap<String, i64> = model
         .iter()
@@ -181,8 +227,18 @@ async fn assert_totals(t: &TestStore, projection: &Totals, count: i64) {
     }
 }
 
-async fn open(kind: Kind, test: &str) -> Option<TestStore> {
-    let t = kind.open(test).await?;
+pub(crate) async fn open(kind: Kind, test: &str) -> Option<TestStore> {
+    open_with(kind, test, |builder| builder).await
+}
+
+/// A fresh store configured by `configure`, with the `totals` table on PostgreSQL (SQLite
+/// creates it on first use).
+pub(crate) async fn open_with(
+    kind: Kind,
+    test: &str,
+    configure: impl FnOnce(chronicle::StoreBuilder) -> chronicle::StoreBuilder,
+) -> Option<TestStore> {
+    let t = kind.open_with(test, configure).await?;
     if let Location::Postgres { .. } = t.location {
         crate::support::execute(
             &t,
@@ -194,7 +250,7 @@ async fn open(kind: Kind, test: &str) -> Option<TestStore> {
     Some(t)
 }
 
-fn fast(store: &Store) -> chronicle::Projections {
+pub(crate) fn fast(store: &Store) -> chronicle::Projections {
     store
         .projections()
         .batch_size(16)
@@ -339,6 +395,51 @@ async fn a_failing_handler_can_skip_the_event(kind: Kind) {
                 .expect("select");
         assert_eq!(count, 1);
         assert!(error.contains("cannot apply n = 20"), "{error}");
+    }
+    handle.stop().await;
+}
+
+/// A projection writing whole batches (`apply_batch`) ends with the read model of one
+/// applying event by event; a batch that fails is applied again event by event, which
+/// pins the failure to its event (here skipped).
+async fn a_batch_handler_writes_the_same_read_model(kind: Kind) {
+    let Some(t) = open(kind, "a_batch_handler_writes_the_same_read_model").await else {
+        return;
+    };
+    deposit(&t.store, 0..50).await;
+    let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let projection = Totals {
+        fail_on: Some(20),
+        batches: Some(Arc::clone(&batches)),
+        ..Totals::default()
+    };
+    let handle = fast(&t.store)
+        .on_failure(FailurePolicy::Skip)
+        .spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    let status = handle.status();
+    assert_eq!((status.applied, status.skipped), (49, 1));
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("in stream `acct-0`")
+                && error.contains("cannot apply n = 20")),
+        "{status:?}"
+    );
+    // Batches of 16: the three without n = 20 went through `apply_batch`.
+    assert!(batches.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    if !matches!(t.location, Location::Memory) {
+        let mut want = expected(50);
+        *want.get_mut("acct-0").expect("acct-0") -= 20;
+        let model = read_model(&t, &projection).await;
+        let amounts: HashMap<String, i64> = model
+            .iter()
+            .map(|(stream, (amount, _))| (stream.clone(), *amount))
+            .collect();
+        assert_eq!(amounts, want);
+        let applied: i64 = model.values().map(|(_, applied)| applied).sum();
+        assert_eq!(applied, 49, "every event applied exactly once");
     }
     handle.stop().await;
 }

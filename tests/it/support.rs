@@ -184,6 +184,15 @@ macro_rules! for_each_backend {
             async fn $name() { super::$name($crate::support::Kind::Memory).await }
             )*
         }
+        $crate::for_each_sql_backend!($($name),*);
+    };
+}
+
+/// Instantiates `async fn name(kind: Kind)` tests for the backends with transactions, in
+/// modules `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! for_each_sql_backend {
+    ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name($crate::support::Kind::Sqlite).await }

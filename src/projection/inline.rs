@@ -1,0 +1,97 @@
+//! Inline projections: run inside the append's own transaction, so the read model commits
+//! with the events or not at all, and never lags behind the log.
+//!
+//! They are registered on the store's builder
+//! ([`StoreBuilder::inline_projection`](crate::StoreBuilder::inline_projection)). Every
+//! append through that store opens a transaction, writes the events, hands the ones each
+//! projection subscribes to to its [`Projection::apply_batch`], and commits. A handler
+//! error rolls the append back and is returned to the writer as
+//! [`Error::InlineProjection`]. The memory backend has no transactions, so it does not
+//! open with inline projections.
+
+use std::sync::Arc;
+
+use super::{Projection, ProjectionContext};
+use crate::error::{Error, Result, ValidationError};
+use crate::event::RecordedEvent;
+use crate::store::Store;
+use crate::store::batch::BatchTx;
+
+/// The inline projections of a store, in registration order.
+#[derive(Clone, Default)]
+pub(crate) struct InlineProjections {
+    projections: Vec<Arc<dyn Projection>>,
+}
+
+impl InlineProjections {
+    pub(crate) fn register(&mut self, projection: Arc<dyn Projection>) {
+        self.projections.push(projection);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.projections.is_empty()
+    }
+
+    /// Rejects two projections with one name (they would share a read model's identity).
+    pub(crate) fn check(&self) -> Result<()> {
+        for (index, projection) in self.projections.iter().enumerate() {
+            let name = projection.name();
+            if self.projections[..index].iter().any(|p| p.name() == name) {
+                return Err(ValidationError::Config(format!(
+                    "two inline projections are named `{name}`"
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `events` (just written in `tx`, in order) to every projection that
+    /// subscribes to some of them.
+    ///
+    /// # Errors
+    /// [`Error::InlineProjection`] naming the projection and the stream: the caller must
+    /// not commit `tx`.
+    pub(crate) async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        tx: &mut BatchTx,
+        store: &Store,
+    ) -> Result<()> {
+        for projection in &self.projections {
+            let types = projection.event_types();
+            let selected: Vec<RecordedEvent>;
+            let events = if types.is_empty() {
+                events
+            } else {
+                selected = events
+                    .iter()
+                    .filter(|event| types.contains(&event.event_type.as_str()))
+                    .cloned()
+                    .collect();
+                &selected
+            };
+            let Some(first) = events.first() else {
+                continue;
+            };
+            let mut ctx = ProjectionContext::new(tx, store);
+            projection
+                .apply_batch(events, &mut ctx)
+                .await
+                .map_err(|error| Error::InlineProjection {
+                    name: projection.name().to_owned(),
+                    stream: first.stream_id.to_string(),
+                    reason: error.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for InlineProjections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.projections.iter().map(|p| p.name()))
+            .finish()
+    }
+}
