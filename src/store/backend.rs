@@ -56,6 +56,34 @@ pub(crate) enum AppendOutcome {
     DuplicateEventId,
 }
 
+/// One window of the global log, from [`Backend::read_all`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct LogPage {
+    /// The window's events of the types asked for.
+    pub events: Vec<RecordedEvent>,
+    /// The window's last event, of any type: the next window starts after it.
+    pub scanned_to: Option<LogPosition>,
+    /// Whether the window was full (more events may follow right away).
+    pub full: bool,
+}
+
+impl LogPage {
+    /// The page of a window of `scanned` events ending at `scanned_to`, of which `events`
+    /// are wanted.
+    pub(crate) fn new(
+        events: Vec<RecordedEvent>,
+        scanned_to: Option<LogPosition>,
+        scanned: usize,
+        limit: usize,
+    ) -> Self {
+        LogPage {
+            events,
+            scanned_to,
+            full: scanned >= limit,
+        }
+    }
+}
+
 /// The answer of [`Backend::held_back`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeldBack {
@@ -258,15 +286,16 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         }))
     }
 
-    /// Up to `limit` events after `after`, in transaction order, never past an event whose
-    /// transaction may still be running.
-    /// `types`, when not empty, keeps only events of those types.
-    async fn read_all(
-        &self,
-        after: LogPosition,
-        limit: usize,
-        types: &[String],
-    ) -> Result<Vec<RecordedEvent>>;
+    /// A window of up to `limit` events after `after`, in transaction order, never past an
+    /// event whose transaction may still be running; of those, the ones whose type is in
+    /// `types` (all when empty).
+    ///
+    /// The window is scanned in commit order whatever the filter: a filtered read costs
+    /// what an unfiltered one does, rather than whatever plan the database picks for a
+    /// type condition (PostgreSQL, with stale statistics, fetched every later event of the
+    /// type and sorted them, for each page).
+    async fn read_all(&self, after: LogPosition, limit: usize, types: &[String])
+    -> Result<LogPage>;
 
     /// Whether committed events of transactions older than `bound` follow `after`: after a
     /// short page of [`Backend::read_all`], they are events held back because an older
@@ -274,13 +303,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// to pass next time (`None` the first time: "now").
     ///
     /// Only PostgreSQL can commit out of position order; the default says "nothing held".
-    async fn held_back(
-        &self,
-        after: LogPosition,
-        bound: Option<u64>,
-        types: &[String],
-    ) -> Result<HeldBack> {
-        let _ = (after, types);
+    async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
+        let _ = after;
         Ok(HeldBack {
             pending: false,
             bound: bound.unwrap_or(0),

@@ -11,7 +11,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ReplayedEvent, SnapshotWrite,
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, LogPage, ReplayedEvent, SnapshotWrite,
     StoredSnapshot, Written,
 };
 use super::batch::{BatchTx, MemoryCheckpoints};
@@ -278,17 +278,22 @@ impl Backend for MemoryBackend {
         after: LogPosition,
         limit: usize,
         types: &[String],
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<LogPage> {
         let state = self.lock()?;
         let first = after.position().saturating_add(1);
-        Ok(state
+        let window: Vec<&RecordedEvent> = state
             .log
             .range(first..)
-            .map(|(_, event)| event)
-            .filter(|event| types.is_empty() || types.contains(&event.event_type))
+            .map(|(_, e)| e)
             .take(limit)
-            .cloned()
-            .collect())
+            .collect();
+        let events = window
+            .iter()
+            .filter(|event| types.is_empty() || types.contains(&event.event_type))
+            .map(|event| (*event).clone())
+            .collect();
+        let scanned_to = window.last().map(|event| event.log_position());
+        Ok(LogPage::new(events, scanned_to, window.len(), limit))
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {

@@ -828,17 +828,19 @@ impl LogRead {
                     inner.backend.read_all(after, page_size, &self.types)
                 })
                 .await?;
-            if let Some(last) = page.last() {
-                self.after = last.log_position();
+            if let Some(last) = page.scanned_to {
+                self.after = last;
             }
-            if page.len() < page_size {
+            if page.full && page.events.is_empty() {
+                // A window without events of the types asked for: on to the next.
+                continue;
+            }
+            if !page.full {
                 let bound = self.bound;
                 let cursor = self.after;
                 let held = inner
                     .retry
-                    .run("read_all", || {
-                        inner.backend.held_back(cursor, bound, &self.types)
-                    })
+                    .run("read_all", || inner.backend.held_back(cursor, bound))
                     .await?;
                 self.bound = Some(held.bound);
                 let deadline = *self.deadline.get_or_insert_with(|| {
@@ -849,13 +851,13 @@ impl LogRead {
                         tracing::warn!(after = %self.after, "read_all ends with events held back by a long-running transaction");
                     }
                     self.done = true;
-                } else if page.is_empty() {
+                } else if page.events.is_empty() {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(200));
                     continue;
                 }
             }
-            let events = self.store.decode_page(page);
+            let events = self.store.decode_page(page.events);
             return Ok(Some((events, self)));
         }
     }

@@ -5,11 +5,40 @@
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
-use super::backend::{AppendOutcome, Written};
+use super::backend::{AppendOutcome, LogPage, Written};
+use crate::event::RecordedEvent;
 use crate::read::EventQuery;
 use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
+
+/// The page of a filtered `read_all` from its rows: the window's events of the types asked
+/// for, plus its last event whatever its type, each with the columns `wanted` (of a type
+/// asked for) and `scanned` (events in the window).
+pub(crate) fn log_page<R>(
+    rows: &[R],
+    limit: usize,
+    event_from_row: impl Fn(&R) -> Result<RecordedEvent, sqlx::Error>,
+) -> Result<LogPage, sqlx::Error>
+where
+    R: Row,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    let mut page = LogPage::default();
+    let mut scanned = 0;
+    for row in rows {
+        let event = event_from_row(row)?;
+        scanned = row.try_get::<i64, _>("scanned")?;
+        page.scanned_to = Some(event.log_position());
+        if row.try_get::<bool, _>("wanted")? {
+            page.events.push(event);
+        }
+    }
+    page.full = to_u64(scanned) >= limit as u64;
+    Ok(page)
+}
 
 /// Why an append was rejected, from the stream's (version, status) read afterwards
 /// (`None`: no such stream).

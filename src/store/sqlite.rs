@@ -26,7 +26,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ReplayedEvent, SnapshotWrite,
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, LogPage, ReplayedEvent, SnapshotWrite,
     StoredSnapshot,
 };
 use super::batch::BatchTx;
@@ -534,26 +534,46 @@ impl Backend for SqliteBackend {
         after: LogPosition,
         limit: usize,
         types: &[String],
-    ) -> Result<Vec<RecordedEvent>> {
-        // The types travel as one JSON array ('' for all), so the statement stays fixed.
+    ) -> Result<LogPage> {
+        let fail = |error| Error::from_sqlx("read_all", error);
+        if types.is_empty() {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                 ORDER BY position LIMIT ?2"
+            );
+            let events: Vec<RecordedEvent> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(to_i64(after.position()))
+                .bind(to_i64(limit as u64))
+                .try_map(|row: SqliteRow| event_from_row(&row))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(fail)?;
+            let scanned_to = events.last().map(RecordedEvent::log_position);
+            let scanned = events.len();
+            return Ok(LogPage::new(events, scanned_to, scanned, limit));
+        }
+        // The window in position order, then its events of the types (one JSON array, so
+        // the statement stays fixed) and its last event.
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
-             AND (?3 = '' OR event_type IN (SELECT value FROM json_each(?3))) \
-             ORDER BY position LIMIT ?2"
+            "WITH w AS MATERIALIZED ( \
+                 SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                 ORDER BY position LIMIT ?2), \
+             last AS (SELECT max(position) AS position, count(*) AS scanned FROM w) \
+             SELECT w.*, w.event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
+                 last.scanned AS scanned \
+             FROM w, last \
+             WHERE w.event_type IN (SELECT value FROM json_each(?3)) \
+                 OR w.position = last.position \
+             ORDER BY w.position"
         );
-        let types = if types.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(types).unwrap_or_default()
-        };
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(after.position()))
             .bind(to_i64(limit as u64))
-            .bind(types)
-            .try_map(|row: SqliteRow| event_from_row(&row))
+            .bind(serde_json::to_string(types).unwrap_or_default())
             .fetch_all(&self.reader)
             .await
-            .map_err(|error| Error::from_sqlx("read_all", error))
+            .map_err(fail)?;
+        sql::log_page(&rows, limit, event_from_row).map_err(fail)
     }
 
     async fn close(&self) {

@@ -20,6 +20,7 @@ crate::for_each_backend!(
     a_failing_handler_stops_the_projection,
     a_failing_handler_can_skip_the_event,
     a_batch_handler_writes_the_same_read_model,
+    a_filtered_projection_crosses_stretches_of_other_events,
     rebuild_produces_the_live_read_model,
 );
 
@@ -397,6 +398,57 @@ async fn a_failing_handler_can_skip_the_event(kind: Kind) {
         assert!(error.contains("cannot apply n = 20"), "{error}");
     }
     handle.stop().await;
+}
+
+/// The log is read in windows of the batch size whatever the filter: windows without a
+/// single event of the projection's types are stepped over, not mistaken for the end.
+async fn a_filtered_projection_crosses_stretches_of_other_events(kind: Kind) {
+    let test = "a_filtered_projection_crosses_stretches_of_other_events";
+    let Some(t) = open(kind, test).await else {
+        return;
+    };
+    for n in 0..4 {
+        let noise = (0..37).map(|i| NewEvent::new("test.noted", json!({ "i": i })));
+        t.store
+            .append("noise", ExpectedVersion::Any, noise.collect())
+            .await
+            .expect("noise");
+        deposit_only(&t.store, n).await;
+    }
+    let projection = Totals::default();
+    let handle = fast(&t.store).batch_size(5).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    assert_totals(&t, &projection, 4).await;
+    assert_eq!(handle.status().applied, 4);
+
+    // Live, behind more noise.
+    t.store
+        .append(
+            "noise",
+            ExpectedVersion::Any,
+            (0..23)
+                .map(|i| NewEvent::new("test.noted", json!({ "i": i })))
+                .collect(),
+        )
+        .await
+        .expect("noise");
+    deposit_only(&t.store, 4).await;
+    handle.wait_for_idle().await.expect("live");
+    assert_totals(&t, &projection, 5).await;
+    handle.stop().await;
+}
+
+/// Appends the deposit `n` alone (amount `n`, account `n % 5`).
+async fn deposit_only(store: &Store, n: i64) {
+    let event = NewEvent::new("test.deposited", json!({ "n": n, "amount": n }));
+    store
+        .append(
+            &format!("acct-{}", n % 5),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .expect("deposit");
 }
 
 /// A projection writing whole batches (`apply_batch`) ends with the read model of one
