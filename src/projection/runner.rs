@@ -25,9 +25,13 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::LogPosition;
 use crate::store::Store;
+use crate::store::backend::Lease;
 
 /// How often an instance on standby tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
+/// How often the active instance checks its lease still holds, and how long it waits for
+/// the answer.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// What the runner does with an event whose handler still fails after the retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -344,28 +348,51 @@ enum BatchFailure {
 /// The runner gave up: it was asked to stop, or it failed.
 struct Halt;
 
+/// The lease's session ended under the runner (PostgreSQL): another instance may run the
+/// projection now.
+struct LeaseLost;
+
 impl<P: Projection> Runner<P> {
     async fn run(self) {
-        // Held until the task ends; on PostgreSQL, dropping it frees the lock.
-        let _lease = loop {
+        loop {
+            let Some(mut lease) = self.acquire_lease().await else {
+                return self.finish(ProjectionState::Stopped);
+            };
+            match self.follow(&mut lease).await {
+                Ok(Halt) => return,
+                // Dropping the lost lease closes its connection; then wait to take it again.
+                Err(LeaseLost) => self.status.send_modify(|status| {
+                    status.state = ProjectionState::Standby;
+                }),
+            }
+        }
+    }
+
+    /// Waits until this instance holds the projection's lease; `None` when asked to stop
+    /// first.
+    async fn acquire_lease(&self) -> Option<Lease> {
+        loop {
             match self.store.try_lease(&self.name).await {
-                Ok(Some(lease)) => break lease,
+                Ok(Some(lease)) => return Some(lease),
                 Ok(None) => self.status.send_modify(|status| {
                     status.state = ProjectionState::Standby;
                 }),
                 Err(error) => self.note_error(error.to_string()),
             }
-            if self.pause(LEASE_RETRY).await.is_err() {
-                return self.finish(ProjectionState::Stopped);
-            }
-        };
+            self.pause(LEASE_RETRY).await.ok()?;
+        }
+    }
+
+    /// Runs the projection under `lease`, from the stored checkpoint: catches up, then
+    /// follows the log. Returns when the runner stops, fails, or loses the lease.
+    async fn follow(&self, lease: &mut Lease) -> Result<Halt, LeaseLost> {
         let mut cursor = loop {
             match self.store.checkpoint(&self.name).await {
                 Ok(cursor) => break cursor.unwrap_or(LogPosition::START),
                 Err(error) => {
                     self.note_error(error.to_string());
                     if self.pause(self.settings.backoff).await.is_err() {
-                        return self.finish(ProjectionState::Stopped);
+                        return Ok(self.halt(ProjectionState::Stopped));
                     }
                 }
             }
@@ -379,9 +406,19 @@ impl<P: Projection> Runner<P> {
         let mut unreadable = 0;
         // The batch after `cursor`, when it was read while the previous one was applied.
         let mut prefetched = None;
+        let mut last_check = tokio::time::Instant::now();
         loop {
             if *self.stop.borrow() {
-                return self.finish(ProjectionState::Stopped);
+                return Ok(self.halt(ProjectionState::Stopped));
+            }
+            if last_check.elapsed() >= LEASE_CHECK {
+                if let Err(error) = lease.check(LEASE_CHECK).await {
+                    self.note_error(format!(
+                        "lost the lease ({error}); waiting to take it again"
+                    ));
+                    return Err(LeaseLost);
+                }
+                last_check = tokio::time::Instant::now();
             }
             let read = match prefetched.take() {
                 Some(batch) => Ok(batch),
@@ -406,10 +443,10 @@ impl<P: Projection> Runner<P> {
                     self.note_error(error.to_string());
                     if unreadable >= self.settings.max_attempts {
                         tracing::error!(projection = %self.name, %error, "projection failed");
-                        return self.finish(ProjectionState::Failed);
+                        return Ok(self.halt(ProjectionState::Failed));
                     }
                     if self.pause(self.settings.backoff).await.is_err() {
-                        return self.finish(ProjectionState::Stopped);
+                        return Ok(self.halt(ProjectionState::Stopped));
                     }
                     continue;
                 }
@@ -492,7 +529,7 @@ impl<P: Projection> Runner<P> {
                     if self.status.borrow().state != ProjectionState::Failed {
                         self.finish(ProjectionState::Stopped);
                     }
-                    return;
+                    return Ok(Halt);
                 }
             }
         }
@@ -665,6 +702,12 @@ impl<P: Projection> Runner<P> {
 
     fn finish(&self, state: ProjectionState) {
         self.status.send_modify(|status| status.state = state);
+    }
+
+    /// [`Runner::finish`], as the end of the run.
+    fn halt(&self, state: ProjectionState) -> Halt {
+        self.finish(state);
+        Halt
     }
 }
 

@@ -136,13 +136,34 @@ pub(crate) struct StreamStart {
 /// the process dying) closes the connection and frees the lock.
 #[derive(Debug, Default)]
 pub(crate) struct Lease {
-    _connection: Option<sqlx::PgConnection>,
+    connection: Option<sqlx::PgConnection>,
 }
 
 impl Lease {
     pub(crate) fn holding(connection: sqlx::PgConnection) -> Self {
         Lease {
-            _connection: Some(connection),
+            connection: Some(connection),
+        }
+    }
+
+    /// Checks the lease still holds: on PostgreSQL, that the session holding the lock
+    /// still answers (a server restart, a connection killed or a network cut end it, and
+    /// another instance may have the lock by now).
+    ///
+    /// # Errors
+    /// A connection error, or a timeout after `within`: the lease is lost.
+    pub(crate) async fn check(&mut self, within: std::time::Duration) -> Result<()> {
+        let Some(connection) = &mut self.connection else {
+            return Ok(());
+        };
+        let ping = sqlx::query("SELECT 1").execute(connection);
+        match tokio::time::timeout(within, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(crate::error::Error::from_sqlx("lease", error)),
+            Err(_) => Err(crate::error::Error::Timeout {
+                operation: "lease",
+                after: within,
+            }),
         }
     }
 }

@@ -560,6 +560,77 @@ async fn postgres_projection_follows_eight_concurrent_writers() {
 }
 
 /// Polls `done` every 20 ms for up to `secs` seconds.
+/// The lease's session is killed under the active runner (as a server restart or a cut
+/// connection would): it notices, steps down to standby, and one of the two instances
+/// goes on; every event is still applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_runner_that_loses_its_lease_steps_down() {
+    let test = "postgres_a_runner_that_loses_its_lease_steps_down";
+    let Some(t) = open(Kind::Postgres, test).await else {
+        return;
+    };
+    let other_node = t.reopen(|builder| builder).await.expect("second store");
+    let projection = Totals::default();
+    let first = fast(&t.store).spawn(projection.clone());
+    first.wait_for_idle().await.expect("running");
+    let second = fast(&other_node).spawn(projection.clone());
+    assert!(eventually(5, || second.status().state == ProjectionState::Standby).await);
+    deposit(&t.store, 0..20).await;
+    first.wait_for_idle().await.expect("applied");
+
+    // End the session holding this projection's advisory lock (key as in `try_lease`;
+    // pg_locks shows a bigint key as two 32-bit halves), from the server.
+    let Location::Postgres { url, schema } = &t.location else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .expect("connect");
+    let killed: i64 = sqlx::query_scalar(
+        "WITH k AS (SELECT hashtextextended('chronicle.projection:' || $1 || ':totals', 0) \
+                        AS key) \
+         SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l, k \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.classid = ((k.key >> 32) & 4294967295)::oid \
+           AND l.objid = (k.key & 4294967295)::oid",
+    )
+    .bind(schema)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(killed >= 1, "a lease session to kill");
+    // It steps down at its next lease check (each second), then both compete for the
+    // lease again.
+    assert!(
+        eventually(10, || first
+            .status()
+            .last_error
+            .is_some_and(|error| error.contains("lost the lease")))
+        .await,
+        "the runner noticed: {:?}",
+        first.status()
+    );
+    deposit(&t.store, 20..50).await;
+    assert!(
+        eventually(10, || first.status().applied + second.status().applied
+            == 50)
+        .await,
+        "one of them applies the rest: {:?} / {:?}",
+        first.status(),
+        second.status()
+    );
+    let states = [first.status().state, second.status().state];
+    assert!(
+        states.contains(&ProjectionState::Standby)
+            && (states.contains(&ProjectionState::Running)
+                || states.contains(&ProjectionState::CatchingUp)),
+        "one active, one on standby: {states:?}"
+    );
+    assert_totals(&t, &projection, 50).await;
+    first.stop().await;
+    second.stop().await;
+}
+
 async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
