@@ -1,13 +1,15 @@
 //! A live read model on the SQLite default: a `balances` table kept by a projection, in
 //! the same database as the events, so each batch's rows and its checkpoint commit
-//! together (exactly-once).
+//! together (exactly-once). Then more history is written and the read model is rebuilt
+//! from the start of the log, with a progress bar.
 //!
-//! Run it with `cargo run --example projections`.
+//! Run it with `cargo run --example projections` (add `-- 200000` for a longer rebuild).
 
 use std::time::Duration;
 
 use chronicle::{
-    ExpectedVersion, NewEvent, Projection, ProjectionContext, ProjectionError, RecordedEvent, Store,
+    ExpectedVersion, NewEvent, Projection, ProjectionContext, ProjectionError, ProjectionState,
+    RecordedEvent, Store,
 };
 use serde_json::json;
 
@@ -44,6 +46,15 @@ impl Projection for Balances {
         .bind(delta)
         .execute(&mut *conn)
         .await?;
+        Ok(())
+    }
+
+    /// A rebuild starts from an empty table.
+    async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+        let conn = ctx.sqlite().ok_or("this example runs on SQLite")?;
+        sqlx::query("DELETE FROM balances")
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }
@@ -118,6 +129,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "stopped at {} after applying {} events",
         status.position, status.applied
+    );
+
+    // More history, then a rebuild of the read model from the start of the log.
+    let deposits: u64 = match std::env::args().nth(1) {
+        Some(count) => count.parse()?,
+        None => 20_000,
+    };
+    for first in (0..deposits).step_by(100) {
+        let events = (first..deposits.min(first + 100))
+            .map(|_| NewEvent::new("bank.Deposited", json!({ "amount": 1 })))
+            .collect();
+        let account = format!("account-{}", first / 100 % 50);
+        store.append(&account, ExpectedVersion::Any, events).await?;
+    }
+    let rebuild = store.projections().rebuild(Balances).await?;
+    let bar = indicatif::ProgressBar::new(1).with_style(indicatif::ProgressStyle::with_template(
+        "rebuilding {bar:40} {pos}/{len} events, {per_sec}, {eta} left",
+    )?);
+    loop {
+        let status = rebuild.status();
+        bar.set_length(status.applied + status.lag_events);
+        bar.set_position(status.applied);
+        // Caught up (or stopped by an error, which `wait_for_idle` returns).
+        if !matches!(
+            status.state,
+            ProjectionState::Starting | ProjectionState::CatchingUp
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rebuild.wait_for_idle().await?;
+    bar.finish();
+    let status = rebuild.stop().await;
+    let (accounts, total): (i64, i64) = {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+        sqlx::query_as("SELECT count(*), sum(balance) FROM balances")
+            .fetch_one(&mut conn)
+            .await?
+    };
+    println!(
+        "rebuilt from {} events: {accounts} accounts holding {total} in all",
+        status.applied
     );
     Ok(())
 }
