@@ -1,19 +1,23 @@
-//! A live read model on the SQLite default: a `balances` table kept by a projection, in
-//! the same database as the events, so each batch's rows and its checkpoint commit
-//! together (exactly-once). Then more history is written and the read model is rebuilt
-//! from the start of the log, with a progress bar.
+//! A live read model beside the bank example, on the SQLite default: a `balances` table
+//! kept by a projection from the bank's typed events, in the same database as the events,
+//! so each batch's rows and its checkpoint commit together (exactly-once). Then more
+//! history is written and the read model is rebuilt from the start of the log, with a
+//! progress bar.
 //!
 //! Run it with `cargo run --example projections` (add `-- 200000` for a longer rebuild).
 
+#[path = "shared/bank.rs"]
+mod bank;
+
 use std::time::Duration;
 
+use bank::{AccountEvent, BankAccount, Command, transfer};
 use chronicle::{
-    ExpectedVersion, NewEvent, Projection, ProjectionContext, ProjectionError, ProjectionState,
+    DomainEvent, ExpectedVersion, Projection, ProjectionContext, ProjectionError, ProjectionState,
     RecordedEvent, Store,
 };
-use serde_json::json;
 
-/// Keeps `balances (account, balance)` from deposits and withdrawals.
+/// Keeps `balances (account, balance)` from the bank's deposits and withdrawals.
 struct Balances;
 
 #[async_trait::async_trait]
@@ -31,11 +35,10 @@ impl Projection for Balances {
         event: &RecordedEvent,
         ctx: &mut ProjectionContext<'_>,
     ) -> Result<(), ProjectionError> {
-        let amount = event.json()?["amount"].as_i64().ok_or("no amount")?;
-        let delta = if event.event_type == "bank.Withdrawn" {
-            -amount
-        } else {
-            amount
+        let delta = match ctx.decode::<AccountEvent>(event)? {
+            AccountEvent::Deposited { amount } => i64::try_from(amount)?,
+            AccountEvent::Withdrawn { amount } => -i64::try_from(amount)?,
+            AccountEvent::Opened { .. } => return Ok(()),
         };
         let conn = ctx.sqlite().ok_or("this example runs on SQLite")?;
         sqlx::query(
@@ -59,14 +62,17 @@ impl Projection for Balances {
     }
 }
 
-async fn print_balances(store_path: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// The read model, as a reader outside the projection sees it.
+async fn balances(url: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(store_path).await?;
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT account, balance FROM balances ORDER BY account")
-            .fetch_all(&mut conn)
-            .await?;
-    for (account, balance) in rows {
+    let mut conn = sqlx::SqliteConnection::connect(url).await?;
+    sqlx::query_as("SELECT account, balance FROM balances ORDER BY account")
+        .fetch_all(&mut conn)
+        .await
+}
+
+async fn print_balances(url: &str) -> Result<(), sqlx::Error> {
+    for (account, balance) in balances(url).await? {
         println!("  {account}: {balance}");
     }
     Ok(())
@@ -87,60 +93,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .execute(&mut conn)
             .await?;
     }
+    let accounts = store.repository::<BankAccount>();
 
     // History written before the projection starts: it catches up first.
-    for (account, amount) in [("account-ada", 100), ("account-bob", 20)] {
-        store
-            .append(
-                account,
-                ExpectedVersion::Any,
-                vec![NewEvent::new("bank.Deposited", json!({ "amount": amount }))],
-            )
-            .await?;
+    for (id, owner, deposit) in [("ada", "Ada Lovelace", 100), ("bob", "Bob Babbage", 20)] {
+        let owner = owner.to_owned();
+        accounts.execute(id, Command::Open { owner }).await?;
+        accounts.execute(id, Command::Deposit(deposit)).await?;
     }
-    let balances = store
+    let projection = store
         .projections()
         .poll_interval(Duration::from_millis(200))
         .spawn(Balances);
-    balances.wait_for_idle().await?;
+    projection.wait_for_idle().await?;
     println!("caught up:");
     print_balances(&url).await?;
 
-    // Then it follows live appends.
-    store
-        .append(
-            "account-ada",
-            ExpectedVersion::Any,
-            vec![NewEvent::new("bank.Withdrawn", json!({ "amount": 70 }))],
-        )
-        .await?;
-    store
-        .append(
-            "account-bob",
-            ExpectedVersion::Any,
-            vec![NewEvent::new("bank.Deposited", json!({ "amount": 70 }))],
-        )
-        .await?;
-    balances.wait_for_idle().await?;
+    // Then it follows live commands: a transfer is a withdrawal and a deposit.
+    transfer(&accounts, "ada", "bob", 70).await?;
+    projection.wait_for_idle().await?;
     println!("after a transfer of 70 from ada to bob:");
     print_balances(&url).await?;
-
-    let status = balances.stop().await;
+    let status = projection.stop().await;
     println!(
         "stopped at {} after applying {} events",
         status.position, status.applied
     );
 
-    // More history, then a rebuild of the read model from the start of the log.
+    // More history (appended in bulk, as an import would), then a rebuild of the read
+    // model from the start of the log.
     let deposits: u64 = match std::env::args().nth(1) {
         Some(count) => count.parse()?,
         None => 20_000,
     };
     for first in (0..deposits).step_by(100) {
         let events = (first..deposits.min(first + 100))
-            .map(|_| NewEvent::new("bank.Deposited", json!({ "amount": 1 })))
-            .collect();
-        let account = format!("account-{}", first / 100 % 50);
+            .map(|_| AccountEvent::Deposited { amount: 1 }.to_new_event())
+            .collect::<chronicle::Result<Vec<_>>>()?;
+        let account = format!("bank_account-customer{}", first / 100 % 50);
         store.append(&account, ExpectedVersion::Any, events).await?;
     }
     let rebuild = store.projections().rebuild(Balances).await?;
@@ -163,16 +153,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rebuild.wait_for_idle().await?;
     bar.finish();
     let status = rebuild.stop().await;
-    let (accounts, total): (i64, i64) = {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-        sqlx::query_as("SELECT count(*), sum(balance) FROM balances")
-            .fetch_one(&mut conn)
-            .await?
-    };
+    let rebuilt = balances(&url).await?;
+    let total: i64 = rebuilt.iter().map(|(_, balance)| balance).sum();
     println!(
-        "rebuilt from {} events: {accounts} accounts holding {total} in all",
-        status.applied
+        "rebuilt from {} events: {} accounts holding {total} in all",
+        status.applied,
+        rebuilt.len()
+    );
+    assert_eq!(
+        total,
+        120 + i64::try_from(deposits)?,
+        "no event lost or doubled"
     );
     Ok(())
 }

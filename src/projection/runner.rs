@@ -81,6 +81,8 @@ pub struct ProjectionStatus {
     /// position to the log's last position, measured after each full batch (0 once caught
     /// up). Positions freed by hard deletes or rolled-back appends count too.
     pub lag_events: u64,
+    /// Events applied per second, over about the last second (falls to 0 when idle).
+    pub rate: f64,
     /// The last error met, even if a retry then succeeded.
     pub last_error: Option<String>,
     /// How many times the task found the log exhausted.
@@ -195,6 +197,7 @@ impl Projections {
             skipped: 0,
             lag: Duration::ZERO,
             lag_events: 0,
+            rate: 0.0,
             last_error: None,
             idle_passes: 0,
         });
@@ -407,6 +410,7 @@ impl<P: Projection> Runner<P> {
         // The batch after `cursor`, when it was read while the previous one was applied.
         let mut prefetched = None;
         let mut last_check = tokio::time::Instant::now();
+        let mut meter = RateMeter::new();
         loop {
             if *self.stop.borrow() {
                 return Ok(self.halt(ProjectionState::Stopped));
@@ -465,10 +469,12 @@ impl<P: Projection> Runner<P> {
                         continue;
                     }
                 }
+                let rate = meter.add(0);
                 self.status.send_modify(|status| {
                     status.state = ProjectionState::Running;
                     status.lag = Duration::ZERO;
                     status.lag_events = 0;
+                    status.rate = rate;
                     status.idle_passes += 1;
                 });
                 let mut stop = self.stop.clone();
@@ -512,8 +518,10 @@ impl<P: Projection> Runner<P> {
                     prefetched = next.ok().filter(|_| full);
                     let lag_events =
                         log_end.map_or(0, |end| end.saturating_sub(position.position()));
+                    let rate = meter.add(applied);
                     self.status.send_modify(|status| {
                         status.lag_events = lag_events;
+                        status.rate = rate;
                         status.position = position;
                         status.applied += applied;
                         status.skipped += skipped;
@@ -711,6 +719,43 @@ impl<P: Projection> Runner<P> {
     }
 }
 
+/// Measures events applied per second over windows of about a second.
+struct RateMeter {
+    since: tokio::time::Instant,
+    applied: u64,
+    rate: f64,
+}
+
+impl RateMeter {
+    /// Shortest stretch a rate is computed over, and the window's length.
+    const MIN: Duration = Duration::from_millis(100);
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        RateMeter {
+            since: tokio::time::Instant::now(),
+            applied: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// Counts `applied` more events and returns the current rate.
+    fn add(&mut self, applied: u64) -> f64 {
+        self.applied += applied;
+        let elapsed = self.since.elapsed();
+        if elapsed >= Self::MIN {
+            self.rate = self.applied as f64 / elapsed.as_secs_f64();
+        }
+        if elapsed >= Self::WINDOW {
+            *self = RateMeter {
+                rate: self.rate,
+                ..RateMeter::new()
+            };
+        }
+        self.rate
+    }
+}
+
 /// Resolves once a stop is requested; never, when the handle was dropped without one (the
 /// projection then runs on, detached).
 async fn stop_requested(stop: &mut watch::Receiver<bool>) {
@@ -729,4 +774,23 @@ fn age(event: &RecordedEvent) -> Duration {
     (Utc::now() - event.recorded_at)
         .to_std()
         .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_covers_about_the_last_second() {
+        let mut meter = RateMeter::new();
+        assert_eq!(meter.add(50), 0.0, "too soon to say");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(meter.add(50), 200.0);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let rate = meter.add(100);
+        assert!((rate - 200.0 / 1.1).abs() < 1e-6, "{rate}");
+        // A new window: nothing applied in it.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(meter.add(0), 0.0);
+    }
 }
