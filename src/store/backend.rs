@@ -68,6 +68,13 @@ pub(crate) struct LogPage {
 }
 
 impl LogPage {
+    /// The page of an unfiltered window: every event of it.
+    pub(crate) fn all(events: Vec<RecordedEvent>, limit: usize) -> Self {
+        let scanned_to = events.last().map(RecordedEvent::log_position);
+        let scanned = events.len();
+        LogPage::new(events, scanned_to, scanned, limit)
+    }
+
     /// The page of a window of `scanned` events ending at `scanned_to`, of which `events`
     /// are wanted.
     pub(crate) fn new(
@@ -226,7 +233,6 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome>;
 
-    /// Creates an empty stream, or re-activates a soft-deleted one.
     /// [`Backend::append`] inside `tx` (a transaction from [`Backend::begin_batch`]), which
     /// the caller commits or drops. Backends without transactions (memory) refuse.
     async fn append_in(
@@ -242,6 +248,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         )))
     }
 
+    /// Creates an empty stream, or re-activates a soft-deleted one.
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome>;
 
     /// The stream's row, deleted or not; `None` when it never existed.

@@ -656,9 +656,7 @@ impl Backend for PostgresBackend {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(fail)?;
-            let scanned_to = events.last().map(RecordedEvent::log_position);
-            let scanned = events.len();
-            return Ok(LogPage::new(events, scanned_to, scanned, limit));
+            return Ok(LogPage::all(events, limit));
         }
         // The window by the commit-order index, then its events of the types and its last
         // event. (With the type condition in the scan, and statistics from before a bulk

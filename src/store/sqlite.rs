@@ -548,9 +548,7 @@ impl Backend for SqliteBackend {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(fail)?;
-            let scanned_to = events.last().map(RecordedEvent::log_position);
-            let scanned = events.len();
-            return Ok(LogPage::new(events, scanned_to, scanned, limit));
+            return Ok(LogPage::all(events, limit));
         }
         // The window in position order, then its events of the types (one JSON array, so
         // the statement stays fixed) and its last event.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chronicle::{Error, ExpectedVersion, NewEvent, ProjectionState, RecordedEvent};
 use serde_json::json;
 
-use crate::projections::{Totals, assert_totals, deposit, fast, open_with, read_model};
+use crate::projections::{Totals, amounts, assert_totals, deposit, fast, open_with, read_model};
 use crate::support::Kind;
 
 crate::for_each_sql_backend!(
@@ -128,10 +128,7 @@ async fn rejected_and_replayed_appends_apply_nothing(kind: Kind) {
         .expect_err("conflict");
     assert!(matches!(conflict, Error::Conflict { .. }), "{conflict:?}");
     let model = read_model(&t, &projection).await;
-    let amounts: HashMap<String, i64> = model
-        .iter()
-        .map(|(stream, (amount, _))| (stream.clone(), *amount))
-        .collect();
+    let amounts = amounts(&model);
     assert_eq!(amounts, HashMap::from([("acct-0".to_owned(), 5)]));
 }
 

@@ -214,13 +214,18 @@ pub(crate) async fn read_model(t: &TestStore, projection: &Totals) -> HashMap<St
         .collect()
 }
 
+/// The read model's amounts per stream.
+pub(crate) fn amounts(model: &HashMap<String, (i64, i64)>) -> HashMap<String, i64> {
+    model
+        .iter()
+        .map(|(stream, (amount, _))| (stream.clone(), *amount))
+        .collect()
+}
+
 /// Checks the read model holds the deposits `0..count`, each applied once.
 pub(crate) async fn assert_totals(t: &TestStore, projection: &Totals, count: i64) {
     let model = read_model(t, projection).await;
-    let amounts: HashMap<String, i64> = model
-        .iter()
-        .map(|(stream, (amount, _))| (stream.clone(), *amount))
-        .collect();
+    let amounts = amounts(&model);
     assert_eq!(amounts, expected(count));
     if !matches!(t.location, Location::Memory) {
         let applied: i64 = model.values().map(|(_, applied)| applied).sum();
@@ -381,10 +386,7 @@ async fn a_failing_handler_can_skip_the_event(kind: Kind) {
     let mut expected_model = expected(30);
     *expected_model.get_mut("acct-0").expect("acct-0") -= 20;
     let model = read_model(&t, &failing).await;
-    let amounts: HashMap<String, i64> = model
-        .iter()
-        .map(|(stream, (amount, _))| (stream.clone(), *amount))
-        .collect();
+    let amounts = amounts(&model);
     assert_eq!(amounts, expected_model);
     if let Location::Sqlite { url, .. } = &t.location {
         use sqlx::Connection;
@@ -485,10 +487,7 @@ async fn a_batch_handler_writes_the_same_read_model(kind: Kind) {
         let mut want = expected(50);
         *want.get_mut("acct-0").expect("acct-0") -= 20;
         let model = read_model(&t, &projection).await;
-        let amounts: HashMap<String, i64> = model
-            .iter()
-            .map(|(stream, (amount, _))| (stream.clone(), *amount))
-            .collect();
+        let amounts = amounts(&model);
         assert_eq!(amounts, want);
         let applied: i64 = model.values().map(|(_, applied)| applied).sum();
         assert_eq!(applied, 49, "every event applied exactly once");
@@ -543,10 +542,7 @@ async fn postgres_projection_follows_eight_concurrent_writers() {
         deposits += 1;
     }
     let model = read_model(&t, &projection).await;
-    let amounts: HashMap<String, i64> = model
-        .iter()
-        .map(|(stream, (amount, _))| (stream.clone(), *amount))
-        .collect();
+    let amounts = amounts(&model);
     assert_eq!(amounts, fold);
     assert_eq!(
         model.values().map(|(_, applied)| applied).sum::<i64>(),
