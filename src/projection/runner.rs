@@ -2,9 +2,11 @@
 //! checkpoint in batches, then follows new appends, and the handle that watches and stops
 //! it.
 //!
-//! A batch is read with the store's gap-safe `read_all`, applied in one transaction, and
-//! closed by writing the checkpoint in that transaction. While catching up, the next batch
-//! is read while the current one is applied and committed. The task wakes on appends
+//! A batch is one window of the log, read with the store's gap-safe `read_all` machinery
+//! (`Store::read_window`): its events of the projection's types are applied in one
+//! transaction, closed by moving the checkpoint to the window's end in that transaction.
+//! While catching up, the next window is read while the current batch is applied and
+//! committed. The task wakes on appends
 //! (this process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polls as
 //! a fallback. A failing batch is rolled back and retried with backoff, event by event
 //! after a failed `apply_batch`; after the bound, the runner stops as failed or steps over
@@ -15,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::TryStreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -24,8 +25,8 @@ use super::{Projection, ProjectionContext};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::LogPosition;
-use crate::store::Store;
 use crate::store::backend::Lease;
+use crate::store::{LogWindow, Store};
 
 /// How often an instance on standby tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
@@ -249,7 +250,11 @@ impl ProjectionHandle {
     }
 
     /// Waits until every event up to `position` is applied (for example, to read your own
-    /// writes in a test or an API).
+    /// writes in a test or an API, with [`AppendResult::log_position`]). Events of types
+    /// the projection does not subscribe to count as applied once the runner has passed
+    /// them.
+    ///
+    /// [`AppendResult::log_position`]: crate::AppendResult::log_position
     ///
     /// # Errors
     /// [`Error::ProjectionStopped`] when the projection stops or fails first.
@@ -404,10 +409,13 @@ impl<P: Projection> Runner<P> {
             status.position = cursor;
             status.state = ProjectionState::CatchingUp;
         });
+        // `cursor` is the stored checkpoint; `scan`, where the next window starts, runs
+        // ahead of it over windows without events of the projection's types.
+        let mut scan = cursor;
         let mut appends = self.store.appends();
         // Reads in a row that failed for something other than the database's absence.
         let mut unreadable = 0;
-        // The batch after `cursor`, when it was read while the previous one was applied.
+        // The window after `scan`, when it was read while the previous one was applied.
         let mut prefetched = None;
         let mut last_check = tokio::time::Instant::now();
         let mut meter = RateMeter::new();
@@ -425,18 +433,18 @@ impl<P: Projection> Runner<P> {
                 last_check = tokio::time::Instant::now();
             }
             let read = match prefetched.take() {
-                Some(batch) => Ok(batch),
+                Some(window) => Ok(window),
                 None => {
                     // Appends from here on wake the wait below, even if this read misses
                     // them.
                     appends.borrow_and_update();
-                    self.read_batch(cursor).await
+                    self.read_window(scan).await
                 }
             };
-            let batch = match read {
-                Ok(batch) => {
+            let window = match read {
+                Ok(window) => {
                     unreadable = 0;
-                    batch
+                    window
                 }
                 Err(error) => {
                     // An event that does not decode (say, a key the store lacks) will not
@@ -455,7 +463,14 @@ impl<P: Projection> Runner<P> {
                     continue;
                 }
             };
-            let Some(last) = batch.last() else {
+            let to = window.scanned_to;
+            let Some(last) = window.events.last() else {
+                if window.more {
+                    // Nothing of the projection's types here: on to the next window,
+                    // without a commit.
+                    scan = to;
+                    continue;
+                }
                 // Caught up. A reset (rebuild) or another instance may have moved the
                 // stored checkpoint meanwhile: follow it.
                 if let Ok(stored) = self.store.checkpoint(&self.name).await {
@@ -464,9 +479,25 @@ impl<P: Projection> Runner<P> {
                         self.note_error(format!(
                             "the stored checkpoint moved from {cursor} to {stored}; following it"
                         ));
-                        cursor = stored;
+                        (cursor, scan) = (stored, stored);
                         self.status.send_modify(|status| status.position = cursor);
                         continue;
+                    }
+                }
+                if to != cursor {
+                    // Only events of other types since the checkpoint: move it past them,
+                    // so that a restart does not scan them again and `wait_until` their
+                    // positions returns.
+                    match self.apply_with_retries(&[], cursor, to).await {
+                        Ok(Batch::Applied { .. }) => {
+                            (cursor, scan) = (to, to);
+                            self.status.send_modify(|status| status.position = to);
+                        }
+                        Ok(Batch::CheckpointMoved) => {
+                            (cursor, scan) = self.checkpoint_moved(cursor).await;
+                            continue;
+                        }
+                        Err(Halt) => return Ok(self.halted()),
                     }
                 }
                 let rate = meter.add(0);
@@ -485,78 +516,90 @@ impl<P: Projection> Runner<P> {
                 }
                 continue;
             };
-            let (position, lag) = (last.log_position(), age(last));
-            let full = batch.len() == self.settings.batch_size;
-            // A full batch means catching up: read the next batch and the log's end while
-            // this one is applied, so the reads overlap the commits.
-            let (outcome, next, log_end) = if full {
+            let lag = age(last);
+            // A full window means catching up: read the next one and the log's end while
+            // this batch is applied, so the reads overlap the commits.
+            let (outcome, next, log_end) = if window.more {
                 appends.borrow_and_update();
-                tokio::join!(
-                    self.apply_with_retries(&batch, cursor),
-                    self.read_batch(position),
+                let (outcome, next, log_end) = tokio::join!(
+                    self.apply_with_retries(&window.events, cursor, to),
+                    self.read_window(to),
                     self.store.last_position(),
-                )
+                );
+                (outcome, next.ok(), log_end)
             } else {
-                let outcome = self.apply_with_retries(&batch, cursor).await;
-                (outcome, Ok(Vec::new()), Ok(position.position()))
+                let outcome = self.apply_with_retries(&window.events, cursor, to).await;
+                (outcome, None, Ok(to.position()))
             };
             match outcome {
                 Ok(Batch::CheckpointMoved) => {
-                    self.note_error(
-                        "the checkpoint moved under this runner; resuming from the stored one"
-                            .to_owned(),
-                    );
-                    match self.store.checkpoint(&self.name).await {
-                        Ok(stored) => cursor = stored.unwrap_or(LogPosition::START),
-                        Err(error) => self.note_error(error.to_string()),
-                    }
-                    self.status.send_modify(|status| status.position = cursor);
+                    (cursor, scan) = self.checkpoint_moved(cursor).await;
                 }
                 Ok(Batch::Applied { applied, skipped }) => {
-                    cursor = position;
+                    (cursor, scan) = (to, to);
                     // A failed read is simply read again.
-                    prefetched = next.ok().filter(|_| full);
-                    let lag_events =
-                        log_end.map_or(0, |end| end.saturating_sub(position.position()));
+                    prefetched = next;
+                    let lag_events = log_end.map_or(0, |end| end.saturating_sub(to.position()));
                     let rate = meter.add(applied);
                     self.status.send_modify(|status| {
                         status.lag_events = lag_events;
                         status.rate = rate;
-                        status.position = position;
+                        status.position = to;
                         status.applied += applied;
                         status.skipped += skipped;
                         status.lag = lag;
-                        status.state = if full {
+                        status.state = if window.more {
                             ProjectionState::CatchingUp
                         } else {
                             ProjectionState::Running
                         };
                     });
                 }
-                Err(Halt) => {
-                    if self.status.borrow().state != ProjectionState::Failed {
-                        self.finish(ProjectionState::Stopped);
-                    }
-                    return Ok(Halt);
-                }
+                Err(Halt) => return Ok(self.halted()),
             }
         }
     }
 
-    async fn read_batch(&self, after: LogPosition) -> Result<Vec<RecordedEvent>> {
-        use futures::StreamExt;
+    /// After a batch found the stored checkpoint elsewhere than `cursor`: resumes from
+    /// the stored one (the new cursor and scan start).
+    async fn checkpoint_moved(&self, cursor: LogPosition) -> (LogPosition, LogPosition) {
+        self.note_error(
+            "the checkpoint moved under this runner; resuming from the stored one".to_owned(),
+        );
+        let stored = match self.store.checkpoint(&self.name).await {
+            Ok(stored) => stored.unwrap_or(LogPosition::START),
+            Err(error) => {
+                self.note_error(error.to_string());
+                cursor
+            }
+        };
+        self.status.send_modify(|status| status.position = stored);
+        (stored, stored)
+    }
+
+    /// The end of a run that stopped or failed in a batch.
+    fn halted(&self) -> Halt {
+        if self.status.borrow().state != ProjectionState::Failed {
+            self.finish(ProjectionState::Stopped);
+        }
+        Halt
+    }
+
+    /// The next window of the log after `after`: its events of the projection's types.
+    async fn read_window(&self, after: LogPosition) -> Result<LogWindow> {
+        let types = Arc::clone(&self.types);
         self.store
-            .read_all_of(after, Arc::clone(&self.types), self.settings.batch_size)
-            .take(self.settings.batch_size)
-            .try_collect()
+            .read_window(after, types, self.settings.batch_size)
             .await
     }
 
-    /// Applies `batch`, retrying failures; returns the events applied and skipped.
+    /// Applies `batch`, retrying failures, and moves the checkpoint from `from` to `to`;
+    /// returns the events applied and skipped.
     async fn apply_with_retries(
         &self,
         batch: &[RecordedEvent],
         from: LogPosition,
+        to: LogPosition,
     ) -> Result<Batch, Halt> {
         let mut skips = BTreeMap::new();
         // The first try hands the whole batch to `Projection::apply_batch`; after a failure,
@@ -565,7 +608,7 @@ impl<P: Projection> Runner<P> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.apply_batch(batch, &skips, from, whole).await {
+            let failure = match self.apply_batch(batch, &skips, (from, to), whole).await {
                 Ok(applied) => {
                     let skipped = skips.len() as u64;
                     return Ok(Batch::Applied { applied, skipped });
@@ -631,14 +674,14 @@ impl<P: Projection> Runner<P> {
         }
     }
 
-    /// Applies `batch` (except the `skips`) and moves the checkpoint from `from` past it,
-    /// in one transaction: `whole`, through one `Projection::apply_batch` call (there are
-    /// no skips then), else event by event.
+    /// Applies `batch` (except the `skips`) and moves the checkpoint `from` → `to`, in one
+    /// transaction: `whole`, through one `Projection::apply_batch` call (there are no
+    /// skips then), else event by event.
     async fn apply_batch(
         &self,
         batch: &[RecordedEvent],
         skips: &BTreeMap<usize, String>,
-        from: LogPosition,
+        (from, to): (LogPosition, LogPosition),
         whole: bool,
     ) -> Result<u64, BatchFailure> {
         let mut tx = self
@@ -649,7 +692,9 @@ impl<P: Projection> Runner<P> {
         let mut applied = 0;
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
-            if whole && skips.is_empty() {
+            if batch.is_empty() {
+                // Only the checkpoint moves.
+            } else if whole && skips.is_empty() {
                 self.projection
                     .apply_batch(batch, &mut ctx)
                     .await
@@ -680,14 +725,12 @@ impl<P: Projection> Runner<P> {
                 .await
                 .map_err(BatchFailure::Store)?;
         }
-        if let Some(last) = batch.last() {
-            let moved = tx
-                .move_checkpoint(&self.name, from, last.log_position())
-                .await
-                .map_err(BatchFailure::Store)?;
-            if !moved {
-                return Err(BatchFailure::CheckpointMoved);
-            }
+        let moved = tx
+            .move_checkpoint(&self.name, from, to)
+            .await
+            .map_err(BatchFailure::Store)?;
+        if !moved {
+            return Err(BatchFailure::CheckpointMoved);
         }
         tx.commit().await.map_err(BatchFailure::Store)?;
         Ok(applied)

@@ -619,19 +619,35 @@ impl Store {
         page_size: usize,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let span = tracing::debug_span!("chronicle.read_all", %after);
-        let state = LogRead {
-            store: self.clone(),
-            after,
-            types,
-            page_size: page_size.max(1),
-            bound: None,
-            deadline: None,
-            done: false,
-        };
+        let state = LogRead::new(self.clone(), after, types, page_size);
         stream::try_unfold(state, move |state| {
             state.next_page().instrument(span.clone())
         })
         .try_flatten()
+    }
+
+    /// One window of `limit` events of the log after `after`, keeping those whose type is
+    /// in `types` (all when empty): a projection's batch. Waits for held-back events as
+    /// [`Store::read_all`] does.
+    pub(crate) async fn read_window(
+        &self,
+        after: LogPosition,
+        types: Arc<[String]>,
+        limit: usize,
+    ) -> Result<LogWindow> {
+        let span = tracing::debug_span!("chronicle.read_all", %after);
+        let mut read = LogRead::new(self.clone(), after, types, limit);
+        let events = read.next_window().instrument(span).await?;
+        let events = events
+            .unwrap_or_default()
+            .into_iter()
+            .map(|event| self.decode(event))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LogWindow {
+            events,
+            scanned_to: read.after,
+            more: !read.done,
+        })
     }
 
     /// The event with this id, or `None`.
@@ -791,6 +807,17 @@ fn page_ranges(
     })
 }
 
+/// One window of the log, from [`Store::read_window`].
+#[derive(Debug)]
+pub(crate) struct LogWindow {
+    /// The window's events of the types asked for, decoded.
+    pub events: Vec<RecordedEvent>,
+    /// Where the window ended (its last event of any type; where it began when empty).
+    pub scanned_to: LogPosition,
+    /// Whether more events may follow right away (the window was full).
+    pub more: bool,
+}
+
 /// The state of one [`Store::read_all`]: the cursor, and how long to wait for events held
 /// back by running transactions.
 struct LogRead {
@@ -806,6 +833,18 @@ struct LogRead {
 }
 
 impl LogRead {
+    fn new(store: Store, after: LogPosition, types: Arc<[String]>, page_size: usize) -> Self {
+        LogRead {
+            store,
+            after,
+            types,
+            page_size: page_size.max(1),
+            bound: None,
+            deadline: None,
+            done: false,
+        }
+    }
+
     async fn next_page(
         mut self,
     ) -> Result<
@@ -814,6 +853,15 @@ impl LogRead {
             Self,
         )>,
     > {
+        let Some(events) = self.next_window().await? else {
+            return Ok(None);
+        };
+        Ok(Some((self.store.decode_page(events), self)))
+    }
+
+    /// The next window's events of the types asked for, still encoded (none when the
+    /// window has none of them; `None` once the read is done).
+    async fn next_window(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
         let inner = &self.store.inner;
         let page_size = self.page_size;
         let mut wait = Duration::from_millis(5);
@@ -830,10 +878,6 @@ impl LogRead {
                 .await?;
             if let Some(last) = page.scanned_to {
                 self.after = last;
-            }
-            if page.full && page.events.is_empty() {
-                // A window without events of the types asked for: on to the next.
-                continue;
             }
             if !page.full {
                 let bound = self.bound;
@@ -857,8 +901,7 @@ impl LogRead {
                     continue;
                 }
             }
-            let events = self.store.decode_page(page.events);
-            return Ok(Some((events, self)));
+            return Ok(Some(page.events));
         }
     }
 }

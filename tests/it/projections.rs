@@ -437,7 +437,31 @@ async fn a_filtered_projection_crosses_stretches_of_other_events(kind: Kind) {
     deposit_only(&t.store, 4).await;
     handle.wait_for_idle().await.expect("live");
     assert_totals(&t, &projection, 5).await;
-    handle.stop().await;
+
+    // An event of another type is passed over too: waiting for it returns, and the
+    // checkpoint moves past it (a restart does not scan it again).
+    let noted = t
+        .store
+        .append(
+            "noise",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("test.noted", json!({ "i": 0 }))],
+        )
+        .await
+        .expect("noise");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        handle.wait_until(noted.log_position()),
+    )
+    .await
+    .expect("not stuck before an event of another type")
+    .expect("passed over");
+    let status = handle.stop().await;
+    assert_eq!(status.position, noted.log_position());
+    assert_eq!(
+        t.store.checkpoint("totals").await.expect("checkpoint"),
+        Some(noted.log_position())
+    );
 }
 
 /// Appends the deposit `n` alone (amount `n`, account `n % 5`).
