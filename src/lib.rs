@@ -32,11 +32,13 @@ mod codec;
 mod domain_event;
 mod error;
 mod event;
+pub mod outbox;
 mod projection;
 mod read;
 mod snapshot;
 mod store;
 mod stream;
+mod task;
 pub mod testing;
 mod upcast;
 
@@ -49,6 +51,7 @@ pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
 pub use error::{Error, ErrorKind, Result, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
+pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use projection::{
     FailurePolicy, Projection, ProjectionContext, ProjectionError, ProjectionHandle,
     ProjectionState, ProjectionStatus, Projections,

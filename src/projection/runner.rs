@@ -27,6 +27,7 @@ use crate::event::RecordedEvent;
 use crate::read::LogPosition;
 use crate::store::backend::Lease;
 use crate::store::{LogWindow, Store};
+use crate::task::stop_requested;
 
 /// How often an instance on standby tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
@@ -796,19 +797,6 @@ impl RateMeter {
             };
         }
         self.rate
-    }
-}
-
-/// Resolves once a stop is requested; never, when the handle was dropped without one (the
-/// projection then runs on, detached).
-async fn stop_requested(stop: &mut watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow_and_update() {
-            return;
-        }
-        if stop.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 

@@ -386,6 +386,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether the backend is a SQL database (with transactions, and the tables of the
+    /// outbox); `false` for memory.
+    fn is_sql(&self) -> bool {
+        true
+    }
+
     /// Tries to become the one active instance of projection `name`: `Some` holds the
     /// lease until dropped, `None` means another instance holds it. Backends without
     /// cross-process leases grant it at once (the checkpoint's move check still keeps

@@ -364,6 +364,10 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn is_sql(&self) -> bool {
+        false
+    }
+
     async fn begin_batch(&self) -> Result<BatchTx> {
         Ok(BatchTx::Memory {
             checkpoints: Arc::clone(&self.checkpoints),

@@ -29,6 +29,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "projections",
         sql: include_str!("../../migrations/sqlite/0003_projections.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outbox",
+        sql: include_str!("../../migrations/sqlite/0004_outbox.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -46,6 +51,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "projections",
         sql: include_str!("../../migrations/postgres/0003_projections.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "outbox",
+        sql: include_str!("../../migrations/postgres/0004_outbox.sql"),
     },
 ];
 

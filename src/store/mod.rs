@@ -13,11 +13,13 @@ mod memory;
 mod migrate;
 mod postgres;
 mod replay;
+pub(crate) mod requests;
 mod retry;
 mod snapshots;
 mod sql;
 mod sqlite;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -355,6 +357,11 @@ impl Store {
             .await
     }
 
+    /// Whether the store is a SQL database (SQLite or PostgreSQL), not memory.
+    pub(crate) fn is_sql(&self) -> bool {
+        self.inner.backend.is_sql()
+    }
+
     /// The highest global position taken so far.
     pub(crate) async fn last_position(&self) -> Result<u64> {
         let backend = &self.inner.backend;
@@ -635,19 +642,48 @@ impl Store {
         types: Arc<[String]>,
         limit: usize,
     ) -> Result<LogWindow> {
-        let span = tracing::debug_span!("chronicle.read_all", %after);
-        let mut read = LogRead::new(self.clone(), after, types, limit);
-        let events = read.next_window().instrument(span).await?;
-        let events = events
-            .unwrap_or_default()
+        let mut window = self.read_window_encoded(after, types, limit).await?;
+        window.events = std::mem::take(&mut window.events)
             .into_iter()
             .map(|event| self.decode(event))
             .collect::<Result<Vec<_>>>()?;
+        Ok(window)
+    }
+
+    /// [`Store::read_window`] without decoding the payloads (they stay as stored), for
+    /// readers that only need the events' ids, types and places.
+    pub(crate) async fn read_window_encoded(
+        &self,
+        after: LogPosition,
+        types: Arc<[String]>,
+        limit: usize,
+    ) -> Result<LogWindow> {
+        let span = tracing::debug_span!("chronicle.read_all", %after);
+        let mut read = LogRead::new(self.clone(), after, types, limit);
+        let events = read.next_window().instrument(span).await?;
         Ok(LogWindow {
-            events,
+            events: events.unwrap_or_default(),
             scanned_to: read.after,
             more: !read.done,
         })
+    }
+
+    /// The events with these ids, each decoded on its own (one that does not decode does
+    /// not hide the others); missing ids are left out.
+    pub(crate) async fn events_by_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Result<RecordedEvent>>> {
+        let backend = &self.inner.backend;
+        let found = self
+            .inner
+            .retry
+            .run("event_by_id", || backend.events_by_id(ids))
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|event| (event.id, self.decode(event)))
+            .collect())
     }
 
     /// The event with this id, or `None`.

@@ -9,6 +9,7 @@ mod domain;
 mod domain_event;
 mod inline_projections;
 mod model;
+mod outbox;
 mod postgres;
 mod projections;
 mod sqlite;

@@ -1,0 +1,168 @@
+//! Administration of an outbox: how much work is where, the dead requests, retrying them,
+//! and purging what is done.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Outbox, micros, now_micros};
+use crate::error::Result;
+use crate::read::LogPosition;
+use crate::store::requests::{self, DEAD, DONE, PENDING, RUNNING};
+
+/// The state of an outbox's work, from [`Outbox::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboxStats {
+    /// About how many events the processor has still to read: the log's positions after
+    /// its checkpoint (positions freed by hard deletes count too).
+    pub unprocessed_events: u64,
+    /// Per handler of the map, by name.
+    pub handlers: BTreeMap<String, HandlerStats>,
+}
+
+/// One handler's requests by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerStats {
+    /// Waiting for their first run.
+    pub pending: u64,
+    /// Claimed by an executor.
+    pub running: u64,
+    /// Failed, waiting for a retry.
+    pub failed_waiting: u64,
+    /// Failed for good.
+    pub dead: u64,
+    /// Done (until purged).
+    pub done: u64,
+}
+
+/// A dead request, from [`Outbox::dead_requests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadRequest {
+    /// The request's id (pass it to [`Outbox::retry_dead`]).
+    pub id: i64,
+    /// Its handler.
+    pub handler: String,
+    /// The event it was for.
+    pub event_id: Uuid,
+    /// That event's stream.
+    pub stream_id: String,
+    /// Failures recorded.
+    pub errors: u32,
+    /// The last failure's error.
+    pub last_error: Option<String>,
+    /// When it went dead.
+    pub dead_since: DateTime<Utc>,
+}
+
+impl Outbox {
+    /// Unprocessed events, and every handler's requests by state.
+    ///
+    /// # Errors
+    /// Connection errors; [`ValidationError::Config`](crate::ValidationError::Config) on
+    /// the memory backend.
+    pub async fn stats(&self) -> Result<OutboxStats> {
+        let checkpoint = self
+            .store
+            .checkpoint(&self.settings.name)
+            .await?
+            .unwrap_or(LogPosition::START);
+        let last = self.store.last_position().await?;
+        let mut tx = self.store.begin_batch().await?;
+        let counts = tx.request_counts().await?;
+        tx.commit().await?;
+        let mut handlers: BTreeMap<String, HandlerStats> = self
+            .handlers
+            .names()
+            .into_iter()
+            .map(|name| (name, HandlerStats::default()))
+            .collect();
+        for row in counts {
+            let stats = handlers.entry(row.handler).or_default();
+            let count = requests::count(row.count);
+            match (row.state, row.failed) {
+                (PENDING, false) => stats.pending += count,
+                (PENDING, true) => stats.failed_waiting += count,
+                (RUNNING, _) => stats.running += count,
+                (DONE, _) => stats.done += count,
+                (DEAD, _) => stats.dead += count,
+                _ => {}
+            }
+        }
+        Ok(OutboxStats {
+            unprocessed_events: last.saturating_sub(checkpoint.position()),
+            handlers,
+        })
+    }
+
+    /// Up to `limit` dead requests, of `handler` or of all, oldest first, with their last
+    /// error.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn dead_requests(
+        &self,
+        handler: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadRequest>> {
+        let mut tx = self.store.begin_batch().await?;
+        let rows = tx.dead_requests(handler, limit).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DeadRequest {
+                id: row.id,
+                handler: row.handler,
+                event_id: row.event_id,
+                stream_id: row.stream_id,
+                errors: u32::try_from(row.errors).unwrap_or(0),
+                last_error: row.last_error,
+                dead_since: DateTime::from_timestamp_micros(row.updated_at).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Makes the dead request `id` pending again, with its error count reset; `false` when
+    /// it is not dead.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn retry_dead(&self, id: i64) -> Result<bool> {
+        Ok(self.revive(Some(id), None).await? == 1)
+    }
+
+    /// Makes every dead request of `handler` pending again. Returns how many.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn retry_all_dead(&self, handler: &str) -> Result<u64> {
+        self.revive(None, Some(handler)).await
+    }
+
+    async fn revive(&self, id: Option<i64>, handler: Option<&str>) -> Result<u64> {
+        let mut tx = self.store.begin_batch().await?;
+        let revived = tx.retry_dead(id, handler, now_micros()).await?;
+        tx.commit().await?;
+        if revived > 0 {
+            self.created.notify_one();
+        }
+        Ok(revived)
+    }
+
+    /// Deletes the done requests finished more than `older_than` ago. Returns how many.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn purge_done(&self, older_than: Duration) -> Result<u64> {
+        let mut tx = self.store.begin_batch().await?;
+        let purged = tx
+            .purge_done(now_micros().saturating_sub(micros(older_than)))
+            .await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+}

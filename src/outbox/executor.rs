@@ -1,0 +1,254 @@
+//! The executor: claims due requests under a lease, runs their handlers (each on a task of
+//! its own, with the handler's timeout; a panic is caught by the task), and records the
+//! outcomes in one transaction.
+
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::handlers::{Handler, HandlerRequest};
+use super::report::{Failure, FailureKind};
+use super::{Outbox, micros, now_micros};
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::store::requests::{Claimed, Finish, attempt};
+
+/// What one [`Outbox::execute`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExecutionReport {
+    /// Requests claimed and run.
+    pub claimed: u64,
+    /// Handlers that succeeded.
+    pub done: u64,
+    /// Failures that will be retried.
+    pub retrying: u64,
+    /// Requests that went dead.
+    pub dead: u64,
+    /// Outcomes not recorded because the lease had run out and another executor had
+    /// claimed the request (it runs again there: at-least-once).
+    pub lost: u64,
+}
+
+/// How one execution failed.
+struct Failed {
+    kind: Option<FailureKind>,
+    error: String,
+}
+
+impl Outbox {
+    /// Claims up to `workers` due requests, runs them side by side, and records their
+    /// outcomes. Returns what it did (nothing claimed: nothing was due).
+    ///
+    /// # Errors
+    /// Connection errors (outcomes not recorded are run again after the lease), and
+    /// [`ValidationError::Config`](crate::ValidationError::Config) on the memory backend.
+    pub async fn execute(&self) -> Result<ExecutionReport> {
+        let now = now_micros();
+        let mut tx = self.store.begin_batch().await?;
+        let claimed = tx
+            .claim_requests(
+                &self.handlers.names(),
+                &self.executor_id,
+                now,
+                now.saturating_add(micros(self.settings.lease)),
+                self.settings.workers,
+            )
+            .await?;
+        tx.commit().await?;
+        if claimed.is_empty() {
+            return Ok(ExecutionReport::default());
+        }
+        let ids: Vec<uuid::Uuid> = claimed.iter().map(|request| request.event_id).collect();
+        let events = self.store.events_by_ids(&ids).await?;
+        let runs: Vec<_> = claimed
+            .into_iter()
+            .map(|request| {
+                // Several handlers' requests may share an event.
+                let event = match events.get(&request.event_id) {
+                    Some(Ok(event)) => Ok(event.clone()),
+                    Some(Err(error)) => Err(error.to_string()),
+                    None => Err(format!(
+                        "event {} is no longer in the store",
+                        request.event_id
+                    )),
+                };
+                let outbox = self.clone();
+                tokio::spawn(async move {
+                    let outcome = outbox.run(&request, event).await;
+                    (request, outcome)
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(runs.len());
+        for run in futures::future::join_all(runs).await {
+            // `run` catches the handler's panic; a join error here is a bug of ours.
+            outcomes.push(run.map_err(|error| Error::Internal(error.to_string()))?);
+        }
+        self.record(outcomes).await
+    }
+
+    /// Runs `request`'s handler on `event`, within its timeout.
+    async fn run(
+        &self,
+        request: &Claimed,
+        event: std::result::Result<RecordedEvent, String>,
+    ) -> std::result::Result<(), Failed> {
+        let Some(handler) = self.handlers.get(&request.handler) else {
+            // Not claimable: claims only ask for this map's handlers.
+            return Err(Failed {
+                kind: Some(FailureKind::NonRetryable),
+                error: format!("no handler `{}` here", request.handler),
+            });
+        };
+        let event = event.map_err(|error| Failed {
+            kind: Some(FailureKind::NonRetryable),
+            error,
+        })?;
+        let span = tracing::info_span!(
+            "chronicle.outbox.execute",
+            handler = %handler.name,
+            event_id = %event.id,
+            attempt = request.attempts,
+        );
+        let started = Instant::now();
+        let outcome = self
+            .run_handler(handler, request, event)
+            .instrument(span)
+            .await;
+        let labels = [
+            ("handler", handler.name.clone()),
+            (
+                "outcome",
+                match &outcome {
+                    Ok(()) => "done",
+                    Err(Failed {
+                        kind: Some(FailureKind::Panic),
+                        ..
+                    }) => "panic",
+                    Err(Failed { kind: Some(_), .. }) => "fatal",
+                    Err(Failed { kind: None, .. }) => "failed",
+                }
+                .to_owned(),
+            ),
+        ];
+        metrics::histogram!("chronicle_outbox_execution_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("chronicle_outbox_executions_total", &labels).increment(1);
+        outcome
+    }
+
+    async fn run_handler(
+        &self,
+        handler: &Handler,
+        request: &Claimed,
+        event: RecordedEvent,
+    ) -> std::result::Result<(), Failed> {
+        let call = HandlerRequest::new(
+            request.id,
+            handler.name.clone(),
+            attempt(request.attempts),
+            event,
+            self.store.clone(),
+        );
+        // A task of its own: a panic ends the task, not the executor.
+        let task = tokio::spawn((handler.run)(call));
+        let abort = task.abort_handle();
+        match tokio::time::timeout(handler.timeout, task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(Failed {
+                kind: (!error.is_retryable()).then_some(FailureKind::NonRetryable),
+                error: error.message().to_owned(),
+            }),
+            Ok(Err(join)) if join.is_panic() => Err(Failed {
+                kind: Some(FailureKind::Panic),
+                error: format!("panicked: {}", panic_message(join.into_panic())),
+            }),
+            Ok(Err(join)) => Err(Failed {
+                kind: None,
+                error: format!("the handler's task ended: {join}"),
+            }),
+            Err(_) => {
+                abort.abort();
+                Err(Failed {
+                    kind: None,
+                    error: format!("timed out after {:?}", handler.timeout),
+                })
+            }
+        }
+    }
+
+    /// Records the outcomes in one transaction, and reports what needs reporting.
+    async fn record(
+        &self,
+        outcomes: Vec<(Claimed, std::result::Result<(), Failed>)>,
+    ) -> Result<ExecutionReport> {
+        let now = now_micros();
+        let mut executed = ExecutionReport {
+            claimed: outcomes.len() as u64,
+            ..ExecutionReport::default()
+        };
+        let mut reports = Vec::new();
+        let mut tx = self.store.begin_batch().await?;
+        for (request, outcome) in &outcomes {
+            let finish = match outcome {
+                Ok(()) => Finish::Done,
+                Err(failed) => {
+                    let errors = u32::try_from(request.errors).unwrap_or(0).saturating_add(1);
+                    let (max_errors, delay) = match self.handlers.get(&request.handler) {
+                        Some(handler) => (handler.max_errors, handler.backoff.delay(errors)),
+                        None => (1, Duration::ZERO),
+                    };
+                    let dead =
+                        failed.kind == Some(FailureKind::NonRetryable) || errors >= max_errors;
+                    Finish::Failed {
+                        error: failed.error.clone(),
+                        dead,
+                        due_at: now.saturating_add(micros(delay)),
+                    }
+                }
+            };
+            let recorded = tx
+                .finish_request(request.id, &self.executor_id, &finish, now)
+                .await?;
+            match (&finish, recorded) {
+                (_, false) => executed.lost += 1,
+                (Finish::Done, true) => executed.done += 1,
+                (Finish::Failed { dead: true, .. }, true) => executed.dead += 1,
+                (Finish::Failed { dead: false, .. }, true) => executed.retrying += 1,
+            }
+            if let (Err(failed), Finish::Failed { dead, .. }) = (outcome, &finish)
+                && recorded
+                && (failed.kind.is_some() || *dead)
+            {
+                reports.push((request, failed, *dead));
+            }
+        }
+        tx.commit().await?;
+        for (request, failed, dead) in reports {
+            self.reporter.report(&Failure {
+                kind: failed.kind.unwrap_or(FailureKind::Dead),
+                handler: &request.handler,
+                request_id: request.id,
+                event_id: request.event_id,
+                stream: &request.stream_id,
+                attempt: attempt(request.attempts),
+                dead,
+                error: &failed.error,
+                backtrace: None,
+            });
+        }
+        Ok(executed)
+    }
+}
+
+/// A panic's message, when it is a string.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast::<&'static str>()
+            .map(|message| (*message).to_owned())
+            .unwrap_or_else(|_| "(not a string)".to_owned()),
+    }
+}

@@ -1,0 +1,433 @@
+//! What the outbox runs: handlers, the event types they answer to, their options, and
+//! the request a handler receives.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::domain_event::DomainEvent;
+use crate::error::{Result, ValidationError};
+use crate::event::RecordedEvent;
+use crate::store::Store;
+
+/// The event types a handler answers to: an exact name (`account.Opened`), a glob where
+/// `*` stands for any run of characters (`account.*`, `*.Opened`), or `*` for every type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+}
+
+impl Pattern {
+    /// The pattern `text` (exact unless it holds a `*`).
+    pub fn new(text: impl Into<String>) -> Self {
+        Pattern { text: text.into() }
+    }
+
+    /// Whether `event_type` matches.
+    pub fn matches(&self, event_type: &str) -> bool {
+        glob_matches(&self.text, event_type)
+    }
+
+    /// The exact type this pattern names, when it has no `*`.
+    fn exact(&self) -> Option<&str> {
+        (!self.text.contains('*')).then_some(self.text.as_str())
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// `*` matches any run of characters (none included); everything else matches itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: exact
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Why a handler could not do its work, and whether trying again may help.
+///
+/// Any error converts into a retryable one with `?`; mark one that never will succeed
+/// with [`HandlerError::fatal`]: the request goes dead at once.
+pub struct HandlerError {
+    message: String,
+    retryable: bool,
+}
+
+impl HandlerError {
+    /// An error worth retrying (the default of `?`).
+    pub fn retry(error: impl fmt::Display) -> Self {
+        HandlerError {
+            message: error.to_string(),
+            retryable: true,
+        }
+    }
+
+    /// An error no retry cures: the request is dead at once, and the error reported.
+    pub fn fatal(error: impl fmt::Display) -> Self {
+        HandlerError {
+            message: error.to_string(),
+            retryable: false,
+        }
+    }
+
+    /// Whether the request should be tried again.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        HandlerError::retry(error)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("message", &self.message)
+            .field("retryable", &self.retryable)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One execution of a handler for one event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HandlerRequest {
+    /// The request's id (its row in `handler_requests`).
+    pub id: i64,
+    /// The handler it is for.
+    pub handler: String,
+    /// Which execution this is: 1 for the first.
+    pub attempt: u32,
+    /// The event: id, type, stream, position, metadata and decoded payload.
+    pub event: RecordedEvent,
+    store: Store,
+}
+
+impl HandlerRequest {
+    pub(crate) fn new(
+        id: i64,
+        handler: String,
+        attempt: u32,
+        event: RecordedEvent,
+        store: Store,
+    ) -> Self {
+        HandlerRequest {
+            id,
+            handler,
+            attempt,
+            event,
+            store,
+        }
+    }
+
+    /// The payload deserialized into `T`.
+    ///
+    /// # Errors
+    /// As [`RecordedEvent::data`].
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T> {
+        self.event.data()
+    }
+
+    /// The event as the typed event `E` (with the store's upcasters).
+    ///
+    /// # Errors
+    /// As [`Store::decode_event`].
+    pub fn decode<E: DomainEvent>(&self) -> Result<E> {
+        self.store.decode_event(&self.event)
+    }
+}
+
+/// How long to wait before the next try, from the number of failures so far (1 after the
+/// first).
+#[derive(Clone)]
+pub struct Backoff(Arc<dyn Fn(u32) -> Duration + Send + Sync>);
+
+impl Backoff {
+    /// Exponential with full jitter: a random pause between zero and
+    /// `min(cap, base × 2^(failures − 1))`, so that requests failing together do not
+    /// retry together.
+    pub fn exponential(base: Duration, cap: Duration) -> Self {
+        Backoff(Arc::new(move |failures| {
+            let ceiling = base
+                .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(31)))
+                .min(cap);
+            ceiling.mul_f64(fastrand::f64())
+        }))
+    }
+
+    /// Any function of the number of failures.
+    pub fn from_fn(delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
+        Backoff(Arc::new(delay))
+    }
+
+    pub(crate) fn delay(&self, failures: u32) -> Duration {
+        (self.0)(failures)
+    }
+}
+
+impl Default for Backoff {
+    /// [`Backoff::exponential`] from 500 ms, capped at 5 minutes.
+    fn default() -> Self {
+        Backoff::exponential(Duration::from_millis(500), Duration::from_secs(300))
+    }
+}
+
+impl fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Backoff(..)")
+    }
+}
+
+type HandlerFn = Arc<
+    dyn Fn(HandlerRequest) -> BoxFuture<'static, std::result::Result<(), HandlerError>>
+        + Send
+        + Sync,
+>;
+
+/// A named handler, the event types it answers to, and how its requests run.
+///
+/// ```
+/// use std::time::Duration;
+/// use chronicle::{Handler, HandlerError, HandlerRequest};
+///
+/// let welcome = Handler::new("welcome-email", "account.Opened", |request: HandlerRequest| async move {
+///     let owner: String = request.event.json()?["owner"].as_str().unwrap_or_default().into();
+///     if owner.is_empty() {
+///         return Err(HandlerError::fatal("an account without an owner"));
+///     }
+///     // send the email …
+///     Ok(())
+/// })
+/// .max_errors(3)
+/// .priority(10)
+/// .timeout(Duration::from_secs(5));
+/// ```
+#[derive(Clone)]
+pub struct Handler {
+    pub(crate) name: String,
+    pub(crate) pattern: Pattern,
+    pub(crate) run: HandlerFn,
+    pub(crate) max_errors: u32,
+    pub(crate) priority: i32,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Duration,
+    pub(crate) ordered: bool,
+}
+
+impl Handler {
+    /// `run` under the stable `name` (requests are stored under it), for the event types
+    /// `pattern` matches. Defaults: 5 errors before a request is dead, priority 50, the
+    /// default [`Backoff`], a 30 s timeout, requests of one stream in any order.
+    pub fn new<F, Fut>(name: impl Into<String>, pattern: impl Into<String>, run: F) -> Self
+    where
+        F: Fn(HandlerRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        Handler {
+            name: name.into(),
+            pattern: Pattern::new(pattern),
+            run: Arc::new(move |request| Box::pin(run(request))),
+            max_errors: 5,
+            priority: 50,
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(30),
+            ordered: false,
+        }
+    }
+
+    /// Failures after which a request is dead (at least 1; default 5).
+    pub fn max_errors(mut self, errors: u32) -> Self {
+        self.max_errors = errors.max(1);
+        self
+    }
+
+    /// Lower runs first (default 50): due requests are claimed by priority, then in log
+    /// order.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The pause before each retry.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long one execution may take; past it, it counts as a failure (default 30 s).
+    /// Keep it under the executor's lease.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs this handler's requests of one stream one at a time, in log order: a request
+    /// waits until the earlier ones of its stream are done or dead.
+    pub fn ordered_per_stream(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handler")
+            .field("name", &self.name)
+            .field("pattern", &self.pattern)
+            .field("max_errors", &self.max_errors)
+            .field("priority", &self.priority)
+            .field("timeout", &self.timeout)
+            .field("ordered", &self.ordered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outbox's handlers, by name.
+///
+/// ```
+/// use chronicle::{Handler, HandlerMap, HandlerRequest};
+///
+/// let handlers = HandlerMap::new()
+///     .route(Handler::new("audit", "*", |_request: HandlerRequest| async { Ok(()) }))
+///     .route(Handler::new("crm", "account.*", |_request: HandlerRequest| async { Ok(()) }));
+/// assert_eq!(handlers.matching("account.Opened").count(), 2);
+/// assert_eq!(handlers.matching("order.Placed").count(), 1);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HandlerMap {
+    handlers: Vec<Handler>,
+}
+
+impl HandlerMap {
+    /// No handlers yet.
+    pub fn new() -> Self {
+        HandlerMap::default()
+    }
+
+    /// Adds `handler`.
+    pub fn route(mut self, handler: Handler) -> Self {
+        self.handlers.push(handler);
+        self
+    }
+
+    /// The handlers whose pattern matches `event_type`.
+    pub fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a Handler> {
+        self.handlers
+            .iter()
+            .filter(move |handler| handler.pattern.matches(event_type))
+    }
+
+    /// The handler named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Handler> {
+        self.handlers.iter().find(|handler| handler.name == name)
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.handlers.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// The event types worth reading from the log: the exact names when every pattern is
+    /// exact, else all (empty).
+    pub(crate) fn event_types(&self) -> Vec<String> {
+        let exact: Option<Vec<String>> = self
+            .handlers
+            .iter()
+            .map(|handler| handler.pattern.exact().map(str::to_owned))
+            .collect();
+        exact.unwrap_or_default()
+    }
+
+    /// Rejects an empty map and two handlers with one name.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.handlers.is_empty() {
+            return Err(ValidationError::Config("the outbox has no handlers".to_owned()).into());
+        }
+        for (index, handler) in self.handlers.iter().enumerate() {
+            if handler.name.is_empty() {
+                return Err(ValidationError::Config("a handler without a name".to_owned()).into());
+            }
+            if self.handlers[..index]
+                .iter()
+                .any(|h| h.name == handler.name)
+            {
+                return Err(ValidationError::Config(format!(
+                    "two outbox handlers are named `{}`",
+                    handler.name
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("account.Opened", "account.Opened"));
+        assert!(!glob_matches("account.Opened", "account.Opened2"));
+        assert!(glob_matches("account.*", "account.Opened"));
+        assert!(glob_matches("account.*", "account."));
+        assert!(!glob_matches("account.*", "accounts.Opened"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("*.Opened", "order.Opened"));
+        assert!(!glob_matches("*.Opened", "order.Closed"));
+        assert!(glob_matches("a*b*c", "a-b-b-c"));
+        assert!(!glob_matches("a*b*c", "a-c-b"));
+        assert!(
+            !glob_matches("ab*ba", "aba"),
+            "the two ends may not overlap"
+        );
+    }
+
+    proptest! {
+        /// `prefix*suffix` matches exactly the texts with that prefix and that suffix
+        /// that are long enough for both.
+        #[test]
+        fn a_glob_is_prefix_and_suffix(prefix in "[ab.]{0,3}", suffix in "[ab.]{0,3}", text in "[ab.]{0,8}") {
+            let pattern = format!("{prefix}*{suffix}");
+            let expected = text.len() >= prefix.len() + suffix.len()
+                && text.starts_with(&prefix)
+                && text.ends_with(&suffix);
+            prop_assert_eq!(glob_matches(&pattern, &text), expected);
+        }
+    }
+}

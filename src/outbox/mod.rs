@@ -1,0 +1,178 @@
+//! The outbox: every appended event can trigger side effects (emails, calls to other
+//! services), executed at least once, with retries, in the same database as the events.
+//!
+//! - The **processor** ([`Outbox::process`]) reads the global log from its checkpoint
+//!   (gap-safe, in windows, as projections do) and creates one request per (event,
+//!   matching handler) in `handler_requests`, moving its checkpoint in the same
+//!   transaction: no event gets its requests twice, or never.
+//! - The **executor** ([`Outbox::execute`]) claims due requests (by priority, then log
+//!   order) under a lease, runs their handlers on a bounded set of workers, and records
+//!   each outcome: done; failed, to be retried after the handler's backoff; or dead, after
+//!   too many failures or a [fatal](HandlerError::fatal) error. A request whose executor
+//!   died is claimed again when its lease runs out.
+//! - **Schedulers** run both until shut down: [`CooperativeScheduler`] in turn on one
+//!   task, [`ConcurrentScheduler`] as two loops.
+//!
+//! SQLite and PostgreSQL only: the requests live in the store's database.
+
+mod admin;
+mod executor;
+mod handlers;
+mod processor;
+mod report;
+mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use admin::{DeadRequest, HandlerStats, OutboxStats};
+pub use executor::ExecutionReport;
+pub use handlers::{Backoff, Handler, HandlerError, HandlerMap, HandlerRequest, Pattern};
+pub use report::{ErrorReporter, Failure, FailureKind, TracingReporter};
+pub use scheduler::{ConcurrentScheduler, CooperativeScheduler, SchedulerHandle};
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// The default name of the processor's checkpoint.
+const DEFAULT_NAME: &str = "chronicle.outbox";
+
+/// An outbox on a store: its handlers and settings. Build it with
+/// [`Store::outbox`](crate::Store::outbox); run it with a scheduler, or step it by hand
+/// with [`Outbox::process`] and [`Outbox::execute`].
+///
+/// ```
+/// # async fn demo(store: chronicle::Store) -> chronicle::Result<()> {
+/// use chronicle::{Handler, HandlerMap, HandlerRequest};
+///
+/// let handlers = HandlerMap::new().route(Handler::new(
+///     "welcome-email",
+///     "account.Opened",
+///     |request: HandlerRequest| async move {
+///         println!("welcome, {}", request.event.stream_id);
+///         Ok(())
+///     },
+/// ));
+/// let outbox = store.outbox(handlers)?.workers(8);
+/// let running = outbox.concurrent().spawn();
+/// // …
+/// running.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Outbox {
+    store: Store,
+    handlers: Arc<HandlerMap>,
+    settings: Settings,
+    reporter: Arc<dyn ErrorReporter>,
+    /// Wakes the executor when the processor created requests (in this process).
+    created: Arc<tokio::sync::Notify>,
+    /// This outbox's executor id, written on the requests it claims.
+    executor_id: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    name: String,
+    batch_size: usize,
+    workers: usize,
+    lease: Duration,
+    poll_interval: Duration,
+}
+
+impl Store {
+    /// An outbox running `handlers` on this store, with its checkpoint named
+    /// `chronicle.outbox`, batches of 1,000 events, 4 workers, a 60 s lease and a 500 ms
+    /// poll.
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`](crate::ValidationError::Config) for an empty map, two
+    /// handlers with one name, or a memory store (the requests live in a SQL database).
+    pub fn outbox(&self, handlers: HandlerMap) -> Result<Outbox> {
+        handlers.check()?;
+        if !self.is_sql() {
+            return Err(crate::ValidationError::Config(
+                "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL"
+                    .to_owned(),
+            )
+            .into());
+        }
+        Ok(Outbox {
+            store: self.clone(),
+            handlers: Arc::new(handlers),
+            settings: Settings {
+                name: DEFAULT_NAME.to_owned(),
+                batch_size: 1000,
+                workers: 4,
+                lease: Duration::from_secs(60),
+                poll_interval: Duration::from_millis(500),
+            },
+            reporter: Arc::new(TracingReporter),
+            created: Arc::new(tokio::sync::Notify::new()),
+            executor_id: Arc::from(uuid::Uuid::now_v7().to_string()),
+        })
+    }
+}
+
+impl Outbox {
+    /// The processor's checkpoint name: outboxes with different handlers on one store need
+    /// different names.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.settings.name = name.into();
+        self
+    }
+
+    /// Events the processor reads per transaction (at least 1).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.settings.batch_size = events.max(1);
+        self
+    }
+
+    /// Handlers run at once by this outbox's executor (at least 1): also the most requests
+    /// it claims at a time.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.settings.workers = workers.max(1);
+        self
+    }
+
+    /// How long a claimed request stays this executor's: if the process dies, another
+    /// executor runs the request again after this. Keep it above the handlers' timeouts.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease;
+        self
+    }
+
+    /// How often the schedulers look for work nobody told them about (events appended by
+    /// other processes without a notification, retries coming due).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = interval;
+        self
+    }
+
+    /// Where non-retryable errors, panics and dead requests are reported (default:
+    /// [`TracingReporter`]).
+    pub fn error_reporter(mut self, reporter: impl ErrorReporter) -> Self {
+        self.reporter = Arc::new(reporter);
+        self
+    }
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("handlers", &self.handlers)
+            .field("settings", &self.settings)
+            .field("executor_id", &self.executor_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Microseconds since the Unix epoch, as `handler_requests` stores times.
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// `duration` in microseconds, saturating.
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}

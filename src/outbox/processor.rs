@@ -1,0 +1,87 @@
+//! The processor: turns the global log into handler requests, one transaction per window
+//! of events, with the checkpoint moved in that transaction.
+//!
+//! Several processors may run on one database (one per process): they read the same
+//! window, and only the first to move the checkpoint from where it was commits; the
+//! others roll back and read on from the new checkpoint. `UNIQUE (handler, event_id)`
+//! guards the rest.
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use super::{Outbox, now_micros};
+use crate::error::Result;
+use crate::read::LogPosition;
+use crate::store::requests::NewRequest;
+
+impl Outbox {
+    /// Processes the log up to its end: creates the requests of every event after the
+    /// checkpoint, a window at a time. Returns how many requests it created.
+    ///
+    /// # Errors
+    /// Connection errors, and [`ValidationError::Config`](crate::ValidationError::Config)
+    /// on the memory backend.
+    pub async fn process(&self) -> Result<u64> {
+        let mut created = 0;
+        loop {
+            let (batch, more) = self.process_window().await?;
+            created += batch;
+            if !more {
+                return Ok(created);
+            }
+        }
+    }
+
+    /// One window: its requests and the checkpoint move, in one transaction. Returns the
+    /// requests created and whether more of the log may follow.
+    async fn process_window(&self) -> Result<(u64, bool)> {
+        let store = &self.store;
+        let name = &self.settings.name;
+        let from = store.checkpoint(name).await?.unwrap_or(LogPosition::START);
+        let span = tracing::debug_span!("chronicle.outbox.process", outbox = %name, %from);
+        async {
+            let types: Arc<[String]> = self.handlers.event_types().into();
+            let window = store
+                .read_window_encoded(from, types, self.settings.batch_size)
+                .await?;
+            if window.scanned_to == from {
+                return Ok((0, false));
+            }
+            let requests: Vec<NewRequest<'_>> = window
+                .events
+                .iter()
+                .flat_map(|event| {
+                    self.handlers
+                        .matching(&event.event_type)
+                        .map(move |handler| NewRequest {
+                            handler: &handler.name,
+                            event_id: event.id,
+                            position: event.position,
+                            stream: event.stream_id.as_str(),
+                            priority: handler.priority,
+                            ordered: handler.ordered,
+                        })
+                })
+                .collect();
+            let mut tx = store.begin_batch().await?;
+            let created = tx.insert_requests(&requests, now_micros()).await?;
+            if !tx.move_checkpoint(name, from, window.scanned_to).await? {
+                // Another processor took this window first.
+                tracing::debug!(outbox = %name, "window processed elsewhere");
+                return Ok((0, true));
+            }
+            tx.commit().await?;
+            metrics::counter!("chronicle_outbox_processed_events_total", "outbox" => name.clone())
+                .increment(window.events.len() as u64);
+            metrics::counter!("chronicle_outbox_requests_created_total", "outbox" => name.clone())
+                .increment(created);
+            if created > 0 {
+                self.created.notify_one();
+            }
+            Ok((created, window.more))
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,695 @@
+//! The outbox on SQLite and PostgreSQL: routing, retries with backoff, dead letters,
+//! fatal errors and panics, priorities, ordered-per-stream handlers, leases after a
+//! killed executor, a processor that fails mid-transaction, both schedulers, and three
+//! executors sharing 5,000 requests on PostgreSQL.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronicle::outbox::{
+    Backoff, ErrorReporter, ExecutionReport, Failure, FailureKind, HandlerStats, OutboxStats,
+};
+use chronicle::{
+    ExpectedVersion, Handler, HandlerError, HandlerMap, HandlerRequest, NewEvent, Outbox, Store,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::Kind;
+
+crate::for_each_sql_backend!(
+    each_pattern_kind_routes_to_the_right_handlers,
+    retries_follow_the_backoff_then_the_request_is_dead,
+    fatal_errors_and_panics_are_caught_and_reported,
+    lower_priorities_run_first,
+    ordered_handlers_run_a_stream_in_order,
+    a_killed_executors_request_runs_again_after_the_lease,
+    a_processor_failing_mid_transaction_creates_no_duplicates,
+    both_schedulers_drain_the_same_workload_alike,
+    dead_requests_can_be_retried_and_done_ones_purged,
+);
+
+/// What the handlers saw: (handler, event type, attempt), in order.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<Vec<(String, String, u32)>>>);
+
+impl Calls {
+    fn push(&self, request: &HandlerRequest) {
+        let call = (
+            request.handler.clone(),
+            request.event.event_type.clone(),
+            request.attempt,
+        );
+        self.0.lock().expect("calls").push(call);
+    }
+
+    fn all(&self) -> Vec<(String, String, u32)> {
+        self.0.lock().expect("calls").clone()
+    }
+
+    /// A handler that records its calls and succeeds.
+    fn handler(&self, name: &str, pattern: &str) -> Handler {
+        let calls = self.clone();
+        Handler::new(name, pattern, move |request: HandlerRequest| {
+            calls.push(&request);
+            async { Ok(()) }
+        })
+    }
+}
+
+/// Collects the reports.
+#[derive(Clone, Default)]
+struct Reports(Arc<Mutex<Vec<(FailureKind, String, bool)>>>);
+
+impl ErrorReporter for Reports {
+    fn report(&self, failure: &Failure<'_>) -> bool {
+        let report = (failure.kind, failure.error.to_owned(), failure.dead);
+        self.0.lock().expect("reports").push(report);
+        true
+    }
+}
+
+impl Reports {
+    fn all(&self) -> Vec<(FailureKind, String, bool)> {
+        self.0.lock().expect("reports").clone()
+    }
+}
+
+async fn append(store: &Store, stream: &str, types: &[&str]) {
+    let events = types
+        .iter()
+        .map(|event_type| NewEvent::new(*event_type, json!({ "stream": stream })))
+        .collect();
+    store
+        .append(stream, ExpectedVersion::Any, events)
+        .await
+        .expect("append");
+}
+
+/// Runs the executor until nothing is due; returns the reports summed.
+async fn drain(outbox: &Outbox) -> ExecutionReport {
+    let mut total = ExecutionReport::default();
+    loop {
+        let executed = outbox.execute().await.expect("execute");
+        if executed.claimed == 0 {
+            return total;
+        }
+        total.claimed += executed.claimed;
+        total.done += executed.done;
+        total.retrying += executed.retrying;
+        total.dead += executed.dead;
+        total.lost += executed.lost;
+    }
+}
+
+fn stats_of(stats: &OutboxStats, handler: &str) -> HandlerStats {
+    stats.handlers.get(handler).copied().unwrap_or_default()
+}
+
+async fn each_pattern_kind_routes_to_the_right_handlers(kind: Kind) {
+    let Some(t) = kind
+        .open("each_pattern_kind_routes_to_the_right_handlers")
+        .await
+    else {
+        return;
+    };
+    let calls = Calls::default();
+    let handlers = HandlerMap::new()
+        .route(calls.handler("exact", "acct.Opened"))
+        .route(calls.handler("glob", "acct.*"))
+        .route(calls.handler("suffix", "*.Closed"))
+        .route(calls.handler("all", "*"));
+    let outbox = t.store.outbox(handlers).expect("outbox");
+    append(&t.store, "acct-1", &["acct.Opened", "acct.Closed"]).await;
+    append(&t.store, "order-1", &["order.Placed"]).await;
+
+    assert_eq!(outbox.process().await.expect("process"), 1 + 2 + 1 + 3);
+    assert_eq!(outbox.process().await.expect("again"), 0, "nothing twice");
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats.unprocessed_events, 0);
+    let pending = |handler| stats_of(&stats, handler).pending;
+    assert_eq!(
+        [
+            pending("exact"),
+            pending("glob"),
+            pending("suffix"),
+            pending("all")
+        ],
+        [1, 2, 1, 3]
+    );
+
+    let executed = drain(&outbox).await;
+    assert_eq!((executed.claimed, executed.done), (7, 7));
+    let mut seen: Vec<(String, String)> = calls
+        .all()
+        .into_iter()
+        .map(|(handler, event_type, attempt)| {
+            assert_eq!(attempt, 1);
+            (handler, event_type)
+        })
+        .collect();
+    seen.sort();
+    let expected: Vec<(String, String)> = [
+        ("all", "acct.Closed"),
+        ("all", "acct.Opened"),
+        ("all", "order.Placed"),
+        ("exact", "acct.Opened"),
+        ("glob", "acct.Closed"),
+        ("glob", "acct.Opened"),
+        ("suffix", "acct.Closed"),
+    ]
+    .iter()
+    .map(|(h, e)| ((*h).to_owned(), (*e).to_owned()))
+    .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(
+        stats_of(&outbox.stats().await.expect("stats"), "all").done,
+        3
+    );
+}
+
+async fn retries_follow_the_backoff_then_the_request_is_dead(kind: Kind) {
+    let Some(t) = kind.open("retries_follow_the_backoff").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let reports = Reports::default();
+    // The first failure waits an hour; the later ones not at all.
+    let backoff = Backoff::from_fn(|failures| {
+        if failures == 1 {
+            Duration::from_secs(3600)
+        } else {
+            Duration::ZERO
+        }
+    });
+    let failing = Handler::new("flaky", "*", move |request: HandlerRequest| {
+        seen.push(&request);
+        async { Err(HandlerError::retry("the service is down")) }
+    })
+    .max_errors(3)
+    .backoff(backoff);
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(failing))
+        .expect("outbox")
+        .error_reporter(reports.clone());
+    append(&t.store, "acct-1", &["acct.Opened"]).await;
+    outbox.process().await.expect("process");
+
+    let first = outbox.execute().await.expect("first");
+    assert_eq!((first.claimed, first.retrying), (1, 1));
+    assert_eq!(
+        outbox.execute().await.expect("too early").claimed,
+        0,
+        "not due before its backoff"
+    );
+    let stats = stats_of(&outbox.stats().await.expect("stats"), "flaky");
+    assert_eq!((stats.failed_waiting, stats.pending), (1, 0));
+    assert!(
+        reports.all().is_empty(),
+        "a retryable failure is not reported"
+    );
+
+    // Bring the retry forward, as if the hour had passed.
+    crate::support::execute(&t, "UPDATE handler_requests SET due_at = 0").await;
+    let second = outbox.execute().await.expect("second");
+    assert_eq!(second.retrying, 1, "failure 2 of 3");
+    let third = outbox.execute().await.expect("third");
+    assert_eq!(third.dead, 1, "failure 3 of 3: dead");
+    assert_eq!(outbox.execute().await.expect("after").claimed, 0);
+
+    let attempts: Vec<u32> = calls.all().into_iter().map(|(_, _, a)| a).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    let dead = outbox.dead_requests(None, 10).await.expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].errors, 3);
+    assert_eq!(dead[0].last_error.as_deref(), Some("the service is down"));
+    assert_eq!(dead[0].stream_id, "acct-1");
+    assert_eq!(
+        reports.all(),
+        [(FailureKind::Dead, "the service is down".to_owned(), true)]
+    );
+}
+
+async fn fatal_errors_and_panics_are_caught_and_reported(kind: Kind) {
+    let Some(t) = kind.open("fatal_errors_and_panics").await else {
+        return;
+    };
+    let reports = Reports::default();
+    let fatal = Handler::new("fatal", "acct.Opened", |_request: HandlerRequest| async {
+        Err(HandlerError::fatal("no such customer"))
+    });
+    let panics = Handler::new("panics", "acct.Opened", |_request: HandlerRequest| async {
+        panic!("the handler broke");
+    })
+    .max_errors(2)
+    .backoff(Backoff::from_fn(|_| Duration::ZERO));
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(fatal).route(panics))
+        .expect("outbox")
+        .error_reporter(reports.clone());
+    append(&t.store, "acct-1", &["acct.Opened"]).await;
+    outbox.process().await.expect("process");
+
+    let first = outbox.execute().await.expect("first");
+    assert_eq!((first.claimed, first.dead, first.retrying), (2, 1, 1));
+    let second = outbox.execute().await.expect("second");
+    assert_eq!((second.claimed, second.dead), (1, 1));
+
+    let mut reported = reports.all();
+    reported.sort_by_key(|(kind, _, dead)| (format!("{kind:?}"), *dead));
+    assert_eq!(reported.len(), 3, "{reported:?}");
+    assert_eq!(
+        reported[0],
+        (
+            FailureKind::NonRetryable,
+            "no such customer".to_owned(),
+            true
+        )
+    );
+    assert_eq!(reported[1].0, FailureKind::Panic);
+    assert!(reported[1].1.contains("the handler broke"), "{reported:?}");
+    assert!(!reported[1].2, "the first panic is retried");
+    assert!(reported[2].2, "the second is the last try");
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "fatal").dead, 1);
+    assert_eq!(stats_of(&stats, "panics").dead, 1);
+}
+
+async fn lower_priorities_run_first(kind: Kind) {
+    let Some(t) = kind.open("lower_priorities_run_first").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let handlers = HandlerMap::new()
+        .route(calls.handler("late", "*").priority(90))
+        .route(calls.handler("early", "*").priority(10))
+        .route(calls.handler("default", "*"));
+    let outbox = t.store.outbox(handlers).expect("outbox").workers(1);
+    for n in 0..3 {
+        append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
+    }
+    outbox.process().await.expect("process");
+    drain(&outbox).await;
+    let order: Vec<String> = calls.all().into_iter().map(|(h, _, _)| h).collect();
+    assert_eq!(
+        order,
+        [
+            "early", "early", "early", "default", "default", "default", "late", "late", "late"
+        ]
+    );
+}
+
+async fn ordered_handlers_run_a_stream_in_order(kind: Kind) {
+    let Some(t) = kind.open("ordered_handlers_run_a_stream_in_order").await else {
+        return;
+    };
+    // Per stream: the versions handled, and whether one is running.
+    let seen: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let overlaps = Arc::new(AtomicU32::new(0));
+    let fails = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let (seen, running, overlaps, fails) = (
+            Arc::clone(&seen),
+            Arc::clone(&running),
+            Arc::clone(&overlaps),
+            Arc::clone(&fails),
+        );
+        Handler::new("ordered", "*", move |request: HandlerRequest| {
+            let (seen, running, overlaps, fails) = (
+                Arc::clone(&seen),
+                Arc::clone(&running),
+                Arc::clone(&overlaps),
+                Arc::clone(&fails),
+            );
+            async move {
+                let stream = request.event.stream_id.to_string();
+                if !running.lock().expect("running").insert(stream.clone()) {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Every third event of a stream fails once: the next ones must wait.
+                let retry = request.event.version.is_multiple_of(3) && request.attempt == 1;
+                if !retry {
+                    let mut seen = seen.lock().expect("seen");
+                    seen.entry(stream.clone())
+                        .or_default()
+                        .push(request.event.version);
+                }
+                running.lock().expect("running").remove(&stream);
+                if retry {
+                    fails.fetch_add(1, Ordering::SeqCst);
+                    return Err(HandlerError::retry("once"));
+                }
+                Ok(())
+            }
+        })
+        .ordered_per_stream()
+        .backoff(Backoff::from_fn(|_| Duration::ZERO))
+    };
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(handler))
+        .expect("outbox")
+        .workers(4);
+    for round in 0..6 {
+        for stream in ["a-1", "b-1", "c-1"] {
+            append(&t.store, stream, &[&format!("t.E{round}")]).await;
+        }
+    }
+    outbox.process().await.expect("process");
+    drain(&outbox).await;
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "one stream ran twice at once"
+    );
+    assert_eq!(fails.load(Ordering::SeqCst), 6);
+    let seen = seen.lock().expect("seen").clone();
+    for stream in ["a-1", "b-1", "c-1"] {
+        assert_eq!(seen.get(stream), Some(&vec![1, 2, 3, 4, 5, 6]), "{stream}");
+    }
+}
+
+async fn a_killed_executors_request_runs_again_after_the_lease(kind: Kind) {
+    let Some(t) = kind.open("a_killed_executors_request_runs_again").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let (calls, reached) = (calls.clone(), Arc::clone(&reached));
+        Handler::new("slow", "*", move |request: HandlerRequest| {
+            calls.push(&request);
+            let reached = Arc::clone(&reached);
+            async move {
+                if request.attempt == 1 {
+                    // The first executor "dies" here.
+                    reached.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }
+        })
+        .timeout(Duration::from_secs(60))
+    };
+    let handlers = HandlerMap::new().route(handler);
+    let first = t
+        .store
+        .outbox(handlers.clone())
+        .expect("outbox")
+        .lease(Duration::from_millis(300));
+    append(&t.store, "acct-1", &["acct.Opened"]).await;
+    first.process().await.expect("process");
+    let killed = tokio::spawn(async move { first.execute().await });
+    reached.notified().await;
+    killed.abort();
+
+    let second = t.store.outbox(handlers).expect("outbox");
+    assert_eq!(
+        second.execute().await.expect("leased").claimed,
+        0,
+        "still leased to the first executor"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let executed = second.execute().await.expect("after the lease");
+    assert_eq!((executed.claimed, executed.done), (1, 1));
+    let attempts: Vec<u32> = calls.all().into_iter().map(|(_, _, a)| a).collect();
+    assert_eq!(attempts, [1, 2]);
+    assert_eq!(
+        stats_of(&second.stats().await.expect("stats"), "slow").done,
+        1
+    );
+}
+
+async fn a_processor_failing_mid_transaction_creates_no_duplicates(kind: Kind) {
+    let Some(t) = kind.open("a_processor_failing_mid_transaction").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(calls.handler("all", "*")))
+        .expect("outbox")
+        .batch_size(4);
+    for n in 0..10 {
+        append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
+    }
+    // The checkpoint write fails after the window's requests were inserted.
+    let (fail, heal) = match kind {
+        Kind::Postgres => (
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'checkpoint refused'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON projection_checkpoints \
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+            "DROP TRIGGER refuse ON projection_checkpoints",
+        ),
+        _ => (
+            "CREATE TRIGGER refuse_insert BEFORE INSERT ON projection_checkpoints \
+             BEGIN SELECT RAISE(ABORT, 'checkpoint refused'); END; \
+             CREATE TRIGGER refuse_update BEFORE UPDATE ON projection_checkpoints \
+             BEGIN SELECT RAISE(ABORT, 'checkpoint refused'); END;",
+            "DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;",
+        ),
+    };
+    crate::support::execute(&t, fail).await;
+    let error = outbox.process().await.expect_err("the checkpoint fails");
+    assert!(error.to_string().contains("checkpoint refused"), "{error}");
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(
+        stats_of(&stats, "all"),
+        HandlerStats::default(),
+        "rolled back"
+    );
+
+    crate::support::execute(&t, heal).await;
+    assert_eq!(outbox.process().await.expect("process"), 10);
+    assert_eq!(drain(&outbox).await.done, 10);
+    assert_eq!(calls.all().len(), 10, "each event once");
+}
+
+async fn both_schedulers_drain_the_same_workload_alike(kind: Kind) {
+    let mut finals = Vec::new();
+    for cooperative in [true, false] {
+        let Some(t) = kind.open("both_schedulers_drain_alike").await else {
+            return;
+        };
+        let calls = Calls::default();
+        let refuses = Handler::new("refuses", "acct.Closed", |_request: HandlerRequest| async {
+            Err(HandlerError::fatal("closed accounts are not audited"))
+        });
+        let handlers = HandlerMap::new()
+            .route(calls.handler("audit", "*"))
+            .route(calls.handler("crm", "acct.*"))
+            .route(refuses);
+        let outbox = t
+            .store
+            .outbox(handlers)
+            .expect("outbox")
+            .workers(3)
+            .batch_size(7)
+            .poll_interval(Duration::from_millis(50));
+        let running = if cooperative {
+            outbox.cooperative().spawn()
+        } else {
+            outbox.concurrent().spawn()
+        };
+        for n in 0..20u32 {
+            let types: &[&str] = if n.is_multiple_of(4) {
+                &["acct.Opened", "acct.Closed"]
+            } else {
+                &["acct.Opened", "order.Placed"]
+            };
+            append(&t.store, &format!("acct-{n}"), types).await;
+        }
+        let drained = |stats: &OutboxStats| {
+            stats.unprocessed_events == 0
+                && stats
+                    .handlers
+                    .values()
+                    .all(|h| h.pending == 0 && h.running == 0 && h.failed_waiting == 0)
+                && stats
+                    .handlers
+                    .values()
+                    .map(|h| h.done + h.dead)
+                    .sum::<u64>()
+                    == 40 + 25 + 5
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let stats = loop {
+            let stats = outbox.stats().await.expect("stats");
+            if drained(&stats) || tokio::time::Instant::now() > deadline {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        running.shutdown().await;
+        assert!(drained(&stats), "cooperative = {cooperative}: {stats:?}");
+        let mut seen = calls.all();
+        seen.sort();
+        finals.push((stats.handlers, seen));
+    }
+    if let [cooperative, concurrent] = finals.as_slice() {
+        assert_eq!(cooperative, concurrent);
+        let handlers: &BTreeMap<String, HandlerStats> = &cooperative.0;
+        assert_eq!(handlers["refuses"].dead, 5);
+        assert_eq!(handlers["audit"].done, 40);
+        assert_eq!(handlers["crm"].done, 25);
+    }
+}
+
+async fn dead_requests_can_be_retried_and_done_ones_purged(kind: Kind) {
+    let Some(t) = kind.open("dead_requests_can_be_retried").await else {
+        return;
+    };
+    let healthy = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let healthy = Arc::clone(&healthy);
+        Handler::new("mailer", "*", move |_request: HandlerRequest| {
+            let up = healthy.load(Ordering::SeqCst) > 0;
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err(HandlerError::fatal("mail server rejected us"))
+                }
+            }
+        })
+    };
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(handler))
+        .expect("outbox");
+    for n in 0..3 {
+        append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
+    }
+    outbox.process().await.expect("process");
+    assert_eq!(drain(&outbox).await.dead, 3);
+    let dead = outbox
+        .dead_requests(Some("mailer"), 10)
+        .await
+        .expect("dead");
+    assert_eq!(dead.len(), 3);
+
+    healthy.store(1, Ordering::SeqCst);
+    assert!(outbox.retry_dead(dead[0].id).await.expect("retry one"));
+    assert!(!outbox.retry_dead(dead[0].id).await.expect("not dead now"));
+    assert_eq!(drain(&outbox).await.done, 1);
+    assert_eq!(outbox.retry_all_dead("mailer").await.expect("retry all"), 2);
+    assert_eq!(drain(&outbox).await.done, 2);
+    let stats = stats_of(&outbox.stats().await.expect("stats"), "mailer");
+    assert_eq!((stats.done, stats.dead), (3, 0));
+
+    assert_eq!(
+        outbox
+            .purge_done(Duration::from_secs(3600))
+            .await
+            .expect("none old"),
+        0
+    );
+    assert_eq!(outbox.purge_done(Duration::ZERO).await.expect("purge"), 3);
+    assert_eq!(
+        stats_of(&outbox.stats().await.expect("stats"), "mailer").done,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_backend_has_no_outbox() {
+    let store = Store::open("memory:").await.expect("open");
+    let calls = Calls::default();
+    let error = store
+        .outbox(HandlerMap::new().route(calls.handler("all", "*")))
+        .expect_err("no SQL database");
+    assert!(
+        error.to_string().contains("SQLite or PostgreSQL"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_map_needs_distinct_names() {
+    let store = Store::open("sqlite::memory:").await.expect("open");
+    let calls = Calls::default();
+    let twice = HandlerMap::new()
+        .route(calls.handler("same", "*"))
+        .route(calls.handler("same", "acct.*"));
+    assert!(store.outbox(twice).is_err());
+    assert!(store.outbox(HandlerMap::new()).is_err());
+}
+
+/// Three executors (three stores, as three processes would have) share 5,000 requests:
+/// every request runs exactly once (the handler always succeeds), never twice at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_executors_share_the_work_exactly_once() {
+    let Some(t) = Kind::Postgres.open("postgres_three_executors").await else {
+        return;
+    };
+    let runs: Arc<Mutex<HashMap<Uuid, u32>>> = Arc::default();
+    let running: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+    let overlaps = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let (runs, running, overlaps) = (
+            Arc::clone(&runs),
+            Arc::clone(&running),
+            Arc::clone(&overlaps),
+        );
+        Handler::new("count", "*", move |request: HandlerRequest| {
+            let (runs, running, overlaps) = (
+                Arc::clone(&runs),
+                Arc::clone(&running),
+                Arc::clone(&overlaps),
+            );
+            async move {
+                let id = request.event.id;
+                if !running.lock().expect("running").insert(id) {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+                *runs.lock().expect("runs").entry(id).or_default() += 1;
+                running.lock().expect("running").remove(&id);
+                Ok(())
+            }
+        })
+    };
+    for batch in 0..50 {
+        let events = (0..100)
+            .map(|n| NewEvent::new("t.Happened", json!({ "n": n })))
+            .collect();
+        t.store
+            .append(&format!("s-{batch}"), ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+    let handlers = HandlerMap::new().route(handler);
+    let processor = t.store.outbox(handlers.clone()).expect("outbox");
+    assert_eq!(processor.process().await.expect("process"), 5000);
+
+    let mut executors = Vec::new();
+    for _ in 0..3 {
+        let store: Store = t.reopen(|b| b).await.expect("another process");
+        let outbox = store.outbox(handlers.clone()).expect("outbox").workers(16);
+        executors.push(tokio::spawn(async move { drain(&outbox).await }));
+    }
+    let mut done = 0;
+    let mut each = Vec::new();
+    for executor in executors {
+        let executed = executor.await.expect("executor");
+        done += executed.done;
+        each.push(executed.done);
+    }
+    assert_eq!(done, 5000, "per executor: {each:?}");
+    assert!(
+        each.iter().filter(|&&n| n > 0).count() >= 2,
+        "shared: {each:?}"
+    );
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    let runs = runs.lock().expect("runs");
+    assert_eq!(runs.len(), 5000);
+    assert!(runs.values().all(|&n| n == 1), "exactly once");
+}
