@@ -693,3 +693,45 @@ async fn postgres_three_executors_share_the_work_exactly_once() {
     assert_eq!(runs.len(), 5000);
     assert!(runs.values().all(|&n| n == 1), "exactly once");
 }
+
+/// Shutting a scheduler down lets the handler in flight finish, and records it as done;
+/// nothing not yet run is marked done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_handlers_in_flight() {
+    let Some(t) = Kind::Sqlite
+        .open("shutdown_finishes_the_handlers_in_flight")
+        .await
+    else {
+        return;
+    };
+    let started = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+        Handler::new("slow", "*", move |_request: HandlerRequest| {
+            let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+            async move {
+                started.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(handler))
+        .expect("outbox")
+        .workers(1);
+    for n in 0..3 {
+        append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
+    }
+    let running = outbox.concurrent().spawn();
+    started.notified().await;
+    running.shutdown().await;
+    let stats = stats_of(&outbox.stats().await.expect("stats"), "slow");
+    let finished = u64::from(finished.load(Ordering::SeqCst));
+    assert!(finished >= 1, "the handler in flight finished");
+    assert_eq!(stats.done, finished, "done means it ran: {stats:?}");
+    assert_eq!((stats.running, stats.pending), (0, 3 - finished));
+}
