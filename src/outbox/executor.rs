@@ -11,7 +11,7 @@ use super::report::{Failure, FailureKind};
 use super::{Outbox, micros, now_micros};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::store::requests::{Claimed, Finish, attempt};
+use crate::store::requests::{self, Claimed, attempt};
 
 /// What one [`Outbox::execute`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -190,38 +190,43 @@ impl Outbox {
         };
         let mut reports = Vec::new();
         let mut tx = self.store.begin_batch().await?;
+        let done: Vec<i64> = outcomes
+            .iter()
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(request, _)| request.id)
+            .collect();
+        if !done.is_empty() {
+            let recorded = tx.finish_done(&done, &self.executor_id, now).await?;
+            executed.done = recorded.len() as u64;
+            executed.lost += (done.len() - recorded.len()) as u64;
+        }
         for (request, outcome) in &outcomes {
-            let finish = match outcome {
-                Ok(()) => Finish::Done,
-                Err(failed) => {
-                    let errors = u32::try_from(request.errors).unwrap_or(0).saturating_add(1);
-                    let (max_errors, delay) = match self.handlers.get(&request.handler) {
-                        Some(handler) => (handler.max_errors, handler.backoff.delay(errors)),
-                        None => (1, Duration::ZERO),
-                    };
-                    let dead =
-                        failed.kind == Some(FailureKind::NonRetryable) || errors >= max_errors;
-                    Finish::Failed {
-                        error: failed.error.clone(),
-                        dead,
-                        due_at: now.saturating_add(micros(delay)),
-                    }
-                }
+            let Err(failed) = outcome else { continue };
+            let errors = u32::try_from(request.errors).unwrap_or(0).saturating_add(1);
+            let (max_errors, delay) = match self.handlers.get(&request.handler) {
+                Some(handler) => (handler.max_errors, handler.backoff.delay(errors)),
+                None => (1, Duration::ZERO),
             };
-            let recorded = tx
-                .finish_request(request.id, &self.executor_id, &finish, now)
-                .await?;
-            match (&finish, recorded) {
-                (_, false) => executed.lost += 1,
-                (Finish::Done, true) => executed.done += 1,
-                (Finish::Failed { dead: true, .. }, true) => executed.dead += 1,
-                (Finish::Failed { dead: false, .. }, true) => executed.retrying += 1,
-            }
-            if let (Err(failed), Finish::Failed { dead, .. }) = (outcome, &finish)
-                && recorded
-                && (failed.kind.is_some() || *dead)
+            let dead = failed.kind == Some(FailureKind::NonRetryable) || errors >= max_errors;
+            let record = requests::Failed {
+                error: &failed.error,
+                dead,
+                due_at: now.saturating_add(micros(delay)),
+            };
+            if !tx
+                .finish_failed(request.id, &self.executor_id, &record, now)
+                .await?
             {
-                reports.push((request, failed, *dead));
+                executed.lost += 1;
+                continue;
+            }
+            if dead {
+                executed.dead += 1;
+            } else {
+                executed.retrying += 1;
+            }
+            if failed.kind.is_some() || dead {
+                reports.push((request, failed, dead));
             }
         }
         tx.commit().await?;

@@ -42,16 +42,12 @@ pub(crate) struct Claimed {
     pub event_position: i64,
 }
 
-/// How an execution ended.
+/// A failed execution, as recorded: dead, or due again at `due_at` (microseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Finish {
-    Done,
-    /// Failed: dead, or due again at `due_at` (microseconds).
-    Failed {
-        error: String,
-        dead: bool,
-        due_at: i64,
-    },
+pub(crate) struct Failed<'a> {
+    pub error: &'a str,
+    pub dead: bool,
+    pub due_at: i64,
 }
 
 /// A count of one handler's requests in one state.
@@ -158,7 +154,8 @@ impl BatchTx {
                      locked_until = $1, locked_by = $2, updated_at = $3 \
                  WHERE id IN ( \
                      SELECT r.id FROM handler_requests r \
-                     WHERE ((r.state = {PENDING} AND r.due_at <= $3) \
+                     WHERE r.state < {DONE} \
+                       AND ((r.state = {PENDING} AND r.due_at <= $3) \
                             OR (r.state = {RUNNING} AND r.locked_until < $3)) \
                        AND {handler_filter} \
                        AND (NOT r.ordered OR NOT EXISTS ( \
@@ -172,6 +169,18 @@ impl BatchTx {
         };
         let mut claimed: Vec<Claimed> = match self {
             BatchTx::Postgres(tx) => {
+                // Walk the open requests' index in claim order and stop at `limit`. On a
+                // table whose statistics lag its churn (no autovacuum, or just after a
+                // burst), PostgreSQL otherwise fetched every open request and sorted them
+                // for each claim: 4.9 ms instead of 1.7 ms at 10,000 open requests, and
+                // growing with them.
+                sqlx::query(
+                    "SELECT set_config('enable_sort', 'off', true), \
+                            set_config('enable_bitmapscan', 'off', true)",
+                )
+                .execute(&mut **tx)
+                .await
+                .map_err(fail)?;
                 sqlx::query_as(sqlx::AssertSqlSafe(sql(
                     "r.handler = ANY($5)",
                     "FOR UPDATE SKIP LOCKED",
@@ -205,41 +214,69 @@ impl BatchTx {
         Ok(claimed)
     }
 
-    /// Records how the execution of request `id` by `executor` ended; `false` when the
+    /// Records the requests `ids` run by `executor` as done, in one statement; returns the
+    /// ids recorded (a request missing from them was not that executor's any more).
+    pub(crate) async fn finish_done(
+        &mut self,
+        ids: &[i64],
+        executor: &str,
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        let fail = |error| Error::from_sqlx("finish_request", error);
+        let sql = |ids: &str| {
+            format!(
+                "UPDATE handler_requests SET state = {DONE}, due_at = $1, locked_until = NULL, \
+                     locked_by = NULL, updated_at = $1 \
+                 WHERE {ids} AND state = {RUNNING} AND locked_by = $3 \
+                 RETURNING id"
+            )
+        };
+        match self {
+            BatchTx::Postgres(tx) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql("id = ANY($2)")))
+                    .bind(now)
+                    .bind(ids)
+                    .bind(executor)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+            BatchTx::Sqlite(tx) => {
+                let ids = serde_json::to_string(ids).unwrap_or_default();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql(
+                    "id IN (SELECT value FROM json_each($2))",
+                )))
+                .bind(now)
+                .bind(ids)
+                .bind(executor)
+                .fetch_all(&mut **tx)
+                .await
+            }
+            BatchTx::Memory { .. } => return Err(unsupported()),
+        }
+        .map_err(fail)
+    }
+
+    /// Records the failed execution of request `id` by `executor`; `false` when the
     /// request is not that executor's any more (its lease ran out and another took it).
-    pub(crate) async fn finish_request(
+    pub(crate) async fn finish_failed(
         &mut self,
         id: i64,
         executor: &str,
-        finish: &Finish,
+        failed: &Failed<'_>,
         now: i64,
     ) -> Result<bool> {
         let fail = |error| Error::from_sqlx("finish_request", error);
-        let (state, error, due_at, failures) = match finish {
-            Finish::Done => (DONE, None, now, 0),
-            Finish::Failed {
-                error,
-                dead,
-                due_at,
-            } => (
-                if *dead { DEAD } else { PENDING },
-                Some(error.as_str()),
-                *due_at,
-                1,
-            ),
-        };
+        let state = if failed.dead { DEAD } else { PENDING };
         let sql = format!(
-            "UPDATE handler_requests SET state = $1, errors = errors + $2, \
-                 last_error = COALESCE($3, last_error), due_at = $4, locked_until = NULL, \
-                 locked_by = NULL, updated_at = $5 \
-             WHERE id = $6 AND state = {RUNNING} AND locked_by = $7"
+            "UPDATE handler_requests SET state = $1, errors = errors + 1, last_error = $2, \
+                 due_at = $3, locked_until = NULL, locked_by = NULL, updated_at = $4 \
+             WHERE id = $5 AND state = {RUNNING} AND locked_by = $6"
         );
         on_sql!(self, |conn| {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(state)
-                .bind(failures)
-                .bind(error)
-                .bind(due_at)
+                .bind(failed.error)
+                .bind(failed.due_at)
                 .bind(now)
                 .bind(id)
                 .bind(executor)
