@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::handlers::{Handler, HandlerRequest};
 use super::report::{Failure, FailureKind};
 use super::{Outbox, micros, now_micros};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::RecordedEvent;
 use crate::store::requests::{self, Claimed, attempt};
 
@@ -73,18 +73,14 @@ impl Outbox {
                         request.event_id
                     )),
                 };
-                let outbox = self.clone();
-                tokio::spawn(async move {
-                    let outcome = outbox.run(&request, event).await;
+                // Each handler runs on a task of its own (see `run_handler`).
+                async move {
+                    let outcome = self.run(&request, event).await;
                     (request, outcome)
-                })
+                }
             })
             .collect();
-        let mut outcomes = Vec::with_capacity(runs.len());
-        for run in futures::future::join_all(runs).await {
-            // `run` catches the handler's panic; a join error here is a bug of ours.
-            outcomes.push(run.map_err(|error| Error::Internal(error.to_string()))?);
-        }
+        let outcomes = futures::future::join_all(runs).await;
         self.record(outcomes).await
     }
 
