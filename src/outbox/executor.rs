@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::handlers::{Handler, HandlerRequest};
+use super::panics::CatchPanic;
 use super::report::{Failure, FailureKind};
 use super::{Outbox, micros, now_micros};
 use crate::error::Result;
@@ -34,6 +35,18 @@ pub struct ExecutionReport {
 struct Failed {
     kind: Option<FailureKind>,
     error: String,
+    /// A panic's backtrace.
+    backtrace: Option<String>,
+}
+
+impl Failed {
+    fn new(kind: Option<FailureKind>, error: String) -> Self {
+        Failed {
+            kind,
+            error,
+            backtrace: None,
+        }
+    }
 }
 
 impl Outbox {
@@ -92,15 +105,12 @@ impl Outbox {
     ) -> std::result::Result<(), Failed> {
         let Some(handler) = self.handlers.get(&request.handler) else {
             // Not claimable: claims only ask for this map's handlers.
-            return Err(Failed {
-                kind: Some(FailureKind::NonRetryable),
-                error: format!("no handler `{}` here", request.handler),
-            });
+            return Err(Failed::new(
+                Some(FailureKind::NonRetryable),
+                format!("no handler `{}` here", request.handler),
+            ));
         };
-        let event = event.map_err(|error| Failed {
-            kind: Some(FailureKind::NonRetryable),
-            error,
-        })?;
+        let event = event.map_err(|error| Failed::new(Some(FailureKind::NonRetryable), error))?;
         let span = tracing::info_span!(
             "chronicle.outbox.execute",
             handler = %handler.name,
@@ -147,29 +157,30 @@ impl Outbox {
             event,
             self.store.clone(),
         );
-        // A task of its own: a panic ends the task, not the executor.
-        let task = tokio::spawn((handler.run)(call));
+        // A task of its own, so handlers run in parallel; its panics are caught with
+        // their backtrace. The timeout ends the call before the lease does, so no other
+        // executor can claim the request while it still runs here.
+        let task = tokio::spawn(CatchPanic::new((handler.run)(call)));
         let abort = task.abort_handle();
-        match tokio::time::timeout(handler.timeout, task).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(Failed {
-                kind: (!error.is_retryable()).then_some(FailureKind::NonRetryable),
-                error: error.message().to_owned(),
-            }),
-            Ok(Err(join)) if join.is_panic() => Err(Failed {
+        let timeout = handler.timeout.min(self.settings.lease.mul_f64(0.9));
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(Ok(())))) => Ok(()),
+            Ok(Ok(Ok(Err(error)))) => Err(Failed::new(
+                (!error.is_retryable()).then_some(FailureKind::NonRetryable),
+                error.message().to_owned(),
+            )),
+            Ok(Ok(Err(panicked))) => Err(Failed {
                 kind: Some(FailureKind::Panic),
-                error: format!("panicked: {}", panic_message(join.into_panic())),
+                error: format!("panicked: {}", panicked.message),
+                backtrace: panicked.backtrace,
             }),
-            Ok(Err(join)) => Err(Failed {
-                kind: None,
-                error: format!("the handler's task ended: {join}"),
-            }),
+            Ok(Err(join)) => Err(Failed::new(
+                None,
+                format!("the handler's task ended: {join}"),
+            )),
             Err(_) => {
                 abort.abort();
-                Err(Failed {
-                    kind: None,
-                    error: format!("timed out after {:?}", handler.timeout),
-                })
+                Err(Failed::new(None, format!("timed out after {timeout:?}")))
             }
         }
     }
@@ -236,20 +247,9 @@ impl Outbox {
                 attempt: attempt(request.attempts),
                 dead,
                 error: &failed.error,
-                backtrace: None,
+                backtrace: failed.backtrace.as_deref(),
             });
         }
         Ok(executed)
-    }
-}
-
-/// A panic's message, when it is a string.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(message) => *message,
-        Err(payload) => payload
-            .downcast::<&'static str>()
-            .map(|message| (*message).to_owned())
-            .unwrap_or_else(|_| "(not a string)".to_owned()),
     }
 }

@@ -289,7 +289,8 @@ impl Handler {
     }
 
     /// How long one execution may take; past it, it counts as a failure (default 30 s).
-    /// Keep it under the executor's lease.
+    /// The executor cuts it to 90% of its lease, so that no other executor claims the
+    /// request while it still runs.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

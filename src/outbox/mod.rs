@@ -18,6 +18,7 @@
 mod admin;
 mod executor;
 mod handlers;
+mod panics;
 mod processor;
 mod report;
 mod scheduler;

@@ -35,9 +35,9 @@ pub struct Failure<'a> {
     pub dead: bool,
     /// What went wrong.
     pub error: &'a str,
-    /// The panic's backtrace. Always `None` for now: a panic's backtrace can only be taken
-    /// by a process-wide panic hook, which a library should not install behind its
-    /// user's back; the panic's message is in `error`.
+    /// The panic's backtrace (panics only). The executor captures it with a panic hook it
+    /// installs once, which chains to the hook before it and only records panics raised
+    /// inside handlers.
     pub backtrace: Option<&'a str>,
 }
 

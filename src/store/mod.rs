@@ -180,6 +180,20 @@ impl Store {
             .await
     }
 
+    /// Appends an application event: one raised outside any aggregate (an import
+    /// finished, a timer fired), so that projections and the outbox's handlers see it like
+    /// any other. It goes to a stream of its own, `app-{event id}` (no two raises wait on
+    /// each other), created by the append; raising the same event again is an idempotent
+    /// replay.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn raise(&self, event: NewEvent) -> Result<AppendResult> {
+        let stream = format!("app-{}", event.id);
+        self.append(stream, ExpectedVersion::NoStream, vec![event])
+            .await
+    }
+
     async fn append_inner(
         &self,
         stream: &str,

@@ -21,6 +21,7 @@ use crate::support::Kind;
 
 crate::for_each_sql_backend!(
     each_pattern_kind_routes_to_the_right_handlers,
+    raised_application_events_reach_the_handlers,
     retries_follow_the_backoff_then_the_request_is_dead,
     fatal_errors_and_panics_are_caught_and_reported,
     lower_priorities_run_first,
@@ -59,14 +60,23 @@ impl Calls {
     }
 }
 
-/// Collects the reports.
+/// Collects the reports, and the backtraces apart.
 #[derive(Clone, Default)]
-struct Reports(Arc<Mutex<Vec<(FailureKind, String, bool)>>>);
+struct Reports(
+    Arc<Mutex<Vec<(FailureKind, String, bool)>>>,
+    Arc<Mutex<Vec<String>>>,
+);
 
 impl ErrorReporter for Reports {
     fn report(&self, failure: &Failure<'_>) -> bool {
         let report = (failure.kind, failure.error.to_owned(), failure.dead);
         self.0.lock().expect("reports").push(report);
+        if let Some(backtrace) = failure.backtrace {
+            self.1
+                .lock()
+                .expect("backtraces")
+                .push(backtrace.to_owned());
+        }
         true
     }
 }
@@ -167,6 +177,28 @@ async fn each_pattern_kind_routes_to_the_right_handlers(kind: Kind) {
     assert_eq!(
         stats_of(&outbox.stats().await.expect("stats"), "all").done,
         3
+    );
+}
+
+async fn raised_application_events_reach_the_handlers(kind: Kind) {
+    let Some(t) = kind.open("raised_application_events").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(calls.handler("ops", "ops.*")))
+        .expect("outbox");
+    let event = NewEvent::new("ops.ImportFinished", json!({ "rows": 12 }));
+    let raised = t.store.raise(event.clone()).await.expect("raise");
+    assert_eq!(raised.stream_id.category(), "app");
+    let again = t.store.raise(event).await.expect("a retried raise");
+    assert!(again.already_stored, "raising is idempotent by event id");
+    outbox.process().await.expect("process");
+    assert_eq!(drain(&outbox).await.done, 1);
+    assert_eq!(
+        calls.all(),
+        [("ops".to_owned(), "ops.ImportFinished".to_owned(), 1)]
     );
 }
 
@@ -275,6 +307,12 @@ async fn fatal_errors_and_panics_are_caught_and_reported(kind: Kind) {
     assert!(reported[1].1.contains("the handler broke"), "{reported:?}");
     assert!(!reported[1].2, "the first panic is retried");
     assert!(reported[2].2, "the second is the last try");
+    let backtraces = reports.1.lock().expect("backtraces").clone();
+    assert_eq!(backtraces.len(), 2, "each panic with its backtrace");
+    assert!(
+        backtraces.iter().all(|b| b.contains("outbox")),
+        "{backtraces:?}"
+    );
     let stats = outbox.stats().await.expect("stats");
     assert_eq!(stats_of(&stats, "fatal").dead, 1);
     assert_eq!(stats_of(&stats, "panics").dead, 1);
