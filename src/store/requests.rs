@@ -72,6 +72,16 @@ pub(crate) struct DeadRow {
     pub updated_at: i64,
 }
 
+/// The elements of the JSON array in parameter `param`, as a subquery's rows of
+/// `pg_type` on PostgreSQL (SQLite keeps JSON's own types).
+fn json_list(postgres: bool, param: &str, pg_type: &str) -> String {
+    if postgres {
+        format!("SELECT json_array_elements_text({param}::json)::{pg_type}")
+    } else {
+        format!("SELECT value FROM json_each({param})")
+    }
+}
+
 fn unsupported() -> Error {
     ValidationError::Config(
         "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL".to_owned(),
@@ -148,7 +158,7 @@ impl BatchTx {
         limit: usize,
     ) -> Result<Vec<Claimed>> {
         let fail = |error| Error::from_sqlx("claim_requests", error);
-        let sql = |handler_filter: &str, lock: &str| {
+        let sql = |handlers: &str, lock: &str| {
             format!(
                 "UPDATE handler_requests SET state = {RUNNING}, attempts = attempts + 1, \
                      locked_until = $1, locked_by = $2, updated_at = $3 \
@@ -157,7 +167,7 @@ impl BatchTx {
                      WHERE r.state < {DONE} \
                        AND ((r.state = {PENDING} AND r.due_at <= $3) \
                             OR (r.state = {RUNNING} AND r.locked_until < $3)) \
-                       AND {handler_filter} \
+                       AND r.handler IN ({handlers}) \
                        AND (NOT r.ordered OR NOT EXISTS ( \
                            SELECT 1 FROM handler_requests e \
                            WHERE e.handler = r.handler AND e.stream_id = r.stream_id \
@@ -167,52 +177,39 @@ impl BatchTx {
                  RETURNING id, handler, event_id, stream_id, attempts, errors, priority, event_position"
             )
         };
-        let mut claimed: Vec<Claimed> = match self {
-            BatchTx::Postgres(tx) => {
-                // Walk the open requests' index in claim order and stop at `limit`. On a
-                // table whose statistics lag its churn (no autovacuum, or just after a
-                // burst), PostgreSQL otherwise fetched every open request and sorted them
-                // for each claim: 4.9 ms instead of 1.7 ms at 10,000 open requests, and
-                // growing with them. And do not wait for the claim to reach the disk: a
-                // claim lost in a crash leaves its requests pending, to be claimed again,
-                // which a lease running out would do anyway.
-                sqlx::query(
-                    "SELECT set_config('enable_sort', 'off', true), \
-                            set_config('enable_bitmapscan', 'off', true), \
-                            set_config('synchronous_commit', 'off', true)",
-                )
-                .execute(&mut **tx)
-                .await
-                .map_err(fail)?;
-                sqlx::query_as(sqlx::AssertSqlSafe(sql(
-                    "r.handler = ANY($5)",
-                    "FOR UPDATE SKIP LOCKED",
-                )))
-                .bind(lease_until)
-                .bind(executor)
-                .bind(now)
-                .bind(to_i64(limit as u64))
-                .bind(handlers)
-                .fetch_all(&mut **tx)
-                .await
-            }
-            BatchTx::Sqlite(tx) => {
-                let handlers = serde_json::to_string(handlers).unwrap_or_default();
-                sqlx::query_as(sqlx::AssertSqlSafe(sql(
-                    "r.handler IN (SELECT value FROM json_each($5))",
-                    "",
-                )))
-                .bind(lease_until)
-                .bind(executor)
-                .bind(now)
-                .bind(to_i64(limit as u64))
-                .bind(handlers)
-                .fetch_all(&mut **tx)
-                .await
-            }
-            BatchTx::Memory { .. } => return Err(unsupported()),
+        if let BatchTx::Postgres(tx) = self {
+            // Walk the open requests' index in claim order and stop at `limit`. On a
+            // table whose statistics lag its churn (no autovacuum, or just after a
+            // burst), PostgreSQL otherwise fetched every open request and sorted them
+            // for each claim: 4.9 ms instead of 1.7 ms at 10,000 open requests, and
+            // growing with them. And do not wait for the claim to reach the disk: a
+            // claim lost in a crash leaves its requests pending, to be claimed again,
+            // which a lease running out would do anyway.
+            sqlx::query(
+                "SELECT set_config('enable_sort', 'off', true), \
+                        set_config('enable_bitmapscan', 'off', true), \
+                        set_config('synchronous_commit', 'off', true)",
+            )
+            .execute(&mut **tx)
+            .await
+            .map_err(fail)?;
         }
-        .map_err(fail)?;
+        let sql = match self {
+            BatchTx::Postgres(_) => sql(&json_list(true, "$5", "text"), "FOR UPDATE SKIP LOCKED"),
+            _ => sql(&json_list(false, "$5", "text"), ""),
+        };
+        let handlers = serde_json::to_string(handlers).unwrap_or_default();
+        let mut claimed: Vec<Claimed> = on_sql!(self, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(executor)
+                .bind(now)
+                .bind(to_i64(limit as u64))
+                .bind(handlers.as_str())
+                .fetch_all(conn)
+                .await
+                .map_err(fail)
+        })?;
         claimed.sort_by_key(|request| (request.priority, request.event_position));
         Ok(claimed)
     }
@@ -226,37 +223,23 @@ impl BatchTx {
         now: i64,
     ) -> Result<Vec<i64>> {
         let fail = |error| Error::from_sqlx("finish_request", error);
-        let sql = |ids: &str| {
-            format!(
-                "UPDATE handler_requests SET state = {DONE}, due_at = $1, locked_until = NULL, \
-                     locked_by = NULL, updated_at = $1 \
-                 WHERE {ids} AND state = {RUNNING} AND locked_by = $3 \
-                 RETURNING id"
-            )
-        };
-        match self {
-            BatchTx::Postgres(tx) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql("id = ANY($2)")))
-                    .bind(now)
-                    .bind(ids)
-                    .bind(executor)
-                    .fetch_all(&mut **tx)
-                    .await
-            }
-            BatchTx::Sqlite(tx) => {
-                let ids = serde_json::to_string(ids).unwrap_or_default();
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql(
-                    "id IN (SELECT value FROM json_each($2))",
-                )))
+        let list = json_list(matches!(self, BatchTx::Postgres(_)), "$2", "bigint");
+        let sql = format!(
+            "UPDATE handler_requests SET state = {DONE}, due_at = $1, locked_until = NULL, \
+                 locked_by = NULL, updated_at = $1 \
+             WHERE id IN ({list}) AND state = {RUNNING} AND locked_by = $3 \
+             RETURNING id"
+        );
+        let ids = serde_json::to_string(ids).unwrap_or_default();
+        on_sql!(self, |conn| {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(now)
-                .bind(ids)
+                .bind(ids.as_str())
                 .bind(executor)
-                .fetch_all(&mut **tx)
+                .fetch_all(conn)
                 .await
-            }
-            BatchTx::Memory { .. } => return Err(unsupported()),
-        }
-        .map_err(fail)
+                .map_err(fail)
+        })
     }
 
     /// Records the failed execution of request `id` by `executor`; `false` when the
