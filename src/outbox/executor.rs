@@ -6,13 +6,20 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
 use super::handlers::{Handler, HandlerRequest};
 use super::panics::CatchPanic;
 use super::report::{Failure, FailureKind};
+use super::scheduler::wait;
 use super::{Outbox, micros, now_micros};
 use crate::error::Result;
 use crate::event::RecordedEvent;
 use crate::store::requests::{self, Claimed, attempt};
+use crate::task::stop_requested;
 
 /// What one [`Outbox::execute`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,6 +46,9 @@ struct Failed {
     backtrace: Option<String>,
 }
 
+/// How one execution ended.
+type Outcome = std::result::Result<(), Failed>;
+
 impl Failed {
     fn new(kind: Option<FailureKind>, error: String) -> Self {
         Failed {
@@ -57,6 +67,81 @@ impl Outbox {
     /// Connection errors (outcomes not recorded are run again after the lease), and
     /// [`ValidationError::Config`](crate::ValidationError::Config) on the memory backend.
     pub async fn execute(&self) -> Result<ExecutionReport> {
+        let claimed = self.claim(self.settings.workers).await?;
+        if claimed.is_empty() {
+            return Ok(ExecutionReport::default());
+        }
+        // Each handler runs on a task of its own (see `run_handler`).
+        let runs = claimed.into_iter().map(|(request, event)| async move {
+            let outcome = self.run(&request, event).await;
+            (request, outcome)
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        self.record(outcomes).await
+    }
+
+    /// Keeps up to `workers` handlers running until `stop` is requested, claiming as
+    /// slots free up and recording outcomes as they come (the concurrent scheduler's
+    /// executor: a slow handler holds one slot, not a batch). On a stop, claims no more
+    /// and returns once the handlers in flight are done and recorded.
+    pub(crate) async fn serve(&self, stop: &mut watch::Receiver<bool>) {
+        let mut running: JoinSet<(Claimed, Outcome)> = JoinSet::new();
+        loop {
+            let stopping = *stop.borrow();
+            let free = self.settings.workers.saturating_sub(running.len());
+            if free > 0 && !stopping {
+                match self.claim(free).await {
+                    Ok(claimed) => {
+                        for (request, event) in claimed {
+                            let outbox = self.clone();
+                            running.spawn(async move {
+                                let outcome = outbox.run(&request, event).await;
+                                (request, outcome)
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "outbox claim failed; trying again later"),
+                }
+            }
+            if running.is_empty() {
+                if stopping {
+                    return;
+                }
+                let created = Arc::clone(&self.created);
+                wait(created.notified(), self.settings.poll_interval, stop).await;
+                continue;
+            }
+            let room = running.len() < self.settings.workers && !stopping;
+            let created = Arc::clone(&self.created);
+            tokio::select! {
+                Some(joined) = running.join_next() => {
+                    let mut outcomes = Vec::new();
+                    let mut joined = Some(joined);
+                    while let Some(result) = joined.take().or_else(|| running.try_join_next()) {
+                        match result {
+                            Ok(outcome) => outcomes.push(outcome),
+                            // Cancelled: its lease runs out and it is claimed again.
+                            Err(error) => tracing::warn!(%error, "an outbox execution task ended"),
+                        }
+                    }
+                    if let Err(error) = self.record(outcomes).await {
+                        // Not recorded: the requests run again once their leases run out.
+                        tracing::warn!(%error, "outbox outcomes not recorded");
+                    }
+                }
+                () = created.notified(), if room => {}
+                () = tokio::time::sleep(self.settings.poll_interval), if room => {}
+                () = stop_requested(stop), if !stopping => {}
+            }
+        }
+    }
+
+    /// Claims up to `limit` due requests and fetches their events (decoded; a failure to
+    /// read one is that request's failure).
+    async fn claim(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Claimed, std::result::Result<RecordedEvent, String>)>> {
         let now = now_micros();
         let mut tx = self.store.begin_batch().await?;
         let claimed = tx
@@ -65,16 +150,16 @@ impl Outbox {
                 &self.executor_id,
                 now,
                 now.saturating_add(micros(self.settings.lease)),
-                self.settings.workers,
+                limit,
             )
             .await?;
         tx.commit().await?;
         if claimed.is_empty() {
-            return Ok(ExecutionReport::default());
+            return Ok(Vec::new());
         }
         let ids: Vec<uuid::Uuid> = claimed.iter().map(|request| request.event_id).collect();
         let events = self.store.events_by_ids(&ids).await?;
-        let runs: Vec<_> = claimed
+        Ok(claimed
             .into_iter()
             .map(|request| {
                 // Several handlers' requests may share an event.
@@ -86,15 +171,9 @@ impl Outbox {
                         request.event_id
                     )),
                 };
-                // Each handler runs on a task of its own (see `run_handler`).
-                async move {
-                    let outcome = self.run(&request, event).await;
-                    (request, outcome)
-                }
+                (request, event)
             })
-            .collect();
-        let outcomes = futures::future::join_all(runs).await;
-        self.record(outcomes).await
+            .collect())
     }
 
     /// Runs `request`'s handler on `event`, within its timeout.
@@ -102,7 +181,7 @@ impl Outbox {
         &self,
         request: &Claimed,
         event: std::result::Result<RecordedEvent, String>,
-    ) -> std::result::Result<(), Failed> {
+    ) -> Outcome {
         let Some(handler) = self.handlers.get(&request.handler) else {
             // Not claimable: claims only ask for this map's handlers.
             return Err(Failed::new(
@@ -149,7 +228,7 @@ impl Outbox {
         handler: &Handler,
         request: &Claimed,
         event: RecordedEvent,
-    ) -> std::result::Result<(), Failed> {
+    ) -> Outcome {
         let call = HandlerRequest::new(
             request.id,
             handler.name.clone(),
@@ -186,10 +265,7 @@ impl Outbox {
     }
 
     /// Records the outcomes in one transaction, and reports what needs reporting.
-    async fn record(
-        &self,
-        outcomes: Vec<(Claimed, std::result::Result<(), Failed>)>,
-    ) -> Result<ExecutionReport> {
+    async fn record(&self, outcomes: Vec<(Claimed, Outcome)>) -> Result<ExecutionReport> {
         let now = now_micros();
         let mut executed = ExecutionReport {
             claimed: outcomes.len() as u64,

@@ -21,7 +21,8 @@ pub struct CooperativeScheduler {
     interval: Duration,
 }
 
-/// Runs the processor and the executor as two loops side by side.
+/// Runs the processor and the executor as two loops side by side; the executor keeps up
+/// to `workers` handlers running, claiming as each one finishes.
 #[derive(Debug, Clone)]
 #[must_use = "a scheduler runs only once `spawn` is called"]
 pub struct ConcurrentScheduler {
@@ -151,29 +152,7 @@ impl ConcurrentScheduler {
         let executor = {
             let mut stopped = stopped;
             let span = tracing::info_span!("chronicle.outbox.executor", outbox = %name);
-            tokio::spawn(
-                async move {
-                    while !*stopped.borrow() {
-                        let idle = match outbox.execute().await {
-                            Ok(executed) => executed.claimed == 0,
-                            Err(error) => {
-                                warn_on(Some(error));
-                                true
-                            }
-                        };
-                        if idle {
-                            let created = outbox.created.clone();
-                            wait(
-                                created.notified(),
-                                outbox.settings.poll_interval,
-                                &mut stopped,
-                            )
-                            .await;
-                        }
-                    }
-                }
-                .instrument(span),
-            )
+            tokio::spawn(async move { outbox.serve(&mut stopped).await }.instrument(span))
         };
         SchedulerHandle {
             stop,
@@ -183,7 +162,7 @@ impl ConcurrentScheduler {
 }
 
 /// Waits for `wake`, the poll interval, or a stop request.
-async fn wait<T>(
+pub(super) async fn wait<T>(
     wake: impl Future<Output = T>,
     poll: Duration,
     stopped: &mut watch::Receiver<bool>,

@@ -773,3 +773,55 @@ async fn shutdown_finishes_the_handlers_in_flight() {
     assert_eq!(stats.done, finished, "done means it ran: {stats:?}");
     assert_eq!((stats.running, stats.pending), (0, 3 - finished));
 }
+
+/// The concurrent scheduler's executor keeps its workers busy: a slow handler holds one
+/// worker while the others go on claiming and running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_does_not_hold_back_the_other_workers() {
+    let Some(t) = Kind::Sqlite.open("a_slow_handler_does_not_hold_back").await else {
+        return;
+    };
+    let release = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let release = Arc::clone(&release);
+        Handler::new("slow", "slow.*", move |_request: HandlerRequest| {
+            let release = Arc::clone(&release);
+            async move {
+                release.notified().await;
+                Ok(())
+            }
+        })
+    };
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(slow)
+                .route(calls.handler("fast", "fast.*")),
+        )
+        .expect("outbox")
+        .workers(2)
+        .poll_interval(Duration::from_millis(20));
+    append(&t.store, "job-1", &["slow.Started"]).await;
+    let running = outbox.concurrent().spawn();
+    for n in 0..10 {
+        append(&t.store, &format!("job-{n}"), &["fast.Done"]).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.all().len() < 10 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        calls.all().len(),
+        10,
+        "the fast requests ran beside the slow one"
+    );
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "slow").running, 1, "still running");
+    release.notify_one();
+    running.shutdown().await;
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "slow").done, 1);
+    assert_eq!(stats_of(&stats, "fast").done, 10);
+}
