@@ -1,7 +1,9 @@
 //! chronicle's projection benchmarks: a projection catching up on a log written beforehand
 //! (doing nothing with each event, or upserting a row per event in the same database),
-//! beside chronicle's own `read_all` of the same log in the same rounds, and the lag of a
-//! live projection behind a writer.
+//! beside chronicle's own `read_all` of the same log in the same rounds; the cost of an
+//! inline projection to appends (8 tasks appending single events for `CHRONICLE_BENCH_SECS`
+//! per system and round, without and with an inline upsert); and the lag of a live
+//! projection behind a writer.
 //!
 //! ```text
 //! cargo bench --bench projections                      # everything
@@ -54,8 +56,8 @@ use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
 use harness::{
-    Config, Deposited, Met, Rates, Res, Row, Schemas, Throughput, fmt_rate, interleave_units,
-    median, next_id, ratio_row, sqlite_reader, sqlite_url, unit_op, with_schemas,
+    Config, Deposited, Met, Rates, Res, Row, Schemas, Throughput, fmt_rate, interleave,
+    interleave_units, median, next_id, ratio_row, sqlite_reader, sqlite_url, unit_op, with_schemas,
 };
 
 /// Events per append when the log is written.
@@ -616,6 +618,101 @@ async fn proj_catchup_upsert_sqlite(cfg: &Config) -> Res<Vec<Row>> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Inline mode
+
+/// Appenders in the inline workloads.
+const INLINE_TASKS: usize = 8;
+
+/// Appends one `Deposited` event to one of 100 streams of task `task`.
+async fn append_one(store: &Store, task: usize) -> Res<u64> {
+    let n = next_id();
+    let event = NewEvent::from_serialize("deposited", &Deposited::sample(n))?;
+    let stream = format!("inline-{task}-{}", n % 100);
+    store
+        .append(stream, ExpectedVersion::Any, vec![event])
+        .await?;
+    Ok(1)
+}
+
+/// Workload 4: single-event appends by 8 tasks on a store without, then with, an inline
+/// projection upserting a row per event in the append's transaction.
+async fn inline_rows(
+    cfg: &Config,
+    name: &str,
+    backend: &str,
+    plain: Store,
+    inline: Store,
+) -> Res<Vec<Row>> {
+    let rates = interleave(
+        cfg,
+        ("append", "append + inline upsert"),
+        INLINE_TASKS,
+        move |task| {
+            let store = plain.clone();
+            async move { append_one(&store, task).await }
+        },
+        move |task| {
+            let store = inline.clone();
+            async move { append_one(&store, task).await }
+        },
+    )
+    .await?;
+    Ok(vec![Row {
+        met: Met::Info,
+        target: "—".to_owned(),
+        ..ratio_row(
+            &format!(
+                "{name}: {backend}, single-event appends by {INLINE_TASKS} tasks with an inline \
+                 projection upserting a row per event (baseline: the same appends without it)"
+            ),
+            "appends/s",
+            &rates,
+            0.0,
+            "",
+        )
+    }])
+}
+
+/// The upsert projection, inline.
+fn inline_upsert() -> Upsert {
+    Upsert {
+        name: "inline-balances".to_owned(),
+        batched: false,
+    }
+}
+
+/// 4a. PostgreSQL.
+async fn proj_inline_append_pg(cfg: &Config) -> Res<Vec<Row>> {
+    with_schemas(cfg, async |schemas: &mut Schemas| {
+        let plain = schemas.store("inline_plain", 8, |b| b).await?;
+        let inline = schemas
+            .store("inline_upsert", 8, |b| b.inline_projection(inline_upsert()))
+            .await?;
+        let schema = schemas.names.last().cloned().unwrap_or_default();
+        Balances::Postgres(schemas.pool_on(&schema, 1).await?)
+            .execute(CREATE_BALANCES)
+            .await?;
+        inline_rows(cfg, "proj_inline_append_pg", "PostgreSQL", plain, inline).await
+    })
+    .await
+}
+
+/// 4b. SQLite files.
+async fn proj_inline_append_sqlite(cfg: &Config) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let plain = Store::open(sqlite_url(dir.path(), "plain.db")).await?;
+    let url = sqlite_url(dir.path(), "inline.db");
+    let inline = Store::builder(url.clone())
+        .inline_projection(inline_upsert())
+        .open()
+        .await?;
+    Balances::Sqlite(sqlite_reader(&url).await?)
+        .execute(CREATE_BALANCES)
+        .await?;
+    inline_rows(cfg, "proj_inline_append_sqlite", "SQLite", plain, inline).await
+}
+
+// ---------------------------------------------------------------------------------------
 // Live lag
 
 /// The lag workloads' settings.
@@ -876,6 +973,8 @@ const WORKLOADS: &[&str] = &[
     "proj_catchup_noop_pg",
     "proj_catchup_upsert_pg",
     "proj_catchup_upsert_sqlite",
+    "proj_inline_append_pg",
+    "proj_inline_append_sqlite",
     "proj_live_lag_pg",
     "proj_live_lag_sqlite",
 ];
@@ -886,6 +985,8 @@ async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
         "proj_catchup_noop_pg" => proj_catchup_noop_pg(cfg).await,
         "proj_catchup_upsert_pg" => proj_catchup_upsert_pg(cfg).await,
         "proj_catchup_upsert_sqlite" => proj_catchup_upsert_sqlite(cfg).await,
+        "proj_inline_append_pg" => proj_inline_append_pg(cfg).await,
+        "proj_inline_append_sqlite" => proj_inline_append_sqlite(cfg).await,
         "proj_live_lag_pg" => proj_live_lag_pg(cfg).await,
         "proj_live_lag_sqlite" => proj_live_lag_sqlite(cfg).await,
         other => Err(format!("unknown workload {other}").into()),
