@@ -2,7 +2,9 @@
 //! its own, with the handler's timeout; a panic is caught by the task), and records the
 //! outcomes in one transaction.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use tracing::Instrument;
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::handlers::{Handler, HandlerRequest};
 use super::panics::CatchPanic;
@@ -48,6 +51,10 @@ struct Failed {
 
 /// How one execution ended.
 type Outcome = std::result::Result<(), Failed>;
+
+/// A claimed request's event and the time its handler must be done by, or why it cannot
+/// run.
+type Prepared = std::result::Result<(RecordedEvent, Instant), Failed>;
 
 impl Failed {
     fn new(kind: Option<FailureKind>, error: String) -> Self {
@@ -136,18 +143,20 @@ impl Outbox {
         }
     }
 
-    /// Claims up to `limit` due requests and fetches their events (decoded; a failure to
-    /// read one is that request's failure).
-    async fn claim(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(Claimed, std::result::Result<RecordedEvent, String>)>> {
+    /// Claims up to `limit` due requests under a token of their own and fetches their
+    /// events. An event that cannot be read is its request's non-retryable failure; a
+    /// fetch that fails as a whole is every request's retryable one.
+    async fn claim(&self, limit: usize) -> Result<Vec<(Claimed, Prepared)>> {
+        // The handlers must be done before the lease runs out, counted from before the
+        // claim (its own clock runs from the claim statement).
+        let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
         let now = now_micros();
+        let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
         let mut tx = self.store.begin_batch().await?;
         let claimed = tx
             .claim_requests(
                 &self.handlers.names(),
-                &self.executor_id,
+                &token,
                 now,
                 now.saturating_add(micros(self.settings.lease)),
                 limit,
@@ -158,17 +167,29 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let ids: Vec<uuid::Uuid> = claimed.iter().map(|request| request.event_id).collect();
-        let events = self.store.events_by_ids(&ids).await?;
+        let events = match self.store.events_by_ids(&ids).await {
+            Ok(events) => events,
+            Err(error) => {
+                let failure = || Failed::new(None, format!("the event could not be read: {error}"));
+                return Ok(claimed
+                    .into_iter()
+                    .map(|request| (request, Err(failure())))
+                    .collect());
+            }
+        };
         Ok(claimed
             .into_iter()
             .map(|request| {
                 // Several handlers' requests may share an event.
                 let event = match events.get(&request.event_id) {
-                    Some(Ok(event)) => Ok(event.clone()),
-                    Some(Err(error)) => Err(error.to_string()),
-                    None => Err(format!(
-                        "event {} is no longer in the store",
-                        request.event_id
+                    Some(Ok(event)) => Ok((event.clone(), deadline)),
+                    Some(Err(error)) => Err(Failed::new(
+                        Some(FailureKind::NonRetryable),
+                        error.to_string(),
+                    )),
+                    None => Err(Failed::new(
+                        Some(FailureKind::NonRetryable),
+                        format!("event {} is no longer in the store", request.event_id),
                     )),
                 };
                 (request, event)
@@ -177,11 +198,7 @@ impl Outbox {
     }
 
     /// Runs `request`'s handler on `event`, within its timeout.
-    async fn run(
-        &self,
-        request: &Claimed,
-        event: std::result::Result<RecordedEvent, String>,
-    ) -> Outcome {
+    async fn run(&self, request: &Claimed, prepared: Prepared) -> Outcome {
         let Some(handler) = self.handlers.get(&request.handler) else {
             // Not claimable: claims only ask for this map's handlers.
             return Err(Failed::new(
@@ -189,7 +206,7 @@ impl Outbox {
                 format!("no handler `{}` here", request.handler),
             ));
         };
-        let event = event.map_err(|error| Failed::new(Some(FailureKind::NonRetryable), error))?;
+        let (event, deadline) = prepared?;
         let span = tracing::info_span!(
             "chronicle.outbox.execute",
             handler = %handler.name,
@@ -198,7 +215,7 @@ impl Outbox {
         );
         let started = Instant::now();
         let outcome = self
-            .run_handler(handler, request, event)
+            .run_handler(handler, request, event, deadline)
             .instrument(span)
             .await;
         let labels = [
@@ -228,6 +245,7 @@ impl Outbox {
         handler: &Handler,
         request: &Claimed,
         event: RecordedEvent,
+        deadline: Instant,
     ) -> Outcome {
         let call = HandlerRequest::new(
             request.id,
@@ -236,12 +254,16 @@ impl Outbox {
             event,
             self.store.clone(),
         );
-        // A task of its own, so handlers run in parallel; its panics are caught with
-        // their backtrace. The timeout ends the call before the lease does, so no other
-        // executor can claim the request while it still runs here.
-        let task = tokio::spawn(CatchPanic::new((handler.run)(call)));
+        // A task of its own, so handlers run in parallel; its panics (in the handler's
+        // function as in its future) are caught with their backtrace. The timeout ends
+        // the call before the lease does, so no other executor claims the request while
+        // it still runs here (unless the handler blocks its thread past the abort).
+        let run = Arc::clone(&handler.run);
+        let task = tokio::spawn(CatchPanic::new(async move { run(call).await }));
         let abort = task.abort_handle();
-        let timeout = handler.timeout.min(self.settings.lease.mul_f64(0.9));
+        let timeout = handler
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(Ok(Ok(())))) => Ok(()),
             Ok(Ok(Ok(Err(error)))) => Err(Failed::new(
@@ -273,21 +295,27 @@ impl Outbox {
         };
         let mut reports = Vec::new();
         let mut tx = self.store.begin_batch().await?;
-        let done: Vec<i64> = outcomes
-            .iter()
-            .filter(|(_, outcome)| outcome.is_ok())
-            .map(|(request, _)| request.id)
-            .collect();
-        if !done.is_empty() {
-            let recorded = tx.finish_done(&done, &self.executor_id, now).await?;
-            executed.done = recorded.len() as u64;
-            executed.lost += (done.len() - recorded.len()) as u64;
+        let mut done: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (request, outcome) in &outcomes {
+            if outcome.is_ok() {
+                done.entry(&request.token).or_default().push(request.id);
+            }
+        }
+        for (token, ids) in &done {
+            let recorded = tx.finish_done(ids, token, now).await?;
+            executed.done += recorded.len() as u64;
+            executed.lost += (ids.len() - recorded.len()) as u64;
         }
         for (request, outcome) in &outcomes {
             let Err(failed) = outcome else { continue };
             let errors = u32::try_from(request.errors).unwrap_or(0).saturating_add(1);
             let (max_errors, delay) = match self.handlers.get(&request.handler) {
-                Some(handler) => (handler.max_errors, handler.backoff.delay(errors)),
+                // The backoff is the user's code: a panic in it means no pause.
+                Some(handler) => (
+                    handler.max_errors,
+                    catch_unwind(AssertUnwindSafe(|| handler.backoff.delay(errors)))
+                        .unwrap_or(Duration::ZERO),
+                ),
                 None => (1, Duration::ZERO),
             };
             let dead = failed.kind == Some(FailureKind::NonRetryable) || errors >= max_errors;
@@ -297,7 +325,7 @@ impl Outbox {
                 due_at: now.saturating_add(micros(delay)),
             };
             if !tx
-                .finish_failed(request.id, &self.executor_id, &record, now)
+                .finish_failed(request.id, &request.token, &record, now)
                 .await?
             {
                 executed.lost += 1;
@@ -314,7 +342,7 @@ impl Outbox {
         }
         tx.commit().await?;
         for (request, failed, dead) in reports {
-            self.reporter.report(&Failure {
+            let failure = Failure {
                 kind: failed.kind.unwrap_or(FailureKind::Dead),
                 handler: &request.handler,
                 request_id: request.id,
@@ -324,7 +352,12 @@ impl Outbox {
                 dead,
                 error: &failed.error,
                 backtrace: failed.backtrace.as_deref(),
-            });
+            };
+            // The reporter is the user's code too.
+            let reported = catch_unwind(AssertUnwindSafe(|| self.reporter.report(&failure)));
+            if reported.is_err() {
+                tracing::error!(request = request.id, "the outbox error reporter panicked");
+            }
         }
         Ok(executed)
     }

@@ -289,8 +289,9 @@ impl Handler {
     }
 
     /// How long one execution may take; past it, it counts as a failure (default 30 s).
-    /// The executor cuts it to 90% of its lease, so that no other executor claims the
-    /// request while it still runs.
+    /// The executor cuts it to end before its lease does (90% of it, counted from before
+    /// the claim), so that no other executor claims the request while it still runs; a
+    /// handler that blocks its thread cannot be stopped, though, so do not.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

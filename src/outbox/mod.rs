@@ -136,17 +136,18 @@ impl Outbox {
         self
     }
 
-    /// How long a claimed request stays this executor's: if the process dies, another
-    /// executor runs the request again after this. Keep it above the handlers' timeouts.
+    /// How long a claimed request stays this executor's (at least 1 s; default 60 s): if
+    /// the process dies, another executor runs the request again after this. Handlers
+    /// are stopped at 90% of it, whatever their timeout.
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.settings.lease = lease;
+        self.settings.lease = lease.max(Duration::from_secs(1));
         self
     }
 
     /// How often the schedulers look for work nobody told them about (events appended by
     /// other processes without a notification, retries coming due).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.settings.poll_interval = interval;
+        self.settings.poll_interval = interval.max(Duration::from_millis(1));
         self
     }
 

@@ -61,6 +61,8 @@ impl<F: Future> Future for CatchPanic<F> {
     type Output = Result<F::Output, Panicked>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A backtrace left by a panic caught inside the handler is not this poll's.
+        BACKTRACE.with(|slot| slot.borrow_mut().take());
         let was = IN_HANDLER.with(|flag| flag.replace(true));
         let polled = catch_unwind(AssertUnwindSafe(|| self.inner.as_mut().poll(cx)));
         IN_HANDLER.with(|flag| flag.set(was));

@@ -35,7 +35,7 @@ impl Outbox {
 
     /// One window: its requests and the checkpoint move, in one transaction. Returns the
     /// requests created and whether more of the log may follow.
-    async fn process_window(&self) -> Result<(u64, bool)> {
+    pub(crate) async fn process_window(&self) -> Result<(u64, bool)> {
         let store = &self.store;
         let name = &self.settings.name;
         let from = store.checkpoint(name).await?.unwrap_or(LogPosition::START);

@@ -44,7 +44,9 @@ impl SchedulerHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
-            let _ = task.await;
+            if let Err(error) = task.await {
+                tracing::error!(%error, "an outbox scheduler task ended abnormally");
+            }
         }
     }
 }
@@ -86,10 +88,14 @@ impl CooperativeScheduler {
                 let mut stopped = stopped;
                 while !*stopped.borrow() {
                     appends.borrow_and_update();
-                    let processed = outbox.process().await;
+                    // One window of the log, then one batch of requests: a long backlog
+                    // does not starve the handlers, and a stop is seen between turns.
+                    let processed = outbox.process_window().await;
                     let executed = outbox.execute().await;
                     let idle = match (&processed, &executed) {
-                        (Ok(created), Ok(executed)) => *created == 0 && executed.claimed == 0,
+                        (Ok((created, more)), Ok(executed)) => {
+                            *created == 0 && !*more && executed.claimed == 0
+                        }
                         _ => {
                             warn_on(processed.err().or(executed.err()));
                             true
@@ -129,8 +135,9 @@ impl ConcurrentScheduler {
                     let mut appends = outbox.store.appends();
                     while !*stopped.borrow() {
                         appends.borrow_and_update();
-                        let idle = match outbox.process().await {
-                            Ok(created) => created == 0,
+                        // A window at a time, so that a stop is seen between windows.
+                        let idle = match outbox.process_window().await {
+                            Ok((_, more)) => !more,
                             Err(error) => {
                                 warn_on(Some(error));
                                 true

@@ -441,7 +441,7 @@ async fn a_killed_executors_request_runs_again_after_the_lease(kind: Kind) {
         .store
         .outbox(handlers.clone())
         .expect("outbox")
-        .lease(Duration::from_millis(300));
+        .lease(Duration::from_secs(1));
     append(&t.store, "acct-1", &["acct.Opened"]).await;
     first.process().await.expect("process");
     let killed = tokio::spawn(async move { first.execute().await });
@@ -454,7 +454,7 @@ async fn a_killed_executors_request_runs_again_after_the_lease(kind: Kind) {
         0,
         "still leased to the first executor"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let executed = second.execute().await.expect("after the lease");
     assert_eq!((executed.claimed, executed.done), (1, 1));
     let attempts: Vec<u32> = calls.all().into_iter().map(|(_, _, a)| a).collect();
@@ -824,4 +824,34 @@ async fn a_slow_handler_does_not_hold_back_the_other_workers() {
     let stats = outbox.stats().await.expect("stats");
     assert_eq!(stats_of(&stats, "slow").done, 1);
     assert_eq!(stats_of(&stats, "fast").done, 10);
+}
+
+/// A panic in the handler's function itself (before it returns its future) is caught and
+/// reported like one inside the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_handler_function_is_caught() {
+    let Some(t) = Kind::Sqlite.open("a_panic_in_the_handler_function").await else {
+        return;
+    };
+    let reports = Reports::default();
+    let early = Handler::new("early", "*", |request: HandlerRequest| {
+        if request.attempt > 0 {
+            panic!("before any future");
+        }
+        async { Ok(()) }
+    })
+    .max_errors(1);
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(early))
+        .expect("outbox")
+        .error_reporter(reports.clone());
+    append(&t.store, "acct-1", &["acct.Opened"]).await;
+    outbox.process().await.expect("process");
+    let executed = outbox.execute().await.expect("the executor survives");
+    assert_eq!((executed.claimed, executed.dead), (1, 1));
+    let reported = reports.all();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].0, FailureKind::Panic);
+    assert!(reported[0].1.contains("before any future"), "{reported:?}");
 }
