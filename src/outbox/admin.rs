@@ -153,6 +153,25 @@ impl Outbox {
         Ok(revived)
     }
 
+    /// The schedulers' purge: [`Outbox::purge_done`] with the age set by
+    /// [`Outbox::purge_done_after`], when it is due (once a minute, or as often as the age
+    /// when shorter). `last` is when it last ran.
+    pub(crate) async fn purge_if_due(&self, last: &mut Option<tokio::time::Instant>) {
+        let Some(age) = self.settings.purge_done_after else {
+            return;
+        };
+        let every = age.min(Duration::from_secs(60));
+        if last.is_some_and(|last| last.elapsed() < every) {
+            return;
+        }
+        *last = Some(tokio::time::Instant::now());
+        match self.purge_done(age).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "done outbox requests purged"),
+            Err(error) => tracing::warn!(%error, "purging done outbox requests failed"),
+        }
+    }
+
     /// Deletes the done requests finished more than `older_than` ago. Returns how many.
     ///
     /// # Errors

@@ -79,6 +79,8 @@ struct Settings {
     workers: usize,
     lease: Duration,
     poll_interval: Duration,
+    /// Done requests older than this are deleted by the schedulers.
+    purge_done_after: Option<Duration>,
 }
 
 impl Store {
@@ -107,6 +109,7 @@ impl Store {
                 workers: 4,
                 lease: Duration::from_secs(60),
                 poll_interval: Duration::from_millis(500),
+                purge_done_after: None,
             },
             reporter: Arc::new(TracingReporter),
             created: Arc::new(tokio::sync::Notify::new()),
@@ -148,6 +151,13 @@ impl Outbox {
     /// other processes without a notification, retries coming due).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.settings.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Has the schedulers delete done requests older than `age`, at most once a minute
+    /// (default: kept until [`Outbox::purge_done`] is called).
+    pub fn purge_done_after(mut self, age: Duration) -> Self {
+        self.settings.purge_done_after = Some(age);
         self
     }
 

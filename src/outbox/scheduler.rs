@@ -86,7 +86,9 @@ impl CooperativeScheduler {
             async move {
                 let mut appends = outbox.store.appends();
                 let mut stopped = stopped;
+                let mut purged = None;
                 while !*stopped.borrow() {
+                    outbox.purge_if_due(&mut purged).await;
                     appends.borrow_and_update();
                     // One window of the log, then one batch of requests: a long backlog
                     // does not starve the handlers, and a stop is seen between turns.
@@ -133,7 +135,9 @@ impl ConcurrentScheduler {
             tokio::spawn(
                 async move {
                     let mut appends = outbox.store.appends();
+                    let mut purged = None;
                     while !*stopped.borrow() {
+                        outbox.purge_if_due(&mut purged).await;
                         appends.borrow_and_update();
                         // A window at a time, so that a stop is seen between windows.
                         let idle = match outbox.process_window().await {

@@ -855,3 +855,106 @@ async fn a_panic_in_the_handler_function_is_caught() {
     assert_eq!(reported[0].0, FailureKind::Panic);
     assert!(reported[0].1.contains("before any future"), "{reported:?}");
 }
+
+/// A dead request revived while a later request of its stream runs, for a handler ordered
+/// per stream, waits for that run to end (then goes before the requests still waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revived_request_never_runs_beside_a_running_one_of_its_stream() {
+    let Some(t) = Kind::Sqlite
+        .open("a_revived_request_never_runs_beside")
+        .await
+    else {
+        return;
+    };
+    let release = Arc::new(tokio::sync::Notify::new());
+    // (version, attempt) in the order the handler saw them.
+    let seen: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let handler = {
+        let (release, seen) = (Arc::clone(&release), Arc::clone(&seen));
+        Handler::new("ordered", "*", move |request: HandlerRequest| {
+            let (release, seen) = (Arc::clone(&release), Arc::clone(&seen));
+            async move {
+                let version = request.event.version;
+                seen.lock().expect("seen").push((version, request.attempt));
+                match (version, request.attempt) {
+                    (1, 1) => Err(HandlerError::fatal("not yet")),
+                    (2, _) => {
+                        release.notified().await;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .ordered_per_stream()
+    };
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(handler))
+        .expect("outbox")
+        .workers(4)
+        .poll_interval(Duration::from_millis(20));
+    append(&t.store, "s-1", &["t.A", "t.B", "t.C"]).await;
+    let running = outbox.concurrent().spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().expect("seen").len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [(1, 1), (2, 1)],
+        "v1 dead, v2 running"
+    );
+    let dead = outbox.dead_requests(None, 10).await.expect("dead");
+    assert!(outbox.retry_dead(dead[0].id).await.expect("revive"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.lock().expect("seen").len(),
+        2,
+        "the revived request waits while v2 runs"
+    );
+    release.notify_one();
+    while seen.lock().expect("seen").len() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await;
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [(1, 1), (2, 1), (1, 2), (3, 1)],
+        "then the revived one, then the rest"
+    );
+}
+
+/// With `purge_done_after`, the schedulers delete old done requests by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedulers_purge_done_requests() {
+    let Some(t) = Kind::Sqlite
+        .open("the_schedulers_purge_done_requests")
+        .await
+    else {
+        return;
+    };
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(calls.handler("all", "*")))
+        .expect("outbox")
+        .poll_interval(Duration::from_millis(20))
+        .purge_done_after(Duration::from_millis(100));
+    for n in 0..5 {
+        append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
+    }
+    let running = outbox.concurrent().spawn();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.all().len() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.all().len(), 5);
+    let mut stats = stats_of(&outbox.stats().await.expect("stats"), "all");
+    while stats.done > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = stats_of(&outbox.stats().await.expect("stats"), "all");
+    }
+    running.shutdown().await;
+    assert_eq!(stats, HandlerStats::default(), "done requests purged");
+}
