@@ -155,7 +155,7 @@ impl Outbox {
         let mut tx = self.store.begin_batch().await?;
         let claimed = tx
             .claim_requests(
-                &self.handlers.names(),
+                &self.handler_names,
                 &token,
                 now,
                 now.saturating_add(micros(self.settings.lease)),

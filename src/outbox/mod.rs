@@ -64,6 +64,10 @@ const DEFAULT_NAME: &str = "chronicle.outbox";
 pub struct Outbox {
     store: Store,
     handlers: Arc<HandlerMap>,
+    /// The handlers' names as a JSON array, as claims take them (computed once).
+    handler_names: Arc<str>,
+    /// The event types the processor reads (all when empty; computed once).
+    event_types: Arc<[String]>,
     settings: Settings,
     reporter: Arc<dyn ErrorReporter>,
     /// Wakes the executor when the processor created requests (in this process).
@@ -100,8 +104,12 @@ impl Store {
             )
             .into());
         }
+        let handler_names = serde_json::to_string(&handlers.names())
+            .map_err(|error| crate::Error::Internal(error.to_string()))?;
         Ok(Outbox {
             store: self.clone(),
+            handler_names: handler_names.into(),
+            event_types: handlers.event_types().into(),
             handlers: Arc::new(handlers),
             settings: Settings {
                 name: DEFAULT_NAME.to_owned(),

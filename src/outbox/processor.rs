@@ -41,7 +41,7 @@ impl Outbox {
         let from = store.checkpoint(name).await?.unwrap_or(LogPosition::START);
         let span = tracing::debug_span!("chronicle.outbox.process", outbox = %name, %from);
         async {
-            let types: Arc<[String]> = self.handlers.event_types().into();
+            let types = Arc::clone(&self.event_types);
             let window = store
                 .read_window_encoded(from, types, self.settings.batch_size)
                 .await?;

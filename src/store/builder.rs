@@ -270,6 +270,14 @@ impl StoreBuilder {
         self.upcasters.check()?;
         self.inline.check()?;
         let backend = self.open_backend().await?;
+        if !self.inline.is_empty() && !backend.is_sql() {
+            return Err(ValidationError::Config(
+                "inline projections run in the append's transaction, and the memory backend \
+                 has none: use SQLite (`sqlite::memory:` in tests) or PostgreSQL"
+                    .to_owned(),
+            )
+            .into());
+        }
         // Reads allow more than writes, so a store opened with a smaller limit still reads
         // what an earlier one wrote; the cap only guards against decompression bombs.
         let max_decoded = self.max_event_size.max(MIN_DECODE_LIMIT);
@@ -299,14 +307,6 @@ impl StoreBuilder {
             .timeout
             .map_or(Duration::from_secs(30), |timeout| timeout.mul_f64(0.9));
         if url == "memory:" {
-            if !self.inline.is_empty() {
-                return Err(ValidationError::Config(
-                    "inline projections run in the append's transaction, and the memory \
-                     backend has none: use SQLite (`sqlite::memory:` in tests) or PostgreSQL"
-                        .to_owned(),
-                )
-                .into());
-            }
             Ok(Arc::new(MemoryBackend::default()))
         } else if url.starts_with("sqlite:") {
             if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {

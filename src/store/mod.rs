@@ -628,19 +628,9 @@ impl Store {
         &self,
         after: LogPosition,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        self.read_all_of(after, Arc::from([]), self.inner.limits.page_size)
-    }
-
-    /// [`Store::read_all`] of the events whose type is in `types` (all when empty),
-    /// filtered in the query, `page_size` events per round trip.
-    pub(crate) fn read_all_of(
-        &self,
-        after: LogPosition,
-        types: Arc<[String]>,
-        page_size: usize,
-    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let span = tracing::debug_span!("chronicle.read_all", %after);
-        let state = LogRead::new(self.clone(), after, types, page_size);
+        let page_size = self.inner.limits.page_size;
+        let state = LogRead::new(self.clone(), after, Arc::from([]), page_size);
         stream::try_unfold(state, move |state| {
             state.next_page().instrument(span.clone())
         })

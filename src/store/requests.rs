@@ -148,14 +148,15 @@ impl BatchTx {
         Ok(created)
     }
 
-    /// Claims up to `limit` due requests of `handlers` under `token` until `lease_until`:
+    /// Claims up to `limit` due requests of `handlers` (their names as a JSON array) under
+    /// `token` until `lease_until`:
     /// pending ones whose time has come and running ones whose lease ran out, by priority
     /// then log order. For a handler ordered per stream, never a request behind an open
     /// one of its stream, nor beside a running one (a revived dead request may sit behind
     /// it).
     pub(crate) async fn claim_requests(
         &mut self,
-        handlers: &[String],
+        handlers: &str,
         token: &str,
         now: i64,
         lease_until: i64,
@@ -206,14 +207,13 @@ impl BatchTx {
             BatchTx::Postgres(_) => sql(&json_list(true, "$5", "text"), "FOR UPDATE SKIP LOCKED"),
             _ => sql(&json_list(false, "$5", "text"), ""),
         };
-        let handlers = serde_json::to_string(handlers).unwrap_or_default();
         let mut claimed: Vec<Claimed> = on_sql!(self, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(lease_until)
                 .bind(token)
                 .bind(now)
                 .bind(to_i64(limit as u64))
-                .bind(handlers.as_str())
+                .bind(handlers)
                 .fetch_all(conn)
                 .await
                 .map_err(fail)

@@ -7,10 +7,36 @@ use std::ops::RangeInclusive;
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
-use super::backend::{AppendOutcome, LogPage, Written};
+use uuid::Uuid;
+
+use super::backend::{AppendOutcome, LogPage, ReplayedEvent, Written};
 use crate::event::RecordedEvent;
 use crate::read::EventQuery;
 use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
+
+/// The events of a stream in a version range, narrow (as a replay needs them). `$n`
+/// placeholders, which both drivers take.
+pub(crate) const REPLAY_STREAM: &str = "SELECT event_id, version, event_type, schema_version, payload FROM events \
+     WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version";
+
+/// A row of [`REPLAY_STREAM`].
+pub(crate) fn replayed_from_row<R>(row: &R) -> Result<ReplayedEvent, sqlx::Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(ReplayedEvent {
+        id: row.try_get(0)?,
+        version: to_u64(row.try_get(1)?),
+        event_type: row.try_get(2)?,
+        schema_version: to_u32(row.try_get(3)?),
+        payload: row.try_get(4)?,
+    })
+}
 
 /// The page of a filtered `read_all` from its rows: the window's events of the types asked
 /// for, plus its last event whatever its type, each with the columns `wanted` (of a type

@@ -508,25 +508,14 @@ impl Backend for SqliteBackend {
         stream: &StreamId,
         versions: RangeInclusive<u64>,
     ) -> Result<Vec<ReplayedEvent>> {
-        sqlx::query(
-            "SELECT event_id, version, event_type, schema_version, payload FROM events \
-             WHERE stream_id = ? AND version BETWEEN ? AND ? ORDER BY version",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(*versions.start()))
-        .bind(to_i64(*versions.end()))
-        .try_map(|row: SqliteRow| {
-            Ok(ReplayedEvent {
-                id: row.try_get(0)?,
-                version: to_u64(row.try_get(1)?),
-                event_type: row.try_get(2)?,
-                schema_version: sql::to_u32(row.try_get(3)?),
-                payload: row.try_get(4)?,
-            })
-        })
-        .fetch_all(&self.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("replay_stream", error))
+        sqlx::query(sql::REPLAY_STREAM)
+            .bind(stream.as_str())
+            .bind(to_i64(*versions.start()))
+            .bind(to_i64(*versions.end()))
+            .try_map(|row: SqliteRow| sql::replayed_from_row(&row))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
 
     async fn read_all(
