@@ -88,7 +88,14 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     let cursor = early
         .last()
         .map_or(LogPosition::START, |e| e.log_position());
-    let late: Vec<_> = t.store.read_all(cursor).try_collect().await.expect("read");
+    // Other tests' transactions on the server also hold readers back (one of them keeps a
+    // row locked for seconds): this read waits for them, as a reader with the default
+    // settle timeout would.
+    let patient = t
+        .reopen(|b| b.log_settle_timeout(Duration::from_secs(30)))
+        .await
+        .expect("a second store");
+    let late: Vec<_> = patient.read_all(cursor).try_collect().await.expect("read");
     let ids: Vec<Uuid> = late.iter().map(|e| e.id).collect();
     assert_eq!(
         ids,
