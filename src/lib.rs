@@ -35,6 +35,7 @@ mod event;
 pub mod outbox;
 mod projection;
 mod read;
+mod retention;
 mod snapshot;
 mod store;
 mod stream;
@@ -57,6 +58,10 @@ pub use projection::{
     ProjectionState, ProjectionStatus, Projections,
 };
 pub use read::{EventQuery, LogPosition};
+pub use retention::{
+    AppliedRetention, EnforcerHandle, RetentionEnforcer, RetentionPolicy, RetentionReport,
+    RetentionScope,
+};
 pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
 pub use store::{
     AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, SqliteDurability, Store,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Result, ValidationError};
+use crate::retention::AppliedRetention;
 
 /// The longest stream id accepted, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 256;
@@ -225,6 +226,8 @@ pub struct StreamInfo {
     pub status: StreamStatus,
     /// Free-form metadata given at creation.
     pub metadata: serde_json::Value,
+    /// The retention policy in force for the stream, and where it was set.
+    pub retention: Option<AppliedRetention>,
 }
 
 /// Options for [`Store::create_stream`](crate::Store::create_stream).

@@ -310,9 +310,11 @@ impl<A: Aggregate> Repository<A> {
                 replayed += 1;
             }
         }
+        // Events a retention policy expired are not replayed, but the state stands at the
+        // head all the same (the next append expects it).
         let loaded = Loaded {
             state,
-            version,
+            version: version.max(head),
             from_snapshot,
             replayed,
         };

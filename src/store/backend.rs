@@ -15,6 +15,8 @@ use super::batch::BatchTx;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
+use crate::retention::RetentionScope;
+use crate::retention::rules::{PolicyRows, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -125,6 +127,18 @@ pub(crate) struct ReplayedEvent {
     pub payload: Vec<u8>,
 }
 
+impl From<RecordedEvent> for ReplayedEvent {
+    fn from(event: RecordedEvent) -> Self {
+        ReplayedEvent {
+            id: event.id,
+            version: event.version,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            payload: event.payload,
+        }
+    }
+}
+
 /// What a load needs first, in one answer: the stream's head, its newest snapshot, and the
 /// first page of events after that snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +233,16 @@ pub(crate) struct StoredSnapshot {
     pub schema_version: u32,
     pub payload: Vec<u8>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Which of a stream's events an enforcement pass removes: those at or below `up_to`
+/// that are below `below` or were recorded before `before`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExpiryCut {
+    pub stream: String,
+    pub up_to: u64,
+    pub below: u64,
+    pub before: Option<DateTime<Utc>>,
 }
 
 /// Storage for streams and events. See the module docs for what belongs here.
@@ -406,4 +430,32 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The events matching `query`, in position order.
     async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>>;
+
+    /// The default and category retention policies, and whether any stream has its own.
+    async fn retention_policies(&self) -> Result<PolicyRows>;
+
+    /// The policy stored for `scope` (JSON text).
+    async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>>;
+
+    /// Stores (`Some`) or removes (`None`) the policy of `scope`.
+    async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()>;
+
+    /// What the retention of these streams depends on (streams that do not exist are left
+    /// out).
+    async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>>;
+
+    /// Up to `limit` streams after `after` in id order, not tombstoned, that a policy may
+    /// apply to: every one when `all`, else those with their own policy or in one of
+    /// `categories`.
+    async fn retention_candidates(
+        &self,
+        after: &str,
+        limit: usize,
+        categories: &[String],
+        all: bool,
+    ) -> Result<Vec<StreamRetention>>;
+
+    /// Removes the events the cuts expire, in one transaction, and keeps the streams'
+    /// event counts; returns (events removed, payload bytes removed).
+    async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)>;
 }

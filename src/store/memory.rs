@@ -11,13 +11,15 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, LogPage, ReplayedEvent, SnapshotWrite,
-    StoredSnapshot, Written,
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
+    SnapshotWrite, StoredSnapshot, Written,
 };
 use super::batch::{BatchTx, MemoryCheckpoints};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
+use crate::retention::RetentionScope;
+use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -38,6 +40,19 @@ struct State {
     streams: BTreeMap<String, StreamRow>,
     /// Position of every stored event id.
     ids: HashMap<Uuid, u64>,
+    /// Retention policies by (kind, name), as JSON text.
+    policies: BTreeMap<(i16, String), String>,
+}
+
+impl State {
+    fn retention_of(&self, stream: &str, row: &StreamRow) -> StreamRetention {
+        StreamRetention {
+            stream: stream.to_owned(),
+            head: row.info.version,
+            own: self.policies.get(&(2, stream.to_owned())).cloned(),
+            snapshot: row.snapshots.keys().next_back().copied(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -80,6 +95,7 @@ fn new_info(stream: &StreamId, spec: &NewStream) -> StreamInfo {
         last_event_id: None,
         status: StreamStatus::Active,
         metadata: spec.metadata.clone(),
+        retention: None,
     }
 }
 
@@ -424,5 +440,108 @@ impl Backend for MemoryBackend {
             .take(query.limit)
             .cloned()
             .collect())
+    }
+
+    async fn retention_policies(&self) -> Result<PolicyRows> {
+        let state = self.lock()?;
+        let mut rows = PolicyRows::default();
+        for ((kind, name), json) in &state.policies {
+            if *kind == 2 {
+                rows.any_stream_policy = true;
+            } else {
+                rows.general.push(StoredPolicy {
+                    scope: RetentionScope::from_key(i64::from(*kind), name.clone()),
+                    json: json.clone(),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
+        let (kind, name) = scope.key();
+        Ok(self.lock()?.policies.get(&(kind, name.to_owned())).cloned())
+    }
+
+    async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
+        let (kind, name) = scope.key();
+        let mut state = self.lock()?;
+        match policy {
+            Some(json) => state
+                .policies
+                .insert((kind, name.to_owned()), json.to_owned()),
+            None => state.policies.remove(&(kind, name.to_owned())),
+        };
+        Ok(())
+    }
+
+    async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
+        let state = self.lock()?;
+        Ok(streams
+            .iter()
+            .filter_map(|stream| {
+                let row = state.streams.get(*stream)?;
+                Some(state.retention_of(stream, row))
+            })
+            .collect())
+    }
+
+    async fn retention_candidates(
+        &self,
+        after: &str,
+        limit: usize,
+        categories: &[String],
+        all: bool,
+    ) -> Result<Vec<StreamRetention>> {
+        let state = self.lock()?;
+        let range = (
+            std::ops::Bound::Excluded(after.to_owned()),
+            std::ops::Bound::Unbounded,
+        );
+        Ok(state
+            .streams
+            .range::<String, _>(range)
+            .filter(|(_, row)| row.info.status != StreamStatus::Tombstoned)
+            .map(|(stream, row)| state.retention_of(stream, row))
+            .filter(|retention| {
+                all || retention.own.is_some()
+                    || categories
+                        .iter()
+                        .any(|c| c == category_of(&retention.stream))
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+        let mut state = self.lock()?;
+        let state = &mut *state;
+        let (mut events, mut bytes) = (0, 0);
+        for cut in cuts {
+            let Some(row) = state.streams.get_mut(&cut.stream) else {
+                continue;
+            };
+            let doomed: Vec<(u64, u64)> = row
+                .positions
+                .range(..=cut.up_to)
+                .filter(|(version, position)| {
+                    **version < cut.below
+                        || state.log.get(position).is_some_and(|event| {
+                            cut.before.is_some_and(|before| event.recorded_at < before)
+                        })
+                })
+                .map(|(version, position)| (*version, *position))
+                .collect();
+            for (version, position) in doomed {
+                row.positions.remove(&version);
+                row.info.event_count -= 1;
+                if let Some(event) = state.log.remove(&position) {
+                    state.ids.remove(&event.id);
+                    events += 1;
+                    bytes += event.payload.len() as u64;
+                }
+            }
+        }
+        Ok((events, bytes))
     }
 }

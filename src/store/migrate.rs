@@ -34,6 +34,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "outbox",
         sql: include_str!("../../migrations/sqlite/0004_outbox.sql"),
     },
+    Migration {
+        version: 5,
+        name: "retention",
+        sql: include_str!("../../migrations/sqlite/0005_retention.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -56,6 +61,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "outbox",
         sql: include_str!("../../migrations/postgres/0004_outbox.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "retention",
+        sql: include_str!("../../migrations/postgres/0005_retention.sql"),
     },
 ];
 

@@ -14,6 +14,8 @@ mod migrate;
 mod postgres;
 mod replay;
 pub(crate) mod requests;
+mod retention;
+mod retention_sql;
 mod retry;
 mod snapshots;
 mod sql;
@@ -42,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::projection::inline::InlineProjections;
 use crate::read::{EventQuery, LogPosition};
+use crate::retention::rules::RulesCache;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
@@ -103,6 +106,8 @@ struct Inner {
     appended: tokio::sync::watch::Sender<u64>,
     /// Whether a task forwards the backend's append feed into `appended`.
     listening: std::sync::Mutex<bool>,
+    /// The retention policies in force, as reads check them.
+    retention: RulesCache,
     /// Wakes the task that announces this store's appends to other processes, where the
     /// backend can (PostgreSQL).
     announcer: Option<Arc<tokio::sync::Notify>>,
@@ -145,6 +150,7 @@ impl Store {
                 appended: tokio::sync::watch::Sender::new(0),
                 listening: std::sync::Mutex::new(false),
                 announcer: announcer.clone(),
+                retention: RulesCache::new(Duration::from_secs(1)),
             }),
         };
         if let Some(wake) = announcer {
@@ -460,10 +466,15 @@ impl Store {
     pub async fn stream_info(&self, stream: impl AsRef<str>) -> Result<Option<StreamInfo>> {
         let stream = StreamId::new(stream.as_ref())?;
         let backend = &self.inner.backend;
-        self.inner
+        let info = self
+            .inner
             .retry
             .run("stream_info", || backend.stream_info(&stream))
-            .await
+            .await?;
+        match info {
+            Some(info) => Ok(self.with_retention(vec![info]).await?.pop()),
+            None => Ok(None),
+        }
     }
 
     /// One page of streams in id order. For the next page, set
@@ -474,10 +485,12 @@ impl Store {
     #[tracing::instrument(name = "chronicle.list_streams", skip_all, fields(category = query.category.as_deref()))]
     pub async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
         let backend = &self.inner.backend;
-        self.inner
+        let infos = self
+            .inner
             .retry
             .run("list_streams", || backend.list_streams(query))
-            .await
+            .await?;
+        self.with_retention(infos).await
     }
 
     /// Deletes a stream. [`DeleteMode::Soft`] marks it deleted: reads and appends report
@@ -575,6 +588,7 @@ impl Store {
                         backend.read_stream(&stream, versions.clone(), direction)
                     })
                     .await?;
+                let page = store.without_expired(page).await?;
                 Ok(store.decode_page(page))
             }
         })
@@ -684,6 +698,7 @@ impl Store {
             .retry
             .run("event_by_id", || backend.events_by_id(ids))
             .await?;
+        let found = self.without_expired(found).await?;
         Ok(found
             .into_iter()
             .map(|event| (event.id, self.decode(event)))
@@ -704,7 +719,8 @@ impl Store {
                 backend.events_by_id(std::slice::from_ref(&id))
             })
             .await?;
-        found
+        self.without_expired(found)
+            .await?
             .into_iter()
             .next()
             .map(|event| self.decode(event))
@@ -726,9 +742,12 @@ impl Store {
     #[tracing::instrument(name = "chronicle.query", skip_all, fields(stream = query.stream.as_deref(), limit = query.limit))]
     pub async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
         let backend = &self.inner.backend;
-        self.inner
+        let found = self
+            .inner
             .retry
             .run("query", || backend.query(query))
+            .await?;
+        self.without_expired(found)
             .await?
             .into_iter()
             .map(|event| self.decode(event))
@@ -919,6 +938,7 @@ impl LogRead {
             if let Some(last) = page.scanned_to {
                 self.after = last;
             }
+            let events = self.store.without_expired(page.events).await?;
             if !page.full {
                 let bound = self.bound;
                 let cursor = self.after;
@@ -935,13 +955,13 @@ impl LogRead {
                         tracing::warn!(after = %self.after, "read_all ends with events held back by a long-running transaction");
                     }
                     self.done = true;
-                } else if page.events.is_empty() {
+                } else if events.is_empty() {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(200));
                     continue;
                 }
             }
-            return Ok(Some(page.events));
+            return Ok(Some(events));
         }
     }
 }

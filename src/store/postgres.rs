@@ -23,15 +23,18 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, HeldBack, Lease, LogPage,
-    ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
+    AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, HeldBack, Lease,
+    LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::BatchTx;
 use super::migrate;
+use super::retention_sql;
 use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
+use crate::retention::RetentionScope;
+use crate::retention::rules::{PolicyRows, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -298,6 +301,7 @@ fn info_from_row(row: &PgRow) -> std::result::Result<StreamInfo, sqlx::Error> {
         metadata: metadata
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
+        retention: None,
     })
 }
 
@@ -900,5 +904,35 @@ impl Backend for PostgresBackend {
             .fetch_all(&self.pool)
             .await
             .map_err(|error| Error::from_sqlx("query", error))
+    }
+
+    async fn retention_policies(&self) -> Result<PolicyRows> {
+        retention_sql::postgres::policies(&self.pool).await
+    }
+
+    async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
+        retention_sql::postgres::policy(&self.pool, scope).await
+    }
+
+    async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
+        retention_sql::postgres::set_policy(&self.pool, scope, policy).await
+    }
+
+    async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
+        retention_sql::postgres::stream_retention(&self.pool, streams).await
+    }
+
+    async fn retention_candidates(
+        &self,
+        after: &str,
+        limit: usize,
+        categories: &[String],
+        all: bool,
+    ) -> Result<Vec<StreamRetention>> {
+        retention_sql::postgres::candidates(&self.pool, after, limit, categories, all).await
+    }
+
+    async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+        retention_sql::postgres::remove_expired(&self.pool, cuts).await
     }
 }

@@ -59,6 +59,10 @@ impl Store {
                 hard: start.status == StreamStatus::Tombstoned,
             });
         }
+        // A stream under a retention policy is replayed through the wide rows, which carry
+        // what expiry is judged on.
+        let filtered = self.stream_policy(stream.as_str()).await?.is_some();
+        let events = if filtered { Vec::new() } else { start.events };
         let events_after = start
             .snapshot
             .as_ref()
@@ -68,8 +72,8 @@ impl Store {
             head: start.version,
             snapshot: start.snapshot,
             events_after,
-            complete: start.events.len() < limit,
-            events: start.events,
+            complete: !filtered && events.len() < limit,
+            events,
         }))
     }
 
@@ -87,13 +91,24 @@ impl Store {
             let stream = fetch_stream.clone();
             async move {
                 let backend = &store.inner.backend;
-                store
+                if store.stream_policy(stream.as_str()).await?.is_none() {
+                    return store
+                        .inner
+                        .retry
+                        .run("replay_stream", || {
+                            backend.replay_stream(&stream, versions.clone())
+                        })
+                        .await;
+                }
+                let page = store
                     .inner
                     .retry
                     .run("replay_stream", || {
-                        backend.replay_stream(&stream, versions.clone())
+                        backend.read_stream(&stream, versions.clone(), Direction::Forward)
                     })
-                    .await
+                    .await?;
+                let page = store.without_expired(page).await?;
+                Ok(page.into_iter().map(ReplayedEvent::from).collect())
             }
         })
         .map_ok(move |page| {

@@ -26,15 +26,18 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, LogPage, ReplayedEvent, SnapshotWrite,
-    StoredSnapshot,
+    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
+    SnapshotWrite, StoredSnapshot,
 };
 use super::batch::BatchTx;
 use super::migrate;
+use super::retention_sql;
 use super::sql::{self, to_i64, to_u64};
 use crate::error::{Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
+use crate::retention::RetentionScope;
+use crate::retention::rules::{PolicyRows, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -225,6 +228,7 @@ fn info_from_row(row: &SqliteRow) -> std::result::Result<StreamInfo, sqlx::Error
         metadata: metadata
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
+        retention: None,
     })
 }
 
@@ -714,5 +718,35 @@ impl Backend for SqliteBackend {
             .fetch_all(&self.reader)
             .await
             .map_err(|error| Error::from_sqlx("query", error))
+    }
+
+    async fn retention_policies(&self) -> Result<PolicyRows> {
+        retention_sql::sqlite::policies(&self.reader).await
+    }
+
+    async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
+        retention_sql::sqlite::policy(&self.reader, scope).await
+    }
+
+    async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
+        retention_sql::sqlite::set_policy(&self.writer, scope, policy).await
+    }
+
+    async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
+        retention_sql::sqlite::stream_retention(&self.reader, streams).await
+    }
+
+    async fn retention_candidates(
+        &self,
+        after: &str,
+        limit: usize,
+        categories: &[String],
+        all: bool,
+    ) -> Result<Vec<StreamRetention>> {
+        retention_sql::sqlite::candidates(&self.reader, after, limit, categories, all).await
+    }
+
+    async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+        retention_sql::sqlite::remove_expired(&self.writer, cuts).await
     }
 }

@@ -12,6 +12,7 @@ mod model;
 mod outbox;
 mod postgres;
 mod projections;
+mod retention;
 mod sqlite;
 mod support;
 mod tampering;

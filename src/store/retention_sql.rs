@@ -1,0 +1,310 @@
+//! The retention statements of the SQL backends: policies in `retention_policies`, the
+//! streams' retention state (version, own policy, newest snapshot), and the removal of
+//! expired events. Reading the policies and storing one is the same text on both
+//! databases (`$n` placeholders); lists of streams travel as arrays on PostgreSQL and as
+//! JSON on SQLite, and event times are `timestamptz` on one and microseconds on the other.
+
+use chrono::Utc;
+use sqlx::{PgPool, SqlitePool};
+
+use super::backend::ExpiryCut;
+use super::sql::{to_i64, to_u64};
+use crate::error::{Error, Result};
+use crate::retention::RetentionScope;
+use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
+
+/// The default and category policies, plus one `kind = 2` row when any stream has a policy.
+const POLICIES: &str = "SELECT kind, name, policy FROM retention_policies WHERE kind < 2 \
+     UNION ALL SELECT 2, '', '' \
+     WHERE EXISTS (SELECT 1 FROM retention_policies WHERE kind = 2)";
+
+const POLICY: &str = "SELECT policy FROM retention_policies WHERE kind = $1 AND name = $2";
+
+const DELETE_POLICY: &str = "DELETE FROM retention_policies WHERE kind = $1 AND name = $2";
+
+/// A stream's retention columns; `{streams}` is the condition choosing the streams.
+macro_rules! stream_retention_sql {
+    ($streams:literal) => {
+        concat!(
+            "SELECT s.stream_id, s.version, p.policy, \
+                 (SELECT max(n.version) FROM snapshots n WHERE n.stream_id = s.stream_id) \
+             FROM streams s \
+             LEFT JOIN retention_policies p ON p.kind = 2 AND p.name = s.stream_id \
+             WHERE ",
+            $streams
+        )
+    };
+}
+
+fn fail(operation: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |error| Error::from_sqlx(operation, error)
+}
+
+fn policy_rows(rows: Vec<(i32, String, String)>) -> PolicyRows {
+    let mut out = PolicyRows::default();
+    for (kind, name, json) in rows {
+        if kind == 2 {
+            out.any_stream_policy = true;
+        } else {
+            out.general.push(StoredPolicy {
+                scope: RetentionScope::from_key(i64::from(kind), name),
+                json,
+            });
+        }
+    }
+    out
+}
+
+fn retention_rows(rows: Vec<(String, i64, Option<String>, Option<i64>)>) -> Vec<StreamRetention> {
+    rows.into_iter()
+        .map(|(stream, head, own, snapshot)| StreamRetention {
+            stream,
+            head: to_u64(head),
+            own,
+            snapshot: snapshot.map(to_u64),
+        })
+        .collect()
+}
+
+pub(super) mod sqlite {
+    use super::*;
+
+    pub(crate) async fn policies(reader: &SqlitePool) -> Result<PolicyRows> {
+        let rows = sqlx::query_as(POLICIES)
+            .fetch_all(reader)
+            .await
+            .map_err(fail("retention_policies"))?;
+        Ok(policy_rows(rows))
+    }
+
+    pub(crate) async fn policy(
+        reader: &SqlitePool,
+        scope: &RetentionScope,
+    ) -> Result<Option<String>> {
+        let (kind, name) = scope.key();
+        let row: Option<(String,)> = sqlx::query_as(POLICY)
+            .bind(i32::from(kind))
+            .bind(name)
+            .fetch_optional(reader)
+            .await
+            .map_err(fail("retention_policy"))?;
+        Ok(row.map(|(json,)| json))
+    }
+
+    pub(crate) async fn set_policy(
+        writer: &SqlitePool,
+        scope: &RetentionScope,
+        json: Option<&str>,
+    ) -> Result<()> {
+        let (kind, name) = scope.key();
+        let query = match json {
+            Some(json) => sqlx::query(
+                "INSERT INTO retention_policies (kind, name, policy, updated_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
+                     updated_at = excluded.updated_at",
+            )
+            .bind(i32::from(kind))
+            .bind(name)
+            .bind(json)
+            .bind(Utc::now().timestamp_micros()),
+            None => sqlx::query(DELETE_POLICY).bind(i32::from(kind)).bind(name),
+        };
+        query.execute(writer).await.map_err(fail("set_retention"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn stream_retention(
+        reader: &SqlitePool,
+        streams: &[&str],
+    ) -> Result<Vec<StreamRetention>> {
+        let list = serde_json::to_string(streams)
+            .map_err(|error| Error::Internal(format!("stream list: {error}")))?;
+        let rows = sqlx::query_as(stream_retention_sql!(
+            "s.stream_id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(list)
+        .fetch_all(reader)
+        .await
+        .map_err(fail("stream_retention"))?;
+        Ok(retention_rows(rows))
+    }
+
+    pub(crate) async fn candidates(
+        reader: &SqlitePool,
+        after: &str,
+        limit: usize,
+        categories: &[String],
+        all: bool,
+    ) -> Result<Vec<StreamRetention>> {
+        let categories = serde_json::to_string(categories)
+            .map_err(|error| Error::Internal(format!("category list: {error}")))?;
+        let rows = sqlx::query_as(stream_retention_sql!(
+            "s.stream_id > $1 AND s.status < 2 AND ($2 OR p.policy IS NOT NULL \
+                 OR s.category IN (SELECT value FROM json_each($3))) \
+             ORDER BY s.stream_id LIMIT $4"
+        ))
+        .bind(after)
+        .bind(all)
+        .bind(categories)
+        .bind(to_i64(limit as u64))
+        .fetch_all(reader)
+        .await
+        .map_err(fail("retention_candidates"))?;
+        Ok(retention_rows(rows))
+    }
+
+    /// One `DELETE … RETURNING` per stream, all in one write transaction.
+    pub(crate) async fn remove_expired(
+        writer: &SqlitePool,
+        cuts: &[ExpiryCut],
+    ) -> Result<(u64, u64)> {
+        let fail = fail("enforce_retention");
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(&fail)?;
+        let (mut events, mut bytes) = (0, 0);
+        for cut in cuts {
+            let removed: Vec<(i64,)> = sqlx::query_as(
+                "DELETE FROM events WHERE stream_id = $1 AND version <= $2 \
+                 AND (version < $3 OR recorded_at < $4) RETURNING length(payload)",
+            )
+            .bind(&cut.stream)
+            .bind(to_i64(cut.up_to))
+            .bind(to_i64(cut.below))
+            .bind(cut.before.map(|time| time.timestamp_micros()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(&fail)?;
+            if removed.is_empty() {
+                continue;
+            }
+            sqlx::query("UPDATE streams SET event_count = event_count - $1 WHERE stream_id = $2")
+                .bind(removed.len() as i64)
+                .bind(&cut.stream)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+            events += removed.len() as u64;
+            bytes += removed.iter().map(|(len,)| to_u64(*len)).sum::<u64>();
+        }
+        tx.commit().await.map_err(&fail)?;
+        Ok((events, bytes))
+    }
+}
+
+pub(super) mod postgres {
+    use super::*;
+
+    pub(crate) async fn policies(pool: &PgPool) -> Result<PolicyRows> {
+        let rows = sqlx::query_as(POLICIES)
+            .fetch_all(pool)
+            .await
+            .map_err(fail("retention_policies"))?;
+        Ok(policy_rows(rows))
+    }
+
+    pub(crate) async fn policy(pool: &PgPool, scope: &RetentionScope) -> Result<Option<String>> {
+        let (kind, name) = scope.key();
+        let row: Option<(String,)> = sqlx::query_as(POLICY)
+            .bind(i32::from(kind))
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(fail("retention_policy"))?;
+        Ok(row.map(|(json,)| json))
+    }
+
+    pub(crate) async fn set_policy(
+        pool: &PgPool,
+        scope: &RetentionScope,
+        json: Option<&str>,
+    ) -> Result<()> {
+        let (kind, name) = scope.key();
+        let query = match json {
+            Some(json) => sqlx::query(
+                "INSERT INTO retention_policies (kind, name, policy) VALUES ($1, $2, $3) \
+                 ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
+                     updated_at = now()",
+            )
+            .bind(i32::from(kind))
+            .bind(name)
+            .bind(json),
+            None => sqlx::query(DELETE_POLICY).bind(i32::from(kind)).bind(name),
+        };
+        query.execute(pool).await.map_err(fail("set_retention"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn stream_retention(
+        pool: &PgPool,
+        streams: &[&str],
+    ) -> Result<Vec<StreamRetention>> {
+        let rows = sqlx::query_as(stream_retention_sql!("s.stream_id = ANY($1)"))
+            .bind(streams)
+            .fetch_all(pool)
+            .await
+            .map_err(fail("stream_retention"))?;
+        Ok(retention_rows(rows))
+    }
+
+    pub(crate) async fn candidates(
+        pool: &PgPool,
+        after: &str,
+        limit: usize,
+        categories: &[String],
+        all: bool,
+    ) -> Result<Vec<StreamRetention>> {
+        let rows = sqlx::query_as(stream_retention_sql!(
+            "s.stream_id > $1 AND s.status < 2 \
+                 AND ($2 OR p.policy IS NOT NULL OR s.category = ANY($3)) \
+             ORDER BY s.stream_id LIMIT $4"
+        ))
+        .bind(after)
+        .bind(all)
+        .bind(categories)
+        .bind(to_i64(limit as u64))
+        .fetch_all(pool)
+        .await
+        .map_err(fail("retention_candidates"))?;
+        Ok(retention_rows(rows))
+    }
+
+    /// One statement for all the cuts: the doomed rows are found stream by stream through
+    /// the (stream, version) index (a lateral join, whatever the table's statistics say),
+    /// removed by position, and the streams' counts follow.
+    pub(crate) async fn remove_expired(pool: &PgPool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+        let streams: Vec<&str> = cuts.iter().map(|cut| cut.stream.as_str()).collect();
+        let up_to: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.up_to)).collect();
+        let below: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.below)).collect();
+        let before: Vec<Option<chrono::DateTime<Utc>>> =
+            cuts.iter().map(|cut| cut.before).collect();
+        let (events, bytes): (i64, i64) = sqlx::query_as(
+            "WITH cut AS ( \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
+                     AS c(stream_id, up_to, below, before)), \
+             doomed AS ( \
+                 SELECT e.position FROM cut CROSS JOIN LATERAL ( \
+                     SELECT position FROM events \
+                     WHERE events.stream_id = cut.stream_id AND events.version <= cut.up_to \
+                       AND (events.version < cut.below OR events.recorded_at < cut.before)) e), \
+             removed AS ( \
+                 DELETE FROM events WHERE position IN (SELECT position FROM doomed) \
+                 RETURNING stream_id, octet_length(payload) AS bytes), \
+             per_stream AS ( \
+                 SELECT stream_id, count(*) AS n, sum(bytes) AS bytes FROM removed \
+                 GROUP BY stream_id), \
+             counted AS ( \
+                 UPDATE streams s SET event_count = s.event_count - per_stream.n \
+                 FROM per_stream WHERE s.stream_id = per_stream.stream_id) \
+             SELECT COALESCE(sum(n), 0)::bigint, COALESCE(sum(bytes), 0)::bigint \
+             FROM per_stream",
+        )
+        .bind(streams)
+        .bind(up_to)
+        .bind(below)
+        .bind(before)
+        .fetch_one(pool)
+        .await
+        .map_err(fail("enforce_retention"))?;
+        Ok((to_u64(events), to_u64(bytes)))
+    }
+}
