@@ -7,12 +7,17 @@
 //! stays readable from `psql` and `sqlite3`. Anything else starts with a header:
 //!
 //! ```text
-//! 0xC7 | format version (1) | flags (bit 0: zstd, bit 1: encrypted)
+//! 0xC7 | format version (1) | flags (bit 0: zstd, bit 1: encrypted, bit 2: stream key)
 //!      | when encrypted: key id length (u8) | key id | 24-byte nonce
 //! body: the (compressed) JSON, encrypted with the nonce when the flag says so
 //! ```
 //!
 //! JSON text never starts with a byte ≥ 0x80, so the first byte tells the two apart.
+//!
+//! With per-stream keys, a payload is encrypted with its stream's *data key* (flag bit 2,
+//! empty key id). Data keys are stored wrapped (encrypted) by a key of the ring, bound to
+//! their stream ([`KeyRing::wrap`], [`KeyRing::unwrap`]); destroying a stream's data key
+//! makes its payloads unreadable for good ([`CodecError::Shredded`]).
 //!
 //! Encryption authenticates, besides the body, the header and a *context* that binds the
 //! ciphertext to its place: for events, the event id and the stream id. A payload copied onto
@@ -34,6 +39,7 @@ const MAGIC: u8 = 0xC7;
 const FORMAT_VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 0b01;
 const FLAG_ENCRYPTED: u8 = 0b10;
+const FLAG_STREAM_KEY: u8 = 0b100;
 const NONCE_LEN: usize = 24;
 
 /// Why a stored payload could not be encoded or decoded.
@@ -82,6 +88,10 @@ pub enum CodecError {
         /// The limit.
         limit: usize,
     },
+    /// The payload was encrypted with its stream's data key, which was destroyed
+    /// (`Store::forget`): it can never be read again.
+    #[error("payload's stream was forgotten: its data key is destroyed")]
+    Shredded,
     /// Compression or encryption failed while writing.
     #[error("payload could not be encoded: {0}")]
     Encode(String),
@@ -192,6 +202,147 @@ impl KeyRing {
     pub fn active_key_id(&self) -> &str {
         &self.active
     }
+
+    /// Wraps (encrypts) `data_key`, the data key of `stream`, with the active key: the
+    /// nonce followed by the sealed key. Returns the active key's id with it.
+    pub(crate) fn wrap(
+        &self,
+        stream: &str,
+        data_key: &[u8; 32],
+    ) -> Result<(String, Vec<u8>), CodecError> {
+        let cipher = self
+            .ciphers
+            .get(&self.active)
+            .ok_or_else(|| CodecError::Encode("the active key is not in the ring".into()))?;
+        let nonce = XNonce::generate();
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: data_key,
+                    aad: &wrap_context(stream),
+                },
+            )
+            .map_err(|_| CodecError::Encode("wrapping a data key failed".into()))?;
+        Ok((self.active.clone(), [nonce.as_slice(), &sealed].concat()))
+    }
+
+    /// Unwraps the data key of `stream`, wrapped by the ring's key `key_id`.
+    pub(crate) fn unwrap(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<DataKey, CodecError> {
+        Ok(DataKey::new(&self.unwrap_bytes(stream, key_id, wrapped)?))
+    }
+
+    /// The data key of `stream`, wrapped by the ring's key `key_id`, wrapped again by the
+    /// active key.
+    pub(crate) fn rewrap(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, CodecError> {
+        let key = self.unwrap_bytes(stream, key_id, wrapped)?;
+        Ok(self.wrap(stream, &key)?.1)
+    }
+
+    fn unwrap_bytes(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<[u8; 32], CodecError> {
+        let cipher = self
+            .ciphers
+            .get(key_id)
+            .ok_or_else(|| CodecError::MissingKey {
+                key_id: key_id.to_owned(),
+            })?;
+        if wrapped.len() < NONCE_LEN {
+            return Err(truncated(NONCE_LEN, wrapped.len()));
+        }
+        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let nonce = XNonce::try_from(nonce).map_err(|_| truncated(NONCE_LEN, wrapped.len()))?;
+        let key = cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: sealed,
+                    aad: &wrap_context(stream),
+                },
+            )
+            .map_err(|_| CodecError::Decrypt {
+                key_id: key_id.to_owned(),
+            })?;
+        key.try_into().map_err(|_| CodecError::Decrypt {
+            key_id: key_id.to_owned(),
+        })
+    }
+}
+
+/// A stream's data key, unwrapped: what its payloads are encrypted with.
+#[derive(Clone)]
+pub(crate) struct DataKey(XChaCha20Poly1305);
+
+impl DataKey {
+    fn new(key: &[u8; 32]) -> Self {
+        DataKey(XChaCha20Poly1305::new(&(*key).into()))
+    }
+
+    /// A fresh random data key, with its bytes (to wrap).
+    pub(crate) fn generate() -> (Self, [u8; 32]) {
+        let bytes = KeyRing::generate_key();
+        (DataKey::new(&bytes), bytes)
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+/// What a decode knows of the payload's stream's data key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StreamKey<'a> {
+    /// Not looked up (the payloads at hand had no need of it).
+    Unknown,
+    /// The stream's data key.
+    Live(&'a DataKey),
+    /// The stream was forgotten: its data key is destroyed.
+    Forgotten,
+}
+
+/// Which key a stored payload needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PayloadKey {
+    /// None: not encrypted (or not readable as chronicle's format).
+    None,
+    /// The ring's key of this id.
+    Ring(String),
+    /// Its stream's data key.
+    Stream,
+}
+
+/// The key `stored` is encrypted with, read from its header.
+pub(crate) fn payload_key(stored: &[u8]) -> PayloadKey {
+    match stored {
+        [MAGIC, FORMAT_VERSION, flags, ..] if flags & FLAG_STREAM_KEY != 0 => PayloadKey::Stream,
+        [MAGIC, FORMAT_VERSION, flags, len, rest @ ..] if flags & FLAG_ENCRYPTED != 0 => rest
+            .get(..usize::from(*len))
+            .map_or(PayloadKey::None, |id| {
+                PayloadKey::Ring(String::from_utf8_lossy(id).into_owned())
+            }),
+        _ => PayloadKey::None,
+    }
+}
+
+/// The context a wrapped data key is bound to: its stream.
+fn wrap_context(stream: &str) -> Vec<u8> {
+    [b"stream-key\0".as_slice(), stream.as_bytes()].concat()
 }
 
 impl fmt::Debug for KeyRing {
@@ -258,6 +409,11 @@ impl Codec {
         }
     }
 
+    /// The key ring, if the store encrypts.
+    pub(crate) fn keys(&self) -> Option<&KeyRing> {
+        self.keys.as_ref()
+    }
+
     /// With a key ring, also reads payloads that are not encrypted (a store that turned
     /// encryption on and still holds older rows).
     pub(crate) fn accept_unencrypted(mut self, accept: bool) -> Self {
@@ -265,11 +421,13 @@ impl Codec {
         self
     }
 
-    /// Encodes `json` for storage, binding it to `context` (built only when encrypting).
+    /// Encodes `json` for storage, binding it to `context` (built only when encrypting):
+    /// encrypted with `stream_key` when given, else with the ring's active key, if any.
     pub(crate) fn encode(
         &self,
         json: &[u8],
         context: impl FnOnce() -> Vec<u8>,
+        stream_key: Option<&DataKey>,
     ) -> Result<Vec<u8>, CodecError> {
         let compressed = match self.compression {
             Some(compression) if json.len() >= compression.min_size => {
@@ -281,23 +439,30 @@ impl Codec {
         if compressed.is_some() {
             flags |= FLAG_ZSTD;
         }
-        let Some(keys) = &self.keys else {
-            return Ok(match compressed {
-                Some(body) => {
-                    let mut out = Vec::with_capacity(3 + body.len());
-                    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags]);
-                    out.extend_from_slice(&body);
-                    out
-                }
-                None => json.to_vec(),
-            });
+        let (cipher, key_id) = match (stream_key, &self.keys) {
+            (Some(data_key), _) => {
+                flags |= FLAG_STREAM_KEY;
+                (&data_key.0, &b""[..])
+            }
+            (None, Some(keys)) => (
+                keys.ciphers.get(&keys.active).ok_or_else(|| {
+                    CodecError::Encode("the active key is not in the ring".into())
+                })?,
+                keys.active.as_bytes(),
+            ),
+            (None, None) => {
+                return Ok(match compressed {
+                    Some(body) => {
+                        let mut out = Vec::with_capacity(3 + body.len());
+                        out.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags]);
+                        out.extend_from_slice(&body);
+                        out
+                    }
+                    None => json.to_vec(),
+                });
+            }
         };
         flags |= FLAG_ENCRYPTED;
-        let key_id = keys.active.as_bytes();
-        let cipher = keys
-            .ciphers
-            .get(&keys.active)
-            .ok_or_else(|| CodecError::Encode("the active key is not in the ring".into()))?;
         let nonce = XNonce::generate();
         let mut header = Vec::with_capacity(4 + key_id.len() + NONCE_LEN);
         header.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags, key_id.len() as u8]);
@@ -324,6 +489,7 @@ impl Codec {
         &self,
         stored: Vec<u8>,
         context: impl FnOnce() -> Vec<u8>,
+        stream_key: StreamKey<'_>,
     ) -> Result<Vec<u8>, CodecError> {
         // Authenticity comes from encryption: a store that encrypts refuses anything else.
         let must_be_encrypted = self.keys.is_some() && !self.accept_unencrypted;
@@ -339,7 +505,9 @@ impl Codec {
             [_, version, _, ..] => return Err(CodecError::UnknownFormat(*version)),
             _ => return Err(truncated(3, stored.len())),
         };
-        if flags & !(FLAG_ZSTD | FLAG_ENCRYPTED) != 0 {
+        if flags & !(FLAG_ZSTD | FLAG_ENCRYPTED | FLAG_STREAM_KEY) != 0
+            || flags & FLAG_STREAM_KEY != 0 && flags & FLAG_ENCRYPTED == 0
+        {
             return Err(CodecError::UnknownFlags(flags));
         }
         if must_be_encrypted && flags & FLAG_ENCRYPTED == 0 {
@@ -347,7 +515,7 @@ impl Codec {
         }
         let decrypted;
         let body = if flags & FLAG_ENCRYPTED != 0 {
-            decrypted = self.decrypt(&stored, &context())?;
+            decrypted = self.decrypt(&stored, &context(), flags, stream_key)?;
             decrypted.as_slice()
         } else {
             &stored[3..]
@@ -359,20 +527,37 @@ impl Codec {
         }
     }
 
-    fn decrypt(&self, stored: &[u8], context: &[u8]) -> Result<Vec<u8>, CodecError> {
+    fn decrypt(
+        &self,
+        stored: &[u8],
+        context: &[u8],
+        flags: u8,
+        stream_key: StreamKey<'_>,
+    ) -> Result<Vec<u8>, CodecError> {
         let key_len = usize::from(*stored.get(3).ok_or_else(|| truncated(4, stored.len()))?);
         let header_len = 4 + key_len + NONCE_LEN;
         if stored.len() < header_len {
             return Err(truncated(header_len, stored.len()));
         }
         let key_id = String::from_utf8_lossy(&stored[4..4 + key_len]).into_owned();
-        let cipher = self
-            .keys
-            .as_ref()
-            .and_then(|keys| keys.ciphers.get(key_id.as_str()))
-            .ok_or_else(|| CodecError::MissingKey {
-                key_id: key_id.clone(),
-            })?;
+        let cipher = if flags & FLAG_STREAM_KEY != 0 {
+            match stream_key {
+                StreamKey::Live(data_key) => &data_key.0,
+                StreamKey::Forgotten => return Err(CodecError::Shredded),
+                StreamKey::Unknown => {
+                    return Err(CodecError::MissingKey {
+                        key_id: "(the stream's data key)".into(),
+                    });
+                }
+            }
+        } else {
+            self.keys
+                .as_ref()
+                .and_then(|keys| keys.ciphers.get(key_id.as_str()))
+                .ok_or_else(|| CodecError::MissingKey {
+                    key_id: key_id.clone(),
+                })?
+        };
         let nonce = XNonce::try_from(&stored[4 + key_len..header_len])
             .map_err(|_| truncated(header_len, stored.len()))?;
         let aad = [&stored[..header_len], context].concat();
@@ -455,7 +640,7 @@ mod tests {
     fn plain_payloads_are_stored_as_json() {
         let json = br#"{"a":1}"#;
         let stored = codec(false, false)
-            .encode(json, || b"ctx".to_vec())
+            .encode(json, || b"ctx".to_vec(), None)
             .expect("encodes");
         assert_eq!(stored, json);
     }
@@ -466,10 +651,12 @@ mod tests {
             .expect("serializes");
         for (compress, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
             let codec = codec(compress, encrypt);
-            let stored = codec.encode(&json, || b"ctx".to_vec()).expect("encodes");
+            let stored = codec
+                .encode(&json, || b"ctx".to_vec(), None)
+                .expect("encodes");
             assert_eq!(
                 codec
-                    .decode(stored.clone(), || b"ctx".to_vec())
+                    .decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown)
                     .expect("decodes"),
                 json
             );
@@ -482,9 +669,11 @@ mod tests {
     #[test]
     fn moved_ciphertext_fails_to_decrypt() {
         let codec = codec(false, true);
-        let stored = codec.encode(b"{}", || b"row-1".to_vec()).expect("encodes");
+        let stored = codec
+            .encode(b"{}", || b"row-1".to_vec(), None)
+            .expect("encodes");
         assert!(matches!(
-            codec.decode(stored.clone(), || b"row-2".to_vec()),
+            codec.decode(stored.clone(), || b"row-2".to_vec(), StreamKey::Unknown),
             Err(CodecError::Decrypt { .. })
         ));
     }
@@ -493,10 +682,12 @@ mod tests {
     fn zstd_bombs_are_refused() {
         let json = vec![b' '; 4096];
         let writer = Codec::new(Some(Compression::zstd().min_size(0)), None, 1 << 20);
-        let stored = writer.encode(&json, || b"".to_vec()).expect("encodes");
+        let stored = writer
+            .encode(&json, || b"".to_vec(), None)
+            .expect("encodes");
         let reader = Codec::new(None, None, 1024);
         assert_eq!(
-            reader.decode(stored.clone(), || b"".to_vec()),
+            reader.decode(stored.clone(), || b"".to_vec(), StreamKey::Unknown),
             Err(CodecError::TooLarge { limit: 1024 })
         );
     }
@@ -504,14 +695,16 @@ mod tests {
     #[test]
     fn wrong_and_missing_keys_are_typed_errors() {
         let writer = codec(false, true);
-        let stored = writer.encode(b"{}", || b"ctx".to_vec()).expect("encodes");
+        let stored = writer
+            .encode(b"{}", || b"ctx".to_vec(), None)
+            .expect("encodes");
         let wrong = Codec::new(
             None,
             Some(KeyRing::new("k1", [8; 32]).expect("ring")),
             1 << 20,
         );
         assert_eq!(
-            wrong.decode(stored.clone(), || b"ctx".to_vec()),
+            wrong.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown),
             Err(CodecError::Decrypt {
                 key_id: "k1".into()
             })
@@ -522,14 +715,14 @@ mod tests {
             1 << 20,
         );
         assert_eq!(
-            other.decode(stored.clone(), || b"ctx".to_vec()),
+            other.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown),
             Err(CodecError::MissingKey {
                 key_id: "k1".into()
             })
         );
         let none = Codec::new(None, None, 1 << 20);
         assert_eq!(
-            none.decode(stored.clone(), || b"ctx".to_vec()),
+            none.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown),
             Err(CodecError::MissingKey {
                 key_id: "k1".into()
             })
@@ -541,13 +734,18 @@ mod tests {
         let plain = codec(true, false);
         let encrypting = codec(false, true);
         for json in [br#"{"a":1}"#.to_vec(), vec![b'x'; 600]] {
-            let stored = plain.encode(&json, Vec::new).expect("encodes");
+            let stored = plain.encode(&json, Vec::new, None).expect("encodes");
             assert_eq!(
-                encrypting.decode(stored.clone(), Vec::new),
+                encrypting.decode(stored.clone(), Vec::new, StreamKey::Unknown),
                 Err(CodecError::NotEncrypted)
             );
             let migrating = codec(false, true).accept_unencrypted(true);
-            assert_eq!(migrating.decode(stored, Vec::new).expect("decodes"), json);
+            assert_eq!(
+                migrating
+                    .decode(stored, Vec::new, StreamKey::Unknown)
+                    .expect("decodes"),
+                json
+            );
         }
     }
 
@@ -555,8 +753,10 @@ mod tests {
     fn decoded_payloads_are_sized_to_their_content() {
         let codec = codec(true, false);
         let json = vec![b' '; 2000];
-        let stored = codec.encode(&json, Vec::new).expect("encodes");
-        let decoded = codec.decode(stored, Vec::new).expect("decodes");
+        let stored = codec.encode(&json, Vec::new, None).expect("encodes");
+        let decoded = codec
+            .decode(stored, Vec::new, StreamKey::Unknown)
+            .expect("decodes");
         assert_eq!(decoded, json);
         assert!(decoded.capacity() < 4096, "capacity {}", decoded.capacity());
     }
@@ -565,7 +765,7 @@ mod tests {
     fn rotated_rings_read_old_payloads() {
         let old = codec(true, true);
         let stored = old
-            .encode(br#"{"v":1}"#, || b"ctx".to_vec())
+            .encode(br#"{"v":1}"#, || b"ctx".to_vec(), None)
             .expect("encodes");
         let ring = KeyRing::new("k2", [9; 32])
             .and_then(|ring| ring.with_key("k1", [7; 32]))
@@ -573,12 +773,85 @@ mod tests {
         let rotated = Codec::new(None, Some(ring), 1 << 20);
         assert_eq!(
             rotated
-                .decode(stored.clone(), || b"ctx".to_vec())
+                .decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown)
                 .expect("decodes"),
             br#"{"v":1}"#
         );
-        let fresh = rotated.encode(b"{}", || b"ctx".to_vec()).expect("encodes");
+        let fresh = rotated
+            .encode(b"{}", || b"ctx".to_vec(), None)
+            .expect("encodes");
         assert_eq!(&fresh[4..6], b"k2", "new payloads use the active key");
+    }
+
+    #[test]
+    fn stream_keys_encrypt_and_shred() {
+        let ring = KeyRing::new("k1", [7; 32]).expect("ring");
+        let codec = Codec::new(None, Some(ring.clone()), 1 << 20);
+        let (data_key, bytes) = DataKey::generate();
+        let stored = codec
+            .encode(br#"{"a":1}"#, || b"ctx".to_vec(), Some(&data_key))
+            .expect("encodes");
+        assert_eq!(payload_key(&stored), PayloadKey::Stream);
+        assert_eq!(
+            codec
+                .decode(
+                    stored.clone(),
+                    || b"ctx".to_vec(),
+                    StreamKey::Live(&data_key)
+                )
+                .expect("decodes"),
+            br#"{"a":1}"#
+        );
+        assert_eq!(
+            codec.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Forgotten),
+            Err(CodecError::Shredded)
+        );
+        assert!(matches!(
+            codec.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown),
+            Err(CodecError::MissingKey { .. })
+        ));
+
+        // The wrapped key opens for its stream only, and survives a rotation.
+        let (key_id, wrapped) = ring.wrap("user-1", &bytes).expect("wraps");
+        assert!(ring.unwrap("user-2", &key_id, &wrapped).is_err());
+        let unwrapped = ring.unwrap("user-1", &key_id, &wrapped).expect("unwraps");
+        assert!(
+            codec
+                .decode(
+                    stored.clone(),
+                    || b"ctx".to_vec(),
+                    StreamKey::Live(&unwrapped)
+                )
+                .is_ok()
+        );
+        let rotated = KeyRing::new("k2", [9; 32])
+            .and_then(|ring| ring.with_key("k1", [7; 32]))
+            .expect("ring");
+        let rewrapped = rotated
+            .rewrap("user-1", &key_id, &wrapped)
+            .expect("rewraps");
+        let only_new = KeyRing::new("k2", [9; 32]).expect("ring");
+        let again = only_new
+            .unwrap("user-1", "k2", &rewrapped)
+            .expect("unwraps");
+        assert!(
+            codec
+                .decode(stored, || b"ctx".to_vec(), StreamKey::Live(&again))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn payload_keys_are_read_from_the_header() {
+        let ring_payload = codec(true, true)
+            .encode(&[b' '; 600], Vec::new, None)
+            .expect("encodes");
+        assert_eq!(payload_key(&ring_payload), PayloadKey::Ring("k1".into()));
+        assert_eq!(payload_key(br#"{"a":1}"#), PayloadKey::None);
+        let compressed = codec(true, false)
+            .encode(&[b' '; 600], Vec::new, None)
+            .expect("encodes");
+        assert_eq!(payload_key(&compressed), PayloadKey::None);
     }
 
     mod properties {
@@ -606,14 +879,14 @@ mod tests {
             #[test]
             fn round_trips(json in any_json(), compress: bool, encrypt: bool, context in prop::collection::vec(any::<u8>(), 0..40)) {
                 let codec = codec(compress, encrypt);
-                let stored = codec.encode(&json, || context.clone()).expect("encodes");
-                prop_assert_eq!(codec.decode(stored, || context.clone()).expect("decodes"), json);
+                let stored = codec.encode(&json, || context.clone(), None).expect("encodes");
+                prop_assert_eq!(codec.decode(stored, || context.clone(), StreamKey::Unknown).expect("decodes"), json);
             }
 
             #[test]
             fn damaged_bytes_never_panic(json in any_json(), compress: bool, encrypt: bool, flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..), 0..4), cut in any::<prop::sample::Index>(), truncate: bool) {
                 let codec = codec(compress, encrypt);
-                let mut stored = codec.encode(&json, || b"ctx".to_vec()).expect("encodes");
+                let mut stored = codec.encode(&json, || b"ctx".to_vec(), None).expect("encodes");
                 for (index, mask) in &flips {
                     let at = index.index(stored.len());
                     stored[at] ^= mask;
@@ -622,7 +895,7 @@ mod tests {
                     stored.truncate(cut.index(stored.len()));
                 }
                 let damaged = !flips.is_empty() || truncate;
-                match codec.decode(stored.clone(), || b"ctx".to_vec()) {
+                match codec.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown) {
                     // Encrypted payloads are authenticated: any damage is detected.
                     Ok(_) if encrypt && damaged => prop_assert!(stored.first() != Some(&MAGIC), "damage went unnoticed"),
                     Ok(_) | Err(_) => {}

@@ -133,6 +133,17 @@ pub enum Error {
         source: CodecError,
     },
 
+    /// The stream was forgotten ([`Store::forget`](crate::Store::forget)): its data key is
+    /// destroyed, and its events and snapshots can never be read again; nor can it be
+    /// written.
+    #[error("stream `{stream}` was forgotten{}: its data key is destroyed", event_id.map(|id| format!(" (event {id})")).unwrap_or_default())]
+    Shredded {
+        /// The forgotten stream.
+        stream: String,
+        /// The event whose payload was asked for, if any.
+        event_id: Option<Uuid>,
+    },
+
     /// A payload decoded fine but is not the JSON the caller asked for.
     #[error(
         "payload of event {event_id} (`{event_type}` in stream `{stream}`) does not deserialize: {source}"
@@ -346,7 +357,9 @@ impl Error {
             | Error::EventIdReused { .. }
             | Error::StreamAlreadyExists { .. } => ErrorKind::Conflict,
             Error::Validation(_) => ErrorKind::Validation,
-            Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => ErrorKind::NotFound,
+            Error::StreamNotFound { .. } | Error::StreamDeleted { .. } | Error::Shredded { .. } => {
+                ErrorKind::NotFound
+            }
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }

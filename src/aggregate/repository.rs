@@ -16,7 +16,7 @@ use crate::domain_event::{DomainEvent, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{EventMetadata, NewEvent};
 use crate::snapshot::NewSnapshot;
-use crate::store::{Store, StoredSnapshot, WrittenEvent};
+use crate::store::{PageKeys, Store, StoredSnapshot, WrittenEvent};
 use crate::stream::{ExpectedVersion, StreamId};
 
 /// Why [`Repository::execute`] did not complete a command.
@@ -282,7 +282,7 @@ impl<A: Aggregate> Repository<A> {
             return Ok((None, false));
         };
         let head = start.head.min(max_version);
-        let (base, unusable) = self.usable_snapshot(stream, start.snapshot);
+        let (base, unusable) = self.usable_snapshot(stream, start.snapshot, &start.keys);
         let from_snapshot = base.as_ref().map(|(_, version)| *version);
         let (mut state, mut version) = base.unwrap_or_default();
         let mut replayed = 0;
@@ -291,7 +291,8 @@ impl<A: Aggregate> Repository<A> {
         let mut done = false;
         if start.events_after == version {
             for row in start.events {
-                let (event_version, event) = self.store.decode_replayed(stream, row)?;
+                let (event_version, event) =
+                    self.store.decode_replayed(stream, row, &start.keys)?;
                 state.apply(event);
                 version = event_version;
                 replayed += 1;
@@ -327,6 +328,7 @@ impl<A: Aggregate> Repository<A> {
         &self,
         stream: &StreamId,
         stored: Option<StoredSnapshot>,
+        keys: &PageKeys,
     ) -> (Option<(A, u64)>, bool) {
         let Some(stored) = stored else {
             return (None, false);
@@ -342,7 +344,7 @@ impl<A: Aggregate> Repository<A> {
         }
         let state = self
             .store
-            .decode_snapshot(stream.clone(), stored)
+            .decode_snapshot(stream.clone(), stored, keys)
             .and_then(|snapshot| Ok((snapshot.data::<A>()?, snapshot.version)));
         match state {
             Ok(state) => (Some(state), false),

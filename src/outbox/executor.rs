@@ -19,8 +19,9 @@ use super::panics::CatchPanic;
 use super::report::{Failure, FailureKind};
 use super::scheduler::wait;
 use super::{Outbox, micros, now_micros};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::store::ShreddedEvents;
 use crate::store::requests::{self, Claimed, attempt};
 use crate::task::stop_requested;
 
@@ -52,9 +53,10 @@ struct Failed {
 /// How one execution ended.
 type Outcome = std::result::Result<(), Failed>;
 
-/// A claimed request's event and the time its handler must be done by, or why it cannot
-/// run.
-type Prepared = std::result::Result<(RecordedEvent, Instant), Failed>;
+/// A claimed request's event and the time its handler must be done by (`None`: nothing to
+/// run, the request is done: its stream was forgotten and such events are skipped), or
+/// why it cannot run.
+type Prepared = std::result::Result<Option<(RecordedEvent, Instant)>, Failed>;
 
 impl Failed {
     fn new(kind: Option<FailureKind>, error: String) -> Self {
@@ -182,7 +184,12 @@ impl Outbox {
             .map(|request| {
                 // Several handlers' requests may share an event.
                 let event = match events.get(&request.event_id) {
-                    Some(Ok(event)) => Ok((event.clone(), deadline)),
+                    Some(Ok(event)) => Ok(Some((event.clone(), deadline))),
+                    Some(Err(Error::Shredded { .. }))
+                        if self.settings.shredded == ShreddedEvents::Skip =>
+                    {
+                        Ok(None)
+                    }
                     Some(Err(error)) => Err(Failed::new(
                         Some(FailureKind::NonRetryable),
                         error.to_string(),
@@ -206,7 +213,9 @@ impl Outbox {
                 format!("no handler `{}` here", request.handler),
             ));
         };
-        let (event, deadline) = prepared?;
+        let Some((event, deadline)) = prepared? else {
+            return Ok(());
+        };
         let span = tracing::info_span!(
             "chronicle.outbox.execute",
             handler = %handler.name,

@@ -33,7 +33,7 @@ pub use report::{ErrorReporter, Failure, FailureKind, TracingReporter};
 pub use scheduler::{ConcurrentScheduler, CooperativeScheduler, SchedulerHandle};
 
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{ShreddedEvents, Store};
 
 /// The default name of the processor's checkpoint.
 const DEFAULT_NAME: &str = "chronicle.outbox";
@@ -85,6 +85,8 @@ struct Settings {
     poll_interval: Duration,
     /// Done requests older than this are deleted by the schedulers.
     purge_done_after: Option<Duration>,
+    /// What becomes of requests for events of forgotten streams.
+    shredded: ShreddedEvents,
 }
 
 impl Store {
@@ -118,6 +120,7 @@ impl Store {
                 lease: Duration::from_secs(60),
                 poll_interval: Duration::from_millis(500),
                 purge_done_after: None,
+                shredded: ShreddedEvents::Skip,
             },
             reporter: Arc::new(TracingReporter),
             created: Arc::new(tokio::sync::Notify::new()),
@@ -166,6 +169,14 @@ impl Outbox {
     /// (default: kept until [`Outbox::purge_done`] is called).
     pub fn purge_done_after(mut self, age: Duration) -> Self {
         self.settings.purge_done_after = Some(age);
+        self
+    }
+
+    /// What becomes of requests for events of forgotten streams ([`Store::forget`]): done
+    /// without running the handler (the default), or dead at once
+    /// ([`ShreddedEvents::Fail`]).
+    pub fn on_shredded(mut self, shredded: ShreddedEvents) -> Self {
+        self.settings.shredded = shredded;
         self
     }
 

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::LogPosition;
 use crate::store::backend::Lease;
-use crate::store::{LogWindow, Store};
+use crate::store::{LogWindow, ShreddedEvents, Store};
 use crate::task::stop_requested;
 
 /// How often an instance on standby tries to take the lease.
@@ -106,6 +106,7 @@ struct Settings {
     max_attempts: u32,
     backoff: Duration,
     on_failure: FailurePolicy,
+    shredded: ShreddedEvents,
 }
 
 impl Store {
@@ -121,6 +122,7 @@ impl Store {
                 max_attempts: 3,
                 backoff: Duration::from_millis(100),
                 on_failure: FailurePolicy::Stop,
+                shredded: ShreddedEvents::Skip,
             },
         }
     }
@@ -153,6 +155,13 @@ impl Projections {
     /// What to do with an event whose handler still fails after the retries.
     pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
         self.settings.on_failure = policy;
+        self
+    }
+
+    /// What to do with events of forgotten streams ([`Store::forget`]): pass over them
+    /// (the default), or fail like an event that does not decode.
+    pub fn on_shredded(mut self, shredded: ShreddedEvents) -> Self {
+        self.settings.shredded = shredded;
         self
     }
 
@@ -590,7 +599,12 @@ impl<P: Projection> Runner<P> {
     async fn read_window(&self, after: LogPosition) -> Result<LogWindow> {
         let types = Arc::clone(&self.types);
         self.store
-            .read_window(after, types, self.settings.batch_size)
+            .read_window(
+                after,
+                types,
+                self.settings.batch_size,
+                self.settings.shredded,
+            )
             .await
     }
 

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::batch::BatchTx;
+use super::stream_keys::StoredKey;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -454,6 +455,32 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         categories: &[String],
         all: bool,
     ) -> Result<Vec<StreamRetention>>;
+
+    /// The stored data keys of these streams (streams without one are left out).
+    async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>>;
+
+    /// Stores the data key of `stream`, wrapped by the ring key `key_id`, unless it has
+    /// one (or was forgotten); returns the key stored now.
+    async fn insert_stream_key(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<StoredKey>;
+
+    /// Destroys the data key of `stream`, keeping a row that says it was forgotten.
+    async fn forget_stream_key(&self, stream: &str) -> Result<()>;
+
+    /// Up to `limit` live data keys wrapped by another ring key than `active`.
+    async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>>;
+
+    /// Replaces wrapped keys (`old` as read, `new` with its new ring key id), each only if
+    /// still as read; returns how many were replaced.
+    async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64>;
+
+    /// Replaces event payloads (position, payload as read, new payload), each only if
+    /// still as read; returns how many were replaced.
+    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64>;
 
     /// Removes the events the cuts expire, in one transaction, and keeps the streams'
     /// event counts; returns (events removed, payload bytes removed).

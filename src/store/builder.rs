@@ -67,6 +67,7 @@ pub struct StoreBuilder {
     settle_timeout: Duration,
     upcasters: Upcasters,
     inline: InlineProjections,
+    per_stream_keys: bool,
 }
 
 impl StoreBuilder {
@@ -86,6 +87,7 @@ impl StoreBuilder {
             settle_timeout: Duration::from_secs(5),
             upcasters: Upcasters::default(),
             inline: InlineProjections::default(),
+            per_stream_keys: false,
         }
     }
 
@@ -99,6 +101,17 @@ impl StoreBuilder {
     /// default). Stores that read encrypted events need a ring holding their keys.
     pub fn encryption(mut self, keys: KeyRing) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// With [`encryption`](Self::encryption): gives each stream a data key of its own,
+    /// created on its first write and stored wrapped by the ring's active key, and
+    /// encrypts the stream's payloads and snapshots with it (off by default). Needed by
+    /// [`Store::forget`](crate::Store::forget) (crypto-shredding). A stream's first
+    /// append costs two more round trips (the key's lookup and insert); unwrapped keys
+    /// are cached. Stores that only read need the ring, not this setting.
+    pub fn per_stream_keys(mut self, enabled: bool) -> Self {
+        self.per_stream_keys = enabled;
         self
     }
 
@@ -269,6 +282,12 @@ impl StoreBuilder {
     pub async fn open(self) -> Result<Store> {
         self.upcasters.check()?;
         self.inline.check()?;
+        if self.per_stream_keys && self.keys.is_none() {
+            return Err(ValidationError::Config(
+                "per-stream keys are wrapped by the key ring: add encryption(ring)".to_owned(),
+            )
+            .into());
+        }
         let backend = self.open_backend().await?;
         if !self.inline.is_empty() && !backend.is_sql() {
             return Err(ValidationError::Config(
@@ -295,6 +314,7 @@ impl StoreBuilder {
                 page_size: self.page_size,
                 settle_timeout: self.settle_timeout,
             },
+            self.per_stream_keys,
         ))
     }
 

@@ -15,6 +15,7 @@ use super::backend::{
     SnapshotWrite, StoredSnapshot, Written,
 };
 use super::batch::{BatchTx, MemoryCheckpoints};
+use super::stream_keys::StoredKey;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
@@ -42,6 +43,8 @@ struct State {
     ids: HashMap<Uuid, u64>,
     /// Retention policies by (kind, name), as JSON text.
     policies: BTreeMap<(i16, String), String>,
+    /// Per-stream data keys, wrapped.
+    keys: BTreeMap<String, StoredKey>,
 }
 
 impl State {
@@ -237,6 +240,7 @@ impl Backend for MemoryBackend {
                 row.info.status = StreamStatus::Tombstoned;
                 row.info.event_count = 0;
                 row.snapshots.clear();
+                state.keys.remove(stream.as_str());
                 for position in std::mem::take(&mut row.positions).into_values() {
                     if let Some(event) = state.log.remove(&position) {
                         state.ids.remove(&event.id);
@@ -543,5 +547,82 @@ impl Backend for MemoryBackend {
             }
         }
         Ok((events, bytes))
+    }
+
+    async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
+        let state = self.lock()?;
+        Ok(streams
+            .iter()
+            .filter_map(|stream| state.keys.get(*stream).cloned())
+            .collect())
+    }
+
+    async fn insert_stream_key(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<StoredKey> {
+        let mut state = self.lock()?;
+        Ok(state
+            .keys
+            .entry(stream.to_owned())
+            .or_insert_with(|| StoredKey {
+                stream: stream.to_owned(),
+                key_id: Some(key_id.to_owned()),
+                wrapped: Some(wrapped.to_vec()),
+            })
+            .clone())
+    }
+
+    async fn forget_stream_key(&self, stream: &str) -> Result<()> {
+        self.lock()?.keys.insert(
+            stream.to_owned(),
+            StoredKey {
+                stream: stream.to_owned(),
+                key_id: None,
+                wrapped: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
+        let state = self.lock()?;
+        Ok(state
+            .keys
+            .values()
+            .filter(|key| key.key_id.as_deref().is_some_and(|id| id != active))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
+        let mut state = self.lock()?;
+        let mut done = 0;
+        for (old, new) in keys {
+            if let Some(stored) = state.keys.get_mut(&old.stream)
+                && stored == old
+            {
+                *stored = new.clone();
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+        let mut state = self.lock()?;
+        let mut done = 0;
+        for (position, old, new) in payloads {
+            if let Some(event) = state.log.get_mut(position)
+                && &event.payload == old
+            {
+                event.payload = new.clone();
+                done += 1;
+            }
+        }
+        Ok(done)
     }
 }

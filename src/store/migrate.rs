@@ -39,6 +39,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "retention",
         sql: include_str!("../../migrations/sqlite/0005_retention.sql"),
     },
+    Migration {
+        version: 6,
+        name: "stream_keys",
+        sql: include_str!("../../migrations/sqlite/0006_stream_keys.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -66,6 +71,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "retention",
         sql: include_str!("../../migrations/postgres/0005_retention.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "stream_keys",
+        sql: include_str!("../../migrations/postgres/0006_stream_keys.sql"),
     },
 ];
 

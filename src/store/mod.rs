@@ -9,6 +9,7 @@ mod append;
 pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
+mod keys_sql;
 mod memory;
 mod migrate;
 mod postgres;
@@ -17,9 +18,11 @@ pub(crate) mod requests;
 mod retention;
 mod retention_sql;
 mod retry;
+mod rotation;
 mod snapshots;
 mod sql;
 mod sqlite;
+mod stream_keys;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,12 +36,16 @@ use uuid::Uuid;
 
 pub use append::{AppendResult, WrittenEvent};
 pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
+pub use rotation::{KeyRotation, RotationProgress};
 pub use sqlite::SqliteDurability;
+pub use stream_keys::ShreddedEvents;
+
+pub(crate) use self::stream_keys::PageKeys;
 
 pub(crate) use self::backend::StoredSnapshot;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
-use crate::codec::{Codec, event_context};
+use crate::codec::{Codec, CodecError, DataKey, event_context};
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
@@ -108,6 +115,8 @@ struct Inner {
     listening: std::sync::Mutex<bool>,
     /// The retention policies in force, as reads check them.
     retention: RulesCache,
+    /// Per-stream data keys: whether streams get one, and the unwrapped ones.
+    keys: stream_keys::StreamKeys,
     /// Wakes the task that announces this store's appends to other processes, where the
     /// backend can (PostgreSQL).
     announcer: Option<Arc<tokio::sync::Notify>>,
@@ -135,6 +144,7 @@ impl Store {
         upcasters: Upcasters,
         inline: InlineProjections,
         limits: Limits,
+        per_stream_keys: bool,
     ) -> Self {
         let announcer = backend
             .announces_appends()
@@ -151,6 +161,7 @@ impl Store {
                 listening: std::sync::Mutex::new(false),
                 announcer: announcer.clone(),
                 retention: RulesCache::new(Duration::from_secs(1)),
+                keys: stream_keys::StreamKeys::new(per_stream_keys),
             }),
         };
         if let Some(wake) = announcer {
@@ -222,9 +233,10 @@ impl Store {
                 actual,
             });
         }
+        let key = self.write_key(&stream).await?;
         let encoded = events
             .iter()
-            .map(|event| self.encode(&stream, event))
+            .map(|event| self.encode(&stream, event, key.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         let backend = &self.inner.backend;
         let outcome = if self.inner.inline.is_empty() {
@@ -265,9 +277,10 @@ impl Store {
             .inner
             .retry
             .run("append", || backend.events_by_id(&ids))
+            .await?;
+        let stored = self
+            .decode_each(stored)
             .await?
-            .into_iter()
-            .map(|event| self.decode(event))
             .collect::<Result<Vec<_>>>()?;
         match append::resolve_replay(&stream, expected, &events, stored)? {
             Some(result) => {
@@ -304,11 +317,20 @@ impl Store {
         Ok(outcome)
     }
 
-    fn encode<'a>(&self, stream: &StreamId, event: &'a NewEvent) -> Result<EncodedEvent<'a>> {
+    fn encode<'a>(
+        &self,
+        stream: &StreamId,
+        event: &'a NewEvent,
+        key: Option<&DataKey>,
+    ) -> Result<EncodedEvent<'a>> {
         let payload = self
             .inner
             .codec
-            .encode(&event.payload, || event_context(event.id, stream.as_str()))
+            .encode(
+                &event.payload,
+                || event_context(event.id, stream.as_str()),
+                key,
+            )
             .map_err(|source| Error::Codec {
                 stream: stream.to_string(),
                 event_id: event.id,
@@ -321,18 +343,42 @@ impl Store {
         })
     }
 
-    fn decode(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
+    /// Decodes the payload of `event`, with its stream's data key from `keys`.
+    fn decode(&self, mut event: RecordedEvent, keys: &PageKeys) -> Result<RecordedEvent> {
         let stored = std::mem::take(&mut event.payload);
         event.payload = self
             .inner
             .codec
-            .decode(stored, || event_context(event.id, event.stream_id.as_str()))
-            .map_err(|source| Error::Codec {
-                stream: event.stream_id.to_string(),
-                event_id: event.id,
-                source,
-            })?;
+            .decode(
+                stored,
+                || event_context(event.id, event.stream_id.as_str()),
+                keys.get(event.stream_id.as_str()),
+            )
+            .map_err(|source| codec_error(event.stream_id.as_str(), event.id, source))?;
         Ok(event)
+    }
+
+    /// Decodes each event of `events` on its own (one that fails does not hide the
+    /// others), looking up the data keys they need first.
+    async fn decode_each(
+        &self,
+        events: Vec<RecordedEvent>,
+    ) -> Result<impl Iterator<Item = Result<RecordedEvent>> + Send + use<>> {
+        let keys = self.keys_of(&events).await?;
+        let store = self.clone();
+        Ok(events
+            .into_iter()
+            .map(move |event| store.decode(event, &keys)))
+    }
+
+    /// The data keys `events` need.
+    async fn keys_of(&self, events: &[RecordedEvent]) -> Result<Arc<PageKeys>> {
+        self.page_keys(
+            events
+                .iter()
+                .map(|event| (event.stream_id.as_str(), event.payload.as_slice())),
+        )
+        .await
     }
 
     /// `event` decoded into the typed event `E`, its payload first brought to the schema
@@ -589,7 +635,7 @@ impl Store {
                     })
                     .await?;
                 let page = store.without_expired(page).await?;
-                Ok(store.decode_page(page))
+                store.decode_page(page).await
             }
         })
         .try_flatten()
@@ -615,12 +661,11 @@ impl Store {
             .buffered(2)
     }
 
-    fn decode_page(
+    async fn decode_page(
         &self,
         page: Vec<RecordedEvent>,
-    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + use<> {
-        let store = self.clone();
-        stream::iter(page).map(move |event| store.decode(event))
+    ) -> Result<impl Stream<Item = Result<RecordedEvent>> + Send + use<>> {
+        Ok(stream::iter(self.decode_each(page).await?))
     }
 
     /// Every event of the global log after `after` (use [`LogPosition::START`] for all),
@@ -659,12 +704,17 @@ impl Store {
         after: LogPosition,
         types: Arc<[String]>,
         limit: usize,
+        shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
         let mut window = self.read_window_encoded(after, types, limit).await?;
-        window.events = std::mem::take(&mut window.events)
-            .into_iter()
-            .map(|event| self.decode(event))
-            .collect::<Result<Vec<_>>>()?;
+        let mut events = Vec::with_capacity(window.events.len());
+        for event in self.decode_each(std::mem::take(&mut window.events)).await? {
+            match event {
+                Err(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => {}
+                event => events.push(event?),
+            }
+        }
+        window.events = events;
         Ok(window)
     }
 
@@ -699,9 +749,10 @@ impl Store {
             .run("event_by_id", || backend.events_by_id(ids))
             .await?;
         let found = self.without_expired(found).await?;
+        let keys = self.keys_of(&found).await?;
         Ok(found
             .into_iter()
-            .map(|event| (event.id, self.decode(event)))
+            .map(|event| (event.id, self.decode(event, &keys)))
             .collect())
     }
 
@@ -719,12 +770,8 @@ impl Store {
                 backend.events_by_id(std::slice::from_ref(&id))
             })
             .await?;
-        self.without_expired(found)
-            .await?
-            .into_iter()
-            .next()
-            .map(|event| self.decode(event))
-            .transpose()
+        let found = self.without_expired(found).await?;
+        self.decode_each(found).await?.next().transpose()
     }
 
     /// Closes the store's connections, waiting for operations in flight to return them.
@@ -747,11 +794,24 @@ impl Store {
             .retry
             .run("query", || backend.query(query))
             .await?;
-        self.without_expired(found)
-            .await?
-            .into_iter()
-            .map(|event| self.decode(event))
-            .collect()
+        let found = self.without_expired(found).await?;
+        self.decode_each(found).await?.collect()
+    }
+}
+
+/// The error of a payload of `stream` that did not decode: [`Error::Shredded`] when its
+/// stream was forgotten, else [`Error::Codec`].
+pub(crate) fn codec_error(stream: &str, event_id: Uuid, source: CodecError) -> Error {
+    match source {
+        CodecError::Shredded => Error::Shredded {
+            stream: stream.to_owned(),
+            event_id: Some(event_id),
+        },
+        source => Error::Codec {
+            stream: stream.to_owned(),
+            event_id,
+            source,
+        },
     }
 }
 
@@ -915,7 +975,7 @@ impl LogRead {
         let Some(events) = self.next_window().await? else {
             return Ok(None);
         };
-        Ok(Some((self.store.decode_page(events), self)))
+        Ok(Some((self.store.decode_page(events).await?, self)))
     }
 
     /// The next window's events of the types asked for, still encoded (none when the

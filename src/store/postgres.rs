@@ -27,9 +27,11 @@ use super::backend::{
     LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::BatchTx;
+use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
 use super::sql::{self, to_i64, to_u64};
+use super::stream_keys::StoredKey;
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -512,6 +514,7 @@ impl Backend for PostgresBackend {
             for sql in [
                 "DELETE FROM events WHERE stream_id = $1",
                 "DELETE FROM snapshots WHERE stream_id = $1",
+                "DELETE FROM stream_keys WHERE stream_id = $1",
             ] {
                 sqlx::query(sql)
                     .bind(stream.as_str())
@@ -934,5 +937,34 @@ impl Backend for PostgresBackend {
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         retention_sql::postgres::remove_expired(&self.pool, cuts).await
+    }
+
+    async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
+        keys_sql::postgres::stream_keys(&self.pool, streams).await
+    }
+
+    async fn insert_stream_key(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<StoredKey> {
+        keys_sql::postgres::insert_stream_key(&self.pool, stream, key_id, wrapped).await
+    }
+
+    async fn forget_stream_key(&self, stream: &str) -> Result<()> {
+        keys_sql::postgres::forget(&self.pool, stream).await
+    }
+
+    async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
+        keys_sql::postgres::keys_to_rewrap(&self.pool, active, limit).await
+    }
+
+    async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
+        keys_sql::postgres::rewrap(&self.pool, keys).await
+    }
+
+    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+        keys_sql::postgres::replace_payloads(&self.pool, payloads).await
     }
 }

@@ -5,8 +5,11 @@
 
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 
-use super::Store;
+use std::sync::Arc;
+
 use super::backend::{ReplayedEvent, StoredSnapshot};
+use super::stream_keys::PageKeys;
+use super::{Store, codec_error};
 use crate::codec::event_context;
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
@@ -26,6 +29,8 @@ pub(crate) struct ReplayStart {
     pub events: Vec<ReplayedEvent>,
     /// Whether `events` reach the end of what was asked for (the page was not full).
     pub complete: bool,
+    /// The stream's data key, when the snapshot or the events need it.
+    pub keys: Arc<PageKeys>,
 }
 
 impl Store {
@@ -63,6 +68,14 @@ impl Store {
         // what expiry is judged on.
         let filtered = self.stream_policy(stream.as_str()).await?.is_some();
         let events = if filtered { Vec::new() } else { start.events };
+        let payloads = start
+            .snapshot
+            .iter()
+            .map(|snapshot| snapshot.payload.as_slice())
+            .chain(events.iter().map(|row| row.payload.as_slice()));
+        let keys = self
+            .page_keys(payloads.map(|payload| (stream.as_str(), payload)))
+            .await?;
         let events_after = start
             .snapshot
             .as_ref()
@@ -74,6 +87,7 @@ impl Store {
             events_after,
             complete: !filtered && events.len() < limit,
             events,
+            keys,
         }))
     }
 
@@ -111,27 +125,37 @@ impl Store {
                 Ok(page.into_iter().map(ReplayedEvent::from).collect())
             }
         })
-        .map_ok(move |page| {
+        .and_then(move |page| {
             let (store, stream) = (decoder.clone(), stream.clone());
-            stream::iter(page).map(move |row| store.decode_replayed(&stream, row))
+            async move {
+                let keys = store
+                    .page_keys(
+                        page.iter()
+                            .map(|row| (stream.as_str(), row.payload.as_slice())),
+                    )
+                    .await?;
+                Ok(stream::iter(page).map(move |row| store.decode_replayed(&stream, row, &keys)))
+            }
         })
         .try_flatten()
     }
 
+    /// Decodes a replayed row into `E`, with its stream's data key from `keys`.
     pub(crate) fn decode_replayed<E: DomainEvent>(
         &self,
         stream: &StreamId,
         row: ReplayedEvent,
+        keys: &PageKeys,
     ) -> Result<(u64, E)> {
         let payload = self
             .inner
             .codec
-            .decode(row.payload, || event_context(row.id, stream.as_str()))
-            .map_err(|source| Error::Codec {
-                stream: stream.to_string(),
-                event_id: row.id,
-                source,
-            })?;
+            .decode(
+                row.payload,
+                || event_context(row.id, stream.as_str()),
+                keys.get(stream.as_str()),
+            )
+            .map_err(|source| codec_error(stream.as_str(), row.id, source))?;
         let event = self.decode_view(EventView {
             stream,
             id: row.id,

@@ -3,7 +3,8 @@
 
 use super::Store;
 use super::backend::{SnapshotWrite, StoredSnapshot};
-use crate::codec::snapshot_context;
+use super::stream_keys::PageKeys;
+use crate::codec::{CodecError, snapshot_context};
 use crate::error::{Error, Result, ValidationError};
 use crate::snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
 use crate::stream::StreamId;
@@ -22,12 +23,15 @@ impl Store {
         snapshot: NewSnapshot,
     ) -> Result<()> {
         let stream = StreamId::new(stream.as_ref())?;
+        let key = self.write_key(&stream).await?;
         let payload = self
             .inner
             .codec
-            .encode(&snapshot.payload, || {
-                snapshot_context(stream.as_str(), snapshot.version, snapshot.schema_version)
-            })
+            .encode(
+                &snapshot.payload,
+                || snapshot_context(stream.as_str(), snapshot.version, snapshot.schema_version),
+                key.as_deref(),
+            )
             .map_err(|source| Error::SnapshotCodec {
                 stream: stream.to_string(),
                 version: snapshot.version,
@@ -76,27 +80,44 @@ impl Store {
                 backend.latest_snapshot(&stream, max_version)
             })
             .await?;
-        stored
-            .map(|stored| self.decode_snapshot(stream, stored))
-            .transpose()
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let keys = self
+            .page_keys(std::iter::once((
+                stream.as_str(),
+                stored.payload.as_slice(),
+            )))
+            .await?;
+        self.decode_snapshot(stream, stored, &keys).map(Some)
     }
 
+    /// Decodes a stored snapshot, with its stream's data key from `keys`.
     pub(crate) fn decode_snapshot(
         &self,
         stream: StreamId,
         stored: StoredSnapshot,
+        keys: &PageKeys,
     ) -> Result<Snapshot> {
         let (version, schema_version) = (stored.version, stored.schema_version);
         let payload = self
             .inner
             .codec
-            .decode(stored.payload, || {
-                snapshot_context(stream.as_str(), version, schema_version)
-            })
-            .map_err(|source| Error::SnapshotCodec {
-                stream: stream.to_string(),
-                version,
-                source,
+            .decode(
+                stored.payload,
+                || snapshot_context(stream.as_str(), version, schema_version),
+                keys.get(stream.as_str()),
+            )
+            .map_err(|source| match source {
+                CodecError::Shredded => Error::Shredded {
+                    stream: stream.to_string(),
+                    event_id: None,
+                },
+                source => Error::SnapshotCodec {
+                    stream: stream.to_string(),
+                    version,
+                    source,
+                },
             })?;
         Ok(Snapshot {
             stream_id: stream,

@@ -30,9 +30,11 @@ use super::backend::{
     SnapshotWrite, StoredSnapshot,
 };
 use super::batch::BatchTx;
+use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
 use super::sql::{self, to_i64, to_u64};
+use super::stream_keys::StoredKey;
 use crate::error::{Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
@@ -479,6 +481,7 @@ impl Backend for SqliteBackend {
             for sql in [
                 "DELETE FROM events WHERE stream_id = ?",
                 "DELETE FROM snapshots WHERE stream_id = ?",
+                "DELETE FROM stream_keys WHERE stream_id = ?",
             ] {
                 sqlx::query(sql)
                     .bind(stream.as_str())
@@ -748,5 +751,34 @@ impl Backend for SqliteBackend {
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         retention_sql::sqlite::remove_expired(&self.writer, cuts).await
+    }
+
+    async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
+        keys_sql::sqlite::stream_keys(&self.reader, streams).await
+    }
+
+    async fn insert_stream_key(
+        &self,
+        stream: &str,
+        key_id: &str,
+        wrapped: &[u8],
+    ) -> Result<StoredKey> {
+        keys_sql::sqlite::insert_stream_key(&self.writer, stream, key_id, wrapped).await
+    }
+
+    async fn forget_stream_key(&self, stream: &str) -> Result<()> {
+        keys_sql::sqlite::forget(&self.writer, stream).await
+    }
+
+    async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
+        keys_sql::sqlite::keys_to_rewrap(&self.reader, active, limit).await
+    }
+
+    async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
+        keys_sql::sqlite::rewrap(&self.writer, keys).await
+    }
+
+    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+        keys_sql::sqlite::replace_payloads(&self.writer, payloads).await
     }
 }

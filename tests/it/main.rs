@@ -11,6 +11,7 @@ mod inline_projections;
 mod model;
 mod outbox;
 mod postgres;
+mod privacy;
 mod projections;
 mod retention;
 mod sqlite;

@@ -1,0 +1,223 @@
+//! Key rotation: moving what a retired ring key protects under the active one.
+//!
+//! Per-stream data keys are re-wrapped ([`KeyRotation::rewrap_stream_keys`]) without
+//! touching event rows. Payloads written under a ring key directly (stores without
+//! per-stream keys) are re-encrypted in place ([`KeyRotation::reencrypt_events`]). Both run
+//! in batches, each its own transaction, and each row changes only if it is still as it
+//! was read: an interrupted run loses nothing, and running it again finishes the job.
+
+use std::sync::Arc;
+
+use super::Store;
+use super::stream_keys::StoredKey;
+use crate::codec::{PayloadKey, StreamKey, event_context, payload_key};
+use crate::error::{Error, Result};
+use crate::read::LogPosition;
+
+/// How far a rotation got, handed to the progress callback after every batch and
+/// returned at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RotationProgress {
+    /// Data keys re-wrapped under the active ring key.
+    pub keys_rewrapped: u64,
+    /// Events looked at by re-encryption.
+    pub events_scanned: u64,
+    /// Events re-encrypted under the active ring key.
+    pub events_reencrypted: u64,
+    /// Where re-encryption got to in the log: pass it to
+    /// [`KeyRotation::start_after`] to resume a run that was stopped.
+    pub position: LogPosition,
+}
+
+type ProgressFn = Arc<dyn Fn(&RotationProgress) + Send + Sync>;
+
+/// A key rotation, from [`Store::key_rotation`]. Open the store with a ring whose active
+/// key is the new one and which still holds the retired ones; once a rotation finished,
+/// the retired keys can leave the ring.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> chronicle::Result<()> {
+/// use chronicle::{KeyRing, Store};
+///
+/// let (old, new) = (KeyRing::generate_key(), KeyRing::generate_key());
+/// let ring = KeyRing::new("2026-11", new)?.with_key("2026-01", old)?;
+/// let store = Store::builder("sqlite::memory:").encryption(ring).open().await?;
+/// let rotation = store
+///     .key_rotation()
+///     .batch_size(1_000)
+///     .on_progress(|progress| eprintln!("{progress:?}"));
+/// rotation.rewrap_stream_keys().await?;
+/// let done = rotation.reencrypt_events().await?;
+/// assert_eq!(done.events_reencrypted, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct KeyRotation {
+    store: Store,
+    batch_size: usize,
+    start_after: LogPosition,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for KeyRotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRotation")
+            .field("batch_size", &self.batch_size)
+            .field("start_after", &self.start_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A key rotation on this store (batches of 500).
+    pub fn key_rotation(&self) -> KeyRotation {
+        KeyRotation {
+            store: self.clone(),
+            batch_size: 500,
+            start_after: LogPosition::START,
+            progress: None,
+        }
+    }
+}
+
+impl KeyRotation {
+    /// Keys or events per batch (at least 1; default 500).
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size.max(1);
+        self
+    }
+
+    /// Re-encryption starts after this position (default: the start of the log).
+    pub fn start_after(mut self, position: LogPosition) -> Self {
+        self.start_after = position;
+        self
+    }
+
+    /// Called after every batch with the progress so far.
+    pub fn on_progress(
+        mut self,
+        progress: impl Fn(&RotationProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    fn report(&self, progress: &RotationProgress) {
+        if let Some(callback) = &self.progress {
+            callback(progress);
+        }
+    }
+
+    /// Re-wraps every per-stream data key that a retired ring key wraps under the active
+    /// key. Event rows are not touched.
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`] without a key ring; [`Error::Codec`] naming the stream
+    /// whose key does not unwrap (its ring key is missing from the ring); connection
+    /// errors. Batches before the error stay done.
+    #[tracing::instrument(name = "chronicle.rewrap_stream_keys", skip_all)]
+    pub async fn rewrap_stream_keys(&self) -> Result<RotationProgress> {
+        let store = &self.store;
+        let ring = store.ring()?;
+        let active = ring.active_key_id().to_owned();
+        let backend = &store.inner.backend;
+        let mut progress = RotationProgress::default();
+        loop {
+            let batch = store
+                .inner
+                .retry
+                .run("rotate_keys", || {
+                    backend.keys_to_rewrap(&active, self.batch_size)
+                })
+                .await?;
+            if batch.is_empty() {
+                return Ok(progress);
+            }
+            let mut swaps = Vec::with_capacity(batch.len());
+            for old in batch {
+                let (Some(key_id), Some(wrapped)) = (&old.key_id, &old.wrapped) else {
+                    continue;
+                };
+                let rewrapped = ring
+                    .rewrap(&old.stream, key_id, wrapped)
+                    .map_err(|source| Error::Codec {
+                        stream: old.stream.clone(),
+                        event_id: uuid::Uuid::nil(),
+                        source,
+                    })?;
+                let new = StoredKey {
+                    stream: old.stream.clone(),
+                    key_id: Some(active.clone()),
+                    wrapped: Some(rewrapped),
+                };
+                swaps.push((old, new));
+            }
+            progress.keys_rewrapped += store
+                .inner
+                .retry
+                .run("rotate_keys", || backend.rewrap_stream_keys(&swaps))
+                .await?;
+            self.report(&progress);
+        }
+    }
+
+    /// Re-encrypts, under the active ring key, every event payload encrypted with another
+    /// ring key (payloads under per-stream keys are left alone: re-wrap those keys
+    /// instead). Snapshots are not re-encrypted: one under a retired key no longer
+    /// decodes once the key leaves the ring, and loads replay the events instead (then
+    /// write a fresh snapshot).
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`] without a key ring; [`Error::Codec`] naming an event
+    /// that does not decode; connection errors. Batches before the error stay done; the
+    /// last progress reported says where to resume.
+    #[tracing::instrument(name = "chronicle.reencrypt_events", skip_all)]
+    pub async fn reencrypt_events(&self) -> Result<RotationProgress> {
+        let store = &self.store;
+        let ring = store.ring()?;
+        let active = ring.active_key_id();
+        let backend = &store.inner.backend;
+        let codec = &store.inner.codec;
+        let mut progress = RotationProgress {
+            position: self.start_after,
+            ..RotationProgress::default()
+        };
+        loop {
+            let window = store
+                .read_window_encoded(progress.position, Arc::from([]), self.batch_size)
+                .await?;
+            let mut swaps = Vec::new();
+            for event in &window.events {
+                match payload_key(&event.payload) {
+                    PayloadKey::Ring(key_id) if key_id != active => {}
+                    _ => continue,
+                }
+                let context = || event_context(event.id, event.stream_id.as_str());
+                let json = codec
+                    .decode(event.payload.clone(), context, StreamKey::Unknown)
+                    .map_err(|source| {
+                        super::codec_error(event.stream_id.as_str(), event.id, source)
+                    })?;
+                let fresh = codec.encode(&json, context, None).map_err(|source| {
+                    super::codec_error(event.stream_id.as_str(), event.id, source)
+                })?;
+                swaps.push((event.position, event.payload.clone(), fresh));
+            }
+            if !swaps.is_empty() {
+                progress.events_reencrypted += store
+                    .inner
+                    .retry
+                    .run("reencrypt", || backend.replace_payloads(&swaps))
+                    .await?;
+            }
+            progress.events_scanned += window.events.len() as u64;
+            progress.position = window.scanned_to;
+            self.report(&progress);
+            if !window.more {
+                return Ok(progress);
+            }
+        }
+    }
+}

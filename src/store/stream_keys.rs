@@ -1,0 +1,285 @@
+//! Per-stream data keys and crypto-shredding: each stream's payloads encrypted with a key
+//! of its own, stored wrapped by the key ring; [`Store::forget`] destroys it.
+//!
+//! Unwrapped keys are cached for a short while ([`KEY_CACHE_TTL`]), so a key forgotten by
+//! another process stops being used here within that time; this process's own `forget`
+//! drops it at once. Reads look keys up a page at a time ([`PageKeys`]), only for
+//! streams whose payloads need one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::Store;
+use crate::codec::{DataKey, PayloadKey, StreamKey, payload_key};
+use crate::error::{Error, Result, ValidationError};
+use crate::stream::StreamId;
+
+/// How long an unwrapped data key (or the fact that a stream was forgotten) is trusted.
+pub(crate) const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Keys kept unwrapped at most; the oldest half goes when full.
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// What a projection or the outbox does with an event of a forgotten stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShreddedEvents {
+    /// Pass over it, as if it were not in the log (the default).
+    #[default]
+    Skip,
+    /// Fail on it with [`Error::Shredded`]: the projection's failure policy applies, and
+    /// the outbox's request goes dead.
+    Fail,
+}
+
+/// A stream's data key as stored: wrapped by the ring key `key_id`, or destroyed
+/// (`None`s: the stream was forgotten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredKey {
+    pub stream: String,
+    pub key_id: Option<String>,
+    pub wrapped: Option<Vec<u8>>,
+}
+
+/// A stream's data key, unwrapped, or the fact that it was destroyed.
+#[derive(Debug, Clone)]
+pub(crate) enum CachedKey {
+    Live(Arc<DataKey>),
+    Forgotten,
+}
+
+/// The data keys of the streams of one page of events.
+#[derive(Debug, Default)]
+pub(crate) struct PageKeys(HashMap<String, CachedKey>);
+
+impl PageKeys {
+    /// What the codec needs for a payload of `stream`.
+    pub(crate) fn get(&self, stream: &str) -> StreamKey<'_> {
+        match self.0.get(stream) {
+            Some(CachedKey::Live(key)) => StreamKey::Live(key),
+            Some(CachedKey::Forgotten) => StreamKey::Forgotten,
+            None => StreamKey::Unknown,
+        }
+    }
+}
+
+/// Whether the store gives each stream a data key, and the unwrapped keys.
+#[derive(Debug)]
+pub(crate) struct StreamKeys {
+    pub enabled: bool,
+    cache: Mutex<HashMap<String, (CachedKey, Instant)>>,
+}
+
+impl StreamKeys {
+    pub(crate) fn new(enabled: bool) -> Self {
+        StreamKeys {
+            enabled,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, stream: &str) -> Option<CachedKey> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(stream)
+            .filter(|(_, loaded)| loaded.elapsed() < KEY_CACHE_TTL)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn remember(&self, stream: &str, key: CachedKey) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= KEY_CACHE_CAPACITY {
+            let mut ages: Vec<Instant> = cache.values().map(|(_, loaded)| *loaded).collect();
+            ages.sort_unstable();
+            let median = ages[ages.len() / 2];
+            cache.retain(|_, (_, loaded)| *loaded > median);
+        }
+        cache.insert(stream.to_owned(), (key, Instant::now()));
+    }
+
+    fn drop_key(&self, stream: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stream);
+    }
+}
+
+impl Store {
+    /// Forgets `stream` for good (crypto-shredding): destroys its data key, so every
+    /// event and snapshot of the stream becomes unreadable, without rewriting the log.
+    /// Reading one then fails with [`Error::Shredded`]; projections and the outbox skip
+    /// such events or stop on them, as configured. Appends to the stream are refused.
+    /// Needs per-stream keys ([`StoreBuilder::per_stream_keys`](crate::StoreBuilder::per_stream_keys)).
+    ///
+    /// Other processes holding the key unwrapped stop using it within 30 s.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> chronicle::Result<()> {
+    /// use chronicle::{Direction, Error, ExpectedVersion, KeyRing, NewEvent, Store};
+    /// use futures::TryStreamExt;
+    /// use serde_json::json;
+    ///
+    /// let ring = KeyRing::new("2026-11", KeyRing::generate_key())?;
+    /// let store = Store::builder("sqlite::memory:")
+    ///     .encryption(ring)
+    ///     .per_stream_keys(true)
+    ///     .open()
+    ///     .await?;
+    /// store
+    ///     .append("user-7", ExpectedVersion::NoStream, vec![
+    ///         NewEvent::new("user.registered", json!({ "email": "ada@example.com" })),
+    ///     ])
+    ///     .await?;
+    /// store.forget("user-7").await?;
+    /// let read: Result<Vec<_>, _> = store.read_stream("user-7", 1, Direction::Forward).try_collect().await;
+    /// assert!(matches!(read, Err(Error::Shredded { .. })));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ValidationError::Config`] without per-stream keys; connection errors.
+    #[tracing::instrument(name = "chronicle.forget", skip_all, fields(stream = stream.as_ref()))]
+    pub async fn forget(&self, stream: impl AsRef<str>) -> Result<()> {
+        let stream = StreamId::new(stream.as_ref())?;
+        if !self.inner.keys.enabled {
+            return Err(ValidationError::Config(
+                "forget needs per-stream keys: open the store with per_stream_keys(true)"
+                    .to_owned(),
+            )
+            .into());
+        }
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("forget", || backend.forget_stream_key(stream.as_str()))
+            .await?;
+        self.inner.keys.drop_key(stream.as_str());
+        Ok(())
+    }
+
+    /// The data key new payloads of `stream` are encrypted with (created on the stream's
+    /// first write), or `None` when the store has no per-stream keys.
+    ///
+    /// # Errors
+    /// [`Error::Shredded`] when the stream was forgotten; connection errors.
+    pub(crate) async fn write_key(&self, stream: &StreamId) -> Result<Option<Arc<DataKey>>> {
+        if !self.inner.keys.enabled {
+            return Ok(None);
+        }
+        let key = match self.inner.keys.cached(stream.as_str()) {
+            Some(key) => key,
+            None => self.load_or_create_key(stream).await?,
+        };
+        match key {
+            CachedKey::Live(key) => Ok(Some(key)),
+            CachedKey::Forgotten => Err(Error::Shredded {
+                stream: stream.to_string(),
+                event_id: None,
+            }),
+        }
+    }
+
+    async fn load_or_create_key(&self, stream: &StreamId) -> Result<CachedKey> {
+        let backend = &self.inner.backend;
+        let streams = [stream.as_str()];
+        let found = self
+            .inner
+            .retry
+            .run("stream_key", || backend.stream_keys(&streams))
+            .await?;
+        let stored = match found.into_iter().next() {
+            Some(stored) => stored,
+            None => {
+                let ring = self.ring()?;
+                let (_, bytes) = DataKey::generate();
+                let (key_id, wrapped) =
+                    ring.wrap(stream.as_str(), &bytes)
+                        .map_err(|source| Error::Codec {
+                            stream: stream.to_string(),
+                            event_id: uuid::Uuid::nil(),
+                            source,
+                        })?;
+                // Two writers may race to create it: the first stored key wins.
+                self.inner
+                    .retry
+                    .run("stream_key", || {
+                        backend.insert_stream_key(stream.as_str(), &key_id, &wrapped)
+                    })
+                    .await?
+            }
+        };
+        let key = self.unwrap_key(&stored)?;
+        self.inner.keys.remember(stream.as_str(), key.clone());
+        Ok(key)
+    }
+
+    /// The store's key ring, which per-stream keys and rotation need.
+    pub(crate) fn ring(&self) -> Result<&crate::codec::KeyRing> {
+        self.inner.codec.keys().ok_or_else(|| {
+            ValidationError::Config(
+                "this needs the key ring: open the store with encryption(ring)".to_owned(),
+            )
+            .into()
+        })
+    }
+
+    fn unwrap_key(&self, stored: &StoredKey) -> Result<CachedKey> {
+        let (Some(key_id), Some(wrapped)) = (&stored.key_id, &stored.wrapped) else {
+            return Ok(CachedKey::Forgotten);
+        };
+        let key = self
+            .ring()?
+            .unwrap(&stored.stream, key_id, wrapped)
+            .map_err(|source| Error::Codec {
+                stream: stored.stream.clone(),
+                event_id: uuid::Uuid::nil(),
+                source,
+            })?;
+        Ok(CachedKey::Live(Arc::new(key)))
+    }
+
+    /// The data keys of the streams whose payloads among `payloads` (stream, stored bytes)
+    /// need one: from the cache, the rest in one lookup.
+    pub(crate) async fn page_keys<'a>(
+        &self,
+        payloads: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Arc<PageKeys>> {
+        let mut keys = HashMap::new();
+        let mut missing: Vec<&str> = Vec::new();
+        for (stream, payload) in payloads {
+            if keys.contains_key(stream)
+                || missing.contains(&stream)
+                || payload_key(payload) != PayloadKey::Stream
+            {
+                continue;
+            }
+            match self.inner.keys.cached(stream) {
+                Some(key) => {
+                    keys.insert(stream.to_owned(), key);
+                }
+                None => missing.push(stream),
+            }
+        }
+        if !missing.is_empty() {
+            let backend = &self.inner.backend;
+            let stored = self
+                .inner
+                .retry
+                .run("stream_key", || backend.stream_keys(&missing))
+                .await?;
+            for stored in stored {
+                let key = self.unwrap_key(&stored)?;
+                self.inner.keys.remember(&stored.stream, key.clone());
+                keys.insert(stored.stream, key);
+            }
+            // No row at all: the key went with a hard delete; as good as forgotten.
+            for stream in missing {
+                keys.entry(stream.to_owned())
+                    .or_insert(CachedKey::Forgotten);
+            }
+        }
+        Ok(Arc::new(PageKeys(keys)))
+    }
+}
