@@ -144,6 +144,20 @@ pub enum Error {
         event_id: Option<Uuid>,
     },
 
+    /// An aggregate cannot be loaded: events it needs were removed by a retention policy
+    /// (or hidden by one), and no snapshot it can use covers them. A snapshot-aware
+    /// policy counts the newest snapshot whatever its schema version: write a snapshot of
+    /// the current schema before enforcing after changing it.
+    #[error(
+        "stream `{stream}` cannot be loaded: its event at version {version} is gone (retention) and no usable snapshot covers it"
+    )]
+    HistoryUnavailable {
+        /// The aggregate's stream.
+        stream: String,
+        /// The first version missing.
+        version: u64,
+    },
+
     /// A payload decoded fine but is not the JSON the caller asked for.
     #[error(
         "payload of event {event_id} (`{event_type}` in stream `{stream}`) does not deserialize: {source}"
@@ -357,9 +371,10 @@ impl Error {
             | Error::EventIdReused { .. }
             | Error::StreamAlreadyExists { .. } => ErrorKind::Conflict,
             Error::Validation(_) => ErrorKind::Validation,
-            Error::StreamNotFound { .. } | Error::StreamDeleted { .. } | Error::Shredded { .. } => {
-                ErrorKind::NotFound
-            }
+            Error::StreamNotFound { .. }
+            | Error::StreamDeleted { .. }
+            | Error::Shredded { .. }
+            | Error::HistoryUnavailable { .. } => ErrorKind::NotFound,
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }

@@ -19,6 +19,20 @@ use crate::snapshot::NewSnapshot;
 use crate::store::{PageKeys, Store, StoredSnapshot, WrittenEvent};
 use crate::stream::{ExpectedVersion, StreamId};
 
+/// `got`, the version of the event replayed after `version`, when it is the next one: a
+/// gap means events were removed (a retention policy) that no usable snapshot covers,
+/// and folding past it would give a state the stream never had.
+fn next_version(stream: &StreamId, version: u64, got: u64) -> Result<u64> {
+    if got == version + 1 {
+        Ok(got)
+    } else {
+        Err(Error::HistoryUnavailable {
+            stream: stream.to_string(),
+            version: version + 1,
+        })
+    }
+}
+
 /// Why [`Repository::execute`] did not complete a command.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error + 'static> {
@@ -293,8 +307,8 @@ impl<A: Aggregate> Repository<A> {
             for row in start.events {
                 let (event_version, event) =
                     self.store.decode_replayed(stream, row, &start.keys)?;
+                version = next_version(stream, version, event_version)?;
                 state.apply(event);
-                version = event_version;
                 replayed += 1;
             }
             done = start.complete;
@@ -306,16 +320,20 @@ impl<A: Aggregate> Repository<A> {
                 .replay::<A::Event>(stream.clone(), version + 1, head);
             futures::pin_mut!(events);
             while let Some((event_version, event)) = events.try_next().await? {
+                version = next_version(stream, version, event_version)?;
                 state.apply(event);
-                version = event_version;
                 replayed += 1;
             }
         }
-        // Events a retention policy expired are not replayed, but the state stands at the
-        // head all the same (the next append expects it).
+        if version < head {
+            return Err(Error::HistoryUnavailable {
+                stream: stream.to_string(),
+                version: version + 1,
+            });
+        }
         let loaded = Loaded {
             state,
-            version: version.max(head),
+            version,
             from_snapshot,
             replayed,
         };

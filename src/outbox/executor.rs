@@ -54,8 +54,8 @@ struct Failed {
 type Outcome = std::result::Result<(), Failed>;
 
 /// A claimed request's event and the time its handler must be done by (`None`: nothing to
-/// run, the request is done: its stream was forgotten and such events are skipped), or
-/// why it cannot run.
+/// run, the request is done: the event was removed, or its stream was forgotten and such
+/// events are skipped), or why it cannot run.
 type Prepared = std::result::Result<Option<(RecordedEvent, Instant)>, Failed>;
 
 impl Failed {
@@ -194,10 +194,15 @@ impl Outbox {
                         Some(FailureKind::NonRetryable),
                         error.to_string(),
                     )),
-                    None => Err(Failed::new(
-                        Some(FailureKind::NonRetryable),
-                        format!("event {} is no longer in the store", request.event_id),
-                    )),
+                    None => {
+                        // Removed since (a hard delete, retention): nothing left to run.
+                        tracing::info!(
+                            handler = %request.handler,
+                            event = %request.event_id,
+                            "the request's event is no longer in the store; marked done"
+                        );
+                        Ok(None)
+                    }
                 };
                 (request, event)
             })

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::{Outbox, now_micros};
 use crate::error::Result;
 use crate::read::LogPosition;
+use crate::store::Expired;
 use crate::store::requests::NewRequest;
 
 impl Outbox {
@@ -43,7 +44,7 @@ impl Outbox {
         async {
             let types = Arc::clone(&self.event_types);
             let window = store
-                .read_window_encoded(from, types, self.settings.batch_size)
+                .read_window_encoded(from, types, self.settings.batch_size, Expired::Hide)
                 .await?;
             if window.scanned_to == from {
                 return Ok((0, false));

@@ -80,7 +80,7 @@ impl RetentionPolicy {
         self
     }
 
-    /// Only the stream's last `count` versions are kept.
+    /// Only the stream's last `count` versions are kept (0 keeps none).
     pub fn max_count(mut self, count: u64) -> Self {
         self.max_count = Some(count);
         self

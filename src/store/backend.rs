@@ -460,13 +460,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>>;
 
     /// Stores the data key of `stream`, wrapped by the ring key `key_id`, unless it has
-    /// one (or was forgotten); returns the key stored now.
+    /// one (or was forgotten); returns the key stored now, or `None` when the stream is
+    /// tombstoned (it gets no key).
     async fn insert_stream_key(
         &self,
         stream: &str,
         key_id: &str,
         wrapped: &[u8],
-    ) -> Result<StoredKey>;
+    ) -> Result<Option<StoredKey>>;
 
     /// Destroys the data key of `stream`, keeping a row that says it was forgotten.
     async fn forget_stream_key(&self, stream: &str) -> Result<()>;
@@ -481,6 +482,20 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Replaces event payloads (position, payload as read, new payload), each only if
     /// still as read; returns how many were replaced.
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64>;
+
+    /// Up to `limit` snapshots after `after` (stream, version), in that order.
+    async fn snapshots_after(
+        &self,
+        after: (&str, u64),
+        limit: usize,
+    ) -> Result<Vec<(StreamId, StoredSnapshot)>>;
+
+    /// Replaces snapshot payloads (stream, version, payload as read, new payload), each
+    /// only if still as read; returns how many were replaced.
+    async fn replace_snapshot_payloads(
+        &self,
+        payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
+    ) -> Result<u64>;
 
     /// Removes the events the cuts expire, in one transaction, and keeps the streams'
     /// event counts; returns (events removed, payload bytes removed).

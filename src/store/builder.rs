@@ -108,8 +108,10 @@ impl StoreBuilder {
     /// created on its first write and stored wrapped by the ring's active key, and
     /// encrypts the stream's payloads and snapshots with it (off by default). Needed by
     /// [`Store::forget`](crate::Store::forget) (crypto-shredding). A stream's first
-    /// append costs two more round trips (the key's lookup and insert); unwrapped keys
-    /// are cached. Stores that only read need the ring, not this setting.
+    /// append costs three more round trips (the key's lookup, insert and read back);
+    /// unwrapped keys are cached. So does every [`Store::raise`](crate::Store::raise),
+    /// whose events each go to a new stream. Stores that only read need the ring, not
+    /// this setting.
     pub fn per_stream_keys(mut self, enabled: bool) -> Self {
         self.per_stream_keys = enabled;
         self

@@ -562,17 +562,26 @@ impl Backend for MemoryBackend {
         stream: &str,
         key_id: &str,
         wrapped: &[u8],
-    ) -> Result<StoredKey> {
+    ) -> Result<Option<StoredKey>> {
         let mut state = self.lock()?;
-        Ok(state
-            .keys
-            .entry(stream.to_owned())
-            .or_insert_with(|| StoredKey {
-                stream: stream.to_owned(),
-                key_id: Some(key_id.to_owned()),
-                wrapped: Some(wrapped.to_vec()),
-            })
-            .clone())
+        let tombstoned = state
+            .streams
+            .get(stream)
+            .is_some_and(|row| row.info.status == StreamStatus::Tombstoned);
+        if tombstoned {
+            return Ok(None);
+        }
+        Ok(Some(
+            state
+                .keys
+                .entry(stream.to_owned())
+                .or_insert_with(|| StoredKey {
+                    stream: stream.to_owned(),
+                    key_id: Some(key_id.to_owned()),
+                    wrapped: Some(wrapped.to_vec()),
+                })
+                .clone(),
+        ))
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {
@@ -620,6 +629,50 @@ impl Backend for MemoryBackend {
                 && &event.payload == old
             {
                 event.payload = new.clone();
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn snapshots_after(
+        &self,
+        after: (&str, u64),
+        limit: usize,
+    ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
+        let state = self.lock()?;
+        let mut found = Vec::new();
+        let later = (
+            std::ops::Bound::Included(after.0.to_owned()),
+            std::ops::Bound::Unbounded,
+        );
+        for (stream, row) in state.streams.range::<String, _>(later) {
+            for (version, snapshot) in &row.snapshots {
+                if found.len() == limit {
+                    return Ok(found);
+                }
+                if (stream.as_str(), *version) > after {
+                    found.push((row.info.stream_id.clone(), snapshot.clone()));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn replace_snapshot_payloads(
+        &self,
+        payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
+    ) -> Result<u64> {
+        let mut state = self.lock()?;
+        let mut done = 0;
+        for (stream, version, old, new) in payloads {
+            if let Some(snapshot) = state
+                .streams
+                .get_mut(stream)
+                .and_then(|row| row.snapshots.get_mut(version))
+                && &snapshot.payload == old
+            {
+                snapshot.payload = new.clone();
                 done += 1;
             }
         }

@@ -706,7 +706,9 @@ impl Store {
         limit: usize,
         shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
-        let mut window = self.read_window_encoded(after, types, limit).await?;
+        let mut window = self
+            .read_window_encoded(after, types, limit, Expired::Hide)
+            .await?;
         let mut events = Vec::with_capacity(window.events.len());
         for event in self.decode_each(std::mem::take(&mut window.events)).await? {
             match event {
@@ -719,15 +721,17 @@ impl Store {
     }
 
     /// [`Store::read_window`] without decoding the payloads (they stay as stored), for
-    /// readers that only need the events' ids, types and places.
+    /// readers that only need the events' ids, types and places, or the stored bytes.
     pub(crate) async fn read_window_encoded(
         &self,
         after: LogPosition,
         types: Arc<[String]>,
         limit: usize,
+        expired: Expired,
     ) -> Result<LogWindow> {
         let span = tracing::debug_span!("chronicle.read_all", %after);
         let mut read = LogRead::new(self.clone(), after, types, limit);
+        read.with_expired = expired == Expired::Include;
         let events = read.next_window().instrument(span).await?;
         Ok(LogWindow {
             events: events.unwrap_or_default(),
@@ -937,6 +941,14 @@ pub(crate) struct LogWindow {
     pub more: bool,
 }
 
+/// Whether a read of the log returns events a retention policy expired (but the enforcer
+/// has not removed yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    Hide,
+    Include,
+}
+
 /// The state of one [`Store::read_all`]: the cursor, and how long to wait for events held
 /// back by running transactions.
 struct LogRead {
@@ -949,6 +961,9 @@ struct LogRead {
     bound: Option<u64>,
     deadline: Option<tokio::time::Instant>,
     done: bool,
+    /// Whether events a retention policy expired are returned too (key rotation must
+    /// reach every stored row).
+    with_expired: bool,
 }
 
 impl LogRead {
@@ -961,6 +976,7 @@ impl LogRead {
             bound: None,
             deadline: None,
             done: false,
+            with_expired: false,
         }
     }
 
@@ -998,7 +1014,11 @@ impl LogRead {
             if let Some(last) = page.scanned_to {
                 self.after = last;
             }
-            let events = self.store.without_expired(page.events).await?;
+            let events = if self.with_expired {
+                page.events
+            } else {
+                self.store.without_expired(page.events).await?
+            };
             if !page.full {
                 let bound = self.bound;
                 let cursor = self.after;

@@ -948,7 +948,7 @@ impl Backend for PostgresBackend {
         stream: &str,
         key_id: &str,
         wrapped: &[u8],
-    ) -> Result<StoredKey> {
+    ) -> Result<Option<StoredKey>> {
         keys_sql::postgres::insert_stream_key(&self.pool, stream, key_id, wrapped).await
     }
 
@@ -966,5 +966,20 @@ impl Backend for PostgresBackend {
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
         keys_sql::postgres::replace_payloads(&self.pool, payloads).await
+    }
+
+    async fn snapshots_after(
+        &self,
+        after: (&str, u64),
+        limit: usize,
+    ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
+        keys_sql::postgres::snapshots_after(&self.pool, after, limit).await
+    }
+
+    async fn replace_snapshot_payloads(
+        &self,
+        payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
+    ) -> Result<u64> {
+        keys_sql::postgres::replace_snapshot_payloads(&self.pool, payloads).await
     }
 }

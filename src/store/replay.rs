@@ -64,9 +64,14 @@ impl Store {
                 hard: start.status == StreamStatus::Tombstoned,
             });
         }
-        // A stream under a retention policy is replayed through the wide rows, which carry
-        // what expiry is judged on.
-        let filtered = self.stream_policy(stream.as_str()).await?.is_some();
+        let events_after = start
+            .snapshot
+            .as_ref()
+            .filter(|snapshot| snapshot.schema_version == schema_version)
+            .map_or(0, |snapshot| snapshot.version);
+        // Events a retention policy may expire are replayed through the wide rows, which
+        // carry what expiry is judged on.
+        let filtered = self.expiry_reaches(stream, events_after + 1).await?;
         let events = if filtered { Vec::new() } else { start.events };
         let payloads = start
             .snapshot
@@ -76,11 +81,6 @@ impl Store {
         let keys = self
             .page_keys(payloads.map(|payload| (stream.as_str(), payload)))
             .await?;
-        let events_after = start
-            .snapshot
-            .as_ref()
-            .filter(|snapshot| snapshot.schema_version == schema_version)
-            .map_or(0, |snapshot| snapshot.version);
         Ok(Some(ReplayStart {
             head: start.version,
             snapshot: start.snapshot,
@@ -105,7 +105,7 @@ impl Store {
             let stream = fetch_stream.clone();
             async move {
                 let backend = &store.inner.backend;
-                if store.stream_policy(stream.as_str()).await?.is_none() {
+                if !store.expiry_reaches(&stream, *versions.start()).await? {
                     return store
                         .inner
                         .retry
@@ -138,6 +138,15 @@ impl Store {
             }
         })
         .try_flatten()
+    }
+
+    /// Whether a retention policy may expire events of `stream` from version `from` on
+    /// (a snapshot-aware one never expires events above the newest snapshot).
+    async fn expiry_reaches(&self, stream: &StreamId, from: u64) -> Result<bool> {
+        Ok(self
+            .stream_policy(stream.as_str())
+            .await?
+            .is_some_and(|(applied, place)| applied.policy.removable_up_to(place) >= from))
     }
 
     /// Decodes a replayed row into `E`, with its stream's data key from `keys`.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::Store;
 use super::stream_keys::StoredKey;
-use crate::codec::{PayloadKey, StreamKey, event_context, payload_key};
+use crate::codec::{PayloadKey, StreamKey, event_context, payload_key, snapshot_context};
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
 
@@ -25,6 +25,8 @@ pub struct RotationProgress {
     pub events_scanned: u64,
     /// Events re-encrypted under the active ring key.
     pub events_reencrypted: u64,
+    /// Snapshots re-encrypted under the active ring key.
+    pub snapshots_reencrypted: u64,
     /// Where re-encryption got to in the log: pass it to
     /// [`KeyRotation::start_after`] to resume a run that was stopped.
     pub position: LogPosition,
@@ -33,8 +35,11 @@ pub struct RotationProgress {
 type ProgressFn = Arc<dyn Fn(&RotationProgress) + Send + Sync>;
 
 /// A key rotation, from [`Store::key_rotation`]. Open the store with a ring whose active
-/// key is the new one and which still holds the retired ones; once a rotation finished,
-/// the retired keys can leave the ring.
+/// key is the new one and which still holds the retired ones. A rotation is not a fence:
+/// give every writer the new ring first (a writer still on the old active key wraps new
+/// keys and encrypts new events under it), run the rotation, and run it again to confirm
+/// it finds nothing left (0 re-wrapped, 0 re-encrypted); then the retired keys can leave
+/// the ring.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -164,10 +169,8 @@ impl KeyRotation {
     }
 
     /// Re-encrypts, under the active ring key, every event payload encrypted with another
-    /// ring key (payloads under per-stream keys are left alone: re-wrap those keys
-    /// instead). Snapshots are not re-encrypted: one under a retired key no longer
-    /// decodes once the key leaves the ring, and loads replay the events instead (then
-    /// write a fresh snapshot).
+    /// ring key (events a retention policy hides included), then every such snapshot.
+    /// Payloads under per-stream keys are left alone: re-wrap those keys instead.
     ///
     /// # Errors
     /// [`ValidationError::Config`] without a key ring; [`Error::Codec`] naming an event
@@ -186,7 +189,12 @@ impl KeyRotation {
         };
         loop {
             let window = store
-                .read_window_encoded(progress.position, Arc::from([]), self.batch_size)
+                .read_window_encoded(
+                    progress.position,
+                    Arc::from([]),
+                    self.batch_size,
+                    super::Expired::Include,
+                )
                 .await?;
             let mut swaps = Vec::new();
             for event in &window.events {
@@ -216,7 +224,64 @@ impl KeyRotation {
             progress.position = window.scanned_to;
             self.report(&progress);
             if !window.more {
-                return Ok(progress);
+                break;
+            }
+        }
+        self.reencrypt_snapshots(&mut progress).await?;
+        Ok(progress)
+    }
+
+    /// The snapshot pass of [`KeyRotation::reencrypt_events`]: every snapshot, in (stream,
+    /// version) order.
+    async fn reencrypt_snapshots(&self, progress: &mut RotationProgress) -> Result<()> {
+        let store = &self.store;
+        let active = store.ring()?.active_key_id();
+        let backend = &store.inner.backend;
+        let codec = &store.inner.codec;
+        let mut after = (String::new(), 0);
+        loop {
+            let page = store
+                .inner
+                .retry
+                .run("reencrypt", || {
+                    backend.snapshots_after((&after.0, after.1), self.batch_size)
+                })
+                .await?;
+            let Some((last_stream, last)) = page.last() else {
+                return Ok(());
+            };
+            after = (last_stream.to_string(), last.version);
+            let mut swaps = Vec::new();
+            for (stream, snapshot) in &page {
+                match payload_key(&snapshot.payload) {
+                    PayloadKey::Ring(key_id) if key_id != active => {}
+                    _ => continue,
+                }
+                let context =
+                    || snapshot_context(stream.as_str(), snapshot.version, snapshot.schema_version);
+                let fail = |source| Error::SnapshotCodec {
+                    stream: stream.to_string(),
+                    version: snapshot.version,
+                    source,
+                };
+                let json = codec
+                    .decode(snapshot.payload.clone(), context, StreamKey::Unknown)
+                    .map_err(fail)?;
+                let fresh = codec.encode(&json, context, None).map_err(fail)?;
+                swaps.push((
+                    stream.to_string(),
+                    snapshot.version,
+                    snapshot.payload.clone(),
+                    fresh,
+                ));
+            }
+            if !swaps.is_empty() {
+                progress.snapshots_reencrypted += store
+                    .inner
+                    .retry
+                    .run("reencrypt", || backend.replace_snapshot_payloads(&swaps))
+                    .await?;
+                self.report(progress);
             }
         }
     }

@@ -762,7 +762,7 @@ impl Backend for SqliteBackend {
         stream: &str,
         key_id: &str,
         wrapped: &[u8],
-    ) -> Result<StoredKey> {
+    ) -> Result<Option<StoredKey>> {
         keys_sql::sqlite::insert_stream_key(&self.writer, stream, key_id, wrapped).await
     }
 
@@ -780,5 +780,20 @@ impl Backend for SqliteBackend {
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
         keys_sql::sqlite::replace_payloads(&self.writer, payloads).await
+    }
+
+    async fn snapshots_after(
+        &self,
+        after: (&str, u64),
+        limit: usize,
+    ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
+        keys_sql::sqlite::snapshots_after(&self.reader, after, limit).await
+    }
+
+    async fn replace_snapshot_payloads(
+        &self,
+        payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
+    ) -> Result<u64> {
+        keys_sql::sqlite::replace_snapshot_payloads(&self.writer, payloads).await
     }
 }

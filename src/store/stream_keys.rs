@@ -6,7 +6,7 @@
 //! drops it at once. Reads look keys up a page at a time ([`PageKeys`]), only for
 //! streams whose payloads need one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -107,12 +107,22 @@ impl StreamKeys {
 
 impl Store {
     /// Forgets `stream` for good (crypto-shredding): destroys its data key, so every
-    /// event and snapshot of the stream becomes unreadable, without rewriting the log.
-    /// Reading one then fails with [`Error::Shredded`]; projections and the outbox skip
-    /// such events or stop on them, as configured. Appends to the stream are refused.
-    /// Needs per-stream keys ([`StoreBuilder::per_stream_keys`](crate::StoreBuilder::per_stream_keys)).
+    /// event and snapshot of the stream written under it becomes unreadable, without
+    /// rewriting the log. Reading one then fails with [`Error::Shredded`]; projections and
+    /// the outbox skip such events or stop on them, as configured. This store refuses
+    /// appends to the stream from now on. Needs per-stream keys
+    /// ([`StoreBuilder::per_stream_keys`](crate::StoreBuilder::per_stream_keys)).
     ///
-    /// Other processes holding the key unwrapped stop using it within 30 s.
+    /// What it does not cover:
+    /// - payloads written before per-stream keys were turned on (under a ring key, or
+    ///   plain) stay readable: delete such a stream too;
+    /// - another process that cached the key keeps using it for up to 30 s, and its
+    ///   appends in that time are written under the destroyed key (unreadable);
+    /// - copies of the wrapped key outside the live table: PostgreSQL's old row versions
+    ///   until vacuum, the WAL, backups and replicas (SQLite: free pages, unless
+    ///   `secure_delete` is on). The ring key still opens those copies: to make the
+    ///   shredding hold against them, rotate the ring ([`Store::key_rotation`]) and
+    ///   retire the old ring key once the backups that hold it expire.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -202,12 +212,17 @@ impl Store {
                             source,
                         })?;
                 // Two writers may race to create it: the first stored key wins.
-                self.inner
+                let stored = self
+                    .inner
                     .retry
                     .run("stream_key", || {
                         backend.insert_stream_key(stream.as_str(), &key_id, &wrapped)
                     })
-                    .await?
+                    .await?;
+                stored.ok_or_else(|| Error::StreamDeleted {
+                    stream: stream.to_string(),
+                    hard: true,
+                })?
             }
         };
         let key = self.unwrap_key(&stored)?;
@@ -247,10 +262,10 @@ impl Store {
         payloads: impl Iterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<Arc<PageKeys>> {
         let mut keys = HashMap::new();
-        let mut missing: Vec<&str> = Vec::new();
+        let mut missing: HashSet<&str> = HashSet::new();
         for (stream, payload) in payloads {
             if keys.contains_key(stream)
-                || missing.contains(&stream)
+                || missing.contains(stream)
                 || payload_key(payload) != PayloadKey::Stream
             {
                 continue;
@@ -259,10 +274,13 @@ impl Store {
                 Some(key) => {
                     keys.insert(stream.to_owned(), key);
                 }
-                None => missing.push(stream),
+                None => {
+                    missing.insert(stream);
+                }
             }
         }
         if !missing.is_empty() {
+            let missing: Vec<&str> = missing.into_iter().collect();
             let backend = &self.inner.backend;
             let stored = self
                 .inner

@@ -12,7 +12,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chronicle::{
     Direction, Error, ExpectedVersion, Handler, HandlerMap, HandlerRequest, KeyRing, LogPosition,
     NewEvent, NewSnapshot, Projection, ProjectionContext, ProjectionError, ProjectionState,
-    RecordedEvent, ShreddedEvents, Store, StoreBuilder,
+    RecordedEvent, RetentionPolicy, RetentionScope, ShreddedEvents, Store, StoreBuilder,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -115,6 +115,27 @@ async fn forget_shreds_one_stream(kind: Kind) {
         .await
         .expect_err("the log holds shredded events");
     assert_eq!(error.kind(), chronicle::ErrorKind::NotFound);
+
+    // A hard delete takes the key, and the tombstoned stream never gets another.
+    write(store, "user-3", 1).await;
+    store
+        .delete_stream("user-3", chronicle::DeleteMode::Hard)
+        .await
+        .expect("hard delete");
+    let append = store
+        .append(
+            "user-3",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("user.noted", json!({}))],
+        )
+        .await;
+    assert!(
+        matches!(append, Err(Error::StreamDeleted { hard: true, .. })),
+        "{append:?}"
+    );
+    if !matches!(t.location, Location::Memory) {
+        assert_eq!(raw_rows(&t, "user-3").await, (Vec::new(), None));
+    }
 
     // Another process, with the same ring, cannot read them either.
     if let Some(other) = t.reopen(|b| b.encryption(old_ring())).await {
@@ -449,6 +470,18 @@ async fn reencryption_interrupted_then_resumed(kind: Kind) {
         .await
         .expect("sql");
     write(&rotating, "order-new", 5).await; // already under the new key
+    let snapshot = NewSnapshot::from_serialize(10, 1, &json!({ "total": 10 })).expect("json");
+    t.store
+        .save_snapshot("order-1", snapshot)
+        .await
+        .expect("snapshot under the old key");
+
+    // Events a retention policy hides are still stored: they are re-encrypted too.
+    let hidden = RetentionPolicy::new().max_count(1).ignore_snapshots();
+    rotating
+        .set_retention(RetentionScope::stream("order-3"), hidden)
+        .await
+        .expect("set");
 
     let first = Arc::new(tokio::sync::Notify::new());
     let signal = Arc::clone(&first);
@@ -472,8 +505,19 @@ async fn reencryption_interrupted_then_resumed(kind: Kind) {
         .expect("resumed");
     assert!(rest.events_reencrypted < 100, "{rest:?}");
     let again = rotation.reencrypt_events().await.expect("again");
-    assert_eq!((again.events_scanned, again.events_reencrypted), (105, 0));
+    assert_eq!(
+        (
+            again.events_scanned,
+            again.events_reencrypted,
+            again.snapshots_reencrypted
+        ),
+        (105, 0, 0)
+    );
 
+    rotating
+        .clear_retention(RetentionScope::stream("order-3"))
+        .await
+        .expect("clear");
     let fresh = t
         .reopen(|b| b.encryption(new_only_ring()))
         .await
@@ -484,5 +528,12 @@ async fn reencryption_interrupted_then_resumed(kind: Kind) {
         .await
         .expect("every event decrypts with the new key alone");
     assert_eq!(all.len(), 105);
+    let snapshot = fresh
+        .latest_snapshot("order-1", u64::MAX)
+        .await
+        .expect("the snapshot decrypts with the new key alone")
+        .expect("stored");
+    let state: serde_json::Value = snapshot.data().expect("json");
+    assert_eq!(state["total"], 10);
     assert_eq!(all[0].json().expect("json")["email"], "ada@example.com");
 }

@@ -302,6 +302,26 @@ async fn snapshot_aware_retention_keeps_aggregates_loading(kind: Kind) {
         fresh_load(&t.store, "1").await.state.balance,
         before_1.state.balance - 1
     );
+
+    // A policy that ignores snapshots hides events the load needs: a typed error, never
+    // a state the account did not have.
+    t.store
+        .set_retention(
+            RetentionScope::stream("account-2"),
+            RetentionPolicy::new().max_count(2).ignore_snapshots(),
+        )
+        .await
+        .expect("set");
+    let error = t
+        .store
+        .repository::<Account>()
+        .load("2")
+        .await
+        .expect_err("history gone");
+    assert!(
+        matches!(error, Error::HistoryUnavailable { version: 1, .. }),
+        "{error:?}"
+    );
 }
 
 /// A load through a new repository (no cached state).
