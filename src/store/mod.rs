@@ -9,6 +9,7 @@ mod append;
 pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
+mod dialect;
 mod keys_sql;
 mod memory;
 mod migrate;

@@ -1,11 +1,10 @@
 //! The retention statements of the SQL backends: policies in `retention_policies`, the
 //! streams' retention state (version, own policy, newest snapshot), and the removal of
-//! expired events. Reading the policies and storing one is the same text on both
-//! databases (`$n` placeholders); lists of streams travel as arrays on PostgreSQL and as
-//! JSON on SQLite, and event times are `timestamptz` on one and microseconds on the other.
+//! expired events. All but the removal are written once (`retention_statements!`,
+//! expanded for each database with its `dialect` in scope); the removal is a loop of
+//! `DELETE … RETURNING` on SQLite and one statement on PostgreSQL.
 
 use chrono::Utc;
-use sqlx::{PgPool, SqlitePool};
 
 use super::backend::ExpiryCut;
 use super::sql::{to_i64, to_u64};
@@ -22,19 +21,12 @@ const POLICY: &str = "SELECT policy FROM retention_policies WHERE kind = $1 AND 
 
 const DELETE_POLICY: &str = "DELETE FROM retention_policies WHERE kind = $1 AND name = $2";
 
-/// A stream's retention columns; `{streams}` is the condition choosing the streams.
-macro_rules! stream_retention_sql {
-    ($streams:literal) => {
-        concat!(
-            "SELECT s.stream_id, s.version, p.policy, \
-                 (SELECT max(n.version) FROM snapshots n WHERE n.stream_id = s.stream_id) \
-             FROM streams s \
-             LEFT JOIN retention_policies p ON p.kind = 2 AND p.name = s.stream_id \
-             WHERE ",
-            $streams
-        )
-    };
-}
+/// A stream's retention columns, for the streams chosen by the condition that follows.
+const STREAM_RETENTION: &str = "SELECT s.stream_id, s.version, p.policy, \
+         (SELECT max(n.version) FROM snapshots n WHERE n.stream_id = s.stream_id) \
+     FROM streams s \
+     LEFT JOIN retention_policies p ON p.kind = 2 AND p.name = s.stream_id \
+     WHERE ";
 
 fn fail(operation: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |error| Error::from_sqlx(operation, error)
@@ -66,101 +58,102 @@ fn retention_rows(rows: Vec<(String, i64, Option<String>, Option<i64>)>) -> Vec<
         .collect()
 }
 
+/// The statements for one database, expanded where its `dialect` module is in scope;
+/// `$now` is its SQL for "now", given the microseconds bound as `$4`.
+macro_rules! retention_statements {
+    ($now:literal) => {
+        pub(crate) async fn policies(pool: &Pool) -> Result<PolicyRows> {
+            let rows = sqlx::query_as(POLICIES)
+                .fetch_all(pool)
+                .await
+                .map_err(fail("retention_policies"))?;
+            Ok(policy_rows(rows))
+        }
+
+        pub(crate) async fn policy(pool: &Pool, scope: &RetentionScope) -> Result<Option<String>> {
+            let (kind, name) = scope.key();
+            let row: Option<(String,)> = sqlx::query_as(POLICY)
+                .bind(i32::from(kind))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(fail("retention_policy"))?;
+            Ok(row.map(|(json,)| json))
+        }
+
+        pub(crate) async fn set_policy(
+            pool: &Pool,
+            scope: &RetentionScope,
+            json: Option<&str>,
+        ) -> Result<()> {
+            let (kind, name) = scope.key();
+            let query = match json {
+                Some(json) => sqlx::query(concat!(
+                    "INSERT INTO retention_policies (kind, name, policy, updated_at) \
+                     VALUES ($1, $2, $3, ",
+                    $now,
+                    ") ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
+                         updated_at = excluded.updated_at"
+                ))
+                .bind(i32::from(kind))
+                .bind(name)
+                .bind(json)
+                .bind(Utc::now().timestamp_micros()),
+                None => sqlx::query(DELETE_POLICY).bind(i32::from(kind)).bind(name),
+            };
+            query.execute(pool).await.map_err(fail("set_retention"))?;
+            Ok(())
+        }
+
+        pub(crate) async fn stream_retention(
+            pool: &Pool,
+            streams: &[&str],
+        ) -> Result<Vec<StreamRetention>> {
+            let sql = format!("{STREAM_RETENTION}{}", in_list("s.stream_id", "$1"));
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(list(streams)?)
+                .fetch_all(pool)
+                .await
+                .map_err(fail("stream_retention"))?;
+            Ok(retention_rows(rows))
+        }
+
+        pub(crate) async fn candidates(
+            pool: &Pool,
+            after: &str,
+            limit: usize,
+            categories: &[String],
+            all: bool,
+        ) -> Result<Vec<StreamRetention>> {
+            let sql = format!(
+                "{STREAM_RETENTION}s.stream_id > $1 AND s.status < 2 \
+                     AND ($2 OR p.policy IS NOT NULL OR {}) \
+                 ORDER BY s.stream_id LIMIT $4",
+                in_list("s.category", "$3")
+            );
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(all)
+                .bind(list(categories)?)
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+                .map_err(fail("retention_candidates"))?;
+            Ok(retention_rows(rows))
+        }
+    };
+}
+
 pub(super) mod sqlite {
     use super::*;
+    use crate::store::dialect::sqlite::*;
 
-    pub(crate) async fn policies(reader: &SqlitePool) -> Result<PolicyRows> {
-        let rows = sqlx::query_as(POLICIES)
-            .fetch_all(reader)
-            .await
-            .map_err(fail("retention_policies"))?;
-        Ok(policy_rows(rows))
-    }
-
-    pub(crate) async fn policy(
-        reader: &SqlitePool,
-        scope: &RetentionScope,
-    ) -> Result<Option<String>> {
-        let (kind, name) = scope.key();
-        let row: Option<(String,)> = sqlx::query_as(POLICY)
-            .bind(i32::from(kind))
-            .bind(name)
-            .fetch_optional(reader)
-            .await
-            .map_err(fail("retention_policy"))?;
-        Ok(row.map(|(json,)| json))
-    }
-
-    pub(crate) async fn set_policy(
-        writer: &SqlitePool,
-        scope: &RetentionScope,
-        json: Option<&str>,
-    ) -> Result<()> {
-        let (kind, name) = scope.key();
-        let query = match json {
-            Some(json) => sqlx::query(
-                "INSERT INTO retention_policies (kind, name, policy, updated_at) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
-                     updated_at = excluded.updated_at",
-            )
-            .bind(i32::from(kind))
-            .bind(name)
-            .bind(json)
-            .bind(Utc::now().timestamp_micros()),
-            None => sqlx::query(DELETE_POLICY).bind(i32::from(kind)).bind(name),
-        };
-        query.execute(writer).await.map_err(fail("set_retention"))?;
-        Ok(())
-    }
-
-    pub(crate) async fn stream_retention(
-        reader: &SqlitePool,
-        streams: &[&str],
-    ) -> Result<Vec<StreamRetention>> {
-        let list = serde_json::to_string(streams)
-            .map_err(|error| Error::Internal(format!("stream list: {error}")))?;
-        let rows = sqlx::query_as(stream_retention_sql!(
-            "s.stream_id IN (SELECT value FROM json_each($1))"
-        ))
-        .bind(list)
-        .fetch_all(reader)
-        .await
-        .map_err(fail("stream_retention"))?;
-        Ok(retention_rows(rows))
-    }
-
-    pub(crate) async fn candidates(
-        reader: &SqlitePool,
-        after: &str,
-        limit: usize,
-        categories: &[String],
-        all: bool,
-    ) -> Result<Vec<StreamRetention>> {
-        let categories = serde_json::to_string(categories)
-            .map_err(|error| Error::Internal(format!("category list: {error}")))?;
-        let rows = sqlx::query_as(stream_retention_sql!(
-            "s.stream_id > $1 AND s.status < 2 AND ($2 OR p.policy IS NOT NULL \
-                 OR s.category IN (SELECT value FROM json_each($3))) \
-             ORDER BY s.stream_id LIMIT $4"
-        ))
-        .bind(after)
-        .bind(all)
-        .bind(categories)
-        .bind(to_i64(limit as u64))
-        .fetch_all(reader)
-        .await
-        .map_err(fail("retention_candidates"))?;
-        Ok(retention_rows(rows))
-    }
+    retention_statements!("$4");
 
     /// One `DELETE … RETURNING` per stream, all in one write transaction.
-    pub(crate) async fn remove_expired(
-        writer: &SqlitePool,
-        cuts: &[ExpiryCut],
-    ) -> Result<(u64, u64)> {
+    pub(crate) async fn remove_expired(writer: &Pool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         let fail = fail("enforce_retention");
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(&fail)?;
+        let mut tx = begin_write(writer).await?;
         let (mut events, mut bytes) = (0, 0);
         for cut in cuts {
             let removed: Vec<(i64,)> = sqlx::query_as(
@@ -193,85 +186,14 @@ pub(super) mod sqlite {
 
 pub(super) mod postgres {
     use super::*;
+    use crate::store::dialect::postgres::*;
 
-    pub(crate) async fn policies(pool: &PgPool) -> Result<PolicyRows> {
-        let rows = sqlx::query_as(POLICIES)
-            .fetch_all(pool)
-            .await
-            .map_err(fail("retention_policies"))?;
-        Ok(policy_rows(rows))
-    }
-
-    pub(crate) async fn policy(pool: &PgPool, scope: &RetentionScope) -> Result<Option<String>> {
-        let (kind, name) = scope.key();
-        let row: Option<(String,)> = sqlx::query_as(POLICY)
-            .bind(i32::from(kind))
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .map_err(fail("retention_policy"))?;
-        Ok(row.map(|(json,)| json))
-    }
-
-    pub(crate) async fn set_policy(
-        pool: &PgPool,
-        scope: &RetentionScope,
-        json: Option<&str>,
-    ) -> Result<()> {
-        let (kind, name) = scope.key();
-        let query = match json {
-            Some(json) => sqlx::query(
-                "INSERT INTO retention_policies (kind, name, policy) VALUES ($1, $2, $3) \
-                 ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
-                     updated_at = now()",
-            )
-            .bind(i32::from(kind))
-            .bind(name)
-            .bind(json),
-            None => sqlx::query(DELETE_POLICY).bind(i32::from(kind)).bind(name),
-        };
-        query.execute(pool).await.map_err(fail("set_retention"))?;
-        Ok(())
-    }
-
-    pub(crate) async fn stream_retention(
-        pool: &PgPool,
-        streams: &[&str],
-    ) -> Result<Vec<StreamRetention>> {
-        let rows = sqlx::query_as(stream_retention_sql!("s.stream_id = ANY($1)"))
-            .bind(streams)
-            .fetch_all(pool)
-            .await
-            .map_err(fail("stream_retention"))?;
-        Ok(retention_rows(rows))
-    }
-
-    pub(crate) async fn candidates(
-        pool: &PgPool,
-        after: &str,
-        limit: usize,
-        categories: &[String],
-        all: bool,
-    ) -> Result<Vec<StreamRetention>> {
-        let rows = sqlx::query_as(stream_retention_sql!(
-            "s.stream_id > $1 AND s.status < 2 \
-                 AND ($2 OR p.policy IS NOT NULL OR s.category = ANY($3)) \
-             ORDER BY s.stream_id LIMIT $4"
-        ))
-        .bind(after)
-        .bind(all)
-        .bind(categories)
-        .bind(to_i64(limit as u64))
-        .fetch_all(pool)
-        .await
-        .map_err(fail("retention_candidates"))?;
-        Ok(retention_rows(rows))
-    }
+    retention_statements!("to_timestamp($4::float8 / 1000000)");
 
     /// One statement for all the cuts: the doomed rows are found stream by stream through
     /// the (stream, version) index (a lateral join, whatever the table's statistics say),
     /// removed by position, and the streams' counts follow.
-    pub(crate) async fn remove_expired(pool: &PgPool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+    pub(crate) async fn remove_expired(pool: &Pool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         let streams: Vec<&str> = cuts.iter().map(|cut| cut.stream.as_str()).collect();
         let up_to: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.up_to)).collect();
         let below: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.below)).collect();

@@ -11,13 +11,14 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chronicle::{
     Direction, Error, ExpectedVersion, Handler, HandlerMap, HandlerRequest, KeyRing, LogPosition,
-    NewEvent, NewSnapshot, Projection, ProjectionContext, ProjectionError, ProjectionState,
-    RecordedEvent, RetentionPolicy, RetentionScope, ShreddedEvents, Store, StoreBuilder,
+    NewEvent, NewSnapshot, ProjectionState, RecordedEvent, RetentionPolicy, RetentionScope,
+    ShreddedEvents, Store, StoreBuilder,
 };
 use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::Connection;
 
+use crate::retention::Seen;
 use crate::support::{Kind, Location, TestStore};
 
 mod every_backend {
@@ -286,27 +287,6 @@ async fn raw_rows_of_a_forgotten_stream_do_not_decrypt(kind: Kind) {
     assert!(is_shredded(read(&t.store, "user-1").await, "user-1"));
 }
 
-/// Counts the events it sees per stream, in memory.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<String, u64>>>);
-
-#[async_trait::async_trait]
-impl Projection for Seen {
-    fn name(&self) -> &str {
-        "seen"
-    }
-
-    async fn apply(
-        &self,
-        event: &RecordedEvent,
-        _ctx: &mut ProjectionContext<'_>,
-    ) -> Result<(), ProjectionError> {
-        let mut seen = self.0.lock().map_err(|_| "poisoned")?;
-        *seen.entry(event.stream_id.to_string()).or_default() += 1;
-        Ok(())
-    }
-}
-
 async fn projections_skip_or_fail_on_forgotten_streams(kind: Kind) {
     let Some(t) = kind
         .open_with("projections_and_forgotten_streams", shredding)
@@ -325,10 +305,7 @@ async fn projections_skip_or_fail_on_forgotten_streams(kind: Kind) {
         .wait_until(last)
         .await
         .expect("skips the forgotten stream");
-    assert_eq!(
-        seen.0.lock().expect("lock").clone(),
-        HashMap::from([("user-2".to_owned(), 2)])
-    );
+    assert_eq!(seen.counts(), HashMap::from([("user-2".to_owned(), 2)]));
     handle.stop().await;
 
     let strict = crate::projections::fast(store)

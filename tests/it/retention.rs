@@ -336,7 +336,7 @@ async fn fresh_load(store: &Store, id: &str) -> chronicle::Loaded<Account> {
 
 /// Counts the events it sees per stream, in memory.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<String, u64>>>);
+pub(crate) struct Seen(Arc<Mutex<HashMap<String, u64>>>);
 
 #[async_trait::async_trait]
 impl Projection for Seen {
@@ -356,7 +356,7 @@ impl Projection for Seen {
 }
 
 impl Seen {
-    fn counts(&self) -> HashMap<String, u64> {
+    pub(crate) fn counts(&self) -> HashMap<String, u64> {
         self.0.lock().expect("lock").clone()
     }
 }
