@@ -22,7 +22,7 @@ crate::for_each_backend!(
     max_age_by_default_policy,
     snapshot_aware_retention_keeps_aggregates_loading,
     a_projection_follows_the_log_across_enforcement,
-    deletion_soft_recreates_and_hard_tombstones,
+    hard_delete_takes_snapshots_and_tombstones,
     the_background_enforcer_removes_and_stops,
 );
 
@@ -409,8 +409,9 @@ async fn a_projection_follows_the_log_across_enforcement(kind: Kind) {
     rebuilt.stop().await;
 }
 
-async fn deletion_soft_recreates_and_hard_tombstones(kind: Kind) {
-    let Some(t) = kind.open("deletion_semantics").await else {
+async fn hard_delete_takes_snapshots_and_tombstones(kind: Kind) {
+    // Soft deletes and re-creation: `conformance::soft_delete_and_recreate`.
+    let Some(t) = kind.open("hard_delete_takes_snapshots").await else {
         return;
     };
     let store = &t.store;
@@ -426,25 +427,6 @@ async fn deletion_soft_recreates_and_hard_tombstones(kind: Kind) {
             .expect("deposit");
     }
     assert_eq!(accounts.list_snapshots("9").await.expect("list").len(), 1);
-
-    // Soft: re-created, versions continue.
-    write(store, "doc-1", 2).await;
-    store
-        .delete_stream("doc-1", DeleteMode::Soft)
-        .await
-        .expect("soft");
-    store
-        .create_stream("doc-1", NewStream::new())
-        .await
-        .expect("re-create");
-    store
-        .append(
-            "doc-1",
-            ExpectedVersion::Exact(2),
-            vec![NewEvent::new("test.logged", json!({}))],
-        )
-        .await
-        .expect("versions continue");
 
     // Hard: events and snapshots go, the id can never be written again.
     store
