@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use chronicle::{Store, StoreBuilder};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -506,7 +507,8 @@ where
     })
 }
 
-async fn postgres_version(url: &str) -> String {
+/// The server's `version()`, or why it could not be asked.
+pub async fn postgres_version(url: &str) -> String {
     let version = async {
         let mut conn = PgConnection::connect(url).await?;
         let version: String = sqlx::query_scalar("SELECT version()")
@@ -565,9 +567,29 @@ impl Schemas {
 
     /// A new schema name for `tag`; chronicle creates it on open.
     fn name(&mut self, tag: &str) -> String {
-        let name = format!("bench_{}_{tag}", std::process::id());
+        let name = Self::schema_name(tag);
         self.names.push(name.clone());
         name
+    }
+
+    /// The name of the schema that [`Schemas::store`] and [`Schemas::raw`] create for `tag`.
+    pub fn schema_name(tag: &str) -> String {
+        format!("bench_{}_{tag}", std::process::id())
+    }
+
+    /// A chronicle store with `connections` connections on the existing schema of `tag`
+    /// (made by [`Schemas::store`] or [`Schemas::raw`] earlier in the workload), its data
+    /// kept: for benches whose rounds reopen what a set-up phase wrote.
+    pub async fn reopen(
+        &self,
+        tag: &str,
+        connections: u32,
+        configure: impl FnOnce(StoreBuilder) -> StoreBuilder,
+    ) -> Res<Store> {
+        let builder = Store::builder(self.url.clone())
+            .schema(Self::schema_name(tag))
+            .pool_size(connections);
+        Ok(configure(builder).open().await?)
     }
 
     /// A chronicle store with `connections` connections in a fresh schema.
@@ -654,10 +676,15 @@ pub fn sqlite_url(dir: &Path, name: &str) -> String {
 /// A one-connection sqlx pool on a SQLite file in WAL mode with `synchronous = FULL`
 /// (chronicle's default durability) holding chronicle's tables.
 pub async fn raw_sqlite(url: &str) -> Res<SqlitePool> {
+    raw_sqlite_with(url, SqliteSynchronous::Full).await
+}
+
+/// [`raw_sqlite`] with another `synchronous` setting.
+pub async fn raw_sqlite_with(url: &str, synchronous: SqliteSynchronous) -> Res<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(30));
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
@@ -761,9 +788,45 @@ const RAW_REPLAY_SQLITE: &str = "SELECT position, event_id, version, event_type,
 pub async fn replay_raw_pg<T>(
     pool: &PgPool,
     stream: &str,
+    decode: impl FnMut(&str, &[u8]) -> Res<T>,
+) -> Res<u64> {
+    decode_raw_pg(sqlx::query(RAW_REPLAY_PG).bind(stream).fetch(pool), decode).await
+}
+
+/// The ceiling of a chronicle replay on SQLite: one streamed SELECT of `stream`,
+/// `decode(event type, payload)` per row; returns the number of rows.
+pub async fn replay_raw_sqlite<T>(
+    pool: &SqlitePool,
+    stream: &str,
+    decode: impl FnMut(&str, &[u8]) -> Res<T>,
+) -> Res<u64> {
+    decode_raw_sqlite(
+        sqlx::query(RAW_REPLAY_SQLITE).bind(stream).fetch(pool),
+        decode,
+    )
+    .await
+}
+
+/// The whole log read the raw way: one streamed SELECT of the columns a raw replay reads,
+/// in position order, `decode(event type, payload)` per row; returns the number of rows.
+/// The ceiling of a projection catching up.
+pub async fn scan_raw_pg<T>(pool: &PgPool, decode: impl FnMut(&str, &[u8]) -> Res<T>) -> Res<u64> {
+    decode_raw_pg(sqlx::query(RAW_SCAN).fetch(pool), decode).await
+}
+
+/// [`scan_raw_pg`] on SQLite.
+pub async fn scan_raw_sqlite<T>(
+    pool: &SqlitePool,
+    decode: impl FnMut(&str, &[u8]) -> Res<T>,
+) -> Res<u64> {
+    decode_raw_sqlite(sqlx::query(RAW_SCAN).fetch(pool), decode).await
+}
+
+/// Reads the raw columns of every row, `decode(event type, payload)` each.
+async fn decode_raw_pg<T>(
+    mut rows: BoxStream<'_, Result<sqlx::postgres::PgRow, sqlx::Error>>,
     mut decode: impl FnMut(&str, &[u8]) -> Res<T>,
 ) -> Res<u64> {
-    let mut rows = sqlx::query(RAW_REPLAY_PG).bind(stream).fetch(pool);
     let mut count = 0;
     while let Some(row) = rows.try_next().await? {
         let position: i64 = row.try_get(0)?;
@@ -779,14 +842,11 @@ pub async fn replay_raw_pg<T>(
     Ok(count)
 }
 
-/// The ceiling of a chronicle replay on SQLite: one streamed SELECT of `stream`,
-/// `decode(event type, payload)` per row; returns the number of rows.
-pub async fn replay_raw_sqlite<T>(
-    pool: &SqlitePool,
-    stream: &str,
+/// [`decode_raw_pg`] on SQLite rows.
+async fn decode_raw_sqlite<T>(
+    mut rows: BoxStream<'_, Result<sqlx::sqlite::SqliteRow, sqlx::Error>>,
     mut decode: impl FnMut(&str, &[u8]) -> Res<T>,
 ) -> Res<u64> {
-    let mut rows = sqlx::query(RAW_REPLAY_SQLITE).bind(stream).fetch(pool);
     let mut count = 0;
     while let Some(row) = rows.try_next().await? {
         let position: i64 = row.try_get(0)?;
@@ -801,3 +861,6 @@ pub async fn replay_raw_sqlite<T>(
     }
     Ok(count)
 }
+
+const RAW_SCAN: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
+     FROM events ORDER BY position";
