@@ -306,7 +306,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// `schema_version`), no further than `max_version`; `None` when the stream does not
     /// exist. No events for a deleted stream.
     ///
-    /// The default takes three round trips; PostgreSQL answers in one statement.
+    /// The default takes three round trips; the SQL backends answer in one statement.
     async fn replay_start(
         &self,
         stream: &StreamId,

@@ -77,6 +77,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "stream_keys",
         sql: include_str!("../../migrations/postgres/0006_stream_keys.sql"),
     },
+    Migration {
+        version: 7,
+        name: "lean_indexes",
+        sql: include_str!("../../migrations/postgres/0007_lean_indexes.sql"),
+    },
 ];
 
 /// The bookkeeping table, the same on both SQL backends.

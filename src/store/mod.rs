@@ -346,6 +346,13 @@ impl Store {
 
     /// Decodes the payload of `event`, with its stream's data key from `keys`.
     fn decode(&self, mut event: RecordedEvent, keys: &PageKeys) -> Result<RecordedEvent> {
+        self.decode_in_place(&mut event, keys)?;
+        Ok(event)
+    }
+
+    /// [`Store::decode`] without moving the event (a log window's events are large, and
+    /// many).
+    fn decode_in_place(&self, event: &mut RecordedEvent, keys: &PageKeys) -> Result<()> {
         let stored = std::mem::take(&mut event.payload);
         event.payload = self
             .inner
@@ -356,7 +363,7 @@ impl Store {
                 keys.get(event.stream_id.as_str()),
             )
             .map_err(|source| codec_error(event.stream_id.as_str(), event.id, source))?;
-        Ok(event)
+        Ok(())
     }
 
     /// Decodes each event of `events` on its own (one that fails does not hide the
@@ -624,7 +631,7 @@ impl Store {
         last: u64,
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        self.pages(from, last, direction, move |store, versions| {
+        self.pages((from, last), direction, 1, move |store, versions| {
             let stream = stream.clone();
             async move {
                 let backend = &store.inner.backend;
@@ -642,13 +649,14 @@ impl Store {
         .try_flatten()
     }
 
-    /// Cuts the versions `from..=last` into pages and fetches them in order, the next page
+    /// Cuts the versions `from..=last` into pages of the store's page size, growing (each
+    /// twice the last) up to `max_pages` of them, and fetches them in order, the next page
     /// while the current one is consumed.
     fn pages<T, Fetch, Fut>(
         self,
-        from: u64,
-        last: u64,
+        (from, last): (u64, u64),
         direction: Direction,
+        max_pages: u64,
         fetch: Fetch,
     ) -> impl Stream<Item = Result<T>> + Send + 'static
     where
@@ -657,7 +665,8 @@ impl Store {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let page_size = self.inner.limits.page_size as u64;
-        stream::iter(page_ranges(from, last, page_size, direction))
+        let sizes = PageSizes::growing(page_size, page_size.saturating_mul(max_pages));
+        stream::iter(page_ranges(from, last, sizes, direction))
             .map(move |versions| fetch(self.clone(), versions))
             .buffered(2)
     }
@@ -710,15 +719,22 @@ impl Store {
         let mut window = self
             .read_window_encoded(after, types, limit, Expired::Hide)
             .await?;
-        let mut events = Vec::with_capacity(window.events.len());
-        for event in self.decode_each(std::mem::take(&mut window.events)).await? {
-            match event {
-                Err(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => {}
-                event => events.push(event?),
-            }
+        let keys = self.keys_of(&window.events).await?;
+        let mut failed = None;
+        window
+            .events
+            .retain_mut(|event| match self.decode_in_place(event, &keys) {
+                Ok(()) => true,
+                Err(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => false,
+                Err(error) => {
+                    failed.get_or_insert(error);
+                    false
+                }
+            });
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(window),
         }
-        window.events = events;
-        Ok(window)
     }
 
     /// [`Store::read_window`] without decoding the payloads (they stay as stored), for
@@ -900,15 +916,37 @@ async fn forward_appends(inner: std::sync::Weak<Inner>) {
     }
 }
 
+/// The sizes of a read's pages: `first`, then each twice the last, up to `max`.
+#[derive(Debug, Clone, Copy)]
+struct PageSizes {
+    next: u64,
+    max: u64,
+}
+
+impl PageSizes {
+    fn growing(first: u64, max: u64) -> Self {
+        let first = first.max(1);
+        PageSizes {
+            next: first,
+            max: max.max(first),
+        }
+    }
+
+    fn take(&mut self) -> u64 {
+        let size = self.next;
+        self.next = size.saturating_mul(2).min(self.max);
+        size
+    }
+}
+
 /// The version ranges, one per page, of a read from `from` in `direction` over a stream
 /// whose last version is `last`.
 fn page_ranges(
     from: u64,
     last: u64,
-    page_size: u64,
+    mut sizes: PageSizes,
     direction: Direction,
 ) -> impl Iterator<Item = RangeInclusive<u64>> + Send + 'static {
-    let page_size = page_size.max(1);
     let (mut next, end) = match direction {
         Direction::Forward => (Some(from.max(1)), last),
         Direction::Backward => (Some(from.min(last)), 1),
@@ -917,12 +955,12 @@ fn page_ranges(
         let start = next?;
         match direction {
             Direction::Forward if start <= end => {
-                let stop = start.saturating_add(page_size - 1).min(end);
+                let stop = start.saturating_add(sizes.take() - 1).min(end);
                 next = stop.checked_add(1);
                 Some(start..=stop)
             }
             Direction::Backward if start >= end && start > 0 => {
-                let stop = start.saturating_sub(page_size - 1).max(end);
+                let stop = start.saturating_sub(sizes.take() - 1).max(end);
                 next = stop.checked_sub(1);
                 Some(stop..=start)
             }
@@ -1052,7 +1090,7 @@ mod tests {
     use super::*;
 
     fn ranges(from: u64, last: u64, size: u64, direction: Direction) -> Vec<(u64, u64)> {
-        page_ranges(from, last, size, direction)
+        page_ranges(from, last, PageSizes::growing(size, size), direction)
             .map(|r| (*r.start(), *r.end()))
             .collect()
     }
@@ -1072,5 +1110,13 @@ mod tests {
         assert_eq!(ranges(2, 7, 3, Direction::Backward), [(1, 2)]);
         assert_eq!(ranges(0, 7, 3, Direction::Backward), []);
         assert_eq!(ranges(1, 0, 3, Direction::Forward), []);
+    }
+
+    #[test]
+    fn growing_pages_double_up_to_the_bound() {
+        let ranges: Vec<_> = page_ranges(1, 40, PageSizes::growing(3, 12), Direction::Forward)
+            .map(|r| (*r.start(), *r.end()))
+            .collect();
+        assert_eq!(ranges, [(1, 3), (4, 9), (10, 21), (22, 33), (34, 40)]);
     }
 }

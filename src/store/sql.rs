@@ -9,7 +9,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, LogPage, ReplayedEvent, Written};
+use super::backend::{AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, Written};
 use crate::event::RecordedEvent;
 use crate::read::EventQuery;
 use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
@@ -36,6 +36,58 @@ where
         schema_version: to_u32(row.try_get(3)?),
         payload: row.try_get(4)?,
     })
+}
+
+/// The start of a load from the rows of a backend's one-statement `replay_start`, all of
+/// one shape: (kind, version, number, event id, event type, payload, time). Kind 0 is the
+/// stream's head (number: its status), kind 1 its newest snapshot (number: schema version;
+/// time: `time` reads column 6), kind 2 an event (number: schema version). `None` when
+/// there is no head row: no such stream.
+pub(crate) fn stream_start<R>(
+    rows: &[R],
+    time: impl Fn(&R) -> Result<DateTime<Utc>, sqlx::Error>,
+) -> Result<Option<StreamStart>, sqlx::Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut head = None;
+    let mut snapshot = None;
+    let mut events = Vec::new();
+    for row in rows {
+        let version = to_u64(row.try_get(1)?);
+        let number: i64 = row.try_get(2)?;
+        match row.try_get::<i64, _>(0)? {
+            0 => head = Some((version, StreamStatus::from_code(number))),
+            1 => {
+                snapshot = Some(StoredSnapshot {
+                    version,
+                    schema_version: to_u32(number),
+                    payload: row.try_get(5)?,
+                    created_at: time(row)?,
+                });
+            }
+            _ => events.push(ReplayedEvent {
+                id: row.try_get(3)?,
+                version,
+                event_type: row.try_get(4)?,
+                schema_version: to_u32(number),
+                payload: row.try_get(5)?,
+            }),
+        }
+    }
+    // UNION ALL keeps each branch's order in practice; sorting makes it a guarantee.
+    events.sort_unstable_by_key(|event| event.version);
+    Ok(head.map(|(version, status)| StreamStart {
+        version,
+        status,
+        snapshot,
+        events,
+    }))
 }
 
 /// The page of a filtered `read_all` from its rows: the window's events of the types asked

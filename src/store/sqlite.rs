@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot,
+    SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::BatchTx;
 use super::keys_sql;
@@ -522,6 +522,45 @@ impl Backend for SqliteBackend {
             .try_map(|row: SqliteRow| sql::replayed_from_row(&row))
             .fetch_all(&self.reader)
             .await
+            .map_err(|error| Error::from_sqlx("replay_stream", error))
+    }
+
+    async fn replay_start(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<Option<StreamStart>> {
+        // One statement, as on PostgreSQL: every statement is a hop to the connection's
+        // worker thread and back, which cost a snapshot load more than the reads did.
+        let rows = sqlx::query(
+            "WITH head AS (SELECT version, status FROM streams WHERE stream_id = $1), \
+             snap AS ( \
+                 SELECT version, schema_version, payload, created_at FROM snapshots \
+                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1), \
+             base AS (SELECT COALESCE((SELECT version FROM snap WHERE schema_version = $3), 0) AS v) \
+             SELECT 0 AS kind, version, status AS n, NULL AS event_id, NULL AS event_type, \
+                    NULL AS payload, NULL AS at \
+             FROM head \
+             UNION ALL \
+             SELECT 1, version, schema_version, NULL, NULL, payload, created_at FROM snap \
+             UNION ALL \
+             SELECT * FROM ( \
+                 SELECT 2, e.version, e.schema_version, e.event_id, e.event_type, e.payload, NULL \
+                 FROM events e, head \
+                 WHERE e.stream_id = $1 AND head.status = 0 \
+                   AND e.version > (SELECT v FROM base) AND e.version <= MIN(head.version, $2) \
+                 ORDER BY e.version LIMIT $4)",
+        )
+        .bind(stream.as_str())
+        .bind(to_i64(max_version))
+        .bind(i64::from(schema_version))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|error| Error::from_sqlx("replay_stream", error))?;
+        sql::stream_start(&rows, |row| Ok(from_micros(row.try_get(6)?)))
             .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
 
