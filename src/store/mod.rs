@@ -631,7 +631,7 @@ impl Store {
         last: u64,
         direction: Direction,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        self.pages((from, last), direction, 1, move |store, versions| {
+        self.pages((from, last), direction, (1, 1), move |store, versions| {
             let stream = stream.clone();
             async move {
                 let backend = &store.inner.backend;
@@ -649,14 +649,14 @@ impl Store {
         .try_flatten()
     }
 
-    /// Cuts the versions `from..=last` into pages of the store's page size, growing (each
-    /// twice the last) up to `max_pages` of them, and fetches them in order, the next page
-    /// while the current one is consumed.
+    /// Cuts the versions `from..=last` into pages, the first of `first` of the store's
+    /// pages, the next ones each twice the last up to `max` store pages, and fetches them
+    /// in order, the next page while the current one is consumed.
     fn pages<T, Fetch, Fut>(
         self,
         (from, last): (u64, u64),
         direction: Direction,
-        max_pages: u64,
+        (first, max): (u64, u64),
         fetch: Fetch,
     ) -> impl Stream<Item = Result<T>> + Send + 'static
     where
@@ -665,7 +665,10 @@ impl Store {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let page_size = self.inner.limits.page_size as u64;
-        let sizes = PageSizes::growing(page_size, page_size.saturating_mul(max_pages));
+        let sizes = PageSizes::growing(
+            page_size.saturating_mul(first),
+            page_size.saturating_mul(max),
+        );
         stream::iter(page_ranges(from, last, sizes, direction))
             .map(move |versions| fetch(self.clone(), versions))
             .buffered(2)

@@ -61,6 +61,12 @@ pub(crate) struct PostgresBackend {
     schema: String,
 }
 
+/// A pooled connection used this recently is handed out without a ping (HikariCP's
+/// `aliveBypassWindowMs`, 500 ms, is the same idea): a busy pool pays no round trip
+/// per statement to learn that its connections are alive, and one that died since is a
+/// connection error, which the store retries.
+const ALIVE_BYPASS: Duration = Duration::from_millis(500);
+
 /// The longest log window read with the planner left to itself (see
 /// `PostgresBackend::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
@@ -245,6 +251,17 @@ impl PostgresBackend {
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size.max(1))
             .acquire_timeout(config.acquire_timeout)
+            // sqlx pings every connection it hands out, a round trip before each
+            // statement; like HikariCP, only a connection idle for a while is checked.
+            .test_before_acquire(false)
+            .before_acquire(|conn, idle| {
+                Box::pin(async move {
+                    if idle.idle_for >= ALIVE_BYPASS {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|error| Error::from_sqlx("open", error))?;

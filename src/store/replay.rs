@@ -33,10 +33,12 @@ pub(crate) struct ReplayStart {
     pub keys: Arc<PageKeys>,
 }
 
-/// How many of the store's pages the pages of a replay grow to (each is twice the last):
-/// a long stream then costs a few round trips (10,000 events: 5 after the first page of
-/// 512, instead of 19), while memory stays bounded by two pages.
-const REPLAY_PAGES: u64 = 16;
+/// A replay's pages, in pages of the store (512 events by default): the first, read with
+/// the stream's head and snapshot, holds 4 (so most loads take one statement); the next
+/// ones 8, then 16, the most. A long stream then costs few round trips (10,000 events:
+/// 3, instead of 20 pages of 512), while memory stays bounded by two pages.
+const REPLAY_FIRST_PAGES: u64 = 4;
+const REPLAY_MAX_PAGES: u64 = 16;
 
 impl Store {
     /// Where a load of `stream` up to `max_version` starts, in one round trip on
@@ -51,7 +53,7 @@ impl Store {
         max_version: u64,
         schema_version: u32,
     ) -> Result<Option<ReplayStart>> {
-        let limit = self.inner.limits.page_size;
+        let limit = self.inner.limits.page_size * REPLAY_FIRST_PAGES as usize;
         let backend = &self.inner.backend;
         let start = self
             .inner
@@ -109,7 +111,7 @@ impl Store {
         self.pages(
             (from, last),
             Direction::Forward,
-            REPLAY_PAGES,
+            (REPLAY_FIRST_PAGES * 2, REPLAY_MAX_PAGES),
             move |store, versions| {
                 let stream = fetch_stream.clone();
                 async move {

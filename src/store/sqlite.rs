@@ -105,6 +105,9 @@ impl SqliteBackend {
                 .min_connections(u32::from(in_memory))
                 .idle_timeout(None)
                 .max_lifetime(None)
+                // The database is in this process: no connection can die unseen, and a
+                // ping is one more trip to the connection's thread per statement.
+                .test_before_acquire(false)
                 .connect_with(options.clone())
         };
         let writer = connect_retrying_busy(|| connect(1)).await?;
