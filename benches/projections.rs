@@ -71,8 +71,8 @@ const LAG_SECS_ENV: &str = "CHRONICLE_BENCH_LAG_SECS";
 /// Appends per second in the lag workloads (default 200).
 const LAG_RATE_ENV: &str = "CHRONICLE_BENCH_LAG_RATE";
 /// The runner's default batch size, and a smaller one shown for information.
-const BATCH_DEFAULT: usize = 1_000;
-const BATCH_SMALL: usize = 100;
+const BATCH_DEFAULT: usize = 10_000;
+const BATCH_SMALL: usize = 1_000;
 /// The poll interval of the catch-up projections (see the module's documentation).
 const CATCHUP_POLL: Duration = Duration::from_millis(10);
 /// The upsert projection's table, in the store's own database (schema or file).
@@ -437,8 +437,8 @@ fn catchup_workload(name: &str, backend: &str, what: &str, batch: usize, log: Lo
     )
 }
 
-/// Workload 1: `read_all`, then no-op catch-ups with batches of 1,000 (the default) and
-/// 100, in every round.
+/// Workload 1: `read_all`, then no-op catch-ups with batches of 10,000 (the default) and
+/// 1,000, in every round.
 async fn noop_rows(cfg: &Config, name: &str, backend: &str, store: Store) -> Res<Vec<Row>> {
     let events = cfg.size(PROJ_EVENTS_ENV, 200_000)?;
     let log = fill_log(&store, events).await?;
@@ -449,7 +449,7 @@ async fn noop_rows(cfg: &Config, name: &str, backend: &str, store: Store) -> Res
             unit_op(move || read_log_checked(store.clone(), log)),
         ),
         (
-            "no-op projection, batch 1,000 (default)",
+            "no-op projection, batch 10,000 (default)",
             unit_op(move || {
                 let store = s1.clone();
                 async move {
@@ -461,7 +461,7 @@ async fn noop_rows(cfg: &Config, name: &str, backend: &str, store: Store) -> Res
             }),
         ),
         (
-            "no-op projection, batch 100",
+            "no-op projection, batch 1,000",
             unit_op(move || {
                 let store = s2.clone();
                 async move {

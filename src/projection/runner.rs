@@ -430,7 +430,7 @@ impl<P: Projection> Runner<P> {
         // Reads in a row that failed for something other than the database's absence.
         let mut unreadable = 0;
         // The window after `scan`, when it was read while the previous one was applied.
-        let mut prefetched: Option<JoinHandle<Result<LogWindow>>> = None;
+        let mut prefetched: Option<ReadAhead> = None;
         let mut last_check = tokio::time::Instant::now();
         let mut meter = RateMeter::new();
         loop {
@@ -448,7 +448,7 @@ impl<P: Projection> Runner<P> {
             }
             // A read ahead that failed is simply read again.
             let ahead = match prefetched.take() {
-                Some(next) => next.await.ok().and_then(Result::ok),
+                Some(next) => next.window().await,
                 None => None,
             };
             let read = match ahead {
@@ -553,9 +553,6 @@ impl<P: Projection> Runner<P> {
             };
             match outcome {
                 Ok(Batch::CheckpointMoved) => {
-                    if let Some(next) = next {
-                        next.abort();
-                    }
                     (cursor, scan) = self.checkpoint_moved(cursor).await;
                 }
                 Ok(Batch::Applied { applied, skipped }) => {
@@ -577,12 +574,7 @@ impl<P: Projection> Runner<P> {
                         };
                     });
                 }
-                Err(Halt) => {
-                    if let Some(next) = next {
-                        next.abort();
-                    }
-                    return Ok(self.halted());
-                }
+                Err(Halt) => return Ok(self.halted()),
             }
         }
     }
@@ -613,11 +605,11 @@ impl<P: Projection> Runner<P> {
     }
 
     /// [`Runner::read_window`] on a task of its own.
-    fn read_ahead(&self, after: LogPosition) -> JoinHandle<Result<LogWindow>> {
+    fn read_ahead(&self, after: LogPosition) -> ReadAhead {
         let (store, types) = (self.store.clone(), Arc::clone(&self.types));
         let (limit, shredded) = (self.settings.batch_size, self.settings.shredded);
         let read = async move { store.read_window(after, types, limit, shredded).await };
-        tokio::spawn(read.in_current_span())
+        ReadAhead(tokio::spawn(read.in_current_span()))
     }
 
     /// The next window of the log after `after`: its events of the projection's types.
@@ -800,6 +792,23 @@ impl<P: Projection> Runner<P> {
     fn halt(&self, state: ProjectionState) -> Halt {
         self.finish(state);
         Halt
+    }
+}
+
+/// The next window, being read on a task of its own ([`Runner::read_ahead`]); dropping it
+/// (the batch did not commit, or the runner stops) ends the read.
+struct ReadAhead(JoinHandle<Result<LogWindow>>);
+
+impl ReadAhead {
+    /// The window, or `None` when the read failed (the runner reads it again).
+    async fn window(mut self) -> Option<LogWindow> {
+        (&mut self.0).await.ok().and_then(Result::ok)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

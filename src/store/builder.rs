@@ -262,7 +262,9 @@ impl StoreBuilder {
     }
 
     /// How many events a read fetches per round trip (default 512). Reads hold at most
-    /// about one page in memory.
+    /// about two pages in memory (the next one is fetched while the current one is
+    /// consumed). An aggregate load's replay reads larger pages: 4 pages with the stream's
+    /// head and snapshot, then 8, then 16 at most.
     pub fn page_size(mut self, events: usize) -> Self {
         self.page_size = events.max(1);
         self

@@ -208,7 +208,10 @@ impl PostgresBackend {
     /// [`INDEX_SAFE_WINDOW`] is read in a read-only transaction that keeps the planner off
     /// sorts and bitmap scans: without fresh statistics (right after a bulk load, or with
     /// autovacuum off) PostgreSQL answered a window of 10,000 with a bitmap scan and a sort
-    /// of the rest of the log (57 ms, against 0.5 ms a thousand events by the index).
+    /// of the rest of the log (57 ms, against 0.5 ms a thousand events by the index). And
+    /// off JIT: a filtered window still ends in a sort (of the window), whose cost, made
+    /// huge by `enable_sort = off`, crosses the JIT thresholds; compiling took 180 ms of
+    /// a 190 ms query.
     async fn window_rows<T: Send + Unpin>(
         &self,
         sql: String,
@@ -230,7 +233,8 @@ impl PostgresBackend {
         let mut tx = self
             .pool
             .begin_with(
-                "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off",
+                "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
+                 SET LOCAL jit = off",
             )
             .await?;
         let rows = query.fetch_all(&mut *tx).await?;

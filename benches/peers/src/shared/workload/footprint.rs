@@ -4,11 +4,14 @@ use std::path::Path;
 
 use super::{Footprint, Res};
 
-/// Every relation of the connection's current schema with its total size (heap, indexes,
-/// TOAST), largest first.
-pub const PG_FOOTPRINT_SQL: &str = "SELECT c.relname::text, pg_total_relation_size(c.oid)::bigint \
+/// Every relation of the connection's current schema with its size, largest first: each
+/// table with its TOAST but without its indexes, and each index on its own, so that the
+/// sizes add up to the tables' `pg_total_relation_size`.
+pub const PG_FOOTPRINT_SQL: &str = "SELECT c.relname::text, \
+         CASE WHEN c.relkind = 'i' THEN pg_relation_size(c.oid) \
+              ELSE pg_total_relation_size(c.oid) - pg_indexes_size(c.oid) END::bigint \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'S', 'm') \
+     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'S', 'm', 'i') \
      ORDER BY 2 DESC, 1";
 
 /// Sums `(relation, bytes)` rows of [`PG_FOOTPRINT_SQL`].
