@@ -53,7 +53,7 @@ impl Store {
         max_version: u64,
         schema_version: u32,
     ) -> Result<Option<ReplayStart>> {
-        let limit = self.inner.limits.page_size * REPLAY_FIRST_PAGES as usize;
+        let limit = (self.inner.limits.page_size).saturating_mul(REPLAY_FIRST_PAGES as usize);
         let backend = &self.inner.backend;
         let start = self
             .inner

@@ -1,9 +1,13 @@
 //! PostgreSQL-only behaviour: out-of-order commits in the global log, concurrent openers,
 //! schemas, lost connections and timeouts, on the real server.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chronicle::{Error, ErrorKind, ExpectedVersion, LogPosition, NewEvent, Store};
+use chronicle::{
+    Error, ErrorKind, ExpectedVersion, LogPosition, NewEvent, Projection, ProjectionContext,
+    ProjectionError, RecordedEvent, Store,
+};
 use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -319,4 +323,108 @@ async fn a_blocked_append_times_out() {
         )
         .await
         .expect("append after the lock is gone");
+}
+
+/// Records the log positions it is given, in order.
+#[derive(Clone)]
+struct Positions {
+    name: &'static str,
+    types: &'static [&'static str],
+    seen: Arc<Mutex<Vec<LogPosition>>>,
+}
+
+impl Positions {
+    fn new(name: &'static str, types: &'static [&'static str]) -> Self {
+        Positions {
+            name,
+            types,
+            seen: Arc::default(),
+        }
+    }
+
+    fn seen(&self) -> Vec<LogPosition> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for Positions {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn event_types(&self) -> &[&str] {
+        self.types
+    }
+
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        _ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        let mut seen = self.seen.lock().map_err(|_| "poisoned")?;
+        seen.push(event.log_position());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn long_windows_cover_the_log_once_in_order() {
+    let Some(t) = open("long_windows_cover_the_log").await else {
+        return;
+    };
+    // 9,000 events, read by projections in windows of 10,000 (the default batch) and of
+    // 4,000 (the last one short): windows over 1,000 events are read in a transaction of
+    // their own with the planner held to the commit-order index, filtered or not.
+    for stream in 0..9 {
+        let events = (0..1000)
+            .map(|i| NewEvent::new(if i % 3 == 0 { "b" } else { "a" }, json!({ "i": i })))
+            .collect();
+        t.store
+            .append(&format!("s-{stream}"), ExpectedVersion::NoStream, events)
+            .await
+            .expect("append");
+    }
+    let all: Vec<RecordedEvent> = t
+        .store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(all.len(), 9000);
+    let every: Vec<LogPosition> = all.iter().map(RecordedEvent::log_position).collect();
+    let of_b: Vec<LogPosition> = all
+        .iter()
+        .filter(|event| event.event_type == "b")
+        .map(RecordedEvent::log_position)
+        .collect();
+
+    let runs = [
+        (Positions::new("all-default", &[]), 10_000, &every),
+        (Positions::new("all-4000", &[]), 4_000, &every),
+        (Positions::new("b-default", &["b"]), 10_000, &of_b),
+        (Positions::new("b-4000", &["b"]), 4_000, &of_b),
+    ];
+    for (projection, batch, expected) in runs {
+        let handle = t
+            .store
+            .projections()
+            .batch_size(batch)
+            .poll_interval(Duration::from_millis(20))
+            .spawn(projection.clone());
+        handle.wait_for_idle().await.expect("caught up");
+        let status = handle.stop().await;
+        assert_eq!(
+            &projection.seen(),
+            expected,
+            "{}: every event once, in the log's order",
+            projection.name
+        );
+        assert_eq!(
+            status.position,
+            every[every.len() - 1],
+            "{}",
+            projection.name
+        );
+    }
 }
