@@ -24,10 +24,10 @@ pub(crate) fn replayed_from_row<R>(row: &R) -> Result<ReplayedEvent, sqlx::Error
 where
     R: Row,
     usize: ColumnIndex<R>,
-    for<'r> Uuid: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Uuid: Decode<'r, R::Database>,
+    for<'r> i64: Decode<'r, R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database>,
 {
     // The columns' types are fixed by the statement, so the type checks are skipped: a
     // load of 1,000 events decodes 5,000 columns.

@@ -22,7 +22,7 @@ use sqlx::postgres::PgPool;
 
 use crate::harness::{Schemas, sqlite_reader};
 use crate::shared::bank::{self, BankError, Change, Command};
-use crate::shared::settings::{Settings, Workload};
+use crate::shared::settings::{Settings, Workload, remove_sqlite};
 use crate::shared::workload::{
     self, Bank, Caught, Footprint, Loaded, Outcome, Res, SQLITE_CHECKPOINT_SQL,
 };
@@ -192,19 +192,6 @@ impl Chronicle {
             Place::Sqlite { url, path },
         ))
     }
-}
-
-/// Removes a SQLite file and its WAL and shared-memory files.
-pub fn remove_sqlite(path: &std::path::Path) -> Res<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        match std::fs::remove_file(&file) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Counts and sums what the projection applies.

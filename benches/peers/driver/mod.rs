@@ -307,7 +307,7 @@ async fn phase(
         // PostgreSQL schemas go when the workload's `with_schemas` ends.
         Phase::Teardown => {
             if system.backend == Backend::Sqlite {
-                self::chronicle::remove_sqlite(&settings.sqlite_path(name, workload))?;
+                crate::shared::settings::remove_sqlite(&settings.sqlite_path(name, workload))?;
             }
             return Ok(Message::Done);
         }

@@ -15,13 +15,13 @@ use chronicle::DomainEvent;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 
-use super::chronicle::{AccountEvent, Chronicle, POOL_SIZE, remove_sqlite, tag};
+use super::chronicle::{AccountEvent, Chronicle, POOL_SIZE, tag};
 use crate::harness::{
     Schemas, raw_pg_insert_one, raw_sqlite_insert_one, raw_sqlite_with, replay_raw_pg,
     replay_raw_sqlite, scan_raw_pg, scan_raw_sqlite, sqlite_reader, sqlite_url,
 };
 use crate::shared::bank::{self, Change, Command};
-use crate::shared::settings::{Settings, Workload};
+use crate::shared::settings::{Settings, Workload, remove_sqlite};
 use crate::shared::workload::{Bank, Caught, Check, Loaded, Outcome, Res, Tally};
 
 enum Pool {

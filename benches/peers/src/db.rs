@@ -64,19 +64,6 @@ pub async fn sqlite_pool(path: &Path) -> Res<SqlitePool> {
         .await?)
 }
 
-/// Removes a SQLite file and its WAL and shared-memory files.
-pub fn remove_sqlite(path: &Path) -> Res<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        match std::fs::remove_file(&file) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 pub async fn pg_footprint(pool: &PgPool) -> Res<Footprint> {
     let rows: Vec<(String, i64)> = sqlx::query_as(workload::PG_FOOTPRINT_SQL)
         .fetch_all(pool)

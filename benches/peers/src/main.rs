@@ -120,7 +120,7 @@ async fn phase(args: &Args) -> Res<Message> {
     let snapshots = args.system.ends_with("-snap");
     if args.phase == Phase::Teardown {
         if args.system.contains("sqlite") {
-            db::remove_sqlite(&path)?;
+            shared::settings::remove_sqlite(&path)?;
         } else {
             db::drop_schema(&settings.pg_url, &schema).await?;
         }

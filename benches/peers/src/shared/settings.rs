@@ -2,7 +2,7 @@
 //! reads them from the environment and hands them to every peer process as one JSON
 //! argument, so both sides measure with the same numbers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,19 @@ impl Settings {
         self.sqlite_dir
             .join(format!("{system}-{}.db", workload.name()))
     }
+}
+
+/// Removes a SQLite file and its WAL and shared-memory files.
+pub fn remove_sqlite(path: &Path) -> std::io::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A phase of a workload on one system.

@@ -26,7 +26,7 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::db;
 use crate::shared::bank::{self, BankError, Change, Command};
-use crate::shared::settings::{Settings, Workload};
+use crate::shared::settings::{Settings, Workload, remove_sqlite};
 use crate::shared::workload::{Bank, Caught, Footprint, Loaded, Outcome, Res};
 
 /// The tables of postgres-es's `db/init.sql` (without its sample view and row).
@@ -231,7 +231,7 @@ impl Cqrs<Sqlite> {
         snapshots: bool,
     ) -> Res<Self> {
         if fresh {
-            db::remove_sqlite(&path)?;
+            remove_sqlite(&path)?;
         }
         let pool = db::sqlite_pool(&path).await?;
         if fresh {
