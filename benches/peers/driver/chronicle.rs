@@ -292,7 +292,7 @@ impl Bank for Chronicle {
             events: sum.events.load(Ordering::Relaxed),
             sum: sum.sum.load(Ordering::Relaxed),
             elapsed,
-            detail: "projection runner (batches of 1,000, the default), `apply` per event \
+            detail: "projection runner (batches of 10,000, the default), `apply` per event \
                      summing the changes, timed until its checkpoint passed the last event"
                 .to_owned(),
         })
