@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Outbox, micros, now_micros};
 use crate::error::Result;
 use crate::read::LogPosition;
+use crate::store::batch::Flush;
 use crate::store::requests::{self, DEAD, DONE, PENDING, RUNNING};
 
 /// The state of an outbox's work, from [`Outbox::stats`].
@@ -72,7 +73,7 @@ impl Outbox {
             .await?
             .unwrap_or(LogPosition::START);
         let last = self.store.last_position().await?;
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let counts = tx.request_counts().await?;
         tx.commit().await?;
         let mut handlers: BTreeMap<String, HandlerStats> = self
@@ -109,7 +110,7 @@ impl Outbox {
         handler: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadRequest>> {
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let rows = tx.dead_requests(handler, limit).await?;
         tx.commit().await?;
         Ok(rows
@@ -144,7 +145,7 @@ impl Outbox {
     }
 
     async fn revive(&self, id: Option<i64>, handler: Option<&str>) -> Result<u64> {
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let revived = tx.retry_dead(id, handler, now_micros()).await?;
         tx.commit().await?;
         if revived > 0 {
@@ -177,7 +178,7 @@ impl Outbox {
     /// # Errors
     /// As [`Outbox::stats`].
     pub async fn purge_done(&self, older_than: Duration) -> Result<u64> {
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let purged = tx
             .purge_done(now_micros().saturating_sub(micros(older_than)))
             .await?;

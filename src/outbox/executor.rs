@@ -22,6 +22,7 @@ use super::{Outbox, micros, now_micros};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::store::ShreddedEvents;
+use crate::store::batch::Flush;
 use crate::store::requests::{self, Claimed, attempt};
 use crate::task::stop_requested;
 
@@ -154,7 +155,7 @@ impl Outbox {
         let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
         let now = now_micros();
         let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let claimed = tx
             .claim_requests(
                 &self.handler_names,
@@ -308,7 +309,7 @@ impl Outbox {
             ..ExecutionReport::default()
         };
         let mut reports = Vec::new();
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let mut done: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for (request, outcome) in &outcomes {
             if outcome.is_ok() {

@@ -14,6 +14,7 @@ use super::{Outbox, now_micros};
 use crate::error::Result;
 use crate::read::LogPosition;
 use crate::store::Expired;
+use crate::store::batch::Flush;
 use crate::store::requests::NewRequest;
 
 impl Outbox {
@@ -65,7 +66,7 @@ impl Outbox {
                         })
                 })
                 .collect();
-            let mut tx = store.begin_batch().await?;
+            let mut tx = store.begin_batch(Flush::Wait).await?;
             let created = tx.insert_requests(&requests, now_micros()).await?;
             if !tx.move_checkpoint(name, from, window.scanned_to).await? {
                 // Another processor took this window first.

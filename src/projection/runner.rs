@@ -5,7 +5,7 @@
 //! A batch is one window of the log, read with the store's gap-safe `read_all` machinery
 //! (`Store::read_window`): its events of the projection's types are applied in one
 //! transaction, closed by moving the checkpoint to the window's end in that transaction,
-//! whose commit does not wait for the disk (`BatchTx::defer_flush`). While catching up,
+//! whose commit does not wait for the disk (`Flush::Defer`). While catching up,
 //! the next window is read on a task of its own while the current batch is applied and
 //! committed. The task wakes on appends
 //! (this process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polls as
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::LogPosition;
 use crate::store::backend::Lease;
+use crate::store::batch::Flush;
 use crate::store::{LogWindow, ShreddedEvents, Store};
 use crate::task::stop_requested;
 
@@ -183,7 +184,7 @@ impl Projections {
     /// errors.
     pub async fn rebuild<P: Projection>(&self, projection: P) -> Result<ProjectionHandle> {
         let name = projection.name().to_owned();
-        let mut tx = self.store.begin_batch().await?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
         // The checkpoint first: its row lock makes a batch in flight elsewhere finish
         // before the hook clears the read model, so none of its writes survive the reset.
         tx.reset_checkpoint(&name).await?;
@@ -718,10 +719,9 @@ impl<P: Projection> Runner<P> {
     ) -> Result<u64, BatchFailure> {
         let mut tx = self
             .store
-            .begin_batch()
+            .begin_batch(Flush::Defer)
             .await
             .map_err(BatchFailure::Store)?;
-        tx.defer_flush().await.map_err(BatchFailure::Store)?;
         let mut applied = 0;
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::batch::BatchTx;
+use super::batch::{BatchTx, Flush};
 use super::stream_keys::StoredKey;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
@@ -385,7 +385,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64>;
 
     /// Opens a batch transaction for a projection (on SQLite: on the writer connection).
-    async fn begin_batch(&self) -> Result<BatchTx>;
+    async fn begin_batch(&self, flush: Flush) -> Result<BatchTx>;
 
     /// The highest global position taken so far (0 for an empty log).
     async fn last_position(&self) -> Result<u64>;

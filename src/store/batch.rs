@@ -15,6 +15,20 @@ use crate::read::LogPosition;
 /// The memory backend's checkpoints, shared with its batches.
 pub(crate) type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
 
+/// Whether a batch's commit waits for its log record to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// The commit returns once the transaction is durable (the database's setting).
+    Wait,
+    /// The commit may return first (PostgreSQL: `SET LOCAL synchronous_commit = off`,
+    /// sent with the `BEGIN`; the other backends ignore it). A crash may then lose the
+    /// last such commits, whole: a projection's checkpoint together with the read
+    /// model's writes of its batch, which are applied again on restart. A projection's
+    /// batch is derived data, so its commit need not wait for the disk, which on
+    /// PostgreSQL costs a batch more than its reads do.
+    Defer,
+}
+
 /// An open batch transaction on one of the backends.
 #[derive(Debug)]
 pub(crate) enum BatchTx {
@@ -44,22 +58,6 @@ impl BatchTx {
             BatchTx::Postgres(tx) => Some(&mut **tx),
             _ => None,
         }
-    }
-
-    /// Lets this transaction's commit return before its log record reaches the disk
-    /// (PostgreSQL: `SET LOCAL synchronous_commit = off`; a no-op elsewhere). A crash may
-    /// then lose the last such commits, whole: the checkpoint together with the read
-    /// model's writes of its batch, which are applied again on restart. A projection's
-    /// batch is derived data, so its commit need not wait for the disk, which on
-    /// PostgreSQL costs a batch more than its reads do.
-    pub(crate) async fn defer_flush(&mut self) -> Result<()> {
-        if let BatchTx::Postgres(tx) = self {
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut **tx)
-                .await
-                .map_err(|error| Error::from_sqlx("begin_batch", error))?;
-        }
-        Ok(())
     }
 
     /// Moves `name`'s checkpoint from `from` to `to`, in this transaction; `false` when

@@ -14,7 +14,7 @@ use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
     SnapshotWrite, StoredSnapshot, Written,
 };
-use super::batch::{BatchTx, MemoryCheckpoints};
+use super::batch::{BatchTx, Flush, MemoryCheckpoints};
 use super::stream_keys::StoredKey;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -388,7 +388,7 @@ impl Backend for MemoryBackend {
         false
     }
 
-    async fn begin_batch(&self) -> Result<BatchTx> {
+    async fn begin_batch(&self, _flush: Flush) -> Result<BatchTx> {
         Ok(BatchTx::Memory {
             checkpoints: Arc::clone(&self.checkpoints),
             pending: None,

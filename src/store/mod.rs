@@ -302,7 +302,7 @@ impl Store {
         encoded: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let backend = &self.inner.backend;
-        let mut tx = backend.begin_batch().await?;
+        let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
         let outcome = backend
             .append_in(&mut tx, stream, expected, encoded)
             .await?;
@@ -445,12 +445,12 @@ impl Store {
             .await
     }
 
-    /// Opens a projection batch's transaction.
-    pub(crate) async fn begin_batch(&self) -> Result<batch::BatchTx> {
+    /// Opens a batch's transaction (a projection's, the outbox's).
+    pub(crate) async fn begin_batch(&self, flush: batch::Flush) -> Result<batch::BatchTx> {
         let backend = &self.inner.backend;
         self.inner
             .retry
-            .run("begin_batch", || backend.begin_batch())
+            .run("begin_batch", || backend.begin_batch(flush))
             .await
     }
 

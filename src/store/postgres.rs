@@ -26,7 +26,7 @@ use super::backend::{
     AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, HeldBack, Lease,
     LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
 };
-use super::batch::BatchTx;
+use super::batch::{BatchTx, Flush};
 use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
@@ -901,9 +901,13 @@ impl Backend for PostgresBackend {
         }
     }
 
-    async fn begin_batch(&self) -> Result<BatchTx> {
+    async fn begin_batch(&self, flush: Flush) -> Result<BatchTx> {
+        let begin = match flush {
+            Flush::Wait => "BEGIN",
+            Flush::Defer => "BEGIN; SET LOCAL synchronous_commit = off",
+        };
         self.pool
-            .begin()
+            .begin_with(begin)
             .await
             .map(BatchTx::Postgres)
             .map_err(|error| Error::from_sqlx("begin_batch", error))

@@ -29,7 +29,7 @@ use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
     SnapshotWrite, StoredSnapshot, StreamStart,
 };
-use super::batch::BatchTx;
+use super::batch::{BatchTx, Flush};
 use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
@@ -711,7 +711,7 @@ impl Backend for SqliteBackend {
             .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
-    async fn begin_batch(&self) -> Result<BatchTx> {
+    async fn begin_batch(&self, _flush: Flush) -> Result<BatchTx> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await

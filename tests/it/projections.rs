@@ -579,6 +579,80 @@ async fn postgres_projection_follows_eight_concurrent_writers() {
     handle.stop().await;
 }
 
+/// Records the `synchronous_commit` of the transactions it runs in, as `apply:<setting>`
+/// and `reset:<setting>`.
+#[derive(Clone, Default)]
+struct FlushSetting(Arc<Mutex<Vec<String>>>);
+
+impl FlushSetting {
+    async fn record(
+        &self,
+        step: &str,
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        let conn = ctx.postgres().ok_or("not PostgreSQL")?;
+        let setting: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+            .fetch_one(conn)
+            .await?;
+        self.0
+            .lock()
+            .expect("settings")
+            .push(format!("{step}:{setting}"));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for FlushSetting {
+    fn name(&self) -> &str {
+        "flush-setting"
+    }
+
+    async fn apply(
+        &self,
+        _event: &RecordedEvent,
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        self.record("apply", ctx).await
+    }
+
+    async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+        self.record("reset", ctx).await
+    }
+}
+
+/// A projection's batch commits without waiting for the disk (the setting is sent with
+/// its `BEGIN`, for that transaction only); the rebuild's reset, like the store's other
+/// transactions, keeps the server's setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_commits_without_waiting_for_the_disk() {
+    let test = "postgres_a_batch_commits_without_waiting_for_the_disk";
+    let Some(t) = open(Kind::Postgres, test).await else {
+        return;
+    };
+    deposit(&t.store, 0..3).await;
+    let projection = FlushSetting::default();
+    let handle = fast(&t.store).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    handle.stop().await;
+    let handle = fast(&t.store)
+        .rebuild(projection.clone())
+        .await
+        .expect("rebuild");
+    handle.wait_for_idle().await.expect("caught up again");
+    handle.stop().await;
+    let seen = projection.0.lock().expect("settings").clone();
+    let log: Vec<RecordedEvent> =
+        futures::TryStreamExt::try_collect(t.store.read_all(chronicle::LogPosition::START))
+            .await
+            .expect("read all");
+    let events = log.len();
+    let mut want = vec!["apply:off"; events];
+    want.push("reset:on");
+    want.extend(vec!["apply:off"; events]);
+    assert_eq!(seen, want);
+}
+
 /// Polls `done` every 20 ms for up to `secs` seconds.
 /// The lease's session is killed under the active runner (as a server restart or a cut
 /// connection would): it notices, steps down to standby, and one of the two instances
