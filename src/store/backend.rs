@@ -384,7 +384,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Deletes the stream's snapshot at `version`, or all of them; returns how many.
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64>;
 
-    /// Opens a batch transaction for a projection (on SQLite: on the writer connection).
+    /// Opens a batch transaction (a projection's, the outbox's, an inline append's; on
+    /// SQLite on the writer connection) whose commit waits for the disk or not, as `flush`
+    /// says.
     async fn begin_batch(&self, flush: Flush) -> Result<BatchTx>;
 
     /// The highest global position taken so far (0 for an empty log).
