@@ -607,23 +607,18 @@ impl<P: Projection> Runner<P> {
 
     /// [`Runner::read_window`] on a task of its own.
     fn read_ahead(&self, after: LogPosition) -> ReadAhead {
-        let (store, types) = (self.store.clone(), Arc::clone(&self.types));
-        let (limit, shredded) = (self.settings.batch_size, self.settings.shredded);
-        let read = async move { store.read_window(after, types, limit, shredded).await };
-        ReadAhead(tokio::spawn(read.in_current_span()))
+        ReadAhead(tokio::spawn(self.read_window(after).in_current_span()))
     }
 
     /// The next window of the log after `after`: its events of the projection's types.
-    async fn read_window(&self, after: LogPosition) -> Result<LogWindow> {
-        let types = Arc::clone(&self.types);
-        self.store
-            .read_window(
-                after,
-                types,
-                self.settings.batch_size,
-                self.settings.shredded,
-            )
-            .await
+    /// The read owns what it needs, so it can also run on a task of its own.
+    fn read_window(
+        &self,
+        after: LogPosition,
+    ) -> impl Future<Output = Result<LogWindow>> + Send + 'static {
+        let (store, types) = (self.store.clone(), Arc::clone(&self.types));
+        let (limit, shredded) = (self.settings.batch_size, self.settings.shredded);
+        async move { store.read_window(after, types, limit, shredded).await }
     }
 
     /// Applies `batch`, retrying failures, and moves the checkpoint from `from` to `to`;

@@ -41,8 +41,8 @@ const REPLAY_FIRST_PAGES: u64 = 4;
 const REPLAY_MAX_PAGES: u64 = 16;
 
 impl Store {
-    /// Where a load of `stream` up to `max_version` starts, in one round trip on
-    /// PostgreSQL: the head, the newest snapshot, and the first page of events after it.
+    /// Where a load of `stream` up to `max_version` starts, in one statement on the SQL
+    /// backends: the head, the newest snapshot, and the first pages of events after it.
     /// `None` when the stream does not exist.
     ///
     /// # Errors
@@ -53,7 +53,11 @@ impl Store {
         max_version: u64,
         schema_version: u32,
     ) -> Result<Option<ReplayStart>> {
-        let limit = (self.inner.limits.page_size).saturating_mul(REPLAY_FIRST_PAGES as usize);
+        let limit = self
+            .inner
+            .limits
+            .page_size
+            .saturating_mul(REPLAY_FIRST_PAGES as usize);
         let backend = &self.inner.backend;
         let start = self
             .inner

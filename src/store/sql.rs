@@ -52,10 +52,10 @@ pub(crate) fn stream_start<R>(
 where
     R: Row,
     usize: ColumnIndex<R>,
-    for<'r> Uuid: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Uuid: Decode<'r, R::Database>,
+    for<'r> i64: Decode<'r, R::Database>,
+    for<'r> String: Decode<'r, R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database>,
 {
     let mut head = None;
     let mut snapshot = None;
@@ -69,7 +69,7 @@ where
                 snapshot = Some(StoredSnapshot {
                     version,
                     schema_version: to_u32(number),
-                    payload: row.try_get(5)?,
+                    payload: row.try_get_unchecked(5)?,
                     created_at: time(row)?,
                 });
             }
