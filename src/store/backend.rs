@@ -59,6 +59,29 @@ pub(crate) enum AppendOutcome {
     DuplicateEventId,
 }
 
+impl AppendOutcome {
+    /// The one rule of who may append: the rejection a stream in state `current`
+    /// ((version, status); `None`: no such stream) gives an append expecting `expected`, or
+    /// `None` when that state lets it write. Every backend decides with it, from a state
+    /// read under the lock the write would take, so a rejection always describes a state
+    /// that rejects its request.
+    pub(crate) fn rejection(
+        expected: ExpectedVersion,
+        current: Option<(u64, StreamStatus)>,
+    ) -> Option<AppendOutcome> {
+        match current {
+            Some((_, StreamStatus::Deleted)) => Some(AppendOutcome::Deleted { hard: false }),
+            Some((_, StreamStatus::Tombstoned)) => Some(AppendOutcome::Deleted { hard: true }),
+            Some((version, StreamStatus::Active)) => {
+                (!expected.accepts(Some(version))).then_some(AppendOutcome::Conflict {
+                    actual: Some(version),
+                })
+            }
+            None => (!expected.accepts(None)).then_some(AppendOutcome::Conflict { actual: None }),
+        }
+    }
+}
+
 /// One window of the global log, from [`Backend::read_all`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct LogPage {

@@ -112,15 +112,11 @@ impl Backend for MemoryBackend {
     ) -> Result<AppendOutcome> {
         let mut state = self.lock()?;
         let current = state.streams.get(stream.as_str());
-        match current.map(|row| row.info.status) {
-            Some(StreamStatus::Deleted) => return Ok(AppendOutcome::Deleted { hard: false }),
-            Some(StreamStatus::Tombstoned) => return Ok(AppendOutcome::Deleted { hard: true }),
-            _ => {}
+        let current = current.map(|row| (row.info.version, row.info.status));
+        if let Some(rejected) = AppendOutcome::rejection(expected, current) {
+            return Ok(rejected);
         }
-        let actual = current.map(|row| row.info.version);
-        if !expected.accepts(actual) {
-            return Ok(AppendOutcome::Conflict { actual });
-        }
+        let actual = current.map(|(version, _)| version);
         if events
             .iter()
             .any(|event| state.ids.contains_key(&event.source.id))

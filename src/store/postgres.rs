@@ -400,6 +400,71 @@ async fn append_on(
     expected: ExpectedVersion,
     events: &[EncodedEvent<'_>],
 ) -> Result<AppendOutcome> {
+    match append_statement(&mut *conn, stream, expected, events).await? {
+        // The stream write matched no row. The state that refused it went with the
+        // statement's lock, so it is decided again where the stream cannot move.
+        AppendOutcome::Conflict { .. } => append_settled(conn, stream, expected, events).await,
+        outcome => Ok(outcome),
+    }
+}
+
+/// How often [`append_settled`] appends again when the state it read let it write but the
+/// statement still matched no row (a stream created beside it, then deleted).
+const SETTLE_ATTEMPTS: usize = 3;
+
+/// An append decided under the stream's lock: in a transaction (a savepoint inside a
+/// batch), the per-stream advisory lock that appends take and a row lock that deletes and
+/// re-creates wait for, then the stream's state. A state that rejects the append is the
+/// answer; one that accepts it (it changed since the first try) appends in the same
+/// transaction, where nothing can move the stream.
+async fn append_settled(
+    conn: &mut PgConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EncodedEvent<'_>],
+) -> Result<AppendOutcome> {
+    let fail = |error| Error::from_sqlx("append", error);
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail)?;
+    // The advisory lock first: a row lock would assign the transaction its id, and ids
+    // must follow the stream's versions (see `append_sql!`).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(stream.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    for _ in 0..SETTLE_ATTEMPTS {
+        let current: Option<(i64, i16)> =
+            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1 FOR UPDATE")
+                .bind(stream.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        let current = current.map(|(version, status)| (version, i64::from(status)));
+        if let Some(rejected) = sql::rejection(expected, current) {
+            tx.commit().await.map_err(fail)?;
+            return Ok(rejected);
+        }
+        match append_statement(&mut tx, stream, expected, events).await? {
+            AppendOutcome::Conflict { .. } => continue,
+            outcome => {
+                tx.commit().await.map_err(fail)?;
+                return Ok(outcome);
+            }
+        }
+    }
+    Err(Error::Internal(format!(
+        "append to `{stream}`: the stream changed under its lock {SETTLE_ATTEMPTS} times"
+    )))
+}
+
+/// The one-statement append (`append_sql!`). A statement that matched no row comes back
+/// as a `Conflict` without an actual version: the caller finds out why.
+async fn append_statement(
+    conn: &mut PgConnection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[EncodedEvent<'_>],
+) -> Result<AppendOutcome> {
     let write = StreamWrite::from(expected);
     let sql = match (write.may_create, events.len() == 1) {
         (true, false) => APPEND_UPSERTING_BATCH,
@@ -468,16 +533,7 @@ async fn append_on(
         Err(error) => return Err(Error::from_sqlx("append", error)),
     };
     if rows.is_empty() {
-        // The stream write matched no row: find out why.
-        let current: Option<(i64, i16)> =
-            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1")
-                .bind(stream.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|error| Error::from_sqlx("append", error))?;
-        return Ok(sql::rejection(
-            current.map(|(version, status)| (version, i64::from(status))),
-        ));
+        return Ok(AppendOutcome::Conflict { actual: None });
     }
     Ok(sql::written(rows))
 }

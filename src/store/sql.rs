@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::backend::{AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, Written};
 use crate::event::RecordedEvent;
 use crate::read::EventQuery;
-use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
+use crate::stream::{Direction, ExpectedVersion, StreamId, StreamListQuery, StreamStatus};
 
 /// The events of a stream in a version range, narrow (as a replay needs them). `$n`
 /// placeholders, which both drivers take.
@@ -120,19 +120,16 @@ where
     Ok(page)
 }
 
-/// Why an append was rejected, from the stream's (version, status) read afterwards
-/// (`None`: no such stream).
-pub(crate) fn rejection(current: Option<(i64, i64)>) -> AppendOutcome {
-    match current {
-        None => AppendOutcome::Conflict { actual: None },
-        Some((version, status)) => match StreamStatus::from_code(status) {
-            StreamStatus::Active => AppendOutcome::Conflict {
-                actual: Some(to_u64(version)),
-            },
-            StreamStatus::Deleted => AppendOutcome::Deleted { hard: false },
-            StreamStatus::Tombstoned => AppendOutcome::Deleted { hard: true },
-        },
-    }
+/// The rejection of an append expecting `expected` by the stream state read from its row
+/// ((version, status); `None`: no such stream), or `None` when that state lets it write
+/// (see [`AppendOutcome::rejection`]).
+pub(crate) fn rejection(
+    expected: ExpectedVersion,
+    current: Option<(i64, i64)>,
+) -> Option<AppendOutcome> {
+    let current =
+        current.map(|(version, status)| (to_u64(version), StreamStatus::from_code(status)));
+    AppendOutcome::rejection(expected, current)
 }
 
 /// Appends `WHERE …` and order for the events of `stream` with versions in `versions`, in

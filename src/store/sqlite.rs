@@ -293,11 +293,10 @@ async fn append_locked(
     let current = stream_state(conn, stream)
         .await
         .map_err(|error| Error::from_sqlx("append", error))?;
-    let base = match current {
-        Some((version, 0)) if expected.accepts(Some(to_u64(version))) => version,
-        None if expected.accepts(None) => 0,
-        current => return Ok(sql::rejection(current)),
-    };
+    if let Some(rejected) = sql::rejection(expected, current) {
+        return Ok(rejected);
+    }
+    let base = current.map_or(0, |(version, _)| version);
     outcome(insert_events(conn, stream, base, events, now).await, now)
 }
 
@@ -341,37 +340,33 @@ impl Backend for SqliteBackend {
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
         let now = stored_now();
-        match expected {
+        if let ExpectedVersion::Exact(_) | ExpectedVersion::NoStream = expected {
             // The version before the append is known: one autocommitted INSERT.
-            ExpectedVersion::Exact(_) | ExpectedVersion::NoStream => {
-                let base = match expected {
-                    ExpectedVersion::Exact(version) => to_i64(version),
-                    _ => 0,
-                };
-                let mut conn = self.writer.acquire().await.map_err(fail)?;
-                match insert_events(&mut conn, stream, base, events, now).await {
-                    Err(error) if is_guard_rejection(&error) => {
-                        let current = stream_state(&mut conn, stream).await.map_err(fail)?;
-                        Ok(sql::rejection(current))
-                    }
-                    inserted => outcome(inserted, now),
-                }
-            }
-            // Read the version under the write lock, so no other process moves it before
-            // the INSERT.
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-                let mut tx = self
-                    .writer
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(fail)?;
-                let outcome = append_locked(&mut tx, stream, expected, events, now).await?;
-                if let AppendOutcome::Written(_) = outcome {
-                    tx.commit().await.map_err(fail)?;
-                }
-                Ok(outcome)
+            let base = match expected {
+                ExpectedVersion::Exact(version) => to_i64(version),
+                _ => 0,
+            };
+            let mut conn = self.writer.acquire().await.map_err(fail)?;
+            match insert_events(&mut conn, stream, base, events, now).await {
+                // Refused: the state that refused it may be gone by now (another process
+                // shares the file), so it is read again below, under the write lock, and
+                // decides there.
+                Err(error) if is_guard_rejection(&error) => {}
+                inserted => return outcome(inserted, now),
             }
         }
+        // Read the version under the write lock, so no other process moves it before the
+        // INSERT.
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
+        let outcome = append_locked(&mut tx, stream, expected, events, now).await?;
+        if let AppendOutcome::Written(_) = outcome {
+            tx.commit().await.map_err(fail)?;
+        }
+        Ok(outcome)
     }
 
     async fn append_in(

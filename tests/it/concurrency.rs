@@ -209,3 +209,167 @@ async fn racing_appends_keep_stream_order_in_the_log(kind: Kind) {
         "the log holds the stream's events in version order"
     );
 }
+
+/// What one writer task sends: a stream, and how its expectation relates to the version it
+/// read just before (`Exact` one below, at, or one above it).
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Any,
+    NoStream,
+    StreamExists,
+    Exact(i8),
+}
+
+fn expect() -> impl proptest::strategy::Strategy<Value = Expect> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Expect::Any),
+        Just(Expect::NoStream),
+        Just(Expect::StreamExists),
+        (-1i8..=1).prop_map(Expect::Exact),
+    ]
+}
+
+/// Whether a stream at `actual` (`None`: missing) satisfies `expected`: the rule as the
+/// documentation states it, written again here so the test does not lean on the library.
+fn satisfies(expected: ExpectedVersion, actual: Option<u64>) -> bool {
+    match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => actual.unwrap_or(0) == 0,
+        ExpectedVersion::StreamExists => actual.is_some(),
+        ExpectedVersion::Exact(version) => actual.unwrap_or(0) == version,
+        _ => unreachable!("no other expectation is sent"),
+    }
+}
+
+const RACED_STREAMS: [&str; 2] = ["race-a", "race-b"];
+
+/// One case: writer tasks append with the expectations in `plans` while a task soft-deletes
+/// and re-creates the streams; every rejection must describe a state that rejects its
+/// request.
+async fn rejections_match_their_requests(
+    store: chronicle::Store,
+    plans: Vec<Vec<(usize, Expect)>>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use chronicle::{DeleteMode, NewStream};
+    use proptest::prelude::*;
+
+    let deletions: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let deleter = {
+        let (store, deletions, done) = (store.clone(), deletions.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                let index = round % RACED_STREAMS.len();
+                let stream = RACED_STREAMS[index];
+                deletions[index].fetch_add(1, Ordering::SeqCst);
+                // A stream not yet written is not found; either answer is fine here.
+                let _ = store.delete_stream(stream, DeleteMode::Soft).await;
+                tokio::task::yield_now().await;
+                match store.create_stream(stream, NewStream::new()).await {
+                    Ok(()) | Err(Error::StreamAlreadyExists { .. }) => {}
+                    Err(other) => panic!("re-creating {stream}: {other}"),
+                }
+                round += 1;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for plan in plans {
+        let (store, deletions) = (store.clone(), deletions.clone());
+        writers.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for (index, expect) in plan {
+                let stream = RACED_STREAMS[index];
+                let read = store
+                    .stream_info(stream)
+                    .await
+                    .expect("info")
+                    .map_or(0, |info| info.version);
+                let expected = match expect {
+                    Expect::Any => ExpectedVersion::Any,
+                    Expect::NoStream => ExpectedVersion::NoStream,
+                    Expect::StreamExists => ExpectedVersion::StreamExists,
+                    Expect::Exact(offset) => {
+                        ExpectedVersion::Exact(read.saturating_add_signed(i64::from(offset)))
+                    }
+                };
+                let event = NewEvent::new("race.appended", json!({ "read": read }));
+                let problem = match store.append(stream, expected, vec![event]).await {
+                    Ok(_) => None,
+                    Err(Error::Conflict { actual, .. }) if expected == ExpectedVersion::Any => {
+                        Some(format!("Any got a Conflict (actual {actual:?})"))
+                    }
+                    Err(Error::Conflict { actual, .. }) if satisfies(expected, actual) => {
+                        Some(format!(
+                            "Conflict for {expected} with actual {actual:?}, which satisfies it"
+                        ))
+                    }
+                    Err(Error::Conflict { .. }) => None,
+                    Err(Error::StreamDeleted { hard: false, .. })
+                        if deletions[index].load(Ordering::SeqCst) > 0 =>
+                    {
+                        None
+                    }
+                    Err(other) => Some(format!("{expected}: unexpected {other}")),
+                };
+                failures.extend(problem.map(|p| format!("{stream}: {p}")));
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for writer in writers {
+        failures.extend(writer.await.expect("writer task"));
+    }
+    done.store(true, Ordering::Relaxed);
+    deleter.await.expect("deleter task");
+    prop_assert!(failures.is_empty(), "{failures:#?}");
+    Ok(())
+}
+
+fn run_rejection_races(kind: Kind, cases: u32) {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if kind == Kind::Postgres && !runtime.block_on(crate::support::postgres_available("races")) {
+        return;
+    }
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let plan = prop::collection::vec((0..RACED_STREAMS.len(), expect()), 20..60);
+    proptest!(config, |(plans in prop::collection::vec(plan, 4))| {
+        runtime.block_on(async {
+            let t = kind
+                .open_with("races", |b| b.pool_size(8))
+                .await
+                .expect("service checked above");
+            rejections_match_their_requests(t.store.clone(), plans).await
+        })?;
+    });
+}
+
+#[test]
+fn memory_rejections_describe_the_state_that_rejected() {
+    run_rejection_races(Kind::Memory, 16);
+}
+
+#[test]
+fn sqlite_rejections_describe_the_state_that_rejected() {
+    run_rejection_races(Kind::Sqlite, 8);
+}
+
+#[test]
+fn postgres_rejections_describe_the_state_that_rejected() {
+    run_rejection_races(Kind::Postgres, 8);
+}
