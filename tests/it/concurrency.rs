@@ -238,7 +238,6 @@ fn satisfies(expected: ExpectedVersion, actual: Option<u64>) -> bool {
         ExpectedVersion::NoStream => actual.unwrap_or(0) == 0,
         ExpectedVersion::StreamExists => actual.is_some(),
         ExpectedVersion::Exact(version) => actual.unwrap_or(0) == version,
-        _ => unreachable!("no other expectation is sent"),
     }
 }
 
