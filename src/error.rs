@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::codec::CodecError;
 use crate::stream::ExpectedVersion;
+use crate::text::TextProblem;
 
 /// A `Result` whose error is chronicle's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -328,6 +329,21 @@ pub enum ValidationError {
         /// The event.
         event_id: Uuid,
     },
+    /// A text field breaks its rule: longer than its limit
+    /// ([`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN),
+    /// [`MAX_METADATA_ID_LEN`](crate::MAX_METADATA_ID_LEN)), holding NUL (no field may), or,
+    /// in an event type, a control character.
+    #[error("{field}{} {problem}", place(stream.as_deref(), *event_id))]
+    InvalidText {
+        /// The field: `event type`, `correlation_id`, `custom metadata`, `display_name`, ….
+        field: &'static str,
+        /// The stream written to, when the text was bound for one.
+        stream: Option<String>,
+        /// The event that carries it, if any.
+        event_id: Option<Uuid>,
+        /// What is wrong with it.
+        problem: TextProblem,
+    },
     /// One batch cannot carry the same event id twice.
     #[error("append to `{stream}` carries event id {event_id} more than once")]
     DuplicateIdInBatch {
@@ -423,6 +439,17 @@ impl Error {
 /// Whether the server cancelled the statement (PostgreSQL's `statement_timeout`, 57014).
 pub(crate) fn is_statement_timeout(error: &Error) -> bool {
     matches!(error, Error::Database { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("57014"))
+}
+
+/// Where a bad text field was bound: " of event … for `stream`", " of stream `…`", or
+/// nothing (a query's filter).
+fn place(stream: Option<&str>, event_id: Option<Uuid>) -> String {
+    match (stream, event_id) {
+        (Some(stream), Some(event)) => format!(" of event {event} for `{stream}`"),
+        (Some(stream), None) => format!(" of stream `{stream}`"),
+        (None, Some(event)) => format!(" of event {event}"),
+        (None, None) => String::new(),
+    }
 }
 
 fn describe_version(actual: Option<u64>) -> String {

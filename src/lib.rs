@@ -41,6 +41,7 @@ mod store;
 mod stream;
 mod task;
 pub mod testing;
+mod text;
 mod upcast;
 
 pub use aggregate::{
@@ -71,6 +72,7 @@ pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,
     StreamListQuery, StreamStatus,
 };
+pub use text::{MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN, TextProblem};
 
 /// What the derive macros' generated code refers to. Not public API.
 #[doc(hidden)]

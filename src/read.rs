@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ValidationError};
+use crate::text::{self, TextProblem};
 
 /// A place in the global log, in transaction order: an opaque, ordered cursor.
 ///
@@ -108,6 +109,25 @@ pub struct EventQuery {
     pub limit: usize,
     /// Skip this many matching events first.
     pub offset: usize,
+}
+
+impl EventQuery {
+    /// The first filter that breaks the text rules (`crate::text`), with its problem.
+    pub(crate) fn text_problem(&self) -> Option<(&'static str, TextProblem)> {
+        let types = self
+            .event_types
+            .iter()
+            .map(|t| ("event type", Some(t.as_str())));
+        text::first_nul(
+            [
+                ("stream", self.stream.as_deref()),
+                ("correlation_id", self.correlation_id.as_deref()),
+                ("tenant_id", self.tenant_id.as_deref()),
+            ]
+            .into_iter()
+            .chain(types),
+        )
+    }
 }
 
 impl Default for EventQuery {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{Result, ValidationError};
 use crate::retention::AppliedRetention;
+use crate::text::{self, TextProblem};
 
 /// The longest stream id accepted, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 256;
@@ -247,6 +248,15 @@ impl NewStream {
         Self::default()
     }
 
+    /// The first field that breaks the text rules (`crate::text`), with its problem.
+    pub(crate) fn text_problem(&self) -> Option<(&'static str, TextProblem)> {
+        text::first_nul([
+            ("aggregate_type", self.aggregate_type.as_deref()),
+            ("display_name", self.display_name.as_deref()),
+        ])
+        .or_else(|| Some(("stream metadata", text::json_problem(&self.metadata)?)))
+    }
+
     /// Sets the aggregate type.
     pub fn aggregate_type(mut self, aggregate_type: impl Into<String>) -> Self {
         self.aggregate_type = Some(aggregate_type.into());
@@ -278,6 +288,16 @@ pub struct StreamListQuery {
     pub limit: usize,
     /// Whether soft-deleted and tombstoned streams are listed too.
     pub include_deleted: bool,
+}
+
+impl StreamListQuery {
+    /// The first filter that breaks the text rules (`crate::text`), with its problem.
+    pub(crate) fn text_problem(&self) -> Option<(&'static str, TextProblem)> {
+        text::first_nul([
+            ("category", self.category.as_deref()),
+            ("after", self.after.as_deref()),
+        ])
+    }
 }
 
 impl Default for StreamListQuery {

@@ -12,6 +12,7 @@ use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::LogPosition;
 use crate::stream::{ExpectedVersion, StreamId};
+use crate::text::{self, MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN};
 
 /// What an append wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +106,7 @@ pub(crate) fn validate(stream: &StreamId, events: &[NewEvent], limits: &Limits) 
             }
             .into());
         }
+        check_event_text(stream, event)?;
         if event.payload.len() > limits.max_event_size {
             return Err(ValidationError::EventTooLarge {
                 stream: name(),
@@ -123,6 +125,44 @@ pub(crate) fn validate(stream: &StreamId, events: &[NewEvent], limits: &Limits) 
         }
     }
     Ok(())
+}
+
+/// Refuses an event whose type or metadata breaks the text rules (`crate::text`).
+fn check_event_text(stream: &StreamId, event: &NewEvent) -> Result<()> {
+    let metadata = &event.metadata;
+    let ids = [
+        ("correlation_id", &metadata.correlation_id),
+        ("causation_id", &metadata.causation_id),
+        ("user_id", &metadata.user_id),
+        ("tenant_id", &metadata.tenant_id),
+        ("request_id", &metadata.request_id),
+        ("trace_id", &metadata.trace_id),
+    ];
+    let found = text::problem(&event.event_type, Some(MAX_EVENT_TYPE_LEN), false)
+        .map(|problem| ("event type", problem))
+        .or_else(|| {
+            ids.into_iter().find_map(|(field, id)| {
+                let problem = text::problem(id.as_deref()?, Some(MAX_METADATA_ID_LEN), true)?;
+                Some((field, problem))
+            })
+        })
+        .or_else(|| {
+            metadata.custom.iter().find_map(|(key, value)| {
+                let problem =
+                    text::problem(key, None, true).or_else(|| text::json_problem(value))?;
+                Some(("custom metadata", problem))
+            })
+        });
+    match found {
+        None => Ok(()),
+        Some((field, problem)) => Err(ValidationError::InvalidText {
+            field,
+            stream: Some(stream.to_string()),
+            event_id: Some(event.id),
+            problem,
+        }
+        .into()),
+    }
 }
 
 /// Decides whether a rejected append is a replay of one already stored.

@@ -48,7 +48,7 @@ use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, CodecError, DataKey, event_context};
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::projection::inline::InlineProjections;
 use crate::read::{EventQuery, LogPosition};
@@ -57,6 +57,7 @@ use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
+use crate::text::TextProblem;
 use crate::upcast::Upcasters;
 
 /// The store's limits and read settings, from the builder.
@@ -482,6 +483,7 @@ impl Store {
     #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
     pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
         let stream = StreamId::new(stream.as_ref())?;
+        refuse_text(spec.text_problem(), Some(&stream))?;
         let backend = &self.inner.backend;
         let outcome = self
             .inner
@@ -538,6 +540,7 @@ impl Store {
     /// Connection errors.
     #[tracing::instrument(name = "chronicle.list_streams", skip_all, fields(category = query.category.as_deref()))]
     pub async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        refuse_text(query.text_problem(), None)?;
         let backend = &self.inner.backend;
         let infos = self
             .inner
@@ -812,6 +815,7 @@ impl Store {
     /// [`Error::Codec`] when a payload cannot be decoded; connection errors.
     #[tracing::instrument(name = "chronicle.query", skip_all, fields(stream = query.stream.as_deref(), limit = query.limit))]
     pub async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        refuse_text(query.text_problem(), None)?;
         let backend = &self.inner.backend;
         let found = self
             .inner
@@ -820,6 +824,24 @@ impl Store {
             .await?;
         let found = self.without_expired(found).await?;
         self.decode_each(found).await?.collect()
+    }
+}
+
+/// `Error::Validation` for a text field that breaks its rule (`crate::text`), naming the
+/// stream it was bound for.
+fn refuse_text(
+    found: Option<(&'static str, TextProblem)>,
+    stream: Option<&StreamId>,
+) -> Result<()> {
+    match found {
+        None => Ok(()),
+        Some((field, problem)) => Err(ValidationError::InvalidText {
+            field,
+            stream: stream.map(StreamId::to_string),
+            event_id: None,
+            problem,
+        }
+        .into()),
     }
 }
 

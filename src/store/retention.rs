@@ -295,6 +295,7 @@ fn validate_scope(scope: &RetentionScope) -> Result<()> {
             ))
             .into())
         }
-        RetentionScope::Category(_) => Ok(()),
+        // A category is the start of stream ids: the same text rules hold.
+        RetentionScope::Category(category) => StreamId::new(category.as_str()).map(|_| ()),
     }
 }

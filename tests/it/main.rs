@@ -2,6 +2,7 @@
 //! crate again). One module per area; `support` opens a fresh store per test and backend.
 
 mod aggregates;
+mod bad_input;
 mod concurrency;
 mod conformance;
 mod derive_ui;

@@ -1,0 +1,85 @@
+//! What caller text may be stored: the length limits of event types and metadata ids, and
+//! the characters no text field may hold. The rules are checked before anything is
+//! written, the same on every backend (PostgreSQL refuses NUL in `text` and `jsonb`, and
+//! its indexes refuse long keys; SQLite and memory would take both).
+
+/// The longest event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 256;
+
+/// The longest metadata id (correlation, causation, user, tenant, request, trace), in
+/// bytes.
+pub const MAX_METADATA_ID_LEN: usize = 256;
+
+/// What is wrong with a piece of caller text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TextProblem {
+    /// Longer than the field's limit.
+    #[error("is {len} bytes long; the limit is {limit}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The field's limit.
+        limit: usize,
+    },
+    /// Holds a NUL character, which no text field may.
+    #[error("contains a NUL character")]
+    Nul,
+    /// Holds a control character, which event types may not.
+    #[error("contains the control character {0:?}")]
+    ControlChar(char),
+}
+
+/// The problem with `text` as a field of at most `limit` bytes (`None`: unbounded) that
+/// may or may not hold control characters other than NUL.
+pub(crate) fn problem(
+    text: &str,
+    limit: Option<usize>,
+    controls_allowed: bool,
+) -> Option<TextProblem> {
+    if let Some(limit) = limit
+        && text.len() > limit
+    {
+        return Some(TextProblem::TooLong {
+            len: text.len(),
+            limit,
+        });
+    }
+    if controls_allowed {
+        text.contains('\0').then_some(TextProblem::Nul)
+    } else {
+        text.chars().find(|c| c.is_control()).map(|c| match c {
+            '\0' => TextProblem::Nul,
+            c => TextProblem::ControlChar(c),
+        })
+    }
+}
+
+/// The problem with a JSON value bound for a `jsonb` column: a NUL in any key or string.
+pub(crate) fn json_problem(value: &serde_json::Value) -> Option<TextProblem> {
+    use serde_json::Value;
+    let nul = match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => return items.iter().find_map(json_problem),
+        Value::Object(map) => {
+            return map.iter().find_map(|(key, value)| {
+                if key.contains('\0') {
+                    Some(TextProblem::Nul)
+                } else {
+                    json_problem(value)
+                }
+            });
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    };
+    nul.then_some(TextProblem::Nul)
+}
+
+/// The first of `fields` ((name, text)) holding a NUL: the rule of unbounded fields.
+pub(crate) fn first_nul<'a>(
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Option<(&'static str, TextProblem)> {
+    fields
+        .into_iter()
+        .find_map(|(field, text)| text?.contains('\0').then_some((field, TextProblem::Nul)))
+}
