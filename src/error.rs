@@ -134,6 +134,19 @@ pub enum Error {
         source: CodecError,
     },
 
+    /// A stream's data key could not be wrapped, unwrapped or re-wrapped by the key ring:
+    /// the ring lacks the key that wrapped it, or the stored key is damaged.
+    #[error("the data key of stream `{stream}` (ring key `{key_id}`) is unusable: {source}")]
+    StreamKey {
+        /// The stream whose key it is.
+        stream: String,
+        /// The ring key that wraps it (or was to wrap it).
+        key_id: String,
+        /// What exactly failed.
+        #[source]
+        source: CodecError,
+    },
+
     /// The stream was forgotten ([`Store::forget`](crate::Store::forget)): its data key is
     /// destroyed, and its events and snapshots can never be read again; nor can it be
     /// written.
@@ -394,6 +407,7 @@ impl Error {
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }
+            | Error::StreamKey { .. }
             | Error::Payload { .. }
             | Error::UnknownEventType { .. }
             | Error::SchemaVersion { .. }

@@ -147,9 +147,9 @@ impl KeyRotation {
                 };
                 let rewrapped = ring
                     .rewrap(&old.stream, key_id, wrapped)
-                    .map_err(|source| Error::Codec {
+                    .map_err(|source| Error::StreamKey {
                         stream: old.stream.clone(),
-                        event_id: uuid::Uuid::nil(),
+                        key_id: key_id.clone(),
                         source,
                     })?;
                 let new = StoredKey {

@@ -206,9 +206,9 @@ impl Store {
                 let (_, bytes) = DataKey::generate();
                 let (key_id, wrapped) =
                     ring.wrap(stream.as_str(), &bytes)
-                        .map_err(|source| Error::Codec {
+                        .map_err(|source| Error::StreamKey {
                             stream: stream.to_string(),
-                            event_id: uuid::Uuid::nil(),
+                            key_id: ring.active_key_id().to_owned(),
                             source,
                         })?;
                 // Two writers may race to create it: the first stored key wins.
@@ -247,9 +247,9 @@ impl Store {
         let key = self
             .ring()?
             .unwrap(&stored.stream, key_id, wrapped)
-            .map_err(|source| Error::Codec {
+            .map_err(|source| Error::StreamKey {
                 stream: stored.stream.clone(),
-                event_id: uuid::Uuid::nil(),
+                key_id: key_id.clone(),
                 source,
             })?;
         Ok(CachedKey::Live(Arc::new(key)))

@@ -31,6 +31,7 @@ crate::for_each_sql_backend!(
     the_outbox_skips_or_fails_on_forgotten_streams,
     rewrapping_interrupted_then_resumed,
     reencryption_interrupted_then_resumed,
+    a_missing_ring_key_names_the_stream_and_key,
 );
 
 const OLD: [u8; 32] = [1; 32];
@@ -513,4 +514,31 @@ async fn reencryption_interrupted_then_resumed(kind: Kind) {
     let state: serde_json::Value = snapshot.data().expect("json");
     assert_eq!(state["total"], 10);
     assert_eq!(all[0].json().expect("json")["email"], "ada@example.com");
+}
+
+/// A stream whose data key was wrapped by a ring key the store no longer has: the error
+/// names the stream and that key (not an event id it cannot know).
+async fn a_missing_ring_key_names_the_stream_and_key(kind: Kind) {
+    let Some(t) = kind
+        .open_with("a_missing_ring_key_names_the_stream_and_key", shredding)
+        .await
+    else {
+        return;
+    };
+    write(&t.store, "user-7", 2).await;
+    let store = t
+        .reopen(|b| b.encryption(new_only_ring()).per_stream_keys(true))
+        .await
+        .expect("an SQL store reopens");
+    let error = read(&store, "user-7").await.expect_err("the key is gone");
+    let message = error.to_string();
+    assert_eq!(error.kind(), chronicle::ErrorKind::Codec, "{message}");
+    assert!(
+        message.contains("`user-7`") && message.contains("`old`"),
+        "names the stream and the ring key: {message}"
+    );
+    assert!(
+        !message.contains("00000000-0000"),
+        "no nil event id: {message}"
+    );
 }
