@@ -244,10 +244,10 @@ fn satisfies(expected: ExpectedVersion, actual: Option<u64>) -> bool {
 const RACED_STREAMS: [&str; 2] = ["race-a", "race-b"];
 
 /// One case: writer tasks append with the expectations in `plans` while a task soft-deletes
-/// and re-creates the streams; every rejection must describe a state that rejects its
-/// request.
+/// and re-creates the streams, spread over `stores` (one database); every rejection must
+/// describe a state that rejects its request.
 async fn rejections_match_their_requests(
-    store: chronicle::Store,
+    stores: Vec<chronicle::Store>,
     plans: Vec<Vec<(usize, Expect)>>,
 ) -> Result<(), proptest::test_runner::TestCaseError> {
     use std::sync::Arc;
@@ -259,7 +259,8 @@ async fn rejections_match_their_requests(
     let deletions: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
     let done = Arc::new(AtomicBool::new(false));
     let deleter = {
-        let (store, deletions, done) = (store.clone(), deletions.clone(), done.clone());
+        let store = stores[stores.len() - 1].clone();
+        let (deletions, done) = (deletions.clone(), done.clone());
         tokio::spawn(async move {
             let mut round = 0usize;
             while !done.load(Ordering::Relaxed) {
@@ -278,8 +279,8 @@ async fn rejections_match_their_requests(
         })
     };
     let mut writers = Vec::new();
-    for plan in plans {
-        let (store, deletions) = (store.clone(), deletions.clone());
+    for (n, plan) in plans.into_iter().enumerate() {
+        let (store, deletions) = (stores[n % stores.len()].clone(), deletions.clone());
         writers.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             for (index, expect) in plan {
@@ -353,7 +354,10 @@ fn run_rejection_races(kind: Kind, cases: u32) {
                 .open_with("races", |b| b.pool_size(8))
                 .await
                 .expect("service checked above");
-            rejections_match_their_requests(t.store.clone(), plans).await
+            // Two stores on one database where it can be shared: two processes.
+            let mut stores = vec![t.store.clone()];
+            stores.extend(t.reopen(|b| b.pool_size(8)).await);
+            rejections_match_their_requests(stores, plans).await
         })?;
     });
 }
