@@ -441,13 +441,19 @@ async fn append_settled(
                 .map_err(fail)?;
         let current = current.map(|(version, status)| (version, i64::from(status)));
         if let Some(rejected) = sql::rejection(expected, current) {
-            tx.commit().await.map_err(fail)?;
+            tx.rollback().await.map_err(fail)?;
             return Ok(rejected);
         }
         match append_statement(&mut tx, stream, expected, events).await? {
             AppendOutcome::Conflict { .. } => continue,
-            outcome => {
+            AppendOutcome::Written(written) => {
                 tx.commit().await.map_err(fail)?;
+                return Ok(AppendOutcome::Written(written));
+            }
+            // A duplicate id failed the statement, and with it the transaction (or
+            // savepoint): only a rollback is left.
+            outcome => {
+                tx.rollback().await.map_err(fail)?;
                 return Ok(outcome);
             }
         }
