@@ -15,12 +15,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::handlers::{Handler, HandlerRequest};
-use super::panics::CatchPanic;
 use super::report::{Failure, FailureKind};
 use super::scheduler::wait;
 use super::{Outbox, micros, now_micros};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::panics::CatchPanic;
 use crate::store::ShreddedEvents;
 use crate::store::batch::Flush;
 use crate::store::requests::{self, Claimed, attempt};

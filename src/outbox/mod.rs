@@ -18,7 +18,6 @@
 mod admin;
 mod executor;
 mod handlers;
-mod panics;
 mod processor;
 mod report;
 mod scheduler;
