@@ -85,6 +85,37 @@ impl<T: Send + 'static> Task<T> {
     }
 }
 
+/// Spawns `part`, one loop of a task (`what`) that runs several side by side, on a tokio
+/// task of its own. Awaited, it is the loop's result; a panic in it is logged at once and
+/// becomes [`Error::TaskPanicked`].
+pub(crate) fn spawn_part<T: Send + 'static>(
+    what: String,
+    part: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = Result<T>> {
+    let join = tokio::spawn(CatchPanic::new(part));
+    async move {
+        match join.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(panicked)) => {
+                tracing::error!(
+                    task = %what,
+                    panic = %panicked.message,
+                    backtrace = panicked.backtrace.as_deref(),
+                    "background task panicked"
+                );
+                Err(Error::TaskPanicked {
+                    task: what,
+                    message: panicked.message,
+                })
+            }
+            Err(error) => Err(Error::TaskPanicked {
+                task: what,
+                message: error.to_string(),
+            }),
+        }
+    }
+}
+
 impl<T> Task<T> {
     /// Asks the task to stop after the work in hand.
     pub(crate) fn request_stop(&self) {
