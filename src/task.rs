@@ -152,3 +152,47 @@ impl<T> Drop for Task<T> {
         self.request_stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_the_task_is_its_failure() {
+        let task: Task<()> = Task::spawn("a test task", tracing::Span::none(), |_stop| async {
+            panic!("the task broke");
+        });
+        match task.stop().await {
+            Err(Error::TaskPanicked { task, message }) => {
+                assert_eq!(task, "a test task");
+                assert_eq!(message, "the task broke");
+            }
+            other => panic!("expected a panic, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_returns_what_the_task_did_and_a_drop_stops_it() {
+        let (ended, mut ended_rx) = tokio::sync::mpsc::channel(1);
+        let counting = |mut stop: watch::Receiver<bool>| {
+            let ended = ended.clone();
+            async move {
+                stop_requested(&mut stop).await;
+                let _ = ended.send(()).await;
+                Ok(7)
+            }
+        };
+        let task = Task::spawn("counting", tracing::Span::none(), counting);
+        assert_eq!(task.stop().await.expect("stops"), Some(7));
+        assert!(ended_rx.recv().await.is_some());
+
+        let task = Task::spawn("counting", tracing::Span::none(), counting);
+        drop(task);
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), ended_rx.recv());
+        assert!(stopped.await.expect("the drop stops it").is_some());
+
+        let task = Task::spawn("counting", tracing::Span::none(), counting);
+        task.abort();
+        assert_eq!(task.stop().await.expect("aborted"), None);
+    }
+}

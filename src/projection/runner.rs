@@ -485,7 +485,12 @@ impl<P: Projection> Runner<P> {
                 }),
                 Err(panicked) => {
                     let message = format!("the projection's task panicked: {}", panicked.message);
-                    tracing::error!(projection = %self.name, %message, backtrace = panicked.backtrace.as_deref(), "projection failed");
+                    tracing::error!(
+                        projection = %self.name,
+                        %message,
+                        backtrace = panicked.backtrace.as_deref(),
+                        "projection failed"
+                    );
                     self.fail(message, None);
                     return;
                 }
