@@ -343,7 +343,7 @@ async fn catch_up<P: Projection>(
         Ok::<_, chronicle::Error>(started.elapsed())
     };
     let (at_last, at_idle) = futures::try_join!(at_last, at_idle)?;
-    let status = handle.stop().await;
+    let status = handle.stop().await?;
     if status.applied != log.events || status.position != log.last {
         return Err(format!(
             "catch-up applied {} events up to {}, expected {} up to {}",
@@ -773,7 +773,7 @@ async fn lag_run(
         sent.push((id, Instant::now()));
     }
     handle.wait_for_idle().await?;
-    handle.stop().await;
+    handle.stop().await?;
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
     let mut lags = Vec::with_capacity(sent.len());
     let mut early = 0;

@@ -114,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     projection.wait_for_idle().await?;
     println!("after a transfer of 70 from ada to bob:");
     print_balances(&url).await?;
-    let status = projection.stop().await;
+    let status = projection.stop().await?;
     println!(
         "stopped at {} after applying {} events",
         status.position, status.applied
@@ -152,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     rebuild.wait_for_idle().await?;
     bar.finish();
-    let status = rebuild.stop().await;
+    let status = rebuild.stop().await?;
     let rebuilt = balances(&url).await?;
     let total: i64 = rebuilt.iter().map(|(_, balance)| balance).sum();
     println!(

@@ -5,6 +5,9 @@
 //! branches on. [`Error::is_retryable`] says whether running the same operation again may
 //! succeed (a dropped connection or a timeout), as opposed to errors that will repeat.
 
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -244,41 +247,102 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// A projection is no longer running, so what was waited for will not happen.
+    /// A projection is no longer running, so what was waited for will not happen; or,
+    /// from [`ProjectionHandle::stop`](crate::ProjectionHandle::stop), it failed.
     #[error("projection `{name}` is {state}{}", last_error.as_deref().map(|error| format!(": {error}")).unwrap_or_default())]
     ProjectionStopped {
         /// The projection.
         name: String,
         /// `stopped` or `failed`.
         state: &'static str,
-        /// The error that stopped it, if any.
+        /// The error that stopped it, if any, with the event it failed on.
         last_error: Option<String>,
+        /// What failed it, as [`std::error::Error::source`]: the projection's own error
+        /// (downcast it to its type), or chronicle's [`Error`] (say, an event that does not
+        /// decode); `None` after a panic (its message is in `last_error`) or a stop.
+        source: Option<SharedError>,
     },
 
     /// A projection's reset hook failed, so its rebuild did not start.
-    #[error("projection `{name}` could not be reset for a rebuild: {reason}")]
+    #[error("projection `{name}` could not be reset for a rebuild: {source}")]
     ProjectionReset {
         /// The projection.
         name: String,
-        /// The hook's error.
-        reason: String,
+        /// The hook's error, as returned (downcast it to its type).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// An inline projection could not apply an append's events, so the append was rolled
     /// back: nothing was written.
-    #[error("inline projection `{name}` refused the append to `{stream}`: {reason}")]
+    #[error("inline projection `{name}` refused the append to `{stream}`: {source}")]
     InlineProjection {
         /// The projection.
         name: String,
         /// The stream appended to.
         stream: String,
-        /// The projection's error.
-        reason: String,
+        /// The projection's error, as returned (downcast it to its type).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A background task (an outbox scheduler, the retention enforcer) panicked: a bug.
+    #[error("{task} panicked: {message}")]
+    TaskPanicked {
+        /// The task.
+        task: String,
+        /// The panic's message.
+        message: String,
     },
 
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// An error kept where several may see it: the one that failed a projection, handed to
+/// every wait on its handle.
+///
+/// It dereferences to the original error, and that error (not this wrapper) is what
+/// [`std::error::Error::source`] returns, so it downcasts to its own type:
+///
+/// ```
+/// # fn check(error: &chronicle::Error) {
+/// # #[derive(Debug)] struct MyError;
+/// # impl std::fmt::Display for MyError { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("mine") } }
+/// # impl std::error::Error for MyError {}
+/// use std::error::Error as _;
+/// if let Some(mine) = error.source().and_then(|source| source.downcast_ref::<MyError>()) {
+///     // the projection's own error
+/// #   let _ = mine;
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SharedError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl SharedError {
+    pub(crate) fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SharedError(Arc::from(error.into()))
+    }
+}
+
+impl Deref for SharedError {
+    type Target = dyn std::error::Error + Send + Sync;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
 }
 
 /// Input rejected before anything was written.
@@ -417,7 +481,8 @@ impl Error {
             | Error::Internal(_)
             | Error::ProjectionStopped { .. }
             | Error::ProjectionReset { .. }
-            | Error::InlineProjection { .. } => ErrorKind::Internal,
+            | Error::InlineProjection { .. }
+            | Error::TaskPanicked { .. } => ErrorKind::Internal,
         }
     }
 

@@ -33,6 +33,7 @@ mod domain_event;
 mod error;
 mod event;
 pub mod outbox;
+mod panics;
 mod projection;
 mod read;
 mod retention;
@@ -51,7 +52,7 @@ pub use aggregate::{
 pub use chronicle_derive::{Aggregate, DomainEvent};
 pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
-pub use error::{Error, ErrorKind, Result, ValidationError};
+pub use error::{Error, ErrorKind, Result, SharedError, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use projection::{

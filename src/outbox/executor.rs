@@ -14,13 +14,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::handlers::{Handler, HandlerRequest};
-use super::panics::CatchPanic;
+use super::handlers::{Handler, HandlerError, HandlerRequest};
 use super::report::{Failure, FailureKind};
-use super::scheduler::wait;
+use super::scheduler::{SchedulerReport, wait};
 use super::{Outbox, micros, now_micros};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::panics::CatchPanic;
 use crate::store::ShreddedEvents;
 use crate::store::batch::Flush;
 use crate::store::requests::{self, Claimed, attempt};
@@ -43,12 +43,24 @@ pub struct ExecutionReport {
     pub lost: u64,
 }
 
+impl std::ops::AddAssign for ExecutionReport {
+    fn add_assign(&mut self, other: ExecutionReport) {
+        self.claimed += other.claimed;
+        self.done += other.done;
+        self.retrying += other.retrying;
+        self.dead += other.dead;
+        self.lost += other.lost;
+    }
+}
+
 /// How one execution failed.
 struct Failed {
     kind: Option<FailureKind>,
     error: String,
     /// A panic's backtrace.
     backtrace: Option<String>,
+    /// The handler's own error, when it returned one.
+    source: Option<HandlerError>,
 }
 
 /// How one execution ended.
@@ -65,6 +77,7 @@ impl Failed {
             kind,
             error,
             backtrace: None,
+            source: None,
         }
     }
 }
@@ -93,8 +106,9 @@ impl Outbox {
     /// Keeps up to `workers` handlers running until `stop` is requested, claiming as
     /// slots free up and recording outcomes as they come (the concurrent scheduler's
     /// executor: a slow handler holds one slot, not a batch). On a stop, claims no more
-    /// and returns once the handlers in flight are done and recorded.
-    pub(crate) async fn serve(&self, stop: &mut watch::Receiver<bool>) {
+    /// and returns once the handlers in flight are done and recorded, with what it did.
+    pub(crate) async fn serve(&self, stop: &mut watch::Receiver<bool>) -> SchedulerReport {
+        let mut report = SchedulerReport::default();
         let mut running: JoinSet<(Claimed, Outcome)> = JoinSet::new();
         loop {
             let stopping = *stop.borrow();
@@ -110,12 +124,12 @@ impl Outbox {
                             });
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "outbox claim failed; trying again later"),
+                    Err(error) => report.failed(&error),
                 }
             }
             if running.is_empty() {
                 if stopping {
-                    return;
+                    return report;
                 }
                 let created = Arc::clone(&self.created);
                 wait(created.notified(), self.settings.poll_interval, stop).await;
@@ -134,9 +148,10 @@ impl Outbox {
                             Err(error) => tracing::warn!(%error, "an outbox execution task ended"),
                         }
                     }
-                    if let Err(error) = self.record(outcomes).await {
+                    match self.record(outcomes).await {
+                        Ok(executed) => report.executed += executed,
                         // Not recorded: the requests run again once their leases run out.
-                        tracing::warn!(%error, "outbox outcomes not recorded");
+                        Err(error) => report.failed(&error),
                     }
                 }
                 () = created.notified(), if room => {}
@@ -281,14 +296,17 @@ impl Outbox {
             .min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(Ok(Ok(())))) => Ok(()),
-            Ok(Ok(Ok(Err(error)))) => Err(Failed::new(
-                (!error.is_retryable()).then_some(FailureKind::NonRetryable),
-                error.message().to_owned(),
-            )),
+            Ok(Ok(Ok(Err(error)))) => Err(Failed {
+                kind: (!error.is_retryable()).then_some(FailureKind::NonRetryable),
+                error: error.message().to_owned(),
+                backtrace: None,
+                source: Some(error),
+            }),
             Ok(Ok(Err(panicked))) => Err(Failed {
                 kind: Some(FailureKind::Panic),
                 error: format!("panicked: {}", panicked.message),
                 backtrace: panicked.backtrace,
+                source: None,
             }),
             Ok(Err(join)) => Err(Failed::new(
                 None,
@@ -367,6 +385,7 @@ impl Outbox {
                 dead,
                 error: &failed.error,
                 backtrace: failed.backtrace.as_deref(),
+                source: failed.source.as_ref().map(HandlerError::source),
             };
             // The reporter is the user's code too.
             let reported = catch_unwind(AssertUnwindSafe(|| self.reporter.report(&failure)));

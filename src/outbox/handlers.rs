@@ -67,26 +67,32 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 /// Why a handler could not do its work, and whether trying again may help.
 ///
 /// Any error converts into a retryable one with `?`; mark one that never will succeed
-/// with [`HandlerError::fatal`]: the request goes dead at once.
+/// with [`HandlerError::fatal`]: the request goes dead at once. The error is kept as it
+/// was given, typed: the [`ErrorReporter`](crate::outbox::ErrorReporter) gets it as
+/// [`Failure::source`](crate::outbox::Failure::source), to downcast to its type. (What
+/// is stored with the request is its message.)
 pub struct HandlerError {
+    source: Box<dyn std::error::Error + Send + Sync>,
     message: String,
     retryable: bool,
 }
 
 impl HandlerError {
-    /// An error worth retrying (the default of `?`).
-    pub fn retry(error: impl fmt::Display) -> Self {
-        HandlerError {
-            message: error.to_string(),
-            retryable: true,
-        }
+    /// An error worth retrying (the default of `?`): an error value, or a message.
+    pub fn retry(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        HandlerError::new(error.into(), true)
     }
 
     /// An error no retry cures: the request is dead at once, and the error reported.
-    pub fn fatal(error: impl fmt::Display) -> Self {
+    pub fn fatal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        HandlerError::new(error.into(), false)
+    }
+
+    fn new(source: Box<dyn std::error::Error + Send + Sync>, retryable: bool) -> Self {
         HandlerError {
-            message: error.to_string(),
-            retryable: false,
+            message: source.to_string(),
+            source,
+            retryable,
         }
     }
 
@@ -99,9 +105,15 @@ impl HandlerError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The error as the handler gave it (downcast it to its type; a message given as
+    /// text is a private type).
+    pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
 }
 
-impl<E: std::error::Error> From<E> for HandlerError {
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
     fn from(error: E) -> Self {
         HandlerError::retry(error)
     }
@@ -110,7 +122,7 @@ impl<E: std::error::Error> From<E> for HandlerError {
 impl fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandlerError")
-            .field("message", &self.message)
+            .field("source", &self.source)
             .field("retryable", &self.retryable)
             .finish()
     }

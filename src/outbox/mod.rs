@@ -18,7 +18,6 @@
 mod admin;
 mod executor;
 mod handlers;
-mod panics;
 mod processor;
 mod report;
 mod scheduler;
@@ -30,7 +29,7 @@ pub use admin::{DeadRequest, HandlerStats, OutboxStats};
 pub use executor::ExecutionReport;
 pub use handlers::{Backoff, Handler, HandlerError, HandlerMap, HandlerRequest, Pattern};
 pub use report::{ErrorReporter, Failure, FailureKind, TracingReporter};
-pub use scheduler::{ConcurrentScheduler, CooperativeScheduler, SchedulerHandle};
+pub use scheduler::{ConcurrentScheduler, CooperativeScheduler, SchedulerHandle, SchedulerReport};
 
 use crate::error::Result;
 use crate::store::{ShreddedEvents, Store};
@@ -57,7 +56,8 @@ const DEFAULT_NAME: &str = "chronicle.outbox";
 /// let outbox = store.outbox(handlers)?.workers(8);
 /// let running = outbox.concurrent().spawn();
 /// // …
-/// running.shutdown().await;
+/// let report = running.stop().await?; // the batch in hand finishes first
+/// # let _ = report;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

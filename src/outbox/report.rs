@@ -35,6 +35,10 @@ pub struct Failure<'a> {
     pub dead: bool,
     /// What went wrong.
     pub error: &'a str,
+    /// The handler's own error, typed, when it returned one
+    /// ([`HandlerError::source`](crate::HandlerError::source)): downcast it to its type.
+    /// `None` for a panic, a timeout, or an event that could not be read.
+    pub source: Option<&'a (dyn std::error::Error + Send + Sync + 'static)>,
     /// The panic's backtrace (panics only). The executor captures it with a panic hook it
     /// installs once, which chains to the hook before it and only records panics raised
     /// inside handlers.

@@ -1,16 +1,19 @@
 //! The schedulers: tasks that keep an outbox's processor and executor going until asked to
 //! stop, waking early when events are appended (the store's notification) or requests
 //! are created, and polling for the rest (other processes' work, retries coming due).
+//! A failed step is logged and tried again later; [`SchedulerHandle::stop`] returns what
+//! the scheduler did, added up.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::Outbox;
-use crate::task::stop_requested;
+use super::executor::ExecutionReport;
+use crate::error::Result;
+use crate::task::{Task, spawn_part, stop_requested};
 
 /// Runs the processor, then the executor, in turn on one task; when neither had anything
 /// to do, waits for an append, a created request or the interval.
@@ -29,25 +32,40 @@ pub struct ConcurrentScheduler {
     outbox: Outbox,
 }
 
-/// Running schedulers: stop them with [`SchedulerHandle::shutdown`]. Dropping the handle
-/// leaves them running until the runtime shuts down.
+/// What a scheduler did, from [`SchedulerHandle::stop`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchedulerReport {
+    /// Handler requests the processor created.
+    pub requests_created: u64,
+    /// What the executor did, added up over its batches.
+    pub executed: ExecutionReport,
+    /// Steps that failed (a window of the log, a claim, the recording of outcomes: say,
+    /// the database was unreachable) and were tried again later; each was logged.
+    pub failed_steps: u64,
+}
+
+/// A running scheduler.
+///
+/// Stop it with [`SchedulerHandle::stop`]. **Dropping the handle stops it too**, without
+/// waiting: the batch in hand is finished (its handlers complete or time out, and their
+/// outcomes are recorded), then its loops end.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the scheduler"]
 pub struct SchedulerHandle {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    task: Task<SchedulerReport>,
 }
 
 impl SchedulerHandle {
     /// Asks the loops to stop and waits for them: a batch in hand is finished (its
     /// handlers complete or time out, and their outcomes are recorded); nothing is marked
-    /// done that did not run.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            if let Err(error) = task.await {
-                tracing::error!(%error, "an outbox scheduler task ended abnormally");
-            }
-        }
+    /// done that did not run. Returns what the scheduler did.
+    ///
+    /// # Errors
+    /// [`Error::TaskPanicked`](crate::Error::TaskPanicked) when a loop panicked (a bug:
+    /// handlers' panics are caught and recorded as their failures).
+    pub async fn stop(self) -> Result<SchedulerReport> {
+        Ok(self.task.stop().await?.unwrap_or_default())
     }
 }
 
@@ -75,17 +93,17 @@ impl CooperativeScheduler {
         self
     }
 
-    /// Starts the task (call from within a tokio runtime).
+    /// Starts the task (call from within a tokio runtime). Keep the handle: dropping it
+    /// stops the scheduler.
     pub fn spawn(self) -> SchedulerHandle {
-        let (stop, stopped) = watch::channel(false);
         let outbox = self.outbox;
         let interval = self.interval;
-        let span =
-            tracing::info_span!("chronicle.outbox.cooperative", outbox = %outbox.settings.name);
-        let task = tokio::spawn(
+        let name = outbox.settings.name.clone();
+        let span = tracing::info_span!("chronicle.outbox.cooperative", outbox = %name);
+        let task = Task::spawn(format!("outbox `{name}` scheduler"), span, |mut stopped| {
             async move {
+                let mut report = SchedulerReport::default();
                 let mut appends = outbox.store.appends();
-                let mut stopped = stopped;
                 let mut purged = None;
                 while !*stopped.borrow() {
                     outbox.purge_if_due(&mut purged).await;
@@ -94,15 +112,21 @@ impl CooperativeScheduler {
                     // does not starve the handlers, and a stop is seen between turns.
                     let processed = outbox.process_window().await;
                     let executed = outbox.execute().await;
-                    let idle = match (&processed, &executed) {
-                        (Ok((created, more)), Ok(executed)) => {
-                            *created == 0 && !*more && executed.claimed == 0
+                    let mut idle = true;
+                    match processed {
+                        Ok((created, more)) => {
+                            report.requests_created += created;
+                            idle &= created == 0 && !more;
                         }
-                        _ => {
-                            warn_on(processed.err().or(executed.err()));
-                            true
+                        Err(error) => report.failed(&error),
+                    }
+                    match executed {
+                        Ok(executed) => {
+                            report.executed += executed;
+                            idle &= executed.claimed == 0;
                         }
-                    };
+                        Err(error) => report.failed(&error),
+                    }
                     if idle {
                         tokio::select! {
                             _ = appends.changed() => {}
@@ -112,28 +136,29 @@ impl CooperativeScheduler {
                         }
                     }
                 }
+                Ok(report)
             }
-            .instrument(span),
-        );
-        SchedulerHandle {
-            stop,
-            tasks: vec![task],
-        }
+        });
+        SchedulerHandle { task }
     }
 }
 
 impl ConcurrentScheduler {
-    /// Starts the two tasks (call from within a tokio runtime).
+    /// Starts the scheduler (call from within a tokio runtime): the processor and the
+    /// executor each on a task of its own. Keep the handle: dropping it stops the
+    /// scheduler.
     pub fn spawn(self) -> SchedulerHandle {
-        let (stop, stopped) = watch::channel(false);
         let outbox = self.outbox;
         let name = outbox.settings.name.clone();
-        let processor = {
-            let outbox = outbox.clone();
-            let mut stopped = stopped.clone();
-            let span = tracing::info_span!("chronicle.outbox.processor", outbox = %name);
-            tokio::spawn(
-                async move {
+        let what = format!("outbox `{name}` scheduler");
+        let span = tracing::info_span!("chronicle.outbox.concurrent", outbox = %name);
+        let task = Task::spawn(what.clone(), span, move |stopped| {
+            let processor = {
+                let outbox = outbox.clone();
+                let mut stopped = stopped.clone();
+                let span = tracing::info_span!("chronicle.outbox.processor", outbox = %name);
+                let run = async move {
+                    let mut report = SchedulerReport::default();
                     let mut appends = outbox.store.appends();
                     let mut purged = None;
                     while !*stopped.borrow() {
@@ -141,9 +166,12 @@ impl ConcurrentScheduler {
                         appends.borrow_and_update();
                         // A window at a time, so that a stop is seen between windows.
                         let idle = match outbox.process_window().await {
-                            Ok((_, more)) => !more,
+                            Ok((created, more)) => {
+                                report.requests_created += created;
+                                !more
+                            }
                             Err(error) => {
-                                warn_on(Some(error));
+                                report.failed(&error);
                                 true
                             }
                         };
@@ -156,19 +184,36 @@ impl ConcurrentScheduler {
                             .await;
                         }
                     }
-                }
-                .instrument(span),
-            )
-        };
-        let executor = {
-            let mut stopped = stopped;
-            let span = tracing::info_span!("chronicle.outbox.executor", outbox = %name);
-            tokio::spawn(async move { outbox.serve(&mut stopped).await }.instrument(span))
-        };
-        SchedulerHandle {
-            stop,
-            tasks: vec![processor, executor],
-        }
+                    report
+                };
+                spawn_part(format!("{what}'s processor"), run.instrument(span))
+            };
+            let executor = {
+                let mut stopped = stopped;
+                let span = tracing::info_span!("chronicle.outbox.executor", outbox = %name);
+                let run = async move { outbox.serve(&mut stopped).await };
+                spawn_part(format!("{what}'s executor"), run.instrument(span))
+            };
+            async move {
+                // Both end on the stop; a loop that panicked ends alone, and is reported.
+                let (processed, executed) = tokio::join!(processor, executor);
+                let (processed, executed) = (processed?, executed?);
+                Ok(SchedulerReport {
+                    requests_created: processed.requests_created,
+                    executed: executed.executed,
+                    failed_steps: processed.failed_steps + executed.failed_steps,
+                })
+            }
+        });
+        SchedulerHandle { task }
+    }
+}
+
+impl SchedulerReport {
+    /// Counts a failed step, and logs it.
+    pub(super) fn failed(&mut self, error: &crate::Error) {
+        self.failed_steps += 1;
+        tracing::warn!(%error, "outbox step failed; trying again later");
     }
 }
 
@@ -182,11 +227,5 @@ pub(super) async fn wait<T>(
         _ = wake => {}
         () = tokio::time::sleep(poll) => {}
         () = stop_requested(stopped) => {}
-    }
-}
-
-fn warn_on(error: Option<crate::Error>) {
-    if let Some(error) = error {
-        tracing::warn!(%error, "outbox step failed; trying again later");
     }
 }

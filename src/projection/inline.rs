@@ -6,7 +6,8 @@
 //! append through that store opens a transaction, writes the events, hands the ones each
 //! projection subscribes to to its [`Projection::apply_batch`], and commits. A handler
 //! error rolls the append back and is returned to the writer as
-//! [`Error::InlineProjection`]. The memory backend has no transactions, so it does not
+//! [`Error::InlineProjection`], whose `source()` is the projection's own error (downcast it
+//! to its type). The memory backend has no transactions, so it does not
 //! open with inline projections.
 
 use std::sync::Arc;
@@ -78,10 +79,10 @@ impl InlineProjections {
             projection
                 .apply_batch(events, &mut ctx)
                 .await
-                .map_err(|error| Error::InlineProjection {
+                .map_err(|source| Error::InlineProjection {
                     name: projection.name().to_owned(),
                     stream: first.stream_id.to_string(),
-                    reason: error.to_string(),
+                    source,
                 })?;
         }
         Ok(())

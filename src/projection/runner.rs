@@ -11,10 +11,13 @@
 //! (this process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polls as
 //! a fallback. A failing batch is rolled back and retried with backoff, event by event
 //! after a failed `apply_batch`; after the bound, the runner stops as failed or steps over
-//! the failing event, as configured.
+//! the failing event, as configured. A panic in `apply` or `apply_batch` is caught and
+//! counts as that call's failure; a panic anywhere else in the task ends it as failed.
+//! The failure keeps the projection's own error, for [`ProjectionHandle::stop`] and the
+//! waits to return as their error's `source()`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -22,14 +25,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{Projection, ProjectionContext};
-use crate::error::{Error, Result};
+use super::{Projection, ProjectionContext, ProjectionError};
+use crate::error::{Error, Result, SharedError};
 use crate::event::RecordedEvent;
+use crate::panics::CatchPanic;
 use crate::read::LogPosition;
 use crate::store::backend::Lease;
 use crate::store::batch::Flush;
 use crate::store::{LogWindow, ShreddedEvents, Store};
-use crate::task::stop_requested;
+use crate::task::{Task, stop_requested};
 
 /// How often an instance on standby tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
@@ -63,7 +67,9 @@ pub enum ProjectionState {
     Running,
     /// Stopped on request.
     Stopped,
-    /// Stopped by an event its handler could not apply; see `last_error`.
+    /// Stopped by an event its handler could not apply (an error or a panic, after the
+    /// retries), an event that could not be read, or a panic in the task; see
+    /// `last_error`, and [`ProjectionHandle::stop`] for the error itself.
     Failed,
 }
 
@@ -193,9 +199,9 @@ impl Projections {
             projection
                 .reset(&mut ctx)
                 .await
-                .map_err(|error| Error::ProjectionReset {
+                .map_err(|source| Error::ProjectionReset {
                     name: name.clone(),
-                    reason: error.to_string(),
+                    source,
                 })?;
         }
         tx.commit().await?;
@@ -203,7 +209,8 @@ impl Projections {
         Ok(self.spawn(projection))
     }
 
-    /// Starts `projection` as a tokio task (call from within a tokio runtime).
+    /// Starts `projection` as a tokio task (call from within a tokio runtime). Keep the
+    /// handle: dropping it stops the projection (see [`ProjectionHandle`]).
     pub fn spawn<P: Projection>(&self, projection: P) -> ProjectionHandle {
         let name = projection.name().to_owned();
         let (status_tx, status) = watch::channel(ProjectionStatus {
@@ -217,40 +224,54 @@ impl Projections {
             last_error: None,
             idle_passes: 0,
         });
-        let (stop, stop_rx) = watch::channel(false);
         let types = projection
             .event_types()
             .iter()
             .map(|event_type| (*event_type).to_owned())
             .collect();
-        let runner = Runner {
-            store: self.store.clone(),
-            projection,
-            name: name.clone(),
-            types,
-            settings: self.settings,
-            status: status_tx,
-            stop: stop_rx,
-        };
+        let failure = Arc::new(OnceLock::new());
         let span = tracing::info_span!("chronicle.projection", projection = %name);
-        let task = tokio::spawn(runner.run().instrument(span));
+        let task = Task::spawn(format!("projection `{name}`"), span, |stop| {
+            let runner = Runner {
+                store: self.store.clone(),
+                projection,
+                name: name.clone(),
+                types,
+                settings: self.settings,
+                status: status_tx,
+                stop,
+                failure: Arc::clone(&failure),
+            };
+            async move {
+                runner.run().await;
+                Ok(())
+            }
+        });
         ProjectionHandle {
             name,
             status,
-            stop,
+            failure,
             task,
         }
     }
 }
 
-/// A running projection: watch it, wait for it, stop it. Dropping the handle leaves the
-/// projection running, detached, until the runtime shuts down.
+/// A running projection: watch it, wait for it, stop it.
+///
+/// **Dropping the handle stops the projection**, as [`ProjectionHandle::stop`] does but
+/// without waiting: the batch in hand is finished (or rolled back) and the task ends. On
+/// PostgreSQL its lease's connection is closed with it, which ends the session holding
+/// the advisory lock, so an instance on standby elsewhere takes over (within a second).
+/// A handler that never returns keeps the task, and the lease, until
+/// [`ProjectionHandle::abort`].
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the projection"]
 pub struct ProjectionHandle {
     name: String,
     status: watch::Receiver<ProjectionStatus>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// What failed the projection, once it failed.
+    failure: Arc<OnceLock<SharedError>>,
+    task: Task<()>,
 }
 
 impl ProjectionHandle {
@@ -303,34 +324,67 @@ impl ProjectionHandle {
                     return Ok(());
                 }
                 if let Some(state) = stopped(&current) {
-                    return Err(Error::ProjectionStopped {
-                        name: self.name.clone(),
-                        state,
-                        last_error: current.last_error.clone(),
-                    });
+                    return Err(self.stopped(state, &current));
                 }
             }
             if status.changed().await.is_err() {
-                // The task is gone (aborted or panicked) without saying so.
+                // The task is gone (aborted) without saying so.
                 return Err(Error::ProjectionStopped {
                     name: self.name.clone(),
                     state: "stopped",
                     last_error: status.borrow().last_error.clone(),
+                    source: None,
                 });
             }
         }
     }
 
+    /// The error of a projection that stopped in `state`.
+    fn stopped(&self, state: &'static str, status: &ProjectionStatus) -> Error {
+        Error::ProjectionStopped {
+            name: self.name.clone(),
+            state,
+            last_error: status.last_error.clone(),
+            source: self.failure.get().cloned(),
+        }
+    }
+
     /// Asks the task to stop after the batch in hand, waits for it, and returns the final
-    /// status.
-    pub async fn stop(self) -> ProjectionStatus {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-        self.status.borrow().clone()
+    /// status (state [`ProjectionState::Stopped`]).
+    ///
+    /// # Errors
+    /// When the projection had failed ([`ProjectionState::Failed`]):
+    /// [`Error::ProjectionStopped`] with `state` "failed", the failure in `last_error`,
+    /// and what failed it as the error's [`source`](std::error::Error::source): the
+    /// projection's own error, downcastable to its type (or chronicle's error for an
+    /// event that could not be read; none after a panic).
+    pub async fn stop(self) -> Result<ProjectionStatus> {
+        let ProjectionHandle {
+            name,
+            status,
+            failure,
+            task,
+        } = self;
+        let aborted = task.stop().await?.is_none();
+        let mut last = status.borrow().clone();
+        if last.state == ProjectionState::Failed {
+            return Err(Error::ProjectionStopped {
+                name,
+                state: "failed",
+                last_error: last.last_error,
+                source: failure.get().cloned(),
+            });
+        }
+        if aborted {
+            // Killed where it was: it did not get to say so.
+            last.state = ProjectionState::Stopped;
+        }
+        Ok(last)
     }
 
     /// Kills the task at once, wherever it is: an open batch is rolled back, so a read
-    /// model in the store's database keeps exactly what the checkpoint says.
+    /// model in the store's database keeps exactly what the checkpoint says. A later
+    /// [`ProjectionHandle::stop`] returns the status it had.
     pub fn abort(&self) {
         self.task.abort();
     }
@@ -346,6 +400,8 @@ struct Runner<P> {
     settings: Settings,
     status: watch::Sender<ProjectionStatus>,
     stop: watch::Receiver<bool>,
+    /// What failed the run, set once, before the state turns `Failed`.
+    failure: Arc<OnceLock<SharedError>>,
 }
 
 /// What became of a batch.
@@ -364,8 +420,46 @@ enum BatchFailure {
     /// See [`Batch::CheckpointMoved`].
     CheckpointMoved,
     /// The handler refused the event at this index of the batch (`None`: the batch as a
-    /// whole, through `Projection::apply_batch`).
-    Handler { index: Option<usize>, error: String },
+    /// whole, through `Projection::apply_batch`), or panicked.
+    Handler {
+        index: Option<usize>,
+        error: Refusal,
+    },
+}
+
+/// Why a handler call failed: its error, or its panic.
+enum Refusal {
+    Error(ProjectionError),
+    Panic(String),
+}
+
+impl Refusal {
+    /// The message for `last_error`.
+    fn message(&self) -> String {
+        match self {
+            Refusal::Error(error) => error.to_string(),
+            Refusal::Panic(message) => format!("panicked: {message}"),
+        }
+    }
+
+    /// What to keep as the failure's source.
+    fn into_source(self) -> Option<SharedError> {
+        match self {
+            Refusal::Error(error) => Some(SharedError::new(error)),
+            Refusal::Panic(_) => None,
+        }
+    }
+}
+
+/// A handler call's outcome, a panic included.
+fn refusal<T>(
+    called: std::result::Result<Result<T, ProjectionError>, crate::panics::Panicked>,
+) -> Result<T, Refusal> {
+    match called {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(error)) => Err(Refusal::Error(error)),
+        Err(panicked) => Err(Refusal::Panic(panicked.message)),
+    }
 }
 
 /// The runner gave up: it was asked to stop, or it failed.
@@ -381,12 +475,25 @@ impl<P: Projection> Runner<P> {
             let Some(mut lease) = self.acquire_lease().await else {
                 return self.finish(ProjectionState::Stopped);
             };
-            match self.follow(&mut lease).await {
-                Ok(Halt) => return,
+            // A panic that escapes the handler's own catch (in the runner itself) ends the
+            // run as failed, and drops the lease with it.
+            match CatchPanic::new(self.follow(&mut lease)).await {
+                Ok(Ok(Halt)) => return,
                 // Dropping the lost lease closes its connection; then wait to take it again.
-                Err(LeaseLost) => self.status.send_modify(|status| {
+                Ok(Err(LeaseLost)) => self.status.send_modify(|status| {
                     status.state = ProjectionState::Standby;
                 }),
+                Err(panicked) => {
+                    let message = format!("the projection's task panicked: {}", panicked.message);
+                    tracing::error!(
+                        projection = %self.name,
+                        %message,
+                        backtrace = panicked.backtrace.as_deref(),
+                        "projection failed"
+                    );
+                    self.fail(message, None);
+                    return;
+                }
             }
         }
     }
@@ -475,7 +582,8 @@ impl<P: Projection> Runner<P> {
                     self.note_error(error.to_string());
                     if unreadable >= self.settings.max_attempts {
                         tracing::error!(projection = %self.name, %error, "projection failed");
-                        return Ok(self.halt(ProjectionState::Failed));
+                        self.fail(error.to_string(), Some(SharedError::new(error)));
+                        return Ok(Halt);
                     }
                     if self.pause(self.settings.backoff).await.is_err() {
                         return Ok(self.halt(ProjectionState::Stopped));
@@ -658,12 +766,12 @@ impl<P: Projection> Runner<P> {
                     self.note_error(message.clone());
                     if attempt >= self.settings.max_attempts {
                         tracing::error!(projection = %self.name, %message, "projection failed");
-                        self.finish(ProjectionState::Failed);
+                        self.fail(message, Some(SharedError::new(error)));
                         return Err(Halt);
                     }
                 }
                 BatchFailure::Handler { index: None, error } => {
-                    self.note_error(format!("batch after {from}: {error}"));
+                    self.note_error(format!("batch after {from}: {}", error.message()));
                     whole = false;
                     attempt -= 1;
                     continue;
@@ -674,18 +782,19 @@ impl<P: Projection> Runner<P> {
                 } => {
                     let event = &batch[index];
                     let message = format!(
-                        "event {} (`{}` in stream `{}`, position {}): {error}",
+                        "event {} (`{}` in stream `{}`, position {}): {}",
                         event.id,
                         event.event_type,
                         event.stream_id,
-                        event.log_position()
+                        event.log_position(),
+                        error.message()
                     );
                     self.note_error(message.clone());
                     if attempt >= self.settings.max_attempts {
                         match self.settings.on_failure {
                             FailurePolicy::Stop => {
                                 tracing::error!(projection = %self.name, %message, "projection failed");
-                                self.finish(ProjectionState::Failed);
+                                self.fail(message, error.into_source());
                                 return Err(Halt);
                             }
                             FailurePolicy::Skip => {
@@ -723,26 +832,21 @@ impl<P: Projection> Runner<P> {
             if batch.is_empty() {
                 // Only the checkpoint moves.
             } else if whole && skips.is_empty() {
-                self.projection
-                    .apply_batch(batch, &mut ctx)
-                    .await
-                    .map_err(|error| BatchFailure::Handler {
-                        index: None,
-                        error: error.to_string(),
-                    })?;
+                // A panic is caught like an error; the transaction is then dropped, so
+                // rolled back, whatever state the handler left it in.
+                let called = CatchPanic::new(self.projection.apply_batch(batch, &mut ctx)).await;
+                refusal(called).map_err(|error| BatchFailure::Handler { index: None, error })?;
                 applied = batch.len() as u64;
             } else {
                 for (index, event) in batch.iter().enumerate() {
                     if skips.contains_key(&index) {
                         continue;
                     }
-                    self.projection
-                        .apply(event, &mut ctx)
-                        .await
-                        .map_err(|error| BatchFailure::Handler {
-                            index: Some(index),
-                            error: error.to_string(),
-                        })?;
+                    let called = CatchPanic::new(self.projection.apply(event, &mut ctx)).await;
+                    refusal(called).map_err(|error| BatchFailure::Handler {
+                        index: Some(index),
+                        error,
+                    })?;
                     applied += 1;
                 }
             }
@@ -781,6 +885,18 @@ impl<P: Projection> Runner<P> {
 
     fn finish(&self, state: ProjectionState) {
         self.status.send_modify(|status| status.state = state);
+    }
+
+    /// Ends the run as failed: `message` as the last error, `source` kept for the handle.
+    fn fail(&self, message: String, source: Option<SharedError>) {
+        if let Some(source) = source {
+            // Set once: a run fails once.
+            let _ = self.failure.set(source);
+        }
+        self.status.send_modify(|status| {
+            status.last_error = Some(message);
+            status.state = ProjectionState::Failed;
+        });
     }
 
     /// [`Runner::finish`], as the end of the run.

@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::RetentionReport;
 use crate::error::Result;
 use crate::store::Store;
-use crate::task::stop_requested;
+use crate::task::{Task, stop_requested};
 
 /// Streams looked at per batch (one transaction removes their expired events).
 pub const DEFAULT_ENFORCE_BATCH: usize = 500;
@@ -106,15 +105,16 @@ impl RetentionEnforcer {
         Ok(report)
     }
 
-    /// Runs a pass every interval in a background task until [`EnforcerHandle::stop`].
-    /// A failed pass is logged and tried again at the next interval.
+    /// Runs a pass every interval in a background task until [`EnforcerHandle::stop`]
+    /// (or the handle is dropped). A failed pass is logged and tried again at the next
+    /// interval.
     pub fn spawn(self) -> EnforcerHandle {
-        let (stop_tx, mut stop_rx) = watch::channel(false);
         let totals = Arc::new(Mutex::new(RetentionReport::default()));
         let task_totals = Arc::clone(&totals);
-        let task = tokio::spawn(async move {
+        let span = tracing::info_span!("chronicle.retention_enforcer");
+        let task = Task::spawn("the retention enforcer", span, |mut stop| async move {
             loop {
-                match self.pass(Some(&mut stop_rx)).await {
+                match self.pass(Some(&mut stop)).await {
                     Ok(report) => task_totals
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -122,24 +122,24 @@ impl RetentionEnforcer {
                     Err(error) => tracing::warn!(%error, "retention pass failed"),
                 }
                 tokio::select! {
-                    () = stop_requested(&mut stop_rx) => return,
+                    () = stop_requested(&mut stop) => break,
                     () = tokio::time::sleep(self.interval) => {}
                 }
             }
+            Ok(*task_totals.lock().unwrap_or_else(PoisonError::into_inner))
         });
-        EnforcerHandle {
-            stop: stop_tx,
-            task,
-            totals,
-        }
+        EnforcerHandle { task, totals }
     }
 }
 
 /// The running enforcer of [`RetentionEnforcer::spawn`].
+///
+/// Stop it with [`EnforcerHandle::stop`]. **Dropping the handle stops it too**, without
+/// waiting, after the batch in hand.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the enforcer"]
 pub struct EnforcerHandle {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Task<RetentionReport>,
     totals: Arc<Mutex<RetentionReport>>,
 }
 
@@ -152,12 +152,10 @@ impl EnforcerHandle {
     /// Stops the task after the batch in hand and returns the totals.
     ///
     /// # Errors
-    /// [`Error::Internal`](crate::Error::Internal) when the task panicked.
+    /// [`Error::TaskPanicked`](crate::Error::TaskPanicked) when the task panicked.
     pub async fn stop(self) -> Result<RetentionReport> {
-        let _ = self.stop.send(true);
-        self.task.await.map_err(|error| {
-            crate::Error::Internal(format!("the retention enforcer task failed: {error}"))
-        })?;
-        Ok(*self.totals.lock().unwrap_or_else(PoisonError::into_inner))
+        let totals = Arc::clone(&self.totals);
+        let report = self.task.stop().await?;
+        Ok(report.unwrap_or_else(|| *totals.lock().unwrap_or_else(PoisonError::into_inner)))
     }
 }

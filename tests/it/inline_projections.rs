@@ -7,7 +7,9 @@ use std::time::Duration;
 use chronicle::{Error, ExpectedVersion, NewEvent, ProjectionState, RecordedEvent};
 use serde_json::json;
 
-use crate::projections::{Totals, amounts, assert_totals, deposit, fast, open_with, read_model};
+use crate::projections::{
+    Refused, Totals, amounts, assert_totals, deposit, fast, open_with, read_model,
+};
 use crate::support::Kind;
 
 crate::for_each_sql_backend!(
@@ -71,16 +73,18 @@ async fn a_refusing_projection_rolls_the_append_back(kind: Kind) {
         .await
         .expect_err("the projection refuses n = 7");
     match &refused {
-        Error::InlineProjection {
-            name,
-            stream,
-            reason,
-        } => {
+        Error::InlineProjection { name, stream, .. } => {
             assert_eq!((name.as_str(), stream.as_str()), ("totals", "acct-2"));
-            assert!(reason.contains("cannot apply n = 7"), "{reason}");
         }
         other => panic!("expected an inline projection error, got {other:?}"),
     }
+    assert!(
+        refused.to_string().contains("cannot apply n = 7"),
+        "{refused}"
+    );
+    // The projection's own error, typed: the writer can downcast it.
+    let source = std::error::Error::source(&refused).and_then(|source| source.downcast_ref());
+    assert_eq!(source, Some(&Refused(7)), "{refused:?}");
     assert_eq!(
         t.store.stream_info("acct-2").await.expect("info"),
         before,
@@ -164,7 +168,10 @@ async fn wait_until_an_append_reads_your_writes(kind: Kind) {
             Some((0..=n).sum())
         );
     }
-    assert_eq!(handle.stop().await.state, ProjectionState::Stopped);
+    assert_eq!(
+        handle.stop().await.expect("stops").state,
+        ProjectionState::Stopped
+    );
 }
 
 /// Eight writers on PostgreSQL with an inline projection: the read model equals a fold

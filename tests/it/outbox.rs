@@ -60,17 +60,36 @@ impl Calls {
     }
 }
 
-/// Collects the reports, and the backtraces apart.
+/// Collects the reports, and the backtraces and the typed errors apart.
 #[derive(Clone, Default)]
 struct Reports(
     Arc<Mutex<Vec<(FailureKind, String, bool)>>>,
     Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<NoSuchCustomer>>>,
 );
+
+/// A handler's error of the test's own type, which the reporter gets back typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NoSuchCustomer(u32);
+
+impl std::fmt::Display for NoSuchCustomer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no such customer")
+    }
+}
+
+impl std::error::Error for NoSuchCustomer {}
 
 impl ErrorReporter for Reports {
     fn report(&self, failure: &Failure<'_>) -> bool {
         let report = (failure.kind, failure.error.to_owned(), failure.dead);
         self.0.lock().expect("reports").push(report);
+        if let Some(typed) = failure.source.and_then(|source| source.downcast_ref()) {
+            self.2
+                .lock()
+                .expect("typed")
+                .push(NoSuchCustomer::clone(typed));
+        }
         if let Some(backtrace) = failure.backtrace {
             self.1
                 .lock()
@@ -272,7 +291,7 @@ async fn fatal_errors_and_panics_are_caught_and_reported(kind: Kind) {
     };
     let reports = Reports::default();
     let fatal = Handler::new("fatal", "acct.Opened", |_request: HandlerRequest| async {
-        Err(HandlerError::fatal("no such customer"))
+        Err(HandlerError::fatal(NoSuchCustomer(7)))
     });
     let panics = Handler::new("panics", "acct.Opened", |_request: HandlerRequest| async {
         panic!("the handler broke");
@@ -306,6 +325,8 @@ async fn fatal_errors_and_panics_are_caught_and_reported(kind: Kind) {
     assert_eq!(reported[1].0, FailureKind::Panic);
     assert!(reported[1].1.contains("the handler broke"), "{reported:?}");
     assert!(!reported[1].2, "the first panic is retried");
+    // The handler's own error reaches the reporter typed.
+    assert_eq!(*reports.2.lock().expect("typed"), [NoSuchCustomer(7)]);
     assert!(reported[2].2, "the second is the last try");
     let backtraces = reports.1.lock().expect("backtraces").clone();
     assert_eq!(backtraces.len(), 2, "each panic with its backtrace");
@@ -566,8 +587,15 @@ async fn both_schedulers_drain_the_same_workload_alike(kind: Kind) {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        running.shutdown().await;
+        let report = running.stop().await.expect("stops");
         assert!(drained(&stats), "cooperative = {cooperative}: {stats:?}");
+        // What the scheduler did: every request created and run once.
+        assert_eq!(report.requests_created, 70, "{report:?}");
+        assert_eq!(
+            (report.executed.done, report.executed.dead),
+            (65, 5),
+            "{report:?}"
+        );
         let mut seen = calls.all();
         seen.sort();
         finals.push((stats.handlers, seen));
@@ -766,7 +794,7 @@ async fn shutdown_finishes_the_handlers_in_flight() {
     }
     let running = outbox.concurrent().spawn();
     started.notified().await;
-    running.shutdown().await;
+    running.stop().await.expect("stops");
     let stats = stats_of(&outbox.stats().await.expect("stats"), "slow");
     let finished = u64::from(finished.load(Ordering::SeqCst));
     assert!(finished >= 1, "the handler in flight finished");
@@ -820,7 +848,7 @@ async fn a_slow_handler_does_not_hold_back_the_other_workers() {
     let stats = outbox.stats().await.expect("stats");
     assert_eq!(stats_of(&stats, "slow").running, 1, "still running");
     release.notify_one();
-    running.shutdown().await;
+    running.stop().await.expect("stops");
     let stats = outbox.stats().await.expect("stats");
     assert_eq!(stats_of(&stats, "slow").done, 1);
     assert_eq!(stats_of(&stats, "fast").done, 10);
@@ -917,7 +945,7 @@ async fn a_revived_request_never_runs_beside_a_running_one_of_its_stream() {
     while seen.lock().expect("seen").len() < 4 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    running.shutdown().await;
+    running.stop().await.expect("stops");
     assert_eq!(
         *seen.lock().expect("seen"),
         [(1, 1), (2, 1), (1, 2), (3, 1)],
@@ -955,6 +983,46 @@ async fn the_schedulers_purge_done_requests() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         stats = stats_of(&outbox.stats().await.expect("stats"), "all");
     }
-    running.shutdown().await;
+    running.stop().await.expect("stops");
     assert_eq!(stats, HandlerStats::default(), "done requests purged");
+}
+
+/// Dropping a scheduler's handle stops it, like `stop` without the wait: events appended
+/// afterwards are neither processed nor run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_scheduler_stops() {
+    let Some(t) = Kind::Sqlite.open("a_dropped_scheduler_stops").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(calls.handler("audit", "*")))
+        .expect("outbox")
+        .poll_interval(Duration::from_millis(20));
+    // Round one leaves one event behind; round two runs it and its own, and leaves one.
+    for (round, cooperative) in [(0, true), (1, false)] {
+        let running = if cooperative {
+            outbox
+                .cooperative()
+                .interval(Duration::from_millis(20))
+                .spawn()
+        } else {
+            outbox.concurrent().spawn()
+        };
+        append(&t.store, &format!("held-{round}"), &["acct.Opened"]).await;
+        let ran = 1 + 2 * round;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while calls.all().len() < ran {
+            assert!(tokio::time::Instant::now() < deadline, "runs while held");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(running);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        append(&t.store, &format!("dropped-{round}"), &["acct.Opened"]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = outbox.stats().await.expect("stats");
+        assert_eq!(stats.unprocessed_events, 1, "cooperative = {cooperative}");
+        assert_eq!(calls.all().len(), ran, "cooperative = {cooperative}");
+    }
 }

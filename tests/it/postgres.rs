@@ -413,7 +413,7 @@ async fn long_windows_cover_the_log_once_in_order() {
             .poll_interval(Duration::from_millis(20))
             .spawn(projection.clone());
         handle.wait_for_idle().await.expect("caught up");
-        let status = handle.stop().await;
+        let status = handle.stop().await.expect("stops");
         assert_eq!(
             &projection.seen(),
             expected,

@@ -307,7 +307,7 @@ async fn projections_skip_or_fail_on_forgotten_streams(kind: Kind) {
         .await
         .expect("skips the forgotten stream");
     assert_eq!(seen.counts(), HashMap::from([("user-2".to_owned(), 2)]));
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 
     let strict = crate::projections::fast(store)
         .on_shredded(ShreddedEvents::Fail)

@@ -18,6 +18,8 @@ crate::for_each_backend!(
     restart_resumes_from_the_checkpoint,
     a_task_killed_mid_batch_applies_every_event_once,
     a_failing_handler_stops_the_projection,
+    a_panicking_handler_fails_the_projection_which_can_restart,
+    a_panicking_batch_handler_falls_back_to_apply,
     a_failing_handler_can_skip_the_event,
     a_batch_handler_writes_the_same_read_model,
     a_filtered_projection_crosses_stretches_of_other_events,
@@ -35,7 +37,24 @@ pub(crate) struct Totals {
     pub hang_on: Option<(i64, Arc<tokio::sync::Notify>)>,
     /// Write whole batches through `apply_batch` (one upsert per stream), counting them.
     pub batches: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Panic in `apply` on the event whose `n` is this.
+    pub panic_on: Option<i64>,
+    /// Panic in `apply_batch` on a batch holding the event whose `n` is this.
+    pub panic_in_batch: Option<i64>,
 }
+
+/// The error [`Totals`] refuses an event with (its `n`): a type of the test's own, which
+/// callers get back as the error's `source()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused(pub i64);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot apply n = {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 const CREATE_TOTALS: &str = "CREATE TABLE IF NOT EXISTS totals \
     (stream_id TEXT PRIMARY KEY, amount BIGINT NOT NULL, applied BIGINT NOT NULL)";
@@ -59,7 +78,10 @@ impl Projection for Totals {
         let n = data["n"].as_i64().ok_or("no n")?;
         let amount = data["amount"].as_i64().ok_or("no amount")?;
         if self.fail_on == Some(n) {
-            return Err(format!("cannot apply n = {n}").into());
+            return Err(Box::new(Refused(n)));
+        }
+        if self.panic_on == Some(n) {
+            panic!("panicked at n = {n}");
         }
         let upsert = "INSERT INTO totals (stream_id, amount, applied) VALUES ($1, $2, 1) \
             ON CONFLICT (stream_id) DO UPDATE SET amount = totals.amount + excluded.amount, \
@@ -99,6 +121,13 @@ impl Projection for Totals {
         events: &[RecordedEvent],
         ctx: &mut ProjectionContext<'_>,
     ) -> Result<(), ProjectionError> {
+        if let Some(panic_on) = self.panic_in_batch {
+            for event in events {
+                if event.json()?["n"].as_i64() == Some(panic_on) {
+                    panic!("the batch panicked at n = {panic_on}");
+                }
+            }
+        }
         let Some(batches) = &self.batches else {
             for event in events {
                 self.apply(event, ctx).await?;
@@ -281,7 +310,7 @@ async fn catch_up_then_live(kind: Kind) {
     deposit(&t.store, 100..130).await;
     handle.wait_for_idle().await.expect("live");
     assert_totals(&t, &projection, 130).await;
-    let status = handle.stop().await;
+    let status = handle.stop().await.expect("stops");
     assert_eq!(status.state, ProjectionState::Stopped);
     assert_eq!(
         t.store.checkpoint("totals").await.expect("checkpoint"),
@@ -297,14 +326,14 @@ async fn restart_resumes_from_the_checkpoint(kind: Kind) {
     deposit(&t.store, 0..40).await;
     let handle = fast(&t.store).spawn(projection.clone());
     handle.wait_for_idle().await.expect("caught up");
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 
     deposit(&t.store, 40..70).await;
     let handle = fast(&t.store).spawn(projection.clone());
     handle.wait_for_idle().await.expect("caught up again");
     assert_eq!(handle.status().applied, 30, "only the new events");
     assert_totals(&t, &projection, 70).await;
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
 async fn a_task_killed_mid_batch_applies_every_event_once(kind: Kind) {
@@ -330,7 +359,7 @@ async fn a_task_killed_mid_batch_applies_every_event_once(kind: Kind) {
     let handle = fast(&t.store).spawn(projection.clone());
     handle.wait_for_idle().await.expect("caught up");
     assert_totals(&t, &projection, 60).await;
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
 async fn a_failing_handler_stops_the_projection(kind: Kind) {
@@ -345,6 +374,9 @@ async fn a_failing_handler_stops_the_projection(kind: Kind) {
     let handle = fast(&t.store).spawn(failing.clone());
     let error = handle.wait_for_idle().await.expect_err("fails");
     assert!(error.to_string().contains("cannot apply n = 20"), "{error}");
+    // The handler's own error, typed: the caller can downcast it.
+    let source = std::error::Error::source(&error).and_then(|source| source.downcast_ref());
+    assert_eq!(source, Some(&Refused(20)), "{error:?}");
     let status = handle.status();
     assert_eq!(status.state, ProjectionState::Failed);
     let last_error = status.last_error.expect("error");
@@ -359,7 +391,97 @@ async fn a_failing_handler_stops_the_projection(kind: Kind) {
         checkpoint,
         Some(status.position).filter(|p| p.position() > 0)
     );
-    handle.stop().await;
+    // Stopping a failed projection returns its failure, the handler's error typed.
+    let error = handle.stop().await.expect_err("it had failed");
+    assert!(
+        matches!(
+            &error,
+            chronicle::Error::ProjectionStopped {
+                state: "failed",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let source = std::error::Error::source(&error).and_then(|source| source.downcast_ref());
+    assert_eq!(source, Some(&Refused(20)), "{error:?}");
+}
+
+/// A handler that panics is a handler that fails: retried, then the projection ends as
+/// failed with the panic's message; spawned again, it goes on from its checkpoint.
+async fn a_panicking_handler_fails_the_projection_which_can_restart(kind: Kind) {
+    let test = "a_panicking_handler_fails_the_projection_which_can_restart";
+    let Some(t) = open(kind, test).await else {
+        return;
+    };
+    deposit(&t.store, 0..30).await;
+    let panicking = Totals {
+        panic_on: Some(20),
+        ..Totals::default()
+    };
+    let handle = fast(&t.store).spawn(panicking.clone());
+    let error = tokio::time::timeout(Duration::from_secs(20), handle.wait_for_idle())
+        .await
+        .expect("the wait ends")
+        .expect_err("fails");
+    let message = error.to_string();
+    assert!(message.contains("is failed"), "{message}");
+    assert!(message.contains("panicked at n = 20"), "{message}");
+    let status = handle.status();
+    assert_eq!(status.state, ProjectionState::Failed);
+    let last_error = status.last_error.clone().expect("the panic is kept");
+    assert!(last_error.contains("panicked at n = 20"), "{last_error}");
+    assert!(last_error.contains("in stream `acct-0`"), "{last_error}");
+    assert!(status.applied < 20);
+    let error = handle.stop().await.expect_err("it had failed");
+    assert!(error.to_string().contains("panicked at n = 20"), "{error}");
+
+    // Spawned again (the bug fixed), it continues from the checkpoint.
+    let fixed = Totals {
+        memory: Arc::clone(&panicking.memory),
+        ..Totals::default()
+    };
+    let restarted = fast(&t.store).spawn(fixed.clone());
+    restarted.wait_for_idle().await.expect("caught up");
+    assert_eq!(restarted.status().applied, 30 - status.applied);
+    if !matches!(t.location, Location::Memory) {
+        assert_totals(&t, &fixed, 30).await;
+    }
+    let stopped = restarted.stop().await.expect("stops");
+    assert_eq!(stopped.state, ProjectionState::Stopped);
+}
+
+/// A panic in `apply_batch` is a failed batch: it is applied again event by event.
+async fn a_panicking_batch_handler_falls_back_to_apply(kind: Kind) {
+    let test = "a_panicking_batch_handler_falls_back_to_apply";
+    let Some(t) = open(kind, test).await else {
+        return;
+    };
+    deposit(&t.store, 0..30).await;
+    let projection = Totals {
+        batches: Some(Arc::default()),
+        panic_in_batch: Some(20),
+        ..Totals::default()
+    };
+    let handle = fast(&t.store).spawn(projection.clone());
+    tokio::time::timeout(Duration::from_secs(20), handle.wait_for_idle())
+        .await
+        .expect("the wait ends")
+        .expect("goes on through `apply`");
+    let status = handle.status();
+    assert_eq!(
+        (status.applied, status.state),
+        (30, ProjectionState::Running)
+    );
+    let last_error = status.last_error.expect("the panic is noted");
+    assert!(
+        last_error.contains("the batch panicked at n = 20"),
+        "{last_error}"
+    );
+    if !matches!(t.location, Location::Memory) {
+        assert_totals(&t, &projection, 30).await;
+    }
+    handle.stop().await.expect("stops");
 }
 
 async fn a_failing_handler_can_skip_the_event(kind: Kind) {
@@ -380,7 +502,7 @@ async fn a_failing_handler_can_skip_the_event(kind: Kind) {
     assert_eq!(status.state, ProjectionState::Running);
     if matches!(t.location, Location::Memory) {
         // Retried batches re-apply to a read model outside the database: at-least-once.
-        handle.stop().await;
+        handle.stop().await.expect("stops");
         return;
     }
     let mut expected_model = expected(30);
@@ -399,7 +521,7 @@ async fn a_failing_handler_can_skip_the_event(kind: Kind) {
         assert_eq!(count, 1);
         assert!(error.contains("cannot apply n = 20"), "{error}");
     }
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
 /// The log is read in windows of the batch size whatever the filter: windows without a
@@ -456,7 +578,7 @@ async fn a_filtered_projection_crosses_stretches_of_other_events(kind: Kind) {
     .await
     .expect("not stuck before an event of another type")
     .expect("passed over");
-    let status = handle.stop().await;
+    let status = handle.stop().await.expect("stops");
     assert_eq!(status.position, noted.log_position());
     assert_eq!(
         t.store.checkpoint("totals").await.expect("checkpoint"),
@@ -516,7 +638,7 @@ async fn a_batch_handler_writes_the_same_read_model(kind: Kind) {
         let applied: i64 = model.values().map(|(_, applied)| applied).sum();
         assert_eq!(applied, 49, "every event applied exactly once");
     }
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,7 +698,7 @@ async fn postgres_projection_follows_eight_concurrent_writers() {
         deposits > 50,
         "the writers wrote ({deposits}, up to n = {written})"
     );
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
 /// Records the `synchronous_commit` of the transactions it runs in, as `apply:<setting>`
@@ -634,13 +756,13 @@ async fn postgres_a_batch_commits_without_waiting_for_the_disk() {
     let projection = FlushSetting::default();
     let handle = fast(&t.store).spawn(projection.clone());
     handle.wait_for_idle().await.expect("caught up");
-    handle.stop().await;
+    handle.stop().await.expect("stops");
     let handle = fast(&t.store)
         .rebuild(projection.clone())
         .await
         .expect("rebuild");
     handle.wait_for_idle().await.expect("caught up again");
-    handle.stop().await;
+    handle.stop().await.expect("stops");
     let seen = projection.0.lock().expect("settings").clone();
     let log: Vec<RecordedEvent> =
         futures::TryStreamExt::try_collect(t.store.read_all(chronicle::LogPosition::START))
@@ -721,8 +843,8 @@ async fn postgres_a_runner_that_loses_its_lease_steps_down() {
         "one active, one on standby: {states:?}"
     );
     assert_totals(&t, &projection, 50).await;
-    first.stop().await;
-    second.stop().await;
+    first.stop().await.expect("stops");
+    second.stop().await.expect("stops");
 }
 
 async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
@@ -775,7 +897,7 @@ async fn postgres_two_runners_one_active_then_takeover() {
         second.status()
     );
     assert_totals(&t, &projection, 60).await;
-    second.stop().await;
+    second.stop().await.expect("stops");
 }
 
 async fn two_runners_without_a_lease_apply_each_event_once(kind: Kind) {
@@ -791,8 +913,8 @@ async fn two_runners_without_a_lease_apply_each_event_once(kind: Kind) {
     first.wait_for_idle().await.expect("first");
     second.wait_for_idle().await.expect("second");
     assert_totals(&t, &projection, 80).await;
-    first.stop().await;
-    second.stop().await;
+    first.stop().await.expect("stops");
+    second.stop().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -827,7 +949,7 @@ async fn postgres_appends_from_another_process_wake_the_projection() {
         handle.status()
     );
     assert_totals(&t, &projection, 10).await;
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
 async fn rebuild_produces_the_live_read_model(kind: Kind) {
@@ -841,7 +963,7 @@ async fn rebuild_produces_the_live_read_model(kind: Kind) {
     deposit(&t.store, 50..90).await;
     live.wait_for_idle().await.expect("live");
     let live_model = read_model(&t, &projection).await;
-    live.stop().await;
+    live.stop().await.expect("stops");
 
     let rebuilt = fast(&t.store)
         .rebuild(projection.clone())
@@ -855,7 +977,7 @@ async fn rebuild_produces_the_live_read_model(kind: Kind) {
     );
     assert_eq!(read_model(&t, &projection).await, live_model);
     assert_totals(&t, &projection, 90).await;
-    rebuilt.stop().await;
+    rebuilt.stop().await.expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,31 +1008,62 @@ async fn lag_in_events_shrinks_while_catching_up() {
     // Each full batch of 50 (of 400 log events, half of them deposits) leaves less to do.
     assert!(seen.windows(2).all(|pair| pair[0] >= pair[1]), "{seen:?}");
     assert!(seen.iter().all(|lag| *lag < 400), "{seen:?}");
-    handle.stop().await;
+    handle.stop().await.expect("stops");
 }
 
+/// Dropping the handle stops the projection, as `stop` would without waiting: what is
+/// appended afterwards is not applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_handle_leaves_the_projection_running() {
+async fn a_dropped_handle_stops_the_projection() {
     let t = Kind::Memory.open("dropped_handle").await.expect("memory");
     let projection = Totals::default();
-    drop(fast(&t.store).spawn(projection.clone()));
-    deposit(&t.store, 0..20).await;
-    let done = || {
-        projection
-            .memory
-            .lock()
-            .expect("lock")
-            .values()
-            .sum::<i64>()
-            == 190
-    };
-    assert!(
-        eventually(5, done).await,
-        "the detached projection keeps applying"
-    );
-    // It still waits between appends instead of spinning.
+    deposit(&t.store, 0..10).await;
+    let handle = fast(&t.store).spawn(projection.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    drop(handle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let checkpoint = t.store.checkpoint("totals").await.expect("checkpoint");
-    assert!(checkpoint.is_some());
+    deposit(&t.store, 10..20).await;
+    // Several poll intervals: a running projection would have applied them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sum: i64 = projection.memory.lock().expect("lock").values().sum();
+    assert_eq!(sum, 45, "nothing applied after the drop");
+    assert_eq!(
+        t.store.checkpoint("totals").await.expect("checkpoint"),
+        checkpoint
+    );
+}
+
+/// A dropped handle's projection stops and ends its lease's session: an instance on
+/// standby elsewhere takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_dropped_handle_releases_the_lease() {
+    let Some(t) = open(
+        Kind::Postgres,
+        "postgres_a_dropped_handle_releases_the_lease",
+    )
+    .await
+    else {
+        return;
+    };
+    let other_node = t.reopen(|builder| builder).await.expect("second store");
+    let projection = Totals::default();
+    let first = fast(&t.store).spawn(projection.clone());
+    first.wait_for_idle().await.expect("running");
+    let second = fast(&other_node).spawn(projection.clone());
+    assert!(
+        eventually(5, || second.status().state == ProjectionState::Standby).await,
+        "the second instance waits: {:?}",
+        second.status()
+    );
+    drop(first);
+    deposit(&t.store, 0..20).await;
+    assert!(
+        eventually(10, || second.status().applied == 20).await,
+        "the standby took the lease: {:?}",
+        second.status()
+    );
+    assert_totals(&t, &projection, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -927,6 +1080,14 @@ async fn sqlite_an_event_that_does_not_decode_fails_the_projection() {
     let error = handle.wait_for_idle().await.expect_err("fails");
     assert!(error.to_string().contains("not in the key ring"), "{error}");
     assert_eq!(handle.status().state, ProjectionState::Failed);
+    // The store's own error is the failure's source.
+    let error = handle.stop().await.expect_err("it had failed");
+    let source =
+        std::error::Error::source(&error).and_then(|s| s.downcast_ref::<chronicle::Error>());
+    assert!(
+        matches!(source, Some(chronicle::Error::Codec { .. })),
+        "{error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -952,6 +1113,6 @@ async fn postgres_a_rebuild_elsewhere_restarts_the_active_instance() {
     active.wait_for_idle().await.expect("caught up again");
     assert_totals(&t, &projection, 30).await;
     assert_eq!(standby.status().applied, 0);
-    standby.stop().await;
-    active.stop().await;
+    standby.stop().await.expect("stops");
+    active.stop().await.expect("stops");
 }

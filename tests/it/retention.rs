@@ -389,7 +389,7 @@ async fn a_projection_follows_the_log_across_enforcement(kind: Kind) {
         seen.counts(),
         HashMap::from([("log-1".to_owned(), 55), ("other-1".to_owned(), 5)])
     );
-    let status = handle.stop().await;
+    let status = handle.stop().await.expect("stops");
     assert_eq!(
         store.checkpoint("seen").await.expect("checkpoint"),
         Some(status.position)
@@ -406,7 +406,7 @@ async fn a_projection_follows_the_log_across_enforcement(kind: Kind) {
         fresh.counts(),
         HashMap::from([("log-1".to_owned(), 5), ("other-1".to_owned(), 5)])
     );
-    rebuilt.stop().await;
+    rebuilt.stop().await.expect("stops");
 }
 
 async fn hard_delete_takes_snapshots_and_tombstones(kind: Kind) {

@@ -287,7 +287,7 @@ impl Bank for Chronicle {
         }
         let elapsed = started.elapsed();
         handle.wait_for_idle().await?;
-        handle.stop().await;
+        handle.stop().await?;
         Ok(Caught {
             events: sum.events.load(Ordering::Relaxed),
             sum: sum.sum.load(Ordering::Relaxed),

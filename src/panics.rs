@@ -1,10 +1,10 @@
-//! Catching a handler's panic, with its backtrace.
+//! Catching a panic in user code (an outbox handler, a projection's `apply`) or in a
+//! background task, with its backtrace: the one implementation every task uses.
 //!
 //! A panic's backtrace can only be taken while the panic happens, in the panic hook. The
-//! first executor installs a hook, once, that chains to the one before it (so panics are
-//! still printed as before) and captures a backtrace only for panics raised while a
-//! handler's future is being polled by [`CatchPanic`]; every other panic goes through
-//! untouched.
+//! first [`CatchPanic`] installs a hook, once, that chains to the one before it (so panics
+//! are still printed as before) and captures a backtrace only for panics raised while a
+//! future is being polled by a [`CatchPanic`]; every other panic goes through untouched.
 
 use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
@@ -15,9 +15,9 @@ use std::sync::Once;
 use std::task::{Context, Poll};
 
 thread_local! {
-    /// Whether this thread is polling a handler right now.
+    /// Whether this thread is polling a guarded future right now.
     static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
-    /// The backtrace of the handler panic this thread just raised.
+    /// The backtrace of the guarded panic this thread just raised.
     static BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -36,14 +36,14 @@ fn install_hook() {
     });
 }
 
-/// A handler's panic: its message and backtrace.
+/// A caught panic: its message and backtrace.
 #[derive(Debug, Clone)]
 pub(crate) struct Panicked {
     pub message: String,
     pub backtrace: Option<String>,
 }
 
-/// Polls a handler's future, turning a panic into [`Panicked`].
+/// Polls a future, turning a panic into [`Panicked`].
 pub(crate) struct CatchPanic<F> {
     inner: Pin<Box<F>>,
 }
@@ -61,7 +61,7 @@ impl<F: Future> Future for CatchPanic<F> {
     type Output = Result<F::Output, Panicked>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // A backtrace left by a panic caught inside the handler is not this poll's.
+        // A backtrace left by a panic caught inside the future is not this poll's.
         BACKTRACE.with(|slot| slot.borrow_mut().take());
         let was = IN_HANDLER.with(|flag| flag.replace(true));
         let polled = catch_unwind(AssertUnwindSafe(|| self.inner.as_mut().poll(cx)));
