@@ -26,9 +26,10 @@ pub(super) mod sqlite {
         serde_json::to_string(&items).map_err(|error| Error::Internal(format!("list: {error}")))
     }
 
-    /// A time column read back (microseconds since the Unix epoch).
-    pub(crate) fn time(micros: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(micros).unwrap_or_default()
+    /// A time column read back (microseconds since the Unix epoch); the stored value when
+    /// it is no time.
+    pub(crate) fn time(micros: i64) -> std::result::Result<DateTime<Utc>, String> {
+        DateTime::from_timestamp_micros(micros).ok_or_else(|| format!("{micros} µs"))
     }
 
     /// A write transaction: takes the write lock at once (a deferred one could fail to
@@ -58,8 +59,8 @@ pub(super) mod postgres {
     }
 
     /// A time column read back.
-    pub(crate) fn time(time: DateTime<Utc>) -> DateTime<Utc> {
-        time
+    pub(crate) fn time(time: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, String> {
+        Ok(time)
     }
 
     /// A write transaction.

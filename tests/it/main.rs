@@ -4,6 +4,7 @@
 mod aggregates;
 mod concurrency;
 mod conformance;
+mod corrupt_rows;
 mod derive_ui;
 mod domain;
 mod domain_event;
