@@ -806,20 +806,34 @@ impl Store {
         self.inner.backend.close().await;
     }
 
-    /// The events matching `query`, in global-position order.
+    /// The events matching `query`, in global-position order, each decoded on its own.
     ///
-    /// # Errors
-    /// [`Error::Codec`] when a payload cannot be decoded; connection errors.
-    #[tracing::instrument(name = "chronicle.query", skip_all, fields(stream = query.stream.as_deref(), limit = query.limit))]
-    pub async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        let backend = &self.inner.backend;
-        let found = self
-            .inner
-            .retry
-            .run("query", || backend.query(query))
-            .await?;
-        let found = self.without_expired(found).await?;
-        self.decode_each(found).await?.collect()
+    /// As with [`Store::read_stream`], an event whose payload does not decode is an
+    /// [`Error::Codec`] item (naming it) and the others still come: a caller may report
+    /// it and go on, or stop (`try_collect`). The matching rows are fetched in one
+    /// statement (`query.limit` bounds them), so a connection error, or a corrupt row
+    /// ([`Error::CorruptRow`]), is the only item.
+    pub fn query(
+        &self,
+        query: &EventQuery,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        let span = tracing::debug_span!(
+            "chronicle.query",
+            stream = query.stream.as_deref(),
+            limit = query.limit
+        );
+        let (store, query) = (self.clone(), query.clone());
+        let fetch = async move {
+            let backend = &store.inner.backend;
+            let found = store
+                .inner
+                .retry
+                .run("query", || backend.query(&query))
+                .await?;
+            let found = store.without_expired(found).await?;
+            Ok::<_, Error>(stream::iter(store.decode_each(found).await?))
+        };
+        stream::once(fetch.instrument(span)).try_flatten()
     }
 }
 

@@ -16,7 +16,7 @@ use chronicle::{
     Direction, Error, ErrorKind, EventMetadata, ExpectedVersion, NewEvent, NewSnapshot,
     RecordedEvent, RetentionPolicy, RetentionScope, Store,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -29,6 +29,7 @@ crate::for_each_sql_backend!(
     corrupt_snapshot_columns,
     corrupt_event_in_an_aggregate_load,
     retention_keeps_events_of_unreadable_age,
+    query_reports_a_bad_event_and_goes_on,
 );
 
 /// One value of `i64::MAX` microseconds: past the last time chrono represents.
@@ -343,4 +344,35 @@ async fn retention_keeps_events_of_unreadable_age(kind: Kind) {
     assert_eq!(left, 1, "the event whose age does not read is kept");
     // Reads do not hide it as expired either: they report it.
     expect_corrupt(read(&t.store, stream).await, "recorded_at", &[stream]);
+}
+
+/// `query`, like `read_stream`, reports an event whose payload does not decode and goes on
+/// with the others.
+async fn query_reports_a_bad_event_and_goes_on(kind: Kind) {
+    let Some(t) = kind.open("query_reports_a_bad_event_and_goes_on").await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(append_one(&t.store, "q-1").await);
+    }
+    let sql = if is_postgres(&t) {
+        "UPDATE events SET payload = '\\xc70101ffff'::bytea WHERE stream_id = 'q-1' AND version = 2"
+    } else {
+        "UPDATE events SET payload = X'c70101ffff' WHERE stream_id = 'q-1' AND version = 2"
+    };
+    execute(&t, sql).await;
+    let results: Vec<chronicle::Result<RecordedEvent>> = t
+        .store
+        .query(&chronicle::EventQuery::new().stream("q-1"))
+        .collect()
+        .await;
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert_eq!(results[0].as_ref().expect("first").id, ids[0]);
+    assert!(
+        matches!(&results[1], Err(Error::Codec { event_id, .. }) if *event_id == ids[1]),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().expect("third").id, ids[2]);
 }
