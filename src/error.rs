@@ -552,3 +552,48 @@ pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_corrupt_row_names_its_row_and_column_and_keeps_its_source() {
+        let json = serde_json::from_str::<serde_json::Value>("{not json").unwrap_err();
+        let event_id = Uuid::nil();
+        let error = Error::from_sqlx(
+            "read_stream",
+            sqlx::Error::Decode(Box::new(CorruptRow {
+                table: "events",
+                stream: "account-1".into(),
+                version: Some(3),
+                event_id: Some(event_id),
+                column: "metadata",
+                problem: CorruptValue::Json(json),
+            })),
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "corrupt row in `events` (stream `account-1`, version 3, event {event_id}): \
+                 column `metadata` holds metadata that does not parse: key must be a string at line 1 column 2"
+            )
+        );
+        assert_eq!(error.kind(), ErrorKind::Codec);
+        assert!(!error.is_retryable());
+        let problem = error.source().expect("the value's problem");
+        assert!(
+            problem
+                .source()
+                .is_some_and(|json| json.is::<serde_json::Error>())
+        );
+    }
+
+    #[test]
+    fn other_decode_errors_stay_database_errors() {
+        let error = Error::from_sqlx("read_all", sqlx::Error::Decode("bad bytes".into()));
+        assert!(matches!(error, Error::Database { .. }), "{error:?}");
+    }
+}

@@ -579,7 +579,9 @@ impl Store {
     ///
     /// The stream yields [`Error::StreamNotFound`] or [`Error::StreamDeleted`] first when
     /// the stream is missing or deleted, and [`Error::Codec`] for an event whose payload
-    /// cannot be decoded.
+    /// cannot be decoded. A row holding a value chronicle never writes is an
+    /// [`Error::CorruptRow`] item in place of its whole page (rows are decoded as the
+    /// page is fetched); the next pages still come.
     pub fn read_stream(
         &self,
         stream: impl AsRef<str>,
@@ -783,7 +785,8 @@ impl Store {
     /// The event with this id, or `None`.
     ///
     /// # Errors
-    /// [`Error::Codec`] when its payload cannot be decoded; connection errors.
+    /// [`Error::Codec`] when its payload cannot be decoded; [`Error::CorruptRow`] when its
+    /// row holds a value chronicle never writes; connection errors.
     #[tracing::instrument(name = "chronicle.event_by_id", skip(self))]
     pub async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         let backend = &self.inner.backend;
