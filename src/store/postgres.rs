@@ -27,6 +27,7 @@ use super::backend::{
     LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::{BatchTx, Flush};
+use super::dialect;
 use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
@@ -369,27 +370,13 @@ fn timestamptz(
     at: RowRef<'_>,
     column: &'static str,
 ) -> std::result::Result<DateTime<Utc>, sqlx::Error> {
-    /// 2000-01-01T00:00:00Z in microseconds since the Unix epoch.
-    const POSTGRES_EPOCH: i64 = 946_684_800_000_000;
     let value = row.try_get_raw(index)?;
     let binary = (value.format() == PgValueFormat::Binary)
         .then(|| <[u8; 8]>::try_from(value.as_bytes().ok()?).ok())
         .flatten();
     if let Some(bytes) = binary {
-        let micros = i64::from_be_bytes(bytes);
-        // `infinity` and `-infinity` are i64::MAX and i64::MIN; finite times after chrono's
-        // last year (262143) do not read either.
-        let time = (micros != i64::MAX && micros != i64::MIN)
-            .then(|| DateTime::from_timestamp_micros(micros.checked_add(POSTGRES_EPOCH)?))
-            .flatten();
-        return time.ok_or_else(|| {
-            let stored = match micros {
-                i64::MAX => "infinity".to_owned(),
-                i64::MIN => "-infinity".to_owned(),
-                micros => format!("{micros} µs after 2000-01-01"),
-            };
-            at.corrupt(column, CorruptValue::Time(stored))
-        });
+        return dialect::postgres::from_postgres_micros(i64::from_be_bytes(bytes))
+            .map_err(|stored| at.corrupt(column, CorruptValue::Time(stored)));
     }
     // Text form (not sent to these reads; kept for safety): sqlx parses it, and fails
     // without panicking on `infinity`.

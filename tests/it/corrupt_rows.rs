@@ -27,6 +27,7 @@ crate::for_each_sql_backend!(
     corrupt_event_columns,
     corrupt_stream_columns,
     corrupt_snapshot_columns,
+    corrupt_snapshot_met_by_reencryption,
     corrupt_event_in_an_aggregate_load,
     retention_keeps_events_of_unreadable_age,
     query_reports_a_bad_event_and_goes_on,
@@ -249,6 +250,45 @@ async fn corrupt_snapshot_columns(kind: Kind) {
         );
         expect_corrupt(t.store.list_snapshots(&stream).await, column, &[&stream]);
     }
+}
+
+/// Re-encryption reads snapshots in its own statement: a time that does not read is named
+/// there too (on PostgreSQL, sqlx's own decoding panicked on `infinity`).
+async fn corrupt_snapshot_met_by_reencryption(kind: Kind) {
+    let old_key = chronicle::KeyRing::generate_key();
+    let ring = chronicle::KeyRing::new("k1", old_key).expect("ring");
+    let Some(t) = kind
+        .open_with("corrupt_snapshot_met_by_reencryption", |b| {
+            b.encryption(ring)
+        })
+        .await
+    else {
+        return;
+    };
+    append_one(&t.store, "rot-1").await;
+    let snapshot = NewSnapshot::from_serialize(1, 1, &json!({ "n": 1 })).expect("json");
+    t.store
+        .save_snapshot("rot-1", snapshot)
+        .await
+        .expect("save");
+    let time = if is_postgres(&t) {
+        "'infinity'"
+    } else {
+        SQLITE_UNREADABLE_TIME
+    };
+    execute(
+        &t,
+        &format!("UPDATE snapshots SET created_at = {time} WHERE stream_id = 'rot-1'"),
+    )
+    .await;
+    let rotated = chronicle::KeyRing::new("k2", chronicle::KeyRing::generate_key())
+        .and_then(|ring| ring.with_key("k1", old_key))
+        .expect("ring");
+    let store = t.reopen(|b| b.encryption(rotated)).await.expect("reopen");
+    let outcome = tokio::spawn(async move { store.key_rotation().reencrypt_events().await })
+        .await
+        .expect("no panic");
+    expect_corrupt(outcome, "created_at", &["rot-1"]);
 }
 
 /// An aggregate load reads the stream row, the snapshot and the events in its own
