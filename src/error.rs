@@ -277,12 +277,13 @@ pub enum Error {
 
 /// The row and column of an [`Error::CorruptRow`], and what is wrong with the value.
 #[derive(Debug, thiserror::Error)]
-#[error("corrupt row in `{table}` ({}): column `{column}` {problem}", describe_row(stream, *version, *event_id))]
+#[error("corrupt row in `{table}` ({}): column `{column}` {problem}", describe_row(table, stream, *version, *event_id))]
 #[non_exhaustive]
 pub struct CorruptRow {
-    /// The table: `events`, `streams` or `snapshots`.
+    /// The table: `events`, `streams`, `snapshots` or `projection_checkpoints`.
     pub table: &'static str,
-    /// The stream the row belongs to (or describes).
+    /// The stream the row belongs to (or describes); for `projection_checkpoints`, the
+    /// projection's name.
     pub stream: String,
     /// The event's or snapshot's version, when the row has one and it reads.
     pub version: Option<u64>,
@@ -491,8 +492,12 @@ pub(crate) fn is_statement_timeout(error: &Error) -> bool {
     matches!(error, Error::Database { source: sqlx::Error::Database(db), .. } if db.code().as_deref() == Some("57014"))
 }
 
-fn describe_row(stream: &str, version: Option<u64>, event_id: Option<Uuid>) -> String {
-    let mut row = format!("stream `{stream}`");
+fn describe_row(table: &str, stream: &str, version: Option<u64>, event_id: Option<Uuid>) -> String {
+    let mut row = if table == "projection_checkpoints" {
+        format!("projection `{stream}`")
+    } else {
+        format!("stream `{stream}`")
+    };
     if let Some(version) = version {
         row.push_str(&format!(", version {version}"));
     }

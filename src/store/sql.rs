@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::backend::{AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, Written};
 use crate::error::{CorruptRow, CorruptValue};
 use crate::event::RecordedEvent;
-use crate::read::EventQuery;
+use crate::read::{EventQuery, LogPosition};
 use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
 
 /// The events of a stream in a version range, narrow (as a replay needs them). `$n`
@@ -158,6 +158,22 @@ pub(crate) fn rejection(
         StreamStatus::Deleted => AppendOutcome::Deleted { hard: false },
         StreamStatus::Tombstoned => AppendOutcome::Deleted { hard: true },
     })
+}
+
+/// The checkpoint of the projection `name` from its stored (commit id, position).
+///
+/// # Errors
+/// A [`CorruptRow`] (as `sqlx::Error::Decode`) for a negative value: read as 0, it would
+/// send the projection back to the start of the log.
+pub(crate) fn checkpoint(
+    name: &str,
+    (commit, position): (i64, i64),
+) -> Result<LogPosition, sqlx::Error> {
+    let at = RowRef::checkpoint(name);
+    Ok(LogPosition::new(
+        at.unsigned("commit_id", "transaction id", commit)?,
+        at.unsigned("position", "position", position)?,
+    ))
 }
 
 /// Appends `WHERE …` and order for the events of `stream` with versions in `versions`, in
@@ -333,6 +349,16 @@ impl<'a> RowRef<'a> {
             table: "snapshots",
             stream,
             version,
+            event_id: None,
+        }
+    }
+
+    /// A row of `projection_checkpoints`, named by its projection.
+    pub(crate) fn checkpoint(projection: &'a str) -> Self {
+        RowRef {
+            table: "projection_checkpoints",
+            stream: projection,
+            version: None,
             event_id: None,
         }
     }

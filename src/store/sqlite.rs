@@ -783,7 +783,9 @@ impl Backend for SqliteBackend {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(|error| Error::from_sqlx("checkpoint", error))?;
-        Ok(row.map(|(commit, position)| LogPosition::new(to_u64(commit), to_u64(position))))
+        row.map(|row| sql::checkpoint(name, row))
+            .transpose()
+            .map_err(|error| Error::from_sqlx("checkpoint", error))
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

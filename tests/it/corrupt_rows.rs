@@ -28,6 +28,7 @@ crate::for_each_sql_backend!(
     corrupt_stream_columns,
     corrupt_snapshot_columns,
     corrupt_snapshot_met_by_reencryption,
+    corrupt_checkpoint,
     corrupt_event_in_an_aggregate_load,
     retention_keeps_events_of_unreadable_age,
     query_reports_a_bad_event_and_goes_on,
@@ -289,6 +290,28 @@ async fn corrupt_snapshot_met_by_reencryption(kind: Kind) {
         .await
         .expect("no panic");
     expect_corrupt(outcome, "created_at", &["rot-1"]);
+}
+
+/// A projection's checkpoint with a negative position is not the start of the log (read as
+/// 0, it sent the projection back to replay everything).
+async fn corrupt_checkpoint(kind: Kind) {
+    let Some(t) = kind.open("corrupt_checkpoint").await else {
+        return;
+    };
+    let time = if is_postgres(&t) { "now()" } else { "0" };
+    execute(
+        &t,
+        &format!(
+            "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
+             VALUES ('balances', 0, -12, {time})"
+        ),
+    )
+    .await;
+    expect_corrupt(
+        t.store.checkpoint("balances").await,
+        "position",
+        &["balances"],
+    );
 }
 
 /// An aggregate load reads the stream row, the snapshot and the events in its own
