@@ -33,7 +33,8 @@ pub enum ErrorKind {
     Conflict,
     /// The operation did not finish within the configured time.
     Timeout,
-    /// Stored bytes could not be decoded, decompressed or decrypted.
+    /// Stored bytes could not be decoded, decompressed or decrypted, or a stored row holds
+    /// a value chronicle never writes ([`Error::CorruptRow`]).
     Codec,
     /// Anything else: an unexpected database answer or a broken invariant.
     Internal,
@@ -223,6 +224,13 @@ pub enum Error {
         current: u32,
     },
 
+    /// A stored row holds a value chronicle never writes (edited behind the store's back, or
+    /// damaged): a negative or overflowing integer, a time no [`chrono::DateTime`] can hold,
+    /// metadata that is not chronicle's JSON, an unknown stream status. It is never read as
+    /// a default. The details are boxed to keep [`Error`] small.
+    #[error(transparent)]
+    CorruptRow(Box<CorruptRow>),
+
     /// A stored snapshot could not be decoded.
     #[error("cannot decode the snapshot of stream `{stream}` at version {version}: {source}")]
     SnapshotCodec {
@@ -343,6 +351,55 @@ impl fmt::Display for SharedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&*self.0, f)
     }
+}
+
+/// The row and column of an [`Error::CorruptRow`], and what is wrong with the value.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt row in `{table}` ({}): column `{column}` {problem}", describe_row(table, stream, *version, *event_id))]
+#[non_exhaustive]
+pub struct CorruptRow {
+    /// The table: `events`, `streams`, `snapshots` or `projection_checkpoints`.
+    pub table: &'static str,
+    /// The stream the row belongs to (or describes); for `projection_checkpoints`, the
+    /// projection's name.
+    pub stream: String,
+    /// The event's or snapshot's version, when the row has one and it reads.
+    pub version: Option<u64>,
+    /// The event's id, for a row of `events`.
+    pub event_id: Option<Uuid>,
+    /// The column that holds the value.
+    pub column: &'static str,
+    /// What is wrong with it.
+    #[source]
+    pub problem: CorruptValue,
+}
+
+/// What is wrong with the value of a [`CorruptRow`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptValue {
+    /// An integer outside the range of what the column holds (a negative version or
+    /// count, a schema version above `u32::MAX`).
+    #[error("holds {value}, which is no {expected}")]
+    OutOfRange {
+        /// The stored value.
+        value: i64,
+        /// What the column holds: `version`, `count`, `schema version`, `position`.
+        expected: &'static str,
+    },
+    /// A stream status other than 0 (active), 1 (deleted) or 2 (tombstoned).
+    #[error("holds {0}, which is no stream status (0, 1 or 2)")]
+    UnknownStatus(i64),
+    /// A time outside what [`chrono::DateTime`] represents (SQLite: microseconds out of
+    /// range; PostgreSQL: `infinity` or `-infinity`).
+    #[error("holds {0}, which is not a time")]
+    Time(String),
+    /// Metadata that is not valid JSON, or not of the shape chronicle writes.
+    #[error("holds metadata that does not parse: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A value of another type than the column's (SQLite stores any type in any column).
+    #[error("holds a value of the wrong type: {0}")]
+    Type(#[source] sqlx::Error),
 }
 
 /// Input rejected before anything was written.
@@ -476,7 +533,8 @@ impl Error {
             | Error::UnknownEventType { .. }
             | Error::SchemaVersion { .. }
             | Error::SnapshotCodec { .. }
-            | Error::SnapshotPayload { .. } => ErrorKind::Codec,
+            | Error::SnapshotPayload { .. }
+            | Error::CorruptRow(_) => ErrorKind::Codec,
             Error::Database { .. }
             | Error::Internal(_)
             | Error::ProjectionStopped { .. }
@@ -505,8 +563,17 @@ impl Error {
         )
     }
 
-    /// Classifies a driver error raised during `operation`.
+    /// Classifies a driver error raised during `operation`. A [`CorruptRow`] found while
+    /// decoding a row travels through the driver as `sqlx::Error::Decode` (row decoders run
+    /// inside sqlx's streams) and comes out here as [`Error::CorruptRow`].
     pub(crate) fn from_sqlx(operation: &'static str, source: sqlx::Error) -> Self {
+        let source = match source {
+            sqlx::Error::Decode(inner) => match inner.downcast::<CorruptRow>() {
+                Ok(corrupt) => return Error::CorruptRow(corrupt),
+                Err(inner) => sqlx::Error::Decode(inner),
+            },
+            source => source,
+        };
         if is_transient(&source) {
             Error::Connection { operation, source }
         } else {
@@ -529,6 +596,21 @@ fn place(stream: Option<&str>, event_id: Option<Uuid>) -> String {
         (None, Some(event)) => format!(" of event {event}"),
         (None, None) => String::new(),
     }
+}
+
+fn describe_row(table: &str, stream: &str, version: Option<u64>, event_id: Option<Uuid>) -> String {
+    let mut row = if table == "projection_checkpoints" {
+        format!("projection `{stream}`")
+    } else {
+        format!("stream `{stream}`")
+    };
+    if let Some(version) = version {
+        row.push_str(&format!(", version {version}"));
+    }
+    if let Some(id) = event_id {
+        row.push_str(&format!(", event {id}"));
+    }
+    row
 }
 
 fn describe_version(actual: Option<u64>) -> String {
@@ -579,5 +661,50 @@ pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
             db.code()?.parse::<i64>().ok().map(|code| code & 0xff)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_corrupt_row_names_its_row_and_column_and_keeps_its_source() {
+        let json = serde_json::from_str::<serde_json::Value>("{not json").unwrap_err();
+        let event_id = Uuid::nil();
+        let error = Error::from_sqlx(
+            "read_stream",
+            sqlx::Error::Decode(Box::new(CorruptRow {
+                table: "events",
+                stream: "account-1".into(),
+                version: Some(3),
+                event_id: Some(event_id),
+                column: "metadata",
+                problem: CorruptValue::Json(json),
+            })),
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "corrupt row in `events` (stream `account-1`, version 3, event {event_id}): \
+                 column `metadata` holds metadata that does not parse: key must be a string at line 1 column 2"
+            )
+        );
+        assert_eq!(error.kind(), ErrorKind::Codec);
+        assert!(!error.is_retryable());
+        let problem = error.source().expect("the value's problem");
+        assert!(
+            problem
+                .source()
+                .is_some_and(|json| json.is::<serde_json::Error>())
+        );
+    }
+
+    #[test]
+    fn other_decode_errors_stay_database_errors() {
+        let error = Error::from_sqlx("read_all", sqlx::Error::Decode("bad bytes".into()));
+        assert!(matches!(error, Error::Database { .. }), "{error:?}");
     }
 }

@@ -64,17 +64,22 @@ impl EventMetadata {
     }
 
     /// Rebuilds metadata from its columns and the extra JSON.
+    ///
+    /// # Errors
+    /// The extra JSON does not parse, or is not of the shape [`EventMetadata::extra_json`]
+    /// writes.
     pub(crate) fn from_parts(
         correlation_id: Option<String>,
         causation_id: Option<String>,
         tenant_id: Option<String>,
         user_id: Option<String>,
         extra: Option<&str>,
-    ) -> Self {
-        let extra: ExtraMetadata = extra
-            .and_then(|json| serde_json::from_str(json).ok())
-            .unwrap_or_default();
-        EventMetadata {
+    ) -> std::result::Result<Self, serde_json::Error> {
+        let extra: ExtraMetadata = match extra {
+            Some(json) => serde_json::from_str(json)?,
+            None => ExtraMetadata::default(),
+        };
+        Ok(EventMetadata {
             correlation_id,
             causation_id,
             user_id,
@@ -82,7 +87,7 @@ impl EventMetadata {
             request_id: extra.request_id,
             trace_id: extra.trace_id,
             custom: extra.custom,
-        }
+        })
     }
 }
 

@@ -52,7 +52,7 @@ pub use aggregate::{
 pub use chronicle_derive::{Aggregate, DomainEvent};
 pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
-pub use error::{Error, ErrorKind, Result, SharedError, ValidationError};
+pub use error::{CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use projection::{

@@ -184,11 +184,13 @@ impl StreamStatus {
         }
     }
 
-    pub(crate) fn from_code(code: i64) -> Self {
+    /// The status stored as `code`; `None` for a code chronicle never writes.
+    pub(crate) fn from_code(code: i64) -> Option<Self> {
         match code {
-            0 => StreamStatus::Active,
-            1 => StreamStatus::Deleted,
-            _ => StreamStatus::Tombstoned,
+            0 => Some(StreamStatus::Active),
+            1 => Some(StreamStatus::Deleted),
+            2 => Some(StreamStatus::Tombstoned),
+            _ => None,
         }
     }
 }

@@ -246,7 +246,8 @@ impl<A: Aggregate> Repository<A> {
     /// and applies the events after it; on PostgreSQL the stream's row, the snapshot and
     /// the first page of events come in one round trip. A newest snapshot of another
     /// version, or one that does not decode, is skipped (with a warning for the latter):
-    /// the whole stream is replayed, and the snapshot is replaced when snapshots are on.
+    /// the load starts from the next older snapshot it can use (or, with none, replays the
+    /// whole stream), and the snapshot is replaced when snapshots are on.
     ///
     /// # Errors
     /// [`Error::StreamDeleted`] for a deleted stream; decoding errors naming the event;
@@ -296,7 +297,9 @@ impl<A: Aggregate> Repository<A> {
             return Ok((None, false));
         };
         let head = start.head.min(max_version);
-        let (base, unusable) = self.usable_snapshot(stream, start.snapshot, &start.keys);
+        let (base, unusable) = self
+            .usable_snapshot(stream, start.snapshot, &start.keys)
+            .await?;
         let from_snapshot = base.as_ref().map(|(_, version)| *version);
         let (mut state, mut version) = base.unwrap_or_default();
         let mut replayed = 0;
@@ -340,37 +343,43 @@ impl<A: Aggregate> Repository<A> {
         Ok((Some(loaded), unusable))
     }
 
-    /// The state in `stored` when this code can use it, and whether the snapshot had to be
-    /// skipped (another schema version, or bytes that do not decode).
-    fn usable_snapshot(
+    /// The state in `stored` when this code can use it, else in the next older snapshot
+    /// that it can use, if any; and whether the newest snapshot had to be skipped (another
+    /// schema version, or bytes that do not decode), so that it is replaced.
+    async fn usable_snapshot(
         &self,
         stream: &StreamId,
         stored: Option<StoredSnapshot>,
         keys: &PageKeys,
-    ) -> (Option<(A, u64)>, bool) {
+    ) -> Result<(Option<(A, u64)>, bool)> {
         let Some(stored) = stored else {
-            return (None, false);
+            return Ok((None, false));
         };
-        if stored.schema_version != A::SNAPSHOT_VERSION {
+        let version = stored.version;
+        if stored.schema_version == A::SNAPSHOT_VERSION {
+            let state = self
+                .store
+                .decode_snapshot(stream.clone(), stored, keys)
+                .and_then(|snapshot| Ok((snapshot.data::<A>()?, snapshot.version)));
+            match state {
+                Ok(state) => return Ok((Some(state), false)),
+                Err(error) => {
+                    tracing::warn!(%stream, version, %error, "snapshot does not decode; trying the older ones");
+                }
+            }
+        } else {
             tracing::debug!(
                 %stream,
                 stored = stored.schema_version,
                 current = A::SNAPSHOT_VERSION,
-                "snapshot has another schema version; replaying the whole stream"
+                "snapshot has another schema version; trying the older ones"
             );
-            return (None, true);
         }
-        let state = self
+        let older = self
             .store
-            .decode_snapshot(stream.clone(), stored, keys)
-            .and_then(|snapshot| Ok((snapshot.data::<A>()?, snapshot.version)));
-        match state {
-            Ok(state) => (Some(state), false),
-            Err(error) => {
-                tracing::warn!(%stream, %error, "snapshot does not decode; replaying the whole stream");
-                (None, true)
-            }
-        }
+            .older_usable_snapshot::<A>(stream, version, A::SNAPSHOT_VERSION)
+            .await?;
+        Ok((older, true))
     }
 
     /// Runs `command` against the aggregate `id`: load, handle, append with

@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::StoredSnapshot;
-use super::sql::{to_i64, to_u32, to_u64};
+use super::sql::{RowRef, to_i64};
 use super::stream_keys::StoredKey;
-use crate::error::{Error, Result};
+use crate::error::{CorruptValue, Error, Result};
 use crate::stream::StreamId;
 
 const KEY_COLUMNS: &str = "SELECT stream_id, key_id, wrapped FROM stream_keys";
@@ -45,18 +45,27 @@ fn key(row: KeyRow) -> StoredKey {
     }
 }
 
+/// A snapshot row, its stored integers and time checked (a corrupt one is an error naming
+/// the row).
 fn snapshot_row<T>(
     row: SnapshotRow<T>,
-    time: impl Fn(T) -> DateTime<Utc>,
-) -> (StreamId, StoredSnapshot) {
+    time: impl Fn(T) -> std::result::Result<DateTime<Utc>, String>,
+) -> Result<(StreamId, StoredSnapshot)> {
     let (stream, version, schema_version, payload, created_at) = row;
-    let snapshot = StoredSnapshot {
-        version: to_u64(version),
-        schema_version: to_u32(schema_version),
-        payload,
-        created_at: time(created_at),
+    let checked = || {
+        let at = RowRef::snapshot(&stream, None);
+        let version = at.version(version)?;
+        let at = at.at_version(version);
+        Ok(StoredSnapshot {
+            version,
+            schema_version: at.schema_version(schema_version)?,
+            payload,
+            created_at: time(created_at)
+                .map_err(|stored| at.corrupt("created_at", CorruptValue::Time(stored)))?,
+        })
     };
-    (StreamId::trusted(stream), snapshot)
+    let snapshot = checked().map_err(fail("reencrypt"))?;
+    Ok((StreamId::trusted(stream), snapshot))
 }
 
 /// Runs `$sql` once per item in transaction `$tx`, binding what `$binds` take from the
@@ -185,7 +194,7 @@ macro_rules! key_statements {
                 .fetch_all(pool)
                 .await
                 .map_err(fail("reencrypt"))?;
-            Ok(rows.into_iter().map(|row| snapshot_row(row, time)).collect())
+            rows.into_iter().map(|row| snapshot_row(row, time)).collect()
         }
 
         pub(crate) async fn replace_snapshot_payloads(

@@ -582,7 +582,9 @@ impl Store {
     ///
     /// The stream yields [`Error::StreamNotFound`] or [`Error::StreamDeleted`] first when
     /// the stream is missing or deleted, and [`Error::Codec`] for an event whose payload
-    /// cannot be decoded.
+    /// cannot be decoded. A row holding a value chronicle never writes is an
+    /// [`Error::CorruptRow`] item in place of its whole page (rows are decoded as the
+    /// page is fetched); the next pages still come.
     pub fn read_stream(
         &self,
         stream: impl AsRef<str>,
@@ -786,7 +788,8 @@ impl Store {
     /// The event with this id, or `None`.
     ///
     /// # Errors
-    /// [`Error::Codec`] when its payload cannot be decoded; connection errors.
+    /// [`Error::Codec`] when its payload cannot be decoded; [`Error::CorruptRow`] when its
+    /// row holds a value chronicle never writes; connection errors.
     #[tracing::instrument(name = "chronicle.event_by_id", skip(self))]
     pub async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>> {
         let backend = &self.inner.backend;
@@ -809,21 +812,35 @@ impl Store {
         self.inner.backend.close().await;
     }
 
-    /// The events matching `query`, in global-position order.
+    /// The events matching `query`, in global-position order, each decoded on its own.
     ///
-    /// # Errors
-    /// [`Error::Codec`] when a payload cannot be decoded; connection errors.
-    #[tracing::instrument(name = "chronicle.query", skip_all, fields(stream = query.stream.as_deref(), limit = query.limit))]
-    pub async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        refuse_text(query.text_problem(), None)?;
-        let backend = &self.inner.backend;
-        let found = self
-            .inner
-            .retry
-            .run("query", || backend.query(query))
-            .await?;
-        let found = self.without_expired(found).await?;
-        self.decode_each(found).await?.collect()
+    /// As with [`Store::read_stream`], an event whose payload does not decode is an
+    /// [`Error::Codec`] item (naming it) and the others still come: a caller may report
+    /// it and go on, or stop (`try_collect`). The matching rows are fetched in one
+    /// statement (`query.limit` bounds them), so a connection error, or a corrupt row
+    /// ([`Error::CorruptRow`]), is the only item.
+    pub fn query(
+        &self,
+        query: &EventQuery,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+        let span = tracing::debug_span!(
+            "chronicle.query",
+            stream = query.stream.as_deref(),
+            limit = query.limit
+        );
+        let (store, query) = (self.clone(), query.clone());
+        let fetch = async move {
+            refuse_text(query.text_problem(), None)?;
+            let backend = &store.inner.backend;
+            let found = store
+                .inner
+                .retry
+                .run("query", || backend.query(&query))
+                .await?;
+            let found = store.without_expired(found).await?;
+            Ok::<_, Error>(stream::iter(store.decode_each(found).await?))
+        };
+        stream::once(fetch.instrument(span)).try_flatten()
     }
 }
 

@@ -27,12 +27,13 @@ use super::backend::{
     LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
 };
 use super::batch::{BatchTx, Flush};
+use super::dialect;
 use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
-use super::sql::{self, to_i64, to_u64};
+use super::sql::{self, RowRef, to_i64, to_u64};
 use super::stream_keys::StoredKey;
-use crate::error::{Error, Result, ValidationError};
+use crate::error::{CorruptValue, Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
@@ -328,64 +329,106 @@ impl PostgresBackend {
 fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
     // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped: this
     // decoding is most of a log read's cost.
+    let stream_id: String = row.try_get_unchecked(3)?;
+    let id = row.try_get_unchecked(2)?;
+    let at = RowRef::event(&stream_id, id);
+    let version = at.version(row.try_get_unchecked(4)?)?;
+    let at = at.at_version(version);
     let extra: Option<String> = row.try_get_unchecked(12)?;
+    let metadata = EventMetadata::from_parts(
+        row.try_get_unchecked(8)?,
+        row.try_get_unchecked(9)?,
+        row.try_get_unchecked(10)?,
+        row.try_get_unchecked(11)?,
+        extra.as_deref(),
+    )
+    .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
     Ok(RecordedEvent {
-        id: row.try_get_unchecked(2)?,
-        stream_id: StreamId::trusted(row.try_get_unchecked(3)?),
-        version: to_u64(row.try_get_unchecked(4)?),
-        position: to_u64(row.try_get_unchecked(0)?),
+        id,
+        version,
+        position: at.unsigned("position", "position", row.try_get_unchecked(0)?)?,
         event_type: row.try_get_unchecked(5)?,
-        schema_version: sql::to_u32(row.try_get_unchecked(6)?),
-        metadata: EventMetadata::from_parts(
-            row.try_get_unchecked(8)?,
-            row.try_get_unchecked(9)?,
-            row.try_get_unchecked(10)?,
-            row.try_get_unchecked(11)?,
-            extra.as_deref(),
-        ),
-        recorded_at: timestamptz(row, 13)?,
+        schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
+        metadata,
+        recorded_at: timestamptz(row, 13, at, "recorded_at")?,
         // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
         // transaction ids never leave (the cast to text and bigint cost the server more).
         commit: to_u64(row.try_get_unchecked(1)?),
         payload: row.try_get_unchecked(7)?,
+        stream_id: StreamId::trusted(stream_id),
     })
 }
 
-/// A `timestamptz` column. In binary form it is microseconds since 2000-01-01 UTC, read
-/// here directly (sqlx goes through three chrono conversions).
-fn timestamptz(row: &PgRow, index: usize) -> std::result::Result<DateTime<Utc>, sqlx::Error> {
-    /// 2000-01-01T00:00:00Z in microseconds since the Unix epoch.
-    const POSTGRES_EPOCH: i64 = 946_684_800_000_000;
+/// A `timestamptz` column of the row `at`. In binary form it is microseconds since
+/// 2000-01-01 UTC, read here directly (sqlx goes through three chrono conversions, and
+/// panics on `infinity`). `infinity` and `-infinity` are no time: a [`CorruptRow`].
+///
+/// [`CorruptRow`]: crate::CorruptRow
+fn timestamptz(
+    row: &PgRow,
+    index: usize,
+    at: RowRef<'_>,
+    column: &'static str,
+) -> std::result::Result<DateTime<Utc>, sqlx::Error> {
     let value = row.try_get_raw(index)?;
     let binary = (value.format() == PgValueFormat::Binary)
         .then(|| <[u8; 8]>::try_from(value.as_bytes().ok()?).ok())
         .flatten();
-    match binary.and_then(|bytes| {
-        DateTime::from_timestamp_micros(i64::from_be_bytes(bytes).saturating_add(POSTGRES_EPOCH))
-    }) {
-        Some(time) => Ok(time),
-        None => row.try_get(index),
+    if let Some(bytes) = binary {
+        return dialect::postgres::from_postgres_micros(i64::from_be_bytes(bytes))
+            .map_err(|stored| at.corrupt(column, CorruptValue::Time(stored)));
     }
+    // Text form (not sent to these reads; kept for safety): sqlx parses it, and fails
+    // without panicking on `infinity`.
+    row.try_get(index)
 }
 
+/// A row of `streams` (`STREAM_COLUMNS`).
 fn info_from_row(row: &PgRow) -> std::result::Result<StreamInfo, sqlx::Error> {
+    let stream_id: String = row.try_get("stream_id")?;
+    let at = RowRef::stream(&stream_id);
     let metadata: Option<String> = row.try_get("metadata")?;
+    let time = |column: &'static str| {
+        let index = sqlx::Column::ordinal(row.try_column(column)?);
+        timestamptz(row, index, at, column)
+    };
     Ok(StreamInfo {
-        stream_id: StreamId::trusted(row.try_get("stream_id")?),
         category: row.try_get("category")?,
         aggregate_type: row.try_get("aggregate_type")?,
         display_name: row.try_get("display_name")?,
-        version: to_u64(row.try_get("version")?),
-        event_count: to_u64(row.try_get("event_count")?),
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        version: at.version(row.try_get("version")?)?,
+        event_count: at.unsigned("event_count", "count", row.try_get("event_count")?)?,
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
         last_event_id: row.try_get("last_event_id")?,
-        status: StreamStatus::from_code(i64::from(row.try_get::<i16, _>("status")?)),
-        metadata: metadata
-            .and_then(|json| serde_json::from_str(&json).ok())
+        status: at.status(i64::from(row.try_get::<i16, _>("status")?))?,
+        // jsonb: always JSON, so never corrupt.
+        metadata: at
+            .json("metadata", metadata.as_deref())?
             .unwrap_or_default(),
         retention: None,
+        stream_id: StreamId::trusted(stream_id),
     })
+}
+
+/// A row of `snapshots` of `stream`: (version, schema version, `third`, created at), where
+/// `third` is the payload or its length.
+fn snapshot_columns<T>(
+    stream: &StreamId,
+    row: &PgRow,
+) -> std::result::Result<(u64, u32, T, DateTime<Utc>), sqlx::Error>
+where
+    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    let at = RowRef::snapshot(stream.as_str(), None);
+    let version = at.version(row.try_get(0)?)?;
+    let at = at.at_version(version);
+    Ok((
+        version,
+        at.schema_version(row.try_get(1)?)?,
+        row.try_get(2)?,
+        timestamptz(row, 3, at, "created_at")?,
+    ))
 }
 
 fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
@@ -440,7 +483,8 @@ async fn append_settled(
                 .await
                 .map_err(fail)?;
         let current = current.map(|(version, status)| (version, i64::from(status)));
-        if let Some(rejected) = sql::rejection(expected, current) {
+        let rejected = sql::rejection(stream.as_str(), expected, current).map_err(fail)?;
+        if let Some(rejected) = rejected {
             tx.rollback().await.map_err(fail)?;
             return Ok(rejected);
         }
@@ -696,7 +740,7 @@ impl Backend for PostgresBackend {
             .bind(stream.as_str())
             .bind(to_i64(*versions.start()))
             .bind(to_i64(*versions.end()))
-            .try_map(|row: PgRow| sql::replayed_from_row(&row))
+            .try_map(|row: PgRow| sql::replayed_from_row(stream.as_str(), &row))
             .fetch_all(&self.pool)
             .await
             .map_err(|error| Error::from_sqlx("replay_stream", error))
@@ -737,8 +781,10 @@ impl Backend for PostgresBackend {
         .fetch_all(&self.pool)
         .await
         .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(&rows, |row| row.try_get(6))
-            .map_err(|error| Error::from_sqlx("replay_stream", error))
+        sql::stream_start(stream.as_str(), &rows, |row, at| {
+            timestamptz(row, 6, at, "created_at")
+        })
+        .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
 
     async fn read_all(
@@ -865,11 +911,12 @@ impl Backend for PostgresBackend {
         .bind(stream.as_str())
         .bind(to_i64(max_version))
         .try_map(|row: PgRow| {
+            let (version, schema_version, payload, created_at) = snapshot_columns(stream, &row)?;
             Ok(StoredSnapshot {
-                version: to_u64(row.try_get(0)?),
-                schema_version: sql::to_u32(row.try_get(1)?),
-                payload: row.try_get(2)?,
-                created_at: row.try_get(3)?,
+                version,
+                schema_version,
+                payload,
+                created_at,
             })
         })
         .fetch_optional(&self.pool)
@@ -884,11 +931,12 @@ impl Backend for PostgresBackend {
         )
         .bind(stream.as_str())
         .try_map(|row: PgRow| {
+            let (version, schema_version, size, created_at) = snapshot_columns(stream, &row)?;
             Ok(SnapshotInfo {
-                version: to_u64(row.try_get(0)?),
-                schema_version: sql::to_u32(row.try_get(1)?),
-                stored_size: to_u64(row.try_get(2)?),
-                created_at: row.try_get(3)?,
+                version,
+                schema_version,
+                stored_size: to_u64(size),
+                created_at,
             })
         })
         .fetch_all(&self.pool)
@@ -991,7 +1039,9 @@ impl Backend for PostgresBackend {
         .fetch_optional(&self.pool)
         .await
         .map_err(|error| Error::from_sqlx("checkpoint", error))?;
-        Ok(row.map(|(commit, position)| LogPosition::new(to_u64(commit), to_u64(position))))
+        row.map(|row| sql::checkpoint(name, row))
+            .transpose()
+            .map_err(|error| Error::from_sqlx("checkpoint", error))
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

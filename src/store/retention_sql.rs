@@ -7,7 +7,7 @@
 use chrono::Utc;
 
 use super::backend::ExpiryCut;
-use super::sql::{to_i64, to_u64};
+use super::sql::{RowRef, to_i64, to_u64};
 use crate::error::{Error, Result};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -47,13 +47,27 @@ fn policy_rows(rows: Vec<(i32, String, String)>) -> PolicyRows {
     out
 }
 
-fn retention_rows(rows: Vec<(String, i64, Option<String>, Option<i64>)>) -> Vec<StreamRetention> {
+/// The streams' retention rows; a negative stream or snapshot version is an error naming
+/// the stream (expiry is judged on them).
+fn retention_rows(
+    operation: &'static str,
+    rows: Vec<(String, i64, Option<String>, Option<i64>)>,
+) -> Result<Vec<StreamRetention>> {
     rows.into_iter()
-        .map(|(stream, head, own, snapshot)| StreamRetention {
-            stream,
-            head: to_u64(head),
-            own,
-            snapshot: snapshot.map(to_u64),
+        .map(|(stream, head, own, snapshot)| {
+            let head = RowRef::stream(&stream).version(head);
+            let snapshot = snapshot
+                .map(|version| RowRef::snapshot(&stream, None).version(version))
+                .transpose();
+            let (head, snapshot) = head
+                .and_then(|head| Ok((head, snapshot?)))
+                .map_err(fail(operation))?;
+            Ok(StreamRetention {
+                stream,
+                head,
+                own,
+                snapshot,
+            })
         })
         .collect()
 }
@@ -115,7 +129,7 @@ macro_rules! retention_statements {
                 .fetch_all(pool)
                 .await
                 .map_err(fail("stream_retention"))?;
-            Ok(retention_rows(rows))
+            retention_rows("stream_retention", rows)
         }
 
         pub(crate) async fn candidates(
@@ -139,7 +153,7 @@ macro_rules! retention_statements {
                 .fetch_all(pool)
                 .await
                 .map_err(fail("retention_candidates"))?;
-            Ok(retention_rows(rows))
+            retention_rows("retention_candidates", rows)
         }
     };
 }
@@ -150,20 +164,26 @@ pub(super) mod sqlite {
 
     retention_statements!("$4");
 
-    /// One `DELETE … RETURNING` per stream, all in one write transaction.
+    /// One `DELETE … RETURNING` per stream, all in one write transaction. An event is
+    /// removed for its age only when its time reads (an integer in chrono's range): one
+    /// whose age cannot be read stays, and its reads report it.
     pub(crate) async fn remove_expired(writer: &Pool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         let fail = fail("enforce_retention");
         let mut tx = begin_write(writer).await?;
         let (mut events, mut bytes) = (0, 0);
+        let earliest = chrono::DateTime::<Utc>::MIN_UTC.timestamp_micros();
         for cut in cuts {
             let removed: Vec<(i64,)> = sqlx::query_as(
                 "DELETE FROM events WHERE stream_id = $1 AND version <= $2 \
-                 AND (version < $3 OR recorded_at < $4) RETURNING length(payload)",
+                 AND (version < $3 OR (recorded_at < $4 AND recorded_at >= $5 \
+                                       AND typeof(recorded_at) = 'integer')) \
+                 RETURNING length(payload)",
             )
             .bind(&cut.stream)
             .bind(to_i64(cut.up_to))
             .bind(to_i64(cut.below))
             .bind(cut.before.map(|time| time.timestamp_micros()))
+            .bind(earliest)
             .fetch_all(&mut *tx)
             .await
             .map_err(&fail)?;
@@ -192,7 +212,8 @@ pub(super) mod postgres {
 
     /// One statement for all the cuts: the doomed rows are found stream by stream through
     /// the (stream, version) index (a lateral join, whatever the table's statistics say),
-    /// removed by position, and the streams' counts follow.
+    /// removed by position, and the streams' counts follow. An event is removed for its
+    /// age only when its time is finite: `-infinity`, which no reader can date, stays.
     pub(crate) async fn remove_expired(pool: &Pool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         let streams: Vec<&str> = cuts.iter().map(|cut| cut.stream.as_str()).collect();
         let up_to: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.up_to)).collect();
@@ -207,7 +228,9 @@ pub(super) mod postgres {
                  SELECT e.position FROM cut CROSS JOIN LATERAL ( \
                      SELECT position FROM events \
                      WHERE events.stream_id = cut.stream_id AND events.version <= cut.up_to \
-                       AND (events.version < cut.below OR events.recorded_at < cut.before)) e), \
+                       AND (events.version < cut.below \
+                            OR (events.recorded_at < cut.before \
+                                AND isfinite(events.recorded_at)))) e), \
              removed AS ( \
                  DELETE FROM events WHERE position IN (SELECT position FROM doomed) \
                  RETURNING stream_id, octet_length(payload) AS bytes), \

@@ -1,6 +1,8 @@
 //! The store's manual snapshot API: save, fetch, list and delete a stream's snapshots.
 //! Payloads go through the codec like events, bound to their stream and version.
 
+use serde::de::DeserializeOwned;
+
 use super::Store;
 use super::backend::{SnapshotWrite, StoredSnapshot};
 use super::stream_keys::PageKeys;
@@ -8,6 +10,10 @@ use crate::codec::{CodecError, snapshot_context};
 use crate::error::{Error, Result, ValidationError};
 use crate::snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
 use crate::stream::StreamId;
+
+/// How many older snapshots a load tries, one statement each, when the newest does not
+/// decode, before it replays the whole stream (`keep_latest` keeps 2 by default).
+const OLDER_SNAPSHOT_TRIES: usize = 8;
 
 impl Store {
     /// Saves a snapshot of `stream` (replacing one at the same version), then, with
@@ -90,6 +96,57 @@ impl Store {
             )))
             .await?;
         self.decode_snapshot(stream, stored, &keys).map(Some)
+    }
+
+    /// The newest snapshot of `stream` below version `below` of `schema_version` that
+    /// decodes into `T`, as the state and its version: a load's fallback when the newest
+    /// snapshot is damaged. Snapshots of another schema version, or that do not decode
+    /// (logged), are stepped over; after [`OLDER_SNAPSHOT_TRIES`] statements, `None`.
+    ///
+    /// # Errors
+    /// Connection errors; a corrupt snapshot row ([`Error::CorruptRow`]).
+    pub(crate) async fn older_usable_snapshot<T: DeserializeOwned>(
+        &self,
+        stream: &StreamId,
+        mut below: u64,
+        schema_version: u32,
+    ) -> Result<Option<(T, u64)>> {
+        let backend = &self.inner.backend;
+        for _ in 0..OLDER_SNAPSHOT_TRIES {
+            let Some(max_version) = below.checked_sub(1) else {
+                return Ok(None);
+            };
+            let stored = self
+                .inner
+                .retry
+                .run("latest_snapshot", || {
+                    backend.latest_snapshot(stream, max_version)
+                })
+                .await?;
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            below = stored.version;
+            if stored.schema_version != schema_version {
+                continue;
+            }
+            let keys = self
+                .page_keys(std::iter::once((
+                    stream.as_str(),
+                    stored.payload.as_slice(),
+                )))
+                .await?;
+            let state = self
+                .decode_snapshot(stream.clone(), stored, &keys)
+                .and_then(|snapshot| Ok((snapshot.data::<T>()?, snapshot.version)));
+            match state {
+                Ok(state) => return Ok(Some(state)),
+                Err(error) => {
+                    tracing::warn!(%stream, version = below, %error, "older snapshot does not decode either");
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Decodes a stored snapshot, with its stream's data key from `keys`.

@@ -10,8 +10,9 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
 use super::backend::{AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, Written};
+use crate::error::{CorruptRow, CorruptValue};
 use crate::event::RecordedEvent;
-use crate::read::EventQuery;
+use crate::read::{EventQuery, LogPosition};
 use crate::stream::{Direction, ExpectedVersion, StreamId, StreamListQuery, StreamStatus};
 
 /// The events of a stream in a version range, narrow (as a replay needs them). `$n`
@@ -19,8 +20,8 @@ use crate::stream::{Direction, ExpectedVersion, StreamId, StreamListQuery, Strea
 pub(crate) const REPLAY_STREAM: &str = "SELECT event_id, version, event_type, schema_version, payload FROM events \
      WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version";
 
-/// A row of [`REPLAY_STREAM`].
-pub(crate) fn replayed_from_row<R>(row: &R) -> Result<ReplayedEvent, sqlx::Error>
+/// A row of [`REPLAY_STREAM`], of `stream`.
+pub(crate) fn replayed_from_row<R>(stream: &str, row: &R) -> Result<ReplayedEvent, sqlx::Error>
 where
     R: Row,
     usize: ColumnIndex<R>,
@@ -31,11 +32,15 @@ where
 {
     // The columns' types are fixed by the statement, so the type checks are skipped: a
     // load of 1,000 events decodes 5,000 columns.
+    let id = row.try_get_unchecked(0)?;
+    let at = RowRef::event(stream, id);
+    let version = at.version(row.try_get_unchecked(1)?)?;
+    let at = at.at_version(version);
     Ok(ReplayedEvent {
-        id: row.try_get_unchecked(0)?,
-        version: to_u64(row.try_get_unchecked(1)?),
+        id,
+        version,
         event_type: row.try_get_unchecked(2)?,
-        schema_version: to_u32(row.try_get_unchecked(3)?),
+        schema_version: at.schema_version(row.try_get_unchecked(3)?)?,
         payload: row.try_get_unchecked(4)?,
     })
 }
@@ -46,8 +51,9 @@ where
 /// time: `time` reads column 6), kind 2 an event (number: schema version). `None` when
 /// there is no head row: no such stream.
 pub(crate) fn stream_start<R>(
+    stream: &str,
     rows: &[R],
-    time: impl Fn(&R) -> Result<DateTime<Utc>, sqlx::Error>,
+    time: impl Fn(&R, RowRef<'_>) -> Result<DateTime<Utc>, sqlx::Error>,
 ) -> Result<Option<StreamStart>, sqlx::Error>
 where
     R: Row,
@@ -61,25 +67,36 @@ where
     let mut snapshot = None;
     let mut events = Vec::new();
     for row in rows {
-        let version = to_u64(row.try_get_unchecked(1)?);
+        let version: i64 = row.try_get_unchecked(1)?;
         let number: i64 = row.try_get_unchecked(2)?;
         match row.try_get_unchecked::<i64, _>(0)? {
-            0 => head = Some((version, StreamStatus::from_code(number))),
+            0 => {
+                let at = RowRef::stream(stream);
+                head = Some((at.version(version)?, at.status(number)?));
+            }
             1 => {
+                let at = RowRef::snapshot(stream, None);
+                let version = at.version(version)?;
+                let at = at.at_version(version);
                 snapshot = Some(StoredSnapshot {
                     version,
-                    schema_version: to_u32(number),
+                    schema_version: at.schema_version(number)?,
                     payload: row.try_get_unchecked(5)?,
-                    created_at: time(row)?,
+                    created_at: time(row, at)?,
                 });
             }
-            _ => events.push(ReplayedEvent {
-                id: row.try_get_unchecked(3)?,
-                version,
-                event_type: row.try_get_unchecked(4)?,
-                schema_version: to_u32(number),
-                payload: row.try_get_unchecked(5)?,
-            }),
+            _ => {
+                let id = row.try_get_unchecked(3)?;
+                let at = RowRef::event(stream, id);
+                let version = at.version(version)?;
+                events.push(ReplayedEvent {
+                    id,
+                    version,
+                    event_type: row.try_get_unchecked(4)?,
+                    schema_version: at.at_version(version).schema_version(number)?,
+                    payload: row.try_get_unchecked(5)?,
+                });
+            }
         }
     }
     // UNION ALL keeps each branch's order in practice; sorting makes it a guarantee.
@@ -120,16 +137,40 @@ where
     Ok(page)
 }
 
-/// The rejection of an append expecting `expected` by the stream state read from its row
-/// ((version, status); `None`: no such stream), or `None` when that state lets it write
-/// (see [`AppendOutcome::rejection`]).
+/// The rejection of an append to `stream` expecting `expected` by the stream state read
+/// from its row ((version, status); `None`: no such stream), or `None` when that state
+/// lets it write (see [`AppendOutcome::rejection`]).
+///
+/// # Errors
+/// A [`CorruptRow`] (as `sqlx::Error::Decode`) for a status or version chronicle never
+/// writes.
 pub(crate) fn rejection(
+    stream: &str,
     expected: ExpectedVersion,
     current: Option<(i64, i64)>,
-) -> Option<AppendOutcome> {
-    let current =
-        current.map(|(version, status)| (to_u64(version), StreamStatus::from_code(status)));
-    AppendOutcome::rejection(expected, current)
+) -> Result<Option<AppendOutcome>, sqlx::Error> {
+    let at = RowRef::stream(stream);
+    let current = match current {
+        None => None,
+        Some((version, status)) => Some((at.version(version)?, at.status(status)?)),
+    };
+    Ok(AppendOutcome::rejection(expected, current))
+}
+
+/// The checkpoint of the projection `name` from its stored (commit id, position).
+///
+/// # Errors
+/// A [`CorruptRow`] (as `sqlx::Error::Decode`) for a negative value: read as 0, it would
+/// send the projection back to the start of the log.
+pub(crate) fn checkpoint(
+    name: &str,
+    (commit, position): (i64, i64),
+) -> Result<LogPosition, sqlx::Error> {
+    let at = RowRef::checkpoint(name);
+    Ok(LogPosition::new(
+        at.unsigned("commit_id", "transaction id", commit)?,
+        at.unsigned("position", "position", position)?,
+    ))
 }
 
 /// Appends `WHERE …` and order for the events of `stream` with versions in `versions`, in
@@ -261,12 +302,149 @@ pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// A SQL integer read back as a count or version (negative values cannot be stored).
+/// A number the database computed (a count, a length, a sum) as a `u64`; never a stored
+/// column, which goes through [`RowRef`] so that a corrupt value is an error.
 pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_default()
 }
 
-/// A stored schema version read back (versions are written from a `u32`).
-pub(crate) fn to_u32(value: i64) -> u32 {
-    u32::try_from(value).unwrap_or_default()
+/// The row being decoded, for the error of a corrupt value in it: a few words copied on
+/// the stack, turned into a [`CorruptRow`] only when a check fails. Each check is one
+/// comparison on the hot path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowRef<'a> {
+    table: &'static str,
+    stream: &'a str,
+    version: Option<u64>,
+    event_id: Option<Uuid>,
+}
+
+impl<'a> RowRef<'a> {
+    /// A row of `events`.
+    pub(crate) fn event(stream: &'a str, event_id: Uuid) -> Self {
+        RowRef {
+            table: "events",
+            stream,
+            version: None,
+            event_id: Some(event_id),
+        }
+    }
+
+    /// A row of `streams`.
+    pub(crate) fn stream(stream: &'a str) -> Self {
+        RowRef {
+            table: "streams",
+            stream,
+            version: None,
+            event_id: None,
+        }
+    }
+
+    /// A row of `snapshots`, at `version` when it is known (read).
+    pub(crate) fn snapshot(stream: &'a str, version: Option<u64>) -> Self {
+        RowRef {
+            table: "snapshots",
+            stream,
+            version,
+            event_id: None,
+        }
+    }
+
+    /// A row of `projection_checkpoints`, named by its projection.
+    pub(crate) fn checkpoint(projection: &'a str) -> Self {
+        RowRef {
+            table: "projection_checkpoints",
+            stream: projection,
+            version: None,
+            event_id: None,
+        }
+    }
+
+    /// The same row, named by its version too (once that read).
+    pub(crate) fn at_version(self, version: u64) -> Self {
+        RowRef {
+            version: Some(version),
+            ..self
+        }
+    }
+
+    /// The error for `column` holding a value with `problem`.
+    #[cold]
+    pub(crate) fn corrupt(self, column: &'static str, problem: CorruptValue) -> sqlx::Error {
+        sqlx::Error::Decode(Box::new(CorruptRow {
+            table: self.table,
+            stream: self.stream.to_owned(),
+            version: self.version,
+            event_id: self.event_id,
+            column,
+            problem,
+        }))
+    }
+
+    /// A stored non-negative integer of `column`, described as `expected`.
+    pub(crate) fn unsigned(
+        self,
+        column: &'static str,
+        expected: &'static str,
+        value: i64,
+    ) -> Result<u64, sqlx::Error> {
+        u64::try_from(value)
+            .map_err(|_| self.corrupt(column, CorruptValue::OutOfRange { value, expected }))
+    }
+
+    /// The `version` column.
+    pub(crate) fn version(self, value: i64) -> Result<u64, sqlx::Error> {
+        self.unsigned("version", "version", value)
+    }
+
+    /// The `schema_version` column (written from a `u32`).
+    pub(crate) fn schema_version(self, value: i64) -> Result<u32, sqlx::Error> {
+        u32::try_from(value).map_err(|_| {
+            self.corrupt(
+                "schema_version",
+                CorruptValue::OutOfRange {
+                    value,
+                    expected: "schema version",
+                },
+            )
+        })
+    }
+
+    /// The `status` column of a stream.
+    pub(crate) fn status(self, value: i64) -> Result<StreamStatus, sqlx::Error> {
+        StreamStatus::from_code(value)
+            .ok_or_else(|| self.corrupt("status", CorruptValue::UnknownStatus(value)))
+    }
+
+    /// A time column stored as microseconds since the Unix epoch (SQLite).
+    pub(crate) fn micros(
+        self,
+        column: &'static str,
+        value: i64,
+    ) -> Result<DateTime<Utc>, sqlx::Error> {
+        DateTime::from_timestamp_micros(value)
+            .ok_or_else(|| self.corrupt(column, CorruptValue::Time(format!("{value} µs"))))
+    }
+
+    /// A JSON column: `None` stays `None`, text that does not parse as `T` is corrupt.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        self,
+        column: &'static str,
+        text: Option<&str>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        text.map(serde_json::from_str)
+            .transpose()
+            .map_err(|error| self.corrupt(column, CorruptValue::Json(error)))
+    }
+
+    /// A driver error reading `column` (a value of another type, on SQLite), named.
+    pub(crate) fn unreadable(
+        self,
+        column: &'static str,
+    ) -> impl FnOnce(sqlx::Error) -> sqlx::Error {
+        move |error| match error {
+            sqlx::Error::ColumnDecode { .. } => self.corrupt(column, CorruptValue::Type(error)),
+            error => error,
+        }
+    }
 }

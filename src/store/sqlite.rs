@@ -33,9 +33,11 @@ use super::batch::{BatchTx, Flush};
 use super::keys_sql;
 use super::migrate;
 use super::retention_sql;
-use super::sql::{self, to_i64, to_u64};
+use super::sql::{self, RowRef, to_i64, to_u64};
 use super::stream_keys::StoredKey;
-use crate::error::{Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code};
+use crate::error::{
+    CorruptValue, Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code,
+};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
@@ -43,7 +45,6 @@ use crate::retention::rules::{PolicyRows, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
-    StreamStatus,
 };
 
 /// How SQLite commits reach the disk.
@@ -190,51 +191,84 @@ fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
-fn from_micros(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
-}
-
+/// A row of `events` (`EVENT_COLUMNS`). SQLite keeps any value in any column, so a value
+/// of another type is named as corrupt too.
 fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
     let stream_id: String = row.try_get(2)?;
-    let extra: Option<String> = row.try_get(11)?;
+    let id = row.try_get(1)?;
+    let at = RowRef::event(&stream_id, id);
+    let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
+    let at = at.at_version(version);
+    let extra: Option<String> = row.try_get(11).map_err(at.unreadable("metadata"))?;
+    let metadata = EventMetadata::from_parts(
+        row.try_get(7)?,
+        row.try_get(8)?,
+        row.try_get(9)?,
+        row.try_get(10)?,
+        extra.as_deref(),
+    )
+    .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
+    let position = row.try_get(0).map_err(at.unreadable("position"))?;
+    let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
+    let recorded_at = row.try_get(12).map_err(at.unreadable("recorded_at"))?;
     Ok(RecordedEvent {
-        id: row.try_get(1)?,
-        stream_id: StreamId::trusted(stream_id),
-        version: to_u64(row.try_get(3)?),
-        position: to_u64(row.try_get(0)?),
+        id,
+        version,
+        position: at.unsigned("position", "position", position)?,
         event_type: row.try_get(4)?,
-        schema_version: sql::to_u32(row.try_get(5)?),
-        metadata: EventMetadata::from_parts(
-            row.try_get(7)?,
-            row.try_get(8)?,
-            row.try_get(9)?,
-            row.try_get(10)?,
-            extra.as_deref(),
-        ),
-        recorded_at: from_micros(row.try_get(12)?),
+        schema_version: at.schema_version(schema_version)?,
+        metadata,
+        recorded_at: at.micros("recorded_at", recorded_at)?,
         commit: 0,
         payload: row.try_get(6)?,
+        stream_id: StreamId::trusted(stream_id),
     })
 }
 
+/// A row of `streams` (`STREAM_COLUMNS`).
 fn info_from_row(row: &SqliteRow) -> std::result::Result<StreamInfo, sqlx::Error> {
-    let metadata: Option<String> = row.try_get("metadata")?;
+    let stream_id: String = row.try_get("stream_id")?;
+    let at = RowRef::stream(&stream_id);
+    let int = |column: &'static str| row.try_get::<i64, _>(column).map_err(at.unreadable(column));
+    let metadata: Option<String> = row.try_get("metadata").map_err(at.unreadable("metadata"))?;
     Ok(StreamInfo {
-        stream_id: StreamId::trusted(row.try_get("stream_id")?),
         category: row.try_get("category")?,
         aggregate_type: row.try_get("aggregate_type")?,
         display_name: row.try_get("display_name")?,
-        version: to_u64(row.try_get("version")?),
-        event_count: to_u64(row.try_get("event_count")?),
-        created_at: from_micros(row.try_get("created_at")?),
-        updated_at: from_micros(row.try_get("updated_at")?),
+        version: at.version(int("version")?)?,
+        event_count: at.unsigned("event_count", "count", int("event_count")?)?,
+        created_at: at.micros("created_at", int("created_at")?)?,
+        updated_at: at.micros("updated_at", int("updated_at")?)?,
         last_event_id: row.try_get("last_event_id")?,
-        status: StreamStatus::from_code(row.try_get("status")?),
-        metadata: metadata
-            .and_then(|json| serde_json::from_str(&json).ok())
+        status: at.status(int("status")?)?,
+        metadata: at
+            .json("metadata", metadata.as_deref())?
             .unwrap_or_default(),
         retention: None,
+        stream_id: StreamId::trusted(stream_id),
     })
+}
+
+/// A row of `snapshots`: (version, schema version, `third`, created at), where `third` is
+/// the payload or its length.
+fn snapshot_columns<T>(
+    stream: &StreamId,
+    row: &SqliteRow,
+) -> std::result::Result<(u64, u32, T, DateTime<Utc>), sqlx::Error>
+where
+    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let at = RowRef::snapshot(stream.as_str(), None);
+    let version = at.version(row.try_get(0).map_err(at.unreadable("version"))?)?;
+    let at = at.at_version(version);
+    let schema_version = row.try_get(1).map_err(at.unreadable("schema_version"))?;
+    let created_at = row.try_get(3).map_err(at.unreadable("created_at"))?;
+    Ok((
+        version,
+        at.schema_version(schema_version)?,
+        row.try_get(2)?,
+        at.micros("created_at", created_at)?,
+    ))
 }
 
 /// The stream's (version, status), if it exists.
@@ -290,10 +324,9 @@ async fn append_locked(
     events: &[EncodedEvent<'_>],
     now: DateTime<Utc>,
 ) -> Result<AppendOutcome> {
-    let current = stream_state(conn, stream)
-        .await
-        .map_err(|error| Error::from_sqlx("append", error))?;
-    if let Some(rejected) = sql::rejection(expected, current) {
+    let fail = |error| Error::from_sqlx("append", error);
+    let current = stream_state(conn, stream).await.map_err(fail)?;
+    if let Some(rejected) = sql::rejection(stream.as_str(), expected, current).map_err(fail)? {
         return Ok(rejected);
     }
     let base = current.map_or(0, |(version, _)| version);
@@ -318,7 +351,8 @@ fn outcome(
 
 /// The time now, as it reads back from a column (microseconds).
 fn stored_now() -> DateTime<Utc> {
-    from_micros(micros(Utc::now()))
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(micros(now)).unwrap_or(now)
 }
 
 /// Whether the `events_guard` trigger refused the batch (wrong version or deleted stream).
@@ -517,7 +551,7 @@ impl Backend for SqliteBackend {
             .bind(stream.as_str())
             .bind(to_i64(*versions.start()))
             .bind(to_i64(*versions.end()))
-            .try_map(|row: SqliteRow| sql::replayed_from_row(&row))
+            .try_map(|row: SqliteRow| sql::replayed_from_row(stream.as_str(), &row))
             .fetch_all(&self.reader)
             .await
             .map_err(|error| Error::from_sqlx("replay_stream", error))
@@ -558,8 +592,13 @@ impl Backend for SqliteBackend {
         .fetch_all(&self.reader)
         .await
         .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(&rows, |row| Ok(from_micros(row.try_get(6)?)))
-            .map_err(|error| Error::from_sqlx("replay_stream", error))
+        sql::stream_start(stream.as_str(), &rows, |row, at| {
+            at.micros(
+                "created_at",
+                row.try_get(6).map_err(at.unreadable("created_at"))?,
+            )
+        })
+        .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
 
     async fn read_all(
@@ -665,11 +704,12 @@ impl Backend for SqliteBackend {
         .bind(stream.as_str())
         .bind(to_i64(max_version))
         .try_map(|row: SqliteRow| {
+            let (version, schema_version, payload, created_at) = snapshot_columns(stream, &row)?;
             Ok(StoredSnapshot {
-                version: to_u64(row.try_get(0)?),
-                schema_version: sql::to_u32(row.try_get(1)?),
-                payload: row.try_get(2)?,
-                created_at: from_micros(row.try_get(3)?),
+                version,
+                schema_version,
+                payload,
+                created_at,
             })
         })
         .fetch_optional(&self.reader)
@@ -684,11 +724,12 @@ impl Backend for SqliteBackend {
         )
         .bind(stream.as_str())
         .try_map(|row: SqliteRow| {
+            let (version, schema_version, size, created_at) = snapshot_columns(stream, &row)?;
             Ok(SnapshotInfo {
-                version: to_u64(row.try_get(0)?),
-                schema_version: sql::to_u32(row.try_get(1)?),
-                stored_size: to_u64(row.try_get(2)?),
-                created_at: from_micros(row.try_get(3)?),
+                version,
+                schema_version,
+                stored_size: to_u64(size),
+                created_at,
             })
         })
         .fetch_all(&self.reader)
@@ -729,7 +770,9 @@ impl Backend for SqliteBackend {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(|error| Error::from_sqlx("checkpoint", error))?;
-        Ok(row.map(|(commit, position)| LogPosition::new(to_u64(commit), to_u64(position))))
+        row.map(|row| sql::checkpoint(name, row))
+            .transpose()
+            .map_err(|error| Error::from_sqlx("checkpoint", error))
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {

@@ -18,6 +18,7 @@ crate::for_each_backend!(
     snapshot_taken_at_threshold_and_used_with_the_tail,
     stale_snapshot_version_is_ignored_and_replaced,
     undecodable_snapshot_falls_back_to_a_full_replay,
+    damaged_newest_snapshot_falls_back_to_the_older_one,
     load_at_gives_history,
     manual_snapshot_api,
     commands_in_one_repository_queue_without_conflicts,
@@ -293,6 +294,65 @@ async fn undecodable_snapshot_falls_back_to_a_full_replay(kind: Kind) {
         let loaded = accounts.load("7").await.expect("load").expect("exists");
         assert_eq!((loaded.from_snapshot, loaded.replayed), (None, 5));
         assert_eq!(loaded.state.balance, 40);
+    }
+}
+
+/// A newest snapshot that does not decode is stepped over: the load starts from the next
+/// older usable one, not from the stream's first event.
+async fn damaged_newest_snapshot_falls_back_to_the_older_one(kind: Kind) {
+    let Some(t) = kind
+        .open("damaged_newest_snapshot_falls_back_to_the_older_one")
+        .await
+    else {
+        return;
+    };
+    let accounts = t.store.repository::<Account>();
+    open_account(&accounts, "9", 24).await; // version 25, snapshots at 10 and 20
+    let versions: Vec<u64> = accounts
+        .list_snapshots("9")
+        .await
+        .expect("list")
+        .iter()
+        .map(|snapshot| snapshot.version)
+        .collect();
+    assert_eq!(versions, [20, 10]);
+    let expected = fold(stored_events(&t.store, "account-9").await);
+
+    // Version 20's snapshot, of the current schema version, no longer fits the state.
+    let wrong = NewSnapshot::from_serialize(20, 1, &json!({ "balance": "many" })).expect("json");
+    t.store
+        .save_snapshot("account-9", wrong)
+        .await
+        .expect("save");
+    let loaded = accounts.load("9").await.expect("load").expect("exists");
+    assert_eq!((loaded.from_snapshot, loaded.replayed), (Some(10), 15));
+    assert_eq!((loaded.version, &loaded.state), (25, &expected));
+
+    // Loading replaced the damaged snapshot with one at version 25.
+    let again = accounts.load("9").await.expect("load").expect("exists");
+    assert_eq!((again.from_snapshot, again.replayed), (Some(25), 0));
+
+    // Bytes that are not a payload at all, at version 20 only.
+    if !matches!(t.location, Location::Memory) {
+        open_account(&accounts, "10", 24).await; // version 25, snapshots at 10 and 20
+        let sql = match t.location {
+            Location::Postgres { .. } => {
+                "UPDATE snapshots SET payload = '\\xc70101ffff'::bytea \
+                 WHERE stream_id = 'account-10' AND version = 20"
+            }
+            _ => {
+                "UPDATE snapshots SET payload = X'c70101ffff' \
+                 WHERE stream_id = 'account-10' AND version = 20"
+            }
+        };
+        execute(&t, sql).await;
+        let loaded = accounts.load("10").await.expect("load").expect("exists");
+        assert_eq!((loaded.from_snapshot, loaded.replayed), (Some(10), 15));
+        assert_eq!(loaded.version, 25);
+        assert_eq!(
+            loaded.state,
+            fold(stored_events(&t.store, "account-10").await)
+        );
     }
 }
 

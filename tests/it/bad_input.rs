@@ -165,7 +165,11 @@ async fn check(store: &Store, field: Field, text: &str) -> Result<(), TestCaseEr
     let outcome = if let Some(spec) = spec {
         store.create_stream(stream, spec).await
     } else if let Some(query) = query {
-        store.query(&query).await.map(|_| ())
+        store
+            .query(&query)
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ())
     } else if let Some(list) = list {
         store.list_streams(&list).await.map(|_| ())
     } else {

@@ -823,7 +823,9 @@ async fn query_filters(kind: Kind) {
             .map(|e| e.json().expect("json")["n"].as_u64().expect("n"))
             .collect()
     };
-    let q = |query: EventQuery| async move { ns(store.query(&query).await.expect("query")) };
+    let q = |query: EventQuery| async move {
+        ns(store.query(&query).try_collect().await.expect("query"))
+    };
     assert_eq!(q(EventQuery::new()).await, [1, 2, 3, 4, 5, 6]);
     assert_eq!(q(EventQuery::new().stream("q-1")).await, [1, 3, 5]);
     assert_eq!(q(EventQuery::new().event_types(["even"])).await, [2, 4, 6]);

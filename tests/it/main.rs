@@ -5,6 +5,7 @@ mod aggregates;
 mod bad_input;
 mod concurrency;
 mod conformance;
+mod corrupt_rows;
 mod derive_ui;
 mod domain;
 mod domain_event;

@@ -123,10 +123,11 @@ async fn future_versions_and_unknown_types_are_typed_errors() {
         .append("account-2", ExpectedVersion::NoStream, events)
         .await
         .expect("append");
-    let recorded = store
-        .query(&chronicle::EventQuery::new().stream("account-2"))
-        .await
-        .expect("read");
+    let recorded: Vec<chronicle::RecordedEvent> = futures::TryStreamExt::try_collect(
+        store.query(&chronicle::EventQuery::new().stream("account-2")),
+    )
+    .await
+    .expect("read");
 
     let future = store
         .decode_event::<AccountEventV2>(&recorded[0])
