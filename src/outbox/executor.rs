@@ -155,6 +155,7 @@ impl Outbox {
         let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
         let now = now_micros();
         let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
+        let started = Instant::now();
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let claimed = tx
             .claim_requests(
@@ -166,6 +167,8 @@ impl Outbox {
             )
             .await?;
         tx.commit().await?;
+        metrics::histogram!("chronicle_outbox_claim_seconds")
+            .record(started.elapsed().as_secs_f64());
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
