@@ -958,3 +958,55 @@ async fn the_schedulers_purge_done_requests() {
     running.shutdown().await;
     assert_eq!(stats, HandlerStats::default(), "done requests purged");
 }
+
+/// A raw connection to the test's SQLite file holding the write lock (`BEGIN IMMEDIATE`)
+/// until dropped or committed, as another process's writer would.
+async fn hold_sqlite_write_lock(t: &crate::support::TestStore) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let crate::support::Location::Sqlite { url, .. } = &t.location else {
+        panic!("a SQLite store");
+    };
+    let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .expect("take the write lock");
+    conn
+}
+
+/// `stats` and `dead_requests` only read: they answer while another connection holds
+/// SQLite's write lock (once, each took the write lock and waited for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_admin_reads_do_not_take_the_write_lock() {
+    let Some(t) = Kind::Sqlite
+        .open("sqlite_admin_reads_do_not_take_the_write_lock")
+        .await
+    else {
+        return;
+    };
+    let fatal = Handler::new("fatal", "*", |_request: HandlerRequest| async {
+        Err(HandlerError::fatal("no"))
+    });
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(fatal))
+        .expect("outbox");
+    append(&t.store, "s-1", &["t.A"]).await;
+    outbox.process().await.expect("process");
+    assert_eq!(outbox.execute().await.expect("execute").dead, 1);
+
+    let lock = hold_sqlite_write_lock(&t).await;
+    let within = Duration::from_secs(2);
+    let stats = tokio::time::timeout(within, outbox.stats())
+        .await
+        .expect("stats does not wait for the write lock")
+        .expect("stats");
+    assert_eq!(stats_of(&stats, "fatal").dead, 1);
+    let dead = tokio::time::timeout(within, outbox.dead_requests(None, 10))
+        .await
+        .expect("dead_requests does not wait for the write lock")
+        .expect("dead_requests");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("no"));
+    drop(lock);
+}
