@@ -150,23 +150,30 @@ impl Outbox {
     /// events. An event that cannot be read is its request's non-retryable failure; a
     /// fetch that fails as a whole is every request's retryable one.
     async fn claim(&self, limit: usize) -> Result<Vec<(Claimed, Prepared)>> {
-        // The handlers must be done before the lease runs out, counted from before the
-        // claim (its own clock runs from the claim statement).
-        let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
-        let now = now_micros();
-        let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
+        let span = tracing::debug_span!("chronicle.outbox.claim", limit);
         let started = Instant::now();
-        let mut tx = self.store.begin_batch(Flush::Wait).await?;
-        let claimed = tx
-            .claim_requests(
-                &self.handler_names,
-                &token,
-                now,
-                now.saturating_add(micros(self.settings.lease)),
-                limit,
-            )
-            .await?;
-        tx.commit().await?;
+        let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
+        let (claimed, deadline) = async {
+            let mut tx = self.store.begin_batch(Flush::Wait).await?;
+            // The lease runs from here, once the transaction holds SQLite's write lock:
+            // the wait for it is charged neither to the lease nor to the handlers, which
+            // must be done before the lease runs out.
+            let now = now_micros();
+            let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
+            let claimed = tx
+                .claim_requests(
+                    &self.handler_names,
+                    &token,
+                    now,
+                    now.saturating_add(micros(self.settings.lease)),
+                    limit,
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, Error>((claimed, deadline))
+        }
+        .instrument(span)
+        .await?;
         metrics::histogram!("chronicle_outbox_claim_seconds")
             .record(started.elapsed().as_secs_f64());
         if claimed.is_empty() {
@@ -277,11 +284,12 @@ impl Outbox {
         // the call before the lease does, so no other executor claims the request while
         // it still runs here (unless the handler blocks its thread past the abort).
         let run = Arc::clone(&handler.run);
+        // The handler's timeout counts from here, its own start; the lease's end may come
+        // first.
+        let lease_left = deadline.saturating_duration_since(Instant::now());
+        let timeout = handler.timeout.min(lease_left);
         let task = tokio::spawn(CatchPanic::new(async move { run(call).await }));
         let abort = task.abort_handle();
-        let timeout = handler
-            .timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(Ok(Ok(())))) => Ok(()),
             Ok(Ok(Ok(Err(error)))) => Err(Failed::new(
@@ -299,7 +307,12 @@ impl Outbox {
             )),
             Err(_) => {
                 abort.abort();
-                Err(Failed::new(None, format!("timed out after {timeout:?}")))
+                let error = if timeout < handler.timeout {
+                    format!("stopped after {timeout:?}: the request's lease runs out")
+                } else {
+                    format!("timed out after {timeout:?}")
+                };
+                Err(Failed::new(None, error))
             }
         }
     }

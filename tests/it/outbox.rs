@@ -1010,3 +1010,54 @@ async fn sqlite_admin_reads_do_not_take_the_write_lock() {
     assert_eq!(dead[0].last_error.as_deref(), Some("no"));
     drop(lock);
 }
+
+/// A handler's timeout counts only its own run, and the lease's clock (handlers are
+/// stopped at 90% of it) starts once the claim holds the write lock: a claim that waits
+/// 1.5 s for SQLite's write lock, with a 2 s lease, leaves a handler of 600 ms its whole
+/// 1 s timeout. A handler running past its timeout still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_wait_for_the_write_lock_is_not_charged_to_the_handlers() {
+    let Some(t) = Kind::Sqlite
+        .open("sqlite_the_wait_for_the_write_lock_is_not_charged")
+        .await
+    else {
+        return;
+    };
+    let sleeper = |name: &str, pattern: &str, millis: u64| {
+        Handler::new(name, pattern, move |_request: HandlerRequest| async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Ok(())
+        })
+        .timeout(Duration::from_secs(1))
+    };
+    let outbox = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(sleeper("fits", "t.Fits", 600))
+                .route(sleeper("overruns", "t.Overruns", 1500)),
+        )
+        .expect("outbox")
+        .lease(Duration::from_secs(2));
+    append(&t.store, "s-1", &["t.Fits", "t.Overruns"]).await;
+    assert_eq!(outbox.process().await.expect("process"), 2);
+
+    let mut lock = hold_sqlite_write_lock(&t).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut lock)
+            .await
+            .expect("release the write lock");
+    });
+    let executed = outbox.execute().await.expect("execute");
+    release.await.expect("released");
+    assert_eq!(
+        (executed.claimed, executed.done, executed.retrying),
+        (2, 1, 1),
+        "{executed:?}"
+    );
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "fits").done, 1, "{stats:?}");
+    assert_eq!(stats_of(&stats, "overruns").failed_waiting, 1, "{stats:?}");
+}
