@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::store::ShreddedEvents;
 use crate::store::batch::Flush;
-use crate::store::requests::{self, Claimed, attempt};
+use crate::store::requests::{self, Claimed, TurnKeys, attempt};
 use crate::task::stop_requested;
 
 /// What one [`Outbox::execute`] did.
@@ -326,6 +326,15 @@ impl Outbox {
         };
         let mut reports = Vec::new();
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        // The streams whose turn these outcomes may pass on, locked before any row is
+        // touched (PostgreSQL); only those recorded done or dead pass it.
+        let ordered: TurnKeys<'_> = outcomes
+            .iter()
+            .filter(|(request, _)| request.ordered)
+            .map(|(request, _)| (request.handler.as_str(), request.stream_id.as_str()))
+            .collect();
+        tx.lock_turns(&ordered).await?;
+        let mut ended = TurnKeys::new();
         let mut done: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for (request, outcome) in &outcomes {
             if outcome.is_ok() {
@@ -336,6 +345,11 @@ impl Outbox {
             let recorded = tx.finish_done(ids, token, now).await?;
             executed.done += recorded.len() as u64;
             executed.lost += (ids.len() - recorded.len()) as u64;
+        }
+        for (request, outcome) in &outcomes {
+            if outcome.is_ok() && request.ordered {
+                ended.insert((request.handler.as_str(), request.stream_id.as_str()));
+            }
         }
         for (request, outcome) in &outcomes {
             let Err(failed) = outcome else { continue };
@@ -364,6 +378,9 @@ impl Outbox {
             }
             if dead {
                 executed.dead += 1;
+                if request.ordered {
+                    ended.insert((request.handler.as_str(), request.stream_id.as_str()));
+                }
             } else {
                 executed.retrying += 1;
             }
@@ -371,6 +388,7 @@ impl Outbox {
                 reports.push((request, failed, dead));
             }
         }
+        tx.pass_turns(&ended).await?;
         tx.commit().await?;
         for (request, failed, dead) in reports {
             let failure = Failure {
