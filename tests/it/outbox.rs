@@ -1213,3 +1213,91 @@ async fn ordered_turns_pass_while_requests_are_created_and_run_at_once(kind: Kin
         );
     }
 }
+
+/// Migration 0007 gives the requests open before it their turns as claims saw them: per
+/// ordered (handler, stream), the running request, else the earliest open one; every
+/// request of an unordered handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_turns_migration_marks_the_open_requests() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .expect("migrations")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    sqlx::raw_sql(
+        "CREATE TABLE chronicle_migrations (version BIGINT NOT NULL PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("bookkeeping");
+    // The schema as it was before the turns: migrations 1 to 6.
+    for (n, file) in files.iter().take(6).enumerate() {
+        let sql = std::fs::read_to_string(file).expect("read migration");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("apply");
+        sqlx::query("INSERT INTO chronicle_migrations VALUES (?, 'old', '')")
+            .bind(n as i64 + 1)
+            .execute(&mut conn)
+            .await
+            .expect("record");
+    }
+    // (handler, stream, position, ordered, state)
+    let rows = [
+        ("h", "s1", 1, true, 0),
+        ("h", "s1", 2, true, 0),
+        ("h", "s1", 3, true, 1),
+        ("h", "s2", 4, true, 3),
+        ("h", "s2", 5, true, 0),
+        ("h", "s2", 6, true, 0),
+        ("h", "s3", 7, true, 2),
+        ("u", "s1", 8, false, 0),
+        ("u", "s1", 9, false, 0),
+    ];
+    for (handler, stream, position, ordered, state) in rows {
+        sqlx::query(
+            "INSERT INTO handler_requests (handler, event_id, event_position, stream_id, \
+             priority, ordered, state, due_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 0, ?, ?, 0, 0, 0)",
+        )
+        .bind(handler)
+        .bind(Uuid::now_v7())
+        .bind(position)
+        .bind(stream)
+        .bind(ordered)
+        .bind(state)
+        .execute(&mut conn)
+        .await
+        .expect("insert request");
+    }
+    conn.close().await.expect("close");
+
+    let store = Store::open(&url)
+        .await
+        .expect("open: applies the turns migration");
+    store.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let ready: Vec<i64> = sqlx::query_scalar(
+        "SELECT event_position FROM handler_requests WHERE state < 2 AND ready = 1 \
+         ORDER BY event_position",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("ready");
+    assert_eq!(
+        ready,
+        [3, 5, 8, 9],
+        "s1: the running one; s2: the earliest open one"
+    );
+}
