@@ -1,10 +1,12 @@
 //! chronicle's outbox benchmarks: requests created per second by the processor (beside
-//! `read_all` of the same log), and no-op executions per second with one executor and
-//! with four, on SQLite and PostgreSQL.
+//! `read_all` of the same log), no-op executions per second with one executor and with
+//! four, and the time of one claim with a backlog of open ordered requests, on SQLite and
+//! PostgreSQL.
 //!
 //! ```text
 //! cargo bench --bench outbox                    # everything
 //! cargo bench --bench outbox -- outbox_execute  # only workloads whose name contains this
+//! cargo bench --bench outbox -- outbox_claim    # the claim latencies only
 //! CHRONICLE_BENCH_QUICK=1 cargo bench --bench outbox
 //! ```
 //!
@@ -17,10 +19,20 @@
 //! from the first claim until every request of the round is done; each executor is an
 //! `Outbox` with 32 workers, and on PostgreSQL each of the four has a store (a pool) of its
 //! own, as separate processes would.
+//!
+//! The claim workloads (`outbox_claim_sqlite`, `outbox_claim_pg`) keep a backlog of open
+//! requests for a handler ordered per stream (`CHRONICLE_BENCH_CLAIM_SIZES`, default
+//! `1000,4000,16000`), spread over 16 streams in runs of 100 events, and time the claims
+//! of `Outbox::execute` (4 workers): the executor's `chronicle_outbox_claim_seconds`
+//! histogram, read through a recorder installed here. After each execution, as many
+//! events as it finished are appended and processed (untimed), so the backlog stays the
+//! same. Each size takes `CHRONICLE_BENCH_CLAIMS` claims (default 300) or
+//! `CHRONICLE_BENCH_CLAIM_SECS` seconds (default 20), whichever ends first.
 
 mod harness;
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chronicle::{ExpectedVersion, Handler, HandlerMap, HandlerRequest, NewEvent, Outbox, Store};
 use futures::TryStreamExt;
@@ -250,11 +262,232 @@ async fn outbox_execute_pg(cfg: &Config) -> Res<Vec<Row>> {
     .await
 }
 
+// ---------------------------------------------------------------------------------------
+// Claims with a backlog
+
+/// The executor's claim times (seconds) since the last [`take_claims`].
+static CLAIMS: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+fn take_claims() -> Vec<f64> {
+    std::mem::take(&mut *CLAIMS.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// A `metrics` recorder that keeps the values of `chronicle_outbox_claim_seconds` in
+/// [`CLAIMS`] and drops everything else.
+struct ClaimRecorder;
+
+struct ClaimTimes;
+
+impl metrics::HistogramFn for ClaimTimes {
+    fn record(&self, value: f64) {
+        CLAIMS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(value);
+    }
+}
+
+impl metrics::Recorder for ClaimRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        if key.name() == "chronicle_outbox_claim_seconds" {
+            metrics::Histogram::from_arc(Arc::new(ClaimTimes))
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+/// Streams of the claim workloads' backlog.
+const CLAIM_STREAMS: u64 = 16;
+
+/// Appends `count` events in appends of up to 100, each to the next of the
+/// [`CLAIM_STREAMS`] streams (`next` counts the appends).
+async fn fill_claim_streams(store: &Store, count: u64, next: &mut u64) -> Res<()> {
+    let mut written = 0;
+    while written < count {
+        let batch = (count - written).min(100);
+        let events = (0..batch)
+            .map(|n| NewEvent::from_serialize("deposited", &Deposited::sample(n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stream = format!("ordered-{}", *next % CLAIM_STREAMS);
+        *next += 1;
+        store.append(stream, ExpectedVersion::Any, events).await?;
+        written += batch;
+    }
+    Ok(())
+}
+
+/// The `q` quantile of sorted `values`, in milliseconds.
+fn quantile_ms(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)] * 1000.0
+}
+
+/// One backlog size on a fresh `store`: its claims' times and the executions' times
+/// (seconds).
+async fn claim_run(
+    store: &Store,
+    backlog: u64,
+    claims: usize,
+    budget: Duration,
+) -> Res<(Vec<f64>, Vec<f64>)> {
+    let handler = format!("ordered{}", next_id());
+    let handlers = HandlerMap::new().route(
+        Handler::new(handler.as_str(), "*", |request: HandlerRequest| {
+            std::hint::black_box(request);
+            async { Ok(()) }
+        })
+        .ordered_per_stream(),
+    );
+    let outbox = store
+        .outbox(handlers)?
+        .name(format!("{handler}-processor"))
+        .workers(4);
+    let mut appends = 0;
+    fill_claim_streams(store, backlog, &mut appends).await?;
+    harness::expect_count("requests created", outbox.process().await?, backlog)?;
+    // Warm-up: the plan caches and the pool.
+    for _ in 0..3 {
+        let executed = outbox.execute().await?;
+        fill_claim_streams(store, executed.done, &mut appends).await?;
+        outbox.process().await?;
+    }
+    take_claims();
+    let (mut times, mut executions) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while times.len() < claims && started.elapsed() < budget {
+        let execution = Instant::now();
+        let executed = outbox.execute().await?;
+        executions.push(execution.elapsed().as_secs_f64());
+        times.extend(take_claims());
+        if executed.claimed == 0 || executed.done != executed.claimed {
+            return Err(format!(
+                "an execution claimed {} and finished {}",
+                executed.claimed, executed.done
+            )
+            .into());
+        }
+        fill_claim_streams(store, executed.done, &mut appends).await?;
+        outbox.process().await?;
+    }
+    Ok((times, executions))
+}
+
+/// The claim rows of one backend: a store per backlog size from `open`.
+async fn claim_rows<F>(cfg: &Config, name: &str, backend: &str, mut open: F) -> Res<Vec<Row>>
+where
+    F: AsyncFnMut(u64) -> Res<Store>,
+{
+    let sizes: String =
+        harness::env_or("CHRONICLE_BENCH_CLAIM_SIZES", "1000,4000,16000".to_owned())?;
+    let claims: usize =
+        harness::env_or("CHRONICLE_BENCH_CLAIMS", if cfg.quick { 50 } else { 300 })?;
+    let budget = Duration::from_secs_f64(harness::env_or("CHRONICLE_BENCH_CLAIM_SECS", 20.0)?);
+    let mut rows = Vec::new();
+    for size in sizes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let backlog: u64 = size
+            .parse()
+            .map_err(|_| format!("bad backlog size `{size}`"))?;
+        let store = open(backlog).await?;
+        let (mut times, mut executions) = claim_run(&store, backlog, claims, budget).await?;
+        store.close().await;
+        times.sort_by(f64::total_cmp);
+        executions.sort_by(f64::total_cmp);
+        let p99 = quantile_ms(&times, 0.99);
+        let text = format!(
+            "p50 {:.2} ms, p99 {:.2} ms (max {:.2} ms, {} claims)",
+            quantile_ms(&times, 0.5),
+            p99,
+            quantile_ms(&times, 1.0),
+            times.len()
+        );
+        eprintln!("  {backlog} open: claims {text}");
+        let (met, target) = if backlog >= 16_000 {
+            (Met::from(p99 < 10.0), "p99 < 10 ms".to_owned())
+        } else {
+            (Met::Info, "—".to_owned())
+        };
+        rows.push(Row {
+            workload: format!(
+                "{name}: {backend}, claims of 4 with {} open requests ordered per stream \
+                 ({CLAIM_STREAMS} streams)",
+                fmt_rate(backlog as f64)
+            ),
+            chronicle: text,
+            baseline: format!(
+                "execute(): p50 {:.2} ms, p99 {:.2} ms",
+                quantile_ms(&executions, 0.5),
+                quantile_ms(&executions, 0.99)
+            ),
+            ratio: "—".to_owned(),
+            target,
+            met,
+        });
+    }
+    Ok(rows)
+}
+
+async fn outbox_claim_sqlite(cfg: &Config) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    claim_rows(cfg, "outbox_claim_sqlite", "SQLite", async |backlog| {
+        Ok(Store::open(sqlite_url(dir.path(), &format!("claim-{backlog}.db"))).await?)
+    })
+    .await
+}
+
+async fn outbox_claim_pg(cfg: &Config) -> Res<Vec<Row>> {
+    with_schemas(cfg, async |schemas: &mut Schemas| {
+        claim_rows(cfg, "outbox_claim_pg", "PostgreSQL", async |backlog| {
+            schemas
+                .store(&format!("outbox_claim_{backlog}"), 4, |b| b)
+                .await
+        })
+        .await
+    })
+    .await
+}
+
 const WORKLOADS: &[&str] = &[
     "outbox_process_sqlite",
     "outbox_process_pg",
     "outbox_execute_sqlite",
     "outbox_execute_pg",
+    "outbox_claim_sqlite",
+    "outbox_claim_pg",
 ];
 
 async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
@@ -263,10 +496,13 @@ async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
         "outbox_process_pg" => outbox_process_pg(cfg).await,
         "outbox_execute_sqlite" => outbox_execute_sqlite(cfg).await,
         "outbox_execute_pg" => outbox_execute_pg(cfg).await,
+        "outbox_claim_sqlite" => outbox_claim_sqlite(cfg).await,
+        "outbox_claim_pg" => outbox_claim_pg(cfg).await,
         other => Err(format!("unknown workload {other}").into()),
     }
 }
 
 fn main() -> Res<()> {
+    metrics::set_global_recorder(ClaimRecorder).map_err(|error| error.to_string())?;
     harness::run("chronicle outbox benchmarks", WORKLOADS, run_workload)
 }

@@ -73,7 +73,8 @@ impl Outbox {
             .await?
             .unwrap_or(LogPosition::START);
         let last = self.store.last_position().await?;
-        let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        // Reads only: never SQLite's write lock.
+        let mut tx = self.store.begin_read().await?;
         let counts = tx.request_counts().await?;
         tx.commit().await?;
         let mut handlers: BTreeMap<String, HandlerStats> = self
@@ -110,7 +111,7 @@ impl Outbox {
         handler: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadRequest>> {
-        let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        let mut tx = self.store.begin_read().await?;
         let rows = tx.dead_requests(handler, limit).await?;
         tx.commit().await?;
         Ok(rows

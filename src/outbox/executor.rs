@@ -23,7 +23,7 @@ use crate::event::RecordedEvent;
 use crate::panics::CatchPanic;
 use crate::store::ShreddedEvents;
 use crate::store::batch::Flush;
-use crate::store::requests::{self, Claimed, attempt};
+use crate::store::requests::{self, Claimed, TurnKeys, attempt};
 use crate::task::stop_requested;
 
 /// What one [`Outbox::execute`] did.
@@ -165,22 +165,32 @@ impl Outbox {
     /// events. An event that cannot be read is its request's non-retryable failure; a
     /// fetch that fails as a whole is every request's retryable one.
     async fn claim(&self, limit: usize) -> Result<Vec<(Claimed, Prepared)>> {
-        // The handlers must be done before the lease runs out, counted from before the
-        // claim (its own clock runs from the claim statement).
-        let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
-        let now = now_micros();
+        let span = tracing::debug_span!("chronicle.outbox.claim", limit);
+        let started = Instant::now();
         let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
-        let mut tx = self.store.begin_batch(Flush::Wait).await?;
-        let claimed = tx
-            .claim_requests(
-                &self.handler_names,
-                &token,
-                now,
-                now.saturating_add(micros(self.settings.lease)),
-                limit,
-            )
-            .await?;
-        tx.commit().await?;
+        let (claimed, deadline) = async {
+            let mut tx = self.store.begin_batch(Flush::Wait).await?;
+            // The lease runs from here, once the transaction holds SQLite's write lock:
+            // the wait for it is charged neither to the lease nor to the handlers, which
+            // must be done before the lease runs out.
+            let now = now_micros();
+            let deadline = Instant::now() + self.settings.lease.mul_f64(0.9);
+            let claimed = tx
+                .claim_requests(
+                    &self.handler_names,
+                    &token,
+                    now,
+                    now.saturating_add(micros(self.settings.lease)),
+                    limit,
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, Error>((claimed, deadline))
+        }
+        .instrument(span)
+        .await?;
+        metrics::histogram!("chronicle_outbox_claim_seconds")
+            .record(started.elapsed().as_secs_f64());
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -289,11 +299,12 @@ impl Outbox {
         // the call before the lease does, so no other executor claims the request while
         // it still runs here (unless the handler blocks its thread past the abort).
         let run = Arc::clone(&handler.run);
+        // The handler's timeout counts from here, its own start; the lease's end may come
+        // first.
+        let lease_left = deadline.saturating_duration_since(Instant::now());
+        let timeout = handler.timeout.min(lease_left);
         let task = tokio::spawn(CatchPanic::new(async move { run(call).await }));
         let abort = task.abort_handle();
-        let timeout = handler
-            .timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(Ok(Ok(())))) => Ok(()),
             Ok(Ok(Ok(Err(error)))) => Err(Failed {
@@ -314,7 +325,12 @@ impl Outbox {
             )),
             Err(_) => {
                 abort.abort();
-                Err(Failed::new(None, format!("timed out after {timeout:?}")))
+                let error = if timeout < handler.timeout {
+                    format!("stopped after {timeout:?}: the request's lease runs out")
+                } else {
+                    format!("timed out after {timeout:?}")
+                };
+                Err(Failed::new(None, error))
             }
         }
     }
@@ -328,6 +344,15 @@ impl Outbox {
         };
         let mut reports = Vec::new();
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        // The streams whose turn these outcomes may pass on, locked before any row is
+        // touched (PostgreSQL); only those recorded done or dead pass it.
+        let ordered: TurnKeys<'_> = outcomes
+            .iter()
+            .filter(|(request, _)| request.ordered)
+            .map(|(request, _)| (request.handler.as_str(), request.stream_id.as_str()))
+            .collect();
+        tx.lock_turns(&ordered).await?;
+        let mut ended = TurnKeys::new();
         let mut done: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for (request, outcome) in &outcomes {
             if outcome.is_ok() {
@@ -338,6 +363,11 @@ impl Outbox {
             let recorded = tx.finish_done(ids, token, now).await?;
             executed.done += recorded.len() as u64;
             executed.lost += (ids.len() - recorded.len()) as u64;
+        }
+        for (request, outcome) in &outcomes {
+            if outcome.is_ok() && request.ordered {
+                ended.insert((request.handler.as_str(), request.stream_id.as_str()));
+            }
         }
         for (request, outcome) in &outcomes {
             let Err(failed) = outcome else { continue };
@@ -366,6 +396,9 @@ impl Outbox {
             }
             if dead {
                 executed.dead += 1;
+                if request.ordered {
+                    ended.insert((request.handler.as_str(), request.stream_id.as_str()));
+                }
             } else {
                 executed.retrying += 1;
             }
@@ -373,6 +406,7 @@ impl Outbox {
                 reports.push((request, failed, dead));
             }
         }
+        tx.pass_turns(&ended).await?;
         tx.commit().await?;
         for (request, failed, dead) in reports {
             let failure = Failure {

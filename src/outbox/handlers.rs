@@ -300,10 +300,11 @@ impl Handler {
         self
     }
 
-    /// How long one execution may take; past it, it counts as a failure (default 30 s).
-    /// The executor cuts it to end before its lease does (90% of it, counted from before
-    /// the claim), so that no other executor claims the request while it still runs; a
-    /// handler that blocks its thread cannot be stopped, though, so do not.
+    /// How long one execution may take, counted from the handler's start; past it, it
+    /// counts as a failure (default 30 s). The executor cuts it to end before its lease
+    /// does (90% of it, counted from the claim, once the claim holds the database's write
+    /// lock), so that no other executor claims the request while it still runs; a handler
+    /// that blocks its thread cannot be stopped, though, so do not.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -412,6 +412,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// says.
     async fn begin_batch(&self, flush: Flush) -> Result<BatchTx>;
 
+    /// Opens a transaction that only reads (the outbox's administration): on SQLite on a
+    /// reader connection, so it never waits for the write lock. By default, a batch.
+    async fn begin_read(&self) -> Result<BatchTx> {
+        self.begin_batch(Flush::Wait).await
+    }
+
     /// The highest global position taken so far (0 for an empty log).
     async fn last_position(&self) -> Result<u64>;
 

@@ -44,6 +44,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "stream_keys",
         sql: include_str!("../../migrations/sqlite/0006_stream_keys.sql"),
     },
+    Migration {
+        version: 7,
+        name: "outbox_turns",
+        sql: include_str!("../../migrations/sqlite/0007_outbox_turns.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -81,6 +86,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "lean_indexes",
         sql: include_str!("../../migrations/postgres/0007_lean_indexes.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "outbox_turns",
+        sql: include_str!("../../migrations/postgres/0008_outbox_turns.sql"),
     },
 ];
 

@@ -455,6 +455,15 @@ impl Store {
             .await
     }
 
+    /// Opens a transaction that only reads (never SQLite's write lock).
+    pub(crate) async fn begin_read(&self) -> Result<batch::BatchTx> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("begin_read", || backend.begin_read())
+            .await
+    }
+
     /// A receiver that changes after every append of this store (and its clones) that
     /// wrote events.
     ///

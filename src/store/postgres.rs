@@ -1023,6 +1023,14 @@ impl Backend for PostgresBackend {
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
+    async fn begin_read(&self) -> Result<BatchTx> {
+        self.pool
+            .begin_with("BEGIN READ ONLY")
+            .await
+            .map(BatchTx::Postgres)
+            .map_err(|error| Error::from_sqlx("begin_read", error))
+    }
+
     async fn last_position(&self) -> Result<u64> {
         let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
             .fetch_one(&self.pool)

@@ -2,6 +2,18 @@
 //! once, with `$n` placeholders (both sqlx drivers take them) and times as microseconds
 //! computed here, and run in a [`BatchTx`]; only the claim differs between the backends
 //! (PostgreSQL skips rows other executors hold; SQLite's write lock serializes claims).
+//!
+//! **Turns.** For a handler ordered per stream, the one request of a (handler, stream)
+//! that may run is marked `ready`: the running one, else the open one earliest in the log
+//! (every request of a handler not ordered is ready). A claim reads only ready requests,
+//! through an index of them, so its cost does not depend on how many requests wait behind
+//! a turn. Whatever ends a turn or may take it (a request done or dead, one revived, new
+//! requests) calls [`BatchTx::pass_turns`] for its keys in the same transaction; on
+//! PostgreSQL [`BatchTx::lock_turns`] serializes those transactions per key first (an
+//! advisory lock), so none decides from a state another is changing. SQLite's write lock
+//! does that already.
+
+use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
@@ -29,6 +41,13 @@ pub(crate) struct NewRequest<'a> {
     pub ordered: bool,
 }
 
+/// The (handler, stream) of requests ordered per stream: the unit of turns.
+pub(crate) type TurnKeys<'a> = BTreeSet<(&'a str, &'a str)>;
+
+/// The class of the PostgreSQL advisory locks on turns (two-key locks: their space is
+/// apart from the one-key locks of appends and leases).
+const TURN_LOCK_CLASS: i32 = 0x6f62_7478;
+
 /// A request an executor claimed.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub(crate) struct Claimed {
@@ -40,6 +59,8 @@ pub(crate) struct Claimed {
     pub errors: i32,
     pub priority: i32,
     pub event_position: i64,
+    /// Whether its handler runs a stream's requests in order (it holds its stream's turn).
+    pub ordered: bool,
     /// The claim's token (`locked_by`): only the claim that holds it records an outcome.
     #[sqlx(skip)]
     pub token: String,
@@ -85,6 +106,49 @@ fn json_list(postgres: bool, param: &str, pg_type: &str) -> String {
     }
 }
 
+/// The rows `(handler, stream_id)` of the JSON array of pairs in parameter `param`.
+fn key_list(postgres: bool, param: &str) -> String {
+    if postgres {
+        format!(
+            "SELECT k ->> 0 AS handler, k ->> 1 AS stream_id \
+             FROM json_array_elements({param}::json) AS k"
+        )
+    } else {
+        format!(
+            "SELECT json_extract(value, '$[0]') AS handler, \
+                 json_extract(value, '$[1]') AS stream_id FROM json_each({param})"
+        )
+    }
+}
+
+/// SQLite's `INDEXED BY index` (nothing on PostgreSQL). SQLite plans without statistics
+/// unless someone ran `ANALYZE`, and then took `handler_requests_state` (every open request
+/// of the handler, then a sort) for the claim: the indexes of turns are named.
+fn indexed_by(postgres: bool, index: &str) -> String {
+    if postgres {
+        String::new()
+    } else {
+        format!("INDEXED BY {index}")
+    }
+}
+
+/// `id IN ({select})`; on PostgreSQL `id = ANY (ARRAY({select}))`, which it reads through
+/// the primary key whatever number of rows it guesses `select` gives (for `IN`, it guessed
+/// 100 rows of a JSON list and read the whole table).
+fn id_in(postgres: bool, select: &str) -> String {
+    if postgres {
+        format!("id = ANY (ARRAY({select}))")
+    } else {
+        format!("id IN ({select})")
+    }
+}
+
+/// `keys` as a JSON array of `[handler, stream]` pairs.
+fn keys_json(keys: &TurnKeys<'_>) -> Result<String> {
+    let pairs: Vec<[&str; 2]> = keys.iter().map(|(h, s)| [*h, *s]).collect();
+    serde_json::to_string(&pairs).map_err(|error| Error::Internal(error.to_string()))
+}
+
 fn unsupported() -> Error {
     ValidationError::Config(
         "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL".to_owned(),
@@ -111,7 +175,8 @@ macro_rules! on_sql {
 }
 
 impl BatchTx {
-    /// Creates `requests` (due at `now`), skipping any already there.
+    /// Creates `requests` (due at `now`), skipping any already there, and gives the turn of
+    /// each stream of an ordered handler that had no open request to its first new one.
     pub(crate) async fn insert_requests(
         &mut self,
         requests: &[NewRequest<'_>],
@@ -123,7 +188,7 @@ impl BatchTx {
             created += on_sql!(self, |conn| {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO handler_requests (handler, event_id, event_position, \
-                     stream_id, priority, ordered, due_at, created_at, updated_at) ",
+                     stream_id, priority, ordered, ready, due_at, created_at, updated_at) ",
                 );
                 insert.push_values(chunk, |mut row, request| {
                     row.push_bind(request.handler)
@@ -132,6 +197,7 @@ impl BatchTx {
                         .push_bind(request.stream)
                         .push_bind(request.priority)
                         .push_bind(request.ordered)
+                        .push_bind(i16::from(!request.ordered))
                         .push_bind(now)
                         .push_bind(now)
                         .push_bind(now);
@@ -145,15 +211,112 @@ impl BatchTx {
                     .map_err(fail)
             })?;
         }
+        let keys: TurnKeys<'_> = requests
+            .iter()
+            .filter(|request| request.ordered)
+            .map(|request| (request.handler, request.stream))
+            .collect();
+        self.lock_turns(&keys).await?;
+        self.pass_turns(&keys).await?;
         Ok(created)
+    }
+
+    /// Takes the turns of `keys` for the rest of the transaction, in one order for every
+    /// transaction (PostgreSQL; SQLite's write lock already serializes writers).
+    pub(crate) async fn lock_turns(&mut self, keys: &TurnKeys<'_>) -> Result<()> {
+        let BatchTx::Postgres(tx) = self else {
+            return Ok(());
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT count(pg_advisory_xact_lock({TURN_LOCK_CLASS}, key)) FROM ( \
+                 SELECT DISTINCT hashtext(handler || chr(10) || stream_id) AS key \
+                 FROM ({}) AS keys ORDER BY key) AS sorted",
+            key_list(true, "$1")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(keys_json(keys)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(|error| Error::from_sqlx("lock_turns", error))?;
+        Ok(())
+    }
+
+    /// Gives each of `keys` (locked with [`BatchTx::lock_turns`]) its right turn: a
+    /// pending request that holds it gives it up to an earlier open one (revived from
+    /// dead), and a key with no turn gives it to its earliest open request.
+    pub(crate) async fn pass_turns(&mut self, keys: &TurnKeys<'_>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let fail = |error| Error::from_sqlx("pass_turns", error);
+        let postgres = matches!(self, BatchTx::Postgres(_));
+        let list = key_list(postgres, "$1");
+        let (turn, stream) = (
+            indexed_by(postgres, "handler_requests_turn"),
+            indexed_by(postgres, "handler_requests_stream"),
+        );
+        // The conditions `state < 2 AND ordered` (and `ready = 1`) name the partial
+        // indexes: SQLite uses a partial index only for a query that states its condition.
+        // One correlated lookup per key (a nested loop through the indexes on both
+        // databases, whatever they guess of the list's length).
+        let give_up = format!(
+            "UPDATE handler_requests SET ready = 0 WHERE state = {PENDING} AND {}",
+            id_in(
+                postgres,
+                &format!(
+                    "SELECT (SELECT r.id FROM handler_requests AS r {turn} \
+                         WHERE r.handler = k.handler AND r.stream_id = k.stream_id \
+                           AND r.state < {DONE} AND r.ready = 1 AND r.ordered \
+                           AND r.state = {PENDING} AND EXISTS ( \
+                               SELECT 1 FROM handler_requests AS e {stream} \
+                               WHERE e.handler = k.handler AND e.stream_id = k.stream_id \
+                                 AND e.state < {DONE} AND e.ordered \
+                                 AND e.event_position < r.event_position) \
+                         LIMIT 1) \
+                     FROM ({list}) AS k"
+                )
+            )
+        );
+        let take = format!(
+            "UPDATE handler_requests SET ready = 1 WHERE state < {DONE} AND {}",
+            id_in(
+                postgres,
+                &format!(
+                    "SELECT (SELECT e.id FROM handler_requests AS e {stream} \
+                         WHERE e.handler = k.handler AND e.stream_id = k.stream_id \
+                           AND e.state < {DONE} AND e.ordered AND NOT EXISTS ( \
+                               SELECT 1 FROM handler_requests AS t {turn} \
+                               WHERE t.handler = k.handler AND t.stream_id = k.stream_id \
+                                 AND t.state < {DONE} AND t.ready = 1 AND t.ordered) \
+                         ORDER BY e.event_position LIMIT 1) \
+                     FROM ({list}) AS k"
+                )
+            )
+        );
+        let keys = keys_json(keys)?;
+        for sql in [give_up, take] {
+            on_sql!(self, |conn| {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(keys.as_str())
+                    .execute(conn)
+                    .await
+                    .map(drop)
+                    .map_err(fail)
+            })?;
+        }
+        Ok(())
     }
 
     /// Claims up to `limit` due requests of `handlers` (their names as a JSON array) under
     /// `token` until `lease_until`:
     /// pending ones whose time has come and running ones whose lease ran out, by priority
-    /// then log order. For a handler ordered per stream, never a request behind an open
-    /// one of its stream, nor beside a running one (a revived dead request may sit behind
-    /// it).
+    /// then log order. Only ready ones: for a handler ordered per stream, the one whose
+    /// turn it is (never a request behind an open one of its stream, nor beside a running
+    /// one). The claim walks the index of ready requests, so the requests waiting for their
+    /// turn cost it nothing.
     pub(crate) async fn claim_requests(
         &mut self,
         handlers: &str,
@@ -163,27 +326,21 @@ impl BatchTx {
         limit: usize,
     ) -> Result<Vec<Claimed>> {
         let fail = |error| Error::from_sqlx("claim_requests", error);
-        let sql = |handlers: &str, lock: &str| {
+        let sql = |handlers: &str, lock: &str, index: &str| {
             format!(
                 "WITH picked AS MATERIALIZED ( \
-                     SELECT r.id FROM handler_requests r \
-                     WHERE r.state < {DONE} \
+                     SELECT r.id FROM handler_requests AS r {index} \
+                     WHERE r.state < {DONE} AND r.ready = 1 \
                        AND ((r.state = {PENDING} AND r.due_at <= $3) \
                             OR (r.state = {RUNNING} AND r.locked_until < $3)) \
                        AND r.handler IN ({handlers}) \
-                       AND (NOT r.ordered OR NOT EXISTS ( \
-                           SELECT 1 FROM handler_requests e \
-                           WHERE e.handler = r.handler AND e.stream_id = r.stream_id \
-                             AND e.id <> r.id \
-                             AND ((e.event_position < r.event_position AND e.state < {DONE}) \
-                                  OR e.state = {RUNNING}))) \
                      ORDER BY r.priority, r.event_position \
                      LIMIT $4 {lock}) \
                  UPDATE handler_requests SET state = {RUNNING}, attempts = attempts + 1, \
                      locked_until = $1, locked_by = $2, updated_at = $3 \
                  WHERE id IN (SELECT id FROM picked) \
                  RETURNING id, handler, event_id, stream_id, attempts, errors, priority, \
-                     event_position"
+                     event_position, ordered"
             )
         };
         if let BatchTx::Postgres(tx) = self {
@@ -204,8 +361,14 @@ impl BatchTx {
             .map_err(fail)?;
         }
         let sql = match self {
-            BatchTx::Postgres(_) => sql(&json_list(true, "$5", "text"), "FOR UPDATE SKIP LOCKED"),
-            _ => sql(&json_list(false, "$5", "text"), ""),
+            BatchTx::Postgres(_) => {
+                sql(&json_list(true, "$5", "text"), "FOR UPDATE SKIP LOCKED", "")
+            }
+            _ => sql(
+                &json_list(false, "$5", "text"),
+                "",
+                &indexed_by(false, "handler_requests_ready"),
+            ),
         };
         let mut claimed: Vec<Claimed> = on_sql!(self, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -321,7 +484,9 @@ impl BatchTx {
     }
 
     /// Makes dead requests pending again, with no errors, due at `now`: the one with `id`,
-    /// or every one of `handler`. Returns how many.
+    /// or every one of `handler`. Returns how many. A revived request of an ordered handler
+    /// takes its stream's turn when no request of the stream runs and it is the earliest
+    /// open one; else it waits for the turn.
     pub(crate) async fn retry_dead(
         &mut self,
         id: Option<i64>,
@@ -331,20 +496,28 @@ impl BatchTx {
         let fail = |error| Error::from_sqlx("retry_dead", error);
         let sql = format!(
             "UPDATE handler_requests SET state = {PENDING}, errors = 0, due_at = $1, \
-                 updated_at = $1 \
+                 updated_at = $1, ready = CASE WHEN ordered THEN 0 ELSE 1 END \
              WHERE state = {DEAD} AND ($2 IS NULL OR id = $2) \
-               AND ($3 IS NULL OR handler = $3)"
+               AND ($3 IS NULL OR handler = $3) \
+             RETURNING handler, stream_id, ordered"
         );
-        on_sql!(self, |conn| {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
+        let revived: Vec<(String, String, bool)> = on_sql!(self, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(now)
                 .bind(id)
                 .bind(handler)
-                .execute(conn)
+                .fetch_all(conn)
                 .await
-                .map(|done| done.rows_affected())
                 .map_err(fail)
-        })
+        })?;
+        let keys: TurnKeys<'_> = revived
+            .iter()
+            .filter(|(_, _, ordered)| *ordered)
+            .map(|(handler, stream, _)| (handler.as_str(), stream.as_str()))
+            .collect();
+        self.lock_turns(&keys).await?;
+        self.pass_turns(&keys).await?;
+        Ok(revived.len() as u64)
     }
 
     /// Deletes the done requests last updated before `before`. Returns how many.

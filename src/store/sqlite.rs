@@ -755,6 +755,15 @@ impl Backend for SqliteBackend {
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
+    async fn begin_read(&self) -> Result<BatchTx> {
+        // A deferred BEGIN on a reader: a WAL snapshot, no write lock.
+        self.reader
+            .begin()
+            .await
+            .map(BatchTx::Sqlite)
+            .map_err(|error| Error::from_sqlx("begin_read", error))
+    }
+
     async fn last_position(&self) -> Result<u64> {
         let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
             .fetch_one(&self.reader)

@@ -30,6 +30,7 @@ crate::for_each_sql_backend!(
     a_processor_failing_mid_transaction_creates_no_duplicates,
     both_schedulers_drain_the_same_workload_alike,
     dead_requests_can_be_retried_and_done_ones_purged,
+    ordered_turns_pass_while_requests_are_created_and_run_at_once,
 );
 
 /// What the handlers saw: (handler, event type, attempt), in order.
@@ -1025,4 +1026,346 @@ async fn a_dropped_scheduler_stops() {
         assert_eq!(stats.unprocessed_events, 1, "cooperative = {cooperative}");
         assert_eq!(calls.all().len(), ran, "cooperative = {cooperative}");
     }
+}
+
+/// A raw connection to the test's SQLite file holding the write lock (`BEGIN IMMEDIATE`)
+/// until dropped or committed, as another process's writer would.
+async fn hold_sqlite_write_lock(t: &crate::support::TestStore) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let crate::support::Location::Sqlite { url, .. } = &t.location else {
+        panic!("a SQLite store");
+    };
+    let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .expect("take the write lock");
+    conn
+}
+
+/// A backlog of 4,000 requests for a handler ordered per stream drains on SQLite with none
+/// going dead. A claim's cost does not grow with the backlog (once, every blocked request
+/// of the backlog was checked with a scan of the handler's requests, inside the write
+/// lock: seconds per claim), so a short lease (handlers are stopped at 90% of it) is not
+/// spent before the handlers start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_backlog_of_ordered_requests_drains() {
+    let Some(t) = Kind::Sqlite
+        .open("sqlite_a_backlog_of_ordered_requests_drains")
+        .await
+    else {
+        return;
+    };
+    let handler = Handler::new("ordered", "*", |_request: HandlerRequest| async { Ok(()) })
+        .ordered_per_stream()
+        .timeout(Duration::from_secs(1))
+        .max_errors(2);
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(handler))
+        .expect("outbox")
+        .workers(16)
+        .lease(Duration::from_secs(2));
+    for batch in 0..40 {
+        let events = (0..100)
+            .map(|n| NewEvent::new("t.Happened", json!({ "n": n })))
+            .collect();
+        t.store
+            .append(&format!("s-{}", batch % 8), ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+    assert_eq!(outbox.process().await.expect("process"), 4000);
+    let drained = tokio::time::timeout(Duration::from_secs(60), drain(&outbox))
+        .await
+        .expect("the backlog drains within 60 s");
+    assert_eq!((drained.done, drained.dead), (4000, 0), "{drained:?}");
+    let stats = stats_of(&outbox.stats().await.expect("stats"), "ordered");
+    assert_eq!((stats.done, stats.dead, stats.pending), (4000, 0, 0));
+}
+
+/// A handler's timeout counts only its own run, and the lease's clock (handlers are
+/// stopped at 90% of it) starts once the claim holds the write lock: a claim that waits
+/// 1.5 s for SQLite's write lock, with a 2 s lease, leaves a handler of 600 ms its whole
+/// 1 s timeout. A handler running past its timeout still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_wait_for_the_write_lock_is_not_charged_to_the_handlers() {
+    let Some(t) = Kind::Sqlite
+        .open("sqlite_the_wait_for_the_write_lock_is_not_charged")
+        .await
+    else {
+        return;
+    };
+    let sleeper = |name: &str, pattern: &str, millis: u64| {
+        Handler::new(name, pattern, move |_request: HandlerRequest| async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Ok(())
+        })
+        .timeout(Duration::from_secs(1))
+    };
+    let outbox = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(sleeper("fits", "t.Fits", 600))
+                .route(sleeper("overruns", "t.Overruns", 1500)),
+        )
+        .expect("outbox")
+        .lease(Duration::from_secs(2));
+    append(&t.store, "s-1", &["t.Fits", "t.Overruns"]).await;
+    assert_eq!(outbox.process().await.expect("process"), 2);
+
+    let mut lock = hold_sqlite_write_lock(&t).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut lock)
+            .await
+            .expect("release the write lock");
+    });
+    let executed = outbox.execute().await.expect("execute");
+    release.await.expect("released");
+    assert_eq!(
+        (executed.claimed, executed.done, executed.retrying),
+        (2, 1, 1),
+        "{executed:?}"
+    );
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "fits").done, 1, "{stats:?}");
+    assert_eq!(stats_of(&stats, "overruns").failed_waiting, 1, "{stats:?}");
+}
+
+/// `stats` and `dead_requests` only read: they answer while another connection holds
+/// SQLite's write lock (once, each took the write lock and waited for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_admin_reads_do_not_take_the_write_lock() {
+    let Some(t) = Kind::Sqlite
+        .open("sqlite_admin_reads_do_not_take_the_write_lock")
+        .await
+    else {
+        return;
+    };
+    let fatal = Handler::new("fatal", "*", |_request: HandlerRequest| async {
+        Err(HandlerError::fatal("no"))
+    });
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(fatal))
+        .expect("outbox");
+    append(&t.store, "s-1", &["t.A"]).await;
+    outbox.process().await.expect("process");
+    assert_eq!(outbox.execute().await.expect("execute").dead, 1);
+
+    let lock = hold_sqlite_write_lock(&t).await;
+    let within = Duration::from_secs(2);
+    let stats = tokio::time::timeout(within, outbox.stats())
+        .await
+        .expect("stats does not wait for the write lock")
+        .expect("stats");
+    assert_eq!(stats_of(&stats, "fatal").dead, 1);
+    let dead = tokio::time::timeout(within, outbox.dead_requests(None, 10))
+        .await
+        .expect("dead_requests does not wait for the write lock")
+        .expect("dead_requests");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("no"));
+    drop(lock);
+}
+
+/// Turns of ordered streams pass correctly while the processor creates requests and three
+/// executors (three stores, as three processes) run them, all at once: every request runs
+/// once, each stream in log order and never twice at once, and no stream is left waiting
+/// for a turn nobody gave (on PostgreSQL, the per-stream turn locks).
+async fn ordered_turns_pass_while_requests_are_created_and_run_at_once(kind: Kind) {
+    let Some(t) = kind
+        .open("ordered_turns_pass_while_requests_are_created")
+        .await
+    else {
+        return;
+    };
+    const STREAMS: u64 = 12;
+    const ROUNDS: u64 = 25;
+    let seen: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let overlaps = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let (seen, running, overlaps) = (
+            Arc::clone(&seen),
+            Arc::clone(&running),
+            Arc::clone(&overlaps),
+        );
+        Handler::new("ordered", "*", move |request: HandlerRequest| {
+            let (seen, running, overlaps) = (
+                Arc::clone(&seen),
+                Arc::clone(&running),
+                Arc::clone(&overlaps),
+            );
+            async move {
+                let stream = request.event.stream_id.to_string();
+                if !running.lock().expect("running").insert(stream.clone()) {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+                seen.lock()
+                    .expect("seen")
+                    .entry(stream.clone())
+                    .or_default()
+                    .push(request.event.version);
+                running.lock().expect("running").remove(&stream);
+                Ok(())
+            }
+        })
+        .ordered_per_stream()
+    };
+    let handlers = HandlerMap::new().route(handler);
+    let total = STREAMS * ROUNDS;
+    let writer = {
+        let store = t.store.clone();
+        tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                for stream in 0..STREAMS {
+                    append(&store, &format!("s-{stream}"), &["t.Happened"]).await;
+                }
+            }
+        })
+    };
+    let processor = {
+        let outbox = t.store.outbox(handlers.clone()).expect("outbox");
+        tokio::spawn(async move {
+            let mut created = 0;
+            while created < total {
+                created += outbox.process().await.expect("process");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut executors = Vec::new();
+    for _ in 0..3 {
+        let store = t.reopen(|b| b).await.expect("another process");
+        let outbox = store.outbox(handlers.clone()).expect("outbox").workers(4);
+        let seen = Arc::clone(&seen);
+        executors.push(tokio::spawn(async move {
+            loop {
+                let done: usize = seen.lock().expect("seen").values().map(Vec::len).sum();
+                if done as u64 >= total {
+                    return;
+                }
+                if outbox.execute().await.expect("execute").claimed == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    let all = async {
+        writer.await.expect("writer");
+        processor.await.expect("processor");
+        for executor in executors {
+            executor.await.expect("executor");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every request ran within 60 s: no stream waits for a lost turn");
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "one stream ran twice at once"
+    );
+    let seen = seen.lock().expect("seen").clone();
+    let in_order: Vec<u64> = (1..=ROUNDS).collect();
+    for stream in 0..STREAMS {
+        assert_eq!(
+            seen.get(&format!("s-{stream}")),
+            Some(&in_order),
+            "s-{stream}"
+        );
+    }
+}
+
+/// Migration 0007 gives the requests open before it their turns as claims saw them: per
+/// ordered (handler, stream), the running request, else the earliest open one; every
+/// request of an unordered handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_turns_migration_marks_the_open_requests() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .expect("migrations")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    sqlx::raw_sql(
+        "CREATE TABLE chronicle_migrations (version BIGINT NOT NULL PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("bookkeeping");
+    // The schema as it was before the turns: migrations 1 to 6.
+    for (n, file) in files.iter().take(6).enumerate() {
+        let sql = std::fs::read_to_string(file).expect("read migration");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("apply");
+        sqlx::query("INSERT INTO chronicle_migrations VALUES (?, 'old', '')")
+            .bind(n as i64 + 1)
+            .execute(&mut conn)
+            .await
+            .expect("record");
+    }
+    // (handler, stream, position, ordered, state)
+    let rows = [
+        ("h", "s1", 1, true, 0),
+        ("h", "s1", 2, true, 0),
+        ("h", "s1", 3, true, 1),
+        ("h", "s2", 4, true, 3),
+        ("h", "s2", 5, true, 0),
+        ("h", "s2", 6, true, 0),
+        ("h", "s3", 7, true, 2),
+        ("u", "s1", 8, false, 0),
+        ("u", "s1", 9, false, 0),
+    ];
+    for (handler, stream, position, ordered, state) in rows {
+        sqlx::query(
+            "INSERT INTO handler_requests (handler, event_id, event_position, stream_id, \
+             priority, ordered, state, due_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 0, ?, ?, 0, 0, 0)",
+        )
+        .bind(handler)
+        .bind(Uuid::now_v7())
+        .bind(position)
+        .bind(stream)
+        .bind(ordered)
+        .bind(state)
+        .execute(&mut conn)
+        .await
+        .expect("insert request");
+    }
+    conn.close().await.expect("close");
+
+    let store = Store::open(&url)
+        .await
+        .expect("open: applies the turns migration");
+    store.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let ready: Vec<i64> = sqlx::query_scalar(
+        "SELECT event_position FROM handler_requests WHERE state < 2 AND ready = 1 \
+         ORDER BY event_position",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("ready");
+    assert_eq!(
+        ready,
+        [3, 5, 8, 9],
+        "s1: the running one; s2: the earliest open one"
+    );
 }
