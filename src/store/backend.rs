@@ -434,7 +434,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// The events matching `query`, in position order.
     async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>>;
 
-    /// The default and category retention policies, and whether any stream has its own.
+    /// The default and category retention policies, and the streams with their own (up to
+    /// `MAX_LISTED_STREAM_POLICIES` + 1 of them).
     async fn retention_policies(&self) -> Result<PolicyRows>;
 
     /// The policy stored for `scope` (JSON text).

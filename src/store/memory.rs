@@ -451,7 +451,7 @@ impl Backend for MemoryBackend {
         let mut rows = PolicyRows::default();
         for ((kind, name), json) in &state.policies {
             if *kind == 2 {
-                rows.any_stream_policy = true;
+                rows.streams.push(name.clone());
             } else {
                 rows.general.push(StoredPolicy {
                     scope: RetentionScope::from_key(i64::from(*kind), name.clone()),
