@@ -6,8 +6,8 @@
 //! may run statements beside the one measuring; the tests here take turns (`TURN`).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chronicle::{
     Aggregate, Direction, DomainEvent, EventQuery, ExpectedVersion, LogPosition, NewEvent,
@@ -187,7 +187,11 @@ async fn unrelated_policy_costs_nothing(builder: StoreBuilder, expected: u64) {
     // Small pages: the reads take several.
     let store = builder.page_size(8).open().await.expect("open");
     store
-        .append("audit-1", ExpectedVersion::NoStream, events(5, "audit.noted"))
+        .append(
+            "audit-1",
+            ExpectedVersion::NoStream,
+            events(5, "audit.noted"),
+        )
         .await
         .expect("append audit");
     let audit: Vec<_> = store
@@ -197,7 +201,11 @@ async fn unrelated_policy_costs_nothing(builder: StoreBuilder, expected: u64) {
         .expect("read audit");
     let after = audit.last().expect("audit events").log_position();
     store
-        .append("order-1", ExpectedVersion::NoStream, events(30, "order.placed"))
+        .append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            events(30, "order.placed"),
+        )
         .await
         .expect("append order");
     store
