@@ -62,10 +62,11 @@ pub(crate) struct PostgresBackend {
     pool: PgPool,
     schema: String,
     /// Most rows asked for by a log window with a byte budget: how many the last such
-    /// window held when the budget cut it, twice over (doubling back while windows are
-    /// not cut). PostgreSQL sends every row a statement selects, and the rows past the
-    /// budget are read off the connection and dropped: this keeps them to about a
-    /// budget's worth when events are large, and costs nothing when they are small.
+    /// window held when the budget cut it, and a quarter more (doubling back while
+    /// windows end by count instead). PostgreSQL sends every row a statement selects, and
+    /// the rows past the budget are read off the connection and dropped: this keeps them
+    /// to about a quarter of a budget when events are large, and costs nothing when they
+    /// are small.
     window_rows_hint: AtomicUsize,
 }
 
@@ -97,6 +98,11 @@ async fn cut_at_budget<T>(
     }
     Ok(kept)
 }
+
+/// The rows the first log window with a byte budget asks for (see
+/// `PostgresBackend::window_rows_hint`): a window of large events sends no more than
+/// these, and windows of small events reach their full count after a few doublings.
+const FIRST_BUDGETED_WINDOW_ROWS: usize = 256;
 
 /// The event columns, in the order `event_from_row` reads them by index.
 const EVENT_COLUMNS: &str = "position, transaction_id AS commit_id, event_id, \
@@ -299,7 +305,7 @@ impl PostgresBackend {
         }
         let cut = asked.bytes_reached(page.events.iter().map(|e| e.payload.len()).sum());
         let hint = if cut {
-            kept.saturating_mul(2).max(16)
+            kept.saturating_add(kept / 4).saturating_add(1)
         } else if page.full {
             asked.events.saturating_mul(2)
         } else {
@@ -338,7 +344,7 @@ impl PostgresBackend {
         let backend = PostgresBackend {
             pool,
             schema: config.schema.clone(),
-            window_rows_hint: AtomicUsize::new(usize::MAX),
+            window_rows_hint: AtomicUsize::new(FIRST_BUDGETED_WINDOW_ROWS),
         };
         backend.migrate(&config.schema).await?;
         Ok(backend)

@@ -957,12 +957,15 @@ async fn postgres_a_rebuild_elsewhere_restarts_the_active_instance() {
     active.stop().await;
 }
 
-/// Records the batches it is given: (stream, version, stored JSON size) per event.
+/// A batch as `BatchRecorder` saw it: (stream, version, JSON size) per event.
+type SeenBatch = Vec<(String, u64, usize)>;
+
+/// Records the batches it is given.
 #[derive(Clone)]
 struct BatchRecorder {
     name: &'static str,
     types: &'static [&'static str],
-    batches: Arc<Mutex<Vec<Vec<(String, u64, usize)>>>>,
+    batches: Arc<Mutex<Vec<SeenBatch>>>,
 }
 
 #[async_trait::async_trait]
