@@ -539,6 +539,10 @@ impl chronicle::Projection for CountEvents {
         &self.0
     }
 
+    fn event_types(&self) -> &[&str] {
+        &["large.logged"]
+    }
+
     async fn apply(
         &self,
         event: &chronicle::RecordedEvent,
