@@ -18,6 +18,7 @@
 //! | `CHRONICLE_BENCH_QUICK` | unset | `1` shrinks the replay sizes tenfold |
 //! | `CHRONICLE_BENCH_REPLAY_EVENTS` | `100000` (quick: `10000`) | events in the replay workloads |
 //! | `CHRONICLE_BENCH_BIG_REPLAY_EVENTS` | `1000000` (quick: `100000`) | events in the memory workload |
+//! | `CHRONICLE_BENCH_LARGE_EVENTS` | `300` (quick: `30`) | 1 MiB events in the large-event memory workload |
 //!
 //! The raw baselines write the same rows into tables built from chronicle's own migration
 //! files (`migrations/<backend>/*.sql`, run in a schema or file of their own), so columns
@@ -60,6 +61,10 @@ const CHILD_ENV: &str = "CHRONICLE_BENCH_CHILD";
 const REPLAY_EVENTS_ENV: &str = "CHRONICLE_BENCH_REPLAY_EVENTS";
 /// Events in the memory workload (default 1,000,000; quick: 100,000).
 const BIG_REPLAY_EVENTS_ENV: &str = "CHRONICLE_BENCH_BIG_REPLAY_EVENTS";
+/// 1 MiB events in the large-event memory workload (default 300; quick: 30).
+const LARGE_EVENTS_ENV: &str = "CHRONICLE_BENCH_LARGE_EVENTS";
+/// The payload of a large event: a JSON string of this many bytes.
+const LARGE_EVENT_BYTES: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Payloads
@@ -453,6 +458,118 @@ async fn replay_memory(cfg: &Config) -> Res<Vec<Row>> {
     }])
 }
 
+/// A projection catching up over 1 MiB events, on SQLite and on PostgreSQL, in a child
+/// process each: with windows bounded by count only (10,000 events: the whole log in one
+/// window, as before the byte budget), and with the default byte budget.
+async fn large_events_memory(cfg: &Config) -> Res<Vec<Row>> {
+    let total = cfg.size(LARGE_EVENTS_ENV, 300)?;
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(dir.path(), "large.db");
+    let store = large_event_store(&url).await?;
+    fill_large(&store, total).await?;
+    store.close().await;
+    let mut rows = vec![large_events_row("SQLite", &url, total).await?];
+    let pg = with_schemas(cfg, async |schemas| {
+        let store = schemas
+            .store("large", 4, |builder| {
+                builder.max_event_size(LARGE_EVENT_BYTES + 1024)
+            })
+            .await?;
+        fill_large(&store, total).await?;
+        store.close().await;
+        let url = format!("{}|{}", cfg.pg_url, Schemas::schema_name("large"));
+        large_events_row("PostgreSQL", &url, total).await
+    })
+    .await?;
+    rows.push(pg);
+    Ok(rows)
+}
+
+async fn fill_large(store: &Store, total: u64) -> Res<()> {
+    let blob = "x".repeat(LARGE_EVENT_BYTES);
+    for n in 0..total {
+        let event = NewEvent::new("large.logged", serde_json::json!({ "n": n, "blob": blob }));
+        store
+            .append(
+                format!("large-{}", n % 10),
+                ExpectedVersion::Any,
+                vec![event],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn large_events_row(database: &str, url: &str, total: u64) -> Res<Row> {
+    let count_only = measure_in_child(&format!("projection-{}", usize::MAX), url, total).await?;
+    let budget = chronicle::DEFAULT_WINDOW_BYTES;
+    let bounded = measure_in_child(&format!("projection-{budget}"), url, total).await?;
+    Ok(Row {
+        workload: format!(
+            "large_events_memory: {database}, projection catch-up over {total} events of \
+             1 MiB, peak RSS growth"
+        ),
+        chronicle: format!("window_bytes 32 MiB: {}", bounded.describe()),
+        baseline: format!("count-only windows: {}", count_only.describe()),
+        ratio: "—".to_owned(),
+        target: "growth < 160 MiB".to_owned(),
+        met: Met::from(bounded.growth_kib() < 160 * 1024),
+    })
+}
+
+/// A store for the large-event workload (`url`, or `url|schema` on PostgreSQL): payloads
+/// of 1 MiB plus their JSON wrapping.
+async fn large_event_store(url: &str) -> Res<Store> {
+    let builder = match url.split_once('|') {
+        Some((url, schema)) => Store::builder(url).schema(schema),
+        None => Store::builder(url).sqlite_durability(SqliteDurability::Normal),
+    };
+    Ok(builder
+        .max_event_size(LARGE_EVENT_BYTES + 1024)
+        .open()
+        .await?)
+}
+
+/// A projection that only counts (named apart per run: each starts from the beginning).
+struct CountEvents(String, Arc<AtomicU64>);
+
+#[async_trait::async_trait]
+impl chronicle::Projection for CountEvents {
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn event_types(&self) -> &[&str] {
+        &["large.logged"]
+    }
+
+    async fn apply(
+        &self,
+        event: &chronicle::RecordedEvent,
+        _ctx: &mut chronicle::ProjectionContext<'_>,
+    ) -> Result<(), chronicle::ProjectionError> {
+        black_box(event.payload_json().len());
+        self.1.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The child side of `large_events_memory`: a projection's catch-up with `window_bytes`.
+async fn catch_up_in_child(url: &str, window_bytes: usize) -> Res<u64> {
+    let store = large_event_store(url).await?;
+    let count = Arc::new(AtomicU64::new(0));
+    let handle = store
+        .projections()
+        .window_bytes(window_bytes)
+        .spawn(CountEvents(
+            format!("count-{window_bytes}"),
+            Arc::clone(&count),
+        ));
+    handle.wait_for_idle().await?;
+    handle.stop().await?;
+    Ok(count.load(Ordering::Relaxed))
+}
+
 /// What a child process reported about one replay.
 struct MemoryReport {
     before_kib: u64,
@@ -540,8 +657,12 @@ fn child_main(spec: &str) -> Res<()> {
         enum Reader {
             Chronicle(Store),
             Raw(SqlitePool),
+            Projection(usize),
         }
         let reader = match system {
+            _ if system.starts_with("projection-") => {
+                Reader::Projection(system["projection-".len()..].parse()?)
+            }
             "chronicle" => Reader::Chronicle(
                 Store::builder(url)
                     .sqlite_durability(SqliteDurability::Normal)
@@ -568,6 +689,7 @@ fn child_main(spec: &str) -> Res<()> {
         let events = match &reader {
             Reader::Chronicle(store) => replay_chronicle(store, REPLAY_STREAM).await?,
             Reader::Raw(pool) => replay_raw_sqlite(pool, REPLAY_STREAM, decode_deposited).await?,
+            Reader::Projection(window_bytes) => catch_up_in_child(url, *window_bytes).await?,
         };
         let secs = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
@@ -597,6 +719,7 @@ const WORKLOADS: &[&str] = &[
     "codec_pg",
     "codec_sqlite",
     "replay_1m_memory",
+    "large_events_memory",
 ];
 
 async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
@@ -609,6 +732,7 @@ async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
         "codec_pg" => codec_pg(cfg).await,
         "codec_sqlite" => codec_sqlite(cfg).await,
         "replay_1m_memory" => replay_memory(cfg).await,
+        "large_events_memory" => large_events_memory(cfg).await,
         other => Err(format!("unknown workload {other}").into()),
     }
 }

@@ -327,6 +327,12 @@ pub(crate) enum PayloadKey {
     Stream,
 }
 
+/// Whether decoding `stored` does work (decompression or decryption): plain JSON passes
+/// through as it is.
+pub(crate) fn is_framed(stored: &[u8]) -> bool {
+    stored.first() == Some(&MAGIC)
+}
+
 /// The key `stored` is encrypted with, read from its header.
 pub(crate) fn payload_key(stored: &[u8]) -> PayloadKey {
     match stored {

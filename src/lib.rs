@@ -66,8 +66,9 @@ pub use retention::{
 };
 pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
 pub use store::{
-    AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, KeyRotation,
-    RotationProgress, ShreddedEvents, SqliteDurability, Store, StoreBuilder, WrittenEvent,
+    AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, DEFAULT_WINDOW_BYTES,
+    KeyRotation, RotationProgress, ShreddedEvents, SqliteDurability, Store, StoreBuilder,
+    WrittenEvent,
 };
 pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,

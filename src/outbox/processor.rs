@@ -13,9 +13,9 @@ use tracing::Instrument;
 use super::{Outbox, now_micros};
 use crate::error::Result;
 use crate::read::LogPosition;
-use crate::store::Expired;
 use crate::store::batch::Flush;
 use crate::store::requests::NewRequest;
+use crate::store::{DEFAULT_WINDOW_BYTES, Expired, WindowLimit};
 
 impl Outbox {
     /// Processes the log up to its end: creates the requests of every event after the
@@ -44,8 +44,12 @@ impl Outbox {
         let span = tracing::debug_span!("chronicle.outbox.process", outbox = %name, %from);
         async {
             let types = Arc::clone(&self.event_types);
+            let window = WindowLimit {
+                events: self.settings.batch_size,
+                bytes: Some(DEFAULT_WINDOW_BYTES),
+            };
             let window = store
-                .read_window_encoded(from, types, self.settings.batch_size, Expired::Hide)
+                .read_window_encoded(from, types, window, Expired::Hide)
                 .await?;
             if window.scanned_to == from {
                 return Ok((0, false));

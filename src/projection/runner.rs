@@ -32,7 +32,7 @@ use crate::panics::CatchPanic;
 use crate::read::LogPosition;
 use crate::store::backend::Lease;
 use crate::store::batch::Flush;
-use crate::store::{LogWindow, ShreddedEvents, Store};
+use crate::store::{DEFAULT_WINDOW_BYTES, LogWindow, ShreddedEvents, Store, WindowLimit};
 use crate::task::{Task, stop_requested};
 
 /// How often an instance on standby tries to take the lease.
@@ -110,6 +110,7 @@ pub struct Projections {
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     batch_size: usize,
+    window_bytes: usize,
     poll_interval: Duration,
     max_attempts: u32,
     backoff: Duration,
@@ -126,6 +127,7 @@ impl Store {
             store: self.clone(),
             settings: Settings {
                 batch_size: 10_000,
+                window_bytes: DEFAULT_WINDOW_BYTES,
                 poll_interval: Duration::from_millis(500),
                 max_attempts: 3,
                 backoff: Duration::from_millis(100),
@@ -146,6 +148,15 @@ impl Projections {
     /// transaction holds the write lock while the projection applies it.
     pub fn batch_size(mut self, events: usize) -> Self {
         self.settings.batch_size = events.max(1);
+        self
+    }
+
+    /// Most bytes of stored payloads per batch (default [`DEFAULT_WINDOW_BYTES`], 32 MiB):
+    /// a batch ends early at the event whose payload reaches it, so large events do not
+    /// make batches of `batch_size` × their size (held twice while catching up). A batch
+    /// always holds at least one event, and never skips one.
+    pub fn window_bytes(mut self, bytes: usize) -> Self {
+        self.settings.window_bytes = bytes.max(1);
         self
     }
 
@@ -725,7 +736,11 @@ impl<P: Projection> Runner<P> {
         after: LogPosition,
     ) -> impl Future<Output = Result<LogWindow>> + Send + 'static {
         let (store, types) = (self.store.clone(), Arc::clone(&self.types));
-        let (limit, shredded) = (self.settings.batch_size, self.settings.shredded);
+        let limit = WindowLimit {
+            events: self.settings.batch_size,
+            bytes: Some(self.settings.window_bytes),
+        };
+        let shredded = self.settings.shredded;
         async move { store.read_window(after, types, limit, shredded).await }
     }
 

@@ -1,8 +1,10 @@
-//! The policies in force, as reads see them: the default and category policies, cached
-//! for a short while (reads check them on every page), and whether any stream has one of
-//! its own (then the streams a page touches are looked up).
+//! The policies in force, as reads see them: the default and category policies and the
+//! streams that have one of their own, cached for a short while (reads check them on
+//! every page). Only a page touching a stream that some policy applies to pays for a
+//! lookup of those streams, so a policy never taxes reads of the streams it does not
+//! cover.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,11 +19,18 @@ pub(crate) struct StoredPolicy {
     pub json: String,
 }
 
-/// The default and category policies, and whether streams have their own.
+/// Most stream ids with a policy of their own that the rules list (they are reloaded
+/// every second while reads run). With more, reads look up every stream they touch, as
+/// if each might have one.
+pub(crate) const MAX_LISTED_STREAM_POLICIES: usize = 4096;
+
+/// The default and category policies, and the streams with their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PolicyRows {
     pub general: Vec<StoredPolicy>,
-    pub any_stream_policy: bool,
+    /// The streams with a policy of their own: up to [`MAX_LISTED_STREAM_POLICIES`] + 1
+    /// ids (one more than the most listed tells that there are too many to list).
+    pub streams: Vec<String>,
 }
 
 /// What the retention of one stream depends on, from the backend.
@@ -49,13 +58,22 @@ pub(crate) fn parse(scope: &RetentionScope, json: &str) -> Result<RetentionPolic
 pub(crate) struct RetentionRules {
     default: Option<RetentionPolicy>,
     categories: HashMap<String, RetentionPolicy>,
-    any_stream_policy: bool,
+    /// The streams with a policy of their own (empty when `unlisted`).
+    streams: HashSet<String>,
+    /// More streams have their own policy than are listed: any stream may have one.
+    unlisted: bool,
 }
 
 impl RetentionRules {
     pub(crate) fn from_rows(rows: PolicyRows) -> Result<Self> {
+        let unlisted = rows.streams.len() > MAX_LISTED_STREAM_POLICIES;
         let mut rules = RetentionRules {
-            any_stream_policy: rows.any_stream_policy,
+            streams: if unlisted {
+                HashSet::new()
+            } else {
+                rows.streams.into_iter().collect()
+            },
+            unlisted,
             ..RetentionRules::default()
         };
         for row in rows.general {
@@ -73,13 +91,18 @@ impl RetentionRules {
 
     /// Whether no policy is set anywhere: reads need not look.
     pub(crate) fn is_empty(&self) -> bool {
-        self.default.is_none() && self.categories.is_empty() && !self.any_stream_policy
+        self.default.is_none()
+            && self.categories.is_empty()
+            && self.streams.is_empty()
+            && !self.unlisted
     }
 
-    /// Whether a policy may apply to `stream` (its own ones are not known here).
+    /// Whether a policy may apply to `stream`: the default, its category's or its own
+    /// (always true when the streams with their own are too many to list).
     pub(crate) fn may_apply(&self, stream: &str) -> bool {
-        self.any_stream_policy
-            || self.default.is_some()
+        self.default.is_some()
+            || self.unlisted
+            || self.streams.contains(stream)
             || self.categories.contains_key(category_of(stream))
     }
 
@@ -147,5 +170,36 @@ impl RulesCache {
 
     pub(crate) fn invalidate(&self) {
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(streams: usize) -> RetentionRules {
+        RetentionRules::from_rows(PolicyRows {
+            general: Vec::new(),
+            streams: (0..streams).map(|n| format!("log-{n}")).collect(),
+        })
+        .expect("rules")
+    }
+
+    #[test]
+    fn only_listed_streams_are_looked_up() {
+        let listed = rules(2);
+        assert!(!listed.is_empty());
+        assert!(listed.may_apply("log-1"));
+        assert!(!listed.may_apply("log-2"));
+        assert!(!listed.may_apply("order-1"));
+        assert!(rules(0).is_empty());
+    }
+
+    #[test]
+    fn too_many_to_list_means_any_stream_may_have_one() {
+        let unlisted = rules(MAX_LISTED_STREAM_POLICIES + 1);
+        assert!(unlisted.may_apply("order-1"));
+        assert!(unlisted.streams.is_empty());
+        assert!(rules(MAX_LISTED_STREAM_POLICIES).streams.len() == MAX_LISTED_STREAM_POLICIES);
     }
 }

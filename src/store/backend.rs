@@ -89,30 +89,57 @@ pub(crate) struct LogPage {
     pub events: Vec<RecordedEvent>,
     /// The window's last event, of any type: the next window starts after it.
     pub scanned_to: Option<LogPosition>,
-    /// Whether the window was full (more events may follow right away).
+    /// Whether the window was full, of events or of bytes (more events may follow right
+    /// away).
     pub full: bool,
+}
+
+/// How far one window of the log reaches: `events` events at most, and, when `bytes` is
+/// set, no event after the one whose stored payload brings the window's wanted events to
+/// `bytes` (so a window holds at least one event, and at most one past the budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowLimit {
+    pub events: usize,
+    pub bytes: Option<usize>,
+}
+
+impl WindowLimit {
+    /// At most `events` events, whatever their size.
+    pub(crate) fn events(events: usize) -> Self {
+        WindowLimit {
+            events,
+            bytes: None,
+        }
+    }
+
+    /// Whether `bytes` of stored payloads fill the window.
+    pub(crate) fn bytes_reached(&self, bytes: usize) -> bool {
+        self.bytes.is_some_and(|budget| bytes >= budget)
+    }
 }
 
 impl LogPage {
     /// The page of an unfiltered window: every event of it.
-    pub(crate) fn all(events: Vec<RecordedEvent>, limit: usize) -> Self {
+    pub(crate) fn all(events: Vec<RecordedEvent>, limit: WindowLimit) -> Self {
         let scanned_to = events.last().map(RecordedEvent::log_position);
         let scanned = events.len();
         LogPage::new(events, scanned_to, scanned, limit)
     }
 
     /// The page of a window of `scanned` events ending at `scanned_to`, of which `events`
-    /// are wanted.
+    /// are wanted: full when it holds `limit.events` events or its wanted events' payloads
+    /// fill `limit.bytes` (when the window ended there by chance, the next one is empty).
     pub(crate) fn new(
         events: Vec<RecordedEvent>,
         scanned_to: Option<LogPosition>,
         scanned: usize,
-        limit: usize,
+        limit: WindowLimit,
     ) -> Self {
+        let bytes = events.iter().map(|event| event.payload.len()).sum();
         LogPage {
+            full: scanned >= limit.events || limit.bytes_reached(bytes),
             events,
             scanned_to,
-            full: scanned >= limit,
         }
     }
 }
@@ -370,8 +397,16 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// what an unfiltered one does, rather than whatever plan the database picks for a
     /// type condition (PostgreSQL, with stale statistics, fetched every later event of the
     /// type and sorted them, for each page).
-    async fn read_all(&self, after: LogPosition, limit: usize, types: &[String])
-    -> Result<LogPage>;
+    ///
+    /// With a byte budget (`limit.bytes`), the window ends early at the event whose stored
+    /// payload reaches it, counting the wanted events only; the rows after it are not
+    /// held in memory.
+    async fn read_all(
+        &self,
+        after: LogPosition,
+        limit: WindowLimit,
+        types: &[String],
+    ) -> Result<LogPage>;
 
     /// Whether committed events of transactions older than `bound` follow `after`: after a
     /// short page of [`Backend::read_all`], they are events held back because an older
@@ -463,7 +498,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// The events matching `query`, in position order.
     async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>>;
 
-    /// The default and category retention policies, and whether any stream has its own.
+    /// The default and category retention policies, and the streams with their own (up to
+    /// `MAX_LISTED_STREAM_POLICIES` + 1 of them).
     async fn retention_policies(&self) -> Result<PolicyRows>;
 
     /// The policy stored for `scope` (JSON text).

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, Written,
+    SnapshotWrite, StoredSnapshot, WindowLimit, Written,
 };
 use super::batch::{BatchTx, Flush, MemoryCheckpoints};
 use super::stream_keys::StoredKey;
@@ -292,24 +292,24 @@ impl Backend for MemoryBackend {
     async fn read_all(
         &self,
         after: LogPosition,
-        limit: usize,
+        limit: WindowLimit,
         types: &[String],
     ) -> Result<LogPage> {
         let state = self.lock()?;
         let first = after.position().saturating_add(1);
-        let window: Vec<&RecordedEvent> = state
-            .log
-            .range(first..)
-            .map(|(_, e)| e)
-            .take(limit)
-            .collect();
-        let events = window
-            .iter()
-            .filter(|event| types.is_empty() || types.contains(&event.event_type))
-            .map(|event| (*event).clone())
-            .collect();
-        let scanned_to = window.last().map(|event| event.log_position());
-        Ok(LogPage::new(events, scanned_to, window.len(), limit))
+        let (mut events, mut scanned, mut scanned_to, mut bytes) = (Vec::new(), 0, None, 0);
+        for event in state.log.range(first..).map(|(_, e)| e).take(limit.events) {
+            scanned += 1;
+            scanned_to = Some(event.log_position());
+            if types.is_empty() || types.contains(&event.event_type) {
+                bytes += event.payload.len();
+                events.push(event.clone());
+                if limit.bytes_reached(bytes) {
+                    break;
+                }
+            }
+        }
+        Ok(LogPage::new(events, scanned_to, scanned, limit))
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
@@ -447,7 +447,7 @@ impl Backend for MemoryBackend {
         let mut rows = PolicyRows::default();
         for ((kind, name), json) in &state.policies {
             if *kind == 2 {
-                rows.any_stream_policy = true;
+                rows.streams.push(name.clone());
             } else {
                 rows.general.push(StoredPolicy {
                     scope: RetentionScope::from_key(i64::from(*kind), name.clone()),

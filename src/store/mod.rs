@@ -44,9 +44,10 @@ pub use stream_keys::ShreddedEvents;
 pub(crate) use self::stream_keys::PageKeys;
 
 pub(crate) use self::backend::StoredSnapshot;
+pub(crate) use self::backend::WindowLimit;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
-use crate::codec::{Codec, CodecError, DataKey, event_context};
+use crate::codec::{self, Codec, CodecError, DataKey, event_context};
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
@@ -59,6 +60,17 @@ use crate::stream::{
 };
 use crate::text::TextProblem;
 use crate::upcast::Upcasters;
+
+/// The default byte budget of a window of the log (a projection's batch, an outbox
+/// processor's or a re-encryption's window): 32 MiB of stored payloads. A window ends at
+/// the event that reaches it, or at its event count, whichever comes first.
+pub const DEFAULT_WINDOW_BYTES: usize = 32 << 20;
+
+/// Above this many bytes of payloads to decompress or decrypt, a window of the log is
+/// decoded on a blocking thread (`spawn_blocking`), off the runtime's workers: about a
+/// millisecond of codec work (zstd decompresses, XChaCha20-Poly1305 decrypts, at around a
+/// GiB/s); below it, the hop would cost more than it saves.
+pub(crate) const OFFLOAD_DECODE_BYTES: usize = 1 << 20;
 
 /// The store's limits and read settings, from the builder.
 #[derive(Debug, Clone, Copy)]
@@ -715,32 +727,62 @@ impl Store {
         after: LogPosition,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let span = tracing::debug_span!("chronicle.read_all", %after);
-        let page_size = self.inner.limits.page_size;
-        let state = LogRead::new(self.clone(), after, Arc::from([]), page_size);
+        let page = WindowLimit::events(self.inner.limits.page_size);
+        let state = LogRead::new(self.clone(), after, Arc::from([]), page);
         stream::try_unfold(state, move |state| {
             state.next_page().instrument(span.clone())
         })
         .try_flatten()
     }
 
-    /// One window of `limit` events of the log after `after`, keeping those whose type is
-    /// in `types` (all when empty): a projection's batch. Waits for held-back events as
-    /// [`Store::read_all`] does.
+    /// One window of the log after `after` within `limit` (events, and stored bytes of the
+    /// wanted events), keeping those whose type is in `types` (all when empty): a
+    /// projection's batch. Waits for held-back events as [`Store::read_all`] does.
+    ///
+    /// Payloads that need the codec's work (decompression, decryption) and total more
+    /// than [`OFFLOAD_DECODE_BYTES`] are decoded on a blocking thread, off the runtime's
+    /// workers.
     pub(crate) async fn read_window(
         &self,
         after: LogPosition,
         types: Arc<[String]>,
-        limit: usize,
+        limit: WindowLimit,
         shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
-        let mut window = self
+        let window = self
             .read_window_encoded(after, types, limit, Expired::Hide)
             .await?;
         let keys = self.keys_of(&window.events).await?;
+        let work: usize = window
+            .events
+            .iter()
+            .filter(|event| codec::is_framed(&event.payload))
+            .map(|event| event.payload.len())
+            .sum();
+        if work <= OFFLOAD_DECODE_BYTES {
+            return self.decode_window(window, &keys, shredded);
+        }
+        let store = self.clone();
+        let span = tracing::debug_span!("chronicle.decode_window", bytes = work);
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| store.decode_window(window, &keys, shredded))
+        })
+        .await
+        .map_err(|error| Error::Internal(format!("decoding a window of the log: {error}")))?
+    }
+
+    /// Decodes the payloads of `window` in place; events of forgotten streams are left out
+    /// when `shredded` says so.
+    fn decode_window(
+        &self,
+        mut window: LogWindow,
+        keys: &PageKeys,
+        shredded: ShreddedEvents,
+    ) -> Result<LogWindow> {
         let mut failed = None;
         window
             .events
-            .retain_mut(|event| match self.decode_in_place(event, &keys) {
+            .retain_mut(|event| match self.decode_in_place(event, keys) {
                 Ok(()) => true,
                 Err(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => false,
                 Err(error) => {
@@ -760,7 +802,7 @@ impl Store {
         &self,
         after: LogPosition,
         types: Arc<[String]>,
-        limit: usize,
+        limit: WindowLimit,
         expired: Expired,
     ) -> Result<LogWindow> {
         let span = tracing::debug_span!("chronicle.read_all", %after);
@@ -1046,7 +1088,8 @@ struct LogRead {
     after: LogPosition,
     /// Only events of these types; all when empty.
     types: Arc<[String]>,
-    page_size: usize,
+    /// How far each page reaches.
+    limit: WindowLimit,
     /// Transactions from this one on began after the read did; set at the first short page.
     bound: Option<u64>,
     deadline: Option<tokio::time::Instant>,
@@ -1057,12 +1100,15 @@ struct LogRead {
 }
 
 impl LogRead {
-    fn new(store: Store, after: LogPosition, types: Arc<[String]>, page_size: usize) -> Self {
+    fn new(store: Store, after: LogPosition, types: Arc<[String]>, limit: WindowLimit) -> Self {
         LogRead {
             store,
             after,
             types,
-            page_size: page_size.max(1),
+            limit: WindowLimit {
+                events: limit.events.max(1),
+                bytes: limit.bytes,
+            },
             bound: None,
             deadline: None,
             done: false,
@@ -1088,7 +1134,7 @@ impl LogRead {
     /// window has none of them; `None` once the read is done).
     async fn next_window(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
         let inner = &self.store.inner;
-        let page_size = self.page_size;
+        let limit = self.limit;
         let mut wait = Duration::from_millis(5);
         loop {
             if self.done {
@@ -1098,7 +1144,7 @@ impl LogRead {
             let page = inner
                 .retry
                 .run("read_all", || {
-                    inner.backend.read_all(after, page_size, &self.types)
+                    inner.backend.read_all(after, limit, &self.types)
                 })
                 .await?;
             if let Some(last) = page.scanned_to {

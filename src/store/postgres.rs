@@ -14,17 +14,19 @@
 
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{
     AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, HeldBack, Lease,
-    LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart,
+    LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit,
 };
 use super::batch::{BatchTx, Flush};
 use super::dialect;
@@ -60,6 +62,13 @@ pub(crate) struct PostgresConfig {
 pub(crate) struct PostgresBackend {
     pool: PgPool,
     schema: String,
+    /// Most rows asked for by a log window with a byte budget: how many the last such
+    /// window held when the budget cut it, and a quarter more (doubling back while
+    /// windows end by count instead). PostgreSQL sends every row a statement selects, and
+    /// the rows past the budget are read off the connection and dropped: this keeps them
+    /// to about a quarter of a budget when events are large, and costs nothing when they
+    /// are small.
+    window_rows_hint: AtomicUsize,
 }
 
 /// A pooled connection used this recently is handed out without a ping (HikariCP's
@@ -71,6 +80,30 @@ const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 /// The longest log window read with the planner left to itself (see
 /// `PostgresBackend::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
+
+/// Collects `rows` up to the one whose `size` brings the total to the byte budget (the
+/// rest are left unread: dropping the stream discards them).
+async fn cut_at_budget<T>(
+    mut rows: impl futures::Stream<Item = std::result::Result<T, sqlx::Error>> + Unpin,
+    limit: WindowLimit,
+    size: impl Fn(&T) -> Option<usize>,
+) -> std::result::Result<Vec<T>, sqlx::Error> {
+    use futures::TryStreamExt;
+    let (mut kept, mut bytes) = (Vec::new(), 0);
+    while let Some(row) = rows.try_next().await? {
+        bytes += size(&row).unwrap_or(0);
+        kept.push(row);
+        if limit.bytes_reached(bytes) {
+            break;
+        }
+    }
+    Ok(kept)
+}
+
+/// The rows the first log window with a byte budget asks for (see
+/// `PostgresBackend::window_rows_hint`): a window of large events sends no more than
+/// these, and windows of small events reach their full count after a few doublings.
+const FIRST_BUDGETED_WINDOW_ROWS: usize = 256;
 
 /// The event columns, in the order `event_from_row` reads them by index.
 const EVENT_COLUMNS: &str = "position, transaction_id AS commit_id, event_id, \
@@ -205,7 +238,9 @@ fn validate_schema(schema: &str) -> Result<()> {
 
 impl PostgresBackend {
     /// The rows of a log window query (`sql`, with `after` and `limit` as $1–$3 and the
-    /// types, if any, as $4), each through `decode`. A window longer than
+    /// types, if any, as $4), each through `decode`, read one by one up to the one whose
+    /// `size` (the stored payload of a wanted event, else `None`) reaches the byte budget.
+    /// A window longer than
     /// [`INDEX_SAFE_WINDOW`] is read in a read-only transaction that keeps the planner off
     /// sorts and bitmap scans: without fresh statistics (right after a bulk load, or with
     /// autovacuum off) PostgreSQL answered a window of 10,000 with a bitmap scan and a sort
@@ -213,23 +248,28 @@ impl PostgresBackend {
     /// off JIT: a filtered window still ends in a sort (of the window), whose cost, made
     /// huge by `enable_sort = off`, crosses the JIT thresholds; compiling took 180 ms of
     /// a 190 ms query.
+    ///
+    /// (A running sum of `octet_length(payload)` in the statement would stop the rows at
+    /// the server, but its window aggregate made every window of 10,000 small events
+    /// several times slower.)
     async fn window_rows<T: Send + Unpin>(
         &self,
         sql: String,
-        (after, limit): (LogPosition, usize),
+        (after, limit): (LogPosition, WindowLimit),
         types: Option<&[String]>,
         decode: impl FnMut(PgRow) -> std::result::Result<T, sqlx::Error> + Send,
+        size: impl Fn(&T) -> Option<usize>,
     ) -> std::result::Result<Vec<T>, sqlx::Error> {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(after.commit().to_string())
             .bind(to_i64(after.position()))
-            .bind(to_i64(limit as u64));
+            .bind(to_i64(limit.events as u64));
         if let Some(types) = types {
             query = query.bind(types);
         }
         let query = query.try_map(decode);
-        if limit <= INDEX_SAFE_WINDOW {
-            return query.fetch_all(&self.pool).await;
+        if limit.events <= INDEX_SAFE_WINDOW {
+            return cut_at_budget(query.fetch(&self.pool), limit, size).await;
         }
         let mut tx = self
             .pool
@@ -238,9 +278,41 @@ impl PostgresBackend {
                  SET LOCAL jit = off",
             )
             .await?;
-        let rows = query.fetch_all(&mut *tx).await?;
+        let rows = cut_at_budget(query.fetch(&mut *tx), limit, size).await?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    /// The rows a window with `limit` asks for: with a byte budget, no more than the
+    /// hint (see `window_rows_hint`).
+    fn window_limit(&self, limit: WindowLimit) -> WindowLimit {
+        match limit.bytes {
+            None => limit,
+            Some(_) => WindowLimit {
+                events: limit
+                    .events
+                    .min(self.window_rows_hint.load(Ordering::Relaxed))
+                    .max(1),
+                ..limit
+            },
+        }
+    }
+
+    /// Learns from a window with a byte budget, whose statement sent `kept` rows before
+    /// the cut, how many rows the next one should ask for.
+    fn learn_window(&self, asked: WindowLimit, page: &LogPage, kept: usize) {
+        if asked.bytes.is_none() {
+            return;
+        }
+        let cut = asked.bytes_reached(page.events.iter().map(|e| e.payload.len()).sum());
+        let hint = if cut {
+            kept.saturating_add(kept / 4).saturating_add(1)
+        } else if page.full {
+            asked.events.saturating_mul(2)
+        } else {
+            return;
+        };
+        self.window_rows_hint.store(hint, Ordering::Relaxed);
     }
 
     pub(crate) async fn open(config: &PostgresConfig) -> Result<Self> {
@@ -273,6 +345,7 @@ impl PostgresBackend {
         let backend = PostgresBackend {
             pool,
             schema: config.schema.clone(),
+            window_rows_hint: AtomicUsize::new(FIRST_BUDGETED_WINDOW_ROWS),
         };
         backend.migrate(&config.schema).await?;
         Ok(backend)
@@ -790,10 +863,11 @@ impl Backend for PostgresBackend {
     async fn read_all(
         &self,
         after: LogPosition,
-        limit: usize,
+        limit: WindowLimit,
         types: &[String],
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
+        let limit = self.window_limit(limit);
         let window = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
@@ -802,10 +876,19 @@ impl Backend for PostgresBackend {
         );
         if types.is_empty() {
             let events = self
-                .window_rows(window, (after, limit), None, |row| event_from_row(&row))
+                .window_rows(
+                    window,
+                    (after, limit),
+                    None,
+                    |row| event_from_row(&row),
+                    |event| Some(event.payload.len()),
+                )
                 .await
                 .map_err(fail)?;
-            return Ok(LogPage::all(events, limit));
+            let kept = events.len();
+            let page = LogPage::all(events, limit);
+            self.learn_window(limit, &page, kept);
+            return Ok(page);
         }
         // The window by the commit-order index, then its events of the types and its last
         // event. (With the type condition in the scan, and statistics from before a bulk
@@ -822,10 +905,24 @@ impl Backend for PostgresBackend {
              ORDER BY w.commit_id, w.position"
         );
         let rows = self
-            .window_rows(sql, (after, limit), Some(types), Ok)
+            .window_rows(sql, (after, limit), Some(types), Ok, |row: &PgRow| {
+                row.try_get::<bool, _>("wanted")
+                    .unwrap_or(false)
+                    .then(|| row.try_get_raw(7).ok()?.as_bytes().ok().map(<[u8]>::len))
+                    .flatten()
+            })
             .await
             .map_err(fail)?;
-        sql::log_page(&rows, limit, event_from_row).map_err(fail)
+        let kept = rows.len();
+        let page = sql::log_page(
+            stream::iter(rows.into_iter().map(Ok)),
+            limit,
+            event_from_row,
+        )
+        .await
+        .map_err(fail)?;
+        self.learn_window(limit, &page, kept);
+        Ok(page)
     }
 
     async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {

@@ -10,12 +10,16 @@ use super::backend::ExpiryCut;
 use super::sql::{RowRef, to_i64, to_u64};
 use crate::error::{Error, Result};
 use crate::retention::RetentionScope;
-use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
+use crate::retention::rules::{
+    MAX_LISTED_STREAM_POLICIES, PolicyRows, StoredPolicy, StreamRetention,
+};
 
-/// The default and category policies, plus one `kind = 2` row when any stream has a policy.
+/// The default and category policies, then up to `$1` ids of streams with their own (the
+/// primary key's order: no sort).
 const POLICIES: &str = "SELECT kind, name, policy FROM retention_policies WHERE kind < 2 \
-     UNION ALL SELECT 2, '', '' \
-     WHERE EXISTS (SELECT 1 FROM retention_policies WHERE kind = 2)";
+     UNION ALL SELECT * FROM ( \
+         SELECT kind, name, '' FROM retention_policies WHERE kind = 2 ORDER BY kind, name \
+         LIMIT $1) AS s";
 
 const POLICY: &str = "SELECT policy FROM retention_policies WHERE kind = $1 AND name = $2";
 
@@ -36,7 +40,7 @@ fn policy_rows(rows: Vec<(i32, String, String)>) -> PolicyRows {
     let mut out = PolicyRows::default();
     for (kind, name, json) in rows {
         if kind == 2 {
-            out.any_stream_policy = true;
+            out.streams.push(name);
         } else {
             out.general.push(StoredPolicy {
                 scope: RetentionScope::from_key(i64::from(kind), name),
@@ -78,6 +82,7 @@ macro_rules! retention_statements {
     ($now:literal) => {
         pub(crate) async fn policies(pool: &Pool) -> Result<PolicyRows> {
             let rows = sqlx::query_as(POLICIES)
+                .bind(to_i64(MAX_LISTED_STREAM_POLICIES as u64 + 1))
                 .fetch_all(pool)
                 .await
                 .map_err(fail("retention_policies"))?;

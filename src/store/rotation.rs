@@ -192,7 +192,10 @@ impl KeyRotation {
                 .read_window_encoded(
                     progress.position,
                     Arc::from([]),
-                    self.batch_size,
+                    super::WindowLimit {
+                        events: self.batch_size,
+                        bytes: Some(super::DEFAULT_WINDOW_BYTES),
+                    },
                     super::Expired::Include,
                 )
                 .await?;

@@ -5,11 +5,14 @@
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
+use futures::{Stream, TryStreamExt};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use uuid::Uuid;
 
-use super::backend::{AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, Written};
+use super::backend::{
+    AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit, Written,
+};
 use crate::error::{CorruptRow, CorruptValue};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
@@ -109,32 +112,56 @@ where
     }))
 }
 
-/// The page of a filtered `read_all` from its rows: the window's events of the types asked
-/// for, plus its last event whatever its type, each with the columns `wanted` (of a type
-/// asked for) and `scanned` (events in the window).
-pub(crate) fn log_page<R>(
-    rows: &[R],
-    limit: usize,
+/// The page of a filtered window from its rows, read one by one: the window's events of
+/// the types (column `wanted`), ending at the last row, and how many rows the whole window
+/// had (column `scanned`). A byte budget ends the page at the wanted event that reaches
+/// it; the rows after it are left unread (on SQLite the statement stops there).
+pub(crate) async fn log_page<R, S>(
+    mut rows: S,
+    limit: WindowLimit,
     event_from_row: impl Fn(&R) -> Result<RecordedEvent, sqlx::Error>,
 ) -> Result<LogPage, sqlx::Error>
 where
     R: Row,
+    S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'c> &'c str: ColumnIndex<R>,
 {
-    let mut page = LogPage::default();
-    let mut scanned = 0;
-    for row in rows {
-        let event = event_from_row(row)?;
-        scanned = row.try_get::<i64, _>("scanned")?;
-        page.scanned_to = Some(event.log_position());
+    let (mut events, mut scanned, mut scanned_to, mut bytes) = (Vec::new(), 0, None, 0);
+    while let Some(row) = rows.try_next().await? {
+        let event = event_from_row(&row)?;
+        scanned = to_u64(row.try_get::<i64, _>("scanned")?) as usize;
+        scanned_to = Some(event.log_position());
         if row.try_get::<bool, _>("wanted")? {
-            page.events.push(event);
+            bytes += event.payload.len();
+            events.push(event);
+            if limit.bytes_reached(bytes) {
+                break;
+            }
         }
     }
-    page.full = to_u64(scanned) >= limit as u64;
-    Ok(page)
+    Ok(LogPage::new(events, scanned_to, scanned, limit))
+}
+
+/// The events of an unfiltered window from its rows, read one by one, up to the one that
+/// reaches the byte budget (the rows after it are left unread).
+pub(crate) async fn window_events<S>(
+    mut rows: S,
+    limit: WindowLimit,
+) -> Result<Vec<RecordedEvent>, sqlx::Error>
+where
+    S: Stream<Item = Result<RecordedEvent, sqlx::Error>> + Unpin,
+{
+    let (mut events, mut bytes) = (Vec::new(), 0);
+    while let Some(event) = rows.try_next().await? {
+        bytes += event.payload.len();
+        events.push(event);
+        if limit.bytes_reached(bytes) {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 /// The rejection of an append to `stream` expecting `expected` by the stream state read

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, StreamStart,
+    SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit,
 };
 use super::batch::{BatchTx, Flush};
 use super::keys_sql;
@@ -604,46 +604,52 @@ impl Backend for SqliteBackend {
     async fn read_all(
         &self,
         after: LogPosition,
-        limit: usize,
+        limit: WindowLimit,
         types: &[String],
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
+        // Rows are read one by one (`fetch`), so a byte budget stops the statement at the
+        // event that reaches it.
         if types.is_empty() {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
                  ORDER BY position LIMIT ?2"
             );
-            let events: Vec<RecordedEvent> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(to_i64(after.position()))
-                .bind(to_i64(limit as u64))
+                .bind(to_i64(limit.events as u64))
                 .try_map(|row: SqliteRow| event_from_row(&row))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(fail)?;
+                .fetch(&self.reader);
+            let events = sql::window_events(rows, limit).await.map_err(fail)?;
             return Ok(LogPage::all(events, limit));
         }
-        // The window in position order, then its events of the types (one JSON array, so
-        // the statement stays fixed) and its last event.
+        // The window's end and size from its positions alone, then its events of the types
+        // (one JSON array, so the statement stays fixed) and its last event, by a scan of
+        // the window in position order (`+` keeps the planner off the type index and so
+        // off a sort): rows come one by one and only the returned ones are read whole, so
+        // a byte budget stops the statement without having copied the rest of the window.
         let sql = format!(
             "WITH w AS MATERIALIZED ( \
-                 SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                 SELECT position AS p FROM events WHERE position > ?1 \
                  ORDER BY position LIMIT ?2), \
-             last AS (SELECT max(position) AS position, count(*) AS scanned FROM w) \
-             SELECT w.*, w.event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
-                 last.scanned AS scanned \
-             FROM w, last \
-             WHERE w.event_type IN (SELECT value FROM json_each(?3)) \
-                 OR w.position = last.position \
-             ORDER BY w.position"
+             last AS MATERIALIZED (SELECT max(p) AS lp, count(*) AS scanned FROM w) \
+             SELECT {EVENT_COLUMNS}, event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
+                 (SELECT scanned FROM last) AS scanned \
+             FROM events WHERE position > ?1 AND position <= (SELECT lp FROM last) \
+                 AND (+event_type IN (SELECT value FROM json_each(?3)) \
+                     OR +position = (SELECT lp FROM last)) \
+             ORDER BY position"
         );
+        let types = serde_json::to_string(types)
+            .map_err(|error| Error::Internal(format!("read_all: event types: {error}")))?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(after.position()))
-            .bind(to_i64(limit as u64))
-            .bind(serde_json::to_string(types).unwrap_or_default())
-            .fetch_all(&self.reader)
+            .bind(to_i64(limit.events as u64))
+            .bind(types)
+            .fetch(&self.reader);
+        sql::log_page(rows, limit, event_from_row)
             .await
-            .map_err(fail)?;
-        sql::log_page(&rows, limit, event_from_row).map_err(fail)
+            .map_err(fail)
     }
 
     async fn close(&self) {

@@ -17,6 +17,7 @@ mod privacy;
 mod projections;
 mod retention;
 mod sqlite;
+mod statements;
 mod support;
 mod tampering;
 mod upcasting;

@@ -24,6 +24,7 @@ crate::for_each_backend!(
     a_batch_handler_writes_the_same_read_model,
     a_filtered_projection_crosses_stretches_of_other_events,
     rebuild_produces_the_live_read_model,
+    large_events_end_batches_at_the_byte_budget,
 );
 
 /// Sums `amount` per stream: in the store's database (same transaction as the checkpoint)
@@ -1115,4 +1116,161 @@ async fn postgres_a_rebuild_elsewhere_restarts_the_active_instance() {
     assert_eq!(standby.status().applied, 0);
     standby.stop().await.expect("stops");
     active.stop().await.expect("stops");
+}
+
+/// A batch as `BatchRecorder` saw it: (stream, version, JSON size) per event.
+type SeenBatch = Vec<(String, u64, usize)>;
+
+/// Records the batches it is given.
+#[derive(Clone)]
+struct BatchRecorder {
+    name: &'static str,
+    types: &'static [&'static str],
+    batches: Arc<Mutex<Vec<SeenBatch>>>,
+}
+
+#[async_trait::async_trait]
+impl Projection for BatchRecorder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn event_types(&self) -> &[&str] {
+        self.types
+    }
+
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        _ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        self.apply_batch(std::slice::from_ref(event), _ctx).await
+    }
+
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        _ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        let batch = events
+            .iter()
+            .map(|event| {
+                (
+                    event.stream_id.to_string(),
+                    event.version,
+                    event.payload_json().len(),
+                )
+            })
+            .collect();
+        self.batches.lock().expect("batches").push(batch);
+        Ok(())
+    }
+}
+
+/// 100 events of half a MiB (50 MiB, under a batch size of 10,000 events) come in
+/// batches that end at the default byte budget (32 MiB), each at least one event, every
+/// event once and in order; small events of another type in between do not count towards
+/// a filtered projection's budget.
+async fn large_events_end_batches_at_the_byte_budget(kind: Kind) {
+    let Some(t) = kind
+        .open("large_events_end_batches_at_the_byte_budget")
+        .await
+    else {
+        return;
+    };
+    let blob = "x".repeat(512 * 1024);
+    let mut expected_big = Vec::new();
+    let mut expected_all = Vec::new();
+    for n in 0..100u64 {
+        let stream = format!("big-{}", n % 3);
+        let written = t
+            .store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![
+                    NewEvent::new("test.big", json!({ "n": n, "blob": blob })),
+                    NewEvent::new("test.small", json!({ "n": n })),
+                ],
+            )
+            .await
+            .expect("append");
+        let version = written.next_expected_version();
+        expected_big.push((stream.clone(), version - 1));
+        expected_all.push((stream.clone(), version - 1));
+        expected_all.push((stream, version));
+    }
+    // `chronicle::DEFAULT_WINDOW_BYTES`, written out so that the test also builds on code
+    // without it.
+    let budget: usize = 32 << 20;
+    for (types, expected) in [(&["test.big"][..], expected_big), (&[][..], expected_all)] {
+        let recorder = BatchRecorder {
+            name: if types.is_empty() { "all" } else { "big" },
+            types,
+            batches: Arc::default(),
+        };
+        let handle = t.store.projections().spawn(recorder.clone());
+        handle.wait_for_idle().await.expect("caught up");
+        handle.stop().await.expect("stop");
+        let batches = recorder.batches.lock().expect("batches").clone();
+        let seen: Vec<(String, u64)> = batches
+            .iter()
+            .flatten()
+            .map(|(stream, version, _)| (stream.clone(), *version))
+            .collect();
+        assert_eq!(seen, expected, "every event once, in order ({types:?})");
+        assert!(
+            batches.len() >= 2,
+            "50 MiB in one batch of {} events ({types:?})",
+            batches.first().map_or(0, Vec::len)
+        );
+        for batch in &batches {
+            assert!(!batch.is_empty());
+            let before_last: usize = batch[..batch.len() - 1].iter().map(|e| e.2).sum();
+            assert!(
+                before_last < budget,
+                "a batch went on past its byte budget: {before_last} bytes before its last event"
+            );
+        }
+    }
+}
+
+/// A window of encrypted payloads over the threshold is decrypted on a blocking thread:
+/// the events arrive decoded, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_encrypted_window_decodes_off_the_runtime() {
+    let keys = chronicle::KeyRing::new("k1", chronicle::KeyRing::generate_key()).expect("keys");
+    let t = Kind::Memory
+        .open_with("a_large_encrypted_window_decodes", |builder| {
+            builder.encryption(keys)
+        })
+        .await
+        .expect("memory store");
+    let blob = "y".repeat(600 * 1024);
+    for n in 0..3u64 {
+        t.store
+            .append(
+                "big-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("test.big", json!({ "n": n, "blob": blob }))],
+            )
+            .await
+            .expect("append");
+    }
+    let recorder = BatchRecorder {
+        name: "big",
+        types: &[],
+        batches: Arc::default(),
+    };
+    let handle = t.store.projections().spawn(recorder.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    handle.stop().await.expect("stop");
+    let batches = recorder.batches.lock().expect("batches").clone();
+    let seen: Vec<(u64, usize)> = batches
+        .iter()
+        .flatten()
+        .map(|(_, version, size)| (*version, *size))
+        .collect();
+    let size = json!({ "n": 0, "blob": blob }).to_string().len();
+    assert_eq!(seen, [(1, size), (2, size), (3, size)]);
 }
