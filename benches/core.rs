@@ -65,6 +65,8 @@ const BIG_REPLAY_EVENTS_ENV: &str = "CHRONICLE_BENCH_BIG_REPLAY_EVENTS";
 const LARGE_EVENTS_ENV: &str = "CHRONICLE_BENCH_LARGE_EVENTS";
 /// The payload of a large event: a JSON string of this many bytes.
 const LARGE_EVENT_BYTES: usize = 1 << 20;
+/// The one stream of the large-event workload: caught up by a projection, and replayed.
+const LARGE_STREAM: &str = "large-1";
 
 // ---------------------------------------------------------------------------------------
 // Payloads
@@ -468,7 +470,7 @@ async fn large_events_memory(cfg: &Config) -> Res<Vec<Row>> {
     let store = large_event_store(&url).await?;
     fill_large(&store, total).await?;
     store.close().await;
-    let mut rows = vec![large_events_row("SQLite", &url, total).await?];
+    let mut rows = large_events_rows("SQLite", &url, total).await?;
     let pg = with_schemas(cfg, async |schemas| {
         let store = schemas
             .store("large", 4, |builder| {
@@ -478,10 +480,10 @@ async fn large_events_memory(cfg: &Config) -> Res<Vec<Row>> {
         fill_large(&store, total).await?;
         store.close().await;
         let url = format!("{}|{}", cfg.pg_url, Schemas::schema_name("large"));
-        large_events_row("PostgreSQL", &url, total).await
+        large_events_rows("PostgreSQL", &url, total).await
     })
     .await?;
-    rows.push(pg);
+    rows.extend(pg);
     Ok(rows)
 }
 
@@ -490,31 +492,41 @@ async fn fill_large(store: &Store, total: u64) -> Res<()> {
     for n in 0..total {
         let event = NewEvent::new("large.logged", serde_json::json!({ "n": n, "blob": blob }));
         store
-            .append(
-                format!("large-{}", n % 10),
-                ExpectedVersion::Any,
-                vec![event],
-            )
+            .append(LARGE_STREAM, ExpectedVersion::Any, vec![event])
             .await?;
     }
     Ok(())
 }
 
-async fn large_events_row(database: &str, url: &str, total: u64) -> Res<Row> {
+async fn large_events_rows(database: &str, url: &str, total: u64) -> Res<Vec<Row>> {
     let count_only = measure_in_child(&format!("projection-{}", usize::MAX), url, total).await?;
     let budget = chronicle::DEFAULT_WINDOW_BYTES;
     let bounded = measure_in_child(&format!("projection-{budget}"), url, total).await?;
-    Ok(Row {
-        workload: format!(
-            "large_events_memory: {database}, projection catch-up over {total} events of \
-             1 MiB, peak RSS growth"
-        ),
-        chronicle: format!("window_bytes 32 MiB: {}", bounded.describe()),
-        baseline: format!("count-only windows: {}", count_only.describe()),
-        ratio: "—".to_owned(),
-        target: "growth < 160 MiB".to_owned(),
-        met: Met::from(bounded.growth_kib() < 160 * 1024),
-    })
+    let replay = measure_in_child("read-stream", url, total).await?;
+    Ok(vec![
+        Row {
+            workload: format!(
+                "large_events_memory: {database}, projection catch-up over {total} events of \
+                 1 MiB, peak RSS growth"
+            ),
+            chronicle: format!("window_bytes 32 MiB: {}", bounded.describe()),
+            baseline: format!("count-only windows: {}", count_only.describe()),
+            ratio: "—".to_owned(),
+            target: "growth < 160 MiB".to_owned(),
+            met: Met::from(bounded.growth_kib() < 160 * 1024),
+        },
+        Row {
+            workload: format!(
+                "large_events_memory: {database}, read_stream of one stream of {total} events \
+                 of 1 MiB, peak RSS growth"
+            ),
+            chronicle: replay.describe(),
+            baseline: "—".to_owned(),
+            ratio: "—".to_owned(),
+            target: "—".to_owned(),
+            met: Met::Info,
+        },
+    ])
 }
 
 /// A store for the large-event workload (`url`, or `url|schema` on PostgreSQL): payloads
@@ -568,6 +580,18 @@ async fn catch_up_in_child(url: &str, window_bytes: usize) -> Res<u64> {
     handle.wait_for_idle().await?;
     handle.stop().await?;
     Ok(count.load(Ordering::Relaxed))
+}
+
+/// The child side of `large_events_memory`'s replay: `read_stream` of the one stream.
+async fn read_large_in_child(url: &str) -> Res<u64> {
+    let store = large_event_store(url).await?;
+    let mut events = std::pin::pin!(store.read_stream(LARGE_STREAM, 1, Direction::Forward));
+    let mut count = 0;
+    while let Some(event) = events.try_next().await? {
+        black_box(event.payload_json().len());
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// What a child process reported about one replay.
@@ -658,8 +682,10 @@ fn child_main(spec: &str) -> Res<()> {
             Chronicle(Store),
             Raw(SqlitePool),
             Projection(usize),
+            ReadStream,
         }
         let reader = match system {
+            "read-stream" => Reader::ReadStream,
             _ if system.starts_with("projection-") => {
                 Reader::Projection(system["projection-".len()..].parse()?)
             }
@@ -690,6 +716,7 @@ fn child_main(spec: &str) -> Res<()> {
             Reader::Chronicle(store) => replay_chronicle(store, REPLAY_STREAM).await?,
             Reader::Raw(pool) => replay_raw_sqlite(pool, REPLAY_STREAM, decode_deposited).await?,
             Reader::Projection(window_bytes) => catch_up_in_child(url, *window_bytes).await?,
+            Reader::ReadStream => read_large_in_child(url).await?,
         };
         let secs = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
