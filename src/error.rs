@@ -292,7 +292,8 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// A background task (an outbox scheduler, the retention enforcer) panicked: a bug.
+    /// A background task (an outbox scheduler, the retention enforcer, a window decoded off
+    /// the runtime) panicked: a bug.
     #[error("{task} panicked: {message}")]
     TaskPanicked {
         /// The task.

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::panics::CatchPanic;
+use crate::panics::{CatchPanic, Panicked};
 
 /// Resolves once a stop is requested on `stop`; never, when its sender was dropped
 /// without one ([`Task`] always sends one before its sender goes).
@@ -65,23 +65,27 @@ impl<T: Send + 'static> Task<T> {
             async move {
                 match run.await {
                     Ok(done) => done,
-                    Err(panicked) => {
-                        tracing::error!(
-                            task = %task_name,
-                            panic = %panicked.message,
-                            backtrace = panicked.backtrace.as_deref(),
-                            "background task panicked"
-                        );
-                        Err(Error::TaskPanicked {
-                            task: task_name,
-                            message: panicked.message,
-                        })
-                    }
+                    Err(panicked) => Err(panic_error(task_name, panicked)),
                 }
             }
             .instrument(span),
         );
         Task { what, stop, join }
+    }
+}
+
+/// Logs the panic of the task `what` (with its backtrace) and makes it
+/// [`Error::TaskPanicked`].
+fn panic_error(what: String, panicked: Panicked) -> Error {
+    tracing::error!(
+        task = %what,
+        panic = %panicked.message,
+        backtrace = panicked.backtrace.as_deref(),
+        "background task panicked"
+    );
+    Error::TaskPanicked {
+        task: what,
+        message: panicked.message,
     }
 }
 
@@ -96,18 +100,7 @@ pub(crate) fn spawn_part<T: Send + 'static>(
     async move {
         match join.await {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err(panicked)) => {
-                tracing::error!(
-                    task = %what,
-                    panic = %panicked.message,
-                    backtrace = panicked.backtrace.as_deref(),
-                    "background task panicked"
-                );
-                Err(Error::TaskPanicked {
-                    task: what,
-                    message: panicked.message,
-                })
-            }
+            Ok(Err(panicked)) => Err(panic_error(what, panicked)),
             Err(error) => Err(Error::TaskPanicked {
                 task: what,
                 message: error.to_string(),

@@ -368,12 +368,15 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
         } else {
+            // Written before a change of the snapshot's schema: older ones are older
+            // still, so the load replays from the start (and replaces it).
             tracing::debug!(
                 %stream,
                 stored = stored.schema_version,
                 current = A::SNAPSHOT_VERSION,
-                "snapshot has another schema version; trying the older ones"
+                "snapshot has another schema version; replaying"
             );
+            return Ok((None, true));
         }
         let older = self
             .store

@@ -142,34 +142,61 @@ impl RetentionRules {
 }
 
 /// The rules, reloaded when older than `refresh` or after this process changed a policy.
+///
+/// A load that began before a change in this process must not cache what it read: every
+/// change bumps the generation, and a load stores its rules only if the generation is
+/// still the one it began in.
 #[derive(Debug)]
 pub(crate) struct RulesCache {
     refresh: Duration,
-    slot: Mutex<Option<(Instant, Arc<RetentionRules>)>>,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u64,
+    cached: Option<(Instant, Arc<RetentionRules>)>,
 }
 
 impl RulesCache {
     pub(crate) fn new(refresh: Duration) -> Self {
         RulesCache {
             refresh,
-            slot: Mutex::new(None),
+            slot: Mutex::new(Slot::default()),
         }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The cached rules, when still fresh.
     pub(crate) fn fresh(&self) -> Option<Arc<RetentionRules>> {
-        let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.as_ref()
+        self.slot()
+            .cached
+            .as_ref()
             .filter(|(loaded, _)| loaded.elapsed() < self.refresh)
             .map(|(_, rules)| Arc::clone(rules))
     }
 
-    pub(crate) fn store(&self, rules: Arc<RetentionRules>) {
-        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), rules));
+    /// The generation a load begins in (pass it to [`RulesCache::store`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.slot().generation
     }
 
+    /// Caches `rules`, loaded in `generation`, unless a change came since.
+    pub(crate) fn store(&self, generation: u64, rules: Arc<RetentionRules>) {
+        let mut slot = self.slot();
+        if slot.generation == generation {
+            slot.cached = Some((Instant::now(), rules));
+        }
+    }
+
+    /// Forgets the rules after a change of this process.
     pub(crate) fn invalidate(&self) {
-        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let mut slot = self.slot();
+        slot.generation += 1;
+        slot.cached = None;
     }
 }
 
@@ -183,6 +210,18 @@ mod tests {
             streams: (0..streams).map(|n| format!("log-{n}")).collect(),
         })
         .expect("rules")
+    }
+
+    #[test]
+    fn a_load_that_began_before_a_change_is_not_cached() {
+        let cache = RulesCache::new(Duration::from_secs(60));
+        let began = cache.generation();
+        cache.invalidate();
+        cache.store(began, Arc::new(rules(0)));
+        assert!(cache.fresh().is_none(), "stale rules were cached");
+        let began = cache.generation();
+        cache.store(began, Arc::new(rules(0)));
+        assert!(cache.fresh().is_some());
     }
 
     #[test]

@@ -768,7 +768,10 @@ impl Store {
             span.in_scope(|| store.decode_window(window, &keys, shredded))
         })
         .await
-        .map_err(|error| Error::Internal(format!("decoding a window of the log: {error}")))?
+        .map_err(|error| Error::TaskPanicked {
+            task: "decoding a window of the log".to_owned(),
+            message: error.to_string(),
+        })?
     }
 
     /// Decodes the payloads of `window` in place; events of forgotten streams are left out

@@ -81,25 +81,6 @@ const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 /// `PostgresBackend::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
 
-/// Collects `rows` up to the one whose `size` brings the total to the byte budget (the
-/// rest are left unread: dropping the stream discards them).
-async fn cut_at_budget<T>(
-    mut rows: impl futures::Stream<Item = std::result::Result<T, sqlx::Error>> + Unpin,
-    limit: WindowLimit,
-    size: impl Fn(&T) -> Option<usize>,
-) -> std::result::Result<Vec<T>, sqlx::Error> {
-    use futures::TryStreamExt;
-    let (mut kept, mut bytes) = (Vec::new(), 0);
-    while let Some(row) = rows.try_next().await? {
-        bytes += size(&row).unwrap_or(0);
-        kept.push(row);
-        if limit.bytes_reached(bytes) {
-            break;
-        }
-    }
-    Ok(kept)
-}
-
 /// The rows the first log window with a byte budget asks for (see
 /// `PostgresBackend::window_rows_hint`): a window of large events sends no more than
 /// these, and windows of small events reach their full count after a few doublings.
@@ -269,7 +250,7 @@ impl PostgresBackend {
         }
         let query = query.try_map(decode);
         if limit.events <= INDEX_SAFE_WINDOW {
-            return cut_at_budget(query.fetch(&self.pool), limit, size).await;
+            return sql::cut_at_budget(query.fetch(&self.pool), limit, size).await;
         }
         let mut tx = self
             .pool
@@ -278,7 +259,7 @@ impl PostgresBackend {
                  SET LOCAL jit = off",
             )
             .await?;
-        let rows = cut_at_budget(query.fetch(&mut *tx), limit, size).await?;
+        let rows = sql::cut_at_budget(query.fetch(&mut *tx), limit, size).await?;
         tx.commit().await?;
         Ok(rows)
     }

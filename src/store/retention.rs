@@ -107,13 +107,14 @@ impl Store {
     /// The rules as stored now, bypassing the cache.
     pub(crate) async fn load_retention_rules(&self) -> Result<Arc<RetentionRules>> {
         let backend = &self.inner.backend;
+        let generation = self.inner.retention.generation();
         let rows = self
             .inner
             .retry
             .run("retention_policies", || backend.retention_policies())
             .await?;
         let rules = Arc::new(RetentionRules::from_rows(rows)?);
-        self.inner.retention.store(Arc::clone(&rules));
+        self.inner.retention.store(generation, Arc::clone(&rules));
         Ok(rules)
     }
 

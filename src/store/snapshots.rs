@@ -100,8 +100,9 @@ impl Store {
 
     /// The newest snapshot of `stream` below version `below` of `schema_version` that
     /// decodes into `T`, as the state and its version: a load's fallback when the newest
-    /// snapshot is damaged. Snapshots of another schema version, or that do not decode
-    /// (logged), are stepped over; after [`OLDER_SNAPSHOT_TRIES`] statements, `None`.
+    /// snapshot is damaged. Snapshots that do not decode (logged) are stepped over; one of
+    /// another schema version ends the search (older ones predate it too), and so do
+    /// [`OLDER_SNAPSHOT_TRIES`] statements: `None`.
     ///
     /// # Errors
     /// Connection errors; a corrupt snapshot row ([`Error::CorruptRow`]).
@@ -128,7 +129,8 @@ impl Store {
             };
             below = stored.version;
             if stored.schema_version != schema_version {
-                continue;
+                // Written under another schema: so, most likely, are the older ones.
+                return Ok(None);
             }
             let keys = self
                 .page_keys(std::iter::once((

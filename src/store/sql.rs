@@ -144,24 +144,22 @@ where
     Ok(LogPage::new(events, scanned_to, scanned, limit))
 }
 
-/// The events of an unfiltered window from its rows, read one by one, up to the one that
-/// reaches the byte budget (the rows after it are left unread).
-pub(crate) async fn window_events<S>(
-    mut rows: S,
+/// Collects `rows` up to the one whose `size` brings the total to the byte budget of
+/// `limit` (the rest are left unread: dropping the stream discards them).
+pub(crate) async fn cut_at_budget<T>(
+    mut rows: impl Stream<Item = Result<T, sqlx::Error>> + Unpin,
     limit: WindowLimit,
-) -> Result<Vec<RecordedEvent>, sqlx::Error>
-where
-    S: Stream<Item = Result<RecordedEvent, sqlx::Error>> + Unpin,
-{
-    let (mut events, mut bytes) = (Vec::new(), 0);
-    while let Some(event) = rows.try_next().await? {
-        bytes += event.payload.len();
-        events.push(event);
+    size: impl Fn(&T) -> Option<usize>,
+) -> Result<Vec<T>, sqlx::Error> {
+    let (mut kept, mut bytes) = (Vec::new(), 0);
+    while let Some(row) = rows.try_next().await? {
+        bytes += size(&row).unwrap_or(0);
+        kept.push(row);
         if limit.bytes_reached(bytes) {
             break;
         }
     }
-    Ok(events)
+    Ok(kept)
 }
 
 /// The rejection of an append to `stream` expecting `expected` by the stream state read

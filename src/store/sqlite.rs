@@ -620,7 +620,9 @@ impl Backend for SqliteBackend {
                 .bind(to_i64(limit.events as u64))
                 .try_map(|row: SqliteRow| event_from_row(&row))
                 .fetch(&self.reader);
-            let events = sql::window_events(rows, limit).await.map_err(fail)?;
+            let events = sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
+                .await
+                .map_err(fail)?;
             return Ok(LogPage::all(events, limit));
         }
         // The window's end and size from its positions alone, then its events of the types
