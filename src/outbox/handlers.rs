@@ -13,6 +13,7 @@ use crate::domain_event::DomainEvent;
 use crate::error::{Result, ValidationError};
 use crate::event::RecordedEvent;
 use crate::store::Store;
+use crate::text;
 
 /// The event types a handler answers to: an exact name (`account.Opened`), a glob where
 /// `*` stands for any run of characters (`account.*`, `*.Opened`), or `*` for every type.
@@ -395,6 +396,17 @@ impl HandlerMap {
             if handler.name.is_empty() {
                 return Err(ValidationError::Config("a handler without a name".to_owned()).into());
             }
+            if let Some((field, problem)) =
+                text::first_nul([("handler name", Some(handler.name.as_str()))])
+            {
+                return Err(ValidationError::InvalidText {
+                    field,
+                    stream: None,
+                    event_id: None,
+                    problem,
+                }
+                .into());
+            }
             if self.handlers[..index]
                 .iter()
                 .any(|h| h.name == handler.name)
@@ -430,6 +442,22 @@ mod tests {
         assert!(
             !glob_matches("ab*ba", "aba"),
             "the two ends may not overlap"
+        );
+    }
+
+    #[test]
+    fn a_handler_name_with_nul_is_refused_by_field() {
+        let handler = Handler::new("audit\0", "*", |_: HandlerRequest| async { Ok(()) });
+        let error = HandlerMap::new().route(handler).check().expect_err("NUL");
+        assert!(
+            matches!(
+                &error,
+                crate::Error::Validation(ValidationError::InvalidText {
+                    field: "handler name",
+                    ..
+                })
+            ),
+            "{error}"
         );
     }
 
