@@ -3,6 +3,11 @@
 //! written, the same on every backend (PostgreSQL refuses NUL in `text` and `jsonb`, and
 //! its indexes refuse long keys; SQLite and memory would take both).
 
+use uuid::Uuid;
+
+use crate::error::{Result, ValidationError};
+use crate::stream::StreamId;
+
 /// The longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
 
@@ -82,4 +87,23 @@ pub(crate) fn first_nul<'a>(
     fields
         .into_iter()
         .find_map(|(field, text)| text?.contains('\0').then_some((field, TextProblem::Nul)))
+}
+
+/// `Error::Validation` ([`ValidationError::InvalidText`]) for the field `found` names,
+/// bound for `stream` and carried by `event_id` where it was.
+pub(crate) fn refuse(
+    found: Option<(&'static str, TextProblem)>,
+    stream: Option<&StreamId>,
+    event_id: Option<Uuid>,
+) -> Result<()> {
+    match found {
+        None => Ok(()),
+        Some((field, problem)) => Err(ValidationError::InvalidText {
+            field,
+            stream: stream.map(StreamId::to_string),
+            event_id,
+            problem,
+        }
+        .into()),
+    }
 }

@@ -357,11 +357,7 @@ impl<A: Aggregate> Repository<A> {
         };
         let version = stored.version;
         if stored.schema_version == A::SNAPSHOT_VERSION {
-            let state = self
-                .store
-                .decode_snapshot(stream.clone(), stored, keys)
-                .and_then(|snapshot| Ok((snapshot.data::<A>()?, snapshot.version)));
-            match state {
+            match self.store.snapshot_state::<A>(stream, stored, keys) {
                 Ok(state) => return Ok((Some(state), false)),
                 Err(error) => {
                     tracing::warn!(%stream, version, %error, "snapshot does not decode; trying the older ones");

@@ -357,17 +357,15 @@ impl Outbox {
         for (request, outcome) in &outcomes {
             if outcome.is_ok() {
                 done.entry(&request.token).or_default().push(request.id);
+                if request.ordered {
+                    ended.insert((request.handler.as_str(), request.stream_id.as_str()));
+                }
             }
         }
         for (token, ids) in &done {
             let recorded = tx.finish_done(ids, token, now).await?;
             executed.done += recorded.len() as u64;
             executed.lost += (ids.len() - recorded.len()) as u64;
-        }
-        for (request, outcome) in &outcomes {
-            if outcome.is_ok() && request.ordered {
-                ended.insert((request.handler.as_str(), request.stream_id.as_str()));
-            }
         }
         for (request, outcome) in &outcomes {
             let Err(failed) = outcome else { continue };

@@ -396,17 +396,11 @@ impl HandlerMap {
             if handler.name.is_empty() {
                 return Err(ValidationError::Config("a handler without a name".to_owned()).into());
             }
-            if let Some((field, problem)) =
-                text::first_nul([("handler name", Some(handler.name.as_str()))])
-            {
-                return Err(ValidationError::InvalidText {
-                    field,
-                    stream: None,
-                    event_id: None,
-                    problem,
-                }
-                .into());
-            }
+            text::refuse(
+                text::first_nul([("handler name", Some(handler.name.as_str()))]),
+                None,
+                None,
+            )?;
             if self.handlers[..index]
                 .iter()
                 .any(|h| h.name == handler.name)

@@ -197,15 +197,20 @@ impl ConcurrentScheduler {
             async move {
                 // Both end on the stop; a loop that panicked ends alone, and is reported.
                 let (processed, executed) = tokio::join!(processor, executor);
-                let (processed, executed) = (processed?, executed?);
-                Ok(SchedulerReport {
-                    requests_created: processed.requests_created,
-                    executed: executed.executed,
-                    failed_steps: processed.failed_steps + executed.failed_steps,
-                })
+                let mut report = processed?;
+                report += executed?;
+                Ok(report)
             }
         });
         SchedulerHandle { task }
+    }
+}
+
+impl std::ops::AddAssign for SchedulerReport {
+    fn add_assign(&mut self, other: SchedulerReport) {
+        self.requests_created += other.requests_created;
+        self.executed += other.executed;
+        self.failed_steps += other.failed_steps;
     }
 }
 

@@ -153,16 +153,7 @@ fn check_event_text(stream: &StreamId, event: &NewEvent) -> Result<()> {
                 Some(("custom metadata", problem))
             })
         });
-    match found {
-        None => Ok(()),
-        Some((field, problem)) => Err(ValidationError::InvalidText {
-            field,
-            stream: Some(stream.to_string()),
-            event_id: Some(event.id),
-            problem,
-        }
-        .into()),
-    }
+    text::refuse(found, Some(stream), Some(event.id))
 }
 
 /// Decides whether a rejected append is a replay of one already stored.

@@ -92,6 +92,24 @@ pub(crate) struct LogPage {
     /// Whether the window was full, of events or of bytes (more events may follow right
     /// away).
     pub full: bool,
+    /// Whether the byte budget ended it.
+    pub cut: bool,
+}
+
+/// A row of a filtered window of the log: an event, whether its type was asked for, and
+/// how many events the whole window holds.
+#[derive(Debug)]
+pub(crate) struct WindowRow {
+    pub event: RecordedEvent,
+    pub wanted: bool,
+    pub scanned: usize,
+}
+
+impl WindowRow {
+    /// What it counts against a window's byte budget: its stored payload, when wanted.
+    pub(crate) fn budget_bytes(&self) -> Option<usize> {
+        self.wanted.then_some(self.event.payload.len())
+    }
 }
 
 /// How far one window of the log reaches: `events` events at most, and, when `bytes` is
@@ -126,6 +144,19 @@ impl LogPage {
         LogPage::new(events, scanned_to, scanned, limit)
     }
 
+    /// The page of a filtered window from its rows, in log order: the wanted events, and
+    /// the window's last event whatever its type (or the one the byte budget cut it at).
+    pub(crate) fn filtered(rows: Vec<WindowRow>, limit: WindowLimit) -> Self {
+        let scanned_to = rows.last().map(|row| row.event.log_position());
+        let scanned = rows.last().map_or(0, |row| row.scanned);
+        let events = rows
+            .into_iter()
+            .filter(|row| row.wanted)
+            .map(|row| row.event)
+            .collect();
+        LogPage::new(events, scanned_to, scanned, limit)
+    }
+
     /// The page of a window of `scanned` events ending at `scanned_to`, of which `events`
     /// are wanted: full when it holds `limit.events` events or its wanted events' payloads
     /// fill `limit.bytes` (when the window ended there by chance, the next one is empty).
@@ -135,9 +166,10 @@ impl LogPage {
         scanned: usize,
         limit: WindowLimit,
     ) -> Self {
-        let bytes = events.iter().map(|event| event.payload.len()).sum();
+        let cut = limit.bytes_reached(events.iter().map(|event| event.payload.len()).sum());
         LogPage {
-            full: scanned >= limit.events || limit.bytes_reached(bytes),
+            full: scanned >= limit.events || cut,
+            cut,
             events,
             scanned_to,
         }

@@ -49,7 +49,7 @@ use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::retry::RetryPolicy;
 use crate::codec::{self, Codec, CodecError, DataKey, event_context};
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
-use crate::error::{Error, Result, ValidationError};
+use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::projection::inline::InlineProjections;
 use crate::read::{EventQuery, LogPosition};
@@ -58,7 +58,7 @@ use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
-use crate::text::TextProblem;
+use crate::text;
 use crate::upcast::Upcasters;
 
 /// The default byte budget of a window of the log (a projection's batch, an outbox
@@ -504,7 +504,7 @@ impl Store {
     #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
     pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
         let stream = StreamId::new(stream.as_ref())?;
-        refuse_text(spec.text_problem(), Some(&stream))?;
+        text::refuse(spec.text_problem(), Some(&stream), None)?;
         let backend = &self.inner.backend;
         let outcome = self
             .inner
@@ -561,7 +561,7 @@ impl Store {
     /// Connection errors.
     #[tracing::instrument(name = "chronicle.list_streams", skip_all, fields(category = query.category.as_deref()))]
     pub async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        refuse_text(query.text_problem(), None)?;
+        text::refuse(query.text_problem(), None, None)?;
         let backend = &self.inner.backend;
         let infos = self
             .inner
@@ -884,7 +884,7 @@ impl Store {
         );
         let (store, query) = (self.clone(), query.clone());
         let fetch = async move {
-            refuse_text(query.text_problem(), None)?;
+            text::refuse(query.text_problem(), None, None)?;
             let backend = &store.inner.backend;
             let found = store
                 .inner
@@ -895,24 +895,6 @@ impl Store {
             Ok::<_, Error>(stream::iter(store.decode_each(found).await?))
         };
         stream::once(fetch.instrument(span)).try_flatten()
-    }
-}
-
-/// `Error::Validation` for a text field that breaks its rule (`crate::text`), naming the
-/// stream it was bound for.
-fn refuse_text(
-    found: Option<(&'static str, TextProblem)>,
-    stream: Option<&StreamId>,
-) -> Result<()> {
-    match found {
-        None => Ok(()),
-        Some((field, problem)) => Err(ValidationError::InvalidText {
-            field,
-            stream: stream.map(StreamId::to_string),
-            event_id: None,
-            problem,
-        }
-        .into()),
     }
 }
 

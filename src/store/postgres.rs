@@ -19,14 +19,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::stream;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::backend::{
     AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, HeldBack, Lease,
-    LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit,
+    LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{BatchTx, Flush};
 use super::dialect;
@@ -285,8 +284,7 @@ impl PostgresBackend {
         if asked.bytes.is_none() {
             return;
         }
-        let cut = asked.bytes_reached(page.events.iter().map(|e| e.payload.len()).sum());
-        let hint = if cut {
+        let hint = if page.cut {
             kept.saturating_add(kept / 4).saturating_add(1)
         } else if page.full {
             asked.events.saturating_mul(2)
@@ -886,22 +884,17 @@ impl Backend for PostgresBackend {
              ORDER BY w.commit_id, w.position"
         );
         let rows = self
-            .window_rows(sql, (after, limit), Some(types), Ok, |row: &PgRow| {
-                row.try_get::<bool, _>("wanted")
-                    .unwrap_or(false)
-                    .then(|| row.try_get_raw(7).ok()?.as_bytes().ok().map(<[u8]>::len))
-                    .flatten()
-            })
+            .window_rows(
+                sql,
+                (after, limit),
+                Some(types),
+                |row| sql::window_row(&row, event_from_row),
+                WindowRow::budget_bytes,
+            )
             .await
             .map_err(fail)?;
         let kept = rows.len();
-        let page = sql::log_page(
-            stream::iter(rows.into_iter().map(Ok)),
-            limit,
-            event_from_row,
-        )
-        .await
-        .map_err(fail)?;
+        let page = LogPage::filtered(rows, limit);
         self.learn_window(limit, &page, kept);
         Ok(page)
     }

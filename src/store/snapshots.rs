@@ -1,6 +1,8 @@
 //! The store's manual snapshot API: save, fetch, list and delete a stream's snapshots.
 //! Payloads go through the codec like events, bound to their stream and version.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 
 use super::Store;
@@ -78,24 +80,50 @@ impl Store {
         max_version: u64,
     ) -> Result<Option<Snapshot>> {
         let stream = StreamId::new(stream.as_ref())?;
-        let backend = &self.inner.backend;
-        let stored = self
-            .inner
-            .retry
-            .run("latest_snapshot", || {
-                backend.latest_snapshot(&stream, max_version)
-            })
-            .await?;
-        let Some(stored) = stored else {
+        let Some(stored) = self.stored_snapshot(&stream, max_version).await? else {
             return Ok(None);
         };
-        let keys = self
-            .page_keys(std::iter::once((
-                stream.as_str(),
-                stored.payload.as_slice(),
-            )))
-            .await?;
+        let keys = self.snapshot_keys(&stream, &stored).await?;
         self.decode_snapshot(stream, stored, &keys).map(Some)
+    }
+
+    /// The newest stored snapshot of `stream` at or below `max_version`, undecoded.
+    async fn stored_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: u64,
+    ) -> Result<Option<StoredSnapshot>> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("latest_snapshot", || {
+                backend.latest_snapshot(stream, max_version)
+            })
+            .await
+    }
+
+    /// The data key `stored`, a snapshot of `stream`, needs (if any).
+    async fn snapshot_keys(
+        &self,
+        stream: &StreamId,
+        stored: &StoredSnapshot,
+    ) -> Result<Arc<PageKeys>> {
+        self.page_keys(std::iter::once((
+            stream.as_str(),
+            stored.payload.as_slice(),
+        )))
+        .await
+    }
+
+    /// The state `stored` holds, decoded as `T`, and its version.
+    pub(crate) fn snapshot_state<T: DeserializeOwned>(
+        &self,
+        stream: &StreamId,
+        stored: StoredSnapshot,
+        keys: &PageKeys,
+    ) -> Result<(T, u64)> {
+        let snapshot = self.decode_snapshot(stream.clone(), stored, keys)?;
+        Ok((snapshot.data::<T>()?, snapshot.version))
     }
 
     /// The newest snapshot of `stream` below version `below` of `schema_version` that
@@ -112,19 +140,11 @@ impl Store {
         mut below: u64,
         schema_version: u32,
     ) -> Result<Option<(T, u64)>> {
-        let backend = &self.inner.backend;
         for _ in 0..OLDER_SNAPSHOT_TRIES {
             let Some(max_version) = below.checked_sub(1) else {
                 return Ok(None);
             };
-            let stored = self
-                .inner
-                .retry
-                .run("latest_snapshot", || {
-                    backend.latest_snapshot(stream, max_version)
-                })
-                .await?;
-            let Some(stored) = stored else {
+            let Some(stored) = self.stored_snapshot(stream, max_version).await? else {
                 return Ok(None);
             };
             below = stored.version;
@@ -132,16 +152,8 @@ impl Store {
                 // Written under another schema: so, most likely, are the older ones.
                 return Ok(None);
             }
-            let keys = self
-                .page_keys(std::iter::once((
-                    stream.as_str(),
-                    stored.payload.as_slice(),
-                )))
-                .await?;
-            let state = self
-                .decode_snapshot(stream.clone(), stored, &keys)
-                .and_then(|snapshot| Ok((snapshot.data::<T>()?, snapshot.version)));
-            match state {
+            let keys = self.snapshot_keys(stream, &stored).await?;
+            match self.snapshot_state(stream, stored, &keys) {
                 Ok(state) => return Ok(Some(state)),
                 Err(error) => {
                     tracing::warn!(%stream, version = below, %error, "older snapshot does not decode either");

@@ -11,7 +11,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, LogPage, ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit, Written,
+    AppendOutcome, ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow, Written,
 };
 use crate::error::{CorruptRow, CorruptValue};
 use crate::event::RecordedEvent;
@@ -112,36 +112,23 @@ where
     }))
 }
 
-/// The page of a filtered window from its rows, read one by one: the window's events of
-/// the types (column `wanted`), ending at the last row, and how many rows the whole window
-/// had (column `scanned`). A byte budget ends the page at the wanted event that reaches
-/// it; the rows after it are left unread (on SQLite the statement stops there).
-pub(crate) async fn log_page<R, S>(
-    mut rows: S,
-    limit: WindowLimit,
+/// A row of a filtered window statement: the event columns, then `wanted` (of a type
+/// asked for) and `scanned` (events in the whole window).
+pub(crate) fn window_row<R>(
+    row: &R,
     event_from_row: impl Fn(&R) -> Result<RecordedEvent, sqlx::Error>,
-) -> Result<LogPage, sqlx::Error>
+) -> Result<WindowRow, sqlx::Error>
 where
     R: Row,
-    S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'c> &'c str: ColumnIndex<R>,
 {
-    let (mut events, mut scanned, mut scanned_to, mut bytes) = (Vec::new(), 0, None, 0);
-    while let Some(row) = rows.try_next().await? {
-        let event = event_from_row(&row)?;
-        scanned = to_u64(row.try_get::<i64, _>("scanned")?) as usize;
-        scanned_to = Some(event.log_position());
-        if row.try_get::<bool, _>("wanted")? {
-            bytes += event.payload.len();
-            events.push(event);
-            if limit.bytes_reached(bytes) {
-                break;
-            }
-        }
-    }
-    Ok(LogPage::new(events, scanned_to, scanned, limit))
+    Ok(WindowRow {
+        event: event_from_row(row)?,
+        wanted: row.try_get("wanted")?,
+        scanned: to_u64(row.try_get("scanned")?) as usize,
+    })
 }
 
 /// Collects `rows` up to the one whose `size` brings the total to the byte budget of

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit,
+    SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{BatchTx, Flush};
 use super::keys_sql;
@@ -648,10 +648,12 @@ impl Backend for SqliteBackend {
             .bind(to_i64(after.position()))
             .bind(to_i64(limit.events as u64))
             .bind(types)
+            .try_map(|row: SqliteRow| sql::window_row(&row, event_from_row))
             .fetch(&self.reader);
-        sql::log_page(rows, limit, event_from_row)
+        let rows = sql::cut_at_budget(rows, limit, WindowRow::budget_bytes)
             .await
-            .map_err(fail)
+            .map_err(fail)?;
+        Ok(LogPage::filtered(rows, limit))
     }
 
     async fn close(&self) {

@@ -238,19 +238,8 @@ fn fail(error: Error) -> TestCaseError {
 }
 
 fn run(kind: Kind, cases: u32) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if kind == Kind::Postgres && !runtime.block_on(crate::support::postgres_available("bad_input"))
-    {
+    let Some((runtime, config)) = crate::support::property_test(kind, "bad_input", cases) else {
         return;
-    }
-    let config = ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
     };
     proptest!(config, |(field in field(), text in text())| {
         runtime.block_on(async {

@@ -342,18 +342,8 @@ async fn rejections_match_their_requests(
 
 fn run_rejection_races(kind: Kind, cases: u32) {
     use proptest::prelude::*;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if kind == Kind::Postgres && !runtime.block_on(crate::support::postgres_available("races")) {
+    let Some((runtime, config)) = crate::support::property_test(kind, "races", cases) else {
         return;
-    }
-    let config = ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
     };
     let plan = prop::collection::vec((0..RACED_STREAMS.len(), expect()), 20..60);
     proptest!(config, |(plans in prop::collection::vec(plan, 4))| {

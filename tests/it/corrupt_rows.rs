@@ -66,14 +66,8 @@ async fn scalar(t: &TestStore, sql: &str) -> i64 {
                 .await
                 .expect("select")
         }
-        Location::Postgres { url, schema } => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "SET search_path TO \"{schema}\""
-            )))
-            .execute(&mut conn)
-            .await
-            .expect("search path");
+        Location::Postgres { .. } => {
+            let mut conn = crate::support::pg_raw(t).await;
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
                 .fetch_one(&mut conn)
                 .await

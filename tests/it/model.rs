@@ -218,18 +218,8 @@ async fn check(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 fn run(kind: Kind, cases: u32) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if kind == Kind::Postgres && !runtime.block_on(crate::support::postgres_available("model")) {
+    let Some((runtime, config)) = crate::support::property_test(kind, "model", cases) else {
         return;
-    }
-    let config = ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
     };
     proptest!(config, |(ops in prop::collection::vec(op(), 1..40))| {
         runtime.block_on(async {

@@ -14,28 +14,13 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::support::{
-    Kind, Location, SchemaGuard, TestStore, fresh_schema, pg_url, postgres_available,
+    Kind, Location, SchemaGuard, TestStore, fresh_schema, pg_raw, pg_url, postgres_available,
 };
 
 async fn open(test: &str) -> Option<TestStore> {
     Kind::Postgres
         .open_with(test, |b| b.log_settle_timeout(Duration::from_millis(300)))
         .await
-}
-
-/// A raw connection into the test store's schema.
-async fn raw(t: &TestStore) -> PgConnection {
-    let Location::Postgres { url, schema } = &t.location else {
-        unreachable!("a PostgreSQL store")
-    };
-    let mut conn = PgConnection::connect(url).await.expect("connect");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET search_path TO \"{schema}\""
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("search_path");
-    conn
 }
 
 fn schema_of(t: &TestStore) -> String {
@@ -51,7 +36,7 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
         return;
     };
     // Transaction A appends (taking the lower position) and stays open.
-    let mut conn = raw(&t).await;
+    let mut conn = pg_raw(&t).await;
     let mut slow = conn.begin().await.expect("begin");
     let slow_id = Uuid::now_v7();
     let slow_position: i64 = sqlx::query_scalar(
@@ -199,7 +184,7 @@ async fn plain_payloads_are_json_in_psql() {
         .append("p-2", ExpectedVersion::Any, vec![nul])
         .await
         .expect("append");
-    let mut conn = raw(&t).await;
+    let mut conn = pg_raw(&t).await;
     let payload: serde_json::Value =
         sqlx::query_scalar("SELECT payload FROM events_json WHERE stream_id = 'p-1'")
             .fetch_one(&mut conn)
@@ -286,7 +271,7 @@ async fn a_blocked_append_times_out() {
         )
         .await
         .expect("append");
-    let mut conn = raw(&t).await;
+    let mut conn = pg_raw(&t).await;
     let mut blocker = conn.begin().await.expect("begin");
     sqlx::query("SELECT 1 FROM streams WHERE stream_id = 'lock-1' FOR UPDATE")
         .execute(&mut *blocker)

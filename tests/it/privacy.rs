@@ -171,14 +171,8 @@ async fn raw_rows(
                 .expect("key");
             (payloads, key)
         }
-        Location::Postgres { url, schema } => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "SET search_path TO \"{schema}\""
-            )))
-            .execute(&mut conn)
-            .await
-            .expect("search path");
+        Location::Postgres { .. } => {
+            let mut conn = crate::support::pg_raw(t).await;
             let payloads = sqlx::query_as(events)
                 .bind(stream)
                 .fetch_all(&mut conn)

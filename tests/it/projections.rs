@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chronicle::{
     ExpectedVersion, FailurePolicy, NewEvent, Projection, ProjectionContext, ProjectionError,
-    ProjectionState, RecordedEvent, Store,
+    ProjectionHandle, ProjectionState, RecordedEvent, Store,
 };
 use serde_json::json;
 
@@ -859,16 +859,9 @@ async fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_two_runners_one_active_then_takeover() {
-    let Some(t) = open(
-        Kind::Postgres,
-        "postgres_two_runners_one_active_then_takeover",
-    )
-    .await
-    else {
-        return;
-    };
+/// One projection run by two stores on one database: the first holds the lease and is
+/// caught up, the second waits on standby.
+async fn active_and_standby(t: &TestStore) -> (Totals, ProjectionHandle, ProjectionHandle) {
     let other_node = t.reopen(|builder| builder).await.expect("second store");
     let projection = Totals::default();
     let first = fast(&t.store).spawn(projection.clone());
@@ -879,6 +872,20 @@ async fn postgres_two_runners_one_active_then_takeover() {
         "the second instance waits: {:?}",
         second.status()
     );
+    (projection, first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_runners_one_active_then_takeover() {
+    let Some(t) = open(
+        Kind::Postgres,
+        "postgres_two_runners_one_active_then_takeover",
+    )
+    .await
+    else {
+        return;
+    };
+    let (projection, first, second) = active_and_standby(&t).await;
 
     deposit(&t.store, 0..40).await;
     first.wait_for_idle().await.expect("applied");
@@ -1047,16 +1054,7 @@ async fn postgres_a_dropped_handle_releases_the_lease() {
     else {
         return;
     };
-    let other_node = t.reopen(|builder| builder).await.expect("second store");
-    let projection = Totals::default();
-    let first = fast(&t.store).spawn(projection.clone());
-    first.wait_for_idle().await.expect("running");
-    let second = fast(&other_node).spawn(projection.clone());
-    assert!(
-        eventually(5, || second.status().state == ProjectionState::Standby).await,
-        "the second instance waits: {:?}",
-        second.status()
-    );
+    let (projection, first, second) = active_and_standby(&t).await;
     drop(first);
     deposit(&t.store, 0..20).await;
     assert!(
@@ -1235,10 +1233,10 @@ async fn large_events_end_batches_at_the_byte_budget(kind: Kind) {
     }
 }
 
-/// A window of encrypted payloads over the threshold is decrypted on a blocking thread:
-/// the events arrive decoded, in order.
+/// A window of encrypted payloads over the offload threshold (so decrypted through
+/// `spawn_blocking`) arrives decoded, in order. Which thread decoded it is not observed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_encrypted_window_decodes_off_the_runtime() {
+async fn a_large_encrypted_window_arrives_decoded() {
     let keys = chronicle::KeyRing::new("k1", chronicle::KeyRing::generate_key()).expect("keys");
     let t = Kind::Memory
         .open_with("a_large_encrypted_window_decodes", |builder| {

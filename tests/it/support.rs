@@ -216,16 +216,52 @@ pub async fn execute(t: &TestStore, sql: &str) {
                 .await
                 .expect("execute");
         }
-        Location::Postgres { url, schema } => {
-            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            let sql = format!("SET search_path TO \"{schema}\"; {sql}");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
+        Location::Postgres { .. } => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut pg_raw(t).await)
                 .await
                 .expect("execute");
         }
         Location::Memory => unreachable!("SQL backends only"),
     }
+}
+
+/// A raw connection into a PostgreSQL test store's schema.
+pub async fn pg_raw(t: &TestStore) -> sqlx::PgConnection {
+    let Location::Postgres { url, schema } = &t.location else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{schema}\""
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("search_path");
+    conn
+}
+
+/// The runtime and settings of a property test of `cases` cases against stores of
+/// `kind`; `None` (the test skips) when PostgreSQL is unreachable and not required.
+pub fn property_test(
+    kind: Kind,
+    test: &str,
+    cases: u32,
+) -> Option<(tokio::runtime::Runtime, proptest::test_runner::Config)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if kind == Kind::Postgres && !runtime.block_on(postgres_available(test)) {
+        return None;
+    }
+    let config = proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    };
+    Some((runtime, config))
 }
 
 /// How many migration files `backend` has: each opener must apply every one exactly once.
