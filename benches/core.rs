@@ -545,7 +545,6 @@ async fn large_event_store(url: &str) -> Res<Store> {
 /// A projection that only counts (named apart per run: each starts from the beginning).
 struct CountEvents(String, Arc<AtomicU64>);
 
-#[async_trait::async_trait]
 impl chronicle::Projection for CountEvents {
     fn name(&self) -> &str {
         &self.0

@@ -188,7 +188,6 @@ struct Noop {
     name: String,
 }
 
-#[async_trait::async_trait]
 impl Projection for Noop {
     fn name(&self) -> &str {
         &self.name
@@ -212,7 +211,6 @@ struct Upsert {
     batched: bool,
 }
 
-#[async_trait::async_trait]
 impl Projection for Upsert {
     fn name(&self) -> &str {
         &self.name
@@ -297,7 +295,6 @@ struct Stamp {
     seen: Seen,
 }
 
-#[async_trait::async_trait]
 impl Projection for Stamp {
     fn name(&self) -> &str {
         &self.name

@@ -20,7 +20,6 @@ use chronicle::{
 /// Keeps `balances (account, balance)` from the bank's deposits and withdrawals.
 struct Balances;
 
-#[async_trait::async_trait]
 impl Projection for Balances {
     fn name(&self) -> &str {
         "balances"

@@ -512,6 +512,15 @@ pub enum ValidationError {
     /// The store URL or a builder setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The configuration asks for something this build of chronicle leaves out: rebuild
+    /// with the named cargo feature.
+    #[error("{wanted} needs chronicle's `{feature}` cargo feature, which this build lacks")]
+    FeatureDisabled {
+        /// The cargo feature to turn on.
+        feature: &'static str,
+        /// What asked for it: a URL scheme or a builder setting.
+        wanted: String,
+    },
 }
 
 impl Error {
@@ -653,6 +662,7 @@ const SQLITE_LOCKED: i64 = 6;
 
 /// The primary SQLite result code of a database error. SQLite reports extended codes
 /// (`SQLITE_BUSY_SNAPSHOT` = 517); the low byte is the primary code.
+#[cfg(feature = "sqlite")]
 pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
     match error {
         // Only SQLite's: PostgreSQL codes are text that can parse as numbers too.
@@ -663,6 +673,12 @@ pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
         }
         _ => None,
     }
+}
+
+/// Without SQLite compiled in, no error is SQLite's.
+#[cfg(not(feature = "sqlite"))]
+pub(crate) fn sqlite_primary_code(_: &sqlx::Error) -> Option<i64> {
+    None
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@
 
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "chronicle needs a database: turn on its `sqlite` feature, its `postgres` feature, or both \
+     (the in-memory store, `memory:`, comes with either)"
+);
+
 mod aggregate;
 mod codec;
 mod domain_event;
@@ -65,16 +71,26 @@ pub use retention::{
     RetentionScope,
 };
 pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteDurability;
 pub use store::{
     AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, DEFAULT_WINDOW_BYTES,
-    KeyRotation, RotationProgress, ShreddedEvents, SqliteDurability, Store, StoreBuilder,
-    WrittenEvent,
+    KeyRotation, RotationProgress, ShreddedEvents, Store, StoreBuilder, WrittenEvent,
 };
 pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,
     StreamListQuery, StreamStatus,
 };
 pub use text::{MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN, TextProblem};
+
+// The crates whose types appear in chronicle's API, re-exported so that an application
+// names the very versions chronicle was built with (a second sqlx in the build would not
+// fit `ProjectionContext::sqlite`'s connection, for one).
+pub use futures;
+pub use serde_json;
+/// sqlx 0.9, with the drivers of the backends compiled in.
+pub use sqlx;
+pub use uuid;
 
 /// What the derive macros' generated code refers to. Not public API.
 #[doc(hidden)]

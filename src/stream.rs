@@ -176,6 +176,7 @@ pub enum StreamStatus {
 }
 
 impl StreamStatus {
+    #[cfg(feature = "postgres")]
     pub(crate) fn to_code(self) -> i16 {
         match self {
             StreamStatus::Active => 0,

@@ -4,7 +4,7 @@
 //! They are registered on the store's builder
 //! ([`StoreBuilder::inline_projection`](crate::StoreBuilder::inline_projection)). Every
 //! append through that store opens a transaction, writes the events, hands the ones each
-//! projection subscribes to to its [`Projection::apply_batch`], and commits. A handler
+//! projection subscribes to to its [`Projection::apply_batch`](super::Projection::apply_batch), and commits. A handler
 //! error rolls the append back and is returned to the writer as
 //! [`Error::InlineProjection`], whose `source()` is the projection's own error (downcast it
 //! to its type). The memory backend has no transactions, so it does not
@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use super::{Projection, ProjectionContext};
+use super::{DynProjection, ProjectionContext};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::RecordedEvent;
 use crate::store::Store;
@@ -21,11 +21,11 @@ use crate::store::batch::BatchTx;
 /// The inline projections of a store, in registration order.
 #[derive(Clone, Default)]
 pub(crate) struct InlineProjections {
-    projections: Vec<Arc<dyn Projection>>,
+    projections: Vec<Arc<dyn DynProjection>>,
 }
 
 impl InlineProjections {
-    pub(crate) fn register(&mut self, projection: Arc<dyn Projection>) {
+    pub(crate) fn register(&mut self, projection: Arc<dyn DynProjection>) {
         self.projections.push(projection);
     }
 

@@ -16,8 +16,13 @@
 pub(crate) mod inline;
 mod runner;
 
-use async_trait::async_trait;
-use sqlx::{PgConnection, SqliteConnection};
+use std::future::Future;
+
+use futures::future::BoxFuture;
+#[cfg(feature = "postgres")]
+use sqlx::PgConnection;
+#[cfg(feature = "sqlite")]
+use sqlx::SqliteConnection;
 
 pub use runner::{FailurePolicy, ProjectionHandle, ProjectionState, ProjectionStatus, Projections};
 
@@ -40,7 +45,6 @@ pub type ProjectionError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// #[derive(Default)]
 /// struct Deposits(AtomicU64);
 ///
-/// #[async_trait::async_trait]
 /// impl Projection for Deposits {
 ///     fn name(&self) -> &str {
 ///         "deposits"
@@ -60,7 +64,8 @@ pub type ProjectionError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///     }
 /// }
 /// ```
-#[async_trait]
+/// Its methods are `async fn`s that return `Send` futures: implement them with
+/// `async fn`, no macro needed.
 pub trait Projection: Send + Sync + 'static {
     /// The projection's unique name: its checkpoint is stored under it.
     fn name(&self) -> &str;
@@ -75,11 +80,11 @@ pub trait Projection: Send + Sync + 'static {
     /// # Errors
     /// Any error: the batch is rolled back and retried, then the runner stops or skips
     /// the event as its [`FailurePolicy`] says.
-    async fn apply(
+    fn apply(
         &self,
         event: &RecordedEvent,
         ctx: &mut ProjectionContext<'_>,
-    ) -> Result<(), ProjectionError>;
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 
     /// Applies a batch of events, in log order. Override it to write a whole batch at
     /// once (one multi-row upsert instead of a statement per event); the default calls
@@ -92,15 +97,17 @@ pub trait Projection: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any error: the batch is rolled back and applied again through `apply`.
-    async fn apply_batch(
+    fn apply_batch(
         &self,
         events: &[RecordedEvent],
         ctx: &mut ProjectionContext<'_>,
-    ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply(event, ctx).await?;
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for event in events {
+                self.apply(event, ctx).await?;
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// Empties the read model before a rebuild
@@ -109,9 +116,44 @@ pub trait Projection: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any error: the rebuild does not start and nothing is reset.
-    async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+    fn reset(
+        &self,
+        ctx: &mut ProjectionContext<'_>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
         let _ = ctx;
-        Ok(())
+        async { Ok(()) }
+    }
+}
+
+/// [`Projection`] behind a pointer: its futures boxed, so that projections of different
+/// types can sit in one list (inline projections).
+pub(crate) trait DynProjection: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
+    fn event_types(&self) -> &[&str];
+
+    fn apply_batch<'a>(
+        &'a self,
+        events: &'a [RecordedEvent],
+        ctx: &'a mut ProjectionContext<'_>,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+impl<P: Projection> DynProjection for P {
+    fn name(&self) -> &str {
+        Projection::name(self)
+    }
+
+    fn event_types(&self) -> &[&str] {
+        Projection::event_types(self)
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        events: &'a [RecordedEvent],
+        ctx: &'a mut ProjectionContext<'_>,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(Projection::apply_batch(self, events, ctx))
     }
 }
 
@@ -128,11 +170,13 @@ impl<'a> ProjectionContext<'a> {
     }
 
     /// The batch transaction's connection when the store is SQLite.
+    #[cfg(feature = "sqlite")]
     pub fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
         self.tx.sqlite()
     }
 
     /// The batch transaction's connection when the store is PostgreSQL.
+    #[cfg(feature = "postgres")]
     pub fn postgres(&mut self) -> Option<&mut PgConnection> {
         self.tx.postgres()
     }

@@ -240,14 +240,22 @@ pub(crate) struct StreamStart {
 /// the process dying) closes the connection and frees the lock.
 #[derive(Debug, Default)]
 pub(crate) struct Lease {
+    #[cfg(feature = "postgres")]
     connection: Option<sqlx::PgConnection>,
 }
 
 impl Lease {
+    #[cfg(feature = "postgres")]
     pub(crate) fn holding(connection: sqlx::PgConnection) -> Self {
         Lease {
             connection: Some(connection),
         }
+    }
+
+    /// Without PostgreSQL, a lease is held in process and always holds.
+    #[cfg(not(feature = "postgres"))]
+    pub(crate) async fn check(&mut self, _within: std::time::Duration) -> Result<()> {
+        Ok(())
     }
 
     /// Checks the lease still holds: on PostgreSQL, that the session holding the lock
@@ -256,6 +264,7 @@ impl Lease {
     ///
     /// # Errors
     /// A connection error, or a timeout after `within`: the lease is lost.
+    #[cfg(feature = "postgres")]
     pub(crate) async fn check(&mut self, within: std::time::Duration) -> Result<()> {
         let Some(connection) = &mut self.connection else {
             return Ok(());
@@ -272,13 +281,28 @@ impl Lease {
     }
 }
 
-/// Notifications that events were appended to this store, by any process.
+/// Notifications that events were appended to this store, by any process (PostgreSQL
+/// only: the other backends have none).
+#[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub(crate) struct AppendFeed {
     listener: sqlx::postgres::PgListener,
     schema: String,
 }
 
+/// Without PostgreSQL there is no feed: this type has no value.
+#[cfg(not(feature = "postgres"))]
+#[derive(Debug)]
+pub(crate) enum AppendFeed {}
+
+#[cfg(not(feature = "postgres"))]
+impl AppendFeed {
+    pub(crate) async fn next(&mut self) -> Result<()> {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "postgres")]
 impl AppendFeed {
     pub(crate) fn new(listener: sqlx::postgres::PgListener, schema: String) -> Self {
         AppendFeed { listener, schema }

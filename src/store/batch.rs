@@ -4,8 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+#[cfg(feature = "sqlite")]
 use chrono::Utc;
-use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use sqlx::Transaction;
+#[cfg(feature = "postgres")]
+use sqlx::{PgConnection, Postgres};
+#[cfg(feature = "sqlite")]
+use sqlx::{Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::sql::to_i64;
@@ -32,7 +38,9 @@ pub(crate) enum Flush {
 /// An open batch transaction on one of the backends.
 #[derive(Debug)]
 pub(crate) enum BatchTx {
+    #[cfg(feature = "sqlite")]
     Sqlite(Transaction<'static, Sqlite>),
+    #[cfg(feature = "postgres")]
     Postgres(Transaction<'static, Postgres>),
     /// The memory backend has no transactions: the checkpoint is kept aside and stored on
     /// commit.
@@ -45,6 +53,7 @@ pub(crate) enum BatchTx {
 
 impl BatchTx {
     /// The transaction's SQLite connection, when the store is SQLite.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
         match self {
             BatchTx::Sqlite(tx) => Some(&mut **tx),
@@ -52,7 +61,17 @@ impl BatchTx {
         }
     }
 
+    /// Whether the store is PostgreSQL (whose statements differ in places).
+    pub(crate) fn is_postgres(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        if let BatchTx::Postgres(_) = self {
+            return true;
+        }
+        false
+    }
+
     /// The transaction's PostgreSQL connection, when the store is PostgreSQL.
+    #[cfg(feature = "postgres")]
     pub(crate) fn postgres(&mut self) -> Option<&mut PgConnection> {
         match self {
             BatchTx::Postgres(tx) => Some(&mut **tx),
@@ -74,6 +93,7 @@ impl BatchTx {
         // existing row is updated only where it still holds `from`.
         let moved =
             match self {
+                #[cfg(feature = "sqlite")]
                 BatchTx::Sqlite(tx) => sqlx::query(
                     "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
                      SELECT ?1, ?4, ?5, ?6 WHERE (?2 = 0 AND ?3 = 0) \
@@ -94,6 +114,7 @@ impl BatchTx {
                 .map_err(fail)?
                 .rows_affected()
                     > 0,
+                #[cfg(feature = "postgres")]
                 BatchTx::Postgres(tx) => {
                     sqlx::query(
                         "INSERT INTO projection_checkpoints (name, commit_id, position) \
@@ -136,6 +157,7 @@ impl BatchTx {
     pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<()> {
         let fail = |error| Error::from_sqlx("reset_checkpoint", error);
         match self {
+            #[cfg(feature = "sqlite")]
             BatchTx::Sqlite(tx) => {
                 sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
                     .bind(name)
@@ -143,6 +165,7 @@ impl BatchTx {
                     .await
                     .map_err(fail)?;
             }
+            #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => {
                 sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                     .bind(name)
@@ -171,6 +194,7 @@ impl BatchTx {
     ) -> Result<()> {
         let fail = |error| Error::from_sqlx("record_skip", error);
         match self {
+            #[cfg(feature = "sqlite")]
             BatchTx::Sqlite(tx) => {
                 sqlx::query(
                     "INSERT OR REPLACE INTO projection_skipped \
@@ -185,6 +209,7 @@ impl BatchTx {
                 .await
                 .map_err(fail)?;
             }
+            #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => {
                 sqlx::query(
                     "INSERT INTO projection_skipped (name, event_id, position, error) \
@@ -208,7 +233,9 @@ impl BatchTx {
     pub(crate) async fn commit(self) -> Result<()> {
         let fail = |error| Error::from_sqlx("commit_batch", error);
         match self {
+            #[cfg(feature = "sqlite")]
             BatchTx::Sqlite(tx) => tx.commit().await.map_err(fail),
+            #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => tx.commit().await.map_err(fail),
             BatchTx::Memory {
                 checkpoints,

@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::Store;
 use super::backend::Backend;
 use super::memory::MemoryBackend;
+#[cfg(feature = "postgres")]
 use super::postgres::{PostgresBackend, PostgresConfig};
 use super::retry::RetryPolicy;
+#[cfg(feature = "sqlite")]
 use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
 use crate::codec::{Codec, Compression, KeyRing};
 use crate::error::{Result, ValidationError};
@@ -62,6 +64,7 @@ pub struct StoreBuilder {
     retry: RetryPolicy,
     pool_size: u32,
     schema: String,
+    #[cfg(feature = "sqlite")]
     durability: SqliteDurability,
     page_size: usize,
     settle_timeout: Duration,
@@ -82,6 +85,7 @@ impl StoreBuilder {
             retry: RetryPolicy::default(),
             pool_size: 10,
             schema: "public".to_owned(),
+            #[cfg(feature = "sqlite")]
             durability: SqliteDurability::Full,
             page_size: 512,
             settle_timeout: Duration::from_secs(5),
@@ -177,7 +181,6 @@ impl StoreBuilder {
     /// /// One row per account, updated in the append's transaction.
     /// struct Balances;
     ///
-    /// #[async_trait::async_trait]
     /// impl Projection for Balances {
     ///     fn name(&self) -> &str {
     ///         "balances"
@@ -256,6 +259,7 @@ impl StoreBuilder {
     }
 
     /// SQLite's durability (default [`SqliteDurability::Full`]).
+    #[cfg(feature = "sqlite")]
     pub fn sqlite_durability(mut self, durability: SqliteDurability) -> Self {
         self.durability = durability;
         self
@@ -284,6 +288,7 @@ impl StoreBuilder {
     /// [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
     /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
     pub async fn open(self) -> Result<Store> {
+        self.check_features()?;
         self.upcasters.check()?;
         self.inline.check()?;
         if self.per_stream_keys && self.keys.is_none() {
@@ -333,29 +338,9 @@ impl StoreBuilder {
         if url == "memory:" {
             Ok(Arc::new(MemoryBackend::default()))
         } else if url.starts_with("sqlite:") {
-            if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
-                return Err(ValidationError::Config(format!(
-                    "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
-                    self.max_events_per_append
-                ))
-                .into());
-            }
-            let config = SqliteConfig {
-                url: self.url.clone(),
-                durability: self.durability,
-                pool_size: self.pool_size,
-                busy_timeout: acquire_timeout,
-            };
-            Ok(Arc::new(SqliteBackend::open(&config).await?))
+            self.open_sqlite(acquire_timeout).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let config = PostgresConfig {
-                url: self.url.clone(),
-                schema: self.schema.clone(),
-                pool_size: self.pool_size,
-                acquire_timeout,
-                statement_timeout: self.retry.timeout,
-            };
-            Ok(Arc::new(PostgresBackend::open(&config).await?))
+            self.open_postgres(acquire_timeout).await
         } else {
             Err(ValidationError::Config(format!(
                 "unknown store URL `{url}`: expected sqlite://, sqlite::memory:, postgres:// or memory:"
@@ -363,4 +348,66 @@ impl StoreBuilder {
             .into())
         }
     }
+
+    #[cfg(feature = "sqlite")]
+    async fn open_sqlite(&self, busy_timeout: Duration) -> Result<Arc<dyn Backend>> {
+        if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
+            return Err(ValidationError::Config(format!(
+                "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
+                self.max_events_per_append
+            ))
+            .into());
+        }
+        let config = SqliteConfig {
+            url: self.url.clone(),
+            durability: self.durability,
+            pool_size: self.pool_size,
+            busy_timeout,
+        };
+        Ok(Arc::new(SqliteBackend::open(&config).await?))
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    async fn open_sqlite(&self, _: Duration) -> Result<Arc<dyn Backend>> {
+        Err(feature_disabled("sqlite", "a `sqlite:` store URL"))
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn open_postgres(&self, acquire_timeout: Duration) -> Result<Arc<dyn Backend>> {
+        let config = PostgresConfig {
+            url: self.url.clone(),
+            schema: self.schema.clone(),
+            pool_size: self.pool_size,
+            acquire_timeout,
+            statement_timeout: self.retry.timeout,
+        };
+        Ok(Arc::new(PostgresBackend::open(&config).await?))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn open_postgres(&self, _: Duration) -> Result<Arc<dyn Backend>> {
+        Err(feature_disabled("postgres", "a `postgres://` store URL"))
+    }
+
+    /// Refuses settings that need a cargo feature this build lacks.
+    fn check_features(&self) -> Result<()> {
+        if self.compression.is_some() && !cfg!(feature = "compression") {
+            return Err(feature_disabled(
+                "compression",
+                "`StoreBuilder::compression`",
+            ));
+        }
+        if self.keys.is_some() && !cfg!(feature = "encryption") {
+            return Err(feature_disabled("encryption", "`StoreBuilder::encryption`"));
+        }
+        Ok(())
+    }
+}
+
+fn feature_disabled(feature: &'static str, wanted: &str) -> crate::Error {
+    ValidationError::FeatureDisabled {
+        feature,
+        wanted: wanted.to_owned(),
+    }
+    .into()
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "sqlite")]
 pub(super) mod sqlite {
     use sqlx::{Sqlite, SqlitePool, Transaction};
 
@@ -41,6 +42,7 @@ pub(super) mod sqlite {
     }
 }
 
+#[cfg(feature = "postgres")]
 pub(super) mod postgres {
     use sqlx::error::BoxDynError;
     use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef};

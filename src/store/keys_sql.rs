@@ -209,6 +209,7 @@ macro_rules! key_statements {
     };
 }
 
+#[cfg(feature = "sqlite")]
 pub(super) mod sqlite {
     use super::*;
     use crate::store::dialect::sqlite::*;
@@ -216,6 +217,7 @@ pub(super) mod sqlite {
     key_statements!("$2");
 }
 
+#[cfg(feature = "postgres")]
 pub(super) mod postgres {
     use super::*;
     use crate::store::dialect::postgres::*;

@@ -13,6 +13,7 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] = &[
     Migration {
         version: 1,
@@ -51,6 +52,7 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
 ];
 
+#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
         version: 1,

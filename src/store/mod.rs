@@ -9,19 +9,25 @@ mod append;
 pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod replay;
 pub(crate) mod requests;
 mod retention;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod retention_sql;
 mod retry;
 mod rotation;
 mod snapshots;
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod stream_keys;
 
@@ -38,6 +44,7 @@ use uuid::Uuid;
 pub use append::{AppendResult, WrittenEvent};
 pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
 pub use rotation::{KeyRotation, RotationProgress};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDurability;
 pub use stream_keys::ShreddedEvents;
 

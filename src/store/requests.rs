@@ -46,6 +46,7 @@ pub(crate) type TurnKeys<'a> = BTreeSet<(&'a str, &'a str)>;
 
 /// The class of the PostgreSQL advisory locks on turns (two-key locks: their space is
 /// apart from the one-key locks of appends and leases).
+#[cfg(feature = "postgres")]
 const TURN_LOCK_CLASS: i32 = 0x6f62_7478;
 
 /// A request an executor claimed.
@@ -161,10 +162,12 @@ fn unsupported() -> Error {
 macro_rules! on_sql {
     ($tx:expr, |$conn:ident| $body:expr) => {
         match $tx {
+            #[cfg(feature = "sqlite")]
             BatchTx::Sqlite(tx) => {
                 let $conn = &mut **tx;
                 $body
             }
+            #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $body
@@ -224,23 +227,24 @@ impl BatchTx {
     /// Takes the turns of `keys` for the rest of the transaction, in one order for every
     /// transaction (PostgreSQL; SQLite's write lock already serializes writers).
     pub(crate) async fn lock_turns(&mut self, keys: &TurnKeys<'_>) -> Result<()> {
-        let BatchTx::Postgres(tx) = self else {
-            return Ok(());
-        };
-        if keys.is_empty() {
-            return Ok(());
+        #[cfg(feature = "postgres")]
+        if let Some(conn) = self.postgres()
+            && !keys.is_empty()
+        {
+            let sql = format!(
+                "SELECT count(pg_advisory_xact_lock({TURN_LOCK_CLASS}, key)) FROM ( \
+                     SELECT DISTINCT hashtext(handler || chr(10) || stream_id) AS key \
+                     FROM ({}) AS keys ORDER BY key) AS sorted",
+                key_list(true, "$1")
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(keys_json(keys)?)
+                .execute(conn)
+                .await
+                .map_err(|error| Error::from_sqlx("lock_turns", error))?;
         }
-        let sql = format!(
-            "SELECT count(pg_advisory_xact_lock({TURN_LOCK_CLASS}, key)) FROM ( \
-                 SELECT DISTINCT hashtext(handler || chr(10) || stream_id) AS key \
-                 FROM ({}) AS keys ORDER BY key) AS sorted",
-            key_list(true, "$1")
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(keys_json(keys)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(|error| Error::from_sqlx("lock_turns", error))?;
+        #[cfg(not(feature = "postgres"))]
+        let _ = keys;
         Ok(())
     }
 
@@ -252,7 +256,7 @@ impl BatchTx {
             return Ok(());
         }
         let fail = |error| Error::from_sqlx("pass_turns", error);
-        let postgres = matches!(self, BatchTx::Postgres(_));
+        let postgres = self.is_postgres();
         let list = key_list(postgres, "$1");
         let (turn, stream) = (
             indexed_by(postgres, "handler_requests_turn"),
@@ -343,7 +347,8 @@ impl BatchTx {
                      event_position, ordered"
             )
         };
-        if let BatchTx::Postgres(tx) = self {
+        #[cfg(feature = "postgres")]
+        if let Some(conn) = self.postgres() {
             // Walk the open requests' index in claim order and stop at `limit`. On a
             // table whose statistics lag its churn (no autovacuum, or just after a
             // burst), PostgreSQL otherwise fetched every open request and sorted them
@@ -356,19 +361,18 @@ impl BatchTx {
                         set_config('enable_bitmapscan', 'off', true), \
                         set_config('synchronous_commit', 'off', true)",
             )
-            .execute(&mut **tx)
+            .execute(conn)
             .await
             .map_err(fail)?;
         }
-        let sql = match self {
-            BatchTx::Postgres(_) => {
-                sql(&json_list(true, "$5", "text"), "FOR UPDATE SKIP LOCKED", "")
-            }
-            _ => sql(
+        let sql = if self.is_postgres() {
+            sql(&json_list(true, "$5", "text"), "FOR UPDATE SKIP LOCKED", "")
+        } else {
+            sql(
                 &json_list(false, "$5", "text"),
                 "",
                 &indexed_by(false, "handler_requests_ready"),
-            ),
+            )
         };
         let mut claimed: Vec<Claimed> = on_sql!(self, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -397,7 +401,7 @@ impl BatchTx {
         now: i64,
     ) -> Result<Vec<i64>> {
         let fail = |error| Error::from_sqlx("finish_request", error);
-        let list = json_list(matches!(self, BatchTx::Postgres(_)), "$2", "bigint");
+        let list = json_list(self.is_postgres(), "$2", "bigint");
         let sql = format!(
             "UPDATE handler_requests SET state = {DONE}, due_at = $1, locked_until = NULL, \
                  locked_by = NULL, updated_at = $1 \

@@ -163,6 +163,7 @@ macro_rules! retention_statements {
     };
 }
 
+#[cfg(feature = "sqlite")]
 pub(super) mod sqlite {
     use super::*;
     use crate::store::dialect::sqlite::*;
@@ -209,6 +210,7 @@ pub(super) mod sqlite {
     }
 }
 
+#[cfg(feature = "postgres")]
 pub(super) mod postgres {
     use super::*;
     use crate::store::dialect::postgres::*;

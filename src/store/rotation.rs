@@ -119,7 +119,7 @@ impl KeyRotation {
     /// key. Event rows are not touched.
     ///
     /// # Errors
-    /// [`ValidationError::Config`] without a key ring; [`Error::Codec`] naming the stream
+    /// [`ValidationError::Config`](crate::ValidationError::Config) without a key ring; [`Error::Codec`] naming the stream
     /// whose key does not unwrap (its ring key is missing from the ring); connection
     /// errors. Batches before the error stay done.
     #[tracing::instrument(name = "chronicle.rewrap_stream_keys", skip_all)]
@@ -173,7 +173,7 @@ impl KeyRotation {
     /// Payloads under per-stream keys are left alone: re-wrap those keys instead.
     ///
     /// # Errors
-    /// [`ValidationError::Config`] without a key ring; [`Error::Codec`] naming an event
+    /// [`ValidationError::Config`](crate::ValidationError::Config) without a key ring; [`Error::Codec`] naming an event
     /// that does not decode; connection errors. Batches before the error stay done; the
     /// last progress reported says where to resume.
     #[tracing::instrument(name = "chronicle.reencrypt_events", skip_all)]

@@ -429,6 +429,7 @@ impl<'a> RowRef<'a> {
     }
 
     /// A time column stored as microseconds since the Unix epoch (SQLite).
+    #[cfg(feature = "sqlite")]
     pub(crate) fn micros(
         self,
         column: &'static str,
@@ -450,6 +451,7 @@ impl<'a> RowRef<'a> {
     }
 
     /// A driver error reading `column` (a value of another type, on SQLite), named.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn unreadable(
         self,
         column: &'static str,

@@ -203,14 +203,13 @@ impl Store {
             Some(stored) => stored,
             None => {
                 let ring = self.ring()?;
-                let (_, bytes) = DataKey::generate();
-                let (key_id, wrapped) =
-                    ring.wrap(stream.as_str(), &bytes)
-                        .map_err(|source| Error::StreamKey {
-                            stream: stream.to_string(),
-                            key_id: ring.active_key_id().to_owned(),
-                            source,
-                        })?;
+                let (key_id, wrapped) = DataKey::fresh_bytes()
+                    .and_then(|bytes| ring.wrap(stream.as_str(), &bytes))
+                    .map_err(|source| Error::StreamKey {
+                        stream: stream.to_string(),
+                        key_id: ring.active_key_id().to_owned(),
+                        source,
+                    })?;
                 // Two writers may race to create it: the first stored key wins.
                 let stored = self
                     .inner

@@ -14,6 +14,7 @@ mod model;
 mod outbox;
 mod postgres;
 mod privacy;
+mod readme;
 mod projections;
 mod retention;
 mod sqlite;

@@ -332,7 +332,6 @@ impl Positions {
     }
 }
 
-#[async_trait::async_trait]
 impl Projection for Positions {
     fn name(&self) -> &str {
         self.name

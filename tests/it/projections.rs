@@ -60,7 +60,6 @@ impl std::error::Error for Refused {}
 const CREATE_TOTALS: &str = "CREATE TABLE IF NOT EXISTS totals \
     (stream_id TEXT PRIMARY KEY, amount BIGINT NOT NULL, applied BIGINT NOT NULL)";
 
-#[async_trait::async_trait]
 impl Projection for Totals {
     fn name(&self) -> &str {
         "totals"
@@ -725,7 +724,6 @@ impl FlushSetting {
     }
 }
 
-#[async_trait::async_trait]
 impl Projection for FlushSetting {
     fn name(&self) -> &str {
         "flush-setting"
@@ -1127,7 +1125,6 @@ struct BatchRecorder {
     batches: Arc<Mutex<Vec<SeenBatch>>>,
 }
 
-#[async_trait::async_trait]
 impl Projection for BatchRecorder {
     fn name(&self) -> &str {
         self.name

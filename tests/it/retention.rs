@@ -338,7 +338,6 @@ async fn fresh_load(store: &Store, id: &str) -> chronicle::Loaded<Account> {
 #[derive(Clone, Default)]
 pub(crate) struct Seen(Arc<Mutex<HashMap<String, u64>>>);
 
-#[async_trait::async_trait]
 impl Projection for Seen {
     fn name(&self) -> &str {
         "seen"

@@ -206,7 +206,6 @@ struct SumProjection {
     sum: Arc<Sum>,
 }
 
-#[async_trait::async_trait]
 impl Projection for SumProjection {
     fn name(&self) -> &str {
         &self.name

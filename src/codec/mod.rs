@@ -27,20 +27,22 @@
 //! payload cannot be swapped for plain JSON either. Decoding never panics: every malformed
 //! input is a [`CodecError`].
 
-use std::cell::RefCell;
+mod cipher;
+mod zstd;
+
 use std::collections::HashMap;
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use uuid::Uuid;
+
+use self::cipher::{Cipher, NONCE_LEN};
+use self::zstd::{compress, decompress};
 
 const MAGIC: u8 = 0xC7;
 const FORMAT_VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 0b01;
 const FLAG_ENCRYPTED: u8 = 0b10;
 const FLAG_STREAM_KEY: u8 = 0b100;
-const NONCE_LEN: usize = 24;
 
 /// Why a stored payload could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +97,13 @@ pub enum CodecError {
     /// Compression or encryption failed while writing.
     #[error("payload could not be encoded: {0}")]
     Encode(String),
+    /// The payload is compressed or encrypted, and this build of chronicle was made
+    /// without the cargo feature that reads it.
+    #[error("payload needs chronicle's `{feature}` cargo feature, which this build lacks")]
+    FeatureDisabled {
+        /// The missing feature: `compression` or `encryption`.
+        feature: &'static str,
+    },
 }
 
 /// zstd compression settings: payloads of at least `min_size` bytes are compressed at
@@ -148,7 +157,7 @@ impl Default for Compression {
 #[derive(Clone)]
 pub struct KeyRing {
     active: String,
-    ciphers: HashMap<String, XChaCha20Poly1305>,
+    ciphers: HashMap<String, Cipher>,
 }
 
 impl KeyRing {
@@ -188,14 +197,15 @@ impl KeyRing {
                 "key id `{key_id}` must be 1 to 255 bytes"
             )));
         }
-        let cipher = XChaCha20Poly1305::new(&key.into());
+        let cipher = Cipher::new(&key);
         self.ciphers.insert(key_id, cipher);
         Ok(())
     }
 
     /// A fresh random 256-bit key from the operating system's generator.
+    #[cfg(feature = "encryption")]
     pub fn generate_key() -> [u8; 32] {
-        chacha20poly1305::Key::generate().into()
+        Cipher::random_key()
     }
 
     /// The id of the key that encrypts.
@@ -214,16 +224,10 @@ impl KeyRing {
             .ciphers
             .get(&self.active)
             .ok_or_else(|| CodecError::Encode("the active key is not in the ring".into()))?;
-        let nonce = XNonce::generate();
+        let nonce = Cipher::nonce()?;
         let sealed = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: data_key,
-                    aad: &wrap_context(stream),
-                },
-            )
-            .map_err(|_| CodecError::Encode("wrapping a data key failed".into()))?;
+            .seal(&nonce, data_key, &wrap_context(stream))
+            .ok_or_else(|| CodecError::Encode("wrapping a data key failed".into()))?;
         Ok((self.active.clone(), [nonce.as_slice(), &sealed].concat()))
     }
 
@@ -265,16 +269,10 @@ impl KeyRing {
             return Err(truncated(NONCE_LEN, wrapped.len()));
         }
         let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| truncated(NONCE_LEN, wrapped.len()))?;
+        let nonce = nonce_of(nonce).ok_or_else(|| truncated(NONCE_LEN, wrapped.len()))?;
         let key = cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: sealed,
-                    aad: &wrap_context(stream),
-                },
-            )
-            .map_err(|_| CodecError::Decrypt {
+            .open(&nonce, sealed, &wrap_context(stream))
+            .ok_or_else(|| CodecError::Decrypt {
                 key_id: key_id.to_owned(),
             })?;
         key.try_into().map_err(|_| CodecError::Decrypt {
@@ -285,18 +283,22 @@ impl KeyRing {
 
 /// A stream's data key, unwrapped: what its payloads are encrypted with.
 #[derive(Clone)]
-pub(crate) struct DataKey(XChaCha20Poly1305);
+pub(crate) struct DataKey(Cipher);
 
 impl DataKey {
     fn new(key: &[u8; 32]) -> Self {
-        DataKey(XChaCha20Poly1305::new(&(*key).into()))
+        DataKey(Cipher::new(key))
     }
 
-    /// A fresh random data key, with its bytes (to wrap).
-    pub(crate) fn generate() -> (Self, [u8; 32]) {
-        let bytes = KeyRing::generate_key();
-        (DataKey::new(&bytes), bytes)
+    /// A fresh random data key's bytes (to wrap).
+    pub(crate) fn fresh_bytes() -> Result<[u8; 32], CodecError> {
+        Cipher::try_random_key()
     }
+}
+
+/// The nonce at the start of `bytes`, if they hold one.
+fn nonce_of(bytes: &[u8]) -> Option<[u8; NONCE_LEN]> {
+    bytes.get(..NONCE_LEN)?.try_into().ok()
 }
 
 impl fmt::Debug for DataKey {
@@ -385,11 +387,6 @@ pub(crate) fn snapshot_context(stream: &str, version: u64, schema_version: u32) 
     context
 }
 
-thread_local! {
-    static COMPRESSORS: RefCell<HashMap<i32, zstd::bulk::Compressor<'static>>> = RefCell::new(HashMap::new());
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
 /// Encodes and decodes payloads with the store's compression and key ring.
 #[derive(Debug, Clone)]
 pub(crate) struct Codec {
@@ -469,7 +466,7 @@ impl Codec {
             }
         };
         flags |= FLAG_ENCRYPTED;
-        let nonce = XNonce::generate();
+        let nonce = Cipher::nonce()?;
         let mut header = Vec::with_capacity(4 + key_id.len() + NONCE_LEN);
         header.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags, key_id.len() as u8]);
         header.extend_from_slice(key_id);
@@ -477,14 +474,8 @@ impl Codec {
         let aad = [header.as_slice(), &context()].concat();
         let plain = compressed.as_deref().unwrap_or(json);
         let sealed = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CodecError::Encode("encryption failed".into()))?;
+            .seal(&nonce, plain, &aad)
+            .ok_or_else(|| CodecError::Encode("encryption failed".into()))?;
         header.extend_from_slice(&sealed);
         Ok(header)
     }
@@ -564,69 +555,17 @@ impl Codec {
                     key_id: key_id.clone(),
                 })?
         };
-        let nonce = XNonce::try_from(&stored[4 + key_len..header_len])
-            .map_err(|_| truncated(header_len, stored.len()))?;
+        let nonce = nonce_of(&stored[4 + key_len..header_len])
+            .ok_or_else(|| truncated(header_len, stored.len()))?;
         let aad = [&stored[..header_len], context].concat();
         cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &stored[header_len..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CodecError::Decrypt { key_id })
+            .open(&nonce, &stored[header_len..], &aad)
+            .ok_or(CodecError::Decrypt { key_id })
     }
 }
 
 fn truncated(needed: usize, available: usize) -> CodecError {
     CodecError::Truncated { needed, available }
-}
-
-/// zstd with a per-thread compressor per level (creating one costs more than compressing a
-/// small payload). `None` when compression failed in a way that leaving it off cures.
-fn compress(json: &[u8], level: i32) -> Result<Option<Vec<u8>>, CodecError> {
-    COMPRESSORS.with(|cell| {
-        let mut compressors = cell.borrow_mut();
-        let compressor = match compressors.entry(level) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
-                zstd::bulk::Compressor::new(level)
-                    .map_err(|error| CodecError::Encode(error.to_string()))?,
-            ),
-        };
-        Ok(compressor.compress(json).ok())
-    })
-}
-
-fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
-    // chronicle's frames record their content size: allocate exactly that, never `limit`.
-    let size = match zstd::zstd_safe::get_frame_content_size(body) {
-        Ok(Some(size)) if size > limit as u64 => return Err(CodecError::TooLarge { limit }),
-        Ok(Some(size)) => usize::try_from(size).map_err(|_| CodecError::TooLarge { limit })?,
-        Ok(None) => {
-            return Err(CodecError::Decompress(
-                "zstd frame without a content size".into(),
-            ));
-        }
-        Err(_) => return Err(CodecError::Decompress("not a zstd frame".into())),
-    };
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let decompressor = match slot.as_mut() {
-            Some(decompressor) => decompressor,
-            None => slot.insert(
-                zstd::bulk::Decompressor::new()
-                    .map_err(|error| CodecError::Decompress(error.to_string()))?,
-            ),
-        };
-        // A body that decompresses past its declared size fails: the buffer is full.
-        let mut json = Vec::with_capacity(size);
-        decompressor
-            .decompress_to_buffer(body, &mut json)
-            .map_err(|error| CodecError::Decompress(error.to_string()))?;
-        Ok(json)
-    })
 }
 
 #[cfg(test)]
@@ -793,7 +732,8 @@ mod tests {
     fn stream_keys_encrypt_and_shred() {
         let ring = KeyRing::new("k1", [7; 32]).expect("ring");
         let codec = Codec::new(None, Some(ring.clone()), 1 << 20);
-        let (data_key, bytes) = DataKey::generate();
+        let bytes = DataKey::fresh_bytes().expect("a fresh key");
+        let data_key = DataKey::new(&bytes);
         let stored = codec
             .encode(br#"{"a":1}"#, || b"ctx".to_vec(), Some(&data_key))
             .expect("encodes");
