@@ -57,8 +57,11 @@ impl Config {
         let secs: f64 = env_or("CHRONICLE_BENCH_SECS", 5.0)?;
         let secs = Duration::from_secs_f64(secs.max(0.1));
         Ok(Config {
-            pg_url: std::env::var("CHRONICLE_PG_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            // Plain TCP, as the peers (built without TLS) connect: with the `tls-rustls`
+            // feature, sqlx's default `sslmode=prefer` would encrypt chronicle's loopback.
+            pg_url: std::env::var("CHRONICLE_PG_URL").unwrap_or_else(|_| {
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned()
+            }),
             secs,
             // Fills the pools and the plan caches before each timed run.
             warmup: (secs / 10).min(Duration::from_millis(500)),

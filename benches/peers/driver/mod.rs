@@ -51,8 +51,11 @@ impl Options {
             .as_secs();
         let settings = Settings {
             run: format!("{unix:x}"),
-            pg_url: std::env::var("CHRONICLE_PG_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            // Plain TCP for every system: the peers are built without TLS, and chronicle's
+            // `tls-rustls` would otherwise encrypt its loopback (sqlx's `sslmode=prefer`).
+            pg_url: std::env::var("CHRONICLE_PG_URL").unwrap_or_else(|_| {
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".to_owned()
+            }),
             sqlite_dir,
             secs,
             warmup_secs: (secs / 10.0).min(0.5),
