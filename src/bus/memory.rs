@@ -287,7 +287,6 @@ impl Bus for InMemoryBus {
         let event = Arc::new(event);
         let targets = inner.targets(&event.event_type);
         let counters = &inner.shared.counters;
-        counters.published.fetch_add(1, Ordering::Relaxed);
         for sub in targets {
             match &sub.queue {
                 None => sub.consumer.deliver(Arc::clone(&event)).await,
@@ -300,6 +299,7 @@ impl Bus for InMemoryBus {
                 }
             }
         }
+        counters.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -507,7 +507,8 @@ pub struct BusHealth {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BusStats {
-    /// Events published (accepted by `publish`, or sent and acknowledged by a sink).
+    /// Events published: `publish` returned `Ok` for them (a sink: they were sent and
+    /// acknowledged).
     pub published: u64,
     /// Deliveries a handler acknowledged.
     pub delivered: u64,
