@@ -67,9 +67,12 @@ fn event(event_type: &str, n: i64) -> BusEvent {
     BusEvent::new(event_type, json!({ "n": n }))
 }
 
+/// A failure as reported: kind, handler, attempt, dead, the `Refused` source's text.
+type Report = (FailureKind, String, u32, bool, Option<String>);
+
 /// Keeps every failure reported.
 #[derive(Clone, Default)]
-struct Reports(Arc<Mutex<Vec<(FailureKind, String, u32, bool, Option<String>)>>>);
+struct Reports(Arc<Mutex<Vec<Report>>>);
 
 impl ErrorReporter for Reports {
     fn report(&self, failure: &Failure<'_>) -> bool {
@@ -376,7 +379,9 @@ async fn a_retried_event_is_delivered_again_with_its_attempt() {
 /// Each publisher's events reach each handler in publish order.
 async fn order_per_publisher(dispatch: Dispatch, publishers: u32, events: u32, handlers: u32) {
     let bus = InMemoryBus::builder().dispatch(dispatch).build();
-    let seen: Vec<Arc<Mutex<Vec<(u32, u32)>>>> = (0..handlers)
+    // Per handler, the (publisher, n) pairs in the order seen.
+    type Log = Arc<Mutex<Vec<(u32, u32)>>>;
+    let seen: Vec<Log> = (0..handlers)
         .map(|_| Arc::new(Mutex::new(Vec::new())))
         .collect();
     for log in &seen {
