@@ -34,7 +34,9 @@ pub enum Dispatch {
     /// From a buffer of `capacity` events per subscription (at least 1), each drained by a
     /// task of its own, so handlers run beside the publisher and beside each other.
     /// `publish` returns once the event sits in every matching buffer, and waits while
-    /// one is full: nothing is dropped. Needs a tokio runtime.
+    /// one is full: nothing is dropped. Needs a tokio runtime. A handler that publishes
+    /// to its own bus may wait for room in its own buffer, which only it drains: publish
+    /// from another task, or give the buffer room.
     Buffered {
         /// Events a subscription's buffer holds.
         capacity: usize,
@@ -150,8 +152,6 @@ struct Counters {
     failed: AtomicU64,
     panicked: AtomicU64,
     dead: AtomicU64,
-    /// Events in buffers, not yet taken by their task.
-    buffered: AtomicU64,
 }
 
 /// A subscription as the bus keeps it.
@@ -291,11 +291,8 @@ impl Bus for InMemoryBus {
             match &sub.queue {
                 None => sub.consumer.deliver(Arc::clone(&event)).await,
                 Some(queue) => {
-                    counters.buffered.fetch_add(1, Ordering::Relaxed);
-                    if queue.send(Arc::clone(&event)).await.is_err() {
-                        // The task is gone: the bus is being dropped.
-                        counters.buffered.fetch_sub(1, Ordering::Relaxed);
-                    }
+                    // An error means the task is gone: the bus is being dropped.
+                    let _ = queue.send(Arc::clone(&event)).await;
                 }
             }
         }
@@ -362,7 +359,15 @@ impl Bus for InMemoryBus {
         BusHealth {
             connected: !self.inner.closed.load(Ordering::Acquire),
             reconnects: 0,
-            lag_events: shared.counters.buffered.load(Ordering::Relaxed),
+            // What the buffers hold (read from the channels: a shared counter would be
+            // written by the publisher and every task, one contended cache line).
+            lag_events: self
+                .inner
+                .read_subscriptions()
+                .iter()
+                .filter_map(|sub| sub.queue.as_ref())
+                .map(|queue| (queue.max_capacity() - queue.capacity()) as u64)
+                .sum(),
             lag: None,
             last_error: shared
                 .last_error
@@ -388,11 +393,6 @@ impl Bus for InMemoryBus {
 /// buffer is closed and empty.
 async fn drain(mut receiver: mpsc::Receiver<Arc<BusEvent>>, consumer: Arc<Consumer>) {
     while let Some(event) = receiver.recv().await {
-        consumer
-            .shared
-            .counters
-            .buffered
-            .fetch_sub(1, Ordering::Relaxed);
         consumer.deliver(event).await;
     }
 }

@@ -390,8 +390,9 @@ impl Subscription {
         self.group.as_deref()
     }
 
-    /// Ends the subscription and waits until the deliveries in hand (and, on a bus that
-    /// buffers, the events already buffered for it) are handled.
+    /// Ends the subscription: no new delivery starts. On a bus that buffers, the events
+    /// already buffered for it are handled before this returns; a broker's consumer is
+    /// removed.
     ///
     /// # Errors
     /// A broker's failure to remove the consumer.

@@ -389,13 +389,17 @@ impl RelayHandle {
         self.projection.status()
     }
 
-    /// Whether it runs, how far behind the log it is, and its sink's connection.
+    /// Whether it runs (or waits on standby while another instance does), how far behind
+    /// the log it is, and its sink's connection.
     pub fn health(&self) -> BusHealth {
         let status = self.status();
         let sink = self.sink.health();
         let running = matches!(
             status.state,
-            ProjectionState::CatchingUp | ProjectionState::Running | ProjectionState::Starting
+            ProjectionState::Starting
+                | ProjectionState::Standby
+                | ProjectionState::CatchingUp
+                | ProjectionState::Running
         );
         BusHealth {
             connected: running && sink.connected,
