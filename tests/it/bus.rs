@@ -2,7 +2,8 @@
 //! failing and panicking handlers, order per publisher, groups), the test buses with
 //! `AggregateTest`, and the relay from the log on every backend (start positions,
 //! mapping and filtering, a failing sink, stats and health, SQLite appends while a sink
-//! is slow, and a relay killed with SIGKILL in a child process).
+//! is slow, PostgreSQL's end of the log while a transaction is open, and a relay killed
+//! with SIGKILL in a child process).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -1094,4 +1095,32 @@ async fn relay_child() {
     // Runs until killed (or, if never killed, a while after the end).
     relay.wait_for_idle().await.unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
+}
+
+/// On PostgreSQL "the end of the log" is the last event behind every running transaction:
+/// a relay started while a transaction is open sends no history before it, and misses
+/// nothing committed after it (events committed behind the open transaction come too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relay_from_the_end_with_a_transaction_open() {
+    use sqlx::Connection as _;
+    let Some(t) = Kind::Postgres.open("relay_end_open_tx").await else {
+        return;
+    };
+    append(&t.store, "order-1", 0..5).await;
+    let mut blocker = crate::support::pg_raw(&t).await;
+    let mut open_tx = blocker.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open_tx)
+        .await
+        .unwrap();
+    let behind = append(&t.store, "order-1", 5..8).await;
+    let sink = RecordingBus::new();
+    let relay = t.store.relay("end-open-tx").spawn(sink.clone());
+    relay.wait_for_idle().await.unwrap();
+    let after = append(&t.store, "order-1", 8..10).await;
+    open_tx.rollback().await.unwrap();
+    relay.wait_for_idle().await.unwrap();
+    let sent: Vec<uuid::Uuid> = sink.events().iter().map(|e| e.id).collect();
+    assert_eq!(sent, [behind, after].concat(), "no history, nothing missed");
+    relay.stop().await.unwrap();
 }
