@@ -302,6 +302,29 @@ pub enum Error {
         message: String,
     },
 
+    /// A bus or a sink was used after it was closed.
+    #[error("the {bus} is closed")]
+    BusClosed {
+        /// Which bus: "in-memory bus", a broker's address.
+        bus: String,
+    },
+
+    /// A bus or a sink did not take an event: a broker that did not acknowledge it, a
+    /// sink that failed.
+    #[error("publishing event {event_id} (`{event_type}`) to {destination} failed: {source}")]
+    Publish {
+        /// Where it was going: a broker's address and subject, topic or stream key.
+        destination: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// Whether sending it again may succeed (a connection lost, an ack that timed out).
+        retryable: bool,
+        /// The client's error, as it came (downcast it to its type).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -535,7 +558,10 @@ impl Error {
             | Error::StreamDeleted { .. }
             | Error::Shredded { .. }
             | Error::HistoryUnavailable { .. } => ErrorKind::NotFound,
-            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Connection { .. }
+            | Error::Publish {
+                retryable: true, ..
+            } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }
             | Error::StreamKey { .. }
@@ -550,7 +576,11 @@ impl Error {
             | Error::ProjectionStopped { .. }
             | Error::ProjectionReset { .. }
             | Error::InlineProjection { .. }
-            | Error::TaskPanicked { .. } => ErrorKind::Internal,
+            | Error::TaskPanicked { .. }
+            | Error::BusClosed { .. }
+            | Error::Publish {
+                retryable: false, ..
+            } => ErrorKind::Internal,
         }
     }
 

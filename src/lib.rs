@@ -34,12 +34,14 @@ compile_error!(
 );
 
 mod aggregate;
+pub mod bus;
 mod codec;
 mod domain_event;
 mod error;
 mod event;
 pub mod outbox;
 mod panics;
+mod pattern;
 mod projection;
 mod read;
 mod retention;
@@ -61,9 +63,10 @@ pub use domain_event::{DecodeError, DomainEvent, EventType};
 pub use error::{CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError, ValidationError};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
+pub use pattern::Pattern;
 pub use projection::{
     FailurePolicy, Projection, ProjectionContext, ProjectionError, ProjectionHandle,
-    ProjectionState, ProjectionStatus, Projections,
+    ProjectionState, ProjectionStatus, Projections, StartFrom,
 };
 pub use read::{EventQuery, LogPosition};
 pub use retention::{

@@ -4,10 +4,16 @@
 //! The aggregate's [`Aggregate::apply`] folds the given events into a state, its
 //! [`Aggregate::handle`] runs the command, and the outcome is compared with what the test
 //! expects. A mismatch panics with a line per event, so the difference is easy to spot.
+//!
+//! [`Outcome::publish_to`] hands the command's events to a bus, as the relay would once
+//! they are stored, so a test can assert what would be published with the test buses
+//! ([`RecordingBus`](crate::bus::RecordingBus), [`NoopBus`](crate::bus::NoopBus)).
 
 use std::fmt::{self, Debug, Write as _};
 
 use crate::aggregate::Aggregate;
+use crate::bus::{Bus, BusEvent};
+use crate::domain_event::DomainEvent;
 
 /// A given/when/then test of aggregate `A`'s domain logic.
 ///
@@ -42,6 +48,7 @@ use crate::aggregate::Aggregate;
 pub struct AggregateTest<A: Aggregate> {
     state: A,
     given: usize,
+    id: String,
 }
 
 impl<A: Aggregate> AggregateTest<A> {
@@ -53,7 +60,18 @@ impl<A: Aggregate> AggregateTest<A> {
             state.apply(event);
             given += 1;
         }
-        AggregateTest { state, given }
+        AggregateTest {
+            state,
+            given,
+            id: "test".to_owned(),
+        }
+    }
+
+    /// The aggregate's id (default `test`): its stream, `{NAME}-{id}`, is the subject of
+    /// the events [`Outcome::publish_to`] publishes.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
     }
 
     /// Runs `command` against the aggregate.
@@ -65,6 +83,7 @@ impl<A: Aggregate> AggregateTest<A> {
         Outcome {
             state: self.state,
             context: format!("given {} events, when {command:?}", self.given),
+            stream: format!("{}-{}", A::NAME, self.id),
             result,
         }
     }
@@ -74,7 +93,72 @@ impl<A: Aggregate> AggregateTest<A> {
 pub struct Outcome<A: Aggregate> {
     state: A,
     context: String,
+    /// The aggregate's stream.
+    stream: String,
     result: Result<Vec<A::Event>, A::Error>,
+}
+
+impl<A: Aggregate> Outcome<A> {
+    /// Publishes the events the command produced (none when it was refused) to `bus`, as
+    /// the relay would publish them once stored: their types, payloads and schema
+    /// versions, the aggregate's stream as the subject. Then assert on the bus, and on
+    /// the outcome as usual.
+    ///
+    /// ```
+    /// # use chronicle::{Aggregate, DomainEvent};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, PartialEq, DomainEvent)]
+    /// # #[event(prefix = "counter.")]
+    /// # enum CounterEvent { Incremented { by: u32 } }
+    /// # #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Aggregate)]
+    /// # #[aggregate(name = "counter", event = CounterEvent)]
+    /// # struct Counter { total: u64 }
+    /// # #[derive(Debug, PartialEq, thiserror::Error)]
+    /// # #[error("zero")]
+    /// # struct Zero;
+    /// # impl Aggregate for Counter {
+    /// #     type Command = u32;
+    /// #     type Error = Zero;
+    /// #     fn apply(&mut self, CounterEvent::Incremented { by }: CounterEvent) { self.total += u64::from(by) }
+    /// #     fn handle(&self, by: &u32) -> Result<Vec<CounterEvent>, Zero> {
+    /// #         if *by == 0 { Err(Zero) } else { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use chronicle::bus::RecordingBus;
+    /// use chronicle::testing::AggregateTest;
+    ///
+    /// let bus = RecordingBus::new();
+    /// AggregateTest::<Counter>::given([])
+    ///     .id("7")
+    ///     .when(3)
+    ///     .publish_to(&bus)
+    ///     .await
+    ///     .then([CounterEvent::Incremented { by: 3 }]);
+    /// let published = bus.events_of_type("counter.Incremented");
+    /// assert_eq!(published[0].subject.as_deref(), Some("counter-7"));
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// When an event does not serialize, or the bus refuses it (test code).
+    pub async fn publish_to<B: Bus>(self, bus: &B) -> Self {
+        if let Ok(events) = &self.result {
+            let mut published = Vec::with_capacity(events.len());
+            for event in events {
+                let new_event = match event.to_new_event() {
+                    Ok(new_event) => new_event,
+                    Err(error) => panic!("{}: an event does not serialize: {error}", self.context),
+                };
+                published.push(BusEvent::from_new_event(self.stream.clone(), &new_event));
+            }
+            if let Err(error) = bus.publish_batch(published).await {
+                panic!("{}: the bus refused the events: {error}", self.context);
+            }
+        }
+        self
+    }
 }
 
 impl<A: Aggregate> Outcome<A>

@@ -15,55 +15,7 @@ use crate::event::RecordedEvent;
 use crate::store::Store;
 use crate::text;
 
-/// The event types a handler answers to: an exact name (`account.Opened`), a glob where
-/// `*` stands for any run of characters (`account.*`, `*.Opened`), or `*` for every type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    text: String,
-}
-
-impl Pattern {
-    /// The pattern `text` (exact unless it holds a `*`).
-    pub fn new(text: impl Into<String>) -> Self {
-        Pattern { text: text.into() }
-    }
-
-    /// Whether `event_type` matches.
-    pub fn matches(&self, event_type: &str) -> bool {
-        glob_matches(&self.text, event_type)
-    }
-
-    /// The exact type this pattern names, when it has no `*`.
-    fn exact(&self) -> Option<&str> {
-        (!self.text.contains('*')).then_some(self.text.as_str())
-    }
-}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-/// `*` matches any run of characters (none included); everything else matches itself.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty(); // no `*`: exact
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
+pub use crate::pattern::Pattern;
 
 /// Why a handler could not do its work, and whether trying again may help.
 ///
@@ -376,15 +328,9 @@ impl HandlerMap {
         self.handlers.iter().map(|h| h.name.clone()).collect()
     }
 
-    /// The event types worth reading from the log: the exact names when every pattern is
-    /// exact, else all (empty).
+    /// The event types worth reading from the log ([`Pattern::exact_types`]).
     pub(crate) fn event_types(&self) -> Vec<String> {
-        let exact: Option<Vec<String>> = self
-            .handlers
-            .iter()
-            .map(|handler| handler.pattern.exact().map(str::to_owned))
-            .collect();
-        exact.unwrap_or_default()
+        Pattern::exact_types(self.handlers.iter().map(|handler| &handler.pattern))
     }
 
     /// Rejects an empty map and two handlers with one name.
@@ -419,25 +365,6 @@ impl HandlerMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_matches("account.Opened", "account.Opened"));
-        assert!(!glob_matches("account.Opened", "account.Opened2"));
-        assert!(glob_matches("account.*", "account.Opened"));
-        assert!(glob_matches("account.*", "account."));
-        assert!(!glob_matches("account.*", "accounts.Opened"));
-        assert!(glob_matches("*", ""));
-        assert!(glob_matches("*.Opened", "order.Opened"));
-        assert!(!glob_matches("*.Opened", "order.Closed"));
-        assert!(glob_matches("a*b*c", "a-b-b-c"));
-        assert!(!glob_matches("a*b*c", "a-c-b"));
-        assert!(
-            !glob_matches("ab*ba", "aba"),
-            "the two ends may not overlap"
-        );
-    }
 
     #[test]
     fn a_handler_name_with_nul_is_refused_by_field() {
@@ -453,18 +380,5 @@ mod tests {
             ),
             "{error}"
         );
-    }
-
-    proptest! {
-        /// `prefix*suffix` matches exactly the texts with that prefix and that suffix
-        /// that are long enough for both.
-        #[test]
-        fn a_glob_is_prefix_and_suffix(prefix in "[ab.]{0,3}", suffix in "[ab.]{0,3}", text in "[ab.]{0,8}") {
-            let pattern = format!("{prefix}*{suffix}");
-            let expected = text.len() >= prefix.len() + suffix.len()
-                && text.starts_with(&prefix)
-                && text.ends_with(&suffix);
-            prop_assert_eq!(glob_matches(&pattern, &text), expected);
-        }
     }
 }

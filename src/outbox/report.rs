@@ -1,5 +1,5 @@
-//! Where the outbox reports what a person should look at: errors no retry cures, panics,
-//! and requests going dead.
+//! Where the outbox (and the bus's subscriptions, [`crate::bus`]) report what a person
+//! should look at: errors no retry cures, panics, and requests or events going dead.
 
 use uuid::Uuid;
 
@@ -21,13 +21,13 @@ pub enum FailureKind {
 pub struct Failure<'a> {
     /// Why it is reported.
     pub kind: FailureKind,
-    /// The handler that failed.
+    /// The handler that failed (a bus subscription: its name, else its pattern).
     pub handler: &'a str,
-    /// The request's id in `handler_requests`.
+    /// The request's id in `handler_requests` (0 for a bus delivery, which has none).
     pub request_id: i64,
     /// The event it ran for.
     pub event_id: Uuid,
-    /// That event's stream.
+    /// That event's stream (a bus event: its subject, or empty).
     pub stream: &'a str,
     /// Which execution failed (1 for the first).
     pub attempt: u32,
@@ -66,7 +66,7 @@ impl ErrorReporter for TracingReporter {
             attempt = failure.attempt,
             dead = failure.dead,
             backtrace = failure.backtrace,
-            "outbox handler failed: {}",
+            "event handler failed: {}",
             failure.error
         );
         true

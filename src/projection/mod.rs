@@ -24,7 +24,9 @@ use sqlx::PgConnection;
 #[cfg(feature = "sqlite")]
 use sqlx::SqliteConnection;
 
-pub use runner::{FailurePolicy, ProjectionHandle, ProjectionState, ProjectionStatus, Projections};
+pub use runner::{
+    FailurePolicy, ProjectionHandle, ProjectionState, ProjectionStatus, Projections, StartFrom,
+};
 
 use crate::domain_event::DomainEvent;
 use crate::error::Result;
@@ -160,25 +162,36 @@ impl<P: Projection> DynProjection for P {
 /// What a projection's handler can reach while applying an event: the batch's open
 /// transaction (writes through it commit with the checkpoint) and the store.
 pub struct ProjectionContext<'a> {
-    tx: &'a mut BatchTx,
+    /// `None` for the runner's internal users that apply before the batch's transaction
+    /// opens (the bus relay, which must not hold SQLite's write lock while a broker
+    /// answers).
+    tx: Option<&'a mut BatchTx>,
     store: &'a Store,
 }
 
 impl<'a> ProjectionContext<'a> {
     pub(crate) fn new(tx: &'a mut BatchTx, store: &'a Store) -> Self {
-        ProjectionContext { tx, store }
+        ProjectionContext {
+            tx: Some(tx),
+            store,
+        }
+    }
+
+    /// A context without a transaction: `sqlite` and `postgres` give `None`.
+    pub(crate) fn without_tx(store: &'a Store) -> Self {
+        ProjectionContext { tx: None, store }
     }
 
     /// The batch transaction's connection when the store is SQLite.
     #[cfg(feature = "sqlite")]
     pub fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
-        self.tx.sqlite()
+        self.tx.as_deref_mut()?.sqlite()
     }
 
     /// The batch transaction's connection when the store is PostgreSQL.
     #[cfg(feature = "postgres")]
     pub fn postgres(&mut self) -> Option<&mut PgConnection> {
-        self.tx.postgres()
+        self.tx.as_deref_mut()?.postgres()
     }
 
     /// `event` decoded into the typed event `E` (with the store's upcasters).

@@ -53,6 +53,23 @@ pub enum FailurePolicy {
     Skip,
 }
 
+/// Where a projection (or a relay) starts reading the log when it has no checkpoint yet.
+/// Once it committed a batch, it resumes from its checkpoint whatever this says; a
+/// [rebuild](Projections::rebuild) starts from the beginning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The first event of the log (the default of projections).
+    #[default]
+    Beginning,
+    /// The end of the log when it first starts: only events committed from then on
+    /// ("from now on"). On PostgreSQL the end is the last event behind every transaction
+    /// still running, so an event appended just before the start may come too; none
+    /// appended after it is missed.
+    End,
+    /// After this position (say, an event's [`RecordedEvent::log_position`]).
+    After(LogPosition),
+}
+
 /// Where a projection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProjectionState {
@@ -116,6 +133,14 @@ struct Settings {
     backoff: Duration,
     on_failure: FailurePolicy,
     shredded: ShreddedEvents,
+    start: StartFrom,
+    /// The longest pause between retries of a failing batch.
+    max_backoff: Duration,
+    /// Whether a batch's commit waits for the disk.
+    flush: Flush,
+    /// Whether the projection applies a batch before its transaction opens (it then has
+    /// no connection): the relay, whose sink's answer must not hold SQLite's write lock.
+    apply_outside_tx: bool,
 }
 
 impl Store {
@@ -133,6 +158,10 @@ impl Store {
                 backoff: Duration::from_millis(100),
                 on_failure: FailurePolicy::Stop,
                 shredded: ShreddedEvents::Skip,
+                start: StartFrom::Beginning,
+                max_backoff: Duration::MAX,
+                flush: Flush::Defer,
+                apply_outside_tx: false,
             },
         }
     }
@@ -187,6 +216,33 @@ impl Projections {
         self
     }
 
+    /// Where a projection without a checkpoint starts (default
+    /// [`StartFrom::Beginning`]). The start is stored as its checkpoint before the first
+    /// batch, so a restart resumes from there.
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.settings.start = start;
+        self
+    }
+
+    /// The longest pause between retries of a failing batch (default: none, the pause
+    /// doubles after each failure).
+    pub(crate) fn max_backoff(mut self, pause: Duration) -> Self {
+        self.settings.max_backoff = pause;
+        self
+    }
+
+    /// Whether a batch's commit waits for the disk (default: it does not).
+    pub(crate) fn flush(mut self, flush: Flush) -> Self {
+        self.settings.flush = flush;
+        self
+    }
+
+    /// Applies batches before their transaction opens (see `Settings`).
+    pub(crate) fn apply_outside_tx(mut self) -> Self {
+        self.settings.apply_outside_tx = true;
+        self
+    }
+
     /// Rebuilds `projection`'s read model from the start of the log: in one transaction,
     /// calls its [`Projection::reset`] hook and deletes its checkpoint; then starts it
     /// like [`Projections::spawn`]. Follow the progress with
@@ -223,6 +279,21 @@ impl Projections {
     /// Starts `projection` as a tokio task (call from within a tokio runtime). Keep the
     /// handle: dropping it stops the projection (see [`ProjectionHandle`]).
     pub fn spawn<P: Projection>(&self, projection: P) -> ProjectionHandle {
+        let types = projection
+            .event_types()
+            .iter()
+            .map(|event_type| (*event_type).to_owned())
+            .collect();
+        self.spawn_with_types(projection, types)
+    }
+
+    /// [`Projections::spawn`], reading only events of `types` (all when empty) whatever
+    /// the projection's [`Projection::event_types`] says.
+    pub(crate) fn spawn_with_types<P: Projection>(
+        &self,
+        projection: P,
+        types: Arc<[String]>,
+    ) -> ProjectionHandle {
         let name = projection.name().to_owned();
         let (status_tx, status) = watch::channel(ProjectionStatus {
             state: ProjectionState::Starting,
@@ -235,11 +306,6 @@ impl Projections {
             last_error: None,
             idle_passes: 0,
         });
-        let types = projection
-            .event_types()
-            .iter()
-            .map(|event_type| (*event_type).to_owned())
-            .collect();
         let failure = Arc::new(OnceLock::new());
         let span = tracing::info_span!("chronicle.projection", projection = %name);
         let task = Task::spawn(format!("projection `{name}`"), span, |stop| {
@@ -528,8 +594,13 @@ impl<P: Projection> Runner<P> {
     /// follows the log. Returns when the runner stops, fails, or loses the lease.
     async fn follow(&self, lease: &mut Lease) -> Result<Halt, LeaseLost> {
         let mut cursor = loop {
-            match self.store.checkpoint(&self.name).await {
-                Ok(cursor) => break cursor.unwrap_or(LogPosition::START),
+            let stored = match self.store.checkpoint(&self.name).await {
+                Ok(Some(cursor)) => Ok(cursor),
+                Ok(None) => self.start().await,
+                Err(error) => Err(error),
+            };
+            match stored {
+                Ok(cursor) => break cursor,
                 Err(error) => {
                     self.note_error(error.to_string());
                     if self.pause(self.settings.backoff).await.is_err() {
@@ -766,7 +837,8 @@ impl<P: Projection> Runner<P> {
                 }
                 Err(failure) => failure,
             };
-            let pause = self.settings.backoff * 2u32.saturating_pow(attempt.min(16) - 1);
+            let pause = (self.settings.backoff * 2u32.saturating_pow(attempt.min(16) - 1))
+                .min(self.settings.max_backoff);
             match failure {
                 BatchFailure::CheckpointMoved => return Ok(Batch::CheckpointMoved),
                 BatchFailure::Store(error) if error.is_retryable() => {
@@ -828,7 +900,8 @@ impl<P: Projection> Runner<P> {
 
     /// Applies `batch` (except the `skips`) and moves the checkpoint `from` → `to`, in one
     /// transaction: `whole`, through one `Projection::apply_batch` call (there are no
-    /// skips then), else event by event.
+    /// skips then), else event by event. With `apply_outside_tx`, the batch is applied
+    /// first and the transaction only records the skips and the checkpoint.
     async fn apply_batch(
         &self,
         batch: &[RecordedEvent],
@@ -836,36 +909,22 @@ impl<P: Projection> Runner<P> {
         (from, to): (LogPosition, LogPosition),
         whole: bool,
     ) -> Result<u64, BatchFailure> {
-        let mut tx = self
-            .store
-            .begin_batch(Flush::Defer)
-            .await
-            .map_err(BatchFailure::Store)?;
-        let mut applied = 0;
-        {
+        let begin = || async {
+            self.store
+                .begin_batch(self.settings.flush)
+                .await
+                .map_err(BatchFailure::Store)
+        };
+        let (applied, mut tx) = if self.settings.apply_outside_tx {
+            let mut ctx = ProjectionContext::without_tx(&self.store);
+            let applied = self.apply_events(batch, skips, whole, &mut ctx).await?;
+            (applied, begin().await?)
+        } else {
+            let mut tx = begin().await?;
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
-            if batch.is_empty() {
-                // Only the checkpoint moves.
-            } else if whole && skips.is_empty() {
-                // A panic is caught like an error; the transaction is then dropped, so
-                // rolled back, whatever state the handler left it in.
-                let called = CatchPanic::new(self.projection.apply_batch(batch, &mut ctx)).await;
-                refusal(called).map_err(|error| BatchFailure::Handler { index: None, error })?;
-                applied = batch.len() as u64;
-            } else {
-                for (index, event) in batch.iter().enumerate() {
-                    if skips.contains_key(&index) {
-                        continue;
-                    }
-                    let called = CatchPanic::new(self.projection.apply(event, &mut ctx)).await;
-                    refusal(called).map_err(|error| BatchFailure::Handler {
-                        index: Some(index),
-                        error,
-                    })?;
-                    applied += 1;
-                }
-            }
-        }
+            let applied = self.apply_events(batch, skips, whole, &mut ctx).await?;
+            (applied, tx)
+        };
         for (&index, error) in skips {
             let event = &batch[index];
             tx.record_skip(&self.name, event.id, event.position, error)
@@ -881,6 +940,71 @@ impl<P: Projection> Runner<P> {
         }
         tx.commit().await.map_err(BatchFailure::Store)?;
         Ok(applied)
+    }
+
+    /// Hands `batch` (except the `skips`) to the projection: `whole`, through one
+    /// `Projection::apply_batch` call, else event by event. Returns the events applied.
+    async fn apply_events(
+        &self,
+        batch: &[RecordedEvent],
+        skips: &BTreeMap<usize, String>,
+        whole: bool,
+        ctx: &mut ProjectionContext<'_>,
+    ) -> Result<u64, BatchFailure> {
+        if batch.is_empty() {
+            // Only the checkpoint moves.
+            return Ok(0);
+        }
+        if whole && skips.is_empty() {
+            // A panic is caught like an error; the transaction is then dropped, so
+            // rolled back, whatever state the handler left it in.
+            let called = CatchPanic::new(self.projection.apply_batch(batch, ctx)).await;
+            refusal(called).map_err(|error| BatchFailure::Handler { index: None, error })?;
+            return Ok(batch.len() as u64);
+        }
+        let mut applied = 0;
+        for (index, event) in batch.iter().enumerate() {
+            if skips.contains_key(&index) {
+                continue;
+            }
+            let called = CatchPanic::new(self.projection.apply(event, ctx)).await;
+            refusal(called).map_err(|error| BatchFailure::Handler {
+                index: Some(index),
+                error,
+            })?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// Where a run without a stored checkpoint starts ([`StartFrom`]): stored as the
+    /// checkpoint first unless it is the beginning, so that a restart resumes there (and
+    /// the caught-up check, which follows the stored checkpoint, does not rewind).
+    async fn start(&self) -> Result<LogPosition> {
+        let start = match self.settings.start {
+            StartFrom::Beginning => return Ok(LogPosition::START),
+            StartFrom::End => self.store.log_end().await?,
+            StartFrom::After(position) => position,
+        };
+        if start == LogPosition::START {
+            return Ok(start);
+        }
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        if tx
+            .move_checkpoint(&self.name, LogPosition::START, start)
+            .await?
+        {
+            tx.commit().await?;
+            tracing::info!(projection = %self.name, %start, "no checkpoint yet: starting there");
+            return Ok(start);
+        }
+        drop(tx);
+        // Another instance stored one meanwhile: resume from it.
+        Ok(self
+            .store
+            .checkpoint(&self.name)
+            .await?
+            .unwrap_or(LogPosition::START))
     }
 
     fn note_error(&self, error: String) {

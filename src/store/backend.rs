@@ -512,6 +512,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// The highest global position taken so far (0 for an empty log).
     async fn last_position(&self) -> Result<u64>;
 
+    /// The end of the log as a cursor: every event committed so far is at or before it,
+    /// and every event committed later is after it, except (PostgreSQL) events of
+    /// transactions still running, which may commit after it or already have. By default
+    /// `(0, last_position)`: where positions commit in order.
+    async fn log_end(&self) -> Result<LogPosition> {
+        Ok(LogPosition::new(0, self.last_position().await?))
+    }
+
     /// The checkpoint stored under `name`, if any.
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
 

@@ -465,6 +465,13 @@ impl Store {
             .await
     }
 
+    /// The end of the log as a cursor (see `Backend::log_end`): where a reader that
+    /// starts "from now on" starts.
+    pub(crate) async fn log_end(&self) -> Result<LogPosition> {
+        let backend = &self.inner.backend;
+        self.inner.retry.run("log_end", || backend.log_end()).await
+    }
+
     /// Opens a batch's transaction (a projection's, the outbox's).
     pub(crate) async fn begin_batch(&self, flush: batch::Flush) -> Result<batch::BatchTx> {
         let backend = &self.inner.backend;

@@ -1110,6 +1110,30 @@ impl Backend for PostgresBackend {
         Ok(last.map_or(0, to_u64))
     }
 
+    /// The last event behind every running transaction (what `read_all` would return
+    /// last), through the commit-order index backwards. Events of transactions still
+    /// running are after it, committed or not.
+    async fn log_end(&self) -> Result<LogPosition> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::bigint, position FROM events \
+             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("log_end", error))?;
+        let Some((commit, position)) = row else {
+            return Ok(LogPosition::START);
+        };
+        let at = RowRef::checkpoint("(the end of the log)");
+        Ok(LogPosition::new(
+            at.unsigned("transaction_id", "transaction id", commit)
+                .map_err(|error| Error::from_sqlx("log_end", error))?,
+            at.unsigned("position", "position", position)
+                .map_err(|error| Error::from_sqlx("log_end", error))?,
+        ))
+    }
+
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT commit_id, position FROM projection_checkpoints WHERE name = $1",

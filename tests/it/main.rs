@@ -3,6 +3,7 @@
 
 mod aggregates;
 mod bad_input;
+mod bus;
 mod concurrency;
 mod conformance;
 mod corrupt_rows;

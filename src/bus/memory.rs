@@ -1,0 +1,525 @@
+//! [`InMemoryBus`]: a [`Bus`] whose handlers run in this process, synchronously (inside
+//! `publish`) or from bounded buffers, one per subscription, that `publish` waits on when
+//! they are full. Nothing is ever dropped: a handler's failure or panic is caught,
+//! retried, counted and reported, and never stops the other handlers or the bus.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::{
+    Bus, BusEvent, BusHandler, BusHealth, BusStats, Delivery, DynBusHandler, ErrorReporter,
+    Subscribe, Subscription, TracingReporter,
+};
+use crate::error::{Error, Result};
+use crate::outbox::{Failure, FailureKind};
+use crate::panics::CatchPanic;
+
+/// The name of the in-memory bus in errors.
+const NAME: &str = "in-memory bus";
+
+/// How an [`InMemoryBus`] runs its handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// Inside `publish`, one matching subscription after another (in the order they
+    /// subscribed): `publish` returns once every handler ran, retries included. The
+    /// default.
+    #[default]
+    Sync,
+    /// From a buffer of `capacity` events per subscription (at least 1), each drained by a
+    /// task of its own, so handlers run beside the publisher and beside each other.
+    /// `publish` returns once the event sits in every matching buffer, and waits while
+    /// one is full: nothing is dropped. Needs a tokio runtime. A handler that publishes
+    /// to its own bus may wait for room in its own buffer, which only it drains: publish
+    /// from another task, or give the buffer room.
+    Buffered {
+        /// Events a subscription's buffer holds.
+        capacity: usize,
+    },
+}
+
+/// A bus in this process: handlers subscribe to event-type patterns and run when a
+/// matching event is published. Clones share the bus.
+///
+/// **Order:** each handler sees the events of one publisher (a task publishing one event
+/// after another) in publish order, in both dispatch modes. Events of two publishers
+/// publishing at once interleave.
+///
+/// **Failures:** a handler's error or panic is caught, counted ([`BusStats`]) and, per the
+/// subscription's [`Subscribe`] options, retried after a backoff, up to its maximum of
+/// deliveries; panics, fatal errors and events given up ("dead") are reported to the
+/// [`ErrorReporter`] (by default, [`TracingReporter`]). The other handlers, and the bus,
+/// go on.
+///
+/// **Groups:** subscriptions in one [group](Subscribe::group) share its events: each
+/// event goes to one of its members that match, in turn.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> chronicle::Result<()> {
+/// use chronicle::bus::{Bus, BusEvent, Delivery, Dispatch, InMemoryBus};
+///
+/// let bus = InMemoryBus::builder().dispatch(Dispatch::Buffered { capacity: 1024 }).build();
+/// bus.subscribe("*", |delivery: Delivery| async move {
+///     println!("{}", delivery.event_type);
+///     Ok(())
+/// })
+/// .await?
+/// .detach();
+/// bus.publish(BusEvent::new("user.Registered", serde_json::json!({}))).await?;
+/// bus.close().await?; // the buffered events are handled first
+/// assert_eq!(bus.stats().delivered, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct InMemoryBus {
+    inner: Arc<Inner>,
+}
+
+/// Configures an [`InMemoryBus`]: [`InMemoryBus::builder`].
+#[derive(Clone)]
+#[must_use = "call `build` to get the bus"]
+pub struct InMemoryBusBuilder {
+    dispatch: Dispatch,
+    reporter: Arc<dyn ErrorReporter>,
+}
+
+impl InMemoryBusBuilder {
+    /// How handlers run (default [`Dispatch::Sync`]).
+    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = match dispatch {
+            Dispatch::Buffered { capacity } => Dispatch::Buffered {
+                capacity: capacity.max(1),
+            },
+            Dispatch::Sync => Dispatch::Sync,
+        };
+        self
+    }
+
+    /// Where failures go (default [`TracingReporter`]); a subscription can name its own.
+    pub fn reporter(mut self, reporter: impl ErrorReporter) -> Self {
+        self.reporter = Arc::new(reporter);
+        self
+    }
+
+    /// The bus.
+    pub fn build(self) -> InMemoryBus {
+        InMemoryBus {
+            inner: Arc::new(Inner {
+                dispatch: self.dispatch,
+                shared: Arc::new(Shared {
+                    reporter: self.reporter,
+                    counters: Counters::default(),
+                    last_error: Mutex::new(None),
+                }),
+                subscriptions: RwLock::new(Vec::new()),
+                turns: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+struct Inner {
+    dispatch: Dispatch,
+    shared: Arc<Shared>,
+    /// In the order they subscribed.
+    subscriptions: RwLock<Vec<Arc<Sub>>>,
+    /// Per group, the turn of the next event.
+    turns: Mutex<HashMap<String, usize>>,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+}
+
+/// What the bus and its subscriptions' tasks share (the tasks never hold the bus, so that
+/// dropping the bus ends them).
+struct Shared {
+    reporter: Arc<dyn ErrorReporter>,
+    counters: Counters,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    dead: AtomicU64,
+}
+
+/// A subscription as the bus keeps it.
+struct Sub {
+    id: u64,
+    consumer: Arc<Consumer>,
+    /// The buffer's sending end ([`Dispatch::Buffered`]); dropping the last one ends the
+    /// task once it drained the buffer.
+    queue: Option<mpsc::Sender<Arc<BusEvent>>>,
+    /// The buffer's task, taken by whoever closes the subscription.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Runs one subscription's deliveries: the handler, its options, its retries.
+struct Consumer {
+    options: Subscribe,
+    handler: Box<dyn DynBusHandler>,
+    shared: Arc<Shared>,
+}
+
+impl Default for InMemoryBus {
+    fn default() -> Self {
+        InMemoryBus::new()
+    }
+}
+
+impl InMemoryBus {
+    /// A bus with [`Dispatch::Sync`] and the [`TracingReporter`].
+    pub fn new() -> Self {
+        InMemoryBus::builder().build()
+    }
+
+    /// Configures a bus.
+    pub fn builder() -> InMemoryBusBuilder {
+        InMemoryBusBuilder {
+            dispatch: Dispatch::Sync,
+            reporter: Arc::new(TracingReporter),
+        }
+    }
+
+    /// How this bus runs its handlers.
+    pub fn dispatch(&self) -> Dispatch {
+        self.inner.dispatch
+    }
+
+    /// The subscriptions open now.
+    pub fn subscription_count(&self) -> usize {
+        self.inner.read_subscriptions().len()
+    }
+
+    fn closed_error() -> Error {
+        Error::BusClosed {
+            bus: NAME.to_owned(),
+        }
+    }
+}
+
+impl Inner {
+    fn read_subscriptions(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Sub>>> {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The subscriptions `event_type` goes to: every matching one without a group, and
+    /// per group one of its matching members, in turn.
+    fn targets(&self, event_type: &str) -> Vec<Arc<Sub>> {
+        let subscriptions = self.read_subscriptions();
+        let mut targets = Vec::new();
+        let mut grouped: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
+        for sub in subscriptions.iter() {
+            if !sub.consumer.options.pattern.matches(event_type) {
+                continue;
+            }
+            match sub.consumer.options.group.as_deref() {
+                None => targets.push(Arc::clone(sub)),
+                Some(group) => match grouped.iter_mut().find(|(name, _)| *name == group) {
+                    Some((_, members)) => members.push(sub),
+                    None => grouped.push((group, vec![sub])),
+                },
+            }
+        }
+        if !grouped.is_empty() {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            for (group, members) in grouped {
+                let turn = turns.entry(group.to_owned()).or_default();
+                targets.push(Arc::clone(members[*turn % members.len()]));
+                *turn = turn.wrapping_add(1);
+            }
+        }
+        targets
+    }
+
+    /// Takes subscription `id` (every one when `None`) off the bus and waits for their
+    /// buffers' tasks to drain.
+    async fn remove(&self, id: Option<u64>) {
+        let removed: Vec<Arc<Sub>> = {
+            let mut subscriptions = self
+                .subscriptions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (removed, kept) = std::mem::take(&mut *subscriptions)
+                .into_iter()
+                .partition(|sub| id.is_none_or(|id| sub.id == id));
+            *subscriptions = kept;
+            removed
+        };
+        let tasks: Vec<JoinHandle<()>> = removed
+            .iter()
+            .filter_map(|sub| {
+                sub.task
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+            })
+            .collect();
+        // The senders go with the subscriptions (a publish in flight may hold one a
+        // little longer); each task ends once its buffer is empty.
+        drop(removed);
+        for task in tasks {
+            // A task's deliveries catch their panics; an error here is an abort.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Bus for InMemoryBus {
+    async fn publish(&self, event: BusEvent) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(InMemoryBus::closed_error());
+        }
+        let event = Arc::new(event);
+        let targets = inner.targets(&event.event_type);
+        let counters = &inner.shared.counters;
+        for sub in targets {
+            match &sub.queue {
+                None => sub.consumer.deliver(Arc::clone(&event)).await,
+                Some(queue) => {
+                    // An error means the task is gone: the bus is being dropped.
+                    let _ = queue.send(Arc::clone(&event)).await;
+                }
+            }
+        }
+        counters.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn subscribe<H: BusHandler>(
+        &self,
+        subscribe: impl Into<Subscribe> + Send,
+        handler: H,
+    ) -> Result<Subscription> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(InMemoryBus::closed_error());
+        }
+        let options: Subscribe = subscribe.into();
+        let (pattern, group) = (options.pattern.clone(), options.group.clone());
+        let consumer = Arc::new(Consumer {
+            options,
+            handler: Box::new(handler),
+            shared: Arc::clone(&inner.shared),
+        });
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queue, task) = match inner.dispatch {
+            Dispatch::Sync => (None, None),
+            Dispatch::Buffered { capacity } => {
+                let (sender, receiver) = mpsc::channel(capacity);
+                let span = tracing::debug_span!(
+                    "chronicle.bus.subscription",
+                    subscription = consumer.options.display_name()
+                );
+                let task = tokio::spawn(drain(receiver, Arc::clone(&consumer)).instrument(span));
+                (Some(sender), Some(task))
+            }
+        };
+        inner
+            .subscriptions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(Sub {
+                id,
+                consumer,
+                queue,
+                task: Mutex::new(task),
+            }));
+        let bus: Weak<Inner> = Arc::downgrade(inner);
+        Ok(Subscription::new(pattern, group, move || async move {
+            if let Some(inner) = bus.upgrade() {
+                inner.remove(Some(id)).await;
+            }
+            Ok(())
+        }))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.remove(None).await;
+        Ok(())
+    }
+
+    fn health(&self) -> BusHealth {
+        let shared = &self.inner.shared;
+        BusHealth {
+            connected: !self.inner.closed.load(Ordering::Acquire),
+            reconnects: 0,
+            // What the buffers hold (read from the channels: a shared counter would be
+            // written by the publisher and every task, one contended cache line).
+            lag_events: self
+                .inner
+                .read_subscriptions()
+                .iter()
+                .filter_map(|sub| sub.queue.as_ref())
+                .map(|queue| (queue.max_capacity() - queue.capacity()) as u64)
+                .sum(),
+            lag: None,
+            last_error: shared
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+
+    fn stats(&self) -> BusStats {
+        let counters = &self.inner.shared.counters;
+        BusStats {
+            published: counters.published.load(Ordering::Relaxed),
+            delivered: counters.delivered.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            panicked: counters.panicked.load(Ordering::Relaxed),
+            dead: counters.dead.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A buffered subscription's task: delivers its buffer's events in order until the
+/// buffer is closed and empty.
+async fn drain(mut receiver: mpsc::Receiver<Arc<BusEvent>>, consumer: Arc<Consumer>) {
+    while let Some(event) = receiver.recv().await {
+        consumer.deliver(event).await;
+    }
+}
+
+impl Consumer {
+    /// Delivers `event` until the handler acknowledges it or it is dead.
+    async fn deliver(&self, event: Arc<BusEvent>) {
+        let counters = &self.shared.counters;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let delivery = Delivery::new(Arc::clone(&event), attempt);
+            let called = CatchPanic::new(self.handler.handle(delivery)).await;
+            let last = attempt >= self.options.max_deliveries;
+            match called {
+                Ok(Ok(())) => {
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(Err(error)) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.note_error(error.message());
+                    let kind = match (error.is_retryable(), last) {
+                        (false, _) => FailureKind::NonRetryable,
+                        (true, true) => FailureKind::Dead,
+                        (true, false) => {
+                            self.pause(attempt).await;
+                            continue;
+                        }
+                    };
+                    counters.dead.fetch_add(1, Ordering::Relaxed);
+                    let message = error.message().to_owned();
+                    self.report(&event, kind, attempt, &message, Some(error.source()), None);
+                    return;
+                }
+                Err(panicked) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    counters.panicked.fetch_add(1, Ordering::Relaxed);
+                    let message = format!("panicked: {}", panicked.message);
+                    self.note_error(&message);
+                    if last {
+                        counters.dead.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let backtrace = panicked.backtrace.as_deref();
+                    self.report(
+                        &event,
+                        FailureKind::Panic,
+                        attempt,
+                        &message,
+                        None,
+                        backtrace,
+                    );
+                    if last {
+                        return;
+                    }
+                    self.pause(attempt).await;
+                }
+            }
+        }
+    }
+
+    fn note_error(&self, message: &str) {
+        *self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(format!(
+            "subscription `{}`: {message}",
+            self.options.display_name()
+        ));
+    }
+
+    /// The backoff before delivery number `failures + 1` (a panicking backoff: none).
+    async fn pause(&self, failures: u32) {
+        let delay = catch_unwind(AssertUnwindSafe(|| self.options.retry_delay(failures)))
+            .unwrap_or_default();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Hands a failure to the subscription's reporter, else the bus's (a panicking
+    /// reporter is ignored).
+    fn report(
+        &self,
+        event: &BusEvent,
+        kind: FailureKind,
+        attempt: u32,
+        error: &str,
+        source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+        backtrace: Option<&str>,
+    ) {
+        let failure = Failure {
+            kind,
+            handler: self.options.display_name(),
+            request_id: 0,
+            event_id: event.id,
+            stream: event.subject.as_deref().unwrap_or_default(),
+            attempt,
+            dead: kind != FailureKind::Panic || attempt >= self.options.max_deliveries,
+            error,
+            source,
+            backtrace,
+        };
+        let reporter = self
+            .options
+            .reporter
+            .as_ref()
+            .unwrap_or(&self.shared.reporter);
+        let _ = catch_unwind(AssertUnwindSafe(|| reporter.report(&failure)));
+    }
+}
+
+impl std::fmt::Debug for InMemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryBus")
+            .field("dispatch", &self.inner.dispatch)
+            .field("subscriptions", &self.subscription_count())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for InMemoryBusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryBusBuilder")
+            .field("dispatch", &self.dispatch)
+            .finish_non_exhaustive()
+    }
+}
