@@ -62,8 +62,8 @@ pub use error::{CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError,
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use projection::{
-    FailurePolicy, Projection, ProjectionContext, ProjectionError, ProjectionHandle,
-    ProjectionState, ProjectionStatus, Projections,
+    FailurePolicy, Projection, ProjectionCheckpoint, ProjectionContext, ProjectionError,
+    ProjectionHandle, ProjectionState, ProjectionStatus, Projections,
 };
 pub use read::{EventQuery, LogPosition};
 pub use retention::{

@@ -35,7 +35,7 @@ use crate::error::Result;
 use crate::store::{ShreddedEvents, Store};
 
 /// The default name of the processor's checkpoint.
-const DEFAULT_NAME: &str = "chronicle.outbox";
+pub(crate) const DEFAULT_NAME: &str = "chronicle.outbox";
 
 /// An outbox on a store: its handlers and settings. Build it with
 /// [`Store::outbox`](crate::Store::outbox); run it with a scheduler, or step it by hand
