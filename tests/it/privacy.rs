@@ -14,7 +14,7 @@ use chronicle::{
     NewEvent, NewSnapshot, ProjectionState, RecordedEvent, RetentionPolicy, RetentionScope,
     ShreddedEvents, Store, StoreBuilder,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -32,6 +32,7 @@ crate::for_each_sql_backend!(
     rewrapping_interrupted_then_resumed,
     reencryption_interrupted_then_resumed,
     a_missing_ring_key_names_the_stream_and_key,
+    a_store_without_the_ring_reads_around_stream_keyed_events,
 );
 
 const OLD: [u8; 32] = [1; 32];
@@ -535,4 +536,47 @@ async fn a_missing_ring_key_names_the_stream_and_key(kind: Kind) {
         !message.contains("00000000-0000"),
         "no nil event id: {message}"
     );
+}
+
+/// A store opened without the key ring (an operator's tool without the key file) reads a
+/// log that holds events under per-stream keys: each such event is an error of its own
+/// (the key is missing), a forgotten stream's are `Shredded`, and the plain events around
+/// them still come.
+async fn a_store_without_the_ring_reads_around_stream_keyed_events(kind: Kind) {
+    let Some(t) = kind
+        .open_with("a_store_without_the_ring_reads_around", shredding)
+        .await
+    else {
+        return;
+    };
+    write(&t.store, "user-1", 2).await;
+    write(&t.store, "user-2", 1).await;
+    t.store.forget("user-2").await.expect("forget");
+    let plain = t.reopen(|b| b).await.expect("an SQL store reopens");
+    write(&plain, "note-1", 1).await;
+
+    let all: Vec<Result<RecordedEvent, Error>> = plain.read_all(LogPosition::START).collect().await;
+    let outcomes: Vec<String> = all
+        .iter()
+        .map(|item| match item {
+            Ok(event) => format!("ok {}", event.stream_id),
+            Err(Error::Codec {
+                stream,
+                source: chronicle::CodecError::MissingKey { .. },
+                ..
+            }) => format!("no key {stream}"),
+            Err(Error::Shredded { stream, .. }) => format!("shredded {stream}"),
+            Err(other) => format!("other {other}"),
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["no key user-1", "no key user-1", "shredded user-2", "ok note-1"]
+    );
+    let stream: Vec<Result<RecordedEvent, Error>> = plain
+        .read_stream("user-1", 1, Direction::Forward)
+        .collect()
+        .await;
+    assert_eq!(stream.len(), 2);
+    assert!(stream.iter().all(Result::is_err), "{stream:?}");
 }
