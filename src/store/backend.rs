@@ -512,6 +512,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// The highest global position taken so far (0 for an empty log).
     async fn last_position(&self) -> Result<u64>;
 
+    /// The cursor after the last event of the log that a read from the start would
+    /// return now ([`LogPosition::START`] for an empty log). Where positions commit in
+    /// order (SQLite, memory), the last position; PostgreSQL overrides it.
+    async fn log_end(&self) -> Result<LogPosition> {
+        Ok(LogPosition::new(0, self.last_position().await?))
+    }
+
     /// The checkpoint stored under `name`, if any.
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>>;
 

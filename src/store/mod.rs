@@ -442,6 +442,22 @@ impl Store {
             .await
     }
 
+    /// The end of the global log now: the cursor after the last event that
+    /// [`Store::read_all`] from [`LogPosition::START`] would return. To follow the log
+    /// from here on (a `tail -f`), pass it to `read_all` and go on from the last event
+    /// read. On PostgreSQL, events of transactions still running, or committed behind one
+    /// still running, lie after it: they come with the reads that follow.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn log_end(&self) -> Result<LogPosition> {
+        let backend = &self.inner.backend;
+        self.inner
+            .retry
+            .run("log_end", || backend.log_end())
+            .await
+    }
+
     /// Tries to take projection `name`'s lease; `None` while another instance holds it.
     pub(crate) async fn try_lease(&self, name: &str) -> Result<Option<backend::Lease>> {
         let backend = &self.inner.backend;

@@ -1110,6 +1110,23 @@ impl Backend for PostgresBackend {
         Ok(last.map_or(0, to_u64))
     }
 
+    async fn log_end(&self) -> Result<LogPosition> {
+        // The last event of the finished transactions, in commit order, by the
+        // commit-order index (read backwards). Events of transactions at or above the
+        // horizon come after it, whenever they commit.
+        let last: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::bigint, position FROM events \
+             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("log_end", error))?;
+        Ok(last.map_or(LogPosition::START, |(commit, position)| {
+            LogPosition::new(to_u64(commit), to_u64(position))
+        }))
+    }
+
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT commit_id, position FROM projection_checkpoints WHERE name = $1",
