@@ -144,6 +144,7 @@ impl Backend for MemoryBackend {
                     recorded_at: now,
                     commit: 0,
                     payload: event.payload.clone(),
+                    unreadable: None,
                 },
             );
             written.push(Written {

@@ -407,6 +407,7 @@ fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error
         // transaction ids never leave (the cast to text and bigint cost the server more).
         commit: to_u64(row.try_get_unchecked(1)?),
         payload: row.try_get_unchecked(7)?,
+        unreadable: None,
         stream_id: StreamId::trusted(stream_id),
     })
 }

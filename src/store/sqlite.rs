@@ -221,6 +221,7 @@ fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::E
         recorded_at: at.micros("recorded_at", recorded_at)?,
         commit: 0,
         payload: row.try_get(6)?,
+        unreadable: None,
         stream_id: StreamId::trusted(stream_id),
     })
 }

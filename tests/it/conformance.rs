@@ -890,18 +890,38 @@ async fn log_end_is_where_a_follower_starts(kind: Kind) {
     };
     let store = &t.store;
     assert_eq!(store.log_end().await.expect("end"), LogPosition::START);
-    store.append("tail-1", ExpectedVersion::Any, events(1..=3)).await.expect("append");
-    store.append("tail-2", ExpectedVersion::Any, events(4..=5)).await.expect("append");
+    store
+        .append("tail-1", ExpectedVersion::Any, events(1..=3))
+        .await
+        .expect("append");
+    store
+        .append("tail-2", ExpectedVersion::Any, events(4..=5))
+        .await
+        .expect("append");
     let end = store.log_end().await.expect("end");
-    let all: Vec<RecordedEvent> = store.read_all(LogPosition::START).try_collect().await.expect("all");
+    let all: Vec<RecordedEvent> = store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("all");
     if kind != Kind::Postgres {
         // Positions commit in order: the end is the last event.
         assert_eq!(end, all[4].log_position());
     }
-    store.append("tail-1", ExpectedVersion::Any, events(6..=6)).await.expect("append");
+    store
+        .append("tail-1", ExpectedVersion::Any, events(6..=6))
+        .await
+        .expect("append");
     let after: Vec<RecordedEvent> = store.read_all(end).try_collect().await.expect("after");
-    let all: Vec<RecordedEvent> = store.read_all(LogPosition::START).try_collect().await.expect("all");
-    let before = all.iter().filter(|event| event.log_position() <= end).count();
+    let all: Vec<RecordedEvent> = store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("all");
+    let before = all
+        .iter()
+        .filter(|event| event.log_position() <= end)
+        .count();
     assert_eq!(after, all[before..], "the rest of the log, once");
     assert_eq!(after.last().map(|event| event.version), Some(4));
 }

@@ -713,11 +713,27 @@ async fn the_admin_without_handlers_sees_and_revives_dead_requests(kind: Kind) {
     // Handlers without requests are not known here; the outbox itself lists them.
     assert_eq!(stats.handlers.keys().collect::<Vec<_>>(), ["mailer"]);
     assert_eq!(stats_of(&stats, "mailer").dead, 3);
-    assert!(outbox.stats().await.expect("stats").handlers.contains_key("audit"));
+    assert!(
+        outbox
+            .stats()
+            .await
+            .expect("stats")
+            .handlers
+            .contains_key("audit")
+    );
     let dead = admin.dead_requests(Some("mailer"), 10).await.expect("dead");
     assert_eq!(dead.len(), 3);
-    assert_eq!(dead[0].last_error.as_deref(), Some("mail server rejected us"));
-    assert!(admin.dead_requests(Some("audit"), 10).await.expect("dead").is_empty());
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("mail server rejected us")
+    );
+    assert!(
+        admin
+            .dead_requests(Some("audit"), 10)
+            .await
+            .expect("dead")
+            .is_empty()
+    );
 
     healthy.store(1, Ordering::SeqCst);
     assert!(admin.retry_dead(dead[0].id).await.expect("retry one"));
@@ -726,11 +742,17 @@ async fn the_admin_without_handlers_sees_and_revives_dead_requests(kind: Kind) {
     assert_eq!(admin.retry_all_dead("mailer").await.expect("retry all"), 2);
     assert_eq!(drain(&outbox).await.done, 3);
     assert_eq!(admin.purge_done(Duration::ZERO).await.expect("purge"), 3);
-    assert_eq!(stats_of(&admin.stats().await.expect("stats"), "mailer"), HandlerStats::default());
+    assert_eq!(
+        stats_of(&admin.stats().await.expect("stats"), "mailer"),
+        HandlerStats::default()
+    );
 
     let memory = Store::open("memory:").await.expect("open");
     let refused = memory.outbox_admin().stats().await;
-    assert!(matches!(refused, Err(chronicle::Error::Validation(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(chronicle::Error::Validation(_))),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

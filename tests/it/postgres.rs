@@ -114,11 +114,19 @@ async fn log_end_leaves_a_late_commit_ahead() {
     .expect("insert in an open transaction");
     let fast = t
         .store
-        .append("end-b", ExpectedVersion::Any, vec![NewEvent::new("fast", json!({}))])
+        .append(
+            "end-b",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("fast", json!({}))],
+        )
         .await
         .expect("append");
     let end = t.store.log_end().await.expect("end");
-    assert_eq!(end, LogPosition::START, "nothing is behind the open transaction yet");
+    assert_eq!(
+        end,
+        LogPosition::START,
+        "nothing is behind the open transaction yet"
+    );
     slow.commit().await.expect("commit");
     let patient = t
         .reopen(|b| b.log_settle_timeout(Duration::from_secs(30)))

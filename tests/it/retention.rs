@@ -536,7 +536,10 @@ async fn policies_are_listed_in_pages_and_enforcement_reports_progress(kind: Kin
             (RetentionScope::stream("log-b"), keep(10)),
         ]
     );
-    store.clear_retention(RetentionScope::Default).await.expect("clear");
+    store
+        .clear_retention(RetentionScope::Default)
+        .await
+        .expect("clear");
     assert_eq!(store.list_retention(None, 10).await.expect("list").len(), 4);
 
     for stream in ["log-a", "log-b", "log-c"] {
@@ -552,7 +555,10 @@ async fn policies_are_listed_in_pages_and_enforcement_reports_progress(kind: Kin
     // log-a keeps 12, log-b 10, log-c (the category's) 14.
     assert_eq!(report.events_removed, 8 + 10 + 6);
     assert_eq!(seen.last(), Some(&report));
-    assert!(seen.len() >= 3, "a report per batch of one stream: {seen:?}");
+    assert!(
+        seen.len() >= 3,
+        "a report per batch of one stream: {seen:?}"
+    );
     assert!(
         seen.windows(2)
             .all(|pair| pair[0].streams_examined <= pair[1].streams_examined),
