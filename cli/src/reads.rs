@@ -129,7 +129,8 @@ pub async fn streams(store: &Store, global: &Global, command: Streams) -> Result
             };
             let total = limit.map_or(in_range, |limit| limit.min(in_range));
             let events = store.read_stream(&id, from, direction);
-            print_events(&mut out, global, events, total, false, false).await
+            let bar = (total >= BAR_FROM).then(|| output::bar(total, "reading"));
+            print_events(&mut out, global, events, total, bar, false).await
         }
         Streams::Tail {
             id,
@@ -234,8 +235,9 @@ pub async fn events(store: &Store, global: &Global, command: Events) -> Result<(
                 .map(text::parse_time)
                 .transpose()
                 .map_err(CliError::Usage)?;
+            // One statement fetches them all: no progress to show.
             let events = store.query(&query);
-            print_events(&mut out, global, events, limit as u64, true, false).await
+            print_events(&mut out, global, events, limit as u64, None, true).await
         }
     }
 }
@@ -356,20 +358,19 @@ fn print_tailed(
     }
 }
 
-/// Prints up to `total` events of `events` as a table or a JSON array, with a progress
-/// bar for long reads. An event that cannot be read ends the command with its error.
+/// Prints up to `total` events of `events` as a table or a JSON array, moving `bar` (a
+/// long read's progress). An event that cannot be read ends the command with its error.
 async fn print_events(
     out: &mut Out,
     global: &Global,
     events: impl Stream<Item = chronicle::Result<RecordedEvent>>,
     total: u64,
+    bar: Option<indicatif::ProgressBar>,
     with_stream: bool,
-    from_log: bool,
 ) -> Result<(), CliError> {
     let have_keys = global.key_file.is_some();
-    let bar = (total >= BAR_FROM).then(|| output::bar(total, "reading"));
     let mut events = std::pin::pin!(events.take(usize::try_from(total).unwrap_or(usize::MAX)));
-    let mut table = Table::new(output::event_header(with_stream, from_log));
+    let mut table = Table::new(output::event_header(with_stream, false));
     let mut count = 0;
     if global.json {
         out.line("[")?;
@@ -381,10 +382,10 @@ async fn print_events(
             let separator = if count == 0 { "" } else { "," };
             out.line(format!(
                 "{separator}{}",
-                output::event_json(&event, &payload, from_log)
+                output::event_json(&event, &payload, false)
             ))?;
         } else {
-            table.row(output::event_row(&event, &payload, with_stream, from_log));
+            table.row(output::event_row(&event, &payload, with_stream, false));
         }
         count += 1;
         if let Some(bar) = &bar {
