@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::codec::CodecError;
 use crate::domain_event::EventView;
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
@@ -236,6 +237,9 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
     pub(crate) commit: u64,
     pub(crate) payload: Vec<u8>,
+    /// Why the payload could not be decoded, when the store keeps such events
+    /// ([`StoreBuilder::keep_undecodable_payloads`](crate::StoreBuilder::keep_undecodable_payloads)).
+    pub(crate) unreadable: Option<CodecError>,
 }
 
 impl RecordedEvent {
@@ -275,6 +279,15 @@ impl RecordedEvent {
         &self.payload
     }
 
+    /// Why the payload could not be decoded: only on a store opened with
+    /// [`StoreBuilder::keep_undecodable_payloads`](crate::StoreBuilder::keep_undecodable_payloads),
+    /// whose reads return such an event with an empty payload instead of an error
+    /// ([`CodecError::MissingKey`] when the key ring lacks its key, or has none;
+    /// [`CodecError::Shredded`] when its stream was forgotten). `None` otherwise.
+    pub fn payload_error(&self) -> Option<&CodecError> {
+        self.unreadable.as_ref()
+    }
+
     /// `event` as it was just written to `stream`, where `written` says (its payload as
     /// the caller gave it, not as stored).
     pub(crate) fn written(stream: &StreamId, event: &NewEvent, written: &Written) -> Self {
@@ -289,6 +302,7 @@ impl RecordedEvent {
             recorded_at: written.recorded_at,
             commit: written.commit,
             payload: event.payload.clone(),
+            unreadable: None,
         }
     }
 

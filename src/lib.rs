@@ -65,8 +65,8 @@ pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use pattern::Pattern;
 pub use projection::{
-    FailurePolicy, Projection, ProjectionContext, ProjectionError, ProjectionHandle,
-    ProjectionState, ProjectionStatus, Projections, StartFrom,
+    FailurePolicy, Projection, ProjectionCheckpoint, ProjectionContext, ProjectionError,
+    ProjectionHandle, ProjectionState, ProjectionStatus, Projections, StartFrom,
 };
 pub use read::{EventQuery, LogPosition};
 pub use retention::{

@@ -1,5 +1,6 @@
 //! Administration of an outbox: how much work is where, the dead requests, retrying them,
-//! and purging what is done.
+//! and purging what is done; with the handlers ([`Outbox`]) or without
+//! ([`OutboxAdmin`], for operators' tools).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,9 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Outbox, micros, now_micros};
+use super::{DEFAULT_NAME, Outbox, micros, now_micros};
 use crate::error::Result;
 use crate::read::LogPosition;
+use crate::store::Store;
 use crate::store::batch::Flush;
 use crate::store::requests::{self, DEAD, DONE, PENDING, RUNNING};
 
@@ -60,16 +62,50 @@ pub struct DeadRequest {
     pub dead_since: DateTime<Utc>,
 }
 
-impl Outbox {
-    /// Unprocessed events, and every handler's requests by state.
+/// An outbox's administration without its handlers, from [`Store::outbox_admin`]: for
+/// operators' tools (the `chronicle outbox` commands) that see the requests but do not
+/// run them. [`Outbox`] has the same methods.
+#[derive(Debug, Clone)]
+pub struct OutboxAdmin {
+    store: Store,
+    name: String,
+}
+
+impl Store {
+    /// The administration of the outbox whose processor's checkpoint is `chronicle.outbox`
+    /// (the default; see [`OutboxAdmin::name`]). The requests of every outbox on the store
+    /// share one table: stats, dead requests, retries and purges cover them all.
+    pub fn outbox_admin(&self) -> OutboxAdmin {
+        OutboxAdmin {
+            store: self.clone(),
+            name: DEFAULT_NAME.to_owned(),
+        }
+    }
+}
+
+impl OutboxAdmin {
+    /// The outbox's processor checkpoint name, as given to [`Outbox::name`]: it only
+    /// changes [`OutboxStats::unprocessed_events`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Unprocessed events, and the requests by state of every handler that has any.
     ///
     /// # Errors
     /// Connection errors; [`ValidationError::Config`](crate::ValidationError::Config) on
     /// the memory backend.
     pub async fn stats(&self) -> Result<OutboxStats> {
+        self.stats_of(std::iter::empty()).await
+    }
+
+    /// [`OutboxAdmin::stats`], with `handlers` listed even without requests.
+    async fn stats_of(&self, handlers: impl Iterator<Item = String>) -> Result<OutboxStats> {
+        self.sql_only()?;
         let checkpoint = self
             .store
-            .checkpoint(&self.settings.name)
+            .checkpoint(&self.name)
             .await?
             .unwrap_or(LogPosition::START);
         let last = self.store.last_position().await?;
@@ -77,10 +113,7 @@ impl Outbox {
         let mut tx = self.store.begin_read().await?;
         let counts = tx.request_counts().await?;
         tx.commit().await?;
-        let mut handlers: BTreeMap<String, HandlerStats> = self
-            .handlers
-            .names()
-            .into_iter()
+        let mut handlers: BTreeMap<String, HandlerStats> = handlers
             .map(|name| (name, HandlerStats::default()))
             .collect();
         for row in counts {
@@ -105,12 +138,13 @@ impl Outbox {
     /// error.
     ///
     /// # Errors
-    /// As [`Outbox::stats`].
+    /// As [`OutboxAdmin::stats`].
     pub async fn dead_requests(
         &self,
         handler: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadRequest>> {
+        self.sql_only()?;
         let mut tx = self.store.begin_read().await?;
         let rows = tx.dead_requests(handler, limit).await?;
         tx.commit().await?;
@@ -129,10 +163,10 @@ impl Outbox {
     }
 
     /// Makes the dead request `id` pending again, with its error count reset; `false` when
-    /// it is not dead.
+    /// it is not dead. Executors find it at their next poll.
     ///
     /// # Errors
-    /// As [`Outbox::stats`].
+    /// As [`OutboxAdmin::stats`].
     pub async fn retry_dead(&self, id: i64) -> Result<bool> {
         Ok(self.revive(Some(id), None).await? == 1)
     }
@@ -140,15 +174,88 @@ impl Outbox {
     /// Makes every dead request of `handler` pending again. Returns how many.
     ///
     /// # Errors
-    /// As [`Outbox::stats`].
+    /// As [`OutboxAdmin::stats`].
     pub async fn retry_all_dead(&self, handler: &str) -> Result<u64> {
         self.revive(None, Some(handler)).await
     }
 
     async fn revive(&self, id: Option<i64>, handler: Option<&str>) -> Result<u64> {
+        self.sql_only()?;
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let revived = tx.retry_dead(id, handler, now_micros()).await?;
         tx.commit().await?;
+        Ok(revived)
+    }
+
+    /// Deletes the done requests finished more than `older_than` ago. Returns how many.
+    ///
+    /// # Errors
+    /// As [`OutboxAdmin::stats`].
+    pub async fn purge_done(&self, older_than: Duration) -> Result<u64> {
+        self.sql_only()?;
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        let purged = tx
+            .purge_done(now_micros().saturating_sub(micros(older_than)))
+            .await?;
+        tx.commit().await?;
+        Ok(purged)
+    }
+
+    /// The requests live in a SQL database.
+    fn sql_only(&self) -> Result<()> {
+        super::requests_in_sql(&self.store)
+    }
+}
+
+impl Outbox {
+    /// This outbox's administration ([`Store::outbox_admin`] under its name).
+    fn admin(&self) -> OutboxAdmin {
+        self.store.outbox_admin().name(self.settings.name.clone())
+    }
+
+    /// Unprocessed events, and every handler's requests by state.
+    ///
+    /// # Errors
+    /// Connection errors; [`ValidationError::Config`](crate::ValidationError::Config) on
+    /// the memory backend.
+    pub async fn stats(&self) -> Result<OutboxStats> {
+        self.admin()
+            .stats_of(self.handlers.names().into_iter())
+            .await
+    }
+
+    /// Up to `limit` dead requests, of `handler` or of all, oldest first, with their last
+    /// error.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn dead_requests(
+        &self,
+        handler: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadRequest>> {
+        self.admin().dead_requests(handler, limit).await
+    }
+
+    /// Makes the dead request `id` pending again, with its error count reset; `false` when
+    /// it is not dead.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn retry_dead(&self, id: i64) -> Result<bool> {
+        let revived = self.admin().retry_dead(id).await?;
+        if revived {
+            self.created.notify_one();
+        }
+        Ok(revived)
+    }
+
+    /// Makes every dead request of `handler` pending again. Returns how many.
+    ///
+    /// # Errors
+    /// As [`Outbox::stats`].
+    pub async fn retry_all_dead(&self, handler: &str) -> Result<u64> {
+        let revived = self.admin().retry_all_dead(handler).await?;
         if revived > 0 {
             self.created.notify_one();
         }
@@ -179,11 +286,6 @@ impl Outbox {
     /// # Errors
     /// As [`Outbox::stats`].
     pub async fn purge_done(&self, older_than: Duration) -> Result<u64> {
-        let mut tx = self.store.begin_batch(Flush::Wait).await?;
-        let purged = tx
-            .purge_done(now_micros().saturating_sub(micros(older_than)))
-            .await?;
-        tx.commit().await?;
-        Ok(purged)
+        self.admin().purge_done(older_than).await
     }
 }

@@ -25,7 +25,7 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use admin::{DeadRequest, HandlerStats, OutboxStats};
+pub use admin::{DeadRequest, HandlerStats, OutboxAdmin, OutboxStats};
 pub use executor::ExecutionReport;
 pub use handlers::{Backoff, Handler, HandlerError, HandlerMap, HandlerRequest, Pattern};
 pub use report::{ErrorReporter, Failure, FailureKind, TracingReporter};
@@ -35,7 +35,7 @@ use crate::error::Result;
 use crate::store::{ShreddedEvents, Store};
 
 /// The default name of the processor's checkpoint.
-const DEFAULT_NAME: &str = "chronicle.outbox";
+pub(crate) const DEFAULT_NAME: &str = "chronicle.outbox";
 
 /// An outbox on a store: its handlers and settings. Build it with
 /// [`Store::outbox`](crate::Store::outbox); run it with a scheduler, or step it by hand
@@ -99,13 +99,7 @@ impl Store {
     /// handlers with one name, or a memory store (the requests live in a SQL database).
     pub fn outbox(&self, handlers: HandlerMap) -> Result<Outbox> {
         handlers.check()?;
-        if !self.is_sql() {
-            return Err(crate::ValidationError::Config(
-                "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL"
-                    .to_owned(),
-            )
-            .into());
-        }
+        requests_in_sql(self)?;
         let handler_names = serde_json::to_string(&handlers.names())
             .map_err(|error| crate::Error::Internal(error.to_string()))?;
         Ok(Outbox {
@@ -195,6 +189,18 @@ impl std::fmt::Debug for Outbox {
             .field("settings", &self.settings)
             .field("executor_id", &self.executor_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a store that cannot hold the outbox's requests: they live in a SQL database.
+fn requests_in_sql(store: &Store) -> Result<()> {
+    if store.is_sql() {
+        Ok(())
+    } else {
+        Err(crate::ValidationError::Config(
+            "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL".to_owned(),
+        )
+        .into())
     }
 }
 

@@ -13,6 +13,7 @@
 //!   after a crash the batch is applied again. Use the event's id or
 //!   [`RecordedEvent::log_position`] to make the writes idempotent.
 
+mod admin;
 pub(crate) mod inline;
 mod runner;
 
@@ -24,6 +25,7 @@ use sqlx::PgConnection;
 #[cfg(feature = "sqlite")]
 use sqlx::SqliteConnection;
 
+pub use admin::ProjectionCheckpoint;
 pub use runner::{
     FailurePolicy, ProjectionHandle, ProjectionState, ProjectionStatus, Projections, StartFrom,
 };
@@ -112,12 +114,18 @@ pub trait Projection: Send + Sync + 'static {
         }
     }
 
-    /// Empties the read model before a rebuild
-    /// ([`Projections::rebuild`](crate::Projections::rebuild)), in the transaction that
-    /// also resets the checkpoint. The default does nothing.
+    /// Empties the read model before it is built from the start of the log: in
+    /// [`Projections::rebuild`](crate::Projections::rebuild)'s transaction that deletes
+    /// the checkpoint, and whenever the runner finds no checkpoint stored (a first start,
+    /// a reset with [`Store::reset_projection`](crate::Store::reset_projection), a rebuild
+    /// started elsewhere), before its first batch. It must leave the read model as the
+    /// empty log would; on a read model that is already empty it should do nothing
+    /// harmful. The default does nothing.
     ///
     /// # Errors
-    /// Any error: the rebuild does not start and nothing is reset.
+    /// Any error: nothing is reset; `rebuild` returns
+    /// [`Error::ProjectionReset`](crate::Error::ProjectionReset), the runner retries and
+    /// then fails the projection with it.
     fn reset(
         &self,
         ctx: &mut ProjectionContext<'_>,

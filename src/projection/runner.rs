@@ -17,7 +17,7 @@
 //! waits to return as their error's `source()`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -260,7 +260,7 @@ impl Projections {
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         // The checkpoint first: its row lock makes a batch in flight elsewhere finish
         // before the hook clears the read model, so none of its writes survive the reset.
-        tx.reset_checkpoint(&name).await?;
+        let _had_one = tx.reset_checkpoint(&name).await?;
         {
             let mut ctx = ProjectionContext::new(&mut tx, &self.store);
             projection
@@ -273,17 +273,23 @@ impl Projections {
         }
         tx.commit().await?;
         tracing::info!(projection = %name, "projection reset; rebuilding from the start");
-        Ok(self.spawn(projection))
+        let types = types_of(&projection);
+        Ok(self.start(projection, types, Start::AlreadyReset))
     }
 
     /// Starts `projection` as a tokio task (call from within a tokio runtime). Keep the
     /// handle: dropping it stops the projection (see [`ProjectionHandle`]).
+    ///
+    /// The read model always matches the stored checkpoint. Where no checkpoint is stored
+    /// (the projection's first start, or after a reset: [`Projections::rebuild`],
+    /// [`Store::reset_projection`], `chronicle projections reset`), the task first empties
+    /// the read model with [`Projection::reset`], in a transaction that finds the
+    /// checkpoint still missing, then applies the log from the start. A checkpoint deleted
+    /// while the task runs is noticed at its next batch, or within a poll interval when
+    /// idle, and handled the same way: the read model is emptied and rebuilt. A hook that
+    /// keeps failing fails the projection with [`Error::ProjectionReset`].
     pub fn spawn<P: Projection>(&self, projection: P) -> ProjectionHandle {
-        let types = projection
-            .event_types()
-            .iter()
-            .map(|event_type| (*event_type).to_owned())
-            .collect();
+        let types = types_of(&projection);
         self.spawn_with_types(projection, types)
     }
 
@@ -293,6 +299,15 @@ impl Projections {
         &self,
         projection: P,
         types: Arc<[String]>,
+    ) -> ProjectionHandle {
+        self.start(projection, types, Start::FromStore)
+    }
+
+    fn start<P: Projection>(
+        &self,
+        projection: P,
+        types: Arc<[String]>,
+        start: Start,
     ) -> ProjectionHandle {
         let name = projection.name().to_owned();
         let (status_tx, status) = watch::channel(ProjectionStatus {
@@ -318,6 +333,7 @@ impl Projections {
                 status: status_tx,
                 stop,
                 failure: Arc::clone(&failure),
+                start: std::sync::Mutex::new(start),
             };
             async move {
                 runner.run().await;
@@ -331,6 +347,24 @@ impl Projections {
             task,
         }
     }
+}
+
+/// The event types `projection` reads (all when empty).
+fn types_of<P: Projection>(projection: &P) -> Arc<[String]> {
+    projection
+        .event_types()
+        .iter()
+        .map(|event_type| (*event_type).to_owned())
+        .collect()
+}
+
+/// How a runner's first pass treats a missing checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Empty the read model first ([`Projection::reset`]).
+    FromStore,
+    /// [`Projections::rebuild`] just did, in the transaction that deleted the checkpoint.
+    AlreadyReset,
 }
 
 /// A running projection: watch it, wait for it, stop it.
@@ -479,6 +513,9 @@ struct Runner<P> {
     stop: watch::Receiver<bool>,
     /// What failed the run, set once, before the state turns `Failed`.
     failure: Arc<OnceLock<SharedError>>,
+    /// How the next pass treats a missing checkpoint (the first pass after a rebuild does
+    /// not reset again).
+    start: std::sync::Mutex<Start>,
 }
 
 /// What became of a batch.
@@ -593,14 +630,9 @@ impl<P: Projection> Runner<P> {
     /// Runs the projection under `lease`, from the stored checkpoint: catches up, then
     /// follows the log. Returns when the runner stops, fails, or loses the lease.
     async fn follow(&self, lease: &mut Lease) -> Result<Halt, LeaseLost> {
-        let mut cursor = loop {
-            let stored = match self.store.checkpoint(&self.name).await {
-                Ok(Some(cursor)) => Ok(cursor),
-                Ok(None) => self.start().await,
-                Err(error) => Err(error),
-            };
-            match stored {
-                Ok(cursor) => break cursor,
+        let stored = loop {
+            match self.store.checkpoint(&self.name).await {
+                Ok(stored) => break stored,
                 Err(error) => {
                     self.note_error(error.to_string());
                     if self.pause(self.settings.backoff).await.is_err() {
@@ -608,6 +640,18 @@ impl<P: Projection> Runner<P> {
                     }
                 }
             }
+        };
+        let start = std::mem::replace(
+            &mut *self.start.lock().unwrap_or_else(PoisonError::into_inner),
+            Start::FromStore,
+        );
+        let mut cursor = match (stored, start) {
+            (Some(stored), _) => stored,
+            (None, Start::AlreadyReset) => LogPosition::START,
+            (None, Start::FromStore) => match self.start_over().await {
+                Some(cursor) => cursor,
+                None => return Ok(self.halted()),
+            },
         };
         self.status.send_modify(|status| {
             status.position = cursor;
@@ -681,16 +725,19 @@ impl<P: Projection> Runner<P> {
                     scan = to;
                     continue;
                 }
-                // Caught up. A reset (rebuild) or another instance may have moved the
-                // stored checkpoint meanwhile: follow it.
+                // Caught up. A reset (the checkpoint deleted) or another instance may
+                // have moved the stored checkpoint meanwhile: follow it.
                 if let Ok(stored) = self.store.checkpoint(&self.name).await {
-                    let stored = stored.unwrap_or(LogPosition::START);
-                    if stored != cursor {
-                        self.note_error(format!(
-                            "the stored checkpoint moved from {cursor} to {stored}; following it"
-                        ));
-                        (cursor, scan) = (stored, stored);
-                        self.status.send_modify(|status| status.position = cursor);
+                    let moved = match stored {
+                        Some(stored) => stored != cursor,
+                        // Missing at the start is where this runner is.
+                        None => cursor != LogPosition::START,
+                    };
+                    if moved {
+                        match self.follow_stored(cursor, stored).await {
+                            Some(stored) => (cursor, scan) = (stored, stored),
+                            None => return Ok(self.halted()),
+                        }
                         continue;
                     }
                 }
@@ -704,7 +751,10 @@ impl<P: Projection> Runner<P> {
                             self.status.send_modify(|status| status.position = to);
                         }
                         Ok(Batch::CheckpointMoved) => {
-                            (cursor, scan) = self.checkpoint_moved(cursor).await;
+                            match self.checkpoint_moved(cursor).await {
+                                Some(stored) => (cursor, scan) = (stored, stored),
+                                None => return Ok(self.halted()),
+                            }
                             continue;
                         }
                         Err(Halt) => return Ok(self.halted()),
@@ -743,9 +793,10 @@ impl<P: Projection> Runner<P> {
                 (outcome, None, Ok(to.position()))
             };
             match outcome {
-                Ok(Batch::CheckpointMoved) => {
-                    (cursor, scan) = self.checkpoint_moved(cursor).await;
-                }
+                Ok(Batch::CheckpointMoved) => match self.checkpoint_moved(cursor).await {
+                    Some(stored) => (cursor, scan) = (stored, stored),
+                    None => return Ok(self.halted()),
+                },
                 Ok(Batch::Applied { applied, skipped }) => {
                     (cursor, scan) = (to, to);
                     prefetched = next;
@@ -770,21 +821,123 @@ impl<P: Projection> Runner<P> {
         }
     }
 
-    /// After a batch found the stored checkpoint elsewhere than `cursor`: resumes from
-    /// the stored one (the new cursor and scan start).
-    async fn checkpoint_moved(&self, cursor: LogPosition) -> (LogPosition, LogPosition) {
-        self.note_error(
-            "the checkpoint moved under this runner; resuming from the stored one".to_owned(),
-        );
-        let stored = match self.store.checkpoint(&self.name).await {
-            Ok(stored) => stored.unwrap_or(LogPosition::START),
+    /// After a batch found the stored checkpoint elsewhere than `cursor`: where to go on
+    /// from (see [`Runner::follow_stored`]); `None` when the runner stopped or failed.
+    async fn checkpoint_moved(&self, cursor: LogPosition) -> Option<LogPosition> {
+        match self.store.checkpoint(&self.name).await {
+            Ok(stored) => self.follow_stored(cursor, stored).await,
             Err(error) => {
+                // The next batch finds out again.
                 self.note_error(error.to_string());
-                cursor
+                Some(cursor)
             }
+        }
+    }
+
+    /// The stored checkpoint is `stored`, not `cursor`: another instance moved it ahead
+    /// (go on from there), or it was deleted (a reset: empty the read model and start
+    /// over, [`Runner::start_over`]). `None` when the runner stopped or failed.
+    async fn follow_stored(
+        &self,
+        cursor: LogPosition,
+        stored: Option<LogPosition>,
+    ) -> Option<LogPosition> {
+        let Some(stored) = stored else {
+            tracing::info!(
+                projection = %self.name,
+                %cursor,
+                "the checkpoint was deleted (a reset); rebuilding from the start"
+            );
+            return self.start_over().await;
         };
+        self.note_error(format!(
+            "the stored checkpoint moved from {cursor} to {stored}; following it"
+        ));
         self.status.send_modify(|status| status.position = stored);
-        (stored, stored)
+        Some(stored)
+    }
+
+    /// No checkpoint is stored: empties the read model ([`Projection::reset`]) in a
+    /// transaction that finds the checkpoint still missing, and returns the start of the
+    /// log; or, when a checkpoint appeared meanwhile (another instance's first batch),
+    /// returns it without resetting. A failing hook is retried like a batch, then fails
+    /// the projection; `None` when the runner stopped or failed.
+    async fn start_over(&self) -> Option<LogPosition> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.try_reset().await {
+                Ok(start) => {
+                    self.status.send_modify(|status| {
+                        status.position = start;
+                        status.state = ProjectionState::CatchingUp;
+                    });
+                    return Some(start);
+                }
+                Err(error) => error,
+            };
+            self.note_error(error.to_string());
+            if !error.is_retryable() && attempt >= self.settings.max_attempts {
+                tracing::error!(projection = %self.name, %error, "projection failed");
+                self.fail(error.to_string(), Some(SharedError::new(error)));
+                return None;
+            }
+            let pause = self.settings.backoff
+                * 2u32.saturating_pow(attempt.min(self.settings.max_attempts).min(16) - 1);
+            self.pause(pause).await.ok()?;
+        }
+    }
+
+    /// One try of [`Runner::start_over`].
+    async fn try_reset(&self) -> Result<LogPosition> {
+        // Where to start ([`StartFrom`]), read before the transaction takes SQLite's
+        // write lock.
+        let start = match self.settings.start {
+            StartFrom::Beginning => LogPosition::START,
+            StartFrom::End => self.store.log_end().await?,
+            StartFrom::After(position) => position,
+        };
+        let mut tx = self.store.begin_batch(Flush::Wait).await?;
+        if let Some(stored) = tx.locked_checkpoint(&self.name).await? {
+            // Dropping the transaction rolls it back.
+            return Ok(stored);
+        }
+        {
+            let mut ctx = ProjectionContext::new(&mut tx, &self.store);
+            let called = CatchPanic::new(self.projection.reset(&mut ctx)).await;
+            let refused: Option<ProjectionError> = match called {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error),
+                Err(panicked) => Some(format!("panicked: {}", panicked.message).into()),
+            };
+            if let Some(source) = refused {
+                return Err(Error::ProjectionReset {
+                    name: self.name.clone(),
+                    source,
+                });
+            }
+        }
+        // A start other than the beginning is stored with the reset, so that a restart
+        // resumes there (and the caught-up check, which follows the stored checkpoint,
+        // does not rewind).
+        if start != LogPosition::START
+            && !tx
+                .move_checkpoint(&self.name, LogPosition::START, start)
+                .await?
+        {
+            // Another instance stored one meanwhile: roll the reset back and resume there.
+            drop(tx);
+            return Ok(self
+                .store
+                .checkpoint(&self.name)
+                .await?
+                .unwrap_or(LogPosition::START));
+        }
+        tx.commit().await?;
+        if start != LogPosition::START {
+            tracing::info!(projection = %self.name, %start, "no checkpoint yet: starting there");
+        }
+        Ok(start)
     }
 
     /// The end of a run that stopped or failed in a batch.
@@ -975,36 +1128,6 @@ impl<P: Projection> Runner<P> {
             applied += 1;
         }
         Ok(applied)
-    }
-
-    /// Where a run without a stored checkpoint starts ([`StartFrom`]): stored as the
-    /// checkpoint first unless it is the beginning, so that a restart resumes there (and
-    /// the caught-up check, which follows the stored checkpoint, does not rewind).
-    async fn start(&self) -> Result<LogPosition> {
-        let start = match self.settings.start {
-            StartFrom::Beginning => return Ok(LogPosition::START),
-            StartFrom::End => self.store.log_end().await?,
-            StartFrom::After(position) => position,
-        };
-        if start == LogPosition::START {
-            return Ok(start);
-        }
-        let mut tx = self.store.begin_batch(Flush::Wait).await?;
-        if tx
-            .move_checkpoint(&self.name, LogPosition::START, start)
-            .await?
-        {
-            tx.commit().await?;
-            tracing::info!(projection = %self.name, %start, "no checkpoint yet: starting there");
-            return Ok(start);
-        }
-        drop(tx);
-        // Another instance stored one meanwhile: resume from it.
-        Ok(self
-            .store
-            .checkpoint(&self.name)
-            .await?
-            .unwrap_or(LogPosition::START))
     }
 
     fn note_error(&self, error: String) {

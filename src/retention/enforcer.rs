@@ -70,12 +70,30 @@ impl RetentionEnforcer {
     /// Connection errors; a stored policy that does not parse. Batches before the error
     /// stay removed.
     pub async fn run_once(&self) -> Result<RetentionReport> {
-        self.pass(None).await
+        self.pass(None, |_| {}).await
     }
 
-    /// A pass that ends early, between batches, once `stop` says so.
+    /// [`RetentionEnforcer::run_once`], calling `progress` after every batch with the
+    /// totals so far (for a progress display: the number of streams with a policy is not
+    /// known in advance).
+    ///
+    /// # Errors
+    /// As [`RetentionEnforcer::run_once`].
+    pub async fn run_once_with_progress(
+        &self,
+        progress: impl FnMut(&RetentionReport) + Send,
+    ) -> Result<RetentionReport> {
+        self.pass(None, progress).await
+    }
+
+    /// A pass that ends early, between batches, once `stop` says so; `progress` gets the
+    /// totals after every batch.
     #[tracing::instrument(name = "chronicle.enforce_retention", skip_all)]
-    async fn pass(&self, mut stop: Option<&mut watch::Receiver<bool>>) -> Result<RetentionReport> {
+    async fn pass(
+        &self,
+        mut stop: Option<&mut watch::Receiver<bool>>,
+        mut progress: impl FnMut(&RetentionReport) + Send,
+    ) -> Result<RetentionReport> {
         let rules = self.store.load_retention_rules().await?;
         let mut report = RetentionReport::default();
         if rules.is_empty() {
@@ -91,6 +109,7 @@ impl RetentionEnforcer {
                 .enforce_batch(&rules, &after, self.batch_size)
                 .await?;
             report.add(batch);
+            progress(&report);
             match next {
                 Some(next) => after = next,
                 None => break,
@@ -114,7 +133,7 @@ impl RetentionEnforcer {
         let span = tracing::info_span!("chronicle.retention_enforcer");
         let task = Task::spawn("the retention enforcer", span, |mut stop| async move {
             loop {
-                match self.pass(Some(&mut stop)).await {
+                match self.pass(Some(&mut stop), |_| {}).await {
                     Ok(report) => task_totals
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
-use crate::retention::rules::{PolicyRows, StreamRetention};
+use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -568,6 +568,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The policy stored for `scope` (JSON text).
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>>;
+
+    /// Up to `limit` stored policies after the key `after` (kind, name), in key order:
+    /// the default, then categories, then streams, each by name.
+    async fn list_retention(
+        &self,
+        after: Option<(i16, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredPolicy>>;
 
     /// Stores (`Some`) or removes (`None`) the policy of `scope`.
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()>;

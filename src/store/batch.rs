@@ -21,6 +21,14 @@ use crate::read::LogPosition;
 /// The memory backend's checkpoints, shared with its batches.
 pub(crate) type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
 
+/// A stored checkpoint, as [`BatchTx::checkpoints`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredCheckpoint {
+    pub name: String,
+    pub position: LogPosition,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Whether a batch's commit waits for its log record to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flush {
@@ -153,34 +161,141 @@ impl BatchTx {
         Ok(moved)
     }
 
-    /// Deletes `name`'s checkpoint, in this transaction: the projection starts over.
-    pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<()> {
-        let fail = |error| Error::from_sqlx("reset_checkpoint", error);
+    /// `name`'s stored checkpoint, read in this transaction (PostgreSQL: its row, when
+    /// there is one, stays locked until the transaction ends; SQLite: a batch holds the
+    /// write lock).
+    pub(crate) async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
+        let fail = |error| Error::from_sqlx("checkpoint", error);
+        let row: Option<(i64, i64)> = match self {
+            #[cfg(feature = "sqlite")]
+            BatchTx::Sqlite(tx) => sqlx::query_as(
+                "SELECT commit_id, position FROM projection_checkpoints WHERE name = ?",
+            )
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(fail)?,
+            #[cfg(feature = "postgres")]
+            BatchTx::Postgres(tx) => sqlx::query_as(
+                "SELECT commit_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+            )
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(fail)?,
+            BatchTx::Memory { checkpoints, .. } => {
+                return Ok(checkpoints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(name)
+                    .copied());
+            }
+        };
+        row.map(|row| super::sql::checkpoint(name, row))
+            .transpose()
+            .map_err(fail)
+    }
+
+    /// Every stored checkpoint in name order: name, cursor, and when it last moved (`None`
+    /// on the memory backend, which does not record it).
+    pub(crate) async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
+        let fail = |error| Error::from_sqlx("checkpoints", error);
         match self {
             #[cfg(feature = "sqlite")]
             BatchTx::Sqlite(tx) => {
-                sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
-                    .bind(name)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(fail)?;
+                let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
+                     ORDER BY name",
+                )
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(fail)?;
+                rows.into_iter()
+                    .map(|(name, commit, position, updated)| {
+                        let at = super::sql::RowRef::checkpoint(&name);
+                        let updated_at = at.micros("updated_at", updated).map_err(fail)?;
+                        let position =
+                            super::sql::checkpoint(&name, (commit, position)).map_err(fail)?;
+                        Ok(StoredCheckpoint {
+                            name,
+                            position,
+                            updated_at: Some(updated_at),
+                        })
+                    })
+                    .collect()
             }
+            #[cfg(feature = "postgres")]
+            BatchTx::Postgres(tx) => {
+                use super::dialect::postgres::{StoredTime, time};
+                let rows: Vec<(String, i64, i64, StoredTime)> = sqlx::query_as(
+                    "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
+                     ORDER BY name COLLATE \"C\"",
+                )
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(fail)?;
+                rows.into_iter()
+                    .map(|(name, commit, position, updated)| {
+                        let at = super::sql::RowRef::checkpoint(&name);
+                        let updated_at = time(updated)
+                            .map_err(|stored| {
+                                at.corrupt("updated_at", crate::error::CorruptValue::Time(stored))
+                            })
+                            .map_err(fail)?;
+                        let position =
+                            super::sql::checkpoint(&name, (commit, position)).map_err(fail)?;
+                        Ok(StoredCheckpoint {
+                            name,
+                            position,
+                            updated_at: Some(updated_at),
+                        })
+                    })
+                    .collect()
+            }
+            BatchTx::Memory { checkpoints, .. } => {
+                let checkpoints = checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut listed: Vec<StoredCheckpoint> = checkpoints
+                    .iter()
+                    .map(|(name, position)| StoredCheckpoint {
+                        name: name.clone(),
+                        position: *position,
+                        updated_at: None,
+                    })
+                    .collect();
+                listed.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(listed)
+            }
+        }
+    }
+
+    /// Deletes `name`'s checkpoint, in this transaction: the projection starts over.
+    /// Returns whether there was one.
+    pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
+        let fail = |error| Error::from_sqlx("reset_checkpoint", error);
+        let deleted = match self {
+            #[cfg(feature = "sqlite")]
+            BatchTx::Sqlite(tx) => sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
+                .bind(name)
+                .execute(&mut **tx)
+                .await
+                .map_err(fail)?
+                .rows_affected(),
             #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => {
                 sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                     .bind(name)
                     .execute(&mut **tx)
                     .await
-                    .map_err(fail)?;
+                    .map_err(fail)?
+                    .rows_affected()
             }
-            BatchTx::Memory { checkpoints, .. } => {
-                checkpoints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(name);
-            }
-        }
-        Ok(())
+            BatchTx::Memory { checkpoints, .. } => checkpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name)
+                .map_or(0, |_| 1),
+        };
+        Ok(deleted > 0)
     }
 
     /// Records that `name` stepped over `event` after its handler kept failing with

@@ -71,6 +71,7 @@ pub struct StoreBuilder {
     upcasters: Upcasters,
     inline: InlineProjections,
     per_stream_keys: bool,
+    keep_undecodable: bool,
 }
 
 impl StoreBuilder {
@@ -92,6 +93,7 @@ impl StoreBuilder {
             upcasters: Upcasters::default(),
             inline: InlineProjections::default(),
             per_stream_keys: false,
+            keep_undecodable: false,
         }
     }
 
@@ -128,6 +130,19 @@ impl StoreBuilder {
     /// payload for plain JSON behind its back.
     pub fn accept_unencrypted_payloads(mut self, accept: bool) -> Self {
         self.accept_unencrypted = accept;
+        self
+    }
+
+    /// Has the reads ([`Store::read_stream`], [`Store::read_all`], [`Store::query`],
+    /// [`Store::event_by_id`]) return an event whose payload cannot be decoded (its key is
+    /// not in the ring, or there is no ring; its stream was forgotten; its bytes are
+    /// damaged) with an empty payload and the reason in
+    /// [`RecordedEvent::payload_error`](crate::RecordedEvent::payload_error), in place of
+    /// an error item (off by default). For tools that show events without being able to
+    /// read them all, such as the `chronicle` command-line tool. Projections, the outbox
+    /// and aggregate loads are not affected: they fail on such events as before.
+    pub fn keep_undecodable_payloads(mut self, keep: bool) -> Self {
+        self.keep_undecodable = keep;
         self
     }
 
@@ -322,6 +337,7 @@ impl StoreBuilder {
                 max_events_per_append: self.max_events_per_append,
                 page_size: self.page_size,
                 settle_timeout: self.settle_timeout,
+                keep_undecodable: self.keep_undecodable,
             },
             self.per_stream_keys,
         ))

@@ -144,6 +144,7 @@ impl Backend for MemoryBackend {
                     recorded_at: now,
                     commit: 0,
                     payload: event.payload.clone(),
+                    unreadable: None,
                 },
             );
             written.push(Written {
@@ -461,6 +462,28 @@ impl Backend for MemoryBackend {
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
         let (kind, name) = scope.key();
         Ok(self.lock()?.policies.get(&(kind, name.to_owned())).cloned())
+    }
+
+    async fn list_retention(
+        &self,
+        after: Option<(i16, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredPolicy>> {
+        let state = self.lock()?;
+        Ok(state
+            .policies
+            .iter()
+            .filter(|((kind, name), _)| {
+                after.is_none_or(|(after_kind, after_name)| {
+                    (*kind, name.as_str()) > (after_kind, after_name)
+                })
+            })
+            .take(limit)
+            .map(|((kind, name), json)| StoredPolicy {
+                scope: RetentionScope::from_key(i64::from(*kind), name.clone()),
+                json: json.clone(),
+            })
+            .collect())
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {

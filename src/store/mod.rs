@@ -90,6 +90,9 @@ pub(crate) struct Limits {
     pub page_size: usize,
     /// How long `read_all` waits for events held back by running transactions.
     pub settle_timeout: Duration,
+    /// Whether the public reads return undecodable events (payload left out) rather than
+    /// an error item.
+    pub keep_undecodable: bool,
 }
 
 /// An event store. Cheap to clone: clones share the connection pool.
@@ -299,9 +302,10 @@ impl Store {
             .retry
             .run("append", || backend.events_by_id(&ids))
             .await?;
-        let stored = self
-            .decode_each(stored)
-            .await?
+        let keys = self.keys_of(&stored).await?;
+        let stored = stored
+            .into_iter()
+            .map(|event| self.decode(event, &keys))
             .collect::<Result<Vec<_>>>()?;
         match append::resolve_replay(&stream, expected, &events, stored)? {
             Some(result) => {
@@ -387,16 +391,30 @@ impl Store {
     }
 
     /// Decodes each event of `events` on its own (one that fails does not hide the
-    /// others), looking up the data keys they need first.
+    /// others), looking up the data keys they need first: the public reads' decoding,
+    /// which keeps undecodable events when the store was built to
+    /// ([`StoreBuilder::keep_undecodable_payloads`]).
     async fn decode_each(
         &self,
         events: Vec<RecordedEvent>,
     ) -> Result<impl Iterator<Item = Result<RecordedEvent>> + Send + use<>> {
         let keys = self.keys_of(&events).await?;
         let store = self.clone();
-        Ok(events
-            .into_iter()
-            .map(move |event| store.decode(event, &keys)))
+        Ok(events.into_iter().map(move |mut event| {
+            match store.decode_in_place(&mut event, &keys) {
+                Ok(()) => Ok(event),
+                Err(error) if store.inner.limits.keep_undecodable => {
+                    let reason = match error {
+                        Error::Codec { source, .. } => source,
+                        Error::Shredded { .. } => CodecError::Shredded,
+                        error => return Err(error),
+                    };
+                    event.unreadable = Some(reason);
+                    Ok(event)
+                }
+                Err(error) => Err(error),
+            }
+        }))
     }
 
     /// The data keys `events` need.
@@ -442,6 +460,19 @@ impl Store {
             .await
     }
 
+    /// The end of the global log now: the cursor after the last event that
+    /// [`Store::read_all`] from [`LogPosition::START`] would return. To follow the log
+    /// from here on (a `tail -f`), pass it to `read_all` and go on from the last event
+    /// read. On PostgreSQL, events of transactions still running, or committed behind one
+    /// still running, lie after it: they come with the reads that follow.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn log_end(&self) -> Result<LogPosition> {
+        let backend = &self.inner.backend;
+        self.inner.retry.run("log_end", || backend.log_end()).await
+    }
+
     /// Tries to take projection `name`'s lease; `None` while another instance holds it.
     pub(crate) async fn try_lease(&self, name: &str) -> Result<Option<backend::Lease>> {
         let backend = &self.inner.backend;
@@ -463,13 +494,6 @@ impl Store {
             .retry
             .run("last_position", || backend.last_position())
             .await
-    }
-
-    /// The end of the log as a cursor (see `Backend::log_end`): where a reader that
-    /// starts "from now on" starts.
-    pub(crate) async fn log_end(&self) -> Result<LogPosition> {
-        let backend = &self.inner.backend;
-        self.inner.retry.run("log_end", || backend.log_end()).await
     }
 
     /// Opens a batch's transaction (a projection's, the outbox's).

@@ -38,7 +38,7 @@ use crate::error::{CorruptValue, Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
-use crate::retention::rules::{PolicyRows, StreamRetention};
+use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -407,6 +407,7 @@ fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error
         // transaction ids never leave (the cast to text and bigint cost the server more).
         commit: to_u64(row.try_get_unchecked(1)?),
         payload: row.try_get_unchecked(7)?,
+        unreadable: None,
         stream_id: StreamId::trusted(stream_id),
     })
 }
@@ -1175,6 +1176,14 @@ impl Backend for PostgresBackend {
 
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
         retention_sql::postgres::policy(&self.pool, scope).await
+    }
+
+    async fn list_retention(
+        &self,
+        after: Option<(i16, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredPolicy>> {
+        retention_sql::postgres::list_policies(&self.pool, after, limit).await
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {

@@ -79,6 +79,48 @@ impl Store {
         json.map(|json| parse(scope, &json)).transpose()
     }
 
+    /// Up to `limit` stored policies after `after` (`None`: from the first), in order: the
+    /// default, then categories and then streams, each by name. For the next page, pass
+    /// the last scope returned.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> chronicle::Result<()> {
+    /// use chronicle::{RetentionPolicy, RetentionScope, Store};
+    ///
+    /// let store = Store::open("sqlite::memory:").await?;
+    /// store.set_retention(RetentionScope::stream("audit-1"), RetentionPolicy::new().max_count(9)).await?;
+    /// store.set_retention(RetentionScope::Default, RetentionPolicy::new().max_count(500)).await?;
+    /// let listed = store.list_retention(None, 100).await?;
+    /// assert_eq!(listed[0].0, RetentionScope::Default);
+    /// assert_eq!(listed[1], (RetentionScope::stream("audit-1"), RetentionPolicy::new().max_count(9)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors; a stored policy that does not parse.
+    #[tracing::instrument(name = "chronicle.list_retention", skip(self))]
+    pub async fn list_retention(
+        &self,
+        after: Option<&RetentionScope>,
+        limit: usize,
+    ) -> Result<Vec<(RetentionScope, RetentionPolicy)>> {
+        let backend = &self.inner.backend;
+        let after = after.map(RetentionScope::key);
+        let stored = self
+            .inner
+            .retry
+            .run("list_retention", || backend.list_retention(after, limit))
+            .await?;
+        stored
+            .into_iter()
+            .map(|stored| {
+                let policy = parse(&stored.scope, &stored.json)?;
+                Ok((stored.scope, policy))
+            })
+            .collect()
+    }
+
     /// One enforcement pass with the default settings: removes every expired event of
     /// every stream with a policy. See [`Store::retention_enforcer`] for batch size and a
     /// background task.

@@ -21,6 +21,10 @@ const POLICIES: &str = "SELECT kind, name, policy FROM retention_policies WHERE 
          SELECT kind, name, '' FROM retention_policies WHERE kind = 2 ORDER BY kind, name \
          LIMIT $1) AS s";
 
+/// A page of policies after the key ($1, $2), in key order.
+const LIST_POLICIES: &str = "SELECT kind, name, policy FROM retention_policies \
+     WHERE kind > $1 OR (kind = $1 AND name > $2) ORDER BY kind, name LIMIT $3";
+
 const POLICY: &str = "SELECT policy FROM retention_policies WHERE kind = $1 AND name = $2";
 
 const DELETE_POLICY: &str = "DELETE FROM retention_policies WHERE kind = $1 AND name = $2";
@@ -87,6 +91,28 @@ macro_rules! retention_statements {
                 .await
                 .map_err(fail("retention_policies"))?;
             Ok(policy_rows(rows))
+        }
+
+        pub(crate) async fn list_policies(
+            pool: &Pool,
+            after: Option<(i16, &str)>,
+            limit: usize,
+        ) -> Result<Vec<StoredPolicy>> {
+            let (kind, name) = after.unwrap_or((-1, ""));
+            let rows: Vec<(i32, String, String)> = sqlx::query_as(LIST_POLICIES)
+                .bind(i32::from(kind))
+                .bind(name)
+                .bind(to_i64(limit as u64))
+                .fetch_all(pool)
+                .await
+                .map_err(fail("list_retention"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(kind, name, json)| StoredPolicy {
+                    scope: RetentionScope::from_key(i64::from(kind), name),
+                    json,
+                })
+                .collect())
         }
 
         pub(crate) async fn policy(pool: &Pool, scope: &RetentionScope) -> Result<Option<String>> {

@@ -41,7 +41,7 @@ use crate::error::{
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
-use crate::retention::rules::{PolicyRows, StreamRetention};
+use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -221,6 +221,7 @@ fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::E
         recorded_at: at.micros("recorded_at", recorded_at)?,
         commit: 0,
         payload: row.try_get(6)?,
+        unreadable: None,
         stream_id: StreamId::trusted(stream_id),
     })
 }
@@ -828,6 +829,14 @@ impl Backend for SqliteBackend {
 
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
         retention_sql::sqlite::policy(&self.reader, scope).await
+    }
+
+    async fn list_retention(
+        &self,
+        after: Option<(i16, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredPolicy>> {
+        retention_sql::sqlite::list_policies(&self.reader, after, limit).await
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {

@@ -286,15 +286,23 @@ impl Store {
                 .retry
                 .run("stream_key", || backend.stream_keys(&missing))
                 .await?;
+            let mut found = HashSet::with_capacity(stored.len());
             for stored in stored {
+                found.insert(stored.stream.clone());
+                if stored.key_id.is_some() && self.inner.codec.keys().is_none() {
+                    // A live key, and no ring to unwrap it: the stream's payloads fail one
+                    // by one (`MissingKey`), and the other events of the page still come.
+                    continue;
+                }
                 let key = self.unwrap_key(&stored)?;
                 self.inner.keys.remember(&stored.stream, key.clone());
                 keys.insert(stored.stream, key);
             }
             // No row at all: the key went with a hard delete; as good as forgotten.
             for stream in missing {
-                keys.entry(stream.to_owned())
-                    .or_insert(CachedKey::Forgotten);
+                if !found.contains(stream) {
+                    keys.insert(stream.to_owned(), CachedKey::Forgotten);
+                }
             }
         }
         Ok(Arc::new(PageKeys(keys)))

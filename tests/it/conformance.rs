@@ -28,6 +28,7 @@ crate::for_each_backend!(
     event_by_id_and_metadata_round_trip,
     query_filters,
     compressed_and_encrypted_payloads_round_trip,
+    log_end_is_where_a_follower_starts,
 );
 
 fn event(n: u64) -> NewEvent {
@@ -879,4 +880,48 @@ async fn compressed_and_encrypted_payloads_round_trip(kind: Kind) {
         .await
         .expect("replay");
     assert!(replay.already_stored);
+}
+
+/// `log_end` is a cursor that splits the log: the events up to it, and what `read_all`
+/// from it returns (everything after, nothing twice).
+async fn log_end_is_where_a_follower_starts(kind: Kind) {
+    let Some(t) = kind.open("log_end_is_where_a_follower_starts").await else {
+        return;
+    };
+    let store = &t.store;
+    assert_eq!(store.log_end().await.expect("end"), LogPosition::START);
+    store
+        .append("tail-1", ExpectedVersion::Any, events(1..=3))
+        .await
+        .expect("append");
+    store
+        .append("tail-2", ExpectedVersion::Any, events(4..=5))
+        .await
+        .expect("append");
+    let end = store.log_end().await.expect("end");
+    let all: Vec<RecordedEvent> = store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("all");
+    if kind != Kind::Postgres {
+        // Positions commit in order: the end is the last event.
+        assert_eq!(end, all[4].log_position());
+    }
+    store
+        .append("tail-1", ExpectedVersion::Any, events(6..=6))
+        .await
+        .expect("append");
+    let after: Vec<RecordedEvent> = store.read_all(end).try_collect().await.expect("after");
+    let all: Vec<RecordedEvent> = store
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("all");
+    let before = all
+        .iter()
+        .filter(|event| event.log_position() <= end)
+        .count();
+    assert_eq!(after, all[before..], "the rest of the log, once");
+    assert_eq!(after.last().map(|event| event.version), Some(4));
 }

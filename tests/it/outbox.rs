@@ -30,6 +30,7 @@ crate::for_each_sql_backend!(
     a_processor_failing_mid_transaction_creates_no_duplicates,
     both_schedulers_drain_the_same_workload_alike,
     dead_requests_can_be_retried_and_done_ones_purged,
+    the_admin_without_handlers_sees_and_revives_dead_requests,
     ordered_turns_pass_while_requests_are_created_and_run_at_once,
 );
 
@@ -663,6 +664,94 @@ async fn dead_requests_can_be_retried_and_done_ones_purged(kind: Kind) {
     assert_eq!(
         stats_of(&outbox.stats().await.expect("stats"), "mailer").done,
         0
+    );
+}
+
+/// `Store::outbox_admin`, as an operator's tool uses it from another process that has no
+/// handlers: it sees the running outbox's requests, revives dead ones (which the outbox's
+/// executor then runs) and purges done ones.
+async fn the_admin_without_handlers_sees_and_revives_dead_requests(kind: Kind) {
+    let Some(t) = kind.open("the_admin_without_handlers").await else {
+        return;
+    };
+    let healthy = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let healthy = Arc::clone(&healthy);
+        Handler::new("mailer", "acct.*", move |_request: HandlerRequest| {
+            let up = healthy.load(Ordering::SeqCst) > 0;
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err(HandlerError::fatal("mail server rejected us"))
+                }
+            }
+        })
+    };
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(handler)
+                .route(calls.handler("audit", "nothing.*")),
+        )
+        .expect("outbox");
+    for n in 0..3 {
+        append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
+    }
+    let operator = t.reopen(|builder| builder).await.expect("another process");
+    let admin = operator.outbox_admin();
+    let before = admin.stats().await.expect("stats");
+    assert_eq!(before.unprocessed_events, 3);
+    assert!(before.handlers.is_empty(), "no requests yet: {before:?}");
+
+    outbox.process().await.expect("process");
+    assert_eq!(drain(&outbox).await.dead, 3);
+    let stats = admin.stats().await.expect("stats");
+    assert_eq!(stats.unprocessed_events, 0);
+    // Handlers without requests are not known here; the outbox itself lists them.
+    assert_eq!(stats.handlers.keys().collect::<Vec<_>>(), ["mailer"]);
+    assert_eq!(stats_of(&stats, "mailer").dead, 3);
+    assert!(
+        outbox
+            .stats()
+            .await
+            .expect("stats")
+            .handlers
+            .contains_key("audit")
+    );
+    let dead = admin.dead_requests(Some("mailer"), 10).await.expect("dead");
+    assert_eq!(dead.len(), 3);
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("mail server rejected us")
+    );
+    assert!(
+        admin
+            .dead_requests(Some("audit"), 10)
+            .await
+            .expect("dead")
+            .is_empty()
+    );
+
+    healthy.store(1, Ordering::SeqCst);
+    assert!(admin.retry_dead(dead[0].id).await.expect("retry one"));
+    assert!(!admin.retry_dead(dead[0].id).await.expect("not dead now"));
+    assert!(!admin.retry_dead(-1).await.expect("no such request"));
+    assert_eq!(admin.retry_all_dead("mailer").await.expect("retry all"), 2);
+    assert_eq!(drain(&outbox).await.done, 3);
+    assert_eq!(admin.purge_done(Duration::ZERO).await.expect("purge"), 3);
+    assert_eq!(
+        stats_of(&admin.stats().await.expect("stats"), "mailer"),
+        HandlerStats::default()
+    );
+
+    let memory = Store::open("memory:").await.expect("open");
+    let refused = memory.outbox_admin().stats().await;
+    assert!(
+        matches!(refused, Err(chronicle::Error::Validation(_))),
+        "{refused:?}"
     );
 }
 

@@ -94,6 +94,57 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     assert_eq!(late[0].json().expect("json"), json!({ "slow": true }));
 }
 
+/// `log_end` never lies past an event whose transaction is still running: a follower that
+/// starts there gets the late commit, then the event that committed before it.
+#[tokio::test]
+async fn log_end_leaves_a_late_commit_ahead() {
+    let Some(t) = open("log_end_leaves_a_late_commit_ahead").await else {
+        return;
+    };
+    let mut conn = pg_raw(&t).await;
+    let mut slow = conn.begin().await.expect("begin");
+    let slow_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload) \
+         VALUES ($1, 'end-a', 1, 'slow', 1, convert_to('{}', 'UTF8'))",
+    )
+    .bind(slow_id)
+    .execute(&mut *slow)
+    .await
+    .expect("insert in an open transaction");
+    let fast = t
+        .store
+        .append(
+            "end-b",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("fast", json!({}))],
+        )
+        .await
+        .expect("append");
+    let end = t.store.log_end().await.expect("end");
+    assert_eq!(
+        end,
+        LogPosition::START,
+        "nothing is behind the open transaction yet"
+    );
+    slow.commit().await.expect("commit");
+    let patient = t
+        .reopen(|b| b.log_settle_timeout(Duration::from_secs(30)))
+        .await
+        .expect("a second store");
+    let followed: Vec<Uuid> = patient
+        .read_all(end)
+        .map_ok(|event| event.id)
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(followed, [slow_id, fast.events[0].event_id]);
+    assert_eq!(
+        patient.log_end().await.expect("end").position(),
+        fast.events[0].position
+    );
+}
+
 #[tokio::test]
 async fn concurrent_openers_migrate_once() {
     if !postgres_available("concurrent_openers_migrate_once").await {

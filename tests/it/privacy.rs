@@ -14,7 +14,7 @@ use chronicle::{
     NewEvent, NewSnapshot, ProjectionState, RecordedEvent, RetentionPolicy, RetentionScope,
     ShreddedEvents, Store, StoreBuilder,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -32,6 +32,8 @@ crate::for_each_sql_backend!(
     rewrapping_interrupted_then_resumed,
     reencryption_interrupted_then_resumed,
     a_missing_ring_key_names_the_stream_and_key,
+    a_store_without_the_ring_reads_around_stream_keyed_events,
+    a_tools_store_keeps_the_events_it_cannot_decode,
 );
 
 const OLD: [u8; 32] = [1; 32];
@@ -535,4 +537,126 @@ async fn a_missing_ring_key_names_the_stream_and_key(kind: Kind) {
         !message.contains("00000000-0000"),
         "no nil event id: {message}"
     );
+}
+
+/// A store opened without the key ring (an operator's tool without the key file) reads a
+/// log that holds events under per-stream keys: each such event is an error of its own
+/// (the key is missing), a forgotten stream's are `Shredded`, and the plain events around
+/// them still come.
+async fn a_store_without_the_ring_reads_around_stream_keyed_events(kind: Kind) {
+    let Some(t) = kind
+        .open_with("a_store_without_the_ring_reads_around", shredding)
+        .await
+    else {
+        return;
+    };
+    write(&t.store, "user-1", 2).await;
+    write(&t.store, "user-2", 1).await;
+    t.store.forget("user-2").await.expect("forget");
+    let plain = t.reopen(|b| b).await.expect("an SQL store reopens");
+    write(&plain, "note-1", 1).await;
+
+    let all: Vec<Result<RecordedEvent, Error>> = plain.read_all(LogPosition::START).collect().await;
+    let outcomes: Vec<String> = all
+        .iter()
+        .map(|item| match item {
+            Ok(event) => format!("ok {}", event.stream_id),
+            Err(Error::Codec {
+                stream,
+                source: chronicle::CodecError::MissingKey { .. },
+                ..
+            }) => format!("no key {stream}"),
+            Err(Error::Shredded { stream, .. }) => format!("shredded {stream}"),
+            Err(other) => format!("other {other}"),
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "no key user-1",
+            "no key user-1",
+            "shredded user-2",
+            "ok note-1"
+        ]
+    );
+    let stream: Vec<Result<RecordedEvent, Error>> = plain
+        .read_stream("user-1", 1, Direction::Forward)
+        .collect()
+        .await;
+    assert_eq!(stream.len(), 2);
+    assert!(stream.iter().all(Result::is_err), "{stream:?}");
+}
+
+/// A store built with `keep_undecodable_payloads` (a tool without the keys) returns every
+/// event: those it cannot decode with an empty payload and the reason.
+async fn a_tools_store_keeps_the_events_it_cannot_decode(kind: Kind) {
+    let Some(t) = kind
+        .open_with("a_tools_store_keeps_the_events_it_cannot_decode", shredding)
+        .await
+    else {
+        return;
+    };
+    write(&t.store, "user-1", 1).await;
+    write(&t.store, "user-2", 1).await;
+    t.store.forget("user-2").await.expect("forget");
+    let ring_keyed = t
+        .reopen(|b| b.encryption(old_ring()))
+        .await
+        .expect("reopen");
+    write(&ring_keyed, "order-1", 1).await;
+    let plain = t.reopen(|b| b).await.expect("reopen");
+    write(&plain, "note-1", 1).await;
+
+    let tool = t
+        .reopen(|b| b.keep_undecodable_payloads(true))
+        .await
+        .expect("reopen");
+    let all: Vec<RecordedEvent> = tool
+        .read_all(LogPosition::START)
+        .try_collect()
+        .await
+        .expect("every event");
+    let seen: Vec<(String, u64, Option<chronicle::CodecError>, usize)> = all
+        .iter()
+        .map(|event| {
+            (
+                event.stream_id.to_string(),
+                event.version,
+                event.payload_error().cloned(),
+                event.payload_json().len(),
+            )
+        })
+        .collect();
+    let no_key = |key_id: &str| chronicle::CodecError::MissingKey {
+        key_id: key_id.to_owned(),
+    };
+    assert_eq!(
+        seen,
+        [
+            (
+                "user-1".to_owned(),
+                1,
+                Some(no_key("(the stream's data key)")),
+                0
+            ),
+            (
+                "user-2".to_owned(),
+                1,
+                Some(chronicle::CodecError::Shredded),
+                0
+            ),
+            ("order-1".to_owned(), 1, Some(no_key("old")), 0),
+            ("note-1".to_owned(), 1, None, all[3].payload_json().len()),
+        ]
+    );
+    assert_eq!(all[3].json().expect("plain")["n"], 0);
+    let by_id = tool
+        .event_by_id(all[2].id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(by_id.payload_error(), Some(&no_key("old")));
+    // A store without the setting reports them as errors, as before.
+    let strict = plain.event_by_id(all[2].id).await;
+    assert!(matches!(strict, Err(Error::Codec { .. })), "{strict:?}");
 }

@@ -768,7 +768,10 @@ async fn postgres_a_batch_commits_without_waiting_for_the_disk() {
             .await
             .expect("read all");
     let events = log.len();
-    let mut want = vec!["apply:off"; events];
+    // The first start finds no checkpoint and empties the read model; the rebuild
+    // empties it in its own transaction, and its task does not do it again.
+    let mut want = vec!["reset:on"];
+    want.extend(vec!["apply:off"; events]);
     want.push("reset:on");
     want.extend(vec!["apply:off"; events]);
     assert_eq!(seen, want);
@@ -1268,4 +1271,124 @@ async fn a_large_encrypted_window_arrives_decoded() {
         .collect();
     let size = json!({ "n": 0, "blob": blob }).to_string().len();
     assert_eq!(seen, [(1, size), (2, size), (3, size)]);
+}
+
+/// Checkpoints deleted from outside (an operator's reset, `Store::reset_projection`).
+mod resets {
+    use super::*;
+
+    crate::for_each_sql_backend!(
+        a_checkpoint_deleted_under_a_running_projection_rebuilds_it,
+        a_checkpoint_deleted_while_stopped_rebuilds_on_start,
+    );
+
+    /// Deletes the `totals` checkpoint behind the runner's back, as an operator's reset does
+    /// from another process.
+    async fn delete_totals_checkpoint(t: &TestStore) {
+        crate::support::execute(
+            t,
+            "DELETE FROM projection_checkpoints WHERE name = 'totals'",
+        )
+        .await;
+    }
+
+    /// The checkpoint of a running projection is deleted from outside (a reset by an operator):
+    /// the runner notices, empties the read model through `Projection::reset`, and applies the
+    /// log again from the start, so every event counts once, not twice.
+    async fn a_checkpoint_deleted_under_a_running_projection_rebuilds_it(kind: Kind) {
+        let test = "a_checkpoint_deleted_under_a_running_projection_rebuilds_it";
+        let Some(t) = open(kind, test).await else {
+            return;
+        };
+        let projection = Totals::default();
+        deposit(&t.store, 0..40).await;
+        let handle = fast(&t.store).spawn(projection.clone());
+        handle.wait_for_idle().await.expect("caught up");
+        assert_totals(&t, &projection, 40).await;
+
+        delete_totals_checkpoint(&t).await;
+        assert!(
+            eventually(10, || handle.status().applied == 80).await,
+            "the runner applied the log again: {:?}",
+            handle.status()
+        );
+        handle.wait_for_idle().await.expect("caught up again");
+        assert_totals(&t, &projection, 40).await;
+        // And it goes on live from there.
+        deposit(&t.store, 40..50).await;
+        handle.wait_for_idle().await.expect("live");
+        assert_totals(&t, &projection, 50).await;
+        handle.stop().await.expect("stops");
+    }
+
+    /// The checkpoint is deleted while the projection is not running: its next start finds no
+    /// checkpoint, empties the read model first, and rebuilds it.
+    async fn a_checkpoint_deleted_while_stopped_rebuilds_on_start(kind: Kind) {
+        let test = "a_checkpoint_deleted_while_stopped_rebuilds_on_start";
+        let Some(t) = open(kind, test).await else {
+            return;
+        };
+        let projection = Totals::default();
+        deposit(&t.store, 0..30).await;
+        let handle = fast(&t.store).spawn(projection.clone());
+        handle.wait_for_idle().await.expect("caught up");
+        handle.stop().await.expect("stops");
+
+        delete_totals_checkpoint(&t).await;
+        let handle = fast(&t.store).spawn(projection.clone());
+        handle.wait_for_idle().await.expect("rebuilt");
+        assert_eq!(handle.status().applied, 30, "every event again");
+        assert_totals(&t, &projection, 30).await;
+        handle.stop().await.expect("stops");
+    }
+}
+
+/// The checkpoints as operators' tools see them, and a reset through the store's API.
+mod checkpoint_admin {
+    use super::*;
+
+    crate::for_each_backend!(reset_projection_makes_the_running_projection_rebuild);
+
+    async fn reset_projection_makes_the_running_projection_rebuild(kind: Kind) {
+        let test = "reset_projection_makes_the_running_projection_rebuild";
+        let Some(t) = open(kind, test).await else {
+            return;
+        };
+        let projection = Totals::default();
+        deposit(&t.store, 0..25).await;
+        let handle = fast(&t.store).spawn(projection.clone());
+        handle.wait_for_idle().await.expect("caught up");
+
+        let listed = t.store.projection_checkpoints().await.expect("list");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].name, "totals");
+        assert_eq!(listed[0].position, handle.status().position);
+        assert_eq!(listed[0].lag_events, 0, "caught up: {listed:?}");
+        assert_eq!(listed[0].updated_at.is_some(), kind != Kind::Memory);
+        deposit(&t.store, 25..30).await; // applied live, before or after the reset
+
+        assert!(t.store.reset_projection("totals").await.expect("reset"));
+        // 25 before, the live ones applied before the reset, then all 30 again.
+        assert!(
+            eventually(10, || handle.status().applied >= 55).await,
+            "rebuilt from the start: {:?}",
+            handle.status()
+        );
+        handle.wait_for_idle().await.expect("caught up again");
+        assert_totals(&t, &projection, 30).await;
+
+        assert!(
+            !t.store
+                .reset_projection("no-such-projection")
+                .await
+                .expect("reset"),
+            "nothing to reset"
+        );
+        let outbox = t.store.reset_projection("chronicle.outbox").await;
+        assert!(
+            matches!(outbox, Err(chronicle::Error::Validation(_))),
+            "{outbox:?}"
+        );
+        handle.stop().await.expect("stops");
+    }
 }

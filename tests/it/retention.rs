@@ -24,6 +24,7 @@ crate::for_each_backend!(
     a_projection_follows_the_log_across_enforcement,
     hard_delete_takes_snapshots_and_tombstones,
     the_background_enforcer_removes_and_stops,
+    policies_are_listed_in_pages_and_enforcement_reports_progress,
 );
 
 async fn write(store: &Store, stream: &str, count: u64) -> LogPosition {
@@ -491,4 +492,76 @@ async fn the_background_enforcer_removes_and_stops(kind: Kind) {
     assert!(totals.streams_examined >= 30);
     let left: usize = log(store).await.values().map(Vec::len).sum();
     assert_eq!(left, 30);
+}
+
+/// `list_retention` pages through every stored policy in (default, categories, streams)
+/// order; `run_once_with_progress` reports the totals after each batch.
+async fn policies_are_listed_in_pages_and_enforcement_reports_progress(kind: Kind) {
+    let Some(t) = kind.open("policies_are_listed_in_pages").await else {
+        return;
+    };
+    let store = &t.store;
+    let keep = |count| RetentionPolicy::new().max_count(count).ignore_snapshots();
+    let scopes = [
+        RetentionScope::stream("log-b"),
+        RetentionScope::category("audit"),
+        RetentionScope::stream("log-a"),
+        RetentionScope::Default,
+        RetentionScope::category("log"),
+    ];
+    for (n, scope) in scopes.iter().enumerate() {
+        store
+            .set_retention(scope.clone(), keep(10 + n as u64))
+            .await
+            .expect("set");
+    }
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_retention(after.as_ref(), 2).await.expect("list");
+        assert!(page.len() <= 2);
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        listed.extend(page);
+    }
+    assert_eq!(
+        listed,
+        [
+            (RetentionScope::Default, keep(13)),
+            (RetentionScope::category("audit"), keep(11)),
+            (RetentionScope::category("log"), keep(14)),
+            (RetentionScope::stream("log-a"), keep(12)),
+            (RetentionScope::stream("log-b"), keep(10)),
+        ]
+    );
+    store
+        .clear_retention(RetentionScope::Default)
+        .await
+        .expect("clear");
+    assert_eq!(store.list_retention(None, 10).await.expect("list").len(), 4);
+
+    for stream in ["log-a", "log-b", "log-c"] {
+        write(store, stream, 20).await;
+    }
+    let mut seen = Vec::new();
+    let report = store
+        .retention_enforcer()
+        .batch_size(1)
+        .run_once_with_progress(|so_far| seen.push(*so_far))
+        .await
+        .expect("enforce");
+    // log-a keeps 12, log-b 10, log-c (the category's) 14.
+    assert_eq!(report.events_removed, 8 + 10 + 6);
+    assert_eq!(seen.last(), Some(&report));
+    assert!(
+        seen.len() >= 3,
+        "a report per batch of one stream: {seen:?}"
+    );
+    assert!(
+        seen.windows(2)
+            .all(|pair| pair[0].streams_examined <= pair[1].streams_examined),
+        "{seen:?}"
+    );
 }
