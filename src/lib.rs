@@ -52,7 +52,10 @@ pub use aggregate::{
 pub use chronicle_derive::{Aggregate, DomainEvent};
 pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
-pub use error::{CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError, ValidationError};
+pub use error::{
+    ConnectErrorKind, CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError,
+    ValidationError,
+};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use projection::{
@@ -65,10 +68,12 @@ pub use retention::{
     RetentionScope,
 };
 pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
+/// PostgreSQL's `sslmode`, for [`StoreBuilder::pg_ssl_mode`] (sqlx's type).
+pub use sqlx::postgres::PgSslMode;
 pub use store::{
-    AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, DEFAULT_WINDOW_BYTES,
-    KeyRotation, RotationProgress, ShreddedEvents, SqliteDurability, Store, StoreBuilder,
-    WrittenEvent,
+    AppendResult, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND,
+    DEFAULT_WINDOW_BYTES, KeyRotation, Migrations, RotationProgress, ShreddedEvents,
+    SqliteDurability, Store, StoreBuilder, StoreTarget, WrittenEvent,
 };
 pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,

@@ -1,13 +1,19 @@
 //! [`StoreBuilder`]: every setting of a store, with the defaults a new user should get.
 
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
-
 use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::Store;
 use super::backend::Backend;
+use super::connect::{DEFAULT_CONNECT_TIMEOUT, PgTls, StoreTarget, redact_url};
 use super::memory::MemoryBackend;
-use super::postgres::{PostgresBackend, PostgresConfig};
+use super::migrate::Migrations;
+use super::postgres::{PgSource, PostgresBackend, PostgresConfig};
 use super::retry::RetryPolicy;
 use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
 use crate::codec::{Codec, Compression, KeyRing};
@@ -36,6 +42,8 @@ pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
 /// | `postgres://user@host/db` (or `postgresql://`) | PostgreSQL |
 /// | `memory:` | chronicle's in-memory store |
 ///
+/// or by the driver's options or pool instead of a URL: see [`StoreTarget`].
+///
 /// ```
 /// # async fn demo() -> chronicle::Result<()> {
 /// use std::time::Duration;
@@ -53,7 +61,7 @@ pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `open` is awaited"]
 pub struct StoreBuilder {
-    url: String,
+    target: StoreTarget,
     compression: Option<Compression>,
     keys: Option<KeyRing>,
     accept_unencrypted: bool,
@@ -68,12 +76,15 @@ pub struct StoreBuilder {
     upcasters: Upcasters,
     inline: InlineProjections,
     per_stream_keys: bool,
+    connect_timeout: Duration,
+    migrations: Migrations,
+    pg_tls: PgTls,
 }
 
 impl StoreBuilder {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    pub(crate) fn new(target: impl Into<StoreTarget>) -> Self {
         StoreBuilder {
-            url: url.into(),
+            target: target.into(),
             compression: None,
             keys: None,
             accept_unencrypted: false,
@@ -88,6 +99,9 @@ impl StoreBuilder {
             upcasters: Upcasters::default(),
             inline: InlineProjections::default(),
             per_stream_keys: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            migrations: Migrations::Apply,
+            pg_tls: PgTls::default(),
         }
     }
 
@@ -242,14 +256,63 @@ impl StoreBuilder {
         self
     }
 
+    /// How long opening the store waits for its first connection, TLS handshake and
+    /// authentication included (default 5 s). A server that does not answer fails the
+    /// open with [`Error::Connect`](crate::Error::Connect) of kind
+    /// [`TimedOut`](crate::ConnectErrorKind::TimedOut) after this; one that refuses, or
+    /// rejects the credentials, fails at once. Also bounds the connection a projection's
+    /// lease opens on PostgreSQL.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What the open does about pending migrations: apply them (the default) or only
+    /// check, failing with [`Error::PendingMigrations`](crate::Error::PendingMigrations)
+    /// when the database is behind. See [`StoreBuilder::migrate`] for the deploy step.
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// PostgreSQL's `sslmode`, over the URL's: `Disable`, `Prefer` (sqlx's default: TLS
+    /// when the server offers it, the certificate unchecked), `Require` (TLS, the
+    /// certificate unchecked), `VerifyCa` (the certificate chains to a trusted root) or
+    /// `VerifyFull` (and names the host connected to). The trusted roots are Mozilla's
+    /// (webpki-roots) plus [`pg_ssl_root_cert`](Self::pg_ssl_root_cert).
+    ///
+    /// For a URL or [`PgConnectOptions`]; a pool of the application's brings its own TLS
+    /// settings, and these are refused with it.
+    pub fn pg_ssl_mode(mut self, mode: PgSslMode) -> Self {
+        self.pg_tls.mode = Some(mode);
+        self
+    }
+
+    /// A PEM file of root certificates to trust for PostgreSQL's `verify-ca` and
+    /// `verify-full` (the URL's `sslrootcert`), such as a cloud provider's CA bundle.
+    pub fn pg_ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pg_tls.root_cert = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its private key (PEM files: the URL's `sslcert` and
+    /// `sslkey`), for servers that authenticate clients by certificate.
+    pub fn pg_ssl_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.pg_tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
     /// The number of database connections (default 10; SQLite writes always use one).
+    /// Ignored with a pool of the application's, which keeps its own size.
     pub fn pool_size(mut self, connections: u32) -> Self {
         self.pool_size = connections;
         self
     }
 
-    /// The PostgreSQL schema the store lives in (default `public`); created when missing.
-    /// Several stores can share one database in separate schemas.
+    /// The PostgreSQL schema the store lives in (default `public`); created when missing
+    /// (and migrations are applied). Several stores can share one database in separate
+    /// schemas. With a pool of the application's ([`StoreTarget::PgPool`]) the schema must
+    /// come first on the pool's `search_path`: the open checks it.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
         self
@@ -278,11 +341,16 @@ impl StoreBuilder {
         self
     }
 
-    /// Connects, runs the backend's migrations and returns the store.
+    /// Connects, applies pending migrations (or checks that there are none, with
+    /// [`Migrations::Check`]) and returns the store.
     ///
     /// # Errors
-    /// [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
-    /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
+    /// - [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
+    /// - [`Error::Connect`](crate::Error::Connect) when the database cannot be reached or
+    ///   refuses the connection (within the [connect timeout](Self::connect_timeout)),
+    ///   naming the host, port, database and user, and why;
+    /// - [`Error::PendingMigrations`](crate::Error::PendingMigrations) with
+    ///   [`Migrations::Check`] on a database that is behind.
     pub async fn open(self) -> Result<Store> {
         self.upcasters.check()?;
         self.inline.check()?;
@@ -322,45 +390,150 @@ impl StoreBuilder {
         ))
     }
 
+    /// Brings the database up to date without opening a store, and returns the names of
+    /// the migrations it applied (`0007_lean_indexes`; empty when there were none): the
+    /// step a deployment runs before it starts the application, with a role that may
+    /// change the schema, so that the application can open with
+    /// [`Migrations::Check`] and a role that may not. On PostgreSQL the schema
+    /// ([`schema`](Self::schema)) is created when it is missing. The target, schema, TLS
+    /// settings and timeouts are the builder's; the other settings are not used. Safe to
+    /// run from several processes at once.
+    ///
+    /// ```
+    /// # async fn demo() -> chronicle::Result<()> {
+    /// use chronicle::Store;
+    ///
+    /// let applied = Store::builder("postgres://deployer@db.internal/app")
+    ///     .schema("events")
+    ///     .migrate()
+    ///     .await?;
+    /// println!("applied {applied:?}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and a database error when a migration fails (nothing of
+    /// it is kept: each run is one transaction).
+    pub async fn migrate(self) -> Result<Vec<String>> {
+        match self.backend_source()? {
+            Source::Memory => Ok(Vec::new()),
+            Source::Sqlite(options, config) => SqliteBackend::migrate(*options, &config).await,
+            Source::Postgres(source, config) => PostgresBackend::migrate(source, &config).await,
+        }
+    }
+
     async fn open_backend(&self) -> Result<Arc<dyn Backend>> {
-        let url = self.url.as_str();
+        Ok(match self.backend_source()? {
+            Source::Memory => Arc::new(MemoryBackend::default()),
+            Source::Sqlite(options, config) => {
+                if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
+                    return Err(ValidationError::Config(format!(
+                        "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
+                        self.max_events_per_append
+                    ))
+                    .into());
+                }
+                Arc::new(SqliteBackend::open(*options, &config).await?)
+            }
+            Source::Postgres(source, config) => {
+                Arc::new(PostgresBackend::open(source, &config).await?)
+            }
+        })
+    }
+
+    /// The backend the target names, with its settings.
+    fn backend_source(&self) -> Result<Source> {
         // A little under the operation timeout, so that a database that cannot be reached
         // reports a connection error rather than a timeout.
         let acquire_timeout = self
             .retry
             .timeout
             .map_or(Duration::from_secs(30), |timeout| timeout.mul_f64(0.9));
-        if url == "memory:" {
-            Ok(Arc::new(MemoryBackend::default()))
-        } else if url.starts_with("sqlite:") {
-            if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
+        let sqlite = |options| {
+            Source::Sqlite(
+                Box::new(options),
+                SqliteConfig {
+                    durability: self.durability,
+                    pool_size: self.pool_size,
+                    busy_timeout: acquire_timeout,
+                    migrations: self.migrations,
+                },
+            )
+        };
+        let postgres = |source| {
+            Source::Postgres(
+                source,
+                PostgresConfig {
+                    schema: self.schema.clone(),
+                    pool_size: self.pool_size,
+                    acquire_timeout,
+                    statement_timeout: self.retry.timeout,
+                    connect_timeout: self.connect_timeout,
+                    migrations: self.migrations,
+                },
+            )
+        };
+        let not_postgres = |what: &str| -> Result<()> {
+            if self.pg_tls.is_set() {
                 return Err(ValidationError::Config(format!(
-                    "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
-                    self.max_events_per_append
+                    "the pg_ssl_* settings are for PostgreSQL, and this store is {what}"
                 ))
                 .into());
             }
-            let config = SqliteConfig {
-                url: self.url.clone(),
-                durability: self.durability,
-                pool_size: self.pool_size,
-                busy_timeout: acquire_timeout,
-            };
-            Ok(Arc::new(SqliteBackend::open(&config).await?))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let config = PostgresConfig {
-                url: self.url.clone(),
-                schema: self.schema.clone(),
-                pool_size: self.pool_size,
-                acquire_timeout,
-                statement_timeout: self.retry.timeout,
-            };
-            Ok(Arc::new(PostgresBackend::open(&config).await?))
-        } else {
-            Err(ValidationError::Config(format!(
-                "unknown store URL `{url}`: expected sqlite://, sqlite::memory:, postgres:// or memory:"
+            Ok(())
+        };
+        match &self.target {
+            StoreTarget::Url(url) if url == "memory:" => {
+                not_postgres("in memory")?;
+                Ok(Source::Memory)
+            }
+            StoreTarget::Url(url) if url.starts_with("sqlite:") => {
+                not_postgres("SQLite")?;
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|error| {
+                        ValidationError::Config(format!("bad SQLite URL `{url}`: {error}"))
+                    })?
+                    .create_if_missing(true);
+                Ok(sqlite(options))
+            }
+            StoreTarget::Url(url)
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+            {
+                // The URL itself is not repeated: it may hold a password.
+                let options = PgConnectOptions::from_str(url).map_err(|error| {
+                    ValidationError::Config(format!("bad PostgreSQL URL: {error}"))
+                })?;
+                Ok(postgres(PgSource::Options(Box::new(self.pg_tls.apply(options)?))))
+            }
+            StoreTarget::Url(url) => Err(ValidationError::Config(format!(
+                "unknown store URL `{}`: expected sqlite://, sqlite::memory:, postgres:// or memory:",
+                redact_url(url)
             ))
-            .into())
+            .into()),
+            StoreTarget::Postgres(options) => Ok(postgres(PgSource::Options(Box::new(
+                self.pg_tls.apply(options.clone())?,
+            )))),
+            StoreTarget::PgPool(pool) => {
+                if self.pg_tls.is_set() {
+                    return Err(ValidationError::Config(
+                        "the pg_ssl_* settings cannot change a pool's connections: set TLS on the PgConnectOptions the pool was built with"
+                            .to_owned(),
+                    )
+                    .into());
+                }
+                Ok(postgres(PgSource::Pool(pool.clone())))
+            }
+            StoreTarget::Sqlite(options) => {
+                not_postgres("SQLite")?;
+                Ok(sqlite(options.clone()))
+            }
         }
     }
+}
+
+/// A backend to open, with its settings.
+enum Source {
+    Memory,
+    Sqlite(Box<SqliteConnectOptions>, SqliteConfig),
+    Postgres(PgSource, PostgresConfig),
 }

@@ -6,6 +6,7 @@ mod bad_input;
 mod concurrency;
 mod conformance;
 mod corrupt_rows;
+mod deploy;
 mod derive_ui;
 mod domain;
 mod domain_event;
