@@ -31,7 +31,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (certificates, IAM tokens, a `search_path`), or share its pool with its read models:
 ///
 /// ```
-/// # async fn demo() -> chronicle::Result<()> {
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use chronicle::Store;
 /// use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 ///
