@@ -322,8 +322,12 @@ mod tests {
             .host("db")
             .username("app")
             .password("s3cret");
-        let shown = format!("{:?}", StoreTarget::from(options));
+        let shown = format!("{:?}", StoreTarget::from(options.clone()));
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("db:5432"), "{shown}");
+        let builder = crate::Store::builder("postgres://app:s3cret@db/app");
+        assert!(!format!("{builder:?}").contains("s3cret"));
+        let builder = crate::Store::builder(options);
+        assert!(!format!("{builder:?}").contains("s3cret"));
     }
 }
