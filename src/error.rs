@@ -805,11 +805,13 @@ fn describe_version(actual: Option<u64>) -> String {
 
 /// Errors after which the same statement may succeed on a fresh connection. A TLS
 /// handshake that fails (a certificate not trusted, no TLS support) fails again, and so
-/// does a bad setting (`Configuration`): neither is transient.
+/// does a bad setting (`Configuration`): neither is transient. Under rustls a refused
+/// certificate comes as an I/O error of kind `InvalidData` (see
+/// [`ConnectErrorKind::of`]), which a plain socket never raises.
 fn is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
@@ -894,6 +896,15 @@ mod tests {
         );
         assert!(!error.is_retryable(), "{error:?}");
         let error = Error::from_sqlx("append", sqlx::Error::Configuration("bad option".into()));
+        assert!(!error.is_retryable(), "{error:?}");
+        // How rustls reports a certificate it refuses, on a reconnect.
+        let error = Error::from_sqlx(
+            "append",
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: UnknownIssuer",
+            )),
+        );
         assert!(!error.is_retryable(), "{error:?}");
         // A dropped connection still is.
         let error = Error::from_sqlx(

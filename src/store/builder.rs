@@ -246,7 +246,8 @@ impl StoreBuilder {
     /// Fails an operation with [`Error::Timeout`](crate::Error::Timeout) when one attempt
     /// takes longer than this (default: no limit). Also bounds waiting for a pooled
     /// connection and SQLite's wait for the write lock, and becomes PostgreSQL's
-    /// `statement_timeout`, so the server stops the statement too.
+    /// `statement_timeout`, so the server stops the statement too (on chronicle's own
+    /// pool: on a pool of the application's, set `statement_timeout` in its options).
     ///
     /// As with a lost connection, the caller cannot know whether a timed-out append
     /// committed in the last instant: re-send the same events (same ids) to find out; the

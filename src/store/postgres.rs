@@ -413,7 +413,12 @@ struct SchemaState {
 impl SchemaState {
     async fn read(connection: &mut PgConnection, schema: &str) -> Result<Self> {
         let row = sqlx::query(
-            "SELECT current_schema(), current_setting('search_path'), n.oid IS NOT NULL,                  n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'),                  EXISTS (SELECT 1 FROM pg_class c                          WHERE c.relnamespace = n.oid AND c.relname = 'chronicle_migrations')              FROM (SELECT $1::text AS name) AS wanted              LEFT JOIN pg_namespace n ON n.nspname = wanted.name",
+            "SELECT current_schema(), current_setting('search_path'), n.oid IS NOT NULL, \
+                 n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'), \
+                 EXISTS (SELECT 1 FROM pg_class c \
+                         WHERE c.relnamespace = n.oid AND c.relname = 'chronicle_migrations') \
+             FROM (SELECT $1::text AS name) AS wanted \
+             LEFT JOIN pg_namespace n ON n.nspname = wanted.name",
         )
         .bind(schema)
         .fetch_one(&mut *connection)
