@@ -304,6 +304,23 @@ async fn tls_settings_are_refused_where_they_cannot_apply() {
     assert!(error.to_string().contains("PgConnectOptions"), "{error}");
 }
 
+#[tokio::test]
+async fn a_missing_root_certificate_named_in_the_url_is_a_configuration_error() {
+    if !postgres_available("a_missing_root_certificate_named_in_the_url_is_a_configuration_error")
+        .await
+    {
+        return;
+    }
+    let url = pg_url();
+    let url = format!(
+        "{url}{}sslmode=verify-ca&sslrootcert=/nonexistent/root.pem",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let (_, kind, error) = connect_error(Store::open(url).await);
+    assert_eq!(kind, ConnectErrorKind::Config, "{error}");
+    assert!(!error.is_retryable(), "a missing file stays missing");
+}
+
 // ---------------------------------------------------------------------------------------
 // Typed connect errors within the connect timeout
 
