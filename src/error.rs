@@ -107,6 +107,39 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// Opening a store (or [migrating](crate::StoreBuilder::migrate) one) could not connect
+    /// to its database, or found the connection unusable for chronicle: the server refused
+    /// or did not answer within the connect timeout, rejected the credentials or the
+    /// database, the TLS handshake failed, or the configuration is wrong (say, a pool whose
+    /// `search_path` is not the store's schema). `target` names the host, port, database and
+    /// user (never the password), and the message says what to change. Retryable only when
+    /// [`ConnectErrorKind::is_transient`].
+    #[error("cannot connect to {target}: {kind}: {detail}{}", kind.hint().map(|hint| format!(" ({hint})")).unwrap_or_default())]
+    Connect {
+        /// What was connected to: `PostgreSQL at host:port, database `db`, user `u`` or
+        /// `SQLite file `path``.
+        target: String,
+        /// What went wrong.
+        kind: ConnectErrorKind,
+        /// The cause in words: the driver's message, or chronicle's.
+        detail: String,
+        /// The driver's error, when the driver raised one.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
+
+    /// The store was opened with [`Migrations::Check`](crate::Migrations::Check) and its
+    /// database lacks migrations this version of chronicle needs. Nothing was changed: run
+    /// the deploy step ([`StoreBuilder::migrate`](crate::StoreBuilder::migrate)), or open
+    /// with [`Migrations::Apply`](crate::Migrations::Apply).
+    #[error("{target} lacks migrations {}: run the deploy step (StoreBuilder::migrate) or open with Migrations::Apply", pending.join(", "))]
+    PendingMigrations {
+        /// The database (and on PostgreSQL the schema), named as in [`Error::Connect`].
+        target: String,
+        /// The missing migrations, oldest first, named as their files (`0007_lean_indexes`).
+        pending: Vec<String>,
+    },
+
     /// The database answered `operation` with an error chronicle did not expect.
     #[error("database error during {operation}: {source}")]
     Database {
@@ -328,6 +361,148 @@ pub enum Error {
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a store could not connect ([`Error::Connect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// Nothing listens at the host and port (or the Unix socket): the server is down or
+    /// starting, or the address is wrong. Transient.
+    Refused,
+    /// The host cannot be reached: no route to it, or its name does not resolve.
+    /// Transient.
+    Unreachable,
+    /// No answer within the connect timeout: the host is down or behind a firewall that
+    /// drops packets, or the server is stalled. Transient.
+    TimedOut,
+    /// The server answered but cannot take a session now: starting up, shutting down, or
+    /// out of connection slots. Transient.
+    Unavailable,
+    /// The connection broke during the handshake. Transient.
+    Dropped,
+    /// The server rejected the user or password, or the role may not log in or connect to
+    /// the database.
+    Authentication,
+    /// The database does not exist on the server.
+    UnknownDatabase,
+    /// The TLS handshake failed: the server's certificate is not trusted by the root
+    /// certificate given (or by the built-in roots), does not name the host (`verify-full`),
+    /// or the server does not speak TLS while the settings require it.
+    Tls,
+    /// The settings are wrong or do not fit what chronicle needs: an unreadable certificate
+    /// or key file, a server parameter the server refuses, a pool whose `search_path` is
+    /// not the store's schema.
+    Config,
+    /// SQLite: the database file cannot be opened (a missing folder, no permission) or is
+    /// not a database.
+    File,
+}
+
+impl ConnectErrorKind {
+    /// Whether connecting again unchanged may succeed (the server may come up, the network
+    /// may heal); the other kinds repeat until a setting changes.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ConnectErrorKind::Refused
+                | ConnectErrorKind::Unreachable
+                | ConnectErrorKind::TimedOut
+                | ConnectErrorKind::Unavailable
+                | ConnectErrorKind::Dropped
+        )
+    }
+
+    /// What to check or change, when that is known.
+    fn hint(self) -> Option<&'static str> {
+        Some(match self {
+            ConnectErrorKind::Refused => {
+                "is the server running and listening on that host and port?"
+            }
+            ConnectErrorKind::Unreachable => "check the host name and the network route to it",
+            ConnectErrorKind::TimedOut => {
+                "is the host up, and does a firewall let the port through? .connect_timeout(…) sets the wait"
+            }
+            ConnectErrorKind::Unavailable => {
+                "the server is starting, stopping or full; try again later"
+            }
+            ConnectErrorKind::Dropped => return None,
+            ConnectErrorKind::Authentication => {
+                "check the user and password, pg_hba.conf, and the role's LOGIN and CONNECT rights"
+            }
+            ConnectErrorKind::UnknownDatabase => "create the database, or fix its name in the URL",
+            ConnectErrorKind::Tls => {
+                "check sslmode, the root certificate (sslrootcert, .pg_ssl_root_cert) and, for verify-full, that the certificate names the host you connect to"
+            }
+            ConnectErrorKind::Config | ConnectErrorKind::File => return None,
+        })
+    }
+
+    /// The kind of a driver error raised while connecting. `unix_socket`: the target is a
+    /// Unix socket, where a missing file means that no server runs.
+    ///
+    /// TLS failures under rustls come out of sqlx as I/O errors of kind `InvalidData`
+    /// (rustls reports through the socket's I/O); a plain TCP socket never raises that
+    /// kind, so while connecting it means that TLS refused the peer.
+    pub(crate) fn of(error: &sqlx::Error, unix_socket: bool) -> Self {
+        use std::io::ErrorKind as Io;
+        match error {
+            sqlx::Error::Io(io) => match io.kind() {
+                Io::ConnectionRefused => ConnectErrorKind::Refused,
+                Io::NotFound if unix_socket => ConnectErrorKind::Refused,
+                Io::NetworkUnreachable | Io::HostUnreachable | Io::AddrNotAvailable => {
+                    ConnectErrorKind::Unreachable
+                }
+                Io::TimedOut => ConnectErrorKind::TimedOut,
+                Io::InvalidData => ConnectErrorKind::Tls,
+                // A certificate or key file named in the settings.
+                Io::NotFound | Io::PermissionDenied => ConnectErrorKind::Config,
+                // The resolver's failure has no kind of its own in std.
+                _ if io.to_string().contains("lookup address") => ConnectErrorKind::Unreachable,
+                _ => ConnectErrorKind::Dropped,
+            },
+            sqlx::Error::Tls(_) => ConnectErrorKind::Tls,
+            sqlx::Error::PoolTimedOut => ConnectErrorKind::TimedOut,
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => ConnectErrorKind::Dropped,
+            sqlx::Error::Database(db) => {
+                if let Some(code) = sqlite_primary_code(error) {
+                    return match code {
+                        SQLITE_BUSY | SQLITE_LOCKED => ConnectErrorKind::Unavailable,
+                        _ => ConnectErrorKind::File,
+                    };
+                }
+                let code = db.code();
+                let code = code.as_deref().unwrap_or_default();
+                if code.starts_with("28") || code == "42501" {
+                    ConnectErrorKind::Authentication
+                } else if code == "3D000" {
+                    ConnectErrorKind::UnknownDatabase
+                } else if code.starts_with("08") || code.starts_with("57P0") || code == "53300" {
+                    ConnectErrorKind::Unavailable
+                } else {
+                    ConnectErrorKind::Config
+                }
+            }
+            _ => ConnectErrorKind::Config,
+        }
+    }
+}
+
+impl fmt::Display for ConnectErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectErrorKind::Refused => "connection refused",
+            ConnectErrorKind::Unreachable => "host unreachable",
+            ConnectErrorKind::TimedOut => "no answer in time",
+            ConnectErrorKind::Unavailable => "server unavailable",
+            ConnectErrorKind::Dropped => "connection dropped during the handshake",
+            ConnectErrorKind::Authentication => "authentication failed",
+            ConnectErrorKind::UnknownDatabase => "unknown database",
+            ConnectErrorKind::Tls => "TLS failed",
+            ConnectErrorKind::Config => "bad configuration",
+            ConnectErrorKind::File => "cannot open the database file",
+        })
+    }
 }
 
 /// An error kept where several may see it: the one that failed a projection, handed to
@@ -553,12 +728,13 @@ impl Error {
             Error::Conflict { .. }
             | Error::EventIdReused { .. }
             | Error::StreamAlreadyExists { .. } => ErrorKind::Conflict,
-            Error::Validation(_) => ErrorKind::Validation,
+            Error::Validation(_) | Error::PendingMigrations { .. } => ErrorKind::Validation,
             Error::StreamNotFound { .. }
             | Error::StreamDeleted { .. }
             | Error::Shredded { .. }
             | Error::HistoryUnavailable { .. } => ErrorKind::NotFound,
             Error::Connection { .. }
+            | Error::Connect { .. }
             | Error::Publish {
                 retryable: true, ..
             } => ErrorKind::Connection,
@@ -586,10 +762,17 @@ impl Error {
 
     /// Whether the same operation, run again unchanged, may succeed.
     ///
-    /// True for broken connections and timeouts. A [`Error::Conflict`] is not retryable as
-    /// is: the caller must reload the stream and decide again (the repository does that).
+    /// True for broken connections and timeouts, and for the [`Error::Connect`] failures
+    /// that may pass ([`ConnectErrorKind::is_transient`]: refused, unreachable, no answer in
+    /// time, a server starting or full). False for those that repeat until a setting
+    /// changes: credentials, an unknown database, TLS, configuration. A [`Error::Conflict`]
+    /// is not retryable as is: the caller must reload the stream and decide again (the
+    /// repository does that).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Connection | ErrorKind::Timeout)
+        match self {
+            Error::Connect { kind, .. } => kind.is_transient(),
+            _ => matches!(self.kind(), ErrorKind::Connection | ErrorKind::Timeout),
+        }
     }
 
     /// Whether the store was closed: a connection error that no retry cures.
@@ -660,12 +843,15 @@ fn describe_version(actual: Option<u64>) -> String {
     }
 }
 
-/// Errors after which the same statement may succeed on a fresh connection.
+/// Errors after which the same statement may succeed on a fresh connection. A TLS
+/// handshake that fails (a certificate not trusted, no TLS support) fails again, and so
+/// does a bad setting (`Configuration`): neither is transient. Under rustls a refused
+/// certificate comes as an I/O error of kind `InvalidData` (see
+/// [`ConnectErrorKind::of`]), which a plain socket never raises.
 fn is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
@@ -747,6 +933,105 @@ mod tests {
                 .source()
                 .is_some_and(|json| json.is::<serde_json::Error>())
         );
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_is_not_retried() {
+        let error = Error::from_sqlx(
+            "append",
+            sqlx::Error::Tls("server does not support TLS".into()),
+        );
+        assert!(!error.is_retryable(), "{error:?}");
+        let error = Error::from_sqlx("append", sqlx::Error::Configuration("bad option".into()));
+        assert!(!error.is_retryable(), "{error:?}");
+        // How rustls reports a certificate it refuses, on a reconnect.
+        let error = Error::from_sqlx(
+            "append",
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: UnknownIssuer",
+            )),
+        );
+        assert!(!error.is_retryable(), "{error:?}");
+        // A dropped connection still is.
+        let error = Error::from_sqlx(
+            "append",
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        );
+        assert!(error.is_retryable(), "{error:?}");
+    }
+
+    #[test]
+    fn connect_errors_are_classified_by_their_cause() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        let io = |kind| sqlx::Error::Io(IoError::from(kind));
+        let cases = [
+            (io(Io::ConnectionRefused), false, ConnectErrorKind::Refused),
+            (io(Io::NotFound), true, ConnectErrorKind::Refused),
+            (
+                io(Io::NetworkUnreachable),
+                false,
+                ConnectErrorKind::Unreachable,
+            ),
+            (
+                io(Io::HostUnreachable),
+                false,
+                ConnectErrorKind::Unreachable,
+            ),
+            (
+                sqlx::Error::Io(IoError::other(
+                    "failed to lookup address information: Name or service not known",
+                )),
+                false,
+                ConnectErrorKind::Unreachable,
+            ),
+            (io(Io::TimedOut), false, ConnectErrorKind::TimedOut),
+            (io(Io::ConnectionReset), false, ConnectErrorKind::Dropped),
+            (io(Io::InvalidData), false, ConnectErrorKind::Tls),
+            (io(Io::NotFound), false, ConnectErrorKind::Config),
+            (
+                sqlx::Error::Tls("no TLS".into()),
+                false,
+                ConnectErrorKind::Tls,
+            ),
+            (sqlx::Error::PoolTimedOut, false, ConnectErrorKind::TimedOut),
+            (
+                sqlx::Error::Configuration("bad".into()),
+                false,
+                ConnectErrorKind::Config,
+            ),
+        ];
+        for (error, unix_socket, expected) in cases {
+            assert_eq!(
+                ConnectErrorKind::of(&error, unix_socket),
+                expected,
+                "{error:?}"
+            );
+        }
+        let transient: Vec<_> = [
+            ConnectErrorKind::Refused,
+            ConnectErrorKind::Unreachable,
+            ConnectErrorKind::TimedOut,
+            ConnectErrorKind::Unavailable,
+            ConnectErrorKind::Dropped,
+            ConnectErrorKind::Authentication,
+            ConnectErrorKind::UnknownDatabase,
+            ConnectErrorKind::Tls,
+            ConnectErrorKind::Config,
+            ConnectErrorKind::File,
+        ]
+        .into_iter()
+        .filter(|kind| kind.is_transient())
+        .collect();
+        assert_eq!(transient.len(), 5, "{transient:?}");
+        let error = Error::Connect {
+            target: "PostgreSQL at db:5432, database `app`, user `app`".into(),
+            kind: ConnectErrorKind::Authentication,
+            detail: "password authentication failed".into(),
+            source: None,
+        };
+        assert_eq!(error.kind(), ErrorKind::Connection);
+        assert!(!error.is_retryable());
     }
 
     #[test]

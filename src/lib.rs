@@ -60,7 +60,10 @@ pub use aggregate::{
 pub use chronicle_derive::{Aggregate, DomainEvent};
 pub use codec::{CodecError, Compression, KeyRing};
 pub use domain_event::{DecodeError, DomainEvent, EventType};
-pub use error::{CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError, ValidationError};
+pub use error::{
+    ConnectErrorKind, CorruptRow, CorruptValue, Error, ErrorKind, Result, SharedError,
+    ValidationError,
+};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use pattern::Pattern;
@@ -74,11 +77,15 @@ pub use retention::{
     RetentionScope,
 };
 pub use snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
+/// PostgreSQL's `sslmode`, for [`StoreBuilder::pg_ssl_mode`] (sqlx's type).
+#[cfg(feature = "postgres")]
+pub use sqlx::postgres::PgSslMode;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteDurability;
 pub use store::{
-    AppendResult, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, DEFAULT_WINDOW_BYTES,
-    KeyRotation, RotationProgress, ShreddedEvents, Store, StoreBuilder, WrittenEvent,
+    AppendResult, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND,
+    DEFAULT_WINDOW_BYTES, KeyRotation, Migrations, RotationProgress, ShreddedEvents, Store,
+    StoreBuilder, StoreTarget, WrittenEvent,
 };
 pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,

@@ -1,14 +1,25 @@
 //! [`StoreBuilder`]: every setting of a store, with the defaults a new user should get.
 
+#[cfg(feature = "postgres")]
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
-
 use std::time::Duration;
+
+#[cfg(feature = "postgres")]
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+#[cfg(feature = "sqlite")]
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::Store;
 use super::backend::Backend;
-use super::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
-use super::postgres::{PostgresBackend, PostgresConfig};
+use super::connect::PgTls;
+use super::connect::{DEFAULT_CONNECT_TIMEOUT, StoreTarget, redact_url};
+use super::memory::MemoryBackend;
+use super::migrate::Migrations;
+#[cfg(feature = "postgres")]
+use super::postgres::{PgSource, PostgresBackend, PostgresConfig};
 use super::retry::RetryPolicy;
 #[cfg(feature = "sqlite")]
 use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
@@ -38,6 +49,8 @@ pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
 /// | `postgres://user@host/db` (or `postgresql://`) | PostgreSQL |
 /// | `memory:` | chronicle's in-memory store |
 ///
+/// or by the driver's options or pool instead of a URL: see [`StoreTarget`].
+///
 /// ```
 /// # async fn demo() -> chronicle::Result<()> {
 /// use std::time::Duration;
@@ -55,7 +68,7 @@ pub const DEFAULT_MAX_EVENTS_PER_APPEND: usize = 1000;
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `open` is awaited"]
 pub struct StoreBuilder {
-    url: String,
+    target: StoreTarget,
     compression: Option<Compression>,
     keys: Option<KeyRing>,
     accept_unencrypted: bool,
@@ -72,12 +85,16 @@ pub struct StoreBuilder {
     inline: InlineProjections,
     per_stream_keys: bool,
     keep_undecodable: bool,
+    connect_timeout: Duration,
+    migrations: Migrations,
+    #[cfg(feature = "postgres")]
+    pg_tls: PgTls,
 }
 
 impl StoreBuilder {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    pub(crate) fn new(target: impl Into<StoreTarget>) -> Self {
         StoreBuilder {
-            url: url.into(),
+            target: target.into(),
             compression: None,
             keys: None,
             accept_unencrypted: false,
@@ -94,6 +111,10 @@ impl StoreBuilder {
             inline: InlineProjections::default(),
             per_stream_keys: false,
             keep_undecodable: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            migrations: Migrations::Apply,
+            #[cfg(feature = "postgres")]
+            pg_tls: PgTls::default(),
         }
     }
 
@@ -196,6 +217,7 @@ impl StoreBuilder {
     /// /// One row per account, updated in the append's transaction.
     /// struct Balances;
     ///
+    /// #[async_trait::async_trait]
     /// impl Projection for Balances {
     ///     fn name(&self) -> &str {
     ///         "balances"
@@ -250,7 +272,8 @@ impl StoreBuilder {
     /// Fails an operation with [`Error::Timeout`](crate::Error::Timeout) when one attempt
     /// takes longer than this (default: no limit). Also bounds waiting for a pooled
     /// connection and SQLite's wait for the write lock, and becomes PostgreSQL's
-    /// `statement_timeout`, so the server stops the statement too.
+    /// `statement_timeout`, so the server stops the statement too (on chronicle's own
+    /// pool: on a pool of the application's, set `statement_timeout` in its options).
     ///
     /// As with a lost connection, the caller cannot know whether a timed-out append
     /// committed in the last instant: re-send the same events (same ids) to find out; the
@@ -260,14 +283,66 @@ impl StoreBuilder {
         self
     }
 
+    /// How long opening the store waits for its first connection, TLS handshake and
+    /// authentication included (default 5 s). A server that does not answer fails the
+    /// open with [`Error::Connect`](crate::Error::Connect) of kind
+    /// [`TimedOut`](crate::ConnectErrorKind::TimedOut) after this; one that refuses, or
+    /// rejects the credentials, fails at once. Also bounds the connection a projection's
+    /// lease opens on PostgreSQL.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What the open does about pending migrations: apply them (the default) or only
+    /// check, failing with [`Error::PendingMigrations`](crate::Error::PendingMigrations)
+    /// when the database is behind. See [`StoreBuilder::migrate`] for the deploy step.
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// PostgreSQL's `sslmode`, over the URL's: `Disable`, `Prefer` (sqlx's default: TLS
+    /// when the server offers it, the certificate unchecked), `Require` (TLS, the
+    /// certificate unchecked), `VerifyCa` (the certificate chains to a trusted root) or
+    /// `VerifyFull` (and names the host connected to). The trusted roots are Mozilla's
+    /// (webpki-roots) plus [`pg_ssl_root_cert`](Self::pg_ssl_root_cert).
+    ///
+    /// For a URL or [`PgConnectOptions`]; a pool of the application's brings its own TLS
+    /// settings, and these are refused with it.
+    #[cfg(feature = "postgres")]
+    pub fn pg_ssl_mode(mut self, mode: PgSslMode) -> Self {
+        self.pg_tls.mode = Some(mode);
+        self
+    }
+
+    /// A PEM file of root certificates to trust for PostgreSQL's `verify-ca` and
+    /// `verify-full` (the URL's `sslrootcert`), such as a cloud provider's CA bundle.
+    #[cfg(feature = "postgres")]
+    pub fn pg_ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pg_tls.root_cert = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its private key (PEM files: the URL's `sslcert` and
+    /// `sslkey`), for servers that authenticate clients by certificate.
+    #[cfg(feature = "postgres")]
+    pub fn pg_ssl_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.pg_tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
     /// The number of database connections (default 10; SQLite writes always use one).
+    /// Ignored with a pool of the application's, which keeps its own size.
     pub fn pool_size(mut self, connections: u32) -> Self {
         self.pool_size = connections;
         self
     }
 
-    /// The PostgreSQL schema the store lives in (default `public`); created when missing.
-    /// Several stores can share one database in separate schemas.
+    /// The PostgreSQL schema the store lives in (default `public`); created when missing
+    /// (and migrations are applied). Several stores can share one database in separate
+    /// schemas. With a pool of the application's ([`StoreTarget::PgPool`]) the schema must
+    /// come first on the pool's `search_path`: the open checks it.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
         self
@@ -297,11 +372,16 @@ impl StoreBuilder {
         self
     }
 
-    /// Connects, runs the backend's migrations and returns the store.
+    /// Connects, applies pending migrations (or checks that there are none, with
+    /// [`Migrations::Check`]) and returns the store.
     ///
     /// # Errors
-    /// [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
-    /// [`Error::Connection`](crate::Error::Connection) when the database cannot be reached.
+    /// - [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
+    /// - [`Error::Connect`](crate::Error::Connect) when the database cannot be reached or
+    ///   refuses the connection (within the [connect timeout](Self::connect_timeout)),
+    ///   naming the host, port, database and user, and why;
+    /// - [`Error::PendingMigrations`](crate::Error::PendingMigrations) with
+    ///   [`Migrations::Check`] on a database that is behind.
     pub async fn open(self) -> Result<Store> {
         self.check_features()?;
         self.upcasters.check()?;
@@ -343,65 +423,175 @@ impl StoreBuilder {
         ))
     }
 
-    async fn open_backend(&self) -> Result<Arc<dyn Backend>> {
-        let url = self.url.as_str();
-        // A little under the operation timeout, so that a database that cannot be reached
-        // reports a connection error rather than a timeout.
-        let acquire_timeout = self
-            .retry
-            .timeout
-            .map_or(Duration::from_secs(30), |timeout| timeout.mul_f64(0.9));
-        if url == "memory:" {
-            Ok(Arc::new(MemoryBackend::default()))
-        } else if url.starts_with("sqlite:") {
-            self.open_sqlite(acquire_timeout).await
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            self.open_postgres(acquire_timeout).await
-        } else {
-            Err(ValidationError::Config(format!(
-                "unknown store URL `{url}`: expected sqlite://, sqlite::memory:, postgres:// or memory:"
-            ))
-            .into())
+    /// Brings the database up to date without opening a store, and returns the names of
+    /// the migrations it applied (`0007_lean_indexes`; empty when there were none): the
+    /// step a deployment runs before it starts the application, with a role that may
+    /// change the schema, so that the application can open with
+    /// [`Migrations::Check`] and a role that may not. On PostgreSQL the schema
+    /// ([`schema`](Self::schema)) is created when it is missing. The target, schema, TLS
+    /// settings and timeouts are the builder's; the other settings are not used. Safe to
+    /// run from several processes at once.
+    ///
+    /// ```
+    /// # async fn demo() -> chronicle::Result<()> {
+    /// use chronicle::Store;
+    ///
+    /// let applied = Store::builder("postgres://deployer@db.internal/app")
+    ///     .schema("events")
+    ///     .migrate()
+    ///     .await?;
+    /// println!("applied {applied:?}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and a database error when a migration fails (nothing of
+    /// it is kept: each run is one transaction).
+    pub async fn migrate(self) -> Result<Vec<String>> {
+        match self.backend_source()? {
+            Source::Memory => Ok(Vec::new()),
+            #[cfg(feature = "sqlite")]
+            Source::Sqlite(options, config) => SqliteBackend::migrate(*options, &config).await,
+            #[cfg(feature = "postgres")]
+            Source::Postgres(source, config) => PostgresBackend::migrate(source, &config).await,
         }
     }
 
-    #[cfg(feature = "sqlite")]
-    async fn open_sqlite(&self, busy_timeout: Duration) -> Result<Arc<dyn Backend>> {
-        if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
+    async fn open_backend(&self) -> Result<Arc<dyn Backend>> {
+        Ok(match self.backend_source()? {
+            Source::Memory => Arc::new(MemoryBackend::default()),
+            #[cfg(feature = "sqlite")]
+            Source::Sqlite(options, config) => {
+                if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
+                    return Err(ValidationError::Config(format!(
+                        "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
+                        self.max_events_per_append
+                    ))
+                    .into());
+                }
+                Arc::new(SqliteBackend::open(*options, &config).await?)
+            }
+            #[cfg(feature = "postgres")]
+            Source::Postgres(source, config) => {
+                Arc::new(PostgresBackend::open(source, &config).await?)
+            }
+        })
+    }
+
+    /// The backend the target names, with its settings.
+    fn backend_source(&self) -> Result<Source> {
+        match &self.target {
+            StoreTarget::Url(url) if url == "memory:" => {
+                self.not_postgres("in memory")?;
+                Ok(Source::Memory)
+            }
+            StoreTarget::Url(url) if url.starts_with("sqlite:") => self.sqlite_url(url),
+            StoreTarget::Url(url)
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+            {
+                self.postgres_url(url)
+            }
+            StoreTarget::Url(url) => Err(ValidationError::Config(format!(
+                "unknown store URL `{}`: expected sqlite://, sqlite::memory:, postgres:// or memory:",
+                redact_url(url)
+            ))
+            .into()),
+            #[cfg(feature = "postgres")]
+            StoreTarget::Postgres(options) => Ok(self.postgres(PgSource::Options(Box::new(
+                self.pg_tls.apply(options.clone())?,
+            )))),
+            #[cfg(feature = "postgres")]
+            StoreTarget::PgPool(pool) => {
+                if self.pg_tls.is_set() {
+                    return Err(ValidationError::Config(
+                        "the pg_ssl_* settings cannot change a pool's connections: set TLS on the PgConnectOptions the pool was built with"
+                            .to_owned(),
+                    )
+                    .into());
+                }
+                Ok(self.postgres(PgSource::Pool(pool.clone())))
+            }
+            #[cfg(feature = "sqlite")]
+            StoreTarget::Sqlite(options) => {
+                self.not_postgres("SQLite")?;
+                Ok(self.sqlite(options.clone()))
+            }
+        }
+    }
+
+    /// A little under the operation timeout, so that a database that cannot be reached
+    /// reports a connection error rather than a timeout.
+    fn acquire_timeout(&self) -> Duration {
+        self.retry
+            .timeout
+            .map_or(Duration::from_secs(30), |timeout| timeout.mul_f64(0.9))
+    }
+
+    /// Refuses the PostgreSQL TLS settings on a store of another kind.
+    fn not_postgres(&self, what: &str) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if self.pg_tls.is_set() {
             return Err(ValidationError::Config(format!(
-                "max_events_per_append is {}; SQLite binds at most {SQLITE_MAX_EVENTS_PER_APPEND} events in one statement",
-                self.max_events_per_append
+                "the pg_ssl_* settings are for PostgreSQL, and this store is {what}"
             ))
             .into());
         }
-        let config = SqliteConfig {
-            url: self.url.clone(),
-            durability: self.durability,
-            pool_size: self.pool_size,
-            busy_timeout,
-        };
-        Ok(Arc::new(SqliteBackend::open(&config).await?))
+        let _ = what;
+        Ok(())
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn sqlite(&self, options: SqliteConnectOptions) -> Source {
+        Source::Sqlite(
+            Box::new(options),
+            SqliteConfig {
+                durability: self.durability,
+                pool_size: self.pool_size,
+                busy_timeout: self.acquire_timeout(),
+                migrations: self.migrations,
+            },
+        )
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn sqlite_url(&self, url: &str) -> Result<Source> {
+        self.not_postgres("SQLite")?;
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| ValidationError::Config(format!("bad SQLite URL `{url}`: {error}")))?
+            .create_if_missing(true);
+        Ok(self.sqlite(options))
     }
 
     #[cfg(not(feature = "sqlite"))]
-    async fn open_sqlite(&self, _: Duration) -> Result<Arc<dyn Backend>> {
+    fn sqlite_url(&self, _: &str) -> Result<Source> {
         Err(feature_disabled("sqlite", "a `sqlite:` store URL"))
     }
 
     #[cfg(feature = "postgres")]
-    async fn open_postgres(&self, acquire_timeout: Duration) -> Result<Arc<dyn Backend>> {
-        let config = PostgresConfig {
-            url: self.url.clone(),
-            schema: self.schema.clone(),
-            pool_size: self.pool_size,
-            acquire_timeout,
-            statement_timeout: self.retry.timeout,
-        };
-        Ok(Arc::new(PostgresBackend::open(&config).await?))
+    fn postgres(&self, source: PgSource) -> Source {
+        Source::Postgres(
+            source,
+            PostgresConfig {
+                schema: self.schema.clone(),
+                pool_size: self.pool_size,
+                acquire_timeout: self.acquire_timeout(),
+                statement_timeout: self.retry.timeout,
+                connect_timeout: self.connect_timeout,
+                migrations: self.migrations,
+            },
+        )
+    }
+
+    #[cfg(feature = "postgres")]
+    fn postgres_url(&self, url: &str) -> Result<Source> {
+        // The URL itself is not repeated: it may hold a password.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| ValidationError::Config(format!("bad PostgreSQL URL: {error}")))?;
+        Ok(self.postgres(PgSource::Options(Box::new(self.pg_tls.apply(options)?))))
     }
 
     #[cfg(not(feature = "postgres"))]
-    async fn open_postgres(&self, _: Duration) -> Result<Arc<dyn Backend>> {
+    fn postgres_url(&self, _: &str) -> Result<Source> {
         Err(feature_disabled("postgres", "a `postgres://` store URL"))
     }
 
@@ -426,4 +616,13 @@ fn feature_disabled(feature: &'static str, wanted: &str) -> crate::Error {
         wanted: wanted.to_owned(),
     }
     .into()
+}
+
+/// A backend to open, with its settings.
+enum Source {
+    Memory,
+    #[cfg(feature = "sqlite")]
+    Sqlite(Box<SqliteConnectOptions>, SqliteConfig),
+    #[cfg(feature = "postgres")]
+    Postgres(PgSource, PostgresConfig),
 }

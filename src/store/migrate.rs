@@ -1,9 +1,29 @@
 //! Schema migrations: named, numbered SQL files from `migrations/<backend>/`, embedded in
-//! the binary and applied on open.
+//! the binary, and what an open does about them ([`Migrations`]).
 //!
-//! Each backend records what it applied in `chronicle_migrations` and applies the rest
-//! under an exclusive lock (a PostgreSQL advisory lock, SQLite's `BEGIN IMMEDIATE`), so two
-//! processes opening the same database at once apply each migration exactly once.
+//! Each backend records what it applied in `chronicle_migrations`. An open first reads
+//! that record without a lock and without DDL, so a database that is up to date needs no
+//! rights beyond reading it; only when migrations are pending (and the store applies them)
+//! does the backend take an exclusive lock (a PostgreSQL advisory lock, SQLite's `BEGIN
+//! IMMEDIATE`), read the record again and apply the rest, so two processes opening the
+//! same database at once apply each migration exactly once.
+
+use crate::error::{Error, Result};
+
+/// What opening a store does about pending migrations
+/// ([`StoreBuilder::migrations`](crate::StoreBuilder::migrations)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Migrations {
+    /// Apply them (the default): the store's role needs the rights to change the schema
+    /// while any are pending (on PostgreSQL, to create the schema when it is missing).
+    #[default]
+    Apply,
+    /// Only check: a database that lacks any fails to open with
+    /// [`Error::PendingMigrations`] listing them, and nothing is changed. For deployments
+    /// where a deploy step migrates ([`StoreBuilder::migrate`](crate::StoreBuilder::migrate))
+    /// and the application's role may not change the schema.
+    Check,
+}
 
 /// One schema change.
 #[derive(Debug, Clone, Copy)]
@@ -103,7 +123,28 @@ pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS chronicle_migr
     applied_at TEXT NOT NULL
 )";
 
-/// The migrations in `all` newer than every version in `applied`.
+impl Migration {
+    /// The migration's name as its file's: `0007_lean_indexes`.
+    pub(crate) fn file_name(&self) -> String {
+        format!("{:04}_{}", self.version, self.name)
+    }
+}
+
+/// Whether the pending migrations are to be applied now: `false` when there are none,
+/// `true` when `mode` applies them, and [`Error::PendingMigrations`] naming `target`
+/// when it only checks.
+pub(crate) fn must_apply(mode: Migrations, pending: &[Migration], target: &str) -> Result<bool> {
+    match (pending.is_empty(), mode) {
+        (true, _) => Ok(false),
+        (false, Migrations::Apply) => Ok(true),
+        (false, Migrations::Check) => Err(Error::PendingMigrations {
+            target: target.to_owned(),
+            pending: pending.iter().map(Migration::file_name).collect(),
+        }),
+    }
+}
+
+/// The migrations in `all` that `applied` does not list.
 pub(crate) fn pending(all: &'static [Migration], applied: &[i64]) -> Vec<Migration> {
     all.iter()
         .filter(|migration| !applied.contains(&migration.version))

@@ -9,6 +9,7 @@ mod append;
 pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
+mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -43,6 +44,8 @@ use uuid::Uuid;
 
 pub use append::{AppendResult, WrittenEvent};
 pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
+pub use connect::{DEFAULT_CONNECT_TIMEOUT, StoreTarget};
+pub use migrate::Migrations;
 pub use rotation::{KeyRotation, RotationProgress};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDurability;
@@ -147,18 +150,30 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens the store at `url` with default settings; see [`StoreBuilder`] for the URLs
-    /// and settings.
+    /// Opens the store at `target` (a URL, or the driver's options or pool: see
+    /// [`StoreTarget`]) with default settings; see [`StoreBuilder`] for the URLs and
+    /// settings.
     ///
     /// # Errors
     /// As [`StoreBuilder::open`].
-    pub async fn open(url: impl Into<String>) -> Result<Store> {
-        Store::builder(url).open().await
+    pub async fn open(target: impl Into<StoreTarget>) -> Result<Store> {
+        Store::builder(target).open().await
     }
 
-    /// A builder for a store at `url`.
-    pub fn builder(url: impl Into<String>) -> StoreBuilder {
-        StoreBuilder::new(url)
+    /// A builder for a store at `target`: a URL (`&str`, `String`), a `PgPool`,
+    /// `PgConnectOptions` or `SqliteConnectOptions` ([`StoreTarget`]).
+    pub fn builder(target: impl Into<StoreTarget>) -> StoreBuilder {
+        StoreBuilder::new(target)
+    }
+
+    /// Applies the pending migrations at `target` without opening a store (the deploy
+    /// step), and returns their names; for a PostgreSQL schema other than `public`, or TLS
+    /// settings, use [`StoreBuilder::migrate`].
+    ///
+    /// # Errors
+    /// As [`StoreBuilder::migrate`].
+    pub async fn migrate(target: impl Into<StoreTarget>) -> Result<Vec<String>> {
+        Store::builder(target).migrate().await
     }
 
     fn from_parts(

@@ -13,7 +13,6 @@
 //! therefore still ahead of every reader's cursor.
 
 use std::ops::RangeInclusive;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -28,13 +27,14 @@ use super::backend::{
     LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{BatchTx, Flush};
+use super::connect;
 use super::dialect;
 use super::keys_sql;
-use super::migrate;
+use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::stream_keys::StoredKey;
-use crate::error::{CorruptValue, Error, Result, ValidationError};
+use crate::error::{ConnectErrorKind, CorruptValue, Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
@@ -48,19 +48,34 @@ use crate::stream::{
 /// What the PostgreSQL backend needs from the store builder.
 #[derive(Debug, Clone)]
 pub(crate) struct PostgresConfig {
-    pub url: String,
     pub schema: String,
     pub pool_size: u32,
     pub acquire_timeout: Duration,
     /// The server cancels statements running longer (the operation timeout), so a
     /// timed-out append does not go on to commit behind the caller's back.
     pub statement_timeout: Option<Duration>,
+    /// The wait for the first connection of an open.
+    pub connect_timeout: Duration,
+    pub migrations: Migrations,
+}
+
+/// Where the backend's connections come from.
+#[derive(Debug)]
+pub(crate) enum PgSource {
+    /// A pool of chronicle's own, built from these options.
+    Options(Box<PgConnectOptions>),
+    /// The application's pool, used as it is and never closed by the store.
+    Pool(PgPool),
 }
 
 #[derive(Debug)]
 pub(crate) struct PostgresBackend {
     pool: PgPool,
+    /// Whether the pool is chronicle's (closed by `close`) or the application's.
+    owns_pool: bool,
     schema: String,
+    /// The wait for a connection of its own (a lease's).
+    connect_timeout: Duration,
     /// Most rows asked for by a log window with a byte budget: how many the last such
     /// window held when the budget cut it, and a quarter more (doubling back while
     /// windows end by count instead). PostgreSQL sends every row a statement selects, and
@@ -294,88 +309,248 @@ impl PostgresBackend {
         self.window_rows_hint.store(hint, Ordering::Relaxed);
     }
 
-    pub(crate) async fn open(config: &PostgresConfig) -> Result<Self> {
+    pub(crate) async fn open(source: PgSource, config: &PostgresConfig) -> Result<Self> {
         validate_schema(&config.schema)?;
-        let mut options = PgConnectOptions::from_str(&config.url)
-            .map_err(|error| ValidationError::Config(format!("bad PostgreSQL URL: {error}")))?
-            .options([("search_path", config.schema.as_str())])
-            .application_name(&format!("chronicle:{}", config.schema));
-        if let Some(timeout) = config.statement_timeout {
-            let millis = timeout.as_millis().max(1).to_string();
-            options = options.options([("statement_timeout", millis.as_str())]);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(config.pool_size.max(1))
-            .acquire_timeout(config.acquire_timeout)
-            // sqlx pings every connection it hands out, a round trip before each
-            // statement; like HikariCP, only a connection idle for a while is checked.
-            .test_before_acquire(false)
-            .before_acquire(|conn, idle| {
-                Box::pin(async move {
-                    if idle.idle_for >= ALIVE_BYPASS {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(|error| Error::from_sqlx("open", error))?;
-        let backend = PostgresBackend {
-            pool,
-            schema: config.schema.clone(),
-            window_rows_hint: AtomicUsize::new(FIRST_BUDGETED_WINDOW_ROWS),
+        let (pool, owns_pool) = match source {
+            PgSource::Options(options) => {
+                let options = store_options(*options, config);
+                let mut connection = connect::pg_connect(&options, config.connect_timeout).await?;
+                let target = schema_target(&options, &config.schema);
+                prepare_schema(&mut connection, &config.schema, &target, config.migrations).await?;
+                let _ = sqlx::Connection::close(connection).await;
+                let unix_socket = options.get_socket().is_some();
+                let pool = PgPoolOptions::new()
+                    .max_connections(config.pool_size.max(1))
+                    .acquire_timeout(config.acquire_timeout)
+                    // sqlx pings every connection it hands out, a round trip before each
+                    // statement; like HikariCP, only a connection idle for a while is checked.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, idle| {
+                        Box::pin(async move {
+                            if idle.idle_for >= ALIVE_BYPASS {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(|error| connect::connect_error(&target, error, unix_socket))?;
+                (pool, true)
+            }
+            PgSource::Pool(pool) => {
+                let mut connection = connect::pg_acquire(&pool, config.connect_timeout).await?;
+                let target = schema_target(&pool.connect_options(), &config.schema);
+                prepare_schema(&mut connection, &config.schema, &target, config.migrations).await?;
+                drop(connection);
+                (pool, false)
+            }
         };
-        backend.migrate(&config.schema).await?;
-        Ok(backend)
+        Ok(PostgresBackend {
+            pool,
+            owns_pool,
+            schema: config.schema.clone(),
+            connect_timeout: config.connect_timeout,
+            window_rows_hint: AtomicUsize::new(FIRST_BUDGETED_WINDOW_ROWS),
+        })
     }
 
-    /// Creates the schema and applies pending migrations in one transaction, under an
-    /// advisory lock per schema so concurrent openers take turns.
-    async fn migrate(&self, schema: &str) -> Result<()> {
-        let fail = |error| Error::from_sqlx("migrate", error);
-        let mut tx = self.pool.begin().await.map_err(fail)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('chronicle-migrate:' || $1))")
-            .bind(schema)
-            .execute(&mut *tx)
+    /// Applies the pending migrations (creating the schema when it is missing) and
+    /// returns their names, without opening a store: the deploy step.
+    pub(crate) async fn migrate(source: PgSource, config: &PostgresConfig) -> Result<Vec<String>> {
+        validate_schema(&config.schema)?;
+        match source {
+            PgSource::Options(options) => {
+                let options = store_options(*options, config);
+                let target = schema_target(&options, &config.schema);
+                let mut connection = connect::pg_connect(&options, config.connect_timeout).await?;
+                let applied =
+                    prepare_schema(&mut connection, &config.schema, &target, Migrations::Apply)
+                        .await;
+                let _ = sqlx::Connection::close(connection).await;
+                applied
+            }
+            PgSource::Pool(pool) => {
+                let mut connection = connect::pg_acquire(&pool, config.connect_timeout).await?;
+                let target = schema_target(&pool.connect_options(), &config.schema);
+                prepare_schema(&mut connection, &config.schema, &target, Migrations::Apply).await
+            }
+        }
+    }
+}
+
+/// `options` as chronicle's own pool uses them: the store's schema as `search_path`, an
+/// application name naming it, and the operation timeout as `statement_timeout`.
+fn store_options(options: PgConnectOptions, config: &PostgresConfig) -> PgConnectOptions {
+    let mut options = options
+        .options([("search_path", config.schema.as_str())])
+        .application_name(&format!("chronicle:{}", config.schema));
+    if let Some(timeout) = config.statement_timeout {
+        let millis = timeout.as_millis().max(1).to_string();
+        options = options.options([("statement_timeout", millis.as_str())]);
+    }
+    options
+}
+
+/// How errors about the store's schema name it: the database's target and the schema.
+fn schema_target(options: &PgConnectOptions, schema: &str) -> String {
+    format!("{}, schema `{schema}`", connect::pg_target(options))
+}
+
+/// What a connection sees of the store's schema.
+struct SchemaState {
+    /// `current_schema()`: the first schema of the `search_path` that exists and that the
+    /// role may use.
+    current: Option<String>,
+    search_path: String,
+    exists: bool,
+    /// Whether the role has USAGE on the schema.
+    usage: bool,
+    /// Whether `chronicle_migrations` exists in it.
+    migrated_before: bool,
+}
+
+impl SchemaState {
+    async fn read(connection: &mut PgConnection, schema: &str) -> Result<Self> {
+        let row = sqlx::query(
+            "SELECT current_schema(), current_setting('search_path'), n.oid IS NOT NULL, \
+                 n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'), \
+                 EXISTS (SELECT 1 FROM pg_class c \
+                         WHERE c.relnamespace = n.oid AND c.relname = 'chronicle_migrations') \
+             FROM (SELECT $1::text AS name) AS wanted \
+             LEFT JOIN pg_namespace n ON n.nspname = wanted.name",
+        )
+        .bind(schema)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(|error| Error::from_sqlx("migrate", error))?;
+        let get = |error| Error::from_sqlx("migrate", error);
+        Ok(SchemaState {
+            current: row.try_get(0).map_err(get)?,
+            search_path: row.try_get(1).map_err(get)?,
+            exists: row.try_get(2).map_err(get)?,
+            usage: row.try_get(3).map_err(get)?,
+            migrated_before: row.try_get(4).map_err(get)?,
+        })
+    }
+
+    /// Chronicle's statements name tables without a schema, so the connection's current
+    /// schema must be the store's: otherwise they would read and write another schema's
+    /// tables (a pool given by the application sets its own `search_path`).
+    fn check_search_path(&self, schema: &str, target: &str) -> Result<()> {
+        if self.current.as_deref() == Some(schema) {
+            return Ok(());
+        }
+        let detail = if self.usage {
+            format!(
+                "the connection's current schema is {} (search_path `{}`), not the store's schema `{schema}`: chronicle names its tables without a schema, so `{schema}` must come first on the search_path; on a pool of your own set it with PgConnectOptions::options([(\"search_path\", \"{schema}\")])",
+                self.current
+                    .as_deref()
+                    .map_or("none".to_owned(), |current| format!("`{current}`")),
+                self.search_path
+            )
+        } else {
+            format!(
+                "the role may not use schema `{schema}`: GRANT USAGE ON SCHEMA \"{schema}\" TO the store's role"
+            )
+        };
+        Err(Error::Connect {
+            target: target.to_owned(),
+            kind: ConnectErrorKind::Config,
+            detail,
+            source: None,
+        })
+    }
+}
+
+/// Brings the store's schema up to date, or with [`Migrations::Check`] checks that it is;
+/// returns the names of the migrations applied. Reading what is applied needs no lock
+/// and no DDL; only pending migrations take the lock and the rights to change the schema,
+/// and the schema is created only when it is missing (`CREATE SCHEMA` needs the CREATE
+/// right on the database even with `IF NOT EXISTS`).
+async fn prepare_schema(
+    connection: &mut PgConnection,
+    schema: &str,
+    target: &str,
+    mode: Migrations,
+) -> Result<Vec<String>> {
+    let fail = |error| Error::from_sqlx("migrate", error);
+    let state = SchemaState::read(connection, schema).await?;
+    if state.exists {
+        state.check_search_path(schema, target)?;
+    }
+    let applied: Vec<i64> = if state.migrated_before {
+        sqlx::query_scalar("SELECT version FROM chronicle_migrations")
+            .fetch_all(&mut *connection)
             .await
-            .map_err(fail)?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-        )))
+            .map_err(fail)?
+    } else {
+        Vec::new()
+    };
+    let pending = migrate::pending(migrate::POSTGRES, &applied);
+    if !migrate::must_apply(mode, &pending, target)? {
+        return Ok(Vec::new());
+    }
+    apply_migrations(connection, schema, target).await
+}
+
+/// Creates the schema when missing and applies pending migrations in one transaction,
+/// under an advisory lock per schema so concurrent openers take turns.
+async fn apply_migrations(
+    connection: &mut PgConnection,
+    schema: &str,
+    target: &str,
+) -> Result<Vec<String>> {
+    let fail = |error| Error::from_sqlx("migrate", error);
+    let mut tx = sqlx::Connection::begin(&mut *connection)
+        .await
+        .map_err(fail)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('chronicle-migrate:' || $1))")
+        .bind(schema)
         .execute(&mut *tx)
         .await
         .map_err(fail)?;
-        sqlx::query(migrate::CREATE_TABLE)
+    let mut state = SchemaState::read(&mut tx, schema).await?;
+    if !state.exists {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(fail)?;
-        for migration in migrate::pending(migrate::POSTGRES, &applied) {
-            tracing::info!(
-                version = migration.version,
-                name = migration.name,
-                schema,
-                "applying PostgreSQL migration"
-            );
-            sqlx::raw_sql(migration.sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            sqlx::query(
-                "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES ($1, $2, now()::text)",
-            )
-            .bind(migration.version)
-            .bind(migration.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)
+        state = SchemaState::read(&mut tx, schema).await?;
     }
+    state.check_search_path(schema, target)?;
+    sqlx::query(migrate::CREATE_TABLE)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let mut names = Vec::new();
+    for migration in migrate::pending(migrate::POSTGRES, &applied) {
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            schema,
+            "applying PostgreSQL migration"
+        );
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query(
+            "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES ($1, $2, now()::text)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        names.push(migration.file_name());
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(names)
 }
 
 fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
@@ -929,7 +1104,10 @@ impl Backend for PostgresBackend {
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        // The application's pool is the application's to close.
+        if self.owns_pool {
+            self.pool.close().await;
+        }
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
@@ -1054,9 +1232,9 @@ impl Backend for PostgresBackend {
         use sqlx::Connection;
         let fail = |error| Error::from_sqlx("lease", error);
         // A connection of its own, outside the pool: the session lock lives as long as it.
-        let mut connection = sqlx::PgConnection::connect_with(&self.pool.connect_options())
-            .await
-            .map_err(fail)?;
+        // Bounded by the connect timeout, like the open's first connection.
+        let mut connection =
+            connect::pg_connect(&self.pool.connect_options(), self.connect_timeout).await?;
         // Over TCP, the server finds a vanished client (host down, network cut) within
         // about 10 s instead of hours, ending the session and freeing the lock for another
         // instance. (Ignored on Unix sockets, where a dead peer is seen at once.)
@@ -1067,11 +1245,14 @@ impl Backend for PostgresBackend {
         .execute(&mut connection)
         .await
         .map_err(fail)?;
+        // Keyed by the store's schema, which is the connection's current schema when the
+        // options set it; an application's pool may set it per connection instead.
         let held: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_lock(hashtextextended( \
-                 'chronicle.projection:' || current_schema() || ':' || $1, 0))",
+                 'chronicle.projection:' || $2 || ':' || $1, 0))",
         )
         .bind(name)
+        .bind(&self.schema)
         .fetch_one(&mut connection)
         .await
         .map_err(fail)?;

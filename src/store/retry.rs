@@ -30,8 +30,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Runs `attempt` until it succeeds, fails with a non-connection error, or the attempts
-    /// run out.
+    /// Runs `attempt` until it succeeds, fails with an error that is not a retryable
+    /// connection error ([`Error::is_retryable`] decides), or the attempts run out.
     pub(crate) async fn run<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -55,6 +55,7 @@ impl RetryPolicy {
             match result {
                 Err(error)
                     if error.kind() == ErrorKind::Connection
+                        && error.is_retryable()
                         && !error.is_closed()
                         && tries < self.attempts =>
                 {

@@ -13,7 +13,6 @@
 //! serialized, positions commit in order and the log cursor's transaction part is always 0.
 
 use std::ops::RangeInclusive;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,14 +29,13 @@ use super::backend::{
     SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{BatchTx, Flush};
+use super::connect;
 use super::keys_sql;
-use super::migrate;
+use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::stream_keys::StoredKey;
-use crate::error::{
-    CorruptValue, Error, Result, SQLITE_BUSY, ValidationError, sqlite_primary_code,
-};
+use crate::error::{CorruptValue, Error, Result, SQLITE_BUSY, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
@@ -61,10 +59,10 @@ pub enum SqliteDurability {
 /// What the SQLite backend needs from the store builder.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteConfig {
-    pub url: String,
     pub durability: SqliteDurability,
     pub pool_size: u32,
     pub busy_timeout: Duration,
+    pub migrations: Migrations,
 }
 
 #[derive(Debug)]
@@ -85,20 +83,12 @@ const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name,
      event_count, last_event_id, status, metadata, created_at, updated_at";
 
 impl SqliteBackend {
-    pub(crate) async fn open(config: &SqliteConfig) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(&config.url)
-            .map_err(|error| {
-                ValidationError::Config(format!("bad SQLite URL `{}`: {error}", config.url))
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match config.durability {
-                SqliteDurability::Full => SqliteSynchronous::Full,
-                SqliteDurability::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(config.busy_timeout)
-            .foreign_keys(false);
-        let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
+    /// Opens the store's database: `options` as given (from a URL, `create_if_missing` is
+    /// on), with chronicle's journal mode, durability and busy timeout.
+    pub(crate) async fn open(options: SqliteConnectOptions, config: &SqliteConfig) -> Result<Self> {
+        let target = connect::sqlite_target(&options);
+        let in_memory = connect::sqlite_in_memory(&options);
+        let options = store_options(options, config);
         let connect = |max: u32| {
             SqlitePoolOptions::new()
                 .max_connections(max)
@@ -111,60 +101,119 @@ impl SqliteBackend {
                 .test_before_acquire(false)
                 .connect_with(options.clone())
         };
-        let writer = connect_retrying_busy(|| connect(1)).await?;
+        let writer = connect_retrying_busy(|| connect(1), &target).await?;
+        migrate_writer(&writer, &target, config.migrations).await?;
         let reader = if in_memory {
             writer.clone()
         } else {
-            connect_retrying_busy(|| connect(config.pool_size.max(1))).await?
+            connect_retrying_busy(|| connect(config.pool_size.max(1)), &target).await?
         };
-        let backend = SqliteBackend { writer, reader };
-        backend.migrate().await?;
-        Ok(backend)
+        Ok(SqliteBackend { writer, reader })
     }
 
-    async fn migrate(&self) -> Result<()> {
-        let fail = |error| Error::from_sqlx("migrate", error);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        sqlx::query(migrate::CREATE_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(fail)?;
-        for migration in migrate::pending(migrate::SQLITE, &applied) {
-            tracing::info!(
-                version = migration.version,
-                name = migration.name,
-                "applying SQLite migration"
-            );
-            sqlx::raw_sql(migration.sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            sqlx::query(
-                "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            )
-            .bind(migration.version)
-            .bind(migration.name)
-            .bind(Utc::now().to_rfc3339())
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)
+    /// Applies the pending migrations and returns their names, without opening a store:
+    /// the deploy step.
+    pub(crate) async fn migrate(
+        options: SqliteConnectOptions,
+        config: &SqliteConfig,
+    ) -> Result<Vec<String>> {
+        let target = connect::sqlite_target(&options);
+        let options = store_options(options, config);
+        let writer = connect_retrying_busy(
+            || {
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options.clone())
+            },
+            &target,
+        )
+        .await?;
+        let applied = migrate_writer(&writer, &target, Migrations::Apply).await;
+        writer.close().await;
+        applied
     }
+}
+
+/// `options` as the store uses them.
+fn store_options(options: SqliteConnectOptions, config: &SqliteConfig) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match config.durability {
+            SqliteDurability::Full => SqliteSynchronous::Full,
+            SqliteDurability::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(config.busy_timeout)
+        .foreign_keys(false)
+}
+
+/// Brings the database up to date, or with [`Migrations::Check`] checks that it is;
+/// returns the names of the migrations applied. Reading what is applied takes no write
+/// lock; pending migrations are applied in one `BEGIN IMMEDIATE` transaction, which reads
+/// the record again.
+async fn migrate_writer(
+    writer: &SqlitePool,
+    target: &str,
+    mode: Migrations,
+) -> Result<Vec<String>> {
+    let fail = |error| Error::from_sqlx("migrate", error);
+    let migrated_before: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                        WHERE type = 'table' AND name = 'chronicle_migrations')",
+    )
+    .fetch_one(writer)
+    .await
+    .map_err(fail)?;
+    let applied: Vec<i64> = if migrated_before {
+        sqlx::query_scalar("SELECT version FROM chronicle_migrations")
+            .fetch_all(writer)
+            .await
+            .map_err(fail)?
+    } else {
+        Vec::new()
+    };
+    let pending = migrate::pending(migrate::SQLITE, &applied);
+    if !migrate::must_apply(mode, &pending, target)? {
+        return Ok(Vec::new());
+    }
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+    sqlx::query(migrate::CREATE_TABLE)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let mut names = Vec::new();
+    for migration in migrate::pending(migrate::SQLITE, &applied) {
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying SQLite migration"
+        );
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query(
+            "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(Utc::now().to_rfc3339())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        names.push(migration.file_name());
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(names)
 }
 
 /// Opens a pool, trying again while another opener holds a new file's lock: switching a
 /// new database to WAL takes an exclusive lock, and SQLite answers `SQLITE_BUSY` at once,
 /// without waiting for the busy timeout.
-async fn connect_retrying_busy<F, Fut>(connect: F) -> Result<SqlitePool>
+async fn connect_retrying_busy<F, Fut>(connect: F, target: &str) -> Result<SqlitePool>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<SqlitePool, sqlx::Error>>,
@@ -179,7 +228,9 @@ where
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
             }
-            result => return result.map_err(|error| Error::from_sqlx("open", error)),
+            result => {
+                return result.map_err(|error| connect::connect_error(target, error, false));
+            }
         }
     }
 }

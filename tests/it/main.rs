@@ -7,6 +7,7 @@ mod bus;
 mod concurrency;
 mod conformance;
 mod corrupt_rows;
+mod deploy;
 mod derive_ui;
 mod domain;
 mod domain_event;
