@@ -34,6 +34,8 @@ compile_error!(
 );
 
 mod aggregate;
+#[cfg(feature = "cloudevents")]
+pub mod cloudevents;
 mod codec;
 mod domain_event;
 mod error;
