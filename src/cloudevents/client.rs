@@ -88,9 +88,17 @@ pub struct CloudEventsClient {
     retry: RetryPolicy,
 }
 
-/// A reqwest client on rustls with ring and the webpki roots, HTTP/1.1 with keep-alive,
-/// a 10 s connect timeout and a 30 s request timeout.
-pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
+/// A reqwest client builder on rustls with ring and the webpki root certificates, with a
+/// 10 s connect timeout and a 30 s request timeout: start here to configure your own
+/// client for [`CloudEventsClient::with_http_client`].
+///
+/// chronicle builds reqwest with rustls but without a process-wide crypto provider, so a
+/// `reqwest::Client::new()` in an application that adds none of its own panics; a client
+/// from this builder has its TLS configured and does not.
+///
+/// # Errors
+/// [`ClientError::Build`] when rustls refuses the configuration.
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
     // ring, as PostgreSQL's TLS (sqlx's `tls-rustls-ring`) uses: aws-lc-rs, which rustls
     // now prefers for its post-quantum key exchange, needs cmake and a C toolchain.
     #[allow(deprecated)]
@@ -103,12 +111,10 @@ pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
         .map_err(|error| ClientError::Build(Box::new(error)))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|error| ClientError::Build(Box::new(error)))
+        .timeout(Duration::from_secs(30)))
 }
 
 impl CloudEventsClient {
@@ -118,10 +124,14 @@ impl CloudEventsClient {
     /// [`ClientError::Url`] when `url` is not an http(s) URL; [`ClientError::Build`] when
     /// the TLS configuration cannot be made.
     pub fn new(url: &str) -> Result<Self, ClientError> {
-        CloudEventsClient::with_http_client(http_client()?, url)
+        let http = http_client_builder()?
+            .build()
+            .map_err(|error| ClientError::Build(Box::new(error)))?;
+        CloudEventsClient::with_http_client(http, url)
     }
 
-    /// A client for `url` on your own reqwest client (its timeouts, proxies, TLS).
+    /// A client for `url` on your own reqwest client (its timeouts, proxies, TLS): build
+    /// it from [`http_client_builder`].
     ///
     /// # Errors
     /// [`ClientError::Url`] when `url` is not an http(s) URL.

@@ -58,7 +58,7 @@ mod webhook;
 
 pub use append::{AppendToStream, NameFn, StreamNaming};
 pub use binding::{Incoming, Mode, decode, decode_reply, encode, encode_batch};
-pub use client::{ClientError, CloudEventsClient, RequestError};
+pub use client::{ClientError, CloudEventsClient, RequestError, http_client_builder};
 pub use delivery::{Ack, Delivery, DeliveryError, Nack, RetryPolicy, Undelivered};
 pub use error::{CloudEventError, MappingError};
 pub use event::{CloudEvent, CloudEventBuilder, Data, ExtensionValue, SPEC_VERSION};

@@ -3,6 +3,8 @@
 
 mod aggregates;
 mod bad_input;
+#[cfg(feature = "cloudevents")]
+mod cloudevents;
 mod concurrency;
 mod conformance;
 mod corrupt_rows;
