@@ -160,6 +160,18 @@ async fn post(
     (status, attribute, json)
 }
 
+type Header = (&'static str, &'static [u8]);
+/// What is wrong, the headers, the body, the status expected and the attribute it names.
+type Case = (
+    &'static str,
+    Vec<Header>,
+    Vec<u8>,
+    u16,
+    Option<&'static str>,
+);
+/// What is wrong, the header that breaks it, the status and the attribute named.
+type BinaryCase = (&'static str, Header, u16, Option<&'static str>);
+
 const STRUCTURED: (&str, &[u8]) = ("content-type", b"application/cloudevents+json");
 
 fn binary_headers() -> Vec<(&'static str, &'static [u8])> {
@@ -194,7 +206,7 @@ async fn bad_input_gets_a_typed_4xx_and_stores_nothing(kind: Kind) {
         object.to_string()
     };
 
-    let cases: Vec<(&str, Vec<(&str, &[u8])>, Vec<u8>, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             vec![STRUCTURED],
@@ -318,7 +330,7 @@ async fn bad_input_gets_a_typed_4xx_and_stores_nothing(kind: Kind) {
     }
 
     // Binary mode: headers broken one at a time.
-    let binary_cases: Vec<(&str, (&str, &[u8]), u16, Option<&str>)> = vec![
+    let binary_cases: Vec<BinaryCase> = vec![
         (
             "missing specversion",
             ("ce-specversion", b""),
