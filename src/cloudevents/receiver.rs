@@ -480,7 +480,10 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+    // What the sender declares (checked against the limit above), but never a large
+    // allocation on its word alone.
+    let reserve = declared.map_or(0, |length| length.min(64 * 1024) as usize);
+    let mut bytes = Vec::with_capacity(reserve);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| {
