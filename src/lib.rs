@@ -35,6 +35,8 @@ compile_error!(
 
 mod aggregate;
 pub mod bus;
+#[cfg(feature = "cloudevents")]
+pub mod cloudevents;
 mod codec;
 mod domain_event;
 mod error;

@@ -4,6 +4,8 @@
 mod aggregates;
 mod bad_input;
 mod bus;
+#[cfg(feature = "cloudevents")]
+mod cloudevents;
 mod concurrency;
 mod conformance;
 mod corrupt_rows;
