@@ -78,6 +78,13 @@ pub enum Command {
     /// Per-stream keys and key rotation (need --key-file).
     #[command(subcommand)]
     Keys(Keys),
+    /// Apply the store's pending migrations (creating the store, and on PostgreSQL its
+    /// schema, when missing), or with --check only list them (exit 1 when any).
+    Migrate {
+        /// List the pending migrations without applying them.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 //! decode rather than fail on it.
 
 use chronicle::sqlx::Connection as _;
-use chronicle::{Store, sqlx};
+use chronicle::{Error, Migrations, Store, sqlx};
 
 use crate::args::Global;
 use crate::fail::CliError;
@@ -16,10 +16,13 @@ pub async fn open(global: &Global) -> Result<Store, CliError> {
     })?;
     let ring = global.key_file.as_deref().map(keyfile::read).transpose()?;
     check_store_exists(url, &global.schema).await?;
+    // An operator's command never changes the schema behind the application's back:
+    // `chronicle migrate` does that.
     let mut builder = Store::builder(url)
         .schema(global.schema.clone())
         .pool_size(2)
         .operation_timeout(global.timeout)
+        .migrations(Migrations::Check)
         .keep_undecodable_payloads(true);
     if let Some(ring) = ring {
         builder = builder
@@ -28,6 +31,52 @@ pub async fn open(global: &Global) -> Result<Store, CliError> {
             .per_stream_keys(true);
     }
     Ok(builder.open().await?)
+}
+
+/// `chronicle migrate [--check]`: applies the pending migrations of `global.url` and
+/// lists them, or with `check` only lists them (and fails when there are any).
+pub async fn migrate(global: &Global, check: bool) -> Result<(), CliError> {
+    let url = global.url.as_deref().ok_or_else(|| {
+        CliError::Usage("no store given: pass --url or set CHRONICLE_URL".to_owned())
+    })?;
+    let builder = Store::builder(url)
+        .schema(global.schema.clone())
+        .pool_size(1)
+        .operation_timeout(global.timeout);
+    if !check {
+        let applied = builder.migrate().await?;
+        print_migrations(global, "applied", &applied);
+        return Ok(());
+    }
+    check_store_exists(url, &global.schema).await?;
+    match builder.migrations(Migrations::Check).open().await {
+        Ok(store) => {
+            store.close().await;
+            print_migrations(global, "pending", &[]);
+            Ok(())
+        }
+        Err(Error::PendingMigrations { target, pending }) => {
+            print_migrations(global, "pending", &pending);
+            Err(CliError::Failed(format!(
+                "{target} needs {} migration(s): run `chronicle migrate`",
+                pending.len()
+            )))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Prints the migrations `names` (`applied` or `pending`), as a list or as JSON.
+fn print_migrations(global: &Global, what: &str, names: &[String]) {
+    if global.json {
+        println!("{}", serde_json::json!({ what: names }));
+    } else if names.is_empty() {
+        println!("no migration {what}: the store is up to date");
+    } else {
+        for name in names {
+            println!("{what}: {name}");
+        }
+    }
 }
 
 /// Refuses a URL that names no existing store: a SQLite file that is not there, a

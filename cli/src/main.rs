@@ -38,6 +38,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Migrate { check } = cli.command {
+        return connect::migrate(&cli.global, check).await;
+    }
     let store = connect::open(&cli.global).await?;
     let result = match cli.command {
         Command::Streams(command) => reads::streams(&store, &cli.global, command).await,
@@ -47,6 +50,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Outbox(command) => ops::outbox(&store, &cli.global, command).await,
         Command::Retention(command) => ops::retention(&store, &cli.global, command).await,
         Command::Keys(command) => ops::keys(&store, &cli.global, command).await,
+        Command::Migrate { .. } => Ok(()),
     };
     store.close().await;
     result

@@ -1058,3 +1058,39 @@ async fn keys_are_rewrapped_under_the_key_files_active_key() {
             .all(|event| event["payload_state"] == "decoded")
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Migrations: the deploy step.
+
+async fn migrate_creates_the_store_and_check_passes_once_up_to_date(fixture: Fixture) {
+    // No store yet: the check refuses, and creates nothing.
+    run(fixture.cli().args(["migrate", "--check"]), 2);
+    let applied = json_of(fixture.cli().arg("migrate"));
+    let applied = applied["applied"].as_array().expect("a list of migrations");
+    assert!(
+        applied.iter().any(|name| name == "0001_core"),
+        "{applied:?}"
+    );
+    let pending = json_of(fixture.cli().args(["migrate", "--check"]));
+    assert_eq!(pending, json!({ "pending": [] }));
+    // Once more: nothing to apply; the store works.
+    assert_eq!(
+        json_of(fixture.cli().arg("migrate")),
+        json!({ "applied": [] })
+    );
+    let streams = json_of(fixture.cli().args(["streams", "list"]));
+    assert_eq!(streams.as_array().map(Vec::len), Some(0), "{streams}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_migrate_creates_the_store_and_check_passes_once_up_to_date() {
+    migrate_creates_the_store_and_check_passes_once_up_to_date(Fixture::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrate_creates_the_store_and_check_passes_once_up_to_date() {
+    let Some(fixture) = Fixture::postgres("postgres_migrate").await else {
+        return;
+    };
+    migrate_creates_the_store_and_check_passes_once_up_to_date(fixture).await;
+}
