@@ -18,7 +18,7 @@
 //! subscription's maximum of deliveries, after which the event is dead; and it sends the
 //! event to the dead letters at once with [`HandlerError::fatal`]. A panic counts as a
 //! retryable failure. Failures worth a person's attention go to the subscription's
-//! [`ErrorReporter`](crate::outbox::ErrorReporter), as the outbox's do.
+//! [`ErrorReporter`], as the outbox's do.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
