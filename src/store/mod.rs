@@ -182,8 +182,11 @@ impl Store {
                 announcer: announcer.clone(),
                 retention: RulesCache::new(Duration::from_secs(1)),
                 keys: stream_keys::StreamKeys::new(per_stream_keys),
-                stream_rows: RowsHint::new(sends_every_row),
-                log_rows: RowsHint::new(sends_every_row),
+                stream_rows: RowsHint::new(
+                    sends_every_row,
+                    RowsHint::first_stream_rows(limits.read_budget, limits.max_event_size),
+                ),
+                log_rows: RowsHint::new(sends_every_row, paging::FIRST_WINDOW_ROWS),
             }),
         };
         if let Some(wake) = announcer {

@@ -40,10 +40,10 @@ use crate::stream::Direction;
 /// below it, the hop would cost more than it saves.
 pub(crate) const OFFLOAD_DECODE_BYTES: usize = 1 << 20;
 
-/// The rows the first page with a byte budget asks for on a backend that sends every row
-/// (see [`RowsHint`]): a page of large events sends no more than these, and pages of small
-/// events reach their full count after a few doublings.
-const FIRST_BUDGETED_ROWS: usize = 256;
+/// The rows the first window of the log with a byte budget asks for on a backend that
+/// sends every row (see [`RowsHint`]): a window of large events sends no more than these,
+/// and windows of small events reach their full count at the next one.
+pub(crate) const FIRST_WINDOW_ROWS: usize = 256;
 
 /// How many rows a page with a byte budget asks for, on a backend that sends every row a
 /// statement selects (PostgreSQL): the rows past the budget are read off the connection
@@ -54,19 +54,30 @@ const FIRST_BUDGETED_ROWS: usize = 256;
 /// to about a quarter of a budget when events are large, and costs nothing when they are
 /// small. One hint is shared by the reads it serves (a store keeps one for the log's
 /// windows, one for stream pages), as the sizes of recent events are the best guess at
-/// the next ones'. On other backends, which stop the statement where the reader stops,
-/// pages ask for their full count.
+/// the next ones'; before any, a first guess ([`FIRST_WINDOW_ROWS`],
+/// [`RowsHint::first_stream_rows`]). On other backends, which stop the statement where
+/// the reader stops, pages ask for their full count.
 #[derive(Debug)]
 pub(crate) struct RowsHint {
     rows: Option<AtomicUsize>,
 }
 
 impl RowsHint {
-    /// A hint that caps pages when `enabled` (the backend sends every row).
-    pub(crate) fn new(enabled: bool) -> Self {
+    /// A hint that caps pages when `enabled` (the backend sends every row), at `first`
+    /// rows until it learns from a page.
+    pub(crate) fn new(enabled: bool, first: usize) -> Self {
         RowsHint {
-            rows: enabled.then(|| AtomicUsize::new(FIRST_BUDGETED_ROWS)),
+            rows: enabled.then(|| AtomicUsize::new(first.max(1))),
         }
+    }
+
+    /// The first guess for the pages of one stream: the rows that reach `budget` even
+    /// when every event is as large as an append accepts (`largest` bytes), so the first
+    /// page of a stream of large events sends next to nothing past the budget (a load's
+    /// first statement would otherwise send a page of the store's count at once), and one
+    /// of small events ends by count, which teaches the hint their size.
+    pub(crate) fn first_stream_rows(budget: usize, largest: usize) -> usize {
+        (budget / largest.max(1)).saturating_add(1)
     }
 
     /// `limit` with at most as many events as the hint (at least one), when it has a
@@ -367,8 +378,8 @@ mod tests {
             events: 1000,
             bytes: Some(100),
         };
-        let hint = RowsHint::new(true);
-        assert_eq!(hint.ask(budget).events, FIRST_BUDGETED_ROWS);
+        let hint = RowsHint::new(true, FIRST_WINDOW_ROWS);
+        assert_eq!(hint.ask(budget).events, FIRST_WINDOW_ROWS);
         // Cut at 8 events of 13 bytes: 7 fill the budget, and a quarter more.
         hint.learn(hint.ask(budget), 8, 104, false);
         assert_eq!(hint.ask(budget).events, 9);
@@ -381,7 +392,8 @@ mod tests {
         // Short: nothing learned.
         hint.learn(hint.ask(budget), 3, 3, false);
         assert_eq!(hint.ask(budget).events, 126);
-        let hint = RowsHint::new(true);
+        let hint = RowsHint::new(true, 4);
+        assert_eq!(hint.ask(budget).events, 4);
         assert_eq!(
             hint.ask(WindowLimit {
                 events: 1000,
@@ -390,6 +402,7 @@ mod tests {
             .events,
             1000
         );
+        // Cut by one event of a hundred times the budget.
         hint.learn(hint.ask(budget), 1, 10_000, false);
         assert_eq!(hint.ask(budget).events, 1);
         hint.learn(
@@ -403,7 +416,10 @@ mod tests {
         );
         assert_eq!(hint.ask(budget).events, 1000);
 
-        let off = RowsHint::new(false);
+        assert_eq!(RowsHint::first_stream_rows(32 << 20, 1 << 20), 33);
+        assert_eq!(RowsHint::first_stream_rows(100, 1000), 1);
+
+        let off = RowsHint::new(false, 4);
         off.learn(budget, 1, 1000, true);
         assert_eq!(off.ask(budget), budget);
     }
