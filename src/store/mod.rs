@@ -706,8 +706,10 @@ impl Store {
     }
 
     /// Every event of the global log after `after` (use [`LogPosition::START`] for all),
-    /// in transaction order, fetched page by page. To follow the log, call again with the last
-    /// event's [`RecordedEvent::log_position`].
+    /// in transaction order, fetched page by page (at most the store's `page_size` events
+    /// a page, ending at the event whose stored payload brings it to `read_budget_bytes`;
+    /// the next page loads while the current one is consumed). To follow the log, call
+    /// again with the last event's [`RecordedEvent::log_position`].
     ///
     /// No event is ever skipped, even on PostgreSQL where positions can commit out of
     /// order: an event is returned only once every older transaction has finished. The read

@@ -125,15 +125,16 @@ where
 ///
 /// # Errors
 /// [`Error::Internal`] for rows in another order, which a cut could have robbed of the
-/// head or the snapshot: never a start that leaves them out.
+/// head or the snapshot: never a start that leaves them out. (Events come only with a
+/// head, so events without one are out of order too.)
 pub(crate) fn stream_start(stream: &str, rows: Vec<StartRow>) -> Result<Option<StreamStart>> {
     let mut head = None;
     let mut snapshot = None;
     let mut events: Vec<ReplayedEvent> = Vec::new();
     for row in rows {
         let in_order = match &row {
-            StartRow::Head(..) => snapshot.is_none() && events.is_empty(),
-            StartRow::Snapshot(_) => head.is_some() && events.is_empty(),
+            StartRow::Head(..) => head.is_none() && snapshot.is_none() && events.is_empty(),
+            StartRow::Snapshot(_) => snapshot.is_none() && events.is_empty(),
             StartRow::Event(event) => {
                 head.is_some()
                     && events
@@ -507,6 +508,53 @@ impl<'a> RowRef<'a> {
         move |error| match error {
             sqlx::Error::ColumnDecode { .. } => self.corrupt(column, CorruptValue::Type(error)),
             error => error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(version: u64) -> StartRow {
+        StartRow::Event(ReplayedEvent {
+            id: Uuid::nil(),
+            version,
+            event_type: "t".to_owned(),
+            schema_version: 1,
+            payload: b"{}".to_vec(),
+        })
+    }
+
+    fn snapshot(version: u64) -> StartRow {
+        StartRow::Snapshot(StoredSnapshot {
+            version,
+            schema_version: 1,
+            payload: b"{}".to_vec(),
+            created_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn a_start_takes_its_rows_in_the_statements_order_only() {
+        let head = || StartRow::Head(9, StreamStatus::Active);
+        let start = stream_start("s", vec![head(), snapshot(4), event(5), event(6)])
+            .expect("in order")
+            .expect("a stream");
+        assert_eq!((start.version, start.events.len()), (9, 2));
+        assert_eq!(start.snapshot.map(|s| s.version), Some(4));
+        assert!(stream_start("s", Vec::new()).expect("no rows").is_none());
+        for rows in [
+            vec![event(5), head()],
+            vec![head(), event(5), snapshot(4)],
+            vec![head(), event(6), event(5)],
+            vec![snapshot(4), head()],
+            vec![event(1)],
+        ] {
+            assert!(
+                matches!(stream_start("s", rows), Err(Error::Internal(_))),
+                "out of order"
+            );
         }
     }
 }
