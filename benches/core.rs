@@ -68,6 +68,39 @@ const LARGE_EVENT_BYTES: usize = 1 << 20;
 /// The one stream of the large-event workload: caught up by a projection, and replayed.
 const LARGE_STREAM: &str = "large-1";
 
+/// The events of [`LARGE_STREAM`] as an aggregate sees them (`large-1` is the stream of
+/// the `LargeLog` with id 1).
+#[derive(Debug, Clone, PartialEq, chronicle::DomainEvent)]
+enum LargeEvent {
+    #[event(rename = "large.logged")]
+    Logged { n: u64, blob: String },
+}
+
+/// An aggregate over 1 MiB events: the child of `large_events_memory` that loads it
+/// measures an aggregate's replay.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, chronicle::Aggregate)]
+#[aggregate(name = "large", event = LargeEvent)]
+struct LargeLog {
+    events: u64,
+    bytes: u64,
+}
+
+impl chronicle::Aggregate for LargeLog {
+    type Command = ();
+    type Error = std::convert::Infallible;
+
+    fn apply(&mut self, event: LargeEvent) {
+        let LargeEvent::Logged { n, blob } = event;
+        black_box(n);
+        self.events += 1;
+        self.bytes += blob.len() as u64;
+    }
+
+    fn handle(&self, _: &()) -> Result<Vec<LargeEvent>, Self::Error> {
+        Ok(Vec::new())
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Payloads
 
@@ -503,6 +536,7 @@ async fn large_events_rows(database: &str, url: &str, total: u64) -> Res<Vec<Row
     let budget = chronicle::DEFAULT_WINDOW_BYTES;
     let bounded = measure_in_child(&format!("projection-{budget}"), url, total).await?;
     let replay = measure_in_child("read-stream", url, total).await?;
+    let load = measure_in_child("load", url, total).await?;
     Ok(vec![
         Row {
             workload: format!(
@@ -521,6 +555,17 @@ async fn large_events_rows(database: &str, url: &str, total: u64) -> Res<Vec<Row
                  of 1 MiB, peak RSS growth"
             ),
             chronicle: replay.describe(),
+            baseline: "—".to_owned(),
+            ratio: "—".to_owned(),
+            target: "—".to_owned(),
+            met: Met::Info,
+        },
+        Row {
+            workload: format!(
+                "large_events_memory: {database}, aggregate load (replay) of that stream, peak \
+                 RSS growth"
+            ),
+            chronicle: load.describe(),
             baseline: "—".to_owned(),
             ratio: "—".to_owned(),
             target: "—".to_owned(),
@@ -591,6 +636,25 @@ async fn read_large_in_child(url: &str) -> Res<u64> {
         count += 1;
     }
     Ok(count)
+}
+
+/// The child side of `large_events_memory`'s aggregate load: the `LargeLog` of the stream,
+/// from its events (no snapshot).
+async fn load_large_in_child(url: &str) -> Res<u64> {
+    let store = large_event_store(url).await?;
+    let loaded = store
+        .repository::<LargeLog>()
+        .load("1")
+        .await?
+        .ok_or("the large stream is missing")?;
+    if loaded.state.bytes != loaded.state.events * LARGE_EVENT_BYTES as u64 {
+        return Err(format!(
+            "loaded {} bytes in {} events",
+            loaded.state.bytes, loaded.state.events
+        )
+        .into());
+    }
+    Ok(loaded.state.events)
 }
 
 /// What a child process reported about one replay.
@@ -682,9 +746,11 @@ fn child_main(spec: &str) -> Res<()> {
             Raw(SqlitePool),
             Projection(usize),
             ReadStream,
+            Load,
         }
         let reader = match system {
             "read-stream" => Reader::ReadStream,
+            "load" => Reader::Load,
             _ if system.starts_with("projection-") => {
                 Reader::Projection(system["projection-".len()..].parse()?)
             }
@@ -716,6 +782,7 @@ fn child_main(spec: &str) -> Res<()> {
             Reader::Raw(pool) => replay_raw_sqlite(pool, REPLAY_STREAM, decode_deposited).await?,
             Reader::Projection(window_bytes) => catch_up_in_child(url, *window_bytes).await?,
             Reader::ReadStream => read_large_in_child(url).await?,
+            Reader::Load => load_large_in_child(url).await?,
         };
         let secs = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);

@@ -305,22 +305,29 @@ impl<A: Aggregate> Repository<A> {
         let mut replayed = 0;
         // The first page follows the snapshot the database chose; when that snapshot did
         // not decode here, the page is of no use and the replay starts over.
-        let mut done = false;
-        if start.events_after == version {
-            for row in start.events {
-                let (event_version, event) =
-                    self.store.decode_replayed(stream, row, &start.keys)?;
-                version = next_version(stream, version, event_version)?;
-                state.apply(event);
-                replayed += 1;
-            }
-            done = start.complete;
-        }
-        if !done && version < head {
-            let events = self
-                .store
+        let (first, done) = if start.events_after == version {
+            (start.events, start.complete)
+        } else {
+            (Vec::new(), false)
+        };
+        // The rest starts loading before the first page is decoded and applied.
+        let next = first.last().map_or(version, |row| row.version);
+        let rest = (!done && next < head).then(|| {
+            self.store
                 .clone()
-                .replay::<A::Event>(stream.clone(), version + 1, head);
+                .replay::<A::Event>(stream.clone(), next + 1, head)
+        });
+        let first = self
+            .store
+            .decode_replayed_page::<A::Event>(stream, first, start.keys)
+            .await?;
+        for decoded in first {
+            let (event_version, event) = decoded?;
+            version = next_version(stream, version, event_version)?;
+            state.apply(event);
+            replayed += 1;
+        }
+        if let Some(events) = rest {
             futures::pin_mut!(events);
             while let Some((event_version, event)) = events.try_next().await? {
                 version = next_version(stream, version, event_version)?;

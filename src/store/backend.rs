@@ -112,9 +112,10 @@ impl WindowRow {
     }
 }
 
-/// How far one window of the log reaches: `events` events at most, and, when `bytes` is
-/// set, no event after the one whose stored payload brings the window's wanted events to
-/// `bytes` (so a window holds at least one event, and at most one past the budget).
+/// How far one window of the log, or one page of a read, reaches: `events` events at
+/// most, and, when `bytes` is set, no event after the one whose stored payload brings the
+/// window's wanted events to `bytes` (so a window holds at least one event, and at most
+/// one past the budget).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WindowLimit {
     pub events: usize,
@@ -122,14 +123,6 @@ pub(crate) struct WindowLimit {
 }
 
 impl WindowLimit {
-    /// At most `events` events, whatever their size.
-    pub(crate) fn events(events: usize) -> Self {
-        WindowLimit {
-            events,
-            bytes: None,
-        }
-    }
-
     /// Whether `bytes` of stored payloads fill the window.
     pub(crate) fn bytes_reached(&self, bytes: usize) -> bool {
         self.bytes.is_some_and(|budget| bytes >= budget)
@@ -231,7 +224,7 @@ pub(crate) struct StreamStart {
     /// The newest snapshot at or below the version asked for, of any schema version.
     pub snapshot: Option<StoredSnapshot>,
     /// Events after the snapshot when its schema version is the one asked for (else from
-    /// version 1), up to the version asked for, at most one page.
+    /// version 1), up to the version asked for, at most one page (cut at its byte budget).
     pub events: Vec<ReplayedEvent>,
 }
 
@@ -391,26 +384,32 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Deletes the stream; `false` when it does not exist.
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool>;
 
-    /// The events of `stream` whose versions lie in `versions`, in `direction`'s order.
+    /// The events of `stream` whose versions lie in `versions`, in `direction`'s order:
+    /// at most `limit.events`, and none after the one whose stored payload brings the
+    /// total to `limit.bytes` (so at least one, when any lies there). Rows are read one by
+    /// one: those past the budget are never held.
     async fn read_stream(
         &self,
         stream: &StreamId,
         versions: RangeInclusive<u64>,
         direction: Direction,
+        limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>>;
 
     /// The events of `stream` whose versions lie in `versions`, oldest first, with only the
-    /// columns a replay needs.
+    /// columns a replay needs, within `limit` as [`Backend::read_stream`].
     async fn replay_stream(
         &self,
         stream: &StreamId,
         versions: RangeInclusive<u64>,
+        limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>>;
 
-    /// The stream's head, its newest snapshot at or below `max_version`, and up to `limit`
-    /// events after that snapshot (after 0 when the snapshot's schema version is not
-    /// `schema_version`), no further than `max_version`; `None` when the stream does not
-    /// exist. No events for a deleted stream.
+    /// The stream's head, its newest snapshot at or below `max_version`, and the events
+    /// after that snapshot (after 0 when the snapshot's schema version is not
+    /// `schema_version`), no further than `max_version`, within `limit` as
+    /// [`Backend::read_stream`]; `None` when the stream does not exist. No events for a
+    /// deleted stream.
     ///
     /// The default takes three round trips; the SQL backends answer in one statement.
     async fn replay_start(
@@ -418,7 +417,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         stream: &StreamId,
         max_version: u64,
         schema_version: u32,
-        limit: usize,
+        limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
         let Some(info) = self.stream_info(stream).await? else {
             return Ok(None);
@@ -431,9 +430,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         let last = info
             .version
             .min(max_version)
-            .min(after.saturating_add(limit as u64));
+            .min(after.saturating_add(limit.events as u64));
         let events = if after < last && info.status == StreamStatus::Active {
-            self.replay_stream(stream, after + 1..=last).await?
+            self.replay_stream(stream, after + 1..=last, limit).await?
         } else {
             Vec::new()
         };
@@ -538,6 +537,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Whether [`Backend::announce_appends`] reaches other processes.
     fn announces_appends(&self) -> bool {
+        false
+    }
+
+    /// Whether a statement's answer crosses to the client whole, even when the reader
+    /// stops early (PostgreSQL sends every selected row; SQLite steps row by row): then a
+    /// read with a byte budget asks for about as many rows as the budget holds
+    /// (`paging::RowsHint`), so that few are read past the cut only to be dropped.
+    fn sends_every_row(&self) -> bool {
         false
     }
 

@@ -11,7 +11,6 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 #[cfg(feature = "sqlite")]
 use sqlx::sqlite::SqliteConnectOptions;
 
-use super::Store;
 use super::backend::Backend;
 #[cfg(feature = "postgres")]
 use super::connect::PgTls;
@@ -23,6 +22,7 @@ use super::postgres::{PgSource, PostgresBackend, PostgresConfig};
 use super::retry::RetryPolicy;
 #[cfg(feature = "sqlite")]
 use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
+use super::{DEFAULT_WINDOW_BYTES, Store};
 use crate::codec::{Codec, Compression, KeyRing};
 use crate::error::{Result, ValidationError};
 use crate::projection::Projection;
@@ -80,6 +80,7 @@ pub struct StoreBuilder {
     #[cfg(feature = "sqlite")]
     durability: SqliteDurability,
     page_size: usize,
+    read_budget: usize,
     settle_timeout: Duration,
     upcasters: Upcasters,
     inline: InlineProjections,
@@ -106,6 +107,7 @@ impl StoreBuilder {
             #[cfg(feature = "sqlite")]
             durability: SqliteDurability::Full,
             page_size: 512,
+            read_budget: DEFAULT_WINDOW_BYTES,
             settle_timeout: Duration::from_secs(5),
             upcasters: Upcasters::default(),
             inline: InlineProjections::default(),
@@ -355,12 +357,26 @@ impl StoreBuilder {
         self
     }
 
-    /// How many events a read fetches per round trip (default 512). Reads hold at most
-    /// about two pages in memory (the next one is fetched while the current one is
-    /// consumed). An aggregate load's replay reads larger pages: 4 pages with the stream's
-    /// head and snapshot, then 8, then 16 at most.
+    /// How many events a read fetches per round trip at most (default 512): a page of
+    /// [`Store::read_stream`] or [`Store::read_all`]. An aggregate load's replay reads
+    /// larger pages: 4 pages with the stream's head and snapshot, then 8, then 16 at most.
+    /// A page also ends at [`read_budget_bytes`](Self::read_budget_bytes), whichever
+    /// comes first.
     pub fn page_size(mut self, events: usize) -> Self {
         self.page_size = events.max(1);
+        self
+    }
+
+    /// How many bytes of stored payloads a page of a read holds (default
+    /// [`DEFAULT_WINDOW_BYTES`], 32 MiB; at least 1): a page of [`Store::read_stream`],
+    /// [`Store::read_all`] or of an aggregate load's replay ends at the event whose stored
+    /// payload reaches it, or at its [`page_size`](Self::page_size), whichever comes
+    /// first. A page holds at least one event, so an event larger than the budget still
+    /// reads. Reads hold about two pages in memory (the next one loads while the current
+    /// one is consumed), so about twice this, plus an event, whatever the events' sizes.
+    /// The bytes are as stored: a compressed payload decodes larger.
+    pub fn read_budget_bytes(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes.max(1);
         self
     }
 
@@ -416,6 +432,7 @@ impl StoreBuilder {
                 max_event_size: self.max_event_size,
                 max_events_per_append: self.max_events_per_append,
                 page_size: self.page_size,
+                read_budget: self.read_budget,
                 settle_timeout: self.settle_timeout,
                 keep_undecodable: self.keep_undecodable,
             },

@@ -253,19 +253,27 @@ impl Backend for MemoryBackend {
         stream: &StreamId,
         versions: RangeInclusive<u64>,
         direction: Direction,
+        limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
         let state = self.lock()?;
         let Some(row) = state.streams.get(stream.as_str()) else {
             return Ok(Vec::new());
         };
-        let mut events: Vec<RecordedEvent> = row
-            .positions
-            .range(versions)
+        let in_range = row.positions.range(versions);
+        let positions: Box<dyn Iterator<Item = (&u64, &u64)>> = match direction {
+            Direction::Forward => Box::new(in_range),
+            Direction::Backward => Box::new(in_range.rev()),
+        };
+        let (mut events, mut bytes) = (Vec::new(), 0);
+        for event in positions
             .filter_map(|(_, position)| state.log.get(position))
-            .cloned()
-            .collect();
-        if direction == Direction::Backward {
-            events.reverse();
+            .take(limit.events)
+        {
+            bytes += event.payload.len();
+            events.push(event.clone());
+            if limit.bytes_reached(bytes) {
+                break;
+            }
         }
         Ok(events)
     }
@@ -274,9 +282,10 @@ impl Backend for MemoryBackend {
         &self,
         stream: &StreamId,
         versions: RangeInclusive<u64>,
+        limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
         let events = self
-            .read_stream(stream, versions, Direction::Forward)
+            .read_stream(stream, versions, Direction::Forward, limit)
             .await?;
         Ok(events
             .into_iter()

@@ -17,6 +17,7 @@ mod keys_sql;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
+mod paging;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod replay;
@@ -56,8 +57,9 @@ pub(crate) use self::stream_keys::PageKeys;
 pub(crate) use self::backend::StoredSnapshot;
 pub(crate) use self::backend::WindowLimit;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
+use self::paging::{PageSizes, Reach, RowsHint, StreamCursor};
 use self::retry::RetryPolicy;
-use crate::codec::{self, Codec, CodecError, DataKey, event_context};
+use crate::codec::{Codec, CodecError, DataKey, event_context};
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
@@ -71,16 +73,12 @@ use crate::stream::{
 use crate::text;
 use crate::upcast::Upcasters;
 
-/// The default byte budget of a window of the log (a projection's batch, an outbox
-/// processor's or a re-encryption's window): 32 MiB of stored payloads. A window ends at
-/// the event that reaches it, or at its event count, whichever comes first.
+/// The default byte budget of a page of a read (a page of [`Store::read_stream`],
+/// [`Store::read_all`] or an aggregate's replay; see
+/// [`StoreBuilder::read_budget_bytes`]) and of a window of the log (a projection's batch,
+/// an outbox processor's or a re-encryption's window): 32 MiB of stored payloads. A page
+/// ends at the event that reaches it, or at its event count, whichever comes first.
 pub const DEFAULT_WINDOW_BYTES: usize = 32 << 20;
-
-/// Above this many bytes of payloads to decompress or decrypt, a window of the log is
-/// decoded on a blocking thread (`spawn_blocking`), off the runtime's workers: about a
-/// millisecond of codec work (zstd decompresses, XChaCha20-Poly1305 decrypts, at around a
-/// GiB/s); below it, the hop would cost more than it saves.
-pub(crate) const OFFLOAD_DECODE_BYTES: usize = 1 << 20;
 
 /// The store's limits and read settings, from the builder.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +89,9 @@ pub(crate) struct Limits {
     pub max_events_per_append: usize,
     /// Events fetched per round trip by reads.
     pub page_size: usize,
+    /// Bytes of stored payloads a page of a read stops at (the event that reaches them is
+    /// the page's last).
+    pub read_budget: usize,
     /// How long `read_all` waits for events held back by running transactions.
     pub settle_timeout: Duration,
     /// Whether the public reads return undecodable events (payload left out) rather than
@@ -147,6 +148,10 @@ struct Inner {
     /// Wakes the task that announces this store's appends to other processes, where the
     /// backend can (PostgreSQL).
     announcer: Option<Arc<tokio::sync::Notify>>,
+    /// How many rows a page of one stream asks for (on a backend that sends every row).
+    stream_rows: RowsHint,
+    /// How many rows a window of the log asks for (on a backend that sends every row).
+    log_rows: RowsHint,
 }
 
 impl Store {
@@ -188,6 +193,7 @@ impl Store {
         let announcer = backend
             .announces_appends()
             .then(|| Arc::new(tokio::sync::Notify::new()));
+        let sends_every_row = backend.sends_every_row();
         let store = Store {
             inner: Arc::new(Inner {
                 backend,
@@ -201,6 +207,11 @@ impl Store {
                 announcer: announcer.clone(),
                 retention: RulesCache::new(Duration::from_secs(1)),
                 keys: stream_keys::StreamKeys::new(per_stream_keys),
+                stream_rows: RowsHint::new(
+                    sends_every_row,
+                    RowsHint::first_stream_rows(limits.read_budget, limits.max_event_size),
+                ),
+                log_rows: RowsHint::new(sends_every_row, paging::FIRST_WINDOW_ROWS),
             }),
         };
         if let Some(wake) = announcer {
@@ -651,8 +662,10 @@ impl Store {
 
     /// The events of `stream` from version `from` on ([`Direction::Forward`]) or down
     /// ([`Direction::Backward`]; pass `u64::MAX` to start at the end), up to the stream's
-    /// version when the read began, fetched page by page (the next page loads while the
-    /// current one is consumed).
+    /// version when the read began, fetched page by page: a page holds at most the store's
+    /// `page_size` events, and ends at the event whose stored payload brings it to the
+    /// store's `read_budget_bytes` (so an event larger than that still reads); the next
+    /// page loads while the current one is consumed.
     ///
     /// The stream yields [`Error::StreamNotFound`] or [`Error::StreamDeleted`] first when
     /// the stream is missing or deleted, and [`Error::Codec`] for an event whose payload
@@ -673,14 +686,23 @@ impl Store {
             ?direction
         );
         let stream = StreamId::new(stream.as_ref());
+        let pages_span = span.clone();
         let start = async move {
             let stream = stream?;
-            match store.active_version(&stream).await? {
-                Some(last) => Ok(store.stream_pages(stream, from, last, direction)),
-                None => Err(Error::StreamNotFound {
+            let Some(last) = store.active_version(&stream).await? else {
+                return Err(Error::StreamNotFound {
                     stream: stream.to_string(),
-                }),
-            }
+                });
+            };
+            let page = store.inner.limits.page_size;
+            let read = ReadStream { stream, direction };
+            let pages = store.stream_pages(
+                read,
+                StreamCursor::new(from, last, direction),
+                PageSizes::growing(page, page),
+                pages_span,
+            );
+            Ok(pages.map_ok(stream::iter).try_flatten())
         };
         stream::once(start.instrument(span)).try_flatten()
     }
@@ -700,69 +722,47 @@ impl Store {
         }
     }
 
-    /// The events of an active stream at version `last`, page by page: the version range
-    /// is cut into pages up front, so the next page loads while the current one is
-    /// decoded (at most two pages in memory).
-    pub(crate) fn stream_pages(
+    /// The pages of a read of one stream from `cursor`, each of up to `sizes` events and
+    /// the store's read budget, one after another: a page cut by the budget is followed
+    /// from its last event, any other from the end of its range. The next page loads (on
+    /// a task of its own, in `span`) while the current one is consumed. A page that fails
+    /// is an error in its place, and the next one starts after its range.
+    fn stream_pages<R: StreamRead>(
         self,
-        stream: StreamId,
-        from: u64,
-        last: u64,
-        direction: Direction,
-    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
-        self.pages((from, last), direction, (1, 1), move |store, versions| {
-            let stream = stream.clone();
-            async move {
-                let backend = &store.inner.backend;
-                let page = store
-                    .inner
-                    .retry
-                    .run("read_stream", || {
-                        backend.read_stream(&stream, versions.clone(), direction)
-                    })
-                    .await?;
-                let page = store.without_expired(page).await?;
-                store.decode_page(page).await
-            }
+        read: R,
+        cursor: StreamCursor,
+        sizes: PageSizes,
+        span: tracing::Span,
+    ) -> impl Stream<Item = Result<R::Page>> + Send + 'static {
+        let pager = StreamPager {
+            store: self,
+            read,
+            cursor,
+            sizes,
+        };
+        paging::prefetched(pager, span, StreamPager::next_page)
+    }
+
+    /// `events` decoded, each on its own (one that fails does not hide the others), with
+    /// the data keys they need; on a blocking thread when the codec's work is large.
+    async fn decode_page(&self, events: Vec<RecordedEvent>) -> Result<Vec<Result<RecordedEvent>>> {
+        let keys = self.keys_of(&events).await?;
+        let work = paging::decode_work(events.iter().map(|event| event.payload.as_slice()), false);
+        let store = self.clone();
+        paging::off_runtime(work, "decoding a page of events", move || {
+            events
+                .into_iter()
+                .map(|event| store.decode(event, &keys))
+                .collect()
         })
-        .try_flatten()
-    }
-
-    /// Cuts the versions `from..=last` into pages, the first of `first` of the store's
-    /// pages, the next ones each twice the last up to `max` store pages, and fetches them
-    /// in order, the next page while the current one is consumed.
-    fn pages<T, Fetch, Fut>(
-        self,
-        (from, last): (u64, u64),
-        direction: Direction,
-        (first, max): (u64, u64),
-        fetch: Fetch,
-    ) -> impl Stream<Item = Result<T>> + Send + 'static
-    where
-        T: Send + 'static,
-        Fetch: Fn(Store, RangeInclusive<u64>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T>> + Send + 'static,
-    {
-        let page_size = self.inner.limits.page_size as u64;
-        let sizes = PageSizes::growing(
-            page_size.saturating_mul(first),
-            page_size.saturating_mul(max),
-        );
-        stream::iter(page_ranges(from, last, sizes, direction))
-            .map(move |versions| fetch(self.clone(), versions))
-            .buffered(2)
-    }
-
-    async fn decode_page(
-        &self,
-        page: Vec<RecordedEvent>,
-    ) -> Result<impl Stream<Item = Result<RecordedEvent>> + Send + use<>> {
-        Ok(stream::iter(self.decode_each(page).await?))
+        .await
     }
 
     /// Every event of the global log after `after` (use [`LogPosition::START`] for all),
-    /// in transaction order, fetched page by page. To follow the log, call again with the last
-    /// event's [`RecordedEvent::log_position`].
+    /// in transaction order, fetched page by page (at most the store's `page_size` events
+    /// a page, ending at the event whose stored payload brings it to `read_budget_bytes`;
+    /// the next page loads while the current one is consumed). To follow the log, call
+    /// again with the last event's [`RecordedEvent::log_position`].
     ///
     /// No event is ever skipped, even on PostgreSQL where positions can commit out of
     /// order: an event is returned only once every older transaction has finished. The read
@@ -780,12 +780,18 @@ impl Store {
         after: LogPosition,
     ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         let span = tracing::debug_span!("chronicle.read_all", %after);
-        let page = WindowLimit::events(self.inner.limits.page_size);
-        let state = LogRead::new(self.clone(), after, Arc::from([]), page);
-        stream::try_unfold(state, move |state| {
-            state.next_page().instrument(span.clone())
-        })
-        .try_flatten()
+        let limits = &self.inner.limits;
+        let page = WindowLimit {
+            events: limits.page_size,
+            bytes: Some(limits.read_budget),
+        };
+        let read = LogRead::new(self.clone(), after, Arc::from([]), page);
+        // The pages start loading once the stream is polled (on the runtime).
+        let pages = async move { paging::prefetched(read, span, LogRead::next_page) };
+        stream::once(pages)
+            .flatten()
+            .map_ok(stream::iter)
+            .try_flatten()
     }
 
     /// One window of the log after `after` within `limit` (events, and stored bytes of the
@@ -793,8 +799,8 @@ impl Store {
     /// projection's batch. Waits for held-back events as [`Store::read_all`] does.
     ///
     /// Payloads that need the codec's work (decompression, decryption) and total more
-    /// than [`OFFLOAD_DECODE_BYTES`] are decoded on a blocking thread, off the runtime's
-    /// workers.
+    /// than [`paging::OFFLOAD_DECODE_BYTES`] are decoded on a blocking thread, off the
+    /// runtime's workers.
     pub(crate) async fn read_window(
         &self,
         after: LogPosition,
@@ -806,25 +812,13 @@ impl Store {
             .read_window_encoded(after, types, limit, Expired::Hide)
             .await?;
         let keys = self.keys_of(&window.events).await?;
-        let work: usize = window
-            .events
-            .iter()
-            .filter(|event| codec::is_framed(&event.payload))
-            .map(|event| event.payload.len())
-            .sum();
-        if work <= OFFLOAD_DECODE_BYTES {
-            return self.decode_window(window, &keys, shredded);
-        }
+        let payloads = window.events.iter().map(|event| event.payload.as_slice());
+        let work = paging::decode_work(payloads, false);
         let store = self.clone();
-        let span = tracing::debug_span!("chronicle.decode_window", bytes = work);
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| store.decode_window(window, &keys, shredded))
+        paging::off_runtime(work, "decoding a window of the log", move || {
+            store.decode_window(window, &keys, shredded)
         })
-        .await
-        .map_err(|error| Error::TaskPanicked {
-            task: "decoding a window of the log".to_owned(),
-            message: error.to_string(),
-        })?
+        .await?
     }
 
     /// Decodes the payloads of `window` in place; events of forgotten streams are left out
@@ -1047,59 +1041,6 @@ async fn forward_appends(inner: std::sync::Weak<Inner>) {
     }
 }
 
-/// The sizes of a read's pages: `first`, then each twice the last, up to `max`.
-#[derive(Debug, Clone, Copy)]
-struct PageSizes {
-    next: u64,
-    max: u64,
-}
-
-impl PageSizes {
-    fn growing(first: u64, max: u64) -> Self {
-        let first = first.max(1);
-        PageSizes {
-            next: first,
-            max: max.max(first),
-        }
-    }
-
-    fn take(&mut self) -> u64 {
-        let size = self.next;
-        self.next = size.saturating_mul(2).min(self.max);
-        size
-    }
-}
-
-/// The version ranges, one per page, of a read from `from` in `direction` over a stream
-/// whose last version is `last`.
-fn page_ranges(
-    from: u64,
-    last: u64,
-    mut sizes: PageSizes,
-    direction: Direction,
-) -> impl Iterator<Item = RangeInclusive<u64>> + Send + 'static {
-    let (mut next, end) = match direction {
-        Direction::Forward => (Some(from.max(1)), last),
-        Direction::Backward => (Some(from.min(last)), 1),
-    };
-    std::iter::from_fn(move || {
-        let start = next?;
-        match direction {
-            Direction::Forward if start <= end => {
-                let stop = start.saturating_add(sizes.take() - 1).min(end);
-                next = stop.checked_add(1);
-                Some(start..=stop)
-            }
-            Direction::Backward if start >= end && start > 0 => {
-                let stop = start.saturating_sub(sizes.take() - 1).max(end);
-                next = stop.checked_sub(1);
-                Some(stop..=start)
-            }
-            _ => None,
-        }
-    })
-}
-
 /// One window of the log, from [`Store::read_window`].
 #[derive(Debug)]
 pub(crate) struct LogWindow {
@@ -1154,37 +1095,39 @@ impl LogRead {
         }
     }
 
-    async fn next_page(
-        mut self,
-    ) -> Result<
-        Option<(
-            impl Stream<Item = Result<RecordedEvent>> + Send + use<>,
-            Self,
-        )>,
-    > {
-        let Some(events) = self.next_window().await? else {
-            return Ok(None);
+    /// The next window's events, decoded each on its own, and the read to go on with;
+    /// `None` once the read is done. After an error, the read is done.
+    async fn next_page(mut self) -> Option<(Result<Vec<Result<RecordedEvent>>>, Self)> {
+        let page = match self.next_window().await {
+            Ok(None) => return None,
+            Ok(Some(events)) => self.store.decode_page(events).await,
+            Err(error) => Err(error),
         };
-        Ok(Some((self.store.decode_page(events).await?, self)))
+        self.done |= page.is_err();
+        Some((page, self))
     }
 
     /// The next window's events of the types asked for, still encoded (none when the
     /// window has none of them; `None` once the read is done).
     async fn next_window(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
         let inner = &self.store.inner;
-        let limit = self.limit;
         let mut wait = Duration::from_millis(5);
         loop {
             if self.done {
                 return Ok(None);
             }
             let after = self.after;
+            let limit = inner.log_rows.ask(self.limit);
             let page = inner
                 .retry
                 .run("read_all", || {
                     inner.backend.read_all(after, limit, &self.types)
                 })
                 .await?;
+            let bytes = page.events.iter().map(|event| event.payload.len()).sum();
+            inner
+                .log_rows
+                .learn(limit, page.events.len(), bytes, page.full);
             if let Some(last) = page.scanned_to {
                 self.after = last;
             }
@@ -1220,38 +1163,98 @@ impl LogRead {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What a paged read of one stream fetches, and makes of the rows: `read_stream`'s pages
+/// ([`ReadStream`]) and an aggregate's replay (`replay::Replay`).
+trait StreamRead: Send + Sync + 'static {
+    /// A page's rows as the backend returned them.
+    type Rows: Send + 'static;
+    /// A page as the reader takes it.
+    type Page: Send + 'static;
 
-    fn ranges(from: u64, last: u64, size: u64, direction: Direction) -> Vec<(u64, u64)> {
-        page_ranges(from, last, PageSizes::growing(size, size), direction)
-            .map(|r| (*r.start(), *r.end()))
-            .collect()
+    /// The rows of `versions` within `limit`, and what they reached.
+    fn fetch(
+        &self,
+        store: &Store,
+        versions: RangeInclusive<u64>,
+        limit: WindowLimit,
+    ) -> impl Future<Output = Result<(Self::Rows, Reach)>> + Send;
+
+    /// The page made of `rows`: events a retention policy expired left out, payloads
+    /// decoded.
+    fn finish(
+        &self,
+        store: &Store,
+        rows: Self::Rows,
+    ) -> impl Future<Output = Result<Self::Page>> + Send;
+}
+
+/// The state of a paged read of one stream (see [`Store::stream_pages`]).
+struct StreamPager<R> {
+    store: Store,
+    read: R,
+    cursor: StreamCursor,
+    sizes: PageSizes,
+}
+
+impl<R: StreamRead> StreamPager<R> {
+    /// The next page and the pager to go on with; `None` once the versions are read.
+    async fn next_page(mut self) -> Option<(Result<R::Page>, Self)> {
+        let inner = &self.store.inner;
+        let limit = inner.stream_rows.ask(WindowLimit {
+            events: self.sizes.take(),
+            bytes: Some(inner.limits.read_budget),
+        });
+        let versions = self.cursor.range(limit.events)?;
+        let page = match self.read.fetch(&self.store, versions.clone(), limit).await {
+            Ok((rows, reach)) => {
+                let cut = limit.bytes_reached(reach.bytes);
+                let full = reach.rows >= limit.events;
+                inner
+                    .stream_rows
+                    .learn(limit, reach.rows, reach.bytes, full);
+                self.cursor.advance(&versions, reach.last.filter(|_| cut));
+                self.read.finish(&self.store, rows).await
+            }
+            Err(error) => {
+                self.cursor.advance(&versions, None);
+                Err(error)
+            }
+        };
+        Some((page, self))
+    }
+}
+
+/// [`Store::read_stream`]'s pages: whole rows, in either direction, each payload decoded
+/// on its own.
+struct ReadStream {
+    stream: StreamId,
+    direction: Direction,
+}
+
+impl StreamRead for ReadStream {
+    type Rows = Vec<RecordedEvent>;
+    type Page = Vec<Result<RecordedEvent>>;
+
+    async fn fetch(
+        &self,
+        store: &Store,
+        versions: RangeInclusive<u64>,
+        limit: WindowLimit,
+    ) -> Result<(Self::Rows, Reach)> {
+        let backend = &store.inner.backend;
+        let rows = store
+            .inner
+            .retry
+            .run("read_stream", || {
+                backend.read_stream(&self.stream, versions.clone(), self.direction, limit)
+            })
+            .await?;
+        let reach = Reach::of(rows.iter().map(|row| (row.version, row.payload.len())));
+        Ok((rows, reach))
     }
 
-    #[test]
-    fn pages_cover_the_versions_once() {
-        assert_eq!(
-            ranges(1, 7, 3, Direction::Forward),
-            [(1, 3), (4, 6), (7, 7)]
-        );
-        assert_eq!(ranges(0, 3, 3, Direction::Forward), [(1, 3)]);
-        assert_eq!(ranges(5, 4, 3, Direction::Forward), []);
-        assert_eq!(
-            ranges(u64::MAX, 7, 3, Direction::Backward),
-            [(5, 7), (2, 4), (1, 1)]
-        );
-        assert_eq!(ranges(2, 7, 3, Direction::Backward), [(1, 2)]);
-        assert_eq!(ranges(0, 7, 3, Direction::Backward), []);
-        assert_eq!(ranges(1, 0, 3, Direction::Forward), []);
-    }
-
-    #[test]
-    fn growing_pages_double_up_to_the_bound() {
-        let ranges: Vec<_> = page_ranges(1, 40, PageSizes::growing(3, 12), Direction::Forward)
-            .map(|r| (*r.start(), *r.end()))
-            .collect();
-        assert_eq!(ranges, [(1, 3), (4, 9), (10, 21), (22, 33), (34, 40)]);
+    async fn finish(&self, store: &Store, rows: Self::Rows) -> Result<Self::Page> {
+        let rows = store.without_expired(rows).await?;
+        store.decode_page(rows).await
     }
 }

@@ -13,7 +13,6 @@
 //! therefore still ahead of every reader's cursor.
 
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,13 +75,6 @@ pub(crate) struct PostgresBackend {
     schema: String,
     /// The wait for a connection of its own (a lease's).
     connect_timeout: Duration,
-    /// Most rows asked for by a log window with a byte budget: how many the last such
-    /// window held when the budget cut it, and a quarter more (doubling back while
-    /// windows end by count instead). PostgreSQL sends every row a statement selects, and
-    /// the rows past the budget are read off the connection and dropped: this keeps them
-    /// to about a quarter of a budget when events are large, and costs nothing when they
-    /// are small.
-    window_rows_hint: AtomicUsize,
 }
 
 /// A pooled connection used this recently is handed out without a ping (HikariCP's
@@ -94,11 +86,6 @@ const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 /// The longest log window read with the planner left to itself (see
 /// `PostgresBackend::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
-
-/// The rows the first log window with a byte budget asks for (see
-/// `PostgresBackend::window_rows_hint`): a window of large events sends no more than
-/// these, and windows of small events reach their full count after a few doublings.
-const FIRST_BUDGETED_WINDOW_ROWS: usize = 256;
 
 /// The event columns, in the order `event_from_row` reads them by index.
 const EVENT_COLUMNS: &str = "position, transaction_id AS commit_id, event_id, \
@@ -278,37 +265,6 @@ impl PostgresBackend {
         Ok(rows)
     }
 
-    /// The rows a window with `limit` asks for: with a byte budget, no more than the
-    /// hint (see `window_rows_hint`).
-    fn window_limit(&self, limit: WindowLimit) -> WindowLimit {
-        match limit.bytes {
-            None => limit,
-            Some(_) => WindowLimit {
-                events: limit
-                    .events
-                    .min(self.window_rows_hint.load(Ordering::Relaxed))
-                    .max(1),
-                ..limit
-            },
-        }
-    }
-
-    /// Learns from a window with a byte budget, whose statement sent `kept` rows before
-    /// the cut, how many rows the next one should ask for.
-    fn learn_window(&self, asked: WindowLimit, page: &LogPage, kept: usize) {
-        if asked.bytes.is_none() {
-            return;
-        }
-        let hint = if page.cut {
-            kept.saturating_add(kept / 4).saturating_add(1)
-        } else if page.full {
-            asked.events.saturating_mul(2)
-        } else {
-            return;
-        };
-        self.window_rows_hint.store(hint, Ordering::Relaxed);
-    }
-
     pub(crate) async fn open(source: PgSource, config: &PostgresConfig) -> Result<Self> {
         validate_schema(&config.schema)?;
         let (pool, owns_pool) = match source {
@@ -351,7 +307,6 @@ impl PostgresBackend {
             owns_pool,
             schema: config.schema.clone(),
             connect_timeout: config.connect_timeout,
-            window_rows_hint: AtomicUsize::new(FIRST_BUDGETED_WINDOW_ROWS),
         })
     }
 
@@ -947,14 +902,16 @@ impl Backend for PostgresBackend {
         stream: &StreamId,
         versions: RangeInclusive<u64>,
         direction: Direction,
+        limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
         let mut query =
             QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_version_range(&mut query, stream, &versions, direction);
-        query
+        sql::push_version_range(&mut query, stream, &versions, direction, limit.events);
+        let rows = query
             .build()
             .try_map(|row: PgRow| event_from_row(&row))
-            .fetch_all(&self.pool)
+            .fetch(&self.pool);
+        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
             .await
             .map_err(|error| Error::from_sqlx("read_stream", error))
     }
@@ -963,13 +920,16 @@ impl Backend for PostgresBackend {
         &self,
         stream: &StreamId,
         versions: RangeInclusive<u64>,
+        limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        sqlx::query(sql::REPLAY_STREAM)
+        let rows = sqlx::query(sql::REPLAY_STREAM)
             .bind(stream.as_str())
             .bind(to_i64(*versions.start()))
             .bind(to_i64(*versions.end()))
+            .bind(to_i64(limit.events as u64))
             .try_map(|row: PgRow| sql::replayed_from_row(stream.as_str(), &row))
-            .fetch_all(&self.pool)
+            .fetch(&self.pool);
+        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
             .await
             .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
@@ -979,7 +939,7 @@ impl Backend for PostgresBackend {
         stream: &StreamId,
         max_version: u64,
         schema_version: u32,
-        limit: usize,
+        limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
         // One round trip: the stream row (kind 0), the newest snapshot (kind 1) and the
         // first page of events after it (kind 2), as rows of one shape.
@@ -1005,14 +965,17 @@ impl Backend for PostgresBackend {
         .bind(stream.as_str())
         .bind(to_i64(max_version))
         .bind(i64::from(schema_version))
-        .bind(to_i64(limit as u64))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(stream.as_str(), &rows, |row, at| {
-            timestamptz(row, 6, at, "created_at")
+        .bind(to_i64(limit.events as u64))
+        .try_map(|row: PgRow| {
+            sql::start_row(stream.as_str(), &row, |row, at| {
+                timestamptz(row, 6, at, "created_at")
+            })
         })
-        .map_err(|error| Error::from_sqlx("replay_stream", error))
+        .fetch(&self.pool);
+        let rows = sql::cut_at_budget(rows, limit, sql::StartRow::budget_bytes)
+            .await
+            .map_err(|error| Error::from_sqlx("replay_stream", error))?;
+        sql::stream_start(stream.as_str(), rows)
     }
 
     async fn read_all(
@@ -1022,7 +985,6 @@ impl Backend for PostgresBackend {
         types: &[String],
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
-        let limit = self.window_limit(limit);
         let window = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
@@ -1040,10 +1002,7 @@ impl Backend for PostgresBackend {
                 )
                 .await
                 .map_err(fail)?;
-            let kept = events.len();
-            let page = LogPage::all(events, limit);
-            self.learn_window(limit, &page, kept);
-            return Ok(page);
+            return Ok(LogPage::all(events, limit));
         }
         // The window by the commit-order index, then its events of the types and its last
         // event. (With the type condition in the scan, and statistics from before a bulk
@@ -1069,10 +1028,7 @@ impl Backend for PostgresBackend {
             )
             .await
             .map_err(fail)?;
-        let kept = rows.len();
-        let page = LogPage::filtered(rows, limit);
-        self.learn_window(limit, &page, kept);
-        Ok(page)
+        Ok(LogPage::filtered(rows, limit))
     }
 
     async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
@@ -1216,6 +1172,10 @@ impl Backend for PostgresBackend {
     }
 
     fn announces_appends(&self) -> bool {
+        true
+    }
+
+    fn sends_every_row(&self) -> bool {
         true
     }
 

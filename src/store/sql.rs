@@ -13,15 +13,15 @@ use uuid::Uuid;
 use super::backend::{
     AppendOutcome, ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow, Written,
 };
-use crate::error::{CorruptRow, CorruptValue};
+use crate::error::{CorruptRow, CorruptValue, Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::stream::{Direction, ExpectedVersion, StreamId, StreamListQuery, StreamStatus};
 
-/// The events of a stream in a version range, narrow (as a replay needs them). `$n`
-/// placeholders, which both drivers take.
+/// The events of a stream in a version range, narrow (as a replay needs them), at most $4.
+/// `$n` placeholders, which both drivers take.
 pub(crate) const REPLAY_STREAM: &str = "SELECT event_id, version, event_type, schema_version, payload FROM events \
-     WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version";
+     WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4";
 
 /// A row of [`REPLAY_STREAM`], of `stream`.
 pub(crate) fn replayed_from_row<R>(stream: &str, row: &R) -> Result<ReplayedEvent, sqlx::Error>
@@ -48,16 +48,35 @@ where
     })
 }
 
-/// The start of a load from the rows of a backend's one-statement `replay_start`, all of
-/// one shape: (kind, version, number, event id, event type, payload, time). Kind 0 is the
-/// stream's head (number: its status), kind 1 its newest snapshot (number: schema version;
-/// time: `time` reads column 6), kind 2 an event (number: schema version). `None` when
-/// there is no head row: no such stream.
-pub(crate) fn stream_start<R>(
+/// A row of a backend's one-statement `replay_start`: the stream's head, its newest
+/// snapshot, or an event after that snapshot.
+#[derive(Debug)]
+pub(crate) enum StartRow {
+    Head(u64, StreamStatus),
+    Snapshot(StoredSnapshot),
+    Event(ReplayedEvent),
+}
+
+impl StartRow {
+    /// What it counts against the byte budget of the load's first page: an event's stored
+    /// payload.
+    pub(crate) fn budget_bytes(&self) -> Option<usize> {
+        match self {
+            StartRow::Event(event) => Some(event.payload.len()),
+            StartRow::Head(..) | StartRow::Snapshot(_) => None,
+        }
+    }
+}
+
+/// A row of a backend's one-statement `replay_start`, all of one shape: (kind, version,
+/// number, event id, event type, payload, time). Kind 0 is the stream's head (number: its
+/// status), kind 1 its newest snapshot (number: schema version; time: `time` reads column
+/// 6), kind 2 an event (number: schema version).
+pub(crate) fn start_row<R>(
     stream: &str,
-    rows: &[R],
+    row: &R,
     time: impl Fn(&R, RowRef<'_>) -> Result<DateTime<Utc>, sqlx::Error>,
-) -> Result<Option<StreamStart>, sqlx::Error>
+) -> Result<StartRow, sqlx::Error>
 where
     R: Row,
     usize: ColumnIndex<R>,
@@ -66,44 +85,74 @@ where
     for<'r> String: Decode<'r, R::Database>,
     for<'r> Vec<u8>: Decode<'r, R::Database>,
 {
+    let version: i64 = row.try_get_unchecked(1)?;
+    let number: i64 = row.try_get_unchecked(2)?;
+    Ok(match row.try_get_unchecked::<i64, _>(0)? {
+        0 => {
+            let at = RowRef::stream(stream);
+            StartRow::Head(at.version(version)?, at.status(number)?)
+        }
+        1 => {
+            let at = RowRef::snapshot(stream, None);
+            let version = at.version(version)?;
+            let at = at.at_version(version);
+            StartRow::Snapshot(StoredSnapshot {
+                version,
+                schema_version: at.schema_version(number)?,
+                payload: row.try_get_unchecked(5)?,
+                created_at: time(row, at)?,
+            })
+        }
+        _ => {
+            let id = row.try_get_unchecked(3)?;
+            let at = RowRef::event(stream, id);
+            let version = at.version(version)?;
+            StartRow::Event(ReplayedEvent {
+                id,
+                version,
+                event_type: row.try_get_unchecked(4)?,
+                schema_version: at.at_version(version).schema_version(number)?,
+                payload: row.try_get_unchecked(5)?,
+            })
+        }
+    })
+}
+
+/// The start of a load from the [`StartRow`]s of `stream`, as the statement sent them
+/// (its `UNION ALL` sends the head, then the snapshot, then the events in version order,
+/// and the rows were cut at the page's byte budget as they came); `None` when there is no
+/// head row: no such stream.
+///
+/// # Errors
+/// [`Error::Internal`] for rows in another order, which a cut could have robbed of the
+/// head or the snapshot: never a start that leaves them out. (Events come only with a
+/// head, so events without one are out of order too.)
+pub(crate) fn stream_start(stream: &str, rows: Vec<StartRow>) -> Result<Option<StreamStart>> {
     let mut head = None;
     let mut snapshot = None;
-    let mut events = Vec::new();
+    let mut events: Vec<ReplayedEvent> = Vec::new();
     for row in rows {
-        let version: i64 = row.try_get_unchecked(1)?;
-        let number: i64 = row.try_get_unchecked(2)?;
-        match row.try_get_unchecked::<i64, _>(0)? {
-            0 => {
-                let at = RowRef::stream(stream);
-                head = Some((at.version(version)?, at.status(number)?));
+        let in_order = match &row {
+            StartRow::Head(..) => head.is_none() && snapshot.is_none() && events.is_empty(),
+            StartRow::Snapshot(_) => snapshot.is_none() && events.is_empty(),
+            StartRow::Event(event) => {
+                head.is_some()
+                    && events
+                        .last()
+                        .is_none_or(|last| last.version < event.version)
             }
-            1 => {
-                let at = RowRef::snapshot(stream, None);
-                let version = at.version(version)?;
-                let at = at.at_version(version);
-                snapshot = Some(StoredSnapshot {
-                    version,
-                    schema_version: at.schema_version(number)?,
-                    payload: row.try_get_unchecked(5)?,
-                    created_at: time(row, at)?,
-                });
-            }
-            _ => {
-                let id = row.try_get_unchecked(3)?;
-                let at = RowRef::event(stream, id);
-                let version = at.version(version)?;
-                events.push(ReplayedEvent {
-                    id,
-                    version,
-                    event_type: row.try_get_unchecked(4)?,
-                    schema_version: at.at_version(version).schema_version(number)?,
-                    payload: row.try_get_unchecked(5)?,
-                });
-            }
+        };
+        if !in_order {
+            return Err(Error::Internal(format!(
+                "the start of a load of `{stream}` came in another order than its statement's"
+            )));
+        }
+        match row {
+            StartRow::Head(version, status) => head = Some((version, status)),
+            StartRow::Snapshot(stored) => snapshot = Some(stored),
+            StartRow::Event(event) => events.push(event),
         }
     }
-    // UNION ALL keeps each branch's order in practice; sorting makes it a guarantee.
-    events.sort_unstable_by_key(|event| event.version);
     Ok(head.map(|(version, status)| StreamStart {
         version,
         status,
@@ -185,13 +234,14 @@ pub(crate) fn checkpoint(
     ))
 }
 
-/// Appends `WHERE …` and order for the events of `stream` with versions in `versions`, in
-/// `direction`'s order, to a `SELECT … FROM events` statement.
+/// Appends `WHERE …`, order and limit for the first `limit` events of `stream` with
+/// versions in `versions`, in `direction`'s order, to a `SELECT … FROM events` statement.
 pub(crate) fn push_version_range<DB>(
     query: &mut QueryBuilder<DB>,
     stream: &StreamId,
     versions: &RangeInclusive<u64>,
     direction: Direction,
+    limit: usize,
 ) where
     DB: Database,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
@@ -205,9 +255,10 @@ pub(crate) fn push_version_range<DB>(
         .push(" AND ")
         .push_bind(to_i64(*versions.end()))
         .push(match direction {
-            Direction::Forward => " ORDER BY version ASC",
-            Direction::Backward => " ORDER BY version DESC",
-        });
+            Direction::Forward => " ORDER BY version ASC LIMIT ",
+            Direction::Backward => " ORDER BY version DESC LIMIT ",
+        })
+        .push_bind(to_i64(limit as u64));
 }
 
 /// Appends `WHERE …` conditions, order, limit and offset for `filter` to a
@@ -459,6 +510,53 @@ impl<'a> RowRef<'a> {
         move |error| match error {
             sqlx::Error::ColumnDecode { .. } => self.corrupt(column, CorruptValue::Type(error)),
             error => error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(version: u64) -> StartRow {
+        StartRow::Event(ReplayedEvent {
+            id: Uuid::nil(),
+            version,
+            event_type: "t".to_owned(),
+            schema_version: 1,
+            payload: b"{}".to_vec(),
+        })
+    }
+
+    fn snapshot(version: u64) -> StartRow {
+        StartRow::Snapshot(StoredSnapshot {
+            version,
+            schema_version: 1,
+            payload: b"{}".to_vec(),
+            created_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn a_start_takes_its_rows_in_the_statements_order_only() {
+        let head = || StartRow::Head(9, StreamStatus::Active);
+        let start = stream_start("s", vec![head(), snapshot(4), event(5), event(6)])
+            .expect("in order")
+            .expect("a stream");
+        assert_eq!((start.version, start.events.len()), (9, 2));
+        assert_eq!(start.snapshot.map(|s| s.version), Some(4));
+        assert!(stream_start("s", Vec::new()).expect("no rows").is_none());
+        for rows in [
+            vec![event(5), head()],
+            vec![head(), event(5), snapshot(4)],
+            vec![head(), event(6), event(5)],
+            vec![snapshot(4), head()],
+            vec![event(1)],
+        ] {
+            assert!(
+                matches!(stream_start("s", rows), Err(Error::Internal(_))),
+                "out of order"
+            );
         }
     }
 }

@@ -583,13 +583,15 @@ impl Backend for SqliteBackend {
         stream: &StreamId,
         versions: RangeInclusive<u64>,
         direction: Direction,
+        limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
         let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_version_range(&mut query, stream, &versions, direction);
-        query
+        sql::push_version_range(&mut query, stream, &versions, direction, limit.events);
+        let rows = query
             .build()
             .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch_all(&self.reader)
+            .fetch(&self.reader);
+        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
             .await
             .map_err(|error| Error::from_sqlx("read_stream", error))
     }
@@ -598,13 +600,16 @@ impl Backend for SqliteBackend {
         &self,
         stream: &StreamId,
         versions: RangeInclusive<u64>,
+        limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        sqlx::query(sql::REPLAY_STREAM)
+        let rows = sqlx::query(sql::REPLAY_STREAM)
             .bind(stream.as_str())
             .bind(to_i64(*versions.start()))
             .bind(to_i64(*versions.end()))
+            .bind(to_i64(limit.events as u64))
             .try_map(|row: SqliteRow| sql::replayed_from_row(stream.as_str(), &row))
-            .fetch_all(&self.reader)
+            .fetch(&self.reader);
+        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
             .await
             .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
@@ -614,7 +619,7 @@ impl Backend for SqliteBackend {
         stream: &StreamId,
         max_version: u64,
         schema_version: u32,
-        limit: usize,
+        limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
         // One statement, as on PostgreSQL: every statement is a hop to the connection's
         // worker thread and back, which cost a snapshot load more than the reads did.
@@ -640,17 +645,20 @@ impl Backend for SqliteBackend {
         .bind(stream.as_str())
         .bind(to_i64(max_version))
         .bind(i64::from(schema_version))
-        .bind(to_i64(limit as u64))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(stream.as_str(), &rows, |row, at| {
-            at.micros(
-                "created_at",
-                row.try_get(6).map_err(at.unreadable("created_at"))?,
-            )
+        .bind(to_i64(limit.events as u64))
+        .try_map(|row: SqliteRow| {
+            sql::start_row(stream.as_str(), &row, |row, at| {
+                at.micros(
+                    "created_at",
+                    row.try_get(6).map_err(at.unreadable("created_at"))?,
+                )
+            })
         })
-        .map_err(|error| Error::from_sqlx("replay_stream", error))
+        .fetch(&self.reader);
+        let rows = sql::cut_at_budget(rows, limit, sql::StartRow::budget_bytes)
+            .await
+            .map_err(|error| Error::from_sqlx("replay_stream", error))?;
+        sql::stream_start(stream.as_str(), rows)
     }
 
     async fn read_all(

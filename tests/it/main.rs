@@ -16,6 +16,7 @@ mod domain_event;
 mod inline_projections;
 mod model;
 mod outbox;
+mod pages;
 mod postgres;
 mod privacy;
 mod projections;
