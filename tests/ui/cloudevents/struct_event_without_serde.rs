@@ -1,0 +1,8 @@
+use chronicle::DomainEvent;
+
+#[derive(DomainEvent)]
+struct Opened {
+    owner: String,
+}
+
+fn main() {}
