@@ -417,30 +417,39 @@ impl Store {
     }
 
     /// Decodes each event of `events` on its own (one that fails does not hide the
-    /// others), looking up the data keys they need first: the public reads' decoding,
-    /// which keeps undecodable events when the store was built to
-    /// ([`StoreBuilder::keep_undecodable_payloads`]).
+    /// others), looking up the data keys they need first: the public reads' decoding.
     async fn decode_each(
         &self,
         events: Vec<RecordedEvent>,
     ) -> Result<impl Iterator<Item = Result<RecordedEvent>> + Send + use<>> {
         let keys = self.keys_of(&events).await?;
         let store = self.clone();
-        Ok(events.into_iter().map(move |mut event| {
-            match store.decode_in_place(&mut event, &keys) {
-                Ok(()) => Ok(event),
-                Err(error) if store.inner.limits.keep_undecodable => {
-                    let reason = match error {
-                        Error::Codec { source, .. } => source,
-                        Error::Shredded { .. } => CodecError::Shredded,
-                        error => return Err(error),
-                    };
-                    event.unreadable = Some(reason);
-                    Ok(event)
-                }
-                Err(error) => Err(error),
+        Ok(events
+            .into_iter()
+            .map(move |event| store.decode_for_reader(event, &keys)))
+    }
+
+    /// `event` decoded for a public read: an event that cannot be decoded is an error, or,
+    /// on a store built to keep them ([`StoreBuilder::keep_undecodable_payloads`]), the
+    /// event with an empty payload and the reason in its `payload_error`.
+    fn decode_for_reader(
+        &self,
+        mut event: RecordedEvent,
+        keys: &PageKeys,
+    ) -> Result<RecordedEvent> {
+        match self.decode_in_place(&mut event, keys) {
+            Ok(()) => Ok(event),
+            Err(error) if self.inner.limits.keep_undecodable => {
+                let reason = match error {
+                    Error::Codec { source, .. } => source,
+                    Error::Shredded { .. } => CodecError::Shredded,
+                    error => return Err(error),
+                };
+                event.unreadable = Some(reason);
+                Ok(event)
             }
-        }))
+            Err(error) => Err(error),
+        }
     }
 
     /// The data keys `events` need.
@@ -752,7 +761,7 @@ impl Store {
         paging::off_runtime(work, "decoding a page of events", move || {
             events
                 .into_iter()
-                .map(|event| store.decode(event, &keys))
+                .map(|event| store.decode_for_reader(event, &keys))
                 .collect()
         })
         .await
