@@ -219,7 +219,6 @@ impl StoreBuilder {
     /// /// One row per account, updated in the append's transaction.
     /// struct Balances;
     ///
-    /// #[async_trait::async_trait]
     /// impl Projection for Balances {
     ///     fn name(&self) -> &str {
     ///         "balances"
