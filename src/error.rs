@@ -358,6 +358,17 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A message a broker delivered is not a chronicle event: a header is missing or does
+    /// not parse, or the body is not JSON ([`bus::wire`](crate::bus::wire)). The message is
+    /// dead-lettered, never handled.
+    #[error("malformed message from {origin}: {reason}")]
+    MalformedMessage {
+        /// Where it came from: a subject, topic or stream key.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -746,7 +757,8 @@ impl Error {
             | Error::SchemaVersion { .. }
             | Error::SnapshotCodec { .. }
             | Error::SnapshotPayload { .. }
-            | Error::CorruptRow(_) => ErrorKind::Codec,
+            | Error::CorruptRow(_)
+            | Error::MalformedMessage { .. } => ErrorKind::Codec,
             Error::Database { .. }
             | Error::Internal(_)
             | Error::ProjectionStopped { .. }

@@ -120,7 +120,7 @@ impl BusEvent {
         )
     }
 
-    fn from_json_bytes(id: Uuid, event_type: String, data: Vec<u8>) -> Self {
+    pub(crate) fn from_json_bytes(id: Uuid, event_type: String, data: Vec<u8>) -> Self {
         BusEvent {
             id,
             event_type,

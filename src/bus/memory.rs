@@ -4,7 +4,6 @@
 //! retried, counted and reported, and never stops the other handlers or the bus.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
@@ -12,13 +11,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::consumer::{Consumer, Shared};
 use super::{
-    Bus, BusEvent, BusHandler, BusHealth, BusStats, Delivery, DynBusHandler, ErrorReporter,
-    Subscribe, Subscription, TracingReporter,
+    Bus, BusEvent, BusHandler, BusHealth, BusStats, ErrorReporter, Subscribe, Subscription,
+    TracingReporter,
 };
 use crate::error::{Error, Result};
-use crate::outbox::{Failure, FailureKind};
-use crate::panics::CatchPanic;
 
 /// The name of the in-memory bus in errors.
 const NAME: &str = "in-memory bus";
@@ -112,11 +110,7 @@ impl InMemoryBusBuilder {
         InMemoryBus {
             inner: Arc::new(Inner {
                 dispatch: self.dispatch,
-                shared: Arc::new(Shared {
-                    reporter: self.reporter,
-                    counters: Counters::default(),
-                    last_error: Mutex::new(None),
-                }),
+                shared: Shared::new(self.reporter),
                 subscriptions: RwLock::new(Vec::new()),
                 turns: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
@@ -137,23 +131,6 @@ struct Inner {
     next_id: AtomicU64,
 }
 
-/// What the bus and its subscriptions' tasks share (the tasks never hold the bus, so that
-/// dropping the bus ends them).
-struct Shared {
-    reporter: Arc<dyn ErrorReporter>,
-    counters: Counters,
-    last_error: Mutex<Option<String>>,
-}
-
-#[derive(Default)]
-struct Counters {
-    published: AtomicU64,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    panicked: AtomicU64,
-    dead: AtomicU64,
-}
-
 /// A subscription as the bus keeps it.
 struct Sub {
     id: u64,
@@ -163,13 +140,6 @@ struct Sub {
     queue: Option<mpsc::Sender<Arc<BusEvent>>>,
     /// The buffer's task, taken by whoever closes the subscription.
     task: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// Runs one subscription's deliveries: the handler, its options, its retries.
-struct Consumer {
-    options: Subscribe,
-    handler: Box<dyn DynBusHandler>,
-    shared: Arc<Shared>,
 }
 
 impl Default for InMemoryBus {
@@ -223,10 +193,10 @@ impl Inner {
         let mut targets = Vec::new();
         let mut grouped: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
         for sub in subscriptions.iter() {
-            if !sub.consumer.options.pattern.matches(event_type) {
+            if !sub.consumer.options().pattern.matches(event_type) {
                 continue;
             }
-            match sub.consumer.options.group.as_deref() {
+            match sub.consumer.options().group.as_deref() {
                 None => targets.push(Arc::clone(sub)),
                 Some(group) => match grouped.iter_mut().find(|(name, _)| *name == group) {
                     Some((_, members)) => members.push(sub),
@@ -286,7 +256,6 @@ impl Bus for InMemoryBus {
         }
         let event = Arc::new(event);
         let targets = inner.targets(&event.event_type);
-        let counters = &inner.shared.counters;
         for sub in targets {
             match &sub.queue {
                 None => sub.consumer.deliver(Arc::clone(&event)).await,
@@ -296,7 +265,7 @@ impl Bus for InMemoryBus {
                 }
             }
         }
-        counters.published.fetch_add(1, Ordering::Relaxed);
+        inner.shared.published(1);
         Ok(())
     }
 
@@ -311,11 +280,11 @@ impl Bus for InMemoryBus {
         }
         let options: Subscribe = subscribe.into();
         let (pattern, group) = (options.pattern.clone(), options.group.clone());
-        let consumer = Arc::new(Consumer {
+        let consumer = Arc::new(Consumer::new(
             options,
-            handler: Box::new(handler),
-            shared: Arc::clone(&inner.shared),
-        });
+            Box::new(handler),
+            Arc::clone(&inner.shared),
+        ));
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, task) = match inner.dispatch {
             Dispatch::Sync => (None, None),
@@ -323,7 +292,7 @@ impl Bus for InMemoryBus {
                 let (sender, receiver) = mpsc::channel(capacity);
                 let span = tracing::debug_span!(
                     "chronicle.bus.subscription",
-                    subscription = consumer.options.display_name()
+                    subscription = consumer.options().display_name()
                 );
                 let task = tokio::spawn(drain(receiver, Arc::clone(&consumer)).instrument(span));
                 (Some(sender), Some(task))
@@ -355,37 +324,21 @@ impl Bus for InMemoryBus {
     }
 
     fn health(&self) -> BusHealth {
-        let shared = &self.inner.shared;
-        BusHealth {
-            connected: !self.inner.closed.load(Ordering::Acquire),
-            reconnects: 0,
-            // What the buffers hold (read from the channels: a shared counter would be
-            // written by the publisher and every task, one contended cache line).
-            lag_events: self
-                .inner
-                .read_subscriptions()
-                .iter()
-                .filter_map(|sub| sub.queue.as_ref())
-                .map(|queue| (queue.max_capacity() - queue.capacity()) as u64)
-                .sum(),
-            lag: None,
-            last_error: shared
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        }
+        // What the buffers hold (read from the channels: a shared counter would be
+        // written by the publisher and every task, one contended cache line).
+        let buffered = self
+            .inner
+            .read_subscriptions()
+            .iter()
+            .filter_map(|sub| sub.queue.as_ref())
+            .map(|queue| (queue.max_capacity() - queue.capacity()) as u64)
+            .sum();
+        let open = !self.inner.closed.load(Ordering::Acquire);
+        self.inner.shared.health(open, 0, buffered)
     }
 
     fn stats(&self) -> BusStats {
-        let counters = &self.inner.shared.counters;
-        BusStats {
-            published: counters.published.load(Ordering::Relaxed),
-            delivered: counters.delivered.load(Ordering::Relaxed),
-            failed: counters.failed.load(Ordering::Relaxed),
-            panicked: counters.panicked.load(Ordering::Relaxed),
-            dead: counters.dead.load(Ordering::Relaxed),
-        }
+        self.inner.shared.stats()
     }
 }
 
@@ -394,115 +347,6 @@ impl Bus for InMemoryBus {
 async fn drain(mut receiver: mpsc::Receiver<Arc<BusEvent>>, consumer: Arc<Consumer>) {
     while let Some(event) = receiver.recv().await {
         consumer.deliver(event).await;
-    }
-}
-
-impl Consumer {
-    /// Delivers `event` until the handler acknowledges it or it is dead.
-    async fn deliver(&self, event: Arc<BusEvent>) {
-        let counters = &self.shared.counters;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let delivery = Delivery::new(Arc::clone(&event), attempt);
-            let called = CatchPanic::new(self.handler.handle(delivery)).await;
-            let last = attempt >= self.options.max_deliveries;
-            match called {
-                Ok(Ok(())) => {
-                    counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Ok(Err(error)) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    self.note_error(error.message());
-                    let kind = match (error.is_retryable(), last) {
-                        (false, _) => FailureKind::NonRetryable,
-                        (true, true) => FailureKind::Dead,
-                        (true, false) => {
-                            self.pause(attempt).await;
-                            continue;
-                        }
-                    };
-                    counters.dead.fetch_add(1, Ordering::Relaxed);
-                    let message = error.message().to_owned();
-                    self.report(&event, kind, attempt, &message, Some(error.source()), None);
-                    return;
-                }
-                Err(panicked) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    counters.panicked.fetch_add(1, Ordering::Relaxed);
-                    let message = format!("panicked: {}", panicked.message);
-                    self.note_error(&message);
-                    if last {
-                        counters.dead.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let backtrace = panicked.backtrace.as_deref();
-                    self.report(
-                        &event,
-                        FailureKind::Panic,
-                        attempt,
-                        &message,
-                        None,
-                        backtrace,
-                    );
-                    if last {
-                        return;
-                    }
-                    self.pause(attempt).await;
-                }
-            }
-        }
-    }
-
-    fn note_error(&self, message: &str) {
-        *self
-            .shared
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(format!(
-            "subscription `{}`: {message}",
-            self.options.display_name()
-        ));
-    }
-
-    /// The backoff before delivery number `failures + 1` (a panicking backoff: none).
-    async fn pause(&self, failures: u32) {
-        let delay = catch_unwind(AssertUnwindSafe(|| self.options.retry_delay(failures)))
-            .unwrap_or_default();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// Hands a failure to the subscription's reporter, else the bus's (a panicking
-    /// reporter is ignored).
-    fn report(
-        &self,
-        event: &BusEvent,
-        kind: FailureKind,
-        attempt: u32,
-        error: &str,
-        source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
-        backtrace: Option<&str>,
-    ) {
-        let failure = Failure {
-            kind,
-            handler: self.options.display_name(),
-            request_id: 0,
-            event_id: event.id,
-            stream: event.subject.as_deref().unwrap_or_default(),
-            attempt,
-            dead: kind != FailureKind::Panic || attempt >= self.options.max_deliveries,
-            error,
-            source,
-            backtrace,
-        };
-        let reporter = self
-            .options
-            .reporter
-            .as_ref()
-            .unwrap_or(&self.shared.reporter);
-        let _ = catch_unwind(AssertUnwindSafe(|| reporter.report(&failure)));
     }
 }
 

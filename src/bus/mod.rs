@@ -39,10 +39,12 @@
 //! # Ok(()) }
 //! ```
 
+mod consumer;
 mod event;
 mod memory;
 mod relay;
 mod testing;
+pub mod wire;
 
 use std::fmt;
 use std::future::Future;

@@ -1,0 +1,237 @@
+//! One subscription's handler run for one delivery: the rule every bus shares for what a
+//! handler's answer means (acknowledge, deliver again after a pause, or give up), with
+//! the panics caught, the counts kept and the failures reported.
+//!
+//! The in-memory bus loops over [`Consumer::attempt`] itself ([`Consumer::deliver`]); a
+//! broker's consumer calls it once per message it receives and turns the [`Verdict`] into
+//! the broker's ack, nak-with-delay or dead letter, the broker counting the deliveries.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::{BusEvent, BusHealth, BusStats, Delivery, DynBusHandler, ErrorReporter, Subscribe};
+use crate::outbox::{Failure, FailureKind};
+use crate::panics::CatchPanic;
+
+/// What a delivery's outcome asks of the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The handler acknowledged the event.
+    Ack,
+    /// Deliver it again after this pause.
+    Retry(Duration),
+    /// Give it up: a fatal error, or the last delivery failed. `reason` says why (for a
+    /// dead-letter message).
+    Dead { reason: String },
+}
+
+/// What a bus and its subscriptions share: the reporter, the counts and the last error.
+/// Subscriptions' tasks hold this, never the bus, so dropping the bus ends them.
+pub(crate) struct Shared {
+    reporter: Arc<dyn ErrorReporter>,
+    counters: Counters,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    dead: AtomicU64,
+}
+
+impl Shared {
+    /// Counts from zero, failures going to `reporter` unless a subscription names its own.
+    pub(crate) fn new(reporter: Arc<dyn ErrorReporter>) -> Arc<Self> {
+        Arc::new(Shared {
+            reporter,
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Counts `events` published (acknowledged by the bus or broker).
+    pub(crate) fn published(&self, events: u64) {
+        self.counters.published.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Keeps `message` as the last error, for [`BusHealth::last_error`].
+    pub(crate) fn note_error(&self, message: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message);
+    }
+
+    /// The last error met, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The counts so far.
+    pub(crate) fn stats(&self) -> BusStats {
+        let counters = &self.counters;
+        BusStats {
+            published: counters.published.load(Ordering::Relaxed),
+            delivered: counters.delivered.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            panicked: counters.panicked.load(Ordering::Relaxed),
+            dead: counters.dead.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A health report: `connected`, `reconnects` and `lag_events` as the bus knows them,
+    /// the last error from here.
+    pub(crate) fn health(&self, connected: bool, reconnects: u64, lag_events: u64) -> BusHealth {
+        BusHealth {
+            connected,
+            reconnects,
+            lag_events,
+            lag: None,
+            last_error: self.last_error(),
+        }
+    }
+}
+
+/// Runs one subscription's deliveries: its handler and options, the bus's shared state.
+pub(crate) struct Consumer {
+    options: Subscribe,
+    handler: Box<dyn DynBusHandler>,
+    shared: Arc<Shared>,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        options: Subscribe,
+        handler: Box<dyn DynBusHandler>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Consumer {
+            options,
+            handler,
+            shared,
+        }
+    }
+
+    /// The subscription's options.
+    pub(crate) fn options(&self) -> &Subscribe {
+        &self.options
+    }
+
+    /// Runs the handler for delivery number `attempt` (1 for the first) of `event`, and
+    /// says what the bus does next. Counts the outcome, and reports panics, fatal errors
+    /// and events given up.
+    pub(crate) async fn attempt(&self, event: Arc<BusEvent>, attempt: u32) -> Verdict {
+        let counters = &self.shared.counters;
+        let delivery = Delivery::new(Arc::clone(&event), attempt);
+        let called = CatchPanic::new(self.handler.handle(delivery)).await;
+        let last = attempt >= self.options.max_deliveries;
+        match called {
+            Ok(Ok(())) => {
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                Verdict::Ack
+            }
+            Ok(Err(error)) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.note_error(error.message());
+                let kind = match (error.is_retryable(), last) {
+                    (false, _) => FailureKind::NonRetryable,
+                    (true, true) => FailureKind::Dead,
+                    (true, false) => return Verdict::Retry(self.retry_delay(attempt)),
+                };
+                counters.dead.fetch_add(1, Ordering::Relaxed);
+                let message = error.message().to_owned();
+                self.report(&event, kind, attempt, &message, Some(error.source()), None);
+                Verdict::Dead { reason: message }
+            }
+            Err(panicked) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                counters.panicked.fetch_add(1, Ordering::Relaxed);
+                let message = format!("panicked: {}", panicked.message);
+                self.note_error(&message);
+                let backtrace = panicked.backtrace.as_deref();
+                self.report(
+                    &event,
+                    FailureKind::Panic,
+                    attempt,
+                    &message,
+                    None,
+                    backtrace,
+                );
+                if last {
+                    counters.dead.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Dead { reason: message }
+                } else {
+                    Verdict::Retry(self.retry_delay(attempt))
+                }
+            }
+        }
+    }
+
+    /// Delivers `event` until the handler acknowledges it or it is dead, pausing between
+    /// deliveries: the in-process bus's loop.
+    pub(crate) async fn deliver(&self, event: Arc<BusEvent>) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(Arc::clone(&event), attempt).await {
+                Verdict::Ack | Verdict::Dead { .. } => return,
+                Verdict::Retry(delay) => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_error(&self, message: &str) {
+        self.shared.note_error(format!(
+            "subscription `{}`: {message}",
+            self.options.display_name()
+        ));
+    }
+
+    /// The backoff before delivery number `failures + 1` (a panicking backoff: none).
+    fn retry_delay(&self, failures: u32) -> Duration {
+        catch_unwind(AssertUnwindSafe(|| self.options.retry_delay(failures))).unwrap_or_default()
+    }
+
+    /// Hands a failure to the subscription's reporter, else the bus's (a panicking
+    /// reporter is ignored).
+    fn report(
+        &self,
+        event: &BusEvent,
+        kind: FailureKind,
+        attempt: u32,
+        error: &str,
+        source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+        backtrace: Option<&str>,
+    ) {
+        let failure = Failure {
+            kind,
+            handler: self.options.display_name(),
+            request_id: 0,
+            event_id: event.id,
+            stream: event.subject.as_deref().unwrap_or_default(),
+            attempt,
+            dead: kind != FailureKind::Panic || attempt >= self.options.max_deliveries,
+            error,
+            source,
+            backtrace,
+        };
+        let reporter = self
+            .options
+            .reporter
+            .as_ref()
+            .unwrap_or(&self.shared.reporter);
+        let _ = catch_unwind(AssertUnwindSafe(|| reporter.report(&failure)));
+    }
+}
