@@ -369,6 +369,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A broker refused or failed an operation other than a publish: connecting, creating
+    /// a stream or a consumer, fetching messages.
+    #[error("{broker}: {operation} failed: {source}")]
+    Broker {
+        /// Which broker, and where: `NATS at nats://127.0.0.1:4222`.
+        broker: String,
+        /// What was being done: `connect`, `create stream `EVENTS``, ….
+        operation: String,
+        /// Whether doing it again may succeed (a connection lost, a request timed out).
+        retryable: bool,
+        /// The client's error, as it came (downcast it to its type).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -748,6 +763,9 @@ impl Error {
             | Error::Connect { .. }
             | Error::Publish {
                 retryable: true, ..
+            }
+            | Error::Broker {
+                retryable: true, ..
             } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }
@@ -767,6 +785,9 @@ impl Error {
             | Error::TaskPanicked { .. }
             | Error::BusClosed { .. }
             | Error::Publish {
+                retryable: false, ..
+            }
+            | Error::Broker {
                 retryable: false, ..
             } => ErrorKind::Internal,
         }

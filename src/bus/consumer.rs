@@ -59,6 +59,13 @@ impl Shared {
         self.counters.published.fetch_add(events, Ordering::Relaxed);
     }
 
+    /// Counts a message given up without a handler running: one a broker delivered that
+    /// does not decode (`reason` says why), sent to the dead letters.
+    pub(crate) fn dead(&self, reason: String) {
+        self.counters.dead.fetch_add(1, Ordering::Relaxed);
+        self.note_error(reason);
+    }
+
     /// Keeps `message` as the last error, for [`BusHealth::last_error`].
     pub(crate) fn note_error(&self, message: String) {
         *self

@@ -1,0 +1,644 @@
+//! NATS JetStream against the real server (`CHRONICLE_NATS_URL`, default
+//! `nats://127.0.0.1:4222`): the relay from SQLite into `NatsSink`, read back with
+//! async-nats's own consumer (headers, body, `Nats-Msg-Id`, order per stream); a batch
+//! sent twice stored once; `NatsBus` patterns, redelivery with attempt numbers, dead
+//! letters read back, panics, a group shared by two buses, a malformed message, close
+//! draining, health and stats. Each test has its own prefix and streams, deleted at its
+//! end (even when it fails).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use chronicle::bus::nats::{DEAD_REASON, MSG_ID, NatsBus, NatsSink};
+use chronicle::bus::{
+    Backoff, Bus, BusEvent, Delivery, EventSink, HandlerError, Outgoing, StartFrom, Subscribe,
+    Topic, wire,
+};
+use chronicle::{Error, ExpectedVersion, NewEvent};
+use futures::StreamExt as _;
+use serde_json::json;
+
+use crate::support::Kind;
+
+fn nats_url() -> String {
+    std::env::var("CHRONICLE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A raw client (async-nats's own API, nothing of chronicle's), or `None` with a loud
+/// skip notice; a panic when `CHRONICLE_REQUIRE_SERVICES=1`.
+async fn raw_client(test: &str) -> Option<async_nats::Client> {
+    match async_nats::connect(nats_url()).await {
+        Ok(client) => Some(client),
+        Err(error) if std::env::var("CHRONICLE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!(
+                "CHRONICLE_REQUIRE_SERVICES=1 but NATS at {} is unreachable: {error}",
+                nats_url()
+            )
+        }
+        Err(error) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: NATS at {} is unreachable ({error}); set CHRONICLE_NATS_URL",
+                nats_url()
+            );
+            None
+        }
+    }
+}
+
+/// One test's names (a fresh prefix and stream) and the raw client; deletes its streams
+/// when dropped, from a thread of its own (drops run inside the test's runtime).
+struct Nats {
+    js: jetstream::Context,
+    prefix: String,
+    stream: String,
+}
+
+impl Nats {
+    async fn open(test: &str) -> Option<Nats> {
+        let client = raw_client(test).await?;
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Some(Nats {
+            js: jetstream::new(client),
+            prefix: format!("t{id}"),
+            stream: format!("T{id}"),
+        })
+    }
+
+    async fn bus(&self) -> NatsBus {
+        NatsBus::builder(nats_url())
+            .prefix(&self.prefix)
+            .stream(&self.stream)
+            .fetch_expires(Duration::from_millis(200))
+            .build()
+            .await
+            .expect("NatsBus")
+    }
+
+    /// Every message of the stream on `filter`, in stream order, read by an ephemeral
+    /// pull consumer of async-nats's own.
+    async fn read(&self, filter: &str) -> Vec<async_nats::jetstream::Message> {
+        let stream = self.js.get_stream(&self.stream).await.expect("stream");
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: filter.to_owned(),
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("reader");
+        let mut messages = Vec::new();
+        loop {
+            let mut batch = reader
+                .fetch()
+                .max_messages(500)
+                .messages()
+                .await
+                .expect("fetch");
+            let before = messages.len();
+            while let Some(message) = batch.next().await {
+                messages.push(message.expect("message"));
+            }
+            if messages.len() == before {
+                return messages;
+            }
+        }
+    }
+
+    async fn message_count(&self) -> u64 {
+        let mut stream = self.js.get_stream(&self.stream).await.expect("stream");
+        stream.info().await.expect("info").state.messages
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let (url, stream) = (nats_url(), self.stream.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect(url).await {
+                    let _ = jetstream::new(client).delete_stream(&stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn header<'m>(message: &'m async_nats::jetstream::Message, name: &str) -> Option<&'m str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(name))
+        .map(|value| value.as_str())
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn numbered(event_type: &str, n: i64) -> BusEvent {
+    BusEvent::new(event_type, json!({ "n": n }))
+}
+
+/// What a handler saw: (type, n, attempt).
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, i64, u32)>>>);
+
+impl Seen {
+    fn handler(
+        &self,
+    ) -> impl Fn(Delivery) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + use<>
+    {
+        let seen = self.clone();
+        move |delivery: Delivery| {
+            let n = delivery.json().unwrap()["n"].as_i64().unwrap_or(-1);
+            seen.0
+                .lock()
+                .unwrap()
+                .push((delivery.event_type.clone(), n, delivery.attempt()));
+            std::future::ready(Ok(()))
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn ns(&self) -> Vec<i64> {
+        self.0.lock().unwrap().iter().map(|(_, n, _)| *n).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_from_sqlite_publishes_what_async_nats_reads_back() {
+    let Some(nats) = Nats::open("relay_from_sqlite_publishes").await else {
+        return;
+    };
+    let t = Kind::Sqlite.open("nats relay").await.expect("sqlite");
+    let mut ids = HashMap::new();
+    for (stream, range) in [
+        ("order-1", 0..40),
+        ("invoice-7", 40..55),
+        ("order-2", 55..70),
+    ] {
+        let events: Vec<NewEvent> = range
+            .map(|n| NewEvent::new("order.Placed", json!({ "n": n })))
+            .collect();
+        ids.insert(
+            stream,
+            events.iter().map(NewEvent::event_id).collect::<Vec<_>>(),
+        );
+        t.store
+            .append(stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let sink = NatsSink::builder(nats_url())
+        .subject_prefix(&nats.prefix)
+        .ensure_stream(&nats.stream, [format!("{}.>", nats.prefix)])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sink.subject("order"), format!("{}.order", nats.prefix));
+    let relay = t
+        .store
+        .relay("to-nats")
+        .start_from(StartFrom::Beginning)
+        .batch_size(16)
+        .topic(Topic::category())
+        .spawn(sink.clone());
+    relay.wait_for_idle().await.unwrap();
+    assert_eq!(relay.stats().published, 70);
+
+    let messages = nats.read(&format!("{}.>", nats.prefix)).await;
+    assert_eq!(messages.len(), 70);
+    let mut per_stream: HashMap<String, Vec<uuid::Uuid>> = HashMap::new();
+    for message in &messages {
+        let id: uuid::Uuid = header(message, wire::ID).unwrap().parse().unwrap();
+        assert_eq!(header(message, MSG_ID), Some(id.to_string().as_str()));
+        assert_eq!(header(message, wire::TYPE), Some("order.Placed"));
+        assert_eq!(header(message, wire::SPECVERSION), Some("1.0"));
+        assert_eq!(
+            header(message, wire::CONTENT_TYPE),
+            Some("application/json")
+        );
+        let stream = header(message, wire::SUBJECT).unwrap().to_owned();
+        let category = stream.split('-').next().unwrap();
+        assert_eq!(
+            message.subject.as_str(),
+            format!("{}.{category}", nats.prefix)
+        );
+        let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        assert!(body["n"].is_i64(), "{body}");
+        per_stream.entry(stream).or_default().push(id);
+    }
+    // JetStream keeps each stream's events in version order.
+    for (stream, expected) in &ids {
+        assert_eq!(&per_stream[*stream], expected, "{stream}");
+    }
+    let health = EventSink::health(&sink);
+    assert!(health.connected);
+    assert_eq!(health.reconnects, 0);
+    assert_eq!(EventSink::stats(&sink).published, 70);
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_is_stored_once_by_its_msg_id() {
+    let Some(nats) = Nats::open("a_batch_sent_again").await else {
+        return;
+    };
+    let sink = NatsSink::builder(nats_url())
+        .subject_prefix(&nats.prefix)
+        .ensure_stream(&nats.stream, [format!("{}.>", nats.prefix)])
+        .duplicate_window(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let batch: Vec<Outgoing> = (0..50)
+        .map(|n| {
+            Outgoing::new(
+                "order",
+                numbered("order.Placed", n).subject(format!("order-{}", n % 3)),
+            )
+        })
+        .collect();
+    // A relay killed after the broker took the batch, before its checkpoint moved, sends
+    // the same batch again when it restarts.
+    sink.send(batch[..30].to_vec()).await.unwrap();
+    sink.send(batch.clone()).await.unwrap();
+    assert_eq!(nats.message_count().await, 50);
+    let stored: Vec<String> = nats
+        .read(&format!("{}.order", nats.prefix))
+        .await
+        .iter()
+        .map(|message| header(message, MSG_ID).unwrap().to_owned())
+        .collect();
+    let sent: Vec<String> = batch.iter().map(|out| out.event.id.to_string()).collect();
+    assert_eq!(stored, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_without_a_stream_fails_with_a_retryable_publish_error() {
+    let Some(nats) = Nats::open("a_sink_without_a_stream").await else {
+        return;
+    };
+    let sink = NatsSink::builder(nats_url())
+        .subject_prefix(&nats.prefix)
+        .build()
+        .await
+        .unwrap();
+    let event = numbered("order.Placed", 1);
+    let error = sink
+        .send(vec![Outgoing::new("order", event.clone())])
+        .await
+        .unwrap_err();
+    match &error {
+        Error::Publish {
+            event_id,
+            retryable,
+            ..
+        } => {
+            assert_eq!(*event_id, event.id);
+            assert!(*retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A topic that is no subject is refused before anything is sent.
+    let error = sink
+        .send(vec![Outgoing::new("bad topic", event)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Publish {
+                retryable: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(EventSink::health(&sink).last_error.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_subscriptions_get_the_types_their_patterns_match() {
+    let Some(nats) = Nats::open("bus_subscriptions_patterns").await else {
+        return;
+    };
+    let bus = nats.bus().await;
+    let (exact, glob, every, suffix) = (
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+    );
+    let _exact = bus
+        .subscribe("user.Registered", exact.handler())
+        .await
+        .unwrap();
+    let _glob = bus.subscribe("user.*", glob.handler()).await.unwrap();
+    let _every = bus.subscribe("*", every.handler()).await.unwrap();
+    let _suffix = bus.subscribe("*.Closed", suffix.handler()).await.unwrap();
+    let events = vec![
+        numbered("user.Registered", 0),
+        numbered("user.Closed", 1),
+        numbered("order.Closed", 2),
+        numbered("order.Placed", 3),
+        numbered("user.profile.Changed", 4),
+    ];
+    bus.publish_batch(events[..3].to_vec()).await.unwrap();
+    for event in &events[3..] {
+        bus.publish(event.clone()).await.unwrap();
+    }
+    eventually("every delivery", || {
+        (exact.len(), glob.len(), every.len(), suffix.len()) == (1, 3, 5, 2)
+    })
+    .await;
+    assert_eq!(exact.ns(), [0]);
+    assert_eq!(glob.ns(), [0, 1, 4]);
+    assert_eq!(every.ns(), [0, 1, 2, 3, 4]);
+    assert_eq!(suffix.ns(), [1, 2]);
+    // The messages are where the module doc says, with their ids as Nats-Msg-Id.
+    let stored = nats.read(&format!("{}.user.Registered", nats.prefix)).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        header(&stored[0], MSG_ID),
+        Some(events[0].id.to_string().as_str())
+    );
+    assert_eq!(bus.stats().published, 5);
+    assert_eq!(bus.stats().delivered, 11);
+    // Types outside subjects, or among the dead letters, are refused.
+    for bad in ["user registered", "dead.x", "a.*"] {
+        let error = bus.publish(numbered(bad, 9)).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Publish {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{bad}: {error:?}"
+        );
+    }
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_is_redelivered_then_dead_lettered() {
+    let Some(nats) = Nats::open("a_failing_handler").await else {
+        return;
+    };
+    let bus = nats.bus().await;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&attempts);
+    let _failing = bus
+        .subscribe(
+            Subscribe::to("order.*")
+                .group("billing")
+                .max_deliveries(3)
+                .backoff(Backoff::from_fn(|_| Duration::from_millis(30))),
+            move |delivery: Delivery| {
+                seen.lock().unwrap().push(delivery.attempt());
+                async move { Err::<(), _>(HandlerError::retry("card declined")) }
+            },
+        )
+        .await
+        .unwrap();
+    let panics = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&panics);
+    let _panicky = bus
+        .subscribe(
+            Subscribe::to("order.Placed")
+                .name("panicky")
+                .backoff(Backoff::from_fn(|_| Duration::ZERO)),
+            move |delivery: Delivery| {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    assert!(!first, "boom on the first delivery");
+                    assert_eq!(delivery.attempt(), 2);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let event = numbered("order.Placed", 7).subject("order-7");
+    bus.publish(event.clone()).await.unwrap();
+    eventually("the dead letter", || bus.stats().dead == 1).await;
+    eventually("the panicking handler's second try", || {
+        bus.stats().delivered == 1
+    })
+    .await;
+    assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
+    let stats = bus.stats();
+    assert_eq!((stats.failed, stats.panicked, stats.dead), (4, 1, 1));
+
+    let dead_subject = bus.dead_letter_subject("billing");
+    assert_eq!(dead_subject, format!("{}.dead.billing", nats.prefix));
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = nats.read(&dead_subject).await;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    let letter = &dead[0];
+    assert_eq!(
+        header(letter, wire::ID),
+        Some(event.id.to_string().as_str())
+    );
+    assert_eq!(header(letter, wire::TYPE), Some("order.Placed"));
+    assert_eq!(header(letter, wire::SUBJECT), Some("order-7"));
+    assert!(
+        header(letter, DEAD_REASON)
+            .unwrap()
+            .contains("card declined")
+    );
+    let back = wire::decode(|name| header(letter, name), &letter.payload, "dead").unwrap();
+    assert_eq!(back, event);
+    // Nothing more comes: the message was terminated.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(attempts.lock().unwrap().len(), 3);
+    assert_eq!(panics.load(Ordering::SeqCst), 2);
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_buses_in_one_group_share_its_messages() {
+    let Some(nats) = Nats::open("two_buses_in_one_group").await else {
+        return;
+    };
+    let (first, second) = (nats.bus().await, nats.bus().await);
+    let (a, b) = (Seen::default(), Seen::default());
+    let group = || Subscribe::to("job.*").group("workers");
+    let _a = first.subscribe(group(), a.handler()).await.unwrap();
+    let _b = second.subscribe(group(), b.handler()).await.unwrap();
+    let events: Vec<BusEvent> = (0..300).map(|n| numbered("job.Queued", n)).collect();
+    for chunk in events.chunks(20) {
+        first.publish_batch(chunk.to_vec()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("all jobs", || a.len() + b.len() >= 300).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (from_a, from_b): (HashSet<i64>, HashSet<i64>) =
+        (a.ns().into_iter().collect(), b.ns().into_iter().collect());
+    assert_eq!(a.len() + b.len(), 300, "none twice");
+    assert!(from_a.is_disjoint(&from_b));
+    assert_eq!(
+        from_a.union(&from_b).count(),
+        300,
+        "together, every message"
+    );
+    assert!(
+        !from_a.is_empty() && !from_b.is_empty(),
+        "each gets some: {} and {}",
+        from_a.len(),
+        from_b.len()
+    );
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_dead_lettered_never_handled() {
+    let Some(nats) = Nats::open("a_malformed_message").await else {
+        return;
+    };
+    let bus = nats.bus().await;
+    let seen = Seen::default();
+    let _all = bus
+        .subscribe(Subscribe::to("*").group("audit"), seen.handler())
+        .await
+        .unwrap();
+    // Raw publishes of chronicle's client-less peers: no headers, and a body that is not
+    // JSON with otherwise good headers.
+    let subject = format!("{}.user.Registered", nats.prefix);
+    nats.js
+        .publish(subject.clone(), "no headers".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let good = numbered("user.Registered", 1);
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in wire::headers(&good) {
+        headers.insert(name, value);
+    }
+    nats.js
+        .publish_with_headers(subject.clone(), headers, "{not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    bus.publish(numbered("user.Registered", 2)).await.unwrap();
+    eventually("two dead and one handled", || {
+        bus.stats().dead == 2 && seen.len() == 1
+    })
+    .await;
+    assert_eq!(seen.ns(), [2]);
+    let dead = nats.read(&bus.dead_letter_subject("audit")).await;
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].payload.as_ref(), b"no headers");
+    assert!(header(&dead[0], DEAD_REASON).unwrap().contains("ce-id"));
+    assert_eq!(dead[1].payload.as_ref(), b"{not json");
+    assert!(header(&dead[1], DEAD_REASON).unwrap().contains("JSON"));
+    let health = bus.health();
+    assert!(health.last_error.unwrap().contains("malformed"));
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_drains_and_health_reports() {
+    let Some(nats) = Nats::open("close_drains").await else {
+        return;
+    };
+    let bus = nats.bus().await;
+    let health = bus.health();
+    assert!(health.connected, "{health:?}");
+    assert_eq!((health.reconnects, health.lag_events), (0, 0));
+    let (started, finished) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (s, f) = (Arc::clone(&started), Arc::clone(&finished));
+    let _slow = bus
+        .subscribe(
+            Subscribe::to("task.Run").name("slow"),
+            move |_delivery: Delivery| {
+                let (s, f) = (Arc::clone(&s), Arc::clone(&f));
+                async move {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    f.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let events: Vec<BusEvent> = (0..40).map(|n| numbered("task.Run", n)).collect();
+    bus.publish_batch(events).await.unwrap();
+    eventually("a first handler", || started.load(Ordering::SeqCst) > 0).await;
+    bus.close().await.unwrap();
+    let (s, f) = (
+        started.load(Ordering::SeqCst),
+        finished.load(Ordering::SeqCst),
+    );
+    assert_eq!(s, f, "every handler started finished before close returned");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        s,
+        "nothing runs after close"
+    );
+    assert_eq!(bus.stats().delivered, u64::from(f));
+    // Every message handled was acknowledged; the rest wait on the server for the next
+    // subscriber of `slow`.
+    let stream = nats.js.get_stream(&nats.stream).await.unwrap();
+    let mut info = stream.consumer_info("slow").await.unwrap();
+    for _ in 0..50 {
+        if info.num_ack_pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        info = stream.consumer_info("slow").await.unwrap();
+    }
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.num_pending + u64::from(f), 40, "{info:?}");
+    assert!(!bus.health().connected);
+    let error = bus.publish(numbered("task.Run", 99)).await.unwrap_err();
+    assert!(matches!(error, Error::BusClosed { .. }), "{error:?}");
+    let error = bus
+        .subscribe("task.Run", |_: Delivery| async { Ok(()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::BusClosed { .. }), "{error:?}");
+    // The durable consumer stayed: a later bus resumes where this one stopped.
+    let again = nats.bus().await;
+    let rest = Seen::default();
+    let _rest = again
+        .subscribe(Subscribe::to("task.Run").name("slow"), rest.handler())
+        .await
+        .unwrap();
+    eventually("the rest", || rest.len() as u32 + f == 40).await;
+    again.delete_consumer("slow").await.unwrap();
+    again.close().await.unwrap();
+}
