@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use chronicle::bus::nats::{MSG_ID, NatsBus, NatsSink};
-use chronicle::bus::{Bus, BusEvent, Delivery, StartFrom, Topic, wire};
+use chronicle::bus::{Bus, BusEvent, Delivery, EventSink, Outgoing, StartFrom, Topic, wire};
 use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
 use futures::TryStreamExt;
 
@@ -41,8 +41,12 @@ use harness::{
 };
 
 const EVENTS_ENV: &str = "CHRONICLE_BENCH_NATS_EVENTS";
-/// The relay's batch, and the raw side's pipeline.
-const BATCH: usize = 1_000;
+/// The relay's batch, and the raw side's pipeline (default 1,000, the relay's default).
+fn batch() -> usize {
+    env_or("CHRONICLE_BENCH_NATS_BATCH", 1_000_usize)
+        .unwrap_or(1_000)
+        .max(1)
+}
 
 fn nats_url() -> String {
     std::env::var("CHRONICLE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
@@ -89,6 +93,7 @@ async fn fill(store: &Store, total: u64) -> Res<()> {
 
 /// A message as the sink sends it, prepared: topic (the category), headers, body.
 struct Prepared {
+    event: BusEvent,
     topic: String,
     headers: async_nats::HeaderMap,
     body: Bytes,
@@ -106,6 +111,7 @@ async fn prepare(store: &Store) -> Res<Vec<Prepared>> {
         }
         headers.insert(MSG_ID, event.id.to_string());
         prepared.push(Prepared {
+            event: event.clone(),
             topic: Topic::category().of(&event),
             headers,
             body: Bytes::copy_from_slice(event.data_json()),
@@ -131,7 +137,7 @@ async fn raw_publish(client: async_nats::Client, messages: Arc<Vec<Prepared>>) -
         .map(|m| format!("{prefix}.{}", m.topic))
         .collect();
     let started = Instant::now();
-    for (chunk, subjects) in messages.chunks(BATCH).zip(subjects.chunks(BATCH)) {
+    for (chunk, subjects) in messages.chunks(batch()).zip(subjects.chunks(batch())) {
         let mut acks = Vec::with_capacity(chunk.len());
         for (message, subject) in chunk.iter().zip(subjects) {
             let publish = jetstream::message::PublishMessage::build()
@@ -142,6 +148,37 @@ async fn raw_publish(client: async_nats::Client, messages: Arc<Vec<Prepared>>) -
         for ack in acks {
             ack.await?;
         }
+    }
+    let elapsed = started.elapsed();
+    drop_stream(&js, &name, messages.len() as u64).await?;
+    Ok(Throughput {
+        units: messages.len() as u64,
+        elapsed,
+    })
+}
+
+/// `NatsSink::send` of the prepared events in batches, to a fresh stream: the sink's own
+/// cost, without the relay's reads and checkpoints.
+async fn sink_send(client: async_nats::Client, messages: Arc<Vec<Prepared>>) -> Res<Throughput> {
+    let js = context(&client);
+    let (prefix, name) = fresh_stream(&js).await?;
+    let sink = NatsSink::builder(nats_url())
+        .client(client)
+        .subject_prefix(&prefix)
+        .build()
+        .await?;
+    let batches: Vec<Vec<Outgoing>> = messages
+        .chunks(batch())
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|m| Outgoing::new(m.topic.clone(), m.event.clone()))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in batches {
+        sink.send(batch).await?;
     }
     let elapsed = started.elapsed();
     drop_stream(&js, &name, messages.len() as u64).await?;
@@ -165,7 +202,7 @@ async fn relay_publish(store: Store, client: async_nats::Client, total: u64) -> 
     let relay = store
         .relay(format!("bench-{}", next_id()))
         .start_from(StartFrom::Beginning)
-        .batch_size(BATCH)
+        .batch_size(batch())
         .poll_interval(Duration::from_millis(10))
         .spawn(sink);
     relay.wait_for_idle().await?;
@@ -176,6 +213,28 @@ async fn relay_publish(store: Store, client: async_nats::Client, total: u64) -> 
         return Err(format!("the relay sent {sent} events, expected {total}").into());
     }
     drop_stream(&js, &name, total).await?;
+    Ok(Throughput {
+        units: total,
+        elapsed,
+    })
+}
+
+/// The relay alone: from the start of the log into a `NoopBus` (acknowledges at once).
+async fn relay_noop(store: Store, total: u64) -> Res<Throughput> {
+    let started = Instant::now();
+    let relay = store
+        .relay(format!("bench-{}", next_id()))
+        .start_from(StartFrom::Beginning)
+        .batch_size(batch())
+        .poll_interval(Duration::from_millis(10))
+        .to_bus(chronicle::bus::NoopBus::new());
+    relay.wait_for_idle().await?;
+    let elapsed = started.elapsed();
+    let sent = relay.stats().published;
+    relay.stop().await?;
+    if sent != total {
+        return Err(format!("the relay sent {sent} events, expected {total}").into());
+    }
     Ok(Throughput {
         units: total,
         elapsed,
@@ -207,19 +266,49 @@ async fn relay_sqlite_to_nats(cfg: &Config) -> Res<Vec<Row>> {
             let (store, client) = (store.clone(), client.clone());
             unit_op(move || relay_publish(store.clone(), client.clone(), total))
         }),
+        ("relay → NoopBus", {
+            let store = store.clone();
+            unit_op(move || relay_noop(store.clone(), total))
+        }),
+        ("NatsSink::send alone", {
+            let (client, messages) = (client.clone(), Arc::clone(&messages));
+            unit_op(move || sink_send(client.clone(), Arc::clone(&messages)))
+        }),
     ];
     let mut rates = interleave_units(cfg, &systems).await?.into_iter();
-    let rates = Rates {
-        baseline: rates.next().unwrap_or_default(),
-        chronicle: rates.next().unwrap_or_default(),
+    let raw = rates.next().unwrap_or_default();
+    let beside_raw = |rates: Option<Vec<f64>>| Rates {
+        baseline: raw.clone(),
+        chronicle: rates.unwrap_or_default(),
     };
-    Ok(vec![ratio_row(
-        &format!("relay_sqlite_to_nats ({} events)", fmt_rate(total as f64)),
-        "events/s",
-        &rates,
-        0.7,
-        "≥ 70% of raw",
-    )])
+    let (relay, relay_alone, sink_alone) = (
+        beside_raw(rates.next()),
+        beside_raw(rates.next()),
+        beside_raw(rates.next()),
+    );
+    let events = fmt_rate(total as f64);
+    let info = |workload: String, rates: &Rates| Row {
+        target: "—".to_owned(),
+        met: Met::Info,
+        ..ratio_row(&workload, "events/s", rates, 0.0, "")
+    };
+    Ok(vec![
+        ratio_row(
+            &format!("relay_sqlite_to_nats ({events} events)"),
+            "events/s",
+            &relay,
+            0.7,
+            "≥ 70% of raw",
+        ),
+        info(
+            format!("  the relay alone, into a NoopBus ({events} events)"),
+            &relay_alone,
+        ),
+        info(
+            format!("  NatsSink::send alone, prepared batches ({events} events)"),
+            &sink_alone,
+        ),
+    ])
 }
 
 fn header_bytes(headers: &async_nats::HeaderMap) -> usize {

@@ -357,7 +357,7 @@ async fn bus_subscriptions_get_the_types_their_patterns_match() {
     let _glob = bus.subscribe("user.*", glob.handler()).await.unwrap();
     let _every = bus.subscribe("*", every.handler()).await.unwrap();
     let _suffix = bus.subscribe("*.Closed", suffix.handler()).await.unwrap();
-    let events = vec![
+    let events = [
         numbered("user.Registered", 0),
         numbered("user.Closed", 1),
         numbered("order.Closed", 2),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt as _;
@@ -136,7 +135,7 @@ impl Subscriber {
         sequence: u64,
         reason: &str,
     ) {
-        let mut headers = message.headers.clone().unwrap_or_else(HeaderMap::new);
+        let mut headers = message.headers.clone().unwrap_or_default();
         headers.insert(DEAD_REASON, reason.replace(['\r', '\n'], " "));
         headers.insert(MSG_ID, format!("dead:{}:{sequence}", self.durable));
         let mut last_error = None;
