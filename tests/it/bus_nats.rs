@@ -573,7 +573,15 @@ async fn close_drains_and_health_reports() {
     let Some(nats) = Nats::open("close_drains").await else {
         return;
     };
-    let bus = nats.bus().await;
+    // Small pull requests, so the consumer has messages pending while the first run.
+    let bus = NatsBus::builder(nats_url())
+        .prefix(&nats.prefix)
+        .stream(&nats.stream)
+        .fetch_batch(5)
+        .fetch_expires(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
     let health = bus.health();
     assert!(health.connected, "{health:?}");
     assert_eq!((health.reconnects, health.lag_events), (0, 0));
@@ -597,6 +605,11 @@ async fn close_drains_and_health_reports() {
     let events: Vec<BusEvent> = (0..40).map(|n| numbered("task.Run", n)).collect();
     bus.publish_batch(events).await.unwrap();
     eventually("a first handler", || started.load(Ordering::SeqCst) > 0).await;
+    // The pending messages as the next pull's first message reports them.
+    eventually("pending messages in health", || {
+        (1..40).contains(&bus.health().lag_events)
+    })
+    .await;
     bus.close().await.unwrap();
     let (s, f) = (
         started.load(Ordering::SeqCst),

@@ -50,28 +50,35 @@ impl Subscriber {
                 .expires(self.fetch.expires)
                 .messages()
                 .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => {
+            let failed = match batch {
+                Ok(mut batch) => {
+                    let mut failed = None;
+                    while let Some(message) = batch.next().await {
+                        match message {
+                            Ok(message) => self.handle(message).await,
+                            Err(error) => {
+                                failed = Some(format!("pull request ended: {error}"));
+                                break;
+                            }
+                        }
+                    }
+                    failed
+                }
+                Err(error) => Some(format!("pull request failed: {error}")),
+            };
+            match failed {
+                None => failures = 0,
+                Some(error) => {
+                    // The consumer or its stream gone, the connection down: try again
+                    // after a pause that grows, not in a tight loop.
                     failures = failures.saturating_add(1);
-                    self.note(format!("pull request failed: {error}"));
+                    self.note(error);
                     let pause = Duration::from_millis(50)
-                        .saturating_mul(2u32.saturating_pow(failures.min(8)))
+                        .saturating_mul(2u32.saturating_pow(failures.min(7)))
                         .min(Duration::from_secs(5));
                     tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
+                        () = tokio::time::sleep(pause) => {}
                         _ = stop.changed() => {}
-                    }
-                    continue;
-                }
-            };
-            failures = 0;
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(message) => self.handle(message).await,
-                    Err(error) => {
-                        self.note(format!("pull request ended: {error}"));
-                        break;
                     }
                 }
             }
