@@ -2,7 +2,7 @@
 //! bus, [`NatsBus`], whose subscriptions are durable pull consumers.
 //!
 //! **Messages.** One event is one JetStream message: the body is the event's JSON data and
-//! the headers are [`wire::headers`](super::wire::headers) (`ce-id`, `ce-type`, …) plus
+//! the headers are [`wire::headers`] (`ce-id`, `ce-type`, …) plus
 //! `Nats-Msg-Id` = the event id, so the stream drops a message it already holds within its
 //! duplicate window (a relay that died after publishing a batch but before moving its
 //! checkpoint sends the batch again; the stream keeps each message once). Every publish
@@ -25,10 +25,10 @@
 //! and `*.created` → `<prefix>.>`). A glob's `*` spans dots while a NATS wildcard
 //! does not, so the filter may be wider than the pattern: the subscription also checks
 //! each event's type and acknowledges, without running the handler, those that do not
-//! match. A handler's [`Verdict`](super::consumer::Verdict) becomes an ack, a nak with the
-//! backoff's delay, or a dead letter: the message, with its headers and
+//! match. A handler's answer (through the bus's one consumer rule) becomes an ack, a nak
+//! with the backoff's delay, or a dead letter: the message, with its headers and
 //! `chronicle-dead-reason`, published to `<prefix>.dead.<consumer>` (configurable), then
-//! terminated. A message that does not decode goes to the dead letters without a handler
+//! terminated. The delivery number the handler sees is JetStream's delivery count. A message that does not decode goes to the dead letters without a handler
 //! running. Event types under `dead.` are refused by [`NatsBus`]'s publish, and subscribers
 //! skip the dead-letter subjects.
 //!
