@@ -3,8 +3,9 @@
 //! async-nats's own consumer (headers, body, `Nats-Msg-Id`, order per stream); a batch
 //! sent twice stored once; `NatsBus` patterns, redelivery with attempt numbers, dead
 //! letters read back, panics, a group shared by two buses, a malformed message, close
-//! draining, health and stats. Each test has its own prefix and streams, deleted at its
-//! end (even when it fails).
+//! draining, health and stats; and, on a `nats-server -js` of the test's own that it
+//! stops and starts again, a retryable send failure and the reconnect counted. Each test
+//! has its own prefix and streams, deleted at its end (even when it fails).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -654,4 +655,139 @@ async fn close_drains_and_health_reports() {
     eventually("the rest", || rest.len() as u32 + f == 40).await;
     again.delete_consumer("slow").await.unwrap();
     again.close().await.unwrap();
+}
+
+/// A `nats-server -js` of this test's own (a free port, a temporary store), so it can be
+/// stopped and started again without touching the shared server.
+struct OwnServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnServer {
+    /// Starts one, or `None` with a loud skip notice (a panic when services are required)
+    /// when no `nats-server` binary is there (`CHRONICLE_NATS_SERVER` names it).
+    async fn start(test: &str) -> Option<OwnServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = OwnServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        if let Err(error) = server.run() {
+            if std::env::var("CHRONICLE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                panic!("CHRONICLE_REQUIRE_SERVICES=1 but nats-server cannot start: {error}");
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: nats-server cannot start ({error}); set CHRONICLE_NATS_SERVER"
+            );
+            return None;
+        }
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) -> std::io::Result<()> {
+        let binary = std::env::var("CHRONICLE_NATS_SERVER").unwrap_or_else(|_| {
+            if std::path::Path::new("/usr/sbin/nats-server").exists() {
+                "/usr/sbin/nats-server".to_owned()
+            } else {
+                "nats-server".to_owned()
+            }
+        });
+        let child = std::process::Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(std::io::Error::other(
+            "nats-server did not listen within 5 s",
+        ))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_fails_sends_retryably_then_counts_a_reconnect() {
+    let Some(mut server) = OwnServer::start("a_server_restart").await else {
+        return;
+    };
+    let sink = NatsSink::builder(server.url())
+        .subject_prefix("events")
+        .ensure_stream("EVENTS", ["events.>"])
+        .build()
+        .await
+        .unwrap();
+    let batch: Vec<Outgoing> = (0..20)
+        .map(|n| Outgoing::new("order", numbered("order.Placed", n)))
+        .collect();
+    sink.send(batch[..10].to_vec()).await.unwrap();
+    assert_eq!(EventSink::health(&sink).reconnects, 0);
+
+    server.stop();
+    eventually("the sink to see the server gone", || {
+        !EventSink::health(&sink).connected
+    })
+    .await;
+    let error = sink.send(batch[10..].to_vec()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Publish {
+                retryable: true,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+
+    server.run().unwrap();
+    eventually("the sink to reconnect", || {
+        EventSink::health(&sink).connected
+    })
+    .await;
+    let health = EventSink::health(&sink);
+    assert!(health.reconnects >= 1, "{health:?}");
+    assert!(health.last_error.is_some());
+    // What the relay does after a failure: the whole batch again.
+    sink.send(batch[10..].to_vec()).await.unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js.get_stream("EVENTS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 20);
 }

@@ -20,7 +20,9 @@ use crate::error::Result;
 /// A missing ack (the connection lost, no stream for the subject, the ack timed out) is
 /// [`Error::Publish`](crate::Error::Publish) with `retryable: true`: the relay sends the
 /// batch again, and the stream drops the copies of what it already took (same
-/// `Nats-Msg-Id` within its duplicate window). Clones share the connection.
+/// `Nats-Msg-Id` within its duplicate window). Order per subject is the batch's, except
+/// across such a failure: a message lost midway is stored, when sent again, after the
+/// later ones the stream had kept. Clones share the connection.
 ///
 /// ```no_run
 /// # async fn demo(store: chronicle::Store) -> chronicle::Result<()> {
