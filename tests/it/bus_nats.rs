@@ -791,3 +791,29 @@ async fn a_server_restart_fails_sends_retryably_then_counts_a_reconnect() {
     let mut stream = js.get_stream("EVENTS").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_bus_ends_its_detached_subscriptions() {
+    let Some(nats) = Nats::open("dropping_the_bus").await else {
+        return;
+    };
+    let bus = nats.bus().await;
+    let seen = Seen::default();
+    bus.subscribe(Subscribe::to("ping.*").name("pinger"), seen.handler())
+        .await
+        .unwrap()
+        .detach();
+    bus.publish(numbered("ping.Sent", 1)).await.unwrap();
+    eventually("the first ping", || seen.len() == 1).await;
+    drop(bus);
+    // The task finishes its pull request (200 ms here), then ends.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let other = nats.bus().await;
+    other.publish(numbered("ping.Sent", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen.ns(), [1]);
+    let stream = nats.js.get_stream(&nats.stream).await.unwrap();
+    let info = stream.consumer_info("pinger").await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (1, 0), "{info:?}");
+    other.close().await.unwrap();
+}

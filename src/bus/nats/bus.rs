@@ -33,11 +33,15 @@ const DEFAULT_PREFIX: &str = "chronicle";
 ///   handler for each message in turn (so a subscription sees a subject's events in
 ///   order), the delivery number being JetStream's count. See [the module](super) for the
 ///   pattern → filter subject rule and the dead letters. Two buses (two processes)
-///   subscribing with one group share its messages, each message going to one of them.
+///   subscribing with one group share its messages, each message going to one of them;
+///   they subscribe with the same pattern and options (the server refuses a consumer of
+///   that name with another filter).
 ///   The consumer stays on the server when the subscription closes (it is durable: a
 ///   later subscription with that name resumes where it stopped); remove it with
 ///   [`NatsBus::delete_consumer`].
 /// - [`Bus::close`] stops fetching, finishes the messages in hand, and flushes the acks.
+///   Dropping every clone of the bus ends its subscriptions' tasks the same way, without
+///   waiting for them.
 /// - [`Bus::health`]: the client's connection state, reconnections, and as lag the
 ///   consumers' pending messages as JetStream reported them with the last message each
 ///   subscription received (free: no request is made).

@@ -38,11 +38,12 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    /// Pulls and handles messages until `stop` says so (or its sender is gone); the pull
-    /// request in hand is finished first, so no message fetched is left unanswered.
+    /// Pulls and handles messages until `stop` says so, or its sender is gone (the bus
+    /// was dropped); the pull request in hand is finished first, so no message fetched is
+    /// left unanswered.
     pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
-        while !*stop.borrow_and_update() {
+        while stop.has_changed().is_ok() && !*stop.borrow_and_update() {
             let batch = self
                 .pull
                 .batch()
