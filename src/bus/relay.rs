@@ -330,7 +330,7 @@ impl<B: Bus> EventSink for BusSink<B> {
 }
 
 /// What a relay did since it started: [`RelayHandle::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RelayStats {
     /// Messages the sink acknowledged (sent again after a failure: counted again).

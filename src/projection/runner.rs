@@ -71,7 +71,8 @@ pub enum StartFrom {
 }
 
 /// Where a projection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProjectionState {
     /// Reading its checkpoint.
     Starting,
@@ -91,7 +92,7 @@ pub enum ProjectionState {
 }
 
 /// A snapshot of a projection's progress, from [`ProjectionHandle::status`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ProjectionStatus {
     /// Where it is in its life.
@@ -103,6 +104,7 @@ pub struct ProjectionStatus {
     /// Events stepped over since the task started ([`FailurePolicy::Skip`]).
     pub skipped: u64,
     /// How old the last applied event was when it was applied (zero once caught up).
+    #[serde(rename = "lag_ms", with = "crate::millis")]
     pub lag: Duration,
     /// About how many events are still to apply: the distance from the checkpoint's
     /// position to the log's last position, measured after each full batch (0 once caught
@@ -113,6 +115,7 @@ pub struct ProjectionStatus {
     /// The last error met, even if a retry then succeeded.
     pub last_error: Option<String>,
     /// How many times the task found the log exhausted.
+    #[serde(skip)]
     idle_passes: u64,
 }
 

@@ -31,6 +31,7 @@ mod snapshots;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod storage;
 mod stream_keys;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub use migrate::Migrations;
 pub use rotation::{KeyRotation, RotationProgress};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDurability;
+pub use storage::StorageStats;
 pub use stream_keys::ShreddedEvents;
 
 pub(crate) use self::stream_keys::PageKeys;
@@ -506,6 +508,35 @@ impl Store {
     pub async fn log_end(&self) -> Result<LogPosition> {
         let backend = &self.inner.backend;
         self.inner.retry.run("log_end", || backend.log_end()).await
+    }
+
+    /// `sqlite`, `postgres` or `memory`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.inner.backend.kind()
+    }
+
+    /// One round trip to the database, timed: what a health check asks. The memory store
+    /// answers at once.
+    ///
+    /// # Errors
+    /// Connection errors (retried as every operation is).
+    #[tracing::instrument(name = "chronicle.ping", skip(self), err(level = "debug"))]
+    pub async fn ping(&self) -> Result<std::time::Duration> {
+        let backend = &self.inner.backend;
+        let started = std::time::Instant::now();
+        self.inner.retry.run("ping", || backend.ping()).await?;
+        Ok(started.elapsed())
+    }
+
+    /// What the store holds: streams, events, snapshots and bytes ([`StorageStats`] says
+    /// which backend estimates and which counts).
+    ///
+    /// # Errors
+    /// Connection errors.
+    #[tracing::instrument(name = "chronicle.storage", skip(self), err(level = "debug"))]
+    pub async fn storage(&self) -> Result<StorageStats> {
+        let backend = &self.inner.backend;
+        self.inner.retry.run("storage", || backend.storage()).await
     }
 
     /// Tries to take projection `name`'s lease; `None` while another instance holds it.

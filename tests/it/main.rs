@@ -14,6 +14,7 @@ mod derive_ui;
 mod domain;
 mod domain_event;
 mod inline_projections;
+mod manager;
 mod model;
 mod outbox;
 mod pages;
