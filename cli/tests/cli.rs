@@ -1202,7 +1202,7 @@ async fn a_manager_configuration_names_the_stores() {
         stats["providers"]["other"]["storage"]["streams"], 0,
         "{stats}"
     );
-    run(&mut chronicle().arg("health"), 0);
+    run(chronicle().arg("health"), 0);
     // Bad input: an unknown provider, a configuration that does not parse.
     let (_, stderr) = run(
         &mut chronicle().args(["--provider", "nope", "streams", "list"]),
@@ -1213,7 +1213,7 @@ async fn a_manager_configuration_names_the_stores() {
         "{stderr}"
     );
     std::fs::write(&config, "default = 5\n").expect("config");
-    let (_, stderr) = run(&mut chronicle().args(["streams", "list"]), 2);
+    let (_, stderr) = run(chronicle().args(["streams", "list"]), 2);
     assert!(stderr.contains("chronicle.toml"), "{stderr}");
     // A store that cannot be opened is unhealthy.
     std::fs::write(
@@ -1221,5 +1221,5 @@ async fn a_manager_configuration_names_the_stores() {
         "[providers.gone]\nurl = \"sqlite:///nonexistent/x.db\"\n",
     )
     .expect("config");
-    run(&mut chronicle().arg("health"), 2);
+    run(chronicle().arg("health"), 2);
 }
