@@ -1205,7 +1205,7 @@ async fn a_manager_configuration_names_the_stores() {
     run(chronicle().arg("health"), 0);
     // Bad input: an unknown provider, a configuration that does not parse.
     let (_, stderr) = run(
-        &mut chronicle().args(["--provider", "nope", "streams", "list"]),
+        chronicle().args(["--provider", "nope", "streams", "list"]),
         2,
     );
     assert!(
