@@ -43,6 +43,8 @@ mod error;
 mod event;
 pub mod manager;
 mod millis;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod outbox;
 mod panics;
 mod pattern;
@@ -53,6 +55,7 @@ mod snapshot;
 mod store;
 mod stream;
 mod task;
+mod telemetry;
 pub mod testing;
 mod text;
 mod upcast;

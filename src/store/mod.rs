@@ -72,6 +72,7 @@ use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
+use crate::telemetry;
 use crate::text;
 use crate::upcast::Upcasters;
 
@@ -244,9 +245,19 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         let span = tracing::debug_span!("chronicle.append", stream = stream.as_ref(), %expected, events = events.len());
-        self.append_inner(stream.as_ref(), expected, events)
+        let started = std::time::Instant::now();
+        let appended = self
+            .append_inner(stream.as_ref(), expected, events)
             .instrument(span)
-            .await
+            .await;
+        let outcome = match &appended {
+            Ok(_) => "ok",
+            Err(Error::Conflict { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::APPENDS, "outcome" => outcome).increment(1);
+        metrics::histogram!(telemetry::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        appended
     }
 
     /// Appends an application event: one raised outside any aggregate (an import
@@ -267,8 +278,11 @@ impl Store {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
+        for event in &mut events {
+            telemetry::stamp(&mut event.metadata);
+        }
         let stream = StreamId::new(stream)?;
         append::validate(&stream, &events, &self.inner.limits)?;
         if let ExpectedVersion::Exact(version) = expected
@@ -300,6 +314,9 @@ impl Store {
         };
         let rejection = match outcome {
             AppendOutcome::Written(written) => {
+                metrics::counter!(telemetry::APPENDED_EVENTS).increment(events.len() as u64);
+                let bytes: usize = encoded.iter().map(|event| event.payload.len()).sum();
+                metrics::counter!(telemetry::APPENDED_BYTES).increment(bytes as u64);
                 self.inner
                     .appended
                     .send_modify(|count| *count = count.wrapping_add(1));
@@ -439,6 +456,7 @@ impl Store {
         mut event: RecordedEvent,
         keys: &PageKeys,
     ) -> Result<RecordedEvent> {
+        metrics::counter!(telemetry::READ_EVENTS).increment(1);
         match self.decode_in_place(&mut event, keys) {
             Ok(()) => Ok(event),
             Err(error) if self.inner.limits.keep_undecodable => {

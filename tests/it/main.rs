@@ -27,4 +27,6 @@ mod sqlite;
 mod statements;
 mod support;
 mod tampering;
+#[cfg(feature = "otel")]
+mod telemetry;
 mod upcasting;
