@@ -295,21 +295,12 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is too long"))
 }
 
-/// `Option<Duration>` as text with a unit (`"250ms"`), or whole milliseconds.
-mod duration_text {
+/// Durations as text with a unit (`"250ms"`, `"5m"`) or whole milliseconds: this module
+/// for an `Option<Duration>`, [`duration_text::required`] for a `Duration`.
+pub(super) mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(duration) => serializer.serialize_str(&format!("{}ms", duration.as_millis())),
-            None => serializer.serialize_none(),
-        }
-    }
 
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -318,15 +309,52 @@ mod duration_text {
         Text(String),
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    impl Text {
+        fn duration<E: serde::de::Error>(self) -> Result<Duration, E> {
+            match self {
+                Text::Millis(millis) => Ok(Duration::from_millis(millis)),
+                Text::Text(text) => super::parse_duration(&text).map_err(E::custom),
+            }
+        }
+    }
+
+    fn text(duration: Duration) -> String {
+        format!("{}ms", duration.as_millis())
+    }
+
+    pub(in crate::manager) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => serializer.serialize_str(&text(*duration)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(in crate::manager) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
-        match Option::<Text>::deserialize(deserializer)? {
-            None => Ok(None),
-            Some(Text::Millis(millis)) => Ok(Some(Duration::from_millis(millis))),
-            Some(Text::Text(text)) => super::parse_duration(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
+        Option::<Text>::deserialize(deserializer)?
+            .map(Text::duration)
+            .transpose()
+    }
+
+    /// A `Duration` field that must be there.
+    pub(in crate::manager) mod required {
+        use super::*;
+
+        pub(in crate::manager) fn serialize<S: Serializer>(
+            value: &Duration,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str(&text(*value))
+        }
+
+        pub(in crate::manager) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Duration, D::Error> {
+            Text::deserialize(deserializer)?.duration()
         }
     }
 }
