@@ -67,20 +67,7 @@ pub async fn stats(global: &Global) -> Result<(), CliError> {
         }
         checkpoints.print(&mut out, "no checkpoints stored")?;
         if let Some(outbox) = &provider.outbox {
-            let mut handlers = Table::new(vec![
-                "HANDLER", "PENDING", "RUNNING", "FAILED", "DEAD", "DONE",
-            ]);
-            for (handler, counts) in &outbox.handlers {
-                handlers.row(vec![
-                    handler.clone(),
-                    counts.pending.to_string(),
-                    counts.running.to_string(),
-                    counts.failed_waiting.to_string(),
-                    counts.dead.to_string(),
-                    counts.done.to_string(),
-                ]);
-            }
-            handlers.print(&mut out, "no outbox requests")?;
+            crate::ops::outbox_table(&mut out, outbox)?;
         }
         for error in &provider.errors {
             out.line(format!("could not read {error}"))?;
