@@ -736,6 +736,24 @@ pub enum ValidationError {
     /// The store URL or a builder setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A [`Manager`](crate::manager::Manager) has no provider of that name.
+    #[error("no provider named `{name}` (the manager has: {})", known.join(", "))]
+    UnknownProvider {
+        /// The name asked for.
+        name: String,
+        /// The providers registered.
+        known: Vec<String>,
+    },
+    /// A [`Manager`](crate::manager::Manager) already has a provider of that name.
+    #[error("a provider named `{name}` is already registered")]
+    DuplicateProvider {
+        /// The name.
+        name: String,
+    },
+    /// A [`Manager`](crate::manager::Manager) was asked for its default provider, and none
+    /// was named (it never picks one itself).
+    #[error("no default provider is set (name one with `default`)")]
+    NoDefaultProvider,
     /// The configuration asks for something this build of chronicle leaves out: rebuild
     /// with the named cargo feature.
     #[error("{wanted} needs chronicle's `{feature}` cargo feature, which this build lacks")]

@@ -41,6 +41,10 @@ mod codec;
 mod domain_event;
 mod error;
 mod event;
+pub mod manager;
+mod millis;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod outbox;
 mod panics;
 mod pattern;
@@ -51,6 +55,7 @@ mod snapshot;
 mod store;
 mod stream;
 mod task;
+mod telemetry;
 pub mod testing;
 mod text;
 mod upcast;
@@ -86,8 +91,8 @@ pub use sqlx::postgres::PgSslMode;
 pub use store::SqliteDurability;
 pub use store::{
     AppendResult, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND,
-    DEFAULT_WINDOW_BYTES, KeyRotation, Migrations, RotationProgress, ShreddedEvents, Store,
-    StoreBuilder, StoreTarget, WrittenEvent,
+    DEFAULT_WINDOW_BYTES, KeyRotation, Migrations, RotationProgress, ShreddedEvents, StorageStats,
+    Store, StoreBuilder, StoreTarget, WrittenEvent,
 };
 pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,

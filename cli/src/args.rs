@@ -10,7 +10,7 @@ use crate::text::parse_duration;
 /// Look at and operate a chronicle event store.
 ///
 /// Exit codes: 0 success, 1 the operation failed, 2 bad input (arguments, URL, key file),
-/// 3 not found, 4 not confirmed.
+/// 3 not found, 4 not confirmed; `health`: 0 healthy, 1 degraded, 2 unhealthy.
 #[derive(Debug, Parser)]
 #[command(name = "chronicle", version, propagate_version = true)]
 pub struct Cli {
@@ -32,6 +32,14 @@ pub struct Global {
         hide_env_values = true
     )]
     pub url: Option<String>,
+    /// A manager configuration (TOML, or YAML for .yaml/.yml) naming the stores: used
+    /// when no --url is given. Commands work on --provider (default: the configuration's
+    /// default); `stats` and `health` on every provider.
+    #[arg(long, env = "CHRONICLE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// With --config: the provider to work on.
+    #[arg(long, global = true)]
+    pub provider: Option<String>,
     /// The PostgreSQL schema the store lives in.
     #[arg(
         long,
@@ -85,6 +93,13 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Every store's figures (streams, events, bytes, snapshots, checkpoints and their
+    /// lag, the outbox's requests), as the manager reports them.
+    Stats,
+    /// Every store's health (database ping, projections' lag, the outbox's dead and
+    /// oldest requests). Exit code 0 healthy, 1 degraded, 2 unhealthy (a store that
+    /// cannot be opened is unhealthy).
+    Health,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,25 +1,110 @@
-//! Opening the store a command works on: the URL checked first (a typo must not create
+//! Opening the store a command works on, named by `--url` or by a provider of a manager
+//! configuration (`--config`, `--provider`): the URL checked first (a typo must not create
 //! a new, empty store), the key file read, and the store built to show what it cannot
 //! decode rather than fail on it.
 
+use chronicle::manager::{ManagerConfig, ProviderConfig};
 use chronicle::sqlx::Connection as _;
-use chronicle::{Error, Migrations, Store, sqlx};
+use chronicle::{Error, KeyRing, Migrations, Store, sqlx};
 
 use crate::args::Global;
 use crate::fail::CliError;
 use crate::keyfile;
 
-/// Opens the store of `global.url`.
-pub async fn open(global: &Global) -> Result<Store, CliError> {
-    let url = global.url.as_deref().ok_or_else(|| {
-        CliError::Usage("no store given: pass --url or set CHRONICLE_URL".to_owned())
+/// A store to open: its URL, schema and key ring.
+pub struct Target {
+    pub url: String,
+    pub schema: String,
+    pub ring: Option<KeyRing>,
+}
+
+/// The store a command works on: `--url`, else `--provider` (or the default) of
+/// `--config`.
+pub fn target(global: &Global) -> Result<Target, CliError> {
+    if let Some(url) = &global.url {
+        return Ok(Target {
+            url: url.clone(),
+            schema: global.schema.clone(),
+            ring: global.key_file.as_deref().map(keyfile::read).transpose()?,
+        });
+    }
+    let config = config(global)?;
+    let name = match (&global.provider, &config.default) {
+        (Some(name), _) | (None, Some(name)) => name.clone(),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "the configuration names no default provider: pass --provider".to_owned(),
+            ));
+        }
+    };
+    let Some(provider) = config.providers.get(&name) else {
+        let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
+        return Err(CliError::Usage(format!(
+            "the configuration has no provider `{name}` (it has: {})",
+            known.join(", ")
+        )));
+    };
+    provider_target(global, &config, provider)
+}
+
+/// Every store a command covers (`stats`, `health`), by name: `--url` alone (named
+/// `store`), or every provider of `--config`.
+pub fn targets(global: &Global) -> Result<Vec<(String, Target)>, CliError> {
+    if global.url.is_some() {
+        return Ok(vec![("store".to_owned(), target(global)?)]);
+    }
+    let config = config(global)?;
+    config
+        .providers
+        .iter()
+        .map(|(name, provider)| Ok((name.clone(), provider_target(global, &config, provider)?)))
+        .collect()
+}
+
+fn config(global: &Global) -> Result<ManagerConfig, CliError> {
+    let path = global.config.as_deref().ok_or_else(|| {
+        CliError::Usage("no store given: pass --url (or set CHRONICLE_URL), or --config".to_owned())
     })?;
-    let ring = global.key_file.as_deref().map(keyfile::read).transpose()?;
-    check_store_exists(url, &global.schema).await?;
+    Ok(ManagerConfig::load(path)?)
+}
+
+/// A provider's target: its URL and schema, and the key ring of `--key-file`, else of
+/// the configuration's key source.
+fn provider_target(
+    global: &Global,
+    config: &ManagerConfig,
+    provider: &ProviderConfig,
+) -> Result<Target, CliError> {
+    let settings = config.settings.overlaid_with(&provider.settings);
+    let ring = match (&global.key_file, &settings.encryption) {
+        (Some(path), _) => Some(keyfile::read(path)?),
+        (None, Some(source)) => Some(source.load()?),
+        (None, None) => None,
+    };
+    Ok(Target {
+        url: provider.url.clone(),
+        schema: provider
+            .schema
+            .clone()
+            .unwrap_or_else(|| global.schema.clone()),
+        ring,
+    })
+}
+
+/// Opens the store a command works on ([`target`]).
+pub async fn open(global: &Global) -> Result<Store, CliError> {
+    open_target(global, target(global)?).await
+}
+
+/// Opens `target` as an operator's command does: never migrating, showing what it
+/// cannot decode.
+pub async fn open_target(global: &Global, target: Target) -> Result<Store, CliError> {
+    let Target { url, schema, ring } = target;
+    check_store_exists(&url, &schema).await?;
     // An operator's command never changes the schema behind the application's back:
     // `chronicle migrate` does that.
     let mut builder = Store::builder(url)
-        .schema(global.schema.clone())
+        .schema(schema)
         .pool_size(2)
         .operation_timeout(global.timeout)
         .migrations(Migrations::Check)
@@ -36,11 +121,9 @@ pub async fn open(global: &Global) -> Result<Store, CliError> {
 /// `chronicle migrate [--check]`: applies the pending migrations of `global.url` and
 /// lists them, or with `check` only lists them (and fails when there are any).
 pub async fn migrate(global: &Global, check: bool) -> Result<(), CliError> {
-    let url = global.url.as_deref().ok_or_else(|| {
-        CliError::Usage("no store given: pass --url or set CHRONICLE_URL".to_owned())
-    })?;
-    let builder = Store::builder(url)
-        .schema(global.schema.clone())
+    let Target { url, schema, .. } = target(global)?;
+    let builder = Store::builder(url.as_str())
+        .schema(schema.clone())
         .pool_size(1)
         .operation_timeout(global.timeout);
     if !check {
@@ -48,7 +131,7 @@ pub async fn migrate(global: &Global, check: bool) -> Result<(), CliError> {
         print_migrations(global, "applied", &applied);
         return Ok(());
     }
-    check_store_exists(url, &global.schema).await?;
+    check_store_exists(&url, &schema).await?;
     match builder.migrations(Migrations::Check).open().await {
         Ok(store) => {
             store.close().await;

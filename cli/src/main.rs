@@ -3,7 +3,8 @@
 //! Every command opens the store named by `--url` (or `CHRONICLE_URL`) through chronicle's
 //! public API, does one thing and exits: `0` on success, `1` when the operation failed,
 //! `2` for bad input (arguments, URL, key file), `3` when what was named does not exist,
-//! `4` when a destructive command was not confirmed. Output is a table, or JSON with
+//! `4` when a destructive command was not confirmed; `health` exits `0`, `1` or `2` for
+//! healthy, degraded or unhealthy. Output is a table, or JSON with
 //! `--json`; errors go to stderr. README.md ("The command-line tool") documents every
 //! command.
 
@@ -11,6 +12,7 @@ mod args;
 mod connect;
 mod fail;
 mod keyfile;
+mod manage;
 mod ops;
 mod output;
 mod reads;
@@ -31,6 +33,9 @@ fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return CliError::Failed(format!("cannot start: {error}")).exit(),
     };
+    if matches!(cli.command, Command::Health) {
+        return runtime.block_on(manage::health(&cli.global));
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => error.exit(),
@@ -38,8 +43,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Migrate { check } = cli.command {
-        return connect::migrate(&cli.global, check).await;
+    match cli.command {
+        Command::Migrate { check } => return connect::migrate(&cli.global, check).await,
+        Command::Stats => return manage::stats(&cli.global).await,
+        // `health` has exit codes of its own: `main` runs it.
+        _ => {}
     }
     let store = connect::open(&cli.global).await?;
     let result = match cli.command {
@@ -50,7 +58,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Outbox(command) => ops::outbox(&store, &cli.global, command).await,
         Command::Retention(command) => ops::retention(&store, &cli.global, command).await,
         Command::Keys(command) => ops::keys(&store, &cli.global, command).await,
-        Command::Migrate { .. } => Ok(()),
+        Command::Migrate { .. } | Command::Stats | Command::Health => Ok(()),
     };
     store.close().await;
     result

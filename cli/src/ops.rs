@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use chronicle::outbox::OutboxStats;
 use chronicle::{RetentionPolicy, RetentionReport, RetentionScope, RotationProgress, Store};
 use serde_json::{Value, json};
 
@@ -98,44 +99,11 @@ pub async fn outbox(store: &Store, global: &Global, command: Outbox) -> Result<(
         Outbox::Stats { name } => {
             let stats = admin.name(name).stats().await?;
             if global.json {
-                let handlers: serde_json::Map<String, Value> = stats
-                    .handlers
-                    .iter()
-                    .map(|(name, s)| {
-                        let counts = json!({
-                            "pending": s.pending,
-                            "running": s.running,
-                            "failed_waiting": s.failed_waiting,
-                            "dead": s.dead,
-                            "done": s.done,
-                        });
-                        (name.clone(), counts)
-                    })
-                    .collect();
-                return out.pretty(&json!({
-                    "unprocessed_events": stats.unprocessed_events,
-                    "handlers": handlers,
-                }));
+                let value = serde_json::to_value(&stats)
+                    .map_err(|error| CliError::Failed(format!("cannot print JSON: {error}")))?;
+                return out.pretty(&value);
             }
-            let mut table = Table::new(vec![
-                "HANDLER",
-                "PENDING",
-                "RUNNING",
-                "FAILED-WAITING",
-                "DEAD",
-                "DONE",
-            ]);
-            for (name, s) in &stats.handlers {
-                table.row(vec![
-                    name.clone(),
-                    s.pending.to_string(),
-                    s.running.to_string(),
-                    s.failed_waiting.to_string(),
-                    s.dead.to_string(),
-                    s.done.to_string(),
-                ]);
-            }
-            table.print(&mut out, "no requests")?;
+            outbox_table(&mut out, &stats)?;
             out.line(format!("unprocessed events: {}", stats.unprocessed_events))
         }
         Outbox::Dead { handler, limit } => {
@@ -454,4 +422,27 @@ pub async fn keys(store: &Store, global: &Global, command: Keys) -> Result<(), C
             Ok(())
         }
     }
+}
+
+/// The outbox's requests by handler and state, as a table.
+pub fn outbox_table(out: &mut Out, stats: &OutboxStats) -> Result<(), CliError> {
+    let mut table = Table::new(vec![
+        "HANDLER",
+        "PENDING",
+        "RUNNING",
+        "FAILED-WAITING",
+        "DEAD",
+        "DONE",
+    ]);
+    for (name, s) in &stats.handlers {
+        table.row(vec![
+            name.clone(),
+            s.pending.to_string(),
+            s.running.to_string(),
+            s.failed_waiting.to_string(),
+            s.dead.to_string(),
+            s.done.to_string(),
+        ]);
+    }
+    table.print(out, "no requests")
 }

@@ -5,30 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// A duration: a whole number and a unit, `ms`, `s`, `m`, `h`, `d` or `w` (`90d`, `500ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit: write 30s, 15m, 12h, 7d, 2w or 500ms"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
-    let unit_seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(format!("`{unit}` is not a unit: use ms, s, m, h, d or w")),
-    };
-    number
-        .checked_mul(unit_seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long"))
-}
+pub use chronicle::manager::parse_duration;
 
 /// A time: RFC 3339 (`2026-11-05T10:00:00Z`), or a duration before now (`15m`, `7d`).
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {

@@ -1094,3 +1094,132 @@ async fn postgres_migrate_creates_the_store_and_check_passes_once_up_to_date() {
     };
     migrate_creates_the_store_and_check_passes_once_up_to_date(fixture).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Stats and health, through the manager; a manager configuration instead of --url.
+
+async fn stats_and_health(fixture: Fixture) {
+    let store = fixture.store().await;
+    fill(&store).await;
+    let handlers = HandlerMap::new().route(Handler::new(
+        "refuses",
+        "order.*",
+        |_request: HandlerRequest| async { Err(HandlerError::fatal("no")) },
+    ));
+    let outbox = store.outbox(handlers).expect("outbox");
+    outbox.process().await.expect("process");
+    let stats = json_of(fixture.cli().arg("stats"));
+    let provider = &stats["providers"]["store"];
+    if matches!(fixture, Fixture::Sqlite { .. }) {
+        assert_eq!(provider["storage"]["streams"], 3, "{stats}");
+        assert_eq!(provider["storage"]["events"], 6, "{stats}");
+    }
+    assert!(provider["storage"]["bytes"].as_u64() > Some(0), "{stats}");
+    assert_eq!(
+        provider["outbox"]["handlers"]["refuses"]["pending"], 1,
+        "{stats}"
+    );
+    let (table, _) = run(fixture.cli().arg("stats"), 0);
+    assert!(table.contains("refuses"), "{table}");
+    // Healthy: exit 0.
+    let (healthy, _) = run(fixture.cli().arg("health"), 0);
+    assert!(healthy.starts_with("healthy"), "{healthy}");
+    // A dead request degrades the outbox: exit 1, and the reason is printed.
+    while outbox.stats().await.expect("stats").handlers["refuses"].dead == 0 {
+        outbox.execute().await.expect("execute");
+    }
+    let (degraded, _) = run(fixture.cli().arg("health"), 1);
+    assert!(degraded.contains("1 dead requests"), "{degraded}");
+    let health = {
+        let output = fixture
+            .cli()
+            .args(["health", "--json"])
+            .output()
+            .expect("run");
+        check(&output, 1);
+        serde_json::from_slice::<Value>(&output.stdout).expect("json")
+    };
+    assert_eq!(health["status"], "degraded", "{health}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stats_and_health() {
+    stats_and_health(Fixture::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stats_and_health() {
+    let Some(fixture) = Fixture::postgres("postgres_stats_and_health").await else {
+        return;
+    };
+    stats_and_health(fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_configuration_names_the_stores() {
+    let main = Fixture::sqlite();
+    fill(&main.store().await).await;
+    let other = Fixture::sqlite();
+    other.store().await.close().await;
+    let (Fixture::Sqlite { url: main_url, .. }, Fixture::Sqlite { url: other_url, .. }) =
+        (&main, &other)
+    else {
+        unreachable!("both are SQLite fixtures")
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("chronicle.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default = \"main\"\n[providers.main]\nurl = \"{main_url}\"\n[providers.other]\nurl = \"{other_url}\"\n"
+        ),
+    )
+    .expect("config");
+    let chronicle = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+        command
+            .env_remove("CHRONICLE_URL")
+            .env_remove("CHRONICLE_KEY_FILE")
+            .arg("--config")
+            .arg(&config)
+            .write_stdin("")
+            .timeout(Duration::from_secs(60));
+        command
+    };
+    // The default provider, then another by name.
+    let streams = json_of(chronicle().args(["streams", "list"]));
+    assert_eq!(streams.as_array().map(Vec::len), Some(3), "{streams}");
+    let streams = json_of(chronicle().args(["--provider", "other", "streams", "list"]));
+    assert_eq!(streams.as_array().map(Vec::len), Some(0), "{streams}");
+    // Stats and health cover every provider.
+    let stats = json_of(chronicle().arg("stats"));
+    assert_eq!(
+        stats["providers"]["main"]["storage"]["streams"], 3,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["providers"]["other"]["storage"]["streams"], 0,
+        "{stats}"
+    );
+    run(chronicle().arg("health"), 0);
+    // Bad input: an unknown provider, a configuration that does not parse.
+    let (_, stderr) = run(
+        chronicle().args(["--provider", "nope", "streams", "list"]),
+        2,
+    );
+    assert!(
+        stderr.contains("no provider `nope`") && stderr.contains("main, other"),
+        "{stderr}"
+    );
+    std::fs::write(&config, "default = 5\n").expect("config");
+    let (_, stderr) = run(chronicle().args(["streams", "list"]), 2);
+    assert!(stderr.contains("chronicle.toml"), "{stderr}");
+    // A store that cannot be opened is unhealthy.
+    std::fs::write(
+        &config,
+        "[providers.gone]\nurl = \"sqlite:///nonexistent/x.db\"\n",
+    )
+    .expect("config");
+    run(chronicle().arg("health"), 2);
+}

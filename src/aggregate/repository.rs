@@ -18,6 +18,7 @@ use crate::event::{EventMetadata, NewEvent};
 use crate::snapshot::NewSnapshot;
 use crate::store::{PageKeys, Store, StoredSnapshot, WrittenEvent};
 use crate::stream::{ExpectedVersion, StreamId};
+use crate::telemetry;
 
 /// `got`, the version of the event replayed after `version`, when it is the next one: a
 /// gap means events were removed (a retention policy) that no usable snapshot covers,
@@ -341,6 +342,15 @@ impl<A: Aggregate> Repository<A> {
                 version: version + 1,
             });
         }
+        let source = if from_snapshot.is_some() {
+            "snapshot"
+        } else {
+            "events"
+        };
+        metrics::counter!(telemetry::AGGREGATE_LOADS, "aggregate" => A::NAME, "source" => source)
+            .increment(1);
+        metrics::counter!(telemetry::AGGREGATE_REPLAYED, "aggregate" => A::NAME)
+            .increment(replayed);
         let loaded = Loaded {
             state,
             version,
@@ -417,10 +427,27 @@ impl<A: Aggregate> Repository<A> {
         metadata: EventMetadata,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         let stream = self.stream_id(id)?;
-        let span = tracing::debug_span!("chronicle.execute", stream = %stream, aggregate = A::NAME);
-        self.run_command(&stream, &command, &metadata)
-            .instrument(span)
-            .await
+        let span = tracing::info_span!(
+            "chronicle.execute",
+            aggregate.r#type = A::NAME,
+            aggregate.id = %stream,
+            attempts = tracing::field::Empty,
+        );
+        let executed = self
+            .run_command(&stream, &command, &metadata)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &executed {
+            Ok(executed) => {
+                span.record("attempts", executed.attempts);
+                "ok"
+            }
+            Err(CommandError::Domain(_)) => "rejected",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::COMMANDS, "aggregate" => A::NAME, "outcome" => outcome)
+            .increment(1);
+        executed
     }
 
     async fn run_command(
@@ -437,7 +464,11 @@ impl<A: Aggregate> Repository<A> {
         let (executed, snapshot_due) = loop {
             attempt += 1;
             let Cached { mut state, version } = match cached.take() {
-                Some(current) => current,
+                Some(current) => {
+                    metrics::counter!(telemetry::AGGREGATE_LOADS, "aggregate" => A::NAME, "source" => "cache")
+                        .increment(1);
+                    current
+                }
                 None => {
                     let (loaded, unusable) = self.load_stream(stream, u64::MAX).await?;
                     replace_snapshot |= unusable;

@@ -14,6 +14,8 @@ use std::time::Duration;
 use super::{BusEvent, BusHealth, BusStats, Delivery, DynBusHandler, ErrorReporter, Subscribe};
 use crate::outbox::{Failure, FailureKind};
 use crate::panics::CatchPanic;
+use crate::telemetry;
+use tracing::Instrument;
 
 /// What a delivery's outcome asks of the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub(crate) enum Verdict {
 /// What a bus and its subscriptions share: the reporter, the counts and the last error.
 /// Subscriptions' tasks hold this, never the bus, so dropping the bus ends them.
 pub(crate) struct Shared {
+    /// The bus's name in metrics (`bus` label).
+    name: String,
     reporter: Arc<dyn ErrorReporter>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
@@ -45,9 +49,11 @@ struct Counters {
 }
 
 impl Shared {
-    /// Counts from zero, failures going to `reporter` unless a subscription names its own.
-    pub(crate) fn new(reporter: Arc<dyn ErrorReporter>) -> Arc<Self> {
+    /// Counts from zero for the bus called `name` in metrics (`in-memory`, `nats`, …),
+    /// failures going to `reporter` unless a subscription names its own.
+    pub(crate) fn named(name: &str, reporter: Arc<dyn ErrorReporter>) -> Arc<Self> {
         Arc::new(Shared {
+            name: name.to_owned(),
             reporter,
             counters: Counters::default(),
             last_error: Mutex::new(None),
@@ -57,12 +63,19 @@ impl Shared {
     /// Counts `events` published (acknowledged by the bus or broker).
     pub(crate) fn published(&self, events: u64) {
         self.counters.published.fetch_add(events, Ordering::Relaxed);
+        metrics::counter!(telemetry::BUS_PUBLISHED, "bus" => self.name.clone()).increment(events);
+    }
+
+    fn delivery(&self, outcome: &'static str) {
+        metrics::counter!(telemetry::BUS_DELIVERIES, "bus" => self.name.clone(), "outcome" => outcome)
+            .increment(1);
     }
 
     /// Counts a message given up without a handler running: one a broker delivered that
     /// does not decode (`reason` says why), sent to the dead letters.
     pub(crate) fn dead(&self, reason: String) {
         self.counters.dead.fetch_add(1, Ordering::Relaxed);
+        self.delivery("dead");
         self.note_error(reason);
     }
 
@@ -136,6 +149,25 @@ impl Consumer {
     /// says what the bus does next. Counts the outcome, and reports panics, fatal errors
     /// and events given up.
     pub(crate) async fn attempt(&self, event: Arc<BusEvent>, attempt: u32) -> Verdict {
+        let span = tracing::info_span!(
+            "chronicle.bus.deliver",
+            subscription = self.options.display_name(),
+            event.id = %event.id,
+            event.r#type = %event.event_type,
+            event.subject = event.subject.as_deref(),
+            attempt,
+        );
+        telemetry::link(&span, &event.metadata);
+        let verdict = self.attempt_in_span(event, attempt).instrument(span).await;
+        self.shared.delivery(match verdict {
+            Verdict::Ack => "delivered",
+            Verdict::Retry(_) => "failed",
+            Verdict::Dead { .. } => "dead",
+        });
+        verdict
+    }
+
+    async fn attempt_in_span(&self, event: Arc<BusEvent>, attempt: u32) -> Verdict {
         let counters = &self.shared.counters;
         let delivery = Delivery::new(Arc::clone(&event), attempt);
         let called = CatchPanic::new(self.handler.handle(delivery)).await;

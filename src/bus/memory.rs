@@ -110,7 +110,7 @@ impl InMemoryBusBuilder {
         InMemoryBus {
             inner: Arc::new(Inner {
                 dispatch: self.dispatch,
-                shared: Shared::new(self.reporter),
+                shared: Shared::named("in-memory", self.reporter),
                 subscriptions: RwLock::new(Vec::new()),
                 turns: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),

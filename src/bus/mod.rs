@@ -494,7 +494,7 @@ impl Outgoing {
 
 /// Whether a bus or sink is usable, and how far behind it is: [`Bus::health`],
 /// [`EventSink::health`], [`RelayHandle::health`].
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct BusHealth {
     /// Connected (a broker), or open and running (in-process).
@@ -505,13 +505,14 @@ pub struct BusHealth {
     /// pending messages, a relay's distance to the end of the log.
     pub lag_events: u64,
     /// How old the last event handled was when it was handled, where known (a relay).
+    #[serde(rename = "lag_ms", with = "crate::millis::option")]
     pub lag: Option<Duration>,
     /// The last error met, even if a retry then succeeded.
     pub last_error: Option<String>,
 }
 
 /// What a bus or sink did so far: [`Bus::stats`], [`EventSink::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct BusStats {
     /// Events published: `publish` returned `Ok` for them (a sink: they were sent and

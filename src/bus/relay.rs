@@ -30,6 +30,7 @@ use crate::projection::{
 use crate::read::LogPosition;
 use crate::store::Store;
 use crate::store::batch::Flush;
+use crate::telemetry;
 
 pub use crate::projection::StartFrom;
 
@@ -330,7 +331,7 @@ impl<B: Bus> EventSink for BusSink<B> {
 }
 
 /// What a relay did since it started: [`RelayHandle::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RelayStats {
     /// Messages the sink acknowledged (sent again after a failure: counted again).
@@ -515,9 +516,11 @@ impl<S: EventSink> Projection for RelayProjection<S> {
             && let Err(error) = self.sink.send(batch).await
         {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(telemetry::RELAY_FAILED, "relay" => self.name.clone()).increment(1);
             return Err(Box::new(error));
         }
         self.counters.published.fetch_add(sent, Ordering::Relaxed);
+        metrics::counter!(telemetry::RELAY_PUBLISHED, "relay" => self.name.clone()).increment(sent);
         self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
         Ok(())
     }

@@ -375,7 +375,18 @@ impl Receiver {
             )
             .attribute("type"));
         };
-        let span = tracing::debug_span!("cloudevents.receive", id = event.id(), r#type = event.ty(), pattern = %route.pattern);
+        let span = tracing::info_span!("cloudevents.receive", id = event.id(), r#type = event.ty(), pattern = %route.pattern);
+        // The sender's trace (the Distributed Tracing extension), linked.
+        let mut producer = crate::EventMetadata {
+            trace_id: event.extension("traceparent").map(ToString::to_string),
+            ..crate::EventMetadata::default()
+        };
+        if let Some(state) = event.extension("tracestate") {
+            producer
+                .custom
+                .insert("tracestate".to_owned(), state.to_string().into());
+        }
+        crate::telemetry::link(&span, &producer);
         let handled = match &route.action {
             Action::Fire(handler) => {
                 let run = handler(event);

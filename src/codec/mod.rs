@@ -28,6 +28,7 @@
 //! input is a [`CodecError`].
 
 mod cipher;
+mod keyfile;
 mod zstd;
 
 use std::collections::HashMap;

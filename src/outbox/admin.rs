@@ -16,7 +16,7 @@ use crate::store::batch::Flush;
 use crate::store::requests::{self, DEAD, DONE, PENDING, RUNNING};
 
 /// The state of an outbox's work, from [`Outbox::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct OutboxStats {
     /// About how many events the processor has still to read: the log's positions after
@@ -27,7 +27,7 @@ pub struct OutboxStats {
 }
 
 /// One handler's requests by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HandlerStats {
     /// Waiting for their first run.
@@ -40,6 +40,9 @@ pub struct HandlerStats {
     pub dead: u64,
     /// Done (until purged).
     pub done: u64,
+    /// When the oldest request still to run (pending, failed-waiting or running) was
+    /// created: how long the handler has been behind.
+    pub oldest_open: Option<DateTime<Utc>>,
 }
 
 /// A dead request, from [`Outbox::dead_requests`].
@@ -119,6 +122,10 @@ impl OutboxAdmin {
         for row in counts {
             let stats = handlers.entry(row.handler).or_default();
             let count = requests::count(row.count);
+            if row.state != DONE && row.state != DEAD {
+                let created = DateTime::from_timestamp_micros(row.oldest).unwrap_or_default();
+                stats.oldest_open = Some(stats.oldest_open.map_or(created, |o| o.min(created)));
+            }
             match (row.state, row.failed) {
                 (PENDING, false) => stats.pending += count,
                 (PENDING, true) => stats.failed_waiting += count,

@@ -247,10 +247,10 @@ impl Outbox {
         let Some((event, deadline)) = prepared? else {
             return Ok(());
         };
-        let span = tracing::info_span!(
+        let span = crate::telemetry::event_span!(
             "chronicle.outbox.execute",
+            &event,
             handler = %handler.name,
-            event_id = %event.id,
             attempt = request.attempts,
         );
         let started = Instant::now();

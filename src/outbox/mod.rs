@@ -131,6 +131,11 @@ impl Outbox {
         self
     }
 
+    /// The processor's checkpoint name ([`Outbox::name`]; `chronicle.outbox` by default).
+    pub fn checkpoint_name(&self) -> &str {
+        &self.settings.name
+    }
+
     /// Events the processor reads per transaction (at least 1).
     pub fn batch_size(mut self, events: usize) -> Self {
         self.settings.batch_size = events.max(1);

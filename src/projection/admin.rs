@@ -12,7 +12,7 @@ use crate::store::batch::Flush;
 
 /// A stored checkpoint, from [`Store::projection_checkpoints`]: a projection's (or an
 /// outbox processor's, whose checkpoints live in the same table) place in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ProjectionCheckpoint {
     /// The projection's name.

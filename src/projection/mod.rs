@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use sqlx::PgConnection;
 #[cfg(feature = "sqlite")]
 use sqlx::SqliteConnection;
+use tracing::Instrument;
 
 pub use admin::ProjectionCheckpoint;
 pub use runner::{
@@ -108,7 +109,8 @@ pub trait Projection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
         async move {
             for event in events {
-                self.apply(event, ctx).await?;
+                let span = crate::telemetry::event_span!("chronicle.projection.apply", event);
+                self.apply(event, ctx).instrument(span).await?;
             }
             Ok(())
         }

@@ -34,6 +34,7 @@ use crate::store::backend::Lease;
 use crate::store::batch::Flush;
 use crate::store::{DEFAULT_WINDOW_BYTES, LogWindow, ShreddedEvents, Store, WindowLimit};
 use crate::task::{Task, stop_requested};
+use crate::telemetry;
 
 /// How often an instance on standby tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
@@ -71,7 +72,8 @@ pub enum StartFrom {
 }
 
 /// Where a projection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProjectionState {
     /// Reading its checkpoint.
     Starting,
@@ -91,7 +93,7 @@ pub enum ProjectionState {
 }
 
 /// A snapshot of a projection's progress, from [`ProjectionHandle::status`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ProjectionStatus {
     /// Where it is in its life.
@@ -103,6 +105,7 @@ pub struct ProjectionStatus {
     /// Events stepped over since the task started ([`FailurePolicy::Skip`]).
     pub skipped: u64,
     /// How old the last applied event was when it was applied (zero once caught up).
+    #[serde(rename = "lag_ms", with = "crate::millis")]
     pub lag: Duration,
     /// About how many events are still to apply: the distance from the checkpoint's
     /// position to the log's last position, measured after each full batch (0 once caught
@@ -113,6 +116,7 @@ pub struct ProjectionStatus {
     /// The last error met, even if a retry then succeeded.
     pub last_error: Option<String>,
     /// How many times the task found the log exhausted.
+    #[serde(skip)]
     idle_passes: u64,
 }
 
@@ -761,6 +765,7 @@ impl<P: Projection> Runner<P> {
                     }
                 }
                 let rate = meter.add(0);
+                self.record_lag(0, Duration::ZERO);
                 self.status.send_modify(|status| {
                     status.state = ProjectionState::Running;
                     status.lag = Duration::ZERO;
@@ -802,6 +807,9 @@ impl<P: Projection> Runner<P> {
                     prefetched = next;
                     let lag_events = log_end.map_or(0, |end| end.saturating_sub(to.position()));
                     let rate = meter.add(applied);
+                    metrics::counter!(telemetry::PROJECTION_APPLIED, "projection" => self.name.clone())
+                        .increment(applied);
+                    self.record_lag(lag_events, lag);
                     self.status.send_modify(|status| {
                         status.lag_events = lag_events;
                         status.rate = rate;
@@ -1109,9 +1117,22 @@ impl<P: Projection> Runner<P> {
             return Ok(0);
         }
         if whole && skips.is_empty() {
+            // One span for the batch, linked to every event's producer.
+            let span = tracing::info_span!(
+                "chronicle.projection.batch",
+                projection = %self.name,
+                events = batch.len(),
+                first_position = batch.first().map(|event| event.position),
+                last_position = batch.last().map(|event| event.position),
+            );
+            for event in batch {
+                telemetry::link(&span, &event.metadata);
+            }
             // A panic is caught like an error; the transaction is then dropped, so
             // rolled back, whatever state the handler left it in.
-            let called = CatchPanic::new(self.projection.apply_batch(batch, ctx)).await;
+            let called = CatchPanic::new(self.projection.apply_batch(batch, ctx))
+                .instrument(span)
+                .await;
             refusal(called).map_err(|error| BatchFailure::Handler { index: None, error })?;
             return Ok(batch.len() as u64);
         }
@@ -1120,7 +1141,10 @@ impl<P: Projection> Runner<P> {
             if skips.contains_key(&index) {
                 continue;
             }
-            let called = CatchPanic::new(self.projection.apply(event, ctx)).await;
+            let span = telemetry::event_span!("chronicle.projection.apply", event, projection = %self.name);
+            let called = CatchPanic::new(self.projection.apply(event, ctx))
+                .instrument(span)
+                .await;
             refusal(called).map_err(|error| BatchFailure::Handler {
                 index: Some(index),
                 error,
@@ -1128,6 +1152,16 @@ impl<P: Projection> Runner<P> {
             applied += 1;
         }
         Ok(applied)
+    }
+
+    /// The lag gauges.
+    fn record_lag(&self, events: u64, age: Duration) {
+        #[allow(clippy::cast_precision_loss)]
+        let events = events as f64;
+        metrics::gauge!(telemetry::PROJECTION_LAG_EVENTS, "projection" => self.name.clone())
+            .set(events);
+        metrics::gauge!(telemetry::PROJECTION_LAG_SECONDS, "projection" => self.name.clone())
+            .set(age.as_secs_f64());
     }
 
     fn note_error(&self, error: String) {

@@ -43,7 +43,11 @@ pub use enforcer::{EnforcerHandle, RetentionEnforcer};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "millis")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::millis::option"
+    )]
     max_age: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_count: Option<u64>,
@@ -164,27 +168,6 @@ impl RetentionPolicy {
 pub(crate) struct StreamPlace {
     pub head: u64,
     pub snapshot: Option<u64>,
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        value
-            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
-            .serialize(serializer)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
-    }
 }
 
 /// What a retention policy applies to.

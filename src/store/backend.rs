@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::batch::{BatchTx, Flush};
+use super::storage::StorageStats;
 use super::stream_keys::StoredKey;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
@@ -511,6 +512,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// The highest global position taken so far (0 for an empty log).
     async fn last_position(&self) -> Result<u64>;
 
+    /// One round trip to the database (nothing for memory).
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// What the store holds: counts and bytes, exact or estimated (the backend says).
+    async fn storage(&self) -> Result<StorageStats>;
+
     /// The end of the log as a cursor: every event committed so far is at or before it,
     /// and every event committed later is after it, except (PostgreSQL) events of
     /// transactions still running, which may commit after it or already have. By default
@@ -547,6 +556,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn sends_every_row(&self) -> bool {
         false
     }
+
+    /// `sqlite`, `postgres` or `memory`: what operators' reports call it.
+    fn kind(&self) -> &'static str;
 
     /// Whether the backend is a SQL database (with transactions, and the tables of the
     /// outbox); `false` for memory.

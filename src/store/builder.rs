@@ -270,6 +270,17 @@ impl StoreBuilder {
         self
     }
 
+    /// [`StoreBuilder::retries`] with either part left as it is.
+    pub(crate) fn retries_of(mut self, attempts: Option<u32>, delay: Option<Duration>) -> Self {
+        if let Some(attempts) = attempts {
+            self.retry.attempts = attempts.max(1);
+        }
+        if let Some(delay) = delay {
+            self.retry.delay = delay;
+        }
+        self
+    }
+
     /// Fails an operation with [`Error::Timeout`](crate::Error::Timeout) when one attempt
     /// takes longer than this (default: no limit). Also bounds waiting for a pooled
     /// connection and SQLite's wait for the write lock, and becomes PostgreSQL's

@@ -15,6 +15,7 @@ use super::backend::{
     SnapshotWrite, StoredSnapshot, WindowLimit, Written,
 };
 use super::batch::{BatchTx, Flush, MemoryCheckpoints};
+use super::storage::StorageStats;
 use super::stream_keys::StoredKey;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -403,6 +404,29 @@ impl Backend for MemoryBackend {
 
     async fn last_position(&self) -> Result<u64> {
         Ok(self.lock()?.last_position)
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn storage(&self) -> Result<StorageStats> {
+        let state = self.lock()?;
+        Ok(StorageStats {
+            streams: state.streams.len() as u64,
+            events: state.log.len() as u64,
+            snapshots: state
+                .streams
+                .values()
+                .map(|row| row.snapshots.len() as u64)
+                .sum(),
+            bytes: state
+                .log
+                .values()
+                .map(|event| event.payload.len() as u64)
+                .sum(),
+            estimated: false,
+        })
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {

@@ -31,6 +31,7 @@ mod snapshots;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod storage;
 mod stream_keys;
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub use migrate::Migrations;
 pub use rotation::{KeyRotation, RotationProgress};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteDurability;
+pub use storage::StorageStats;
 pub use stream_keys::ShreddedEvents;
 
 pub(crate) use self::stream_keys::PageKeys;
@@ -70,6 +72,7 @@ use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
+use crate::telemetry;
 use crate::text;
 use crate::upcast::Upcasters;
 
@@ -242,9 +245,19 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         let span = tracing::debug_span!("chronicle.append", stream = stream.as_ref(), %expected, events = events.len());
-        self.append_inner(stream.as_ref(), expected, events)
+        let started = std::time::Instant::now();
+        let appended = self
+            .append_inner(stream.as_ref(), expected, events)
             .instrument(span)
-            .await
+            .await;
+        let outcome = match &appended {
+            Ok(_) => "ok",
+            Err(Error::Conflict { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::APPENDS, "outcome" => outcome).increment(1);
+        metrics::histogram!(telemetry::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        appended
     }
 
     /// Appends an application event: one raised outside any aggregate (an import
@@ -265,8 +278,11 @@ impl Store {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
+        for event in &mut events {
+            telemetry::stamp(&mut event.metadata);
+        }
         let stream = StreamId::new(stream)?;
         append::validate(&stream, &events, &self.inner.limits)?;
         if let ExpectedVersion::Exact(version) = expected
@@ -298,6 +314,9 @@ impl Store {
         };
         let rejection = match outcome {
             AppendOutcome::Written(written) => {
+                metrics::counter!(telemetry::APPENDED_EVENTS).increment(events.len() as u64);
+                let bytes: usize = encoded.iter().map(|event| event.payload.len()).sum();
+                metrics::counter!(telemetry::APPENDED_BYTES).increment(bytes as u64);
                 self.inner
                     .appended
                     .send_modify(|count| *count = count.wrapping_add(1));
@@ -437,6 +456,7 @@ impl Store {
         mut event: RecordedEvent,
         keys: &PageKeys,
     ) -> Result<RecordedEvent> {
+        metrics::counter!(telemetry::READ_EVENTS).increment(1);
         match self.decode_in_place(&mut event, keys) {
             Ok(()) => Ok(event),
             Err(error) if self.inner.limits.keep_undecodable => {
@@ -506,6 +526,35 @@ impl Store {
     pub async fn log_end(&self) -> Result<LogPosition> {
         let backend = &self.inner.backend;
         self.inner.retry.run("log_end", || backend.log_end()).await
+    }
+
+    /// `sqlite`, `postgres` or `memory`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.inner.backend.kind()
+    }
+
+    /// One round trip to the database, timed: what a health check asks. The memory store
+    /// answers at once.
+    ///
+    /// # Errors
+    /// Connection errors (retried as every operation is).
+    #[tracing::instrument(name = "chronicle.ping", skip(self), err(level = "debug"))]
+    pub async fn ping(&self) -> Result<std::time::Duration> {
+        let backend = &self.inner.backend;
+        let started = std::time::Instant::now();
+        self.inner.retry.run("ping", || backend.ping()).await?;
+        Ok(started.elapsed())
+    }
+
+    /// What the store holds: streams, events, snapshots and bytes ([`StorageStats`] says
+    /// which backend estimates and which counts).
+    ///
+    /// # Errors
+    /// Connection errors.
+    #[tracing::instrument(name = "chronicle.storage", skip(self), err(level = "debug"))]
+    pub async fn storage(&self) -> Result<StorageStats> {
+        let backend = &self.inner.backend;
+        self.inner.retry.run("storage", || backend.storage()).await
     }
 
     /// Tries to take projection `name`'s lease; `None` while another instance holds it.

@@ -32,6 +32,7 @@ use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::{self, RowRef, to_i64, to_u64};
+use super::storage::StorageStats;
 use super::stream_keys::StoredKey;
 use crate::error::{ConnectErrorKind, CorruptValue, Error, Result, ValidationError};
 use crate::event::{EventMetadata, RecordedEvent};
@@ -1274,6 +1275,57 @@ impl Backend for PostgresBackend {
             at.unsigned("position", "position", position)
                 .map_err(|error| Error::from_sqlx("log_end", error))?,
         ))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|error| Error::from_sqlx("ping", error))?;
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn storage(&self) -> Result<StorageStats> {
+        // The planner's row estimates and the tables' sizes, from the catalog: no scan.
+        let tables: Vec<(String, f32, i64)> = sqlx::query_as(
+            "SELECT c.relname::text, c.reltuples, pg_total_relation_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|error| Error::from_sqlx("storage", error))?;
+        let mut stats = StorageStats {
+            estimated: true,
+            ..StorageStats::default()
+        };
+        for (table, estimate, bytes) in tables {
+            stats.bytes += to_u64(bytes);
+            let (count, count_all) = match table.as_str() {
+                "streams" => (&mut stats.streams, "SELECT count(*) FROM streams"),
+                "events" => (&mut stats.events, "SELECT count(*) FROM events"),
+                "snapshots" => (&mut stats.snapshots, "SELECT count(*) FROM snapshots"),
+                _ => continue,
+            };
+            *count = if estimate >= 0.0 {
+                // A row count far below 2^53: the float holds it exactly enough.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let estimate = estimate.round() as u64;
+                estimate
+            } else {
+                // Never analyzed (a new table): count it.
+                let exact: i64 = sqlx::query_scalar(count_all)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|error| Error::from_sqlx("storage", error))?;
+                to_u64(exact)
+            };
+        }
+        Ok(stats)
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {

@@ -83,6 +83,8 @@ pub(crate) struct StateCount {
     /// Whether these requests have failed before (pending ones waiting for a retry).
     pub failed: bool,
     pub count: i64,
+    /// When the oldest of them was created (microseconds since the epoch).
+    pub oldest: i64,
 }
 
 /// A dead request, for the administration API.
@@ -456,7 +458,8 @@ impl BatchTx {
         let fail = |error| Error::from_sqlx("outbox_stats", error);
         on_sql!(self, |conn| {
             sqlx::query_as(
-                "SELECT handler, state, errors > 0 AS failed, count(*) AS count \
+                "SELECT handler, state, errors > 0 AS failed, count(*) AS count, \
+                        min(created_at) AS oldest \
                  FROM handler_requests GROUP BY handler, state, errors > 0",
             )
             .fetch_all(conn)

@@ -34,6 +34,7 @@ use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::{self, RowRef, to_i64, to_u64};
+use super::storage::StorageStats;
 use super::stream_keys::StoredKey;
 use crate::error::{CorruptValue, Error, Result, SQLITE_BUSY, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
@@ -840,6 +841,36 @@ impl Backend for SqliteBackend {
             .await
             .map_err(|error| Error::from_sqlx("last_position", error))?;
         Ok(last.map_or(0, to_u64))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("ping", error))?;
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn storage(&self) -> Result<StorageStats> {
+        let (streams, events, snapshots, bytes): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events), \
+                    (SELECT count(*) FROM snapshots), \
+                    (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|error| Error::from_sqlx("storage", error))?;
+        Ok(StorageStats {
+            streams: to_u64(streams),
+            events: to_u64(events),
+            snapshots: to_u64(snapshots),
+            bytes: to_u64(bytes),
+            estimated: false,
+        })
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {

@@ -16,6 +16,7 @@ mod derive_ui;
 mod domain;
 mod domain_event;
 mod inline_projections;
+mod manager;
 mod model;
 mod outbox;
 mod pages;
@@ -28,4 +29,6 @@ mod sqlite;
 mod statements;
 mod support;
 mod tampering;
+#[cfg(feature = "otel")]
+mod telemetry;
 mod upcasting;

@@ -324,7 +324,7 @@ impl NatsBusBuilder {
                 stream,
                 dead_prefix,
                 fetch: self.fetch,
-                shared: Shared::new(self.reporter),
+                shared: Shared::named("nats", self.reporter),
                 closed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 subscriptions: Mutex::new(Vec::new()),

@@ -137,7 +137,7 @@ impl NatsSinkBuilder {
             inner: Arc::new(Inner {
                 connection,
                 prefix: self.prefix,
-                shared: Shared::new(Arc::new(TracingReporter)),
+                shared: Shared::named("nats", Arc::new(TracingReporter)),
             }),
         })
     }
