@@ -14,7 +14,9 @@
 //! `events.account`). [`NatsBus`] publishes an event of type `user.Registered` to
 //! `<prefix>.user.Registered`; a relay feeds a `NatsBus`'s subscribers when it names
 //! topics with [`Topic::event_type`](super::Topic::event_type) and the sink has the bus's
-//! prefix. JetStream keeps order per subject.
+//! prefix. JetStream keeps order per subject. A type or topic that makes no subject
+//! (whitespace, `*`, `>`, an empty token) is refused before anything is sent:
+//! [`Error::Publish`] with `retryable: false`.
 //!
 //! **Subscriptions.** Each [`Subscribe`](super::Subscribe) is a durable pull consumer
 //! named after its group (else its name, else its pattern; characters NATS forbids in a
