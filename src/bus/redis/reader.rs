@@ -162,6 +162,7 @@ impl Reader {
         let mut failures = 0u32;
         while !*self.stop.borrow() {
             self.retry_due().await;
+            self.flush_acks().await;
             if Instant::now() >= next_tick {
                 self.reclaim().await;
                 self.refresh_lag().await;
