@@ -1,0 +1,325 @@
+//! chronicle's Redis benchmarks (feature `redis`), against the server at
+//! `CHRONICLE_REDIS_URL` (default `redis://127.0.0.1:6379`):
+//!
+//! 1. `relay_sqlite_to_redis`: the relay's throughput from a SQLite log of 100,000 events
+//!    into a `RedisSink`, timed from `spawn` to `wait_for_idle` (a relay of a new name
+//!    from the beginning, batches of 1,000, polling every 10 ms), beside **raw pipelined
+//!    `XADD`** of the same messages (the same fields: the `wire` headers and `data`, to
+//!    the same keys) with the same client (redis-rs's `ConnectionManager`) and the same
+//!    batch size, one pipeline of 1,000 after another, the messages encoded before the
+//!    clock starts. Both run in every round, interleaved; each writes keys of its own,
+//!    deleted after the round. Target: the relay at ≥ 70% of raw.
+//! 2. `latency_redis`: end-to-end latency from an append's commit (when `append` returns)
+//!    to a `RedisBus` handler, events appended one at a time at 500 events/s for 10 s
+//!    (`CHRONICLE_BENCH_REDIS_LATENCY_SECS`), through relay → `RedisSink` → stream →
+//!    consumer group; p50 and p99.
+//!
+//! ```text
+//! cargo bench --features redis --bench redis
+//! cargo bench --features redis --bench redis -- latency
+//! CHRONICLE_BENCH_QUICK=1 cargo bench --features redis --bench redis
+//! ```
+//!
+//! Environment: `CHRONICLE_BENCH_ROUNDS` and `CHRONICLE_BENCH_QUICK` as in
+//! `benches/core.rs`, and `CHRONICLE_BENCH_REDIS_EVENTS` (default 100,000; quick 10,000).
+
+mod harness;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chronicle::bus::redis::{GroupStart, RedisBus, RedisSink};
+use chronicle::bus::{Bus, BusEvent, Delivery, StartFrom, Subscribe, wire};
+use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
+use futures::TryStreamExt;
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+use harness::{
+    Config, Deposited, Met, Rates, Res, Row, Throughput, fmt_rate, interleave_units, next_id,
+    ratio_row, sqlite_url, unit_op,
+};
+
+const EVENTS_ENV: &str = "CHRONICLE_BENCH_REDIS_EVENTS";
+const LATENCY_SECS_ENV: &str = "CHRONICLE_BENCH_REDIS_LATENCY_SECS";
+/// The relay's default batch, and the raw baseline's pipeline.
+const BATCH: usize = 1_000;
+
+fn redis_url() -> String {
+    std::env::var("CHRONICLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix of its own for one run.
+fn prefix(tag: &str) -> String {
+    format!("bench:{tag}:{}:", Uuid::now_v7().simple())
+}
+
+async fn connection() -> Res<ConnectionManager> {
+    Ok(redis::Client::open(redis_url().as_str())?
+        .get_connection_manager()
+        .await?)
+}
+
+/// Deletes every key under `prefix`.
+async fn drop_keys(conn: &mut ConnectionManager, prefix: &str) -> Res<()> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(conn)
+        .await?;
+    if !keys.is_empty() {
+        let () = redis::cmd("DEL").arg(keys).query_async(conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes `total` events in appends of 100 to 100 streams in turn (as `benches/bus.rs`).
+async fn fill(store: &Store, total: u64) -> Res<()> {
+    let mut written = 0;
+    while written < total {
+        let count = (total - written).min(100);
+        let events = (written..written + count)
+            .map(|n| NewEvent::from_serialize("account.Deposited", &Deposited::sample(n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stream = format!("acct-{}", written / 100 % 100);
+        store.append(stream, ExpectedVersion::Any, events).await?;
+        written += count;
+    }
+    Ok(())
+}
+
+/// One message as the sink writes it: the key after the prefix (the relay's default
+/// topic, the category) and the fields.
+type Fields = (String, Vec<(&'static str, Vec<u8>)>);
+
+/// The log's events as the relay would send them, encoded.
+async fn messages(store: &Store) -> Res<Vec<Fields>> {
+    let events: Vec<_> = store.read_all(LogPosition::START).try_collect().await?;
+    Ok(events
+        .iter()
+        .map(|event| {
+            let event = BusEvent::from(event);
+            let mut fields: Vec<(&'static str, Vec<u8>)> = wire::headers(&event)
+                .into_iter()
+                .map(|(name, value)| (name, value.into_bytes()))
+                .collect();
+            fields.push(("data", event.data_json().to_vec()));
+            let topic = event.category().unwrap_or(&event.event_type).to_owned();
+            (topic, fields)
+        })
+        .collect())
+}
+
+/// Raw pipelined `XADD`s of `messages`, `BATCH` per pipeline, one pipeline at a time.
+async fn raw_xadd(messages: Arc<Vec<Fields>>) -> Res<Throughput> {
+    let mut conn = connection().await?;
+    let prefix = prefix("raw");
+    let keys: HashMap<&str, String> = messages
+        .iter()
+        .map(|(topic, _)| (topic.as_str(), format!("{prefix}{topic}")))
+        .collect();
+    let started = Instant::now();
+    for chunk in messages.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for (topic, fields) in chunk {
+            let cmd = pipe.cmd("XADD").arg(&keys[topic.as_str()]).arg("*");
+            for (name, value) in fields {
+                cmd.arg(*name).arg(value.as_slice());
+            }
+        }
+        let _: Vec<String> = pipe.query_async(&mut conn).await?;
+    }
+    let elapsed = started.elapsed();
+    drop_keys(&mut conn, &prefix).await?;
+    Ok(Throughput {
+        units: messages.len() as u64,
+        elapsed,
+    })
+}
+
+/// A relay of a new name from the start of the log into a `RedisSink`, until idle.
+async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
+    let prefix = prefix("relay");
+    let sink = RedisSink::builder(redis_url())
+        .prefix(prefix.clone())
+        .build()
+        .await?;
+    let started = Instant::now();
+    let relay = store
+        .relay(format!("bench-{}", next_id()))
+        .start_from(StartFrom::Beginning)
+        .poll_interval(Duration::from_millis(10))
+        .spawn(sink);
+    relay.wait_for_idle().await?;
+    let elapsed = started.elapsed();
+    let sent = relay.stats().published;
+    relay.stop().await?;
+    drop_keys(&mut connection().await?, &prefix).await?;
+    if sent != total {
+        return Err(format!("the relay sent {sent} events, expected {total}").into());
+    }
+    Ok(Throughput {
+        units: total,
+        elapsed,
+    })
+}
+
+/// 1. The relay from a SQLite log into Redis, beside raw pipelined `XADD`.
+async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
+    let total = cfg.size(EVENTS_ENV, 100_000)?;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(sqlite_url(dir.path(), "relay.db")).await?;
+    let started = Instant::now();
+    fill(&store, total).await?;
+    let messages = Arc::new(messages(&store).await?);
+    eprintln!(
+        "  wrote {} events in {:.1} s",
+        fmt_rate(total as f64),
+        started.elapsed().as_secs_f64()
+    );
+    let systems = [
+        ("raw pipelined XADD", {
+            let messages = Arc::clone(&messages);
+            unit_op(move || raw_xadd(Arc::clone(&messages)))
+        }),
+        ("relay → RedisSink", {
+            let store = store.clone();
+            unit_op(move || relay_all(store.clone(), total))
+        }),
+    ];
+    let mut rates = interleave_units(cfg, &systems).await?.into_iter();
+    let rates = Rates {
+        baseline: rates.next().unwrap_or_default(),
+        chronicle: rates.next().unwrap_or_default(),
+    };
+    Ok(vec![ratio_row(
+        &format!("relay_sqlite_to_redis ({} events)", fmt_rate(total as f64)),
+        "events/s",
+        &rates,
+        0.7,
+        "≥ 70% of raw XADD",
+    )])
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1_000.0)
+}
+
+/// 2. Append commit → `RedisBus` handler, at 500 events/s.
+async fn latency_redis(cfg: &Config) -> Res<Vec<Row>> {
+    let secs: f64 = harness::env_or(LATENCY_SECS_ENV, if cfg.quick { 2.0 } else { 10.0 })?;
+    let total = (secs * 500.0) as u64;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(sqlite_url(dir.path(), "latency.db")).await?;
+    let prefix = prefix("latency");
+    let arrived: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+    let bus = RedisBus::builder(redis_url())
+        .prefix(prefix.clone())
+        .streams(["acct"])
+        .group_start(GroupStart::Beginning)
+        .build()
+        .await?;
+    let subscription = {
+        let arrived = Arc::clone(&arrived);
+        bus.subscribe(
+            Subscribe::to("*").group("latency"),
+            move |delivery: Delivery| {
+                arrived.lock().unwrap().insert(delivery.id, Instant::now());
+                std::future::ready(Ok(()))
+            },
+        )
+        .await?
+    };
+    let sink = RedisSink::builder(redis_url())
+        .prefix(prefix.clone())
+        .build()
+        .await?;
+    let relay = store.relay("latency").spawn(sink);
+    let mut committed: HashMap<Uuid, Instant> = HashMap::with_capacity(total as usize);
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    for n in 0..total {
+        tick.tick().await;
+        let event = NewEvent::from_serialize("account.Deposited", &Deposited::sample(n))?;
+        let id = event.event_id();
+        store
+            .append(format!("acct-{}", n % 10), ExpectedVersion::Any, vec![event])
+            .await?;
+        committed.insert(id, Instant::now());
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while arrived.lock().unwrap().len() < total as usize {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} of {total} events arrived",
+                arrived.lock().unwrap().len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.stop().await?;
+    subscription.close().await?;
+    bus.close().await?;
+    drop_keys(&mut connection().await?, &prefix).await?;
+    let arrived = arrived.lock().unwrap().clone();
+    let mut latencies: Vec<Duration> = committed
+        .iter()
+        .map(|(id, at)| arrived[id].saturating_duration_since(*at))
+        .collect();
+    latencies.sort();
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    eprintln!(
+        "  {total} events at {rate:.0}/s: p50 {}, p99 {}, max {}",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    Ok(vec![Row {
+        workload: format!("latency_redis (append → RedisBus handler, {rate:.0} events/s, {secs:.0} s)"),
+        chronicle: format!("p50 {}", ms(p50)),
+        baseline: format!("p99 {}", ms(p99)),
+        ratio: "—".to_owned(),
+        target: "—".to_owned(),
+        met: Met::Info,
+    }])
+}
+
+const WORKLOADS: &[&str] = &["relay_sqlite_to_redis", "latency_redis"];
+
+async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
+    match name {
+        "relay_sqlite_to_redis" => relay_sqlite_to_redis(cfg).await,
+        "latency_redis" => latency_redis(cfg).await,
+        other => Err(format!("unknown workload {other}").into()),
+    }
+}
+
+fn main() -> Res<()> {
+    harness::run_described(
+        "chronicle Redis benchmarks",
+        |cfg| {
+            format!(
+                "{} interleaved rounds of each system's whole run, medians{}",
+                cfg.rounds,
+                if cfg.quick { ", quick sizes" } else { "" }
+            )
+        },
+        WORKLOADS,
+        run_workload,
+    )
+}
