@@ -21,7 +21,13 @@
 //! ```
 //!
 //! Environment: `CHRONICLE_BENCH_ROUNDS` and `CHRONICLE_BENCH_QUICK` as in
-//! `benches/core.rs`, and `CHRONICLE_BENCH_REDIS_EVENTS` (default 100,000; quick 10,000).
+//! `benches/core.rs`, `CHRONICLE_BENCH_REDIS_EVENTS` (default 100,000; quick 10,000) and
+//! `CHRONICLE_BENCH_REDIS_BATCH` (default 1,000: the relay's batch and the raw
+//! pipeline's size).
+//!
+//! The relay row comes with two more, so the gap to raw can be split: `RedisSink::send`
+//! of the same events without a relay (what the sink adds to raw `XADD`), and the relay
+//! into a `NoopBus` (what the relay costs with no broker at all).
 
 mod harness;
 
@@ -30,7 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chronicle::bus::redis::{GroupStart, RedisBus, RedisSink};
-use chronicle::bus::{Bus, BusEvent, Delivery, StartFrom, Subscribe, wire};
+use chronicle::bus::{
+    Bus, BusEvent, BusSink, Delivery, EventSink, InMemoryBus, NoopBus, Outgoing, StartFrom,
+    Subscribe, wire,
+};
 use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
 use futures::TryStreamExt;
 use redis::aio::ConnectionManager;
@@ -43,8 +52,15 @@ use harness::{
 
 const EVENTS_ENV: &str = "CHRONICLE_BENCH_REDIS_EVENTS";
 const LATENCY_SECS_ENV: &str = "CHRONICLE_BENCH_REDIS_LATENCY_SECS";
-/// The relay's default batch, and the raw baseline's pipeline.
-const BATCH: usize = 1_000;
+const BATCH_ENV: &str = "CHRONICLE_BENCH_REDIS_BATCH";
+
+/// The relay's batch, and the raw baseline's pipeline: `CHRONICLE_BENCH_REDIS_BATCH`,
+/// default 1,000 (the relay's default).
+fn batch() -> usize {
+    harness::env_or(BATCH_ENV, 1_000_usize)
+        .unwrap_or(1_000)
+        .max(1)
+}
 
 fn redis_url() -> String {
     std::env::var("CHRONICLE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -119,7 +135,7 @@ async fn raw_xadd(messages: Arc<Vec<Fields>>) -> Res<Throughput> {
         .map(|(topic, _)| (topic.as_str(), format!("{prefix}{topic}")))
         .collect();
     let started = Instant::now();
-    for chunk in messages.chunks(BATCH) {
+    for chunk in messages.chunks(batch()) {
         let mut pipe = redis::pipe();
         for (topic, fields) in chunk {
             let cmd = pipe.cmd("XADD").arg(&keys[topic.as_str()]).arg("*");
@@ -137,24 +153,39 @@ async fn raw_xadd(messages: Arc<Vec<Fields>>) -> Res<Throughput> {
     })
 }
 
-/// A relay of a new name from the start of the log into a `RedisSink`, until idle.
-async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
-    let prefix = prefix("relay");
+/// `RedisSink::send` of the log's events in batches of `BATCH`, without a relay: what
+/// the sink adds to raw `XADD`.
+async fn sink_send(events: Arc<Vec<Outgoing>>) -> Res<Throughput> {
+    let prefix = prefix("sink");
     let sink = RedisSink::builder(redis_url())
         .prefix(prefix.clone())
         .build()
         .await?;
     let started = Instant::now();
+    for chunk in events.chunks(batch()) {
+        sink.send(chunk.to_vec()).await?;
+    }
+    let elapsed = started.elapsed();
+    drop_keys(&mut connection().await?, &prefix).await?;
+    Ok(Throughput {
+        units: events.len() as u64,
+        elapsed,
+    })
+}
+
+/// A relay of a new name from the start of the log into `sink`, until idle.
+async fn relay_into<S: EventSink>(store: Store, total: u64, sink: S) -> Res<Throughput> {
+    let started = Instant::now();
     let relay = store
         .relay(format!("bench-{}", next_id()))
         .start_from(StartFrom::Beginning)
+        .batch_size(batch())
         .poll_interval(Duration::from_millis(10))
         .spawn(sink);
     relay.wait_for_idle().await?;
     let elapsed = started.elapsed();
     let sent = relay.stats().published;
     relay.stop().await?;
-    drop_keys(&mut connection().await?, &prefix).await?;
     if sent != total {
         return Err(format!("the relay sent {sent} events, expected {total}").into());
     }
@@ -162,6 +193,18 @@ async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
         units: total,
         elapsed,
     })
+}
+
+/// The relay into a `RedisSink`.
+async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
+    let prefix = prefix("relay");
+    let sink = RedisSink::builder(redis_url())
+        .prefix(prefix.clone())
+        .build()
+        .await?;
+    let throughput = relay_into(store, total, sink).await?;
+    drop_keys(&mut connection().await?, &prefix).await?;
+    Ok(throughput)
 }
 
 /// 1. The relay from a SQLite log into Redis, beside raw pipelined `XADD`.
@@ -172,6 +215,16 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
     let started = Instant::now();
     fill(&store, total).await?;
     let messages = Arc::new(messages(&store).await?);
+    let outgoing: Arc<Vec<Outgoing>> = Arc::new(
+        store
+            .read_all(LogPosition::START)
+            .map_ok(|event| {
+                let event = BusEvent::from(&event);
+                Outgoing::new(event.category().unwrap_or_default().to_owned(), event)
+            })
+            .try_collect()
+            .await?,
+    );
     eprintln!(
         "  wrote {} events in {:.1} s",
         fmt_rate(total as f64),
@@ -182,23 +235,53 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
             let messages = Arc::clone(&messages);
             unit_op(move || raw_xadd(Arc::clone(&messages)))
         }),
+        ("RedisSink::send", {
+            let outgoing = Arc::clone(&outgoing);
+            unit_op(move || sink_send(Arc::clone(&outgoing)))
+        }),
+        ("relay → NoopBus", {
+            let store = store.clone();
+            unit_op(move || relay_into(store.clone(), total, BusSink::new(NoopBus::new())))
+        }),
         ("relay → RedisSink", {
             let store = store.clone();
             unit_op(move || relay_all(store.clone(), total))
         }),
     ];
-    let mut rates = interleave_units(cfg, &systems).await?.into_iter();
-    let rates = Rates {
-        baseline: rates.next().unwrap_or_default(),
-        chronicle: rates.next().unwrap_or_default(),
+    let rates = interleave_units(cfg, &systems).await?;
+    let against_raw = |chronicle: &Vec<f64>| Rates {
+        baseline: rates[0].clone(),
+        chronicle: chronicle.clone(),
     };
-    Ok(vec![ratio_row(
-        &format!("relay_sqlite_to_redis ({} events)", fmt_rate(total as f64)),
-        "events/s",
-        &rates,
-        0.7,
-        "≥ 70% of raw XADD",
-    )])
+    let size = fmt_rate(total as f64);
+    let info = |workload: String, rates: &Rates| Row {
+        target: "—".to_owned(),
+        met: Met::Info,
+        ..ratio_row(&workload, "events/s", rates, 0.0, "")
+    };
+    Ok(vec![
+        ratio_row(
+            &format!(
+                "relay_sqlite_to_redis ({size} events, batches of {})",
+                batch()
+            ),
+            "events/s",
+            &against_raw(&rates[3]),
+            0.7,
+            "≥ 70% of raw XADD",
+        ),
+        info(
+            format!(
+                "RedisSink::send alone ({size} events, batches of {})",
+                batch()
+            ),
+            &against_raw(&rates[1]),
+        ),
+        info(
+            format!("relay → NoopBus, no broker ({size} events)"),
+            &against_raw(&rates[2]),
+        ),
+    ])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -213,48 +296,83 @@ fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1_000.0)
 }
 
-/// 2. Append commit → `RedisBus` handler, at 500 events/s.
-async fn latency_redis(cfg: &Config) -> Res<Vec<Row>> {
-    let secs: f64 = harness::env_or(LATENCY_SECS_ENV, if cfg.quick { 2.0 } else { 10.0 })?;
+/// What one latency run measured.
+struct Latency {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+/// Appends one event at a time at 500 events/s for `secs` to a fresh SQLite store while
+/// a relay sends them on: through Redis to a `RedisBus` handler (`via_redis`), or to an
+/// `InMemoryBus` handler (the relay alone). Commit → handler, per event.
+async fn latency_run(secs: f64, via_redis: bool) -> Res<Latency> {
     let total = (secs * 500.0) as u64;
     let dir = tempfile::tempdir()?;
     let store = Store::open(sqlite_url(dir.path(), "latency.db")).await?;
     let prefix = prefix("latency");
     let arrived: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
-    let bus = RedisBus::builder(redis_url())
-        .prefix(prefix.clone())
-        .streams(["acct"])
-        .group_start(GroupStart::Beginning)
-        .build()
-        .await?;
-    let subscription = {
+    let record = {
         let arrived = Arc::clone(&arrived);
-        bus.subscribe(
-            Subscribe::to("*").group("latency"),
-            move |delivery: Delivery| {
-                arrived.lock().unwrap().insert(delivery.id, Instant::now());
-                std::future::ready(Ok(()))
-            },
-        )
-        .await?
+        move |delivery: Delivery| {
+            arrived.lock().unwrap().insert(delivery.id, Instant::now());
+            std::future::ready(Ok(()))
+        }
     };
-    let sink = RedisSink::builder(redis_url())
-        .prefix(prefix.clone())
-        .build()
-        .await?;
-    let relay = store.relay("latency").spawn(sink);
-    let mut committed: HashMap<Uuid, Instant> = HashMap::with_capacity(total as usize);
+    let (redis_bus, memory_bus) = if via_redis {
+        let bus = RedisBus::builder(redis_url())
+            .prefix(prefix.clone())
+            .streams(["acct"])
+            .group_start(GroupStart::Beginning)
+            .build()
+            .await?;
+        bus.subscribe(Subscribe::to("*").group("latency"), record)
+            .await?
+            .detach();
+        (Some(bus), None)
+    } else {
+        let bus = InMemoryBus::new();
+        bus.subscribe("*", record).await?.detach();
+        (None, Some(bus))
+    };
+    let relay = store.relay(format!("latency-{}", next_id()));
+    let relay = match (&redis_bus, &memory_bus) {
+        (Some(_), _) => {
+            let sink = RedisSink::builder(redis_url())
+                .prefix(prefix.clone())
+                .build()
+                .await?;
+            relay.spawn(sink)
+        }
+        (None, Some(bus)) => relay.to_bus(bus.clone()),
+        (None, None) => return Err("no bus".into()),
+    };
+    // One task per append, started every 2 ms: the rate holds while appends overlap.
+    let committed: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+    let mut appends = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     for n in 0..total {
         tick.tick().await;
-        let event = NewEvent::from_serialize("account.Deposited", &Deposited::sample(n))?;
-        let id = event.event_id();
-        store
-            .append(format!("acct-{}", n % 10), ExpectedVersion::Any, vec![event])
-            .await?;
-        committed.insert(id, Instant::now());
+        let (store, committed) = (store.clone(), Arc::clone(&committed));
+        appends.spawn(async move {
+            let event = NewEvent::from_serialize("account.Deposited", &Deposited::sample(n))?;
+            let id = event.event_id();
+            store
+                .append(
+                    format!("acct-{}", n % 10),
+                    ExpectedVersion::Any,
+                    vec![event],
+                )
+                .await?;
+            committed.lock().unwrap().insert(id, Instant::now());
+            Ok::<(), harness::BoxError>(())
+        });
+    }
+    while let Some(appended) = appends.join_next().await {
+        appended??;
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -269,34 +387,55 @@ async fn latency_redis(cfg: &Config) -> Res<Vec<Row>> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     relay.stop().await?;
-    subscription.close().await?;
-    bus.close().await?;
-    drop_keys(&mut connection().await?, &prefix).await?;
+    if let Some(bus) = redis_bus {
+        bus.close().await?;
+        drop_keys(&mut connection().await?, &prefix).await?;
+    }
     let arrived = arrived.lock().unwrap().clone();
+    let committed = committed.lock().unwrap().clone();
     let mut latencies: Vec<Duration> = committed
         .iter()
         .map(|(id, at)| arrived[id].saturating_duration_since(*at))
         .collect();
     latencies.sort();
-    let (p50, p99, max) = (
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or_default(),
-    );
-    eprintln!(
-        "  {total} events at {rate:.0}/s: p50 {}, p99 {}, max {}",
-        ms(p50),
-        ms(p99),
-        ms(max)
-    );
-    Ok(vec![Row {
-        workload: format!("latency_redis (append → RedisBus handler, {rate:.0} events/s, {secs:.0} s)"),
-        chronicle: format!("p50 {}", ms(p50)),
-        baseline: format!("p99 {}", ms(p99)),
-        ratio: "—".to_owned(),
-        target: "—".to_owned(),
-        met: Met::Info,
-    }])
+    Ok(Latency {
+        rate,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+    })
+}
+
+/// 2. Append commit → handler at 500 events/s: through Redis to a `RedisBus`, beside the
+/// relay alone into an in-process bus, in the same run.
+async fn latency_redis(cfg: &Config) -> Res<Vec<Row>> {
+    let secs: f64 = harness::env_or(LATENCY_SECS_ENV, if cfg.quick { 2.0 } else { 10.0 })?;
+    let mut rows = Vec::new();
+    for (name, via_redis) in [
+        ("relay → InMemoryBus handler", false),
+        ("relay → RedisSink → RedisBus handler", true),
+    ] {
+        let run = latency_run(secs, via_redis).await?;
+        eprintln!(
+            "  {name}: {:.0} events/s: p50 {}, p99 {}, max {}",
+            run.rate,
+            ms(run.p50),
+            ms(run.p99),
+            ms(run.max)
+        );
+        rows.push(Row {
+            workload: format!(
+                "latency_redis: commit → {name} ({:.0} events/s, {secs:.0} s)",
+                run.rate
+            ),
+            chronicle: format!("p50 {}", ms(run.p50)),
+            baseline: format!("p99 {}", ms(run.p99)),
+            ratio: "—".to_owned(),
+            target: "—".to_owned(),
+            met: Met::Info,
+        });
+    }
+    Ok(rows)
 }
 
 const WORKLOADS: &[&str] = &["relay_sqlite_to_redis", "latency_redis"];
