@@ -27,7 +27,8 @@
 //!
 //! The relay row comes with two more, so the gap to raw can be split: `RedisSink::send`
 //! of the same events without a relay (what the sink adds to raw `XADD`), and the relay
-//! into a `NoopBus` (what the relay costs with no broker at all).
+//! into a `NoopBus` (what the relay costs with no broker at all), and `read_all` of the
+//! log (what any relay must read).
 
 mod harness;
 
@@ -153,6 +154,24 @@ async fn raw_xadd(messages: Arc<Vec<Fields>>) -> Res<Throughput> {
     })
 }
 
+/// `read_all` of the whole log, every event consumed: what any relay reads.
+async fn read_all(store: Store, total: u64) -> Res<Throughput> {
+    let started = Instant::now();
+    let mut events = std::pin::pin!(store.read_all(LogPosition::START));
+    let mut units = 0;
+    while let Some(event) = events.try_next().await? {
+        std::hint::black_box(&event);
+        units += 1;
+    }
+    if units != total {
+        return Err(format!("read_all returned {units} events, expected {total}").into());
+    }
+    Ok(Throughput {
+        units,
+        elapsed: started.elapsed(),
+    })
+}
+
 /// `RedisSink::send` of the log's events in batches of `BATCH`, without a relay: what
 /// the sink adds to raw `XADD`.
 async fn sink_send(events: Arc<Vec<Outgoing>>) -> Res<Throughput> {
@@ -239,6 +258,10 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
             let outgoing = Arc::clone(&outgoing);
             unit_op(move || sink_send(Arc::clone(&outgoing)))
         }),
+        ("chronicle read_all", {
+            let store = store.clone();
+            unit_op(move || read_all(store.clone(), total))
+        }),
         ("relay → NoopBus", {
             let store = store.clone();
             unit_op(move || relay_into(store.clone(), total, BusSink::new(NoopBus::new())))
@@ -266,7 +289,7 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
                 batch()
             ),
             "events/s",
-            &against_raw(&rates[3]),
+            &against_raw(&rates[4]),
             0.7,
             "≥ 70% of raw XADD",
         ),
@@ -278,8 +301,12 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
             &against_raw(&rates[1]),
         ),
         info(
-            format!("relay → NoopBus, no broker ({size} events)"),
+            format!("read_all of the log, no relay ({size} events)"),
             &against_raw(&rates[2]),
+        ),
+        info(
+            format!("relay → NoopBus, no broker ({size} events)"),
+            &against_raw(&rates[3]),
         ),
     ])
 }
@@ -406,8 +433,8 @@ async fn latency_run(secs: f64, via_redis: bool) -> Res<Latency> {
     })
 }
 
-/// 2. Append commit → handler at 500 events/s: through Redis to a `RedisBus`, beside the
-/// relay alone into an in-process bus, in the same run.
+/// The second workload: append commit → handler at 500 events/s, through Redis to a
+/// `RedisBus`, beside the relay alone into an in-process bus, in the same run.
 async fn latency_redis(cfg: &Config) -> Res<Vec<Row>> {
     let secs: f64 = harness::env_or(LATENCY_SECS_ENV, if cfg.quick { 2.0 } else { 10.0 })?;
     let mut rows = Vec::new();
