@@ -160,7 +160,8 @@ impl Reader {
             (self.settings.claim_idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut next_tick = Instant::now();
         let mut failures = 0u32;
-        while !*self.stop.borrow() {
+        // Until asked to stop, or the bus is dropped (the stop signal's sender with it).
+        while !*self.stop.borrow() && self.stop.has_changed().is_ok() {
             self.retry_due().await;
             self.flush_acks().await;
             if Instant::now() >= next_tick {
