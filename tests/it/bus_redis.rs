@@ -490,6 +490,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_after_the_idle_time
         .await
         .unwrap();
     // A consumer reads them and dies without acknowledging anything.
+    let started = tokio::time::Instant::now();
     let read = cli(&[
         "XREADGROUP",
         "GROUP",
@@ -514,7 +515,6 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_after_the_idle_time
         .await
         .unwrap();
     let seen = Seen::default();
-    let started = tokio::time::Instant::now();
     let sub = survivor
         .subscribe(
             Subscribe::to("*").group("g").max_deliveries(2),
@@ -789,6 +789,44 @@ async fn health_shows_the_groups_lag_and_stats_the_counts() {
     );
     sub.close().await.unwrap();
     bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_xadd_is_a_publish_error_naming_the_event() {
+    if !redis_available("refused") {
+        return;
+    }
+    let keys = Keys::new("refused");
+    cli(&["SET", &keys.key("not-a-stream"), "x"]);
+    let sink = RedisSink::builder(redis_url())
+        .prefix(keys.0.clone())
+        .build()
+        .await
+        .unwrap();
+    let good = event("a.B", 1);
+    let bad = event("a.B", 2);
+    let error = sink
+        .send(vec![
+            Outgoing::new("fine", good),
+            Outgoing::new("not-a-stream", bad.clone()),
+        ])
+        .await
+        .expect_err("WRONGTYPE");
+    match &error {
+        Error::Publish {
+            destination,
+            event_id,
+            retryable,
+            ..
+        } => {
+            assert_eq!(*event_id, bad.id);
+            assert!(destination.contains("not-a-stream"), "{destination}");
+            assert!(!retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sink.health().last_error.unwrap().contains("WRONGTYPE"));
+    assert_eq!(sink.stats().published, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
