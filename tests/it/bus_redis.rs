@@ -3,7 +3,8 @@
 //! with `redis-cli` (a client chronicle did not write); `MAXLEN` trimming; the Streams bus
 //! (patterns, retries with their attempt numbers, dead letters, entries of a dead consumer
 //! claimed with `XAUTOCLAIM`, a group shared by two buses, malformed entries, copies
-//! dropped by id, close, health and stats); and the pub/sub bus (at most once). Every
+//! dropped by id, close, a dropped bus, health and stats, a refused `XADD`); and the pub/sub
+//! bus (at most once, retries in process, dead letters). Every
 //! test uses keys of its own and deletes them at the end. Without a server the tests skip
 //! loudly, unless `CHRONICLE_REQUIRE_SERVICES=1`, where they fail.
 
@@ -744,6 +745,43 @@ async fn close_handles_the_read_in_hand_and_then_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_bus_ends_its_detached_subscriptions() {
+    if !redis_available("dropped") {
+        return;
+    }
+    let keys = Keys::new("dropped");
+    let stream = keys.key("chronicle");
+    let seen = Seen::default();
+    {
+        let bus = bus(&keys).await;
+        bus.subscribe(Subscribe::to("*").name("detached"), seen.handler())
+            .await
+            .unwrap()
+            .detach();
+        bus.publish(event("a.B", 1)).await.unwrap();
+        until("the first", || seen.len() == 1).await;
+    }
+    // The consumer leaves the group once its task ends (nothing was pending with it).
+    until("the consumer gone", || {
+        cli(&["XINFO", "CONSUMERS", &stream, "detached"]) == json!([])
+    })
+    .await;
+    cli(&[
+        "XADD",
+        &stream,
+        "*",
+        "ce-id",
+        &uuid::Uuid::now_v7().to_string(),
+        "ce-type",
+        "a.B",
+        "data",
+        "{}",
+    ]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.len(), 1, "a dropped bus's subscription still ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_shows_the_groups_lag_and_stats_the_counts() {
     if !redis_available("health") {
         return;
@@ -868,6 +906,33 @@ async fn pub_sub_delivers_to_connected_subscribers_only() {
     until("both", || early.len() == 2 && late.len() == 1).await;
     assert_eq!(early.ns(), [1, 3]);
     assert_eq!(late.ns(), [3]);
+    // A failing handler is retried in this process only, then dead-lettered.
+    let tries = Arc::new(AtomicU32::new(0));
+    let failing = {
+        let tries = Arc::clone(&tries);
+        move |_: Delivery| {
+            tries.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Err(HandlerError::retry("down")))
+        }
+    };
+    let c = bus
+        .subscribe(
+            Subscribe::to("audit.*").max_deliveries(2).backoff(fixed(5)),
+            failing,
+        )
+        .await
+        .unwrap();
+    bus.publish(event("audit.Logged", 9)).await.unwrap();
+    until("dead after two tries", || bus.stats().dead == 1).await;
+    assert_eq!(tries.load(Ordering::Relaxed), 2);
+    let audit = xrange(&dead_letter_key(&keys.key("audit.Logged")));
+    assert_eq!(audit.len(), 1);
+    assert!(
+        field(&audit[0].1, DEAD_REASON_FIELD)
+            .unwrap()
+            .contains("down")
+    );
+    c.close().await.unwrap();
     // No consumer groups in pub/sub.
     let refused = bus
         .subscribe(Subscribe::to("*").group("g"), late.handler())
@@ -876,13 +941,13 @@ async fn pub_sub_delivers_to_connected_subscribers_only() {
     // Not a chronicle event: dead-lettered, never handled.
     let channel = keys.key("user.Bogus");
     assert_eq!(cli(&["PUBLISH", &channel, "{\"data\": 1}"]), json!(2));
-    until("dead, once per subscription", || bus.stats().dead == 2).await;
+    until("dead, once per subscription", || bus.stats().dead == 3).await;
     let dead = xrange(&dead_letter_key(&channel));
     assert_eq!(dead.len(), 2, "one per subscription");
     assert_eq!(field(&dead[0].1, "data"), Some("{\"data\": 1}"));
-    assert_eq!(early.len() + late.len(), 3);
+    assert_eq!(early.len() + late.len(), 4, "`*` saw the audit event too");
     let stats = bus.stats();
-    assert_eq!((stats.published, stats.delivered), (4, 3));
+    assert_eq!((stats.published, stats.delivered, stats.failed), (5, 4, 2));
     assert!(bus.health().connected);
     a.close().await.unwrap();
     b.close().await.unwrap();
