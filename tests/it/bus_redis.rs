@@ -1,12 +1,12 @@
 //! Redis (feature `redis`) against the real server at `CHRONICLE_REDIS_URL` (default
-//! `redis://127.0.0.1:6379`): the relay from a SQLite store into Redis Streams, read back
-//! with `redis-cli` (a client chronicle did not write); `MAXLEN` trimming; the Streams bus
-//! (patterns, retries with their attempt numbers, dead letters, entries of a dead consumer
-//! claimed with `XAUTOCLAIM`, a group shared by two buses, malformed entries, copies
-//! dropped by id, close, a dropped bus, health and stats, a refused `XADD`); and the pub/sub
-//! bus (at most once, retries in process, dead letters). Every
-//! test uses keys of its own and deletes them at the end. Without a server the tests skip
-//! loudly, unless `CHRONICLE_REQUIRE_SERVICES=1`, where they fail.
+//! `redis://127.0.0.1:6379`): the relay from a SQLite store into Redis Streams, read
+//! back with `redis-cli` (a client chronicle did not write); `MAXLEN` trimming; the
+//! Streams bus (patterns, retries with their attempt numbers, dead letters, entries of
+//! a dead consumer claimed with `XAUTOCLAIM`, a group shared by two buses, malformed
+//! entries, copies dropped by id, close, a dropped bus, health and stats, a refused
+//! `XADD`); and the pub/sub bus (at most once, retries in process, dead letters). Every
+//! test uses keys of its own and deletes them at the end. Without a server the tests
+//! skip loudly, unless `CHRONICLE_REQUIRE_SERVICES=1`, where they fail.
 
 use std::collections::HashMap;
 use std::io::Write as _;
