@@ -358,6 +358,20 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A broker did something other than publish fail: connecting, creating a consumer
+    /// group or a subscription, acknowledging, closing.
+    #[error("{operation} on {broker} failed: {source}")]
+    Broker {
+        /// Which broker: its address (without credentials).
+        broker: String,
+        /// What was being done, naming the stream, subject or group involved.
+        operation: String,
+        /// Whether doing it again may succeed (a connection refused or lost, a timeout).
+        retryable: bool,
+        /// The client's error, as it came (downcast it to its type).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A message a broker delivered is not a chronicle event: a header is missing or does
     /// not parse, or the body is not JSON ([`bus::wire`](crate::bus::wire)). The message is
     /// dead-lettered, never handled.
@@ -766,6 +780,9 @@ impl Error {
             | Error::Connect { .. }
             | Error::Publish {
                 retryable: true, ..
+            }
+            | Error::Broker {
+                retryable: true, ..
             } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }
@@ -785,6 +802,9 @@ impl Error {
             | Error::TaskPanicked { .. }
             | Error::BusClosed { .. }
             | Error::Publish {
+                retryable: false, ..
+            }
+            | Error::Broker {
                 retryable: false, ..
             } => ErrorKind::Internal,
         }

@@ -12,6 +12,8 @@
 //! - [`Relay`] publishes the store's events to a bus or a broker's [`EventSink`] from a
 //!   checkpoint, at least once: the checkpoint moves only after the sink acknowledged.
 //!   Never a second write beside the append: what is published is what was committed.
+//! - [`redis`] (feature `redis`): a relay sink into Redis Streams, a bus on Streams
+//!   consumer groups (at least once) and one on pub/sub (at most once).
 //!
 //! A handler ([`BusHandler`]) acknowledges an event by returning `Ok`; it asks for the
 //! event again with a retryable [`HandlerError`] (the default of `?`), up to the
@@ -42,6 +44,8 @@
 mod consumer;
 mod event;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod relay;
 mod testing;
 pub mod wire;

@@ -4,6 +4,8 @@
 mod aggregates;
 mod bad_input;
 mod bus;
+#[cfg(feature = "redis")]
+mod bus_redis;
 #[cfg(feature = "cloudevents")]
 mod cloudevents;
 mod concurrency;
