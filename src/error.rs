@@ -358,6 +358,20 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A broker did something other than publish fail: connecting, creating a consumer
+    /// group or a subscription, acknowledging, closing.
+    #[error("{operation} on {broker} failed: {source}")]
+    Broker {
+        /// Which broker: its address (without credentials).
+        broker: String,
+        /// What was being done, naming the stream, subject or group involved.
+        operation: String,
+        /// Whether doing it again may succeed (a connection refused or lost, a timeout).
+        retryable: bool,
+        /// The client's error, as it came (downcast it to its type).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A message a broker delivered is not a chronicle event: a header is missing or does
     /// not parse, or the body is not JSON ([`bus::wire`](crate::bus::wire)). The message is
     /// dead-lettered, never handled.
@@ -367,21 +381,6 @@ pub enum Error {
         origin: String,
         /// What is wrong with it.
         reason: String,
-    },
-
-    /// A broker refused or failed an operation other than a publish: connecting, creating
-    /// a stream or a consumer, fetching messages.
-    #[error("{broker}: {operation} failed: {source}")]
-    Broker {
-        /// Which broker, and where: `NATS at nats://127.0.0.1:4222`.
-        broker: String,
-        /// What was being done: `connect`, `create stream `EVENTS``, ….
-        operation: String,
-        /// Whether doing it again may succeed (a connection lost, a request timed out).
-        retryable: bool,
-        /// The client's error, as it came (downcast it to its type).
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// A bug or a broken invariant; the message says which.

@@ -71,12 +71,12 @@ impl Shared {
             .increment(1);
     }
 
-    /// Counts a message given up without a handler running: one a broker delivered that
-    /// does not decode (`reason` says why), sent to the dead letters.
-    pub(crate) fn dead(&self, reason: String) {
+    /// Counts an event given up without a handler's verdict (a malformed message that
+    /// went to the dead letters).
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+    pub(crate) fn dead(&self) {
         self.counters.dead.fetch_add(1, Ordering::Relaxed);
         self.delivery("dead");
-        self.note_error(reason);
     }
 
     /// Keeps `message` as the last error, for [`BusHealth::last_error`].
@@ -214,14 +214,31 @@ impl Consumer {
         }
     }
 
+    /// Gives `event` up without running the handler: a broker delivered it `attempt`
+    /// times, more than the subscription's maximum (consumers died while handling it).
+    /// Counts it dead and reports it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn give_up(&self, event: &BusEvent, attempt: u32, reason: &str) {
+        self.shared.dead();
+        self.note_error(reason);
+        self.report(event, FailureKind::Dead, attempt, reason, None, None);
+    }
+
     /// Delivers `event` until the handler acknowledges it or it is dead, pausing between
     /// deliveries: the in-process bus's loop.
     pub(crate) async fn deliver(&self, event: Arc<BusEvent>) {
+        self.deliver_until_done(event).await;
+    }
+
+    /// [`Consumer::deliver`], returning the last verdict ([`Verdict::Ack`] or
+    /// [`Verdict::Dead`]): for a bus that dead-letters after retrying in process.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) async fn deliver_until_done(&self, event: Arc<BusEvent>) -> Verdict {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.attempt(Arc::clone(&event), attempt).await {
-                Verdict::Ack | Verdict::Dead { .. } => return,
+                verdict @ (Verdict::Ack | Verdict::Dead { .. }) => return verdict,
                 Verdict::Retry(delay) => {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;

@@ -14,6 +14,8 @@
 //!   Never a second write beside the append: what is published is what was committed.
 //! - [`nats`] (feature `nats`): NATS JetStream, a relay sink and a bus with durable pull
 //!   consumers.
+//! - [`redis`] (feature `redis`): a relay sink into Redis Streams, a bus on Streams
+//!   consumer groups (at least once) and one on pub/sub (at most once).
 //!
 //! A handler ([`BusHandler`]) acknowledges an event by returning `Ok`; it asks for the
 //! event again with a retryable [`HandlerError`] (the default of `?`), up to the
@@ -46,6 +48,8 @@ mod event;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod relay;
 mod testing;
 pub mod wire;

@@ -6,6 +6,8 @@ mod bad_input;
 mod bus;
 #[cfg(feature = "nats")]
 mod bus_nats;
+#[cfg(feature = "redis")]
+mod bus_redis;
 #[cfg(feature = "cloudevents")]
 mod cloudevents;
 mod concurrency;

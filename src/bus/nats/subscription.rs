@@ -110,10 +110,8 @@ impl Subscriber {
             Ok(event) => event,
             Err(error) => {
                 let reason = error.to_string();
-                self.shared.dead(format!(
-                    "subscription `{}`: {reason}",
-                    self.consumer.options().display_name()
-                ));
+                self.shared.dead();
+                self.note(format!("malformed message: {reason}"));
                 tracing::warn!(consumer = %self.durable, sequence, %reason, "malformed message: dead letter");
                 self.dead_letter(&message, sequence, &reason).await;
                 return;
