@@ -59,6 +59,13 @@ impl Shared {
         self.counters.published.fetch_add(events, Ordering::Relaxed);
     }
 
+    /// Counts `events` dead outside a handler: a broker's message that does not decode,
+    /// sent to the dead letters without being handled.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn dead(&self, events: u64) {
+        self.counters.dead.fetch_add(events, Ordering::Relaxed);
+    }
+
     /// Keeps `message` as the last error, for [`BusHealth::last_error`].
     pub(crate) fn note_error(&self, message: String) {
         *self

@@ -12,6 +12,8 @@
 //! - [`Relay`] publishes the store's events to a bus or a broker's [`EventSink`] from a
 //!   checkpoint, at least once: the checkpoint moves only after the sink acknowledged.
 //!   Never a second write beside the append: what is published is what was committed.
+//! - With the `kafka` feature, [`KafkaSink`] (the relay into Kafka, an idempotent
+//!   producer) and [`KafkaBus`] (consumer groups): see the `kafka` module.
 //!
 //! A handler ([`BusHandler`]) acknowledges an event by returning `Ok`; it asks for the
 //! event again with a retryable [`HandlerError`] (the default of `?`), up to the
@@ -41,6 +43,8 @@
 
 mod consumer;
 mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod memory;
 mod relay;
 mod testing;
@@ -55,6 +59,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use event::{BusEvent, DEFAULT_SOURCE, ERROR_EVENT_TYPE};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaBus, KafkaBusBuilder, KafkaSink, KafkaSinkBuilder};
 pub use memory::{Dispatch, InMemoryBus, InMemoryBusBuilder};
 pub use relay::{BusSink, Relay, RelayHandle, RelayStats, StartFrom, Topic};
 pub use testing::{NoopBus, RecordingBus};
