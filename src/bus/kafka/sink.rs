@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -63,6 +64,7 @@ pub struct KafkaSink {
 
 struct SinkInner {
     producer: FutureProducer<Watch>,
+    config: ClientConfig,
     watch: Watch,
     brokers: String,
     prefix: String,
@@ -120,13 +122,14 @@ impl KafkaSink {
     /// A sink made from `settings`, counting into `shared`.
     pub(crate) fn create(settings: &Settings, prefix: String, shared: Arc<Shared>) -> Result<Self> {
         let watch = Watch::new(Arc::clone(&shared));
-        let producer: FutureProducer<Watch> = settings
-            .config(PRODUCER_DEFAULTS)
+        let config = settings.config(PRODUCER_DEFAULTS);
+        let producer: FutureProducer<Watch> = config
             .create_with_context(watch.clone())
             .map_err(|error| config_error("producer", &error))?;
         Ok(KafkaSink {
             inner: Arc::new(SinkInner {
                 producer,
+                config,
                 watch,
                 brokers: settings.brokers.clone(),
                 prefix,
@@ -138,6 +141,13 @@ impl KafkaSink {
     /// The brokers it was given.
     pub fn brokers(&self) -> &str {
         &self.inner.brokers
+    }
+
+    /// The producer's setting `key` as the sink gave it to librdkafka (chronicle's
+    /// defaults, then the builder's `config`); `None` for librdkafka's own default.
+    /// `sink.setting("enable.idempotence")` is `Some("true")`.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.inner.config.get(key)
     }
 
     /// The producer's connection as librdkafka's statistics report it.
