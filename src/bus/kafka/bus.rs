@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -517,7 +517,7 @@ async fn dead_letter(
         let headers = message
             .headers()
             .map(|headers| headers.detach())
-            .unwrap_or_else(OwnedHeaders::new)
+            .unwrap_or_default()
             .insert(Header {
                 key: DEAD_REASON,
                 value: Some(reason),
