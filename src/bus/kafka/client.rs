@@ -240,3 +240,52 @@ impl ConsumerContext for Watch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_that_repeat_are_not_retryable_and_the_rest_are() {
+        let produce = KafkaError::MessageProduction;
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::Fatal,
+        ] {
+            assert!(!is_retryable(&produce(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::QueueFull,
+        ] {
+            assert!(is_retryable(&produce(code)), "{code:?}");
+        }
+        assert!(is_retryable(&KafkaError::Canceled));
+        assert!(!is_retryable(&KafkaError::ClientCreation("bad".into())));
+    }
+
+    #[test]
+    fn statistics_say_whether_a_broker_is_up_and_how_far_behind_a_consumer_is() {
+        let watch = Watch::new(Shared::new(Arc::new(crate::bus::TracingReporter)));
+        assert!(!watch.connected());
+        watch.stats_raw(
+            br#"{"brokers": {"b1": {"state": "UP", "disconnects": 2}, "b0": {"state": "INIT"}},
+                 "topics": {"t": {"partitions": {"0": {"partition": 0, "consumer_lag": 5},
+                                                 "-1": {"partition": -1, "consumer_lag": 9}}}}}"#,
+        );
+        assert!(watch.connected());
+        assert_eq!((watch.reconnects(), watch.lag()), (2, 5));
+        watch.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "all down",
+        );
+        assert!(!watch.connected());
+        watch.stats_raw(b"not json");
+        assert!(!watch.connected(), "unreadable statistics change nothing");
+    }
+}
