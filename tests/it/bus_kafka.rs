@@ -657,3 +657,65 @@ async fn a_subscription_needs_topics() {
         .expect_err("a bad setting");
     assert!(error.to_string().contains("acks"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_of_a_group_share_the_partitions() {
+    let topic = unique("shared");
+    let cluster = cluster(&[&topic], 4);
+    let brokers = cluster.bootstrap_servers();
+    // The mock cluster's rebalance waits out the members' session timeout (45 s by
+    // default) before it assigns a joining member: shorter here.
+    let bus = KafkaBus::builder(&brokers)
+        .topic(Topic::fixed(&topic))
+        .config("session.timeout.ms", "6000")
+        .config("heartbeat.interval.ms", "500")
+        .build()
+        .unwrap();
+    let group = unique("workers");
+    let (a, b) = (Seen::default(), Seen::default());
+    let member = |seen: &Seen| {
+        let seen = seen.clone();
+        move |delivery: Delivery| {
+            let seen = seen.clone();
+            async move {
+                seen.push(&delivery);
+                Ok(())
+            }
+        }
+    };
+    let first = bus
+        .subscribe_to([&topic], Subscribe::to("*").group(&group), member(&a))
+        .await
+        .unwrap();
+    let second = bus
+        .subscribe_to([&topic], Subscribe::to("*").group(&group), member(&b))
+        .await
+        .unwrap();
+    // Both joined: the second's assignment came from a rebalance of the whole group.
+    let events: Vec<BusEvent> = (0..80)
+        .map(|n| BusEvent::new("job.Queued", json!({ "n": n })).subject(format!("job-{}", n % 16)))
+        .collect();
+    bus.sink()
+        .send(
+            events
+                .into_iter()
+                .map(|e| Outgoing::new(&topic, e))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    eventually("every job handled", || {
+        let all: HashSet<i64> = a.ns().into_iter().chain(b.ns()).collect();
+        all.len() == 80
+    })
+    .await;
+    assert!(
+        a.len() > 0 && b.len() > 0,
+        "one member took everything: {} / {}",
+        a.len(),
+        b.len()
+    );
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    bus.close().await.unwrap();
+}
