@@ -59,8 +59,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// - **Where a group starts**: a named group with no committed offset starts at the
 ///   oldest retained message (`auto.offset.reset=earliest`); a subscription without a
 ///   group starts at the end (`latest`), and `subscribe` returns once its partitions are
-///   assigned (or after [`assign_timeout`](KafkaBusBuilder::assign_timeout)). Set
-///   `auto.offset.reset` with [`KafkaBusBuilder::config`] to choose.
+///   assigned (or after [`assign_timeout`](KafkaBusBuilder::assign_timeout)); the end is
+///   looked up just after that, so an event published in that instant may be missed:
+///   give a subscription that must see everything a group. Set `auto.offset.reset` with
+///   [`KafkaBusBuilder::config`] to choose.
 ///
 /// One task per subscription handles its messages one at a time, so a slow or retrying
 /// handler holds up its other partitions too; run more members of the group to spread
