@@ -14,6 +14,8 @@
 //!   Never a second write beside the append: what is published is what was committed.
 //! - [`redis`] (feature `redis`): a relay sink into Redis Streams, a bus on Streams
 //!   consumer groups (at least once) and one on pub/sub (at most once).
+//! - With the `kafka` feature, [`KafkaSink`] (the relay into Kafka, an idempotent
+//!   producer) and [`KafkaBus`] (consumer groups): see the `kafka` module.
 //!
 //! A handler ([`BusHandler`]) acknowledges an event by returning `Ok`; it asks for the
 //! event again with a retryable [`HandlerError`] (the default of `?`), up to the
@@ -43,6 +45,8 @@
 
 mod consumer;
 mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -59,6 +63,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use event::{BusEvent, DEFAULT_SOURCE, ERROR_EVENT_TYPE};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaBus, KafkaBusBuilder, KafkaSink, KafkaSinkBuilder};
 pub use memory::{Dispatch, InMemoryBus, InMemoryBusBuilder};
 pub use relay::{BusSink, Relay, RelayHandle, RelayStats, StartFrom, Topic};
 pub use testing::{NoopBus, RecordingBus};

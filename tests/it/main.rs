@@ -6,6 +6,8 @@ mod bad_input;
 mod bus;
 #[cfg(feature = "redis")]
 mod bus_redis;
+#[cfg(feature = "kafka")]
+mod bus_kafka;
 #[cfg(feature = "cloudevents")]
 mod cloudevents;
 mod concurrency;
