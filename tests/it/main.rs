@@ -4,10 +4,10 @@
 mod aggregates;
 mod bad_input;
 mod bus;
-#[cfg(feature = "redis")]
-mod bus_redis;
 #[cfg(feature = "kafka")]
 mod bus_kafka;
+#[cfg(feature = "redis")]
+mod bus_redis;
 #[cfg(feature = "cloudevents")]
 mod cloudevents;
 mod concurrency;

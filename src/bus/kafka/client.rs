@@ -271,7 +271,10 @@ mod tests {
 
     #[test]
     fn statistics_say_whether_a_broker_is_up_and_how_far_behind_a_consumer_is() {
-        let watch = Watch::new(Shared::named("kafka", Arc::new(crate::bus::TracingReporter)));
+        let watch = Watch::new(Shared::named(
+            "kafka",
+            Arc::new(crate::bus::TracingReporter),
+        ));
         assert!(!watch.connected());
         watch.stats_raw(
             br#"{"brokers": {"b1": {"state": "UP", "disconnects": 2}, "b0": {"state": "INIT"}},
