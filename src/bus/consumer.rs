@@ -73,7 +73,10 @@ impl Shared {
 
     /// Counts an event given up without a handler's verdict (a malformed message that
     /// went to the dead letters).
-    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "nats", feature = "kafka")),
+        allow(dead_code)
+    )]
     pub(crate) fn dead(&self) {
         self.counters.dead.fetch_add(1, Ordering::Relaxed);
         self.delivery("dead");

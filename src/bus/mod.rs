@@ -16,6 +16,8 @@
 //!   consumers.
 //! - [`redis`] (feature `redis`): a relay sink into Redis Streams, a bus on Streams
 //!   consumer groups (at least once) and one on pub/sub (at most once).
+//! - With the `kafka` feature, [`KafkaSink`] (the relay into Kafka, an idempotent
+//!   producer) and [`KafkaBus`] (consumer groups): see the `kafka` module.
 //!
 //! A handler ([`BusHandler`]) acknowledges an event by returning `Ok`; it asks for the
 //! event again with a retryable [`HandlerError`] (the default of `?`), up to the
@@ -45,6 +47,8 @@
 
 mod consumer;
 mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -63,6 +67,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use event::{BusEvent, DEFAULT_SOURCE, ERROR_EVENT_TYPE};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaBus, KafkaBusBuilder, KafkaSink, KafkaSinkBuilder};
 pub use memory::{Dispatch, InMemoryBus, InMemoryBusBuilder};
 pub use relay::{BusSink, Relay, RelayHandle, RelayStats, StartFrom, Topic};
 pub use testing::{NoopBus, RecordingBus};

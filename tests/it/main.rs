@@ -4,6 +4,8 @@
 mod aggregates;
 mod bad_input;
 mod bus;
+#[cfg(feature = "kafka")]
+mod bus_kafka;
 #[cfg(feature = "nats")]
 mod bus_nats;
 #[cfg(feature = "redis")]
