@@ -13,6 +13,14 @@
 //! - **Schedulers** run both until shut down: [`CooperativeScheduler`] in turn on one
 //!   task, [`ConcurrentScheduler`] as two loops.
 //!
+//! - **Start positions**: a handler gets requests only for events after its start
+//!   ([`Handler::start_from`], a [`StartFrom`]), recorded when the processor first sees
+//!   it. **The default is from now on** ([`StartFrom::End`]): side effects do not replay
+//!   history. The processor's first run starts at the earliest start of its handlers.
+//!   (Projections default to the beginning.)
+//! - **Waiting**: [`Outbox::wait_until`] a log position and [`Outbox::wait_for_idle`]
+//!   return once the requests up to there are done or dead.
+//!
 //! SQLite and PostgreSQL only: the requests live in the store's database.
 
 mod admin;
