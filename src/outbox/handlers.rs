@@ -252,8 +252,9 @@ impl Handler {
     ///   its own ([`Outbox::name`](crate::Outbox::name)).
     /// - [`StartFrom::After`]: events after that position (with the same limit).
     ///
-    /// A handler that already had requests before chronicle recorded starts (an
-    /// upgrade) keeps getting every event.
+    /// The handlers of an outbox that ran before chronicle recorded starts (a database
+    /// upgraded from such a version) start at the beginning: they lose none of the
+    /// events their processor has still to read.
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.start = Some(start);
         self

@@ -534,8 +534,9 @@ impl BatchTx {
 
     /// Records where each of `handlers` of outbox `outbox` starts, unless recorded
     /// already, and returns the starts recorded for the outbox (of its handlers past and
-    /// present). A handler that has requests already (it ran before starts were
-    /// recorded) starts at the beginning, whatever it asks.
+    /// present). An outbox that has a checkpoint but no recorded starts ran before starts
+    /// were recorded (an upgrade): its handlers start at the beginning, whatever they ask,
+    /// so that none loses the events the processor has still to read.
     pub(crate) async fn register_handlers(
         &mut self,
         outbox: &str,
@@ -543,18 +544,23 @@ impl BatchTx {
         now: i64,
     ) -> Result<Vec<(String, LogPosition)>> {
         let fail = |error| Error::from_sqlx("register_handlers", error);
+        let upgraded: bool = on_sql!(self, |conn| {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1) \
+                    AND NOT EXISTS (SELECT 1 FROM outbox_handlers WHERE outbox = $1)",
+            )
+            .bind(outbox)
+            .fetch_one(conn)
+            .await
+            .map_err(fail)
+        })?;
         for (handler, start) in handlers {
-            // `WHERE true`: SQLite reads `ON CONFLICT` after a bare SELECT as a join's.
+            let start = if upgraded { LogPosition::START } else { *start };
             on_sql!(self, |conn| {
                 sqlx::query(
                     "INSERT INTO outbox_handlers \
                          (outbox, handler, start_commit, start_position, created_at) \
-                     SELECT $1, $2, \
-                         CASE WHEN old.ran THEN 0 ELSE $3 END, \
-                         CASE WHEN old.ran THEN 0 ELSE $4 END, $5 \
-                     FROM (SELECT EXISTS (SELECT 1 FROM handler_requests WHERE handler = $2) \
-                           AS ran) AS old WHERE true \
-                     ON CONFLICT (outbox, handler) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (outbox, handler) DO NOTHING",
                 )
                 .bind(outbox)
                 .bind(*handler)

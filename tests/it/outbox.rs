@@ -36,6 +36,7 @@ crate::for_each_sql_backend!(
     a_new_outbox_and_new_handlers_start_from_now_by_default,
     handlers_start_from_the_beginning_or_after_a_position_when_asked,
     wait_until_returns_once_every_request_is_done_or_dead,
+    an_outbox_that_ran_before_starts_were_recorded_loses_no_event,
 );
 
 /// What the handlers saw: (handler, event type, attempt), in order.
@@ -1706,4 +1707,30 @@ async fn wait_until_returns_once_every_request_is_done_or_dead(kind: Kind) {
         .expect("idle in time")
         .expect("wait");
     running.stop().await.expect("stop");
+}
+
+async fn an_outbox_that_ran_before_starts_were_recorded_loses_no_event(kind: Kind) {
+    let Some(t) = kind.open("outbox_upgrade_starts").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let handlers = || HandlerMap::new().route(calls.handler("email", "order.*"));
+    append(&t.store, "order-1", &["order.Placed"]).await;
+    let before = t
+        .store
+        .outbox(handlers())
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
+    assert_eq!(before.process().await.expect("process"), 1);
+    // As a database migrated from a version that recorded no starts: a checkpoint, no
+    // starts; and a backlog the old processor had not read yet.
+    crate::support::execute(&t, "DELETE FROM outbox_handlers").await;
+    let last = append(&t.store, "order-2", &["order.Placed"]).await;
+    settle(&t.store, last).await;
+    let after = t.store.outbox(handlers()).expect("outbox");
+    assert_eq!(
+        after.process().await.expect("after the upgrade"),
+        1,
+        "the backlog is not skipped"
+    );
 }
