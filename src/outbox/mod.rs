@@ -207,6 +207,10 @@ impl Outbox {
     /// The processor itself, on its first run (no checkpoint yet), starts at the earliest
     /// of its handlers' starts: the end of the log unless a handler asks for more.
     /// (Projections, by contrast, start at the beginning by default.)
+    ///
+    /// "Now" is when the processor first reads the log: a scheduler's first turn, which
+    /// runs on its own task, or [`Outbox::process`]. To fix it before appending, call
+    /// `outbox.process().await?` before spawning the scheduler.
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.settings.start = start;
         self
