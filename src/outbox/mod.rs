@@ -19,7 +19,8 @@
 //!   history. The processor's first run starts at the earliest start of its handlers.
 //!   (Projections default to the beginning.)
 //! - **Waiting**: [`Outbox::wait_until`] a log position and [`Outbox::wait_for_idle`]
-//!   return once the requests up to there are done or dead.
+//!   return once the requests up to there are done or dead; [`SchedulerHandle`] has both
+//!   too, failing if its task ends first.
 //!
 //! SQLite and PostgreSQL only: the requests live in the store's database.
 

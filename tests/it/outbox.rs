@@ -1671,7 +1671,8 @@ async fn wait_until_returns_once_every_request_is_done_or_dead(kind: Kind) {
     assert!(waited.is_err(), "nothing processed the event yet");
 
     let running = outbox.concurrent().spawn();
-    tokio::time::timeout(Duration::from_secs(30), outbox.wait_for_idle())
+    // The handle waits too (and fails if the scheduler's task ends first).
+    tokio::time::timeout(Duration::from_secs(30), running.wait_for_idle())
         .await
         .expect("idle in time")
         .expect("wait");
@@ -1694,7 +1695,7 @@ async fn wait_until_returns_once_every_request_is_done_or_dead(kind: Kind) {
     append(&t.store, "misc-1", &["misc.Noted"]).await;
     tokio::time::timeout(
         Duration::from_secs(30),
-        outbox.wait_until(appended.log_position()),
+        running.wait_until(appended.log_position()),
     )
     .await
     .expect("in time")
