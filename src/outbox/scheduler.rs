@@ -55,7 +55,8 @@ pub struct SchedulerReport {
 #[must_use = "dropping the handle stops the scheduler"]
 pub struct SchedulerHandle {
     task: Task<SchedulerReport>,
-    outbox: Outbox,
+    /// For the waits (boxed: the handle stays small).
+    outbox: Box<Outbox>,
 }
 
 impl SchedulerHandle {
@@ -169,7 +170,7 @@ impl CooperativeScheduler {
         });
         SchedulerHandle {
             task,
-            outbox: waits,
+            outbox: Box::new(waits),
         }
     }
 }
@@ -236,7 +237,7 @@ impl ConcurrentScheduler {
         });
         SchedulerHandle {
             task,
-            outbox: waits,
+            outbox: Box::new(waits),
         }
     }
 }
