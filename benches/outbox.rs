@@ -70,6 +70,7 @@ fn fresh_outbox(store: &Store, handler: &str) -> Res<Outbox> {
         }));
     Ok(store
         .outbox(handlers)?
+        .start_from(chronicle::StartFrom::Beginning)
         .name(format!("{handler}-processor"))
         .workers(WORKERS))
 }
@@ -375,6 +376,7 @@ async fn claim_run(
     );
     let outbox = store
         .outbox(handlers)?
+        .start_from(chronicle::StartFrom::Beginning)
         .name(format!("{handler}-processor"))
         .workers(4);
     let mut appends = 0;

@@ -108,7 +108,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .mode(Mode::Binary)
         .mapping(EventMapping::new().source("https://shop.example.com"))
         .ordered_per_stream();
-    let outbox = shop.outbox(HandlerMap::new().route(webhook.handler()))?;
+    let outbox = shop
+        .outbox(HandlerMap::new().route(webhook.handler()))?
+        .start_from(chronicle::StartFrom::Beginning);
     shop.append(
         "order-2",
         ExpectedVersion::NoStream,

@@ -84,14 +84,17 @@ projection_lag_events = 1000
     // What runs in the background, handed to the manager.
     let count = EventCount::default();
     manager.run("bank", store.projections().spawn(count.clone()))?;
-    let outbox = store.outbox(HandlerMap::new().route(Handler::new(
-        "welcome-email",
-        "bank.Opened",
-        |request: HandlerRequest| async move {
-            println!("  email: welcome to {}", request.event.stream_id);
-            Ok(())
-        },
-    )))?;
+    let outbox = store
+        .outbox(HandlerMap::new().route(Handler::new(
+            "welcome-email",
+            "bank.Opened",
+            |request: HandlerRequest| async move {
+                println!("  email: welcome to {}", request.event.stream_id);
+                Ok(())
+            },
+        )))?
+        // Every account's email, including those opened before the outbox first ran.
+        .start_from(chronicle::StartFrom::Beginning);
     manager.run("bank", (outbox.clone(), outbox.cooperative().spawn()))?;
     let bus = InMemoryBus::new();
     bus.subscribe("bank.*", |delivery: Delivery| async move {

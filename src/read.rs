@@ -105,7 +105,7 @@ pub struct EventQuery {
     pub correlation_id: Option<String>,
     /// Of this tenant.
     pub tenant_id: Option<String>,
-    /// At most this many events.
+    /// At most this many events ([`EventQuery::DEFAULT_LIMIT`], 100, unless set).
     pub limit: usize,
     /// Skip this many matching events first.
     pub offset: usize,
@@ -139,14 +139,19 @@ impl Default for EventQuery {
             to_time: None,
             correlation_id: None,
             tenant_id: None,
-            limit: 100,
+            limit: EventQuery::DEFAULT_LIMIT,
             offset: 0,
         }
     }
 }
 
 impl EventQuery {
-    /// Everything, first 100 events.
+    /// The most events a query returns unless [`EventQuery::limit`] says otherwise.
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    /// Every event, **but at most [`EventQuery::DEFAULT_LIMIT`] (100) of them**: set
+    /// [`EventQuery::limit`] for more, and page with [`EventQuery::offset`] (or read the
+    /// whole log with [`Store::read_all`](crate::Store::read_all), which pages itself).
     pub fn new() -> Self {
         Self::default()
     }
@@ -186,7 +191,7 @@ impl EventQuery {
         self
     }
 
-    /// At most `limit` events.
+    /// At most `limit` events (default [`EventQuery::DEFAULT_LIMIT`], 100).
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self

@@ -72,6 +72,21 @@ impl StreamId {
     pub fn category(&self) -> &str {
         category_of(&self.0)
     }
+
+    /// The part after the category and its `-` (`"42-a"` for `order-42-a`): the id a
+    /// repository was given. The whole id when it has no `-`.
+    ///
+    /// ```
+    /// use chronicle::StreamId;
+    ///
+    /// let stream = StreamId::new("order-42")?;
+    /// assert_eq!((stream.category(), stream.id()), ("order", "42"));
+    /// assert_eq!(StreamId::new("audit")?.id(), "audit");
+    /// # Ok::<(), chronicle::Error>(())
+    /// ```
+    pub fn id(&self) -> &str {
+        self.0.split_once('-').map_or(&self.0, |(_, id)| id)
+    }
 }
 
 /// The category of a stream id: the part before the first `-`.

@@ -133,6 +133,18 @@ impl<T> Task<T> {
         }
     }
 
+    /// Returns once the task has ended (polled: the join handle stays for `stop`), with
+    /// the error to give a caller that waited for it to do something.
+    pub(crate) async fn ended(&self) -> Error {
+        while !self.join.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Error::TaskPanicked {
+            task: self.what.clone(),
+            message: "it ended before what was waited for happened (see the log)".to_owned(),
+        }
+    }
+
     /// Kills the task at once, wherever it is.
     pub(crate) fn abort(&self) {
         self.join.abort();

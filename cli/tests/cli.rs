@@ -683,7 +683,8 @@ async fn postgres_projections_list() {
                 Ok(())
             })),
         )
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning);
     outbox.process().await.expect("process");
     let listed = json_of(fixture.cli().args(["projections", "list"]));
     assert_eq!(listed[0]["name"], "chronicle.outbox");
@@ -712,7 +713,8 @@ async fn the_outbox_is_inspected_and_its_dead_requests_retried() {
                 .route(failing("mailer", "account.*"))
                 .route(failing("billing", "order.*")),
         )
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning);
     outbox.process().await.expect("process");
     while outbox.execute().await.expect("execute").claimed > 0 {}
 
@@ -1106,7 +1108,10 @@ async fn stats_and_health(fixture: Fixture) {
         "order.*",
         |_request: HandlerRequest| async { Err(HandlerError::fatal("no")) },
     ));
-    let outbox = store.outbox(handlers).expect("outbox");
+    let outbox = store
+        .outbox(handlers)
+        .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning);
     outbox.process().await.expect("process");
     let stats = json_of(fixture.cli().arg("stats"));
     let provider = &stats["providers"]["store"];

@@ -10,11 +10,12 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use tracing::Instrument;
 
-use super::Aggregate;
 use super::cache::{Cached, StateCache};
+use super::{Aggregate, AggregateType};
 use crate::domain_event::{DomainEvent, decode_error};
 use crate::error::{Error, Result};
 use crate::event::{EventMetadata, NewEvent};
+use crate::read::LogPosition;
 use crate::snapshot::NewSnapshot;
 use crate::store::{PageKeys, Store, StoredSnapshot, WrittenEvent};
 use crate::stream::{ExpectedVersion, StreamId};
@@ -78,15 +79,28 @@ pub struct Loaded<A> {
 /// What [`Repository::execute`] did.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Executed<A> {
+pub struct Executed<A: AggregateType> {
     /// The state after the command.
     pub state: A,
     /// The stream version after the command.
     pub version: u64,
     /// The events written (none when the command produced none).
     pub events: Vec<WrittenEvent>,
+    /// The domain events the command produced, as the aggregate returned them, in the
+    /// order of [`Executed::events`].
+    pub domain_events: Vec<A::Event>,
     /// How many times the command was tried (more than 1 after conflicts).
     pub attempts: u32,
+}
+
+impl<A: AggregateType> Executed<A> {
+    /// Where the command's last event sits in the global log, to wait for it
+    /// ([`ProjectionHandle::wait_until`](crate::ProjectionHandle::wait_until),
+    /// [`Outbox::wait_until`](crate::Outbox::wait_until)); `None` when the command
+    /// produced no event.
+    pub fn log_position(&self) -> Option<LogPosition> {
+        self.events.last().map(WrittenEvent::log_position)
+    }
 }
 
 /// Loads and changes aggregates of type `A`. Cheap to clone: clones share the store and
@@ -497,6 +511,7 @@ impl<A: Aggregate> Repository<A> {
                     state,
                     version,
                     events: Vec::new(),
+                    domain_events: events,
                     attempts: attempt,
                 };
                 break (executed, false);
@@ -520,6 +535,7 @@ impl<A: Aggregate> Repository<A> {
                         state,
                         version: new_version,
                         events: written.events,
+                        domain_events: events,
                         attempts: attempt,
                     };
                     break (executed, due);

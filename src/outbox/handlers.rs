@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::domain_event::DomainEvent;
 use crate::error::{Result, ValidationError};
 use crate::event::RecordedEvent;
+use crate::projection::StartFrom;
 use crate::store::Store;
 use crate::text;
 
@@ -211,6 +212,8 @@ pub struct Handler {
     pub(crate) backoff: Backoff,
     pub(crate) timeout: Duration,
     pub(crate) ordered: bool,
+    /// Where it starts; `None`: the outbox's [`Outbox::start_from`](crate::Outbox::start_from).
+    pub(crate) start: Option<StartFrom>,
 }
 
 impl Handler {
@@ -231,7 +234,30 @@ impl Handler {
             backoff: Backoff::default(),
             timeout: Duration::from_secs(30),
             ordered: false,
+            start: None,
         }
+    }
+
+    /// Which events this handler gets requests for, fixed when an outbox's processor
+    /// first sees the handler (by its name) and kept from then on:
+    ///
+    /// - [`StartFrom::End`] (**the default**, through
+    ///   [`Outbox::start_from`](crate::Outbox::start_from)): only events appended after
+    ///   that moment ("from now on"). A handler added to a store with history does not
+    ///   send last year's emails again.
+    /// - [`StartFrom::Beginning`]: every event the processor reads. On an outbox that
+    ///   runs for the first time, the processor then starts at the beginning of the log;
+    ///   on one that already ran, it reads on from its checkpoint, so history before it
+    ///   is not replayed: to replay it into a new handler, give the handler an outbox of
+    ///   its own ([`Outbox::name`](crate::Outbox::name)).
+    /// - [`StartFrom::After`]: events after that position (with the same limit).
+    ///
+    /// The handlers of an outbox that ran before chronicle recorded starts (a database
+    /// upgraded from such a version) start at the beginning: they lose none of the
+    /// events their processor has still to read.
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = Some(start);
+        self
     }
 
     /// Failures after which a request is dead (at least 1; default 5).
@@ -280,6 +306,7 @@ impl fmt::Debug for Handler {
             .field("priority", &self.priority)
             .field("timeout", &self.timeout)
             .field("ordered", &self.ordered)
+            .field("start", &self.start)
             .finish_non_exhaustive()
     }
 }
@@ -317,6 +344,11 @@ impl HandlerMap {
         self.handlers
             .iter()
             .filter(move |handler| handler.pattern.matches(event_type))
+    }
+
+    /// Every handler, in the order routed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Handler> {
+        self.handlers.iter()
     }
 
     /// The handler named `name`.

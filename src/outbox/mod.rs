@@ -13,6 +13,15 @@
 //! - **Schedulers** run both until shut down: [`CooperativeScheduler`] in turn on one
 //!   task, [`ConcurrentScheduler`] as two loops.
 //!
+//! - **Start positions**: a handler gets requests only for events after its start
+//!   ([`Handler::start_from`], a [`StartFrom`]), recorded when the processor first sees
+//!   it. **The default is from now on** ([`StartFrom::End`]): side effects do not replay
+//!   history. The processor's first run starts at the earliest start of its handlers.
+//!   (Projections default to the beginning.)
+//! - **Waiting**: [`Outbox::wait_until`] a log position and [`Outbox::wait_for_idle`]
+//!   return once the requests up to there are done or dead; [`SchedulerHandle`] has both
+//!   too, failing if its task ends first.
+//!
 //! SQLite and PostgreSQL only: the requests live in the store's database.
 
 mod admin;
@@ -21,7 +30,9 @@ mod handlers;
 mod processor;
 mod report;
 mod scheduler;
+mod wait;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +43,8 @@ pub use report::{ErrorReporter, Failure, FailureKind, TracingReporter};
 pub use scheduler::{ConcurrentScheduler, CooperativeScheduler, SchedulerHandle, SchedulerReport};
 
 use crate::error::Result;
+use crate::projection::StartFrom;
+use crate::read::LogPosition;
 use crate::store::{ShreddedEvents, Store};
 
 /// The default name of the processor's checkpoint.
@@ -74,6 +87,9 @@ pub struct Outbox {
     created: Arc<tokio::sync::Notify>,
     /// This outbox's executor id, written on the requests it claims.
     executor_id: Arc<str>,
+    /// Where each handler starts, as recorded in the database (read once, by the first
+    /// window the processor reads).
+    starts: Arc<tokio::sync::OnceCell<Arc<HashMap<String, LogPosition>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +103,8 @@ struct Settings {
     purge_done_after: Option<Duration>,
     /// What becomes of requests for events of forgotten streams.
     shredded: ShreddedEvents,
+    /// Where handlers without a start of their own start.
+    start: StartFrom,
 }
 
 impl Store {
@@ -115,10 +133,12 @@ impl Store {
                 poll_interval: Duration::from_millis(500),
                 purge_done_after: None,
                 shredded: ShreddedEvents::Skip,
+                start: StartFrom::End,
             },
             reporter: Arc::new(TracingReporter),
             created: Arc::new(tokio::sync::Notify::new()),
             executor_id: Arc::from(uuid::Uuid::now_v7().to_string()),
+            starts: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 }
@@ -176,6 +196,24 @@ impl Outbox {
     /// ([`ShreddedEvents::Fail`]).
     pub fn on_shredded(mut self, shredded: ShreddedEvents) -> Self {
         self.settings.shredded = shredded;
+        self
+    }
+
+    /// Where the handlers that do not set their own start
+    /// ([`Handler::start_from`]) start. **Default: [`StartFrom::End`], from now on**: a
+    /// handler gets requests only for events appended after the processor first saw it,
+    /// so that turning an outbox on, or adding a handler, on a store with history does
+    /// not replay side effects. [`StartFrom::Beginning`] gives them every event.
+    ///
+    /// The processor itself, on its first run (no checkpoint yet), starts at the earliest
+    /// of its handlers' starts: the end of the log unless a handler asks for more.
+    /// (Projections, by contrast, start at the beginning by default.)
+    ///
+    /// "Now" is when the processor first reads the log: a scheduler's first turn, which
+    /// runs on its own task, or [`Outbox::process`]. To fix it before appending, call
+    /// `outbox.process().await?` before spawning the scheduler.
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.settings.start = start;
         self
     }
 

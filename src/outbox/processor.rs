@@ -6,12 +6,14 @@
 //! others roll back and read on from the new checkpoint. `UNIQUE (handler, event_id)`
 //! guards the rest.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::Instrument;
 
 use super::{Outbox, now_micros};
 use crate::error::Result;
+use crate::projection::StartFrom;
 use crate::read::LogPosition;
 use crate::store::batch::Flush;
 use crate::store::requests::NewRequest;
@@ -35,11 +37,83 @@ impl Outbox {
         }
     }
 
+    /// Where each handler starts, recorded in the database by the first call (and, on an
+    /// outbox without a checkpoint, the processor's own start stored as its checkpoint).
+    async fn starts(&self) -> Result<Arc<HashMap<String, LogPosition>>> {
+        self.starts
+            .get_or_try_init(|| self.register())
+            .await
+            .map(Arc::clone)
+    }
+
+    /// Records the handlers' starts (those not recorded yet) and, when the processor has
+    /// no checkpoint, moves it to the earliest start of this map's handlers.
+    async fn register(&self) -> Result<Arc<HashMap<String, LogPosition>>> {
+        let name = &self.settings.name;
+        let span = tracing::debug_span!("chronicle.outbox.register", outbox = %name);
+        async {
+            let asked: Vec<(&str, StartFrom)> = self
+                .handlers
+                .iter()
+                .map(|handler| {
+                    let start = handler.start.unwrap_or(self.settings.start);
+                    (handler.name.as_str(), start)
+                })
+                .collect();
+            loop {
+                // Read before the transaction takes SQLite's write lock.
+                let end = if asked.iter().any(|(_, start)| *start == StartFrom::End) {
+                    self.store.log_end().await?
+                } else {
+                    LogPosition::START
+                };
+                let wanted: Vec<(&str, LogPosition)> = asked
+                    .iter()
+                    .map(|(handler, start)| {
+                        let position = match start {
+                            StartFrom::Beginning => LogPosition::START,
+                            StartFrom::End => end,
+                            StartFrom::After(position) => *position,
+                        };
+                        (*handler, position)
+                    })
+                    .collect();
+                let mut tx = self.store.begin_batch(Flush::Wait).await?;
+                let stored: HashMap<String, LogPosition> = tx
+                    .register_handlers(name, &wanted, now_micros())
+                    .await?
+                    .into_iter()
+                    .collect();
+                if tx.locked_checkpoint(name).await?.is_none() {
+                    let first = asked
+                        .iter()
+                        .filter_map(|(handler, _)| stored.get(*handler).copied())
+                        .min()
+                        .unwrap_or(LogPosition::START);
+                    if first != LogPosition::START
+                        && !tx.move_checkpoint(name, LogPosition::START, first).await?
+                    {
+                        // Another processor stored one meanwhile: read again.
+                        continue;
+                    }
+                    if first != LogPosition::START {
+                        tracing::info!(outbox = %name, start = %first, "no checkpoint yet: starting there");
+                    }
+                }
+                tx.commit().await?;
+                return Ok(Arc::new(stored));
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
     /// One window: its requests and the checkpoint move, in one transaction. Returns the
     /// requests created and whether more of the log may follow.
     pub(crate) async fn process_window(&self) -> Result<(u64, bool)> {
         let store = &self.store;
         let name = &self.settings.name;
+        let starts = self.starts().await?;
         let from = store.checkpoint(name).await?.unwrap_or(LogPosition::START);
         let span = tracing::debug_span!("chronicle.outbox.process", outbox = %name, %from);
         async {
@@ -54,16 +128,21 @@ impl Outbox {
             if window.scanned_to == from {
                 return Ok((0, false));
             }
+            let starts: &HashMap<String, LogPosition> = &starts;
             let requests: Vec<NewRequest<'_>> = window
                 .events
                 .iter()
                 .flat_map(|event| {
+                    let at = event.log_position();
                     self.handlers
                         .matching(&event.event_type)
+                        // Not for events at or before the handler's start.
+                        .filter(move |handler| starts.get(&handler.name).is_none_or(|s| at > *s))
                         .map(move |handler| NewRequest {
                             handler: &handler.name,
                             event_id: event.id,
                             position: event.position,
+                            commit: at.commit(),
                             stream: event.stream_id.as_str(),
                             priority: handler.priority,
                             ordered: handler.ordered,

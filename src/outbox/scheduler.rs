@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::Outbox;
 use super::executor::ExecutionReport;
 use crate::error::Result;
+use crate::read::LogPosition;
 use crate::task::{Task, spawn_part, stop_requested};
 
 /// Runs the processor, then the executor, in turn on one task; when neither had anything
@@ -54,6 +55,8 @@ pub struct SchedulerReport {
 #[must_use = "dropping the handle stops the scheduler"]
 pub struct SchedulerHandle {
     task: Task<SchedulerReport>,
+    /// For the waits (boxed: the handle stays small).
+    outbox: Box<Outbox>,
 }
 
 impl SchedulerHandle {
@@ -66,6 +69,31 @@ impl SchedulerHandle {
     /// handlers' panics are caught and recorded as their failures).
     pub async fn stop(self) -> Result<SchedulerReport> {
         Ok(self.task.stop().await?.unwrap_or_default())
+    }
+
+    /// [`Outbox::wait_until`] on the scheduler's outbox, failing if the scheduler's task
+    /// ends first.
+    ///
+    /// # Errors
+    /// [`Error::TaskPanicked`](crate::Error::TaskPanicked) when a loop of the scheduler
+    /// panicked first (a bug); connection errors.
+    pub async fn wait_until(&self, position: LogPosition) -> Result<()> {
+        tokio::select! {
+            waited = self.outbox.wait_until(position) => waited,
+            ended = self.task.ended() => Err(ended),
+        }
+    }
+
+    /// [`Outbox::wait_for_idle`] on the scheduler's outbox, failing if the scheduler's
+    /// task ends first.
+    ///
+    /// # Errors
+    /// As [`SchedulerHandle::wait_until`].
+    pub async fn wait_for_idle(&self) -> Result<()> {
+        tokio::select! {
+            waited = self.outbox.wait_for_idle() => waited,
+            ended = self.task.ended() => Err(ended),
+        }
     }
 }
 
@@ -97,6 +125,7 @@ impl CooperativeScheduler {
     /// stops the scheduler.
     pub fn spawn(self) -> SchedulerHandle {
         let outbox = self.outbox;
+        let waits = outbox.clone();
         let interval = self.interval;
         let name = outbox.settings.name.clone();
         let span = tracing::info_span!("chronicle.outbox.cooperative", outbox = %name);
@@ -139,7 +168,10 @@ impl CooperativeScheduler {
                 Ok(report)
             }
         });
-        SchedulerHandle { task }
+        SchedulerHandle {
+            task,
+            outbox: Box::new(waits),
+        }
     }
 }
 
@@ -149,6 +181,7 @@ impl ConcurrentScheduler {
     /// scheduler.
     pub fn spawn(self) -> SchedulerHandle {
         let outbox = self.outbox;
+        let waits = outbox.clone();
         let name = outbox.settings.name.clone();
         let what = format!("outbox `{name}` scheduler");
         let span = tracing::info_span!("chronicle.outbox.concurrent", outbox = %name);
@@ -202,7 +235,10 @@ impl ConcurrentScheduler {
                 Ok(report)
             }
         });
-        SchedulerHandle { task }
+        SchedulerHandle {
+            task,
+            outbox: Box::new(waits),
+        }
     }
 }
 

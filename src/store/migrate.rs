@@ -70,6 +70,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "outbox_turns",
         sql: include_str!("../../migrations/sqlite/0007_outbox_turns.sql"),
     },
+    Migration {
+        version: 8,
+        name: "outbox_starts",
+        sql: include_str!("../../migrations/sqlite/0008_outbox_starts.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]
@@ -113,6 +118,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "outbox_turns",
         sql: include_str!("../../migrations/postgres/0008_outbox_turns.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "outbox_starts",
+        sql: include_str!("../../migrations/postgres/0009_outbox_starts.sql"),
     },
 ];
 

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::batch::BatchTx;
 use super::sql::{to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
+use crate::read::LogPosition;
 
 /// Request states, as stored.
 pub(crate) const PENDING: i16 = 0;
@@ -27,7 +28,7 @@ pub(crate) const RUNNING: i16 = 1;
 pub(crate) const DONE: i16 = 2;
 pub(crate) const DEAD: i16 = 3;
 
-/// Most rows in one INSERT (9 parameters each: 9,000, under both databases' limits).
+/// Most rows in one INSERT (11 parameters each: 11,000, under both databases' limits).
 const INSERT_CHUNK: usize = 1000;
 
 /// A request to create: one event for one handler.
@@ -36,6 +37,8 @@ pub(crate) struct NewRequest<'a> {
     pub handler: &'a str,
     pub event_id: Uuid,
     pub position: u64,
+    /// The event's transaction (the commit part of its [`LogPosition`]).
+    pub commit: u64,
     pub stream: &'a str,
     pub priority: i32,
     pub ordered: bool,
@@ -193,12 +196,14 @@ impl BatchTx {
             created += on_sql!(self, |conn| {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO handler_requests (handler, event_id, event_position, \
-                     stream_id, priority, ordered, ready, due_at, created_at, updated_at) ",
+                     event_commit, stream_id, priority, ordered, ready, due_at, created_at, \
+                     updated_at) ",
                 );
                 insert.push_values(chunk, |mut row, request| {
                     row.push_bind(request.handler)
                         .push_bind(request.event_id)
                         .push_bind(to_i64(request.position))
+                        .push_bind(to_i64(request.commit))
                         .push_bind(request.stream)
                         .push_bind(request.priority)
                         .push_bind(request.ordered)
@@ -525,6 +530,111 @@ impl BatchTx {
         self.lock_turns(&keys).await?;
         self.pass_turns(&keys).await?;
         Ok(revived.len() as u64)
+    }
+
+    /// Records where each of `handlers` of outbox `outbox` starts, unless recorded
+    /// already, and returns the starts recorded for the outbox (of its handlers past and
+    /// present). An outbox that has a checkpoint but no recorded starts ran before starts
+    /// were recorded (an upgrade): its handlers start at the beginning, whatever they ask,
+    /// so that none loses the events the processor has still to read.
+    pub(crate) async fn register_handlers(
+        &mut self,
+        outbox: &str,
+        handlers: &[(&str, LogPosition)],
+        now: i64,
+    ) -> Result<Vec<(String, LogPosition)>> {
+        let fail = |error| Error::from_sqlx("register_handlers", error);
+        let upgraded: bool = on_sql!(self, |conn| {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1) \
+                    AND NOT EXISTS (SELECT 1 FROM outbox_handlers WHERE outbox = $1)",
+            )
+            .bind(outbox)
+            .fetch_one(conn)
+            .await
+            .map_err(fail)
+        })?;
+        for (handler, start) in handlers {
+            let start = if upgraded { LogPosition::START } else { *start };
+            on_sql!(self, |conn| {
+                sqlx::query(
+                    "INSERT INTO outbox_handlers \
+                         (outbox, handler, start_commit, start_position, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (outbox, handler) DO NOTHING",
+                )
+                .bind(outbox)
+                .bind(*handler)
+                .bind(to_i64(start.commit()))
+                .bind(to_i64(start.position()))
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(fail)
+            })?;
+        }
+        let rows: Vec<(String, i64, i64)> = on_sql!(self, |conn| {
+            sqlx::query_as(
+                "SELECT handler, start_commit, start_position FROM outbox_handlers \
+                 WHERE outbox = $1",
+            )
+            .bind(outbox)
+            .fetch_all(conn)
+            .await
+            .map_err(fail)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(handler, commit, position)| {
+                (handler, LogPosition::new(to_u64(commit), to_u64(position)))
+            })
+            .collect())
+    }
+
+    /// How many requests of `handlers` (their names as a JSON array) for events at or
+    /// before `until` are still open: pending (waiting for a first run or a retry) or
+    /// running.
+    pub(crate) async fn open_requests_until(
+        &mut self,
+        handlers: &str,
+        until: LogPosition,
+    ) -> Result<u64> {
+        let fail = |error| Error::from_sqlx("open_requests", error);
+        let list = json_list(self.is_postgres(), "$1", "text");
+        let sql = format!(
+            "SELECT count(*) FROM handler_requests \
+             WHERE state < {DONE} AND handler IN ({list}) \
+               AND (event_commit < $2 OR (event_commit = $2 AND event_position <= $3))"
+        );
+        let open: i64 = on_sql!(self, |conn| {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(handlers)
+                .bind(to_i64(until.commit()))
+                .bind(to_i64(until.position()))
+                .fetch_one(conn)
+                .await
+                .map_err(fail)
+        })?;
+        Ok(to_u64(open))
+    }
+
+    /// The log position of the last event committed (and visible to this transaction):
+    /// unlike [`Store::log_end`](crate::Store::log_end), not held back on PostgreSQL by
+    /// transactions still running.
+    pub(crate) async fn last_committed_event(&mut self) -> Result<LogPosition> {
+        let fail = |error| Error::from_sqlx("last_event", error);
+        let sql = if self.is_postgres() {
+            "SELECT transaction_id::text::bigint, position FROM events \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1"
+        } else {
+            "SELECT 0, position FROM events ORDER BY position DESC LIMIT 1"
+        };
+        let row: Option<(i64, i64)> = on_sql!(self, |conn| {
+            sqlx::query_as(sql).fetch_optional(conn).await.map_err(fail)
+        })?;
+        Ok(row.map_or(LogPosition::START, |(commit, position)| {
+            LogPosition::new(to_u64(commit), to_u64(position))
+        }))
     }
 
     /// Deletes the done requests last updated before `before`. Returns how many.

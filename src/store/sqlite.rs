@@ -102,7 +102,10 @@ impl SqliteBackend {
                 .test_before_acquire(false)
                 .connect_with(options.clone())
         };
-        let writer = connect_retrying_busy(|| connect(1), &target).await?;
+        let file = (!in_memory).then(|| options.get_filename().to_path_buf());
+        let writer = connect_retrying_busy(|| connect(1), &target)
+            .await
+            .map_err(|error| missing_directory(error, file.as_deref()))?;
         migrate_writer(&writer, &target, config.migrations).await?;
         let reader = if in_memory {
             writer.clone()
@@ -119,6 +122,8 @@ impl SqliteBackend {
         config: &SqliteConfig,
     ) -> Result<Vec<String>> {
         let target = connect::sqlite_target(&options);
+        let file =
+            (!connect::sqlite_in_memory(&options)).then(|| options.get_filename().to_path_buf());
         let options = store_options(options, config);
         let writer = connect_retrying_busy(
             || {
@@ -128,7 +133,8 @@ impl SqliteBackend {
             },
             &target,
         )
-        .await?;
+        .await
+        .map_err(|error| missing_directory(error, file.as_deref()))?;
         let applied = migrate_writer(&writer, &target, Migrations::Apply).await;
         writer.close().await;
         applied
@@ -233,6 +239,35 @@ where
                 return result.map_err(|error| connect::connect_error(target, error, false));
             }
         }
+    }
+}
+
+/// A connect error for a file whose directory does not exist, told so: SQLite only says
+/// it is "unable to open database file".
+fn missing_directory(error: Error, file: Option<&std::path::Path>) -> Error {
+    let missing = file
+        .and_then(std::path::Path::parent)
+        .filter(|dir| !dir.as_os_str().is_empty() && !dir.exists());
+    match (error, missing) {
+        (
+            Error::Connect {
+                target,
+                kind,
+                detail,
+                source,
+            },
+            Some(dir),
+        ) => Error::Connect {
+            target,
+            kind,
+            detail: format!(
+                "the directory `{}` does not exist: create it first (chronicle creates the \
+                 database file, not its directories); SQLite said: {detail}",
+                dir.display()
+            ),
+            source,
+        },
+        (error, _) => error,
     }
 }
 

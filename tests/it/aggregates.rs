@@ -24,6 +24,7 @@ crate::for_each_backend!(
     commands_in_one_repository_queue_without_conflicts,
     concurrent_repositories_retry_on_conflicts,
     loads_span_several_pages,
+    executed_tells_its_log_position_and_domain_events,
 );
 
 /// The events stored in `stream`, decoded.
@@ -862,4 +863,34 @@ async fn loads_span_several_pages(kind: Kind) {
     let loaded = fresh.load("15").await.expect("load").expect("exists");
     assert_eq!((loaded.from_snapshot, loaded.replayed), (None, 25));
     assert_eq!(loaded.state, fold(events));
+}
+
+async fn executed_tells_its_log_position_and_domain_events(kind: Kind) {
+    let Some(t) = kind.open("executed_log_position").await else {
+        return;
+    };
+    let accounts = t.store.repository::<Account>();
+    open_account(&accounts, "7-b", 1).await;
+    let closed = accounts
+        .execute("7-b", AccountCommand::Close)
+        .await
+        .expect("close");
+    assert_eq!(
+        closed.domain_events,
+        [AccountEvent::Withdrawn { amount: 10 }, AccountEvent::Closed]
+    );
+    let last: Vec<_> = t
+        .store
+        .read_stream("account-7-b", 1, Direction::Forward)
+        .try_collect()
+        .await
+        .expect("read stream");
+    let last = last.last().expect("events");
+    assert_eq!(closed.log_position(), Some(last.log_position()));
+    assert_eq!(closed.events[1].event_id, last.id);
+    // The id part of the stream id is the repository's id.
+    assert_eq!(
+        (last.stream_id.category(), last.stream_id.id()),
+        ("account", "7-b")
+    );
 }

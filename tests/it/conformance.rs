@@ -29,6 +29,7 @@ crate::for_each_backend!(
     query_filters,
     compressed_and_encrypted_payloads_round_trip,
     log_end_is_where_a_follower_starts,
+    a_query_stops_at_its_visible_default_limit,
 );
 
 fn event(n: u64) -> NewEvent {
@@ -924,4 +925,30 @@ async fn log_end_is_where_a_follower_starts(kind: Kind) {
         .count();
     assert_eq!(after, all[before..], "the rest of the log, once");
     assert_eq!(after.last().map(|event| event.version), Some(4));
+}
+
+async fn a_query_stops_at_its_visible_default_limit(kind: Kind) {
+    let Some(t) = kind.open("query_default_limit").await else {
+        return;
+    };
+    t.store
+        .append("many-1", ExpectedVersion::NoStream, events(1..=120))
+        .await
+        .expect("append");
+    assert_eq!(EventQuery::DEFAULT_LIMIT, 100);
+    assert_eq!(EventQuery::new().limit, EventQuery::DEFAULT_LIMIT);
+    let count = |query: EventQuery| {
+        let store = t.store.clone();
+        async move {
+            let found: Vec<RecordedEvent> = store.query(&query).try_collect().await.expect("query");
+            found.len()
+        }
+    };
+    assert_eq!(count(EventQuery::new()).await, EventQuery::DEFAULT_LIMIT);
+    assert_eq!(count(EventQuery::new().limit(1000)).await, 120);
+    assert_eq!(
+        count(EventQuery::new().offset(100)).await,
+        20,
+        "the next page"
+    );
 }

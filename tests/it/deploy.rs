@@ -954,7 +954,8 @@ async fn every_feature(store: &Store, round: &str) {
                 async { Ok(()) }
             },
         )))
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning);
     outbox
         .process()
         .await

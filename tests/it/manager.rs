@@ -405,7 +405,10 @@ pub(super) async fn dead_outbox_requests_degrade_the_outbox(kind: Kind) {
         "*",
         |_request: HandlerRequest| async { Err(HandlerError::fatal("no")) },
     ));
-    let outbox = store.outbox(handlers).expect("outbox");
+    let outbox = store
+        .outbox(handlers)
+        .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning);
     store
         .append("a-1", ExpectedVersion::NoStream, vec![event(json!({}))])
         .await

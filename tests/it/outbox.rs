@@ -12,7 +12,8 @@ use chronicle::outbox::{
     Backoff, ErrorReporter, ExecutionReport, Failure, FailureKind, HandlerStats, OutboxStats,
 };
 use chronicle::{
-    ExpectedVersion, Handler, HandlerError, HandlerMap, HandlerRequest, NewEvent, Outbox, Store,
+    ExpectedVersion, Handler, HandlerError, HandlerMap, HandlerRequest, NewEvent, Outbox,
+    StartFrom, Store,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -32,6 +33,10 @@ crate::for_each_sql_backend!(
     dead_requests_can_be_retried_and_done_ones_purged,
     the_admin_without_handlers_sees_and_revives_dead_requests,
     ordered_turns_pass_while_requests_are_created_and_run_at_once,
+    a_new_outbox_and_new_handlers_start_from_now_by_default,
+    handlers_start_from_the_beginning_or_after_a_position_when_asked,
+    wait_until_returns_once_every_request_is_done_or_dead,
+    an_outbox_that_ran_before_starts_were_recorded_loses_no_event,
 );
 
 /// What the handlers saw: (handler, event type, attempt), in order.
@@ -108,7 +113,8 @@ impl Reports {
     }
 }
 
-async fn append(store: &Store, stream: &str, types: &[&str]) {
+/// Appends events of `types` to `stream`; returns the last one's log position.
+async fn append(store: &Store, stream: &str, types: &[&str]) -> chronicle::LogPosition {
     let events = types
         .iter()
         .map(|event_type| NewEvent::new(*event_type, json!({ "stream": stream })))
@@ -116,7 +122,8 @@ async fn append(store: &Store, stream: &str, types: &[&str]) {
     store
         .append(stream, ExpectedVersion::Any, events)
         .await
-        .expect("append");
+        .expect("append")
+        .log_position()
 }
 
 /// Runs the executor until nothing is due; returns the reports summed.
@@ -152,7 +159,11 @@ async fn each_pattern_kind_routes_to_the_right_handlers(kind: Kind) {
         .route(calls.handler("glob", "acct.*"))
         .route(calls.handler("suffix", "*.Closed"))
         .route(calls.handler("all", "*"));
-    let outbox = t.store.outbox(handlers).expect("outbox");
+    let outbox = t
+        .store
+        .outbox(handlers)
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     append(&t.store, "acct-1", &["acct.Opened", "acct.Closed"]).await;
     append(&t.store, "order-1", &["order.Placed"]).await;
 
@@ -209,7 +220,8 @@ async fn raised_application_events_reach_the_handlers(kind: Kind) {
     let outbox = t
         .store
         .outbox(HandlerMap::new().route(calls.handler("ops", "ops.*")))
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     let event = NewEvent::new("ops.ImportFinished", json!({ "rows": 12 }));
     let raised = t.store.raise(event.clone()).await.expect("raise");
     assert_eq!(raised.stream_id.category(), "app");
@@ -248,6 +260,7 @@ async fn retries_follow_the_backoff_then_the_request_is_dead(kind: Kind) {
         .store
         .outbox(HandlerMap::new().route(failing))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .error_reporter(reports.clone());
     append(&t.store, "acct-1", &["acct.Opened"]).await;
     outbox.process().await.expect("process");
@@ -304,6 +317,7 @@ async fn fatal_errors_and_panics_are_caught_and_reported(kind: Kind) {
         .store
         .outbox(HandlerMap::new().route(fatal).route(panics))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .error_reporter(reports.clone());
     append(&t.store, "acct-1", &["acct.Opened"]).await;
     outbox.process().await.expect("process");
@@ -350,7 +364,12 @@ async fn lower_priorities_run_first(kind: Kind) {
         .route(calls.handler("late", "*").priority(90))
         .route(calls.handler("early", "*").priority(10))
         .route(calls.handler("default", "*"));
-    let outbox = t.store.outbox(handlers).expect("outbox").workers(1);
+    let outbox = t
+        .store
+        .outbox(handlers)
+        .expect("outbox")
+        .start_from(StartFrom::Beginning)
+        .workers(1);
     for n in 0..3 {
         append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
     }
@@ -417,6 +436,7 @@ async fn ordered_handlers_run_a_stream_in_order(kind: Kind) {
         .store
         .outbox(HandlerMap::new().route(handler))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .workers(4);
     for round in 0..6 {
         for stream in ["a-1", "b-1", "c-1"] {
@@ -464,6 +484,7 @@ async fn a_killed_executors_request_runs_again_after_the_lease(kind: Kind) {
         .store
         .outbox(handlers.clone())
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .lease(Duration::from_secs(1));
     append(&t.store, "acct-1", &["acct.Opened"]).await;
     first.process().await.expect("process");
@@ -471,7 +492,11 @@ async fn a_killed_executors_request_runs_again_after_the_lease(kind: Kind) {
     reached.notified().await;
     killed.abort();
 
-    let second = t.store.outbox(handlers).expect("outbox");
+    let second = t
+        .store
+        .outbox(handlers)
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     assert_eq!(
         second.execute().await.expect("leased").claimed,
         0,
@@ -497,6 +522,7 @@ async fn a_processor_failing_mid_transaction_creates_no_duplicates(kind: Kind) {
         .store
         .outbox(HandlerMap::new().route(calls.handler("all", "*")))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .batch_size(4);
     for n in 0..10 {
         append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
@@ -552,6 +578,7 @@ async fn both_schedulers_drain_the_same_workload_alike(kind: Kind) {
             .store
             .outbox(handlers)
             .expect("outbox")
+            .start_from(StartFrom::Beginning)
             .workers(3)
             .batch_size(7)
             .poll_interval(Duration::from_millis(50));
@@ -632,7 +659,8 @@ async fn dead_requests_can_be_retried_and_done_ones_purged(kind: Kind) {
     let outbox = t
         .store
         .outbox(HandlerMap::new().route(handler))
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     for n in 0..3 {
         append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
     }
@@ -696,7 +724,8 @@ async fn the_admin_without_handlers_sees_and_revives_dead_requests(kind: Kind) {
                 .route(handler)
                 .route(calls.handler("audit", "nothing.*")),
         )
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     for n in 0..3 {
         append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
     }
@@ -823,13 +852,21 @@ async fn postgres_three_executors_share_the_work_exactly_once() {
             .expect("append");
     }
     let handlers = HandlerMap::new().route(handler);
-    let processor = t.store.outbox(handlers.clone()).expect("outbox");
+    let processor = t
+        .store
+        .outbox(handlers.clone())
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     assert_eq!(processor.process().await.expect("process"), 5000);
 
     let mut executors = Vec::new();
     for _ in 0..3 {
         let store: Store = t.reopen(|b| b).await.expect("another process");
-        let outbox = store.outbox(handlers.clone()).expect("outbox").workers(16);
+        let outbox = store
+            .outbox(handlers.clone())
+            .expect("outbox")
+            .start_from(StartFrom::Beginning)
+            .workers(16);
         executors.push(tokio::spawn(async move { drain(&outbox).await }));
     }
     let mut done = 0;
@@ -878,6 +915,7 @@ async fn shutdown_finishes_the_handlers_in_flight() {
         .store
         .outbox(HandlerMap::new().route(handler))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .workers(1);
     for n in 0..3 {
         append(&t.store, &format!("acct-{n}"), &["acct.Opened"]).await;
@@ -919,6 +957,7 @@ async fn a_slow_handler_does_not_hold_back_the_other_workers() {
                 .route(calls.handler("fast", "fast.*")),
         )
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .workers(2)
         .poll_interval(Duration::from_millis(20));
     append(&t.store, "job-1", &["slow.Started"]).await;
@@ -963,6 +1002,7 @@ async fn a_panic_in_the_handler_function_is_caught() {
         .store
         .outbox(HandlerMap::new().route(early))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .error_reporter(reports.clone());
     append(&t.store, "acct-1", &["acct.Opened"]).await;
     outbox.process().await.expect("process");
@@ -1010,6 +1050,7 @@ async fn a_revived_request_never_runs_beside_a_running_one_of_its_stream() {
         .store
         .outbox(HandlerMap::new().route(handler))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .workers(4)
         .poll_interval(Duration::from_millis(20));
     append(&t.store, "s-1", &["t.A", "t.B", "t.C"]).await;
@@ -1057,6 +1098,7 @@ async fn the_schedulers_purge_done_requests() {
         .store
         .outbox(HandlerMap::new().route(calls.handler("all", "*")))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .poll_interval(Duration::from_millis(20))
         .purge_done_after(Duration::from_millis(100));
     for n in 0..5 {
@@ -1089,6 +1131,7 @@ async fn a_dropped_scheduler_stops() {
         .store
         .outbox(HandlerMap::new().route(calls.handler("audit", "*")))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .poll_interval(Duration::from_millis(20));
     // Round one leaves one event behind; round two runs it and its own, and leaves one.
     for (round, cooperative) in [(0, true), (1, false)] {
@@ -1153,6 +1196,7 @@ async fn sqlite_a_backlog_of_ordered_requests_drains() {
         .store
         .outbox(HandlerMap::new().route(handler))
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .workers(16)
         .lease(Duration::from_secs(2));
     for batch in 0..40 {
@@ -1200,6 +1244,7 @@ async fn sqlite_the_wait_for_the_write_lock_is_not_charged_to_the_handlers() {
                 .route(sleeper("overruns", "t.Overruns", 1500)),
         )
         .expect("outbox")
+        .start_from(StartFrom::Beginning)
         .lease(Duration::from_secs(2));
     append(&t.store, "s-1", &["t.Fits", "t.Overruns"]).await;
     assert_eq!(outbox.process().await.expect("process"), 2);
@@ -1240,7 +1285,8 @@ async fn sqlite_admin_reads_do_not_take_the_write_lock() {
     let outbox = t
         .store
         .outbox(HandlerMap::new().route(fatal))
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
     append(&t.store, "s-1", &["t.A"]).await;
     outbox.process().await.expect("process");
     assert_eq!(outbox.execute().await.expect("execute").dead, 1);
@@ -1319,7 +1365,11 @@ async fn ordered_turns_pass_while_requests_are_created_and_run_at_once(kind: Kin
         })
     };
     let processor = {
-        let outbox = t.store.outbox(handlers.clone()).expect("outbox");
+        let outbox = t
+            .store
+            .outbox(handlers.clone())
+            .expect("outbox")
+            .start_from(StartFrom::Beginning);
         tokio::spawn(async move {
             let mut created = 0;
             while created < total {
@@ -1331,7 +1381,11 @@ async fn ordered_turns_pass_while_requests_are_created_and_run_at_once(kind: Kin
     let mut executors = Vec::new();
     for _ in 0..3 {
         let store = t.reopen(|b| b).await.expect("another process");
-        let outbox = store.outbox(handlers.clone()).expect("outbox").workers(4);
+        let outbox = store
+            .outbox(handlers.clone())
+            .expect("outbox")
+            .start_from(StartFrom::Beginning)
+            .workers(4);
         let seen = Arc::clone(&seen);
         executors.push(tokio::spawn(async move {
             loop {
@@ -1456,5 +1510,228 @@ async fn sqlite_the_turns_migration_marks_the_open_requests() {
         ready,
         [3, 5, 8, 9],
         "s1: the running one; s2: the earliest open one"
+    );
+}
+
+/// Waits until the end of the log ([`Store::log_end`], where "from now on" starts) has
+/// reached `last`: on PostgreSQL, other tests' transactions running in the same database
+/// hold it back (a start may then take in events appended just before it, as
+/// documented).
+async fn settle(store: &Store, last: chronicle::LogPosition) {
+    for _ in 0..1000 {
+        if store.log_end().await.expect("log end") >= last {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the end of the log did not reach {last}");
+}
+
+async fn a_new_outbox_and_new_handlers_start_from_now_by_default(kind: Kind) {
+    let Some(t) = kind.open("outbox_starts_from_now").await else {
+        return;
+    };
+    // Last year's orders.
+    let last = append(&t.store, "order-1", &["order.Placed", "order.Shipped"]).await;
+    settle(&t.store, last).await;
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(HandlerMap::new().route(calls.handler("email", "order.*")))
+        .expect("outbox");
+    assert_eq!(
+        outbox.process().await.expect("first run"),
+        0,
+        "a new outbox does not replay history"
+    );
+    assert_eq!(outbox.stats().await.expect("stats").unprocessed_events, 0);
+    append(&t.store, "order-2", &["order.Placed"]).await;
+    assert_eq!(outbox.process().await.expect("process"), 1);
+    drain(&outbox).await;
+    assert_eq!(
+        calls.all(),
+        [("email".to_owned(), "order.Placed".to_owned(), 1)]
+    );
+
+    // Events the processor has not read yet (a backlog), then a new handler is added:
+    // it gets nothing before it was added; the old one gets the backlog.
+    let last = append(&t.store, "order-3", &["order.Placed"]).await;
+    settle(&t.store, last).await;
+    let calls = Calls::default();
+    let outbox = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(calls.handler("email", "order.*"))
+                .route(calls.handler("crm", "order.*")),
+        )
+        .expect("outbox");
+    assert_eq!(outbox.process().await.expect("backlog"), 1, "email only");
+    append(&t.store, "order-4", &["order.Placed"]).await;
+    assert_eq!(outbox.process().await.expect("new event"), 2, "both");
+    drain(&outbox).await;
+    let mut seen: Vec<(String, String)> = calls
+        .all()
+        .into_iter()
+        .map(|(handler, _, _)| (handler, String::new()))
+        .collect();
+    seen.sort();
+    let expected: Vec<(String, String)> = [("crm", ""), ("email", ""), ("email", "")]
+        .iter()
+        .map(|(h, e)| ((*h).to_owned(), (*e).to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // The start is kept: a restart (a new Outbox value) does not move it.
+    let again = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(calls.handler("email", "order.*"))
+                .route(calls.handler("crm", "order.*")),
+        )
+        .expect("outbox");
+    assert_eq!(again.process().await.expect("restart"), 0);
+}
+
+async fn handlers_start_from_the_beginning_or_after_a_position_when_asked(kind: Kind) {
+    let Some(t) = kind.open("outbox_starts_when_asked").await else {
+        return;
+    };
+    append(&t.store, "order-1", &["order.Placed"]).await;
+    let second = t
+        .store
+        .append(
+            "order-2",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("order.Placed", json!({}))],
+        )
+        .await
+        .expect("append");
+    let last = append(&t.store, "order-3", &["order.Placed"]).await;
+    settle(&t.store, last).await;
+    let calls = Calls::default();
+    let handlers = HandlerMap::new()
+        .route(calls.handler("email", "order.*"))
+        .route(
+            calls
+                .handler("audit", "order.*")
+                .start_from(StartFrom::Beginning),
+        )
+        .route(
+            calls
+                .handler("crm", "order.*")
+                .start_from(StartFrom::After(second.log_position())),
+        );
+    let outbox = t.store.outbox(handlers).expect("outbox");
+    // The processor starts at the earliest start its handlers ask for: the beginning.
+    assert_eq!(outbox.process().await.expect("process"), 3 + 1);
+    let stats = outbox.stats().await.expect("stats");
+    let pending = |handler| stats_of(&stats, handler).pending;
+    assert_eq!(
+        [pending("email"), pending("audit"), pending("crm")],
+        [0, 3, 1]
+    );
+
+    // An outbox-wide default for the handlers that set none.
+    let everything = t
+        .store
+        .outbox(HandlerMap::new().route(calls.handler("archive", "*")))
+        .expect("outbox")
+        .name("archive")
+        .start_from(StartFrom::Beginning);
+    assert_eq!(everything.process().await.expect("archive"), 3);
+}
+
+async fn wait_until_returns_once_every_request_is_done_or_dead(kind: Kind) {
+    let Some(t) = kind.open("outbox_wait_until").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let failing = Handler::new("flaky", "order.*", move |request: HandlerRequest| {
+        seen.push(&request);
+        async { Err(HandlerError::retry("the service is down")) }
+    })
+    .max_errors(3)
+    .backoff(Backoff::from_fn(|_| Duration::from_millis(30)));
+    let outbox = t
+        .store
+        .outbox(
+            HandlerMap::new()
+                .route(calls.handler("email", "order.*"))
+                .route(failing),
+        )
+        .expect("outbox")
+        .poll_interval(Duration::from_millis(10));
+    // Nothing running: the wait does not return on its own.
+    outbox.process().await.expect("first run");
+    append(&t.store, "order-1", &["order.Placed"]).await;
+    let waited = tokio::time::timeout(Duration::from_millis(300), outbox.wait_for_idle()).await;
+    assert!(waited.is_err(), "nothing processed the event yet");
+
+    let running = outbox.concurrent().spawn();
+    // The handle waits too (and fails if the scheduler's task ends first).
+    tokio::time::timeout(Duration::from_secs(30), running.wait_for_idle())
+        .await
+        .expect("idle in time")
+        .expect("wait");
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "email").done, 1);
+    assert_eq!(stats_of(&stats, "flaky").dead, 1, "dead counts as finished");
+    assert_eq!(calls.all().len(), 1 + 3, "one run, three failures");
+
+    // A position: its requests, not later ones'.
+    let appended = t
+        .store
+        .append(
+            "order-2",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("order.Placed", json!({}))],
+        )
+        .await
+        .expect("append");
+    // Events no handler subscribes to at the end of the log are passed too.
+    append(&t.store, "misc-1", &["misc.Noted"]).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        running.wait_until(appended.log_position()),
+    )
+    .await
+    .expect("in time")
+    .expect("wait");
+    let stats = outbox.stats().await.expect("stats");
+    assert_eq!(stats_of(&stats, "email").done, 2);
+    assert_eq!(stats_of(&stats, "flaky").dead, 2);
+    tokio::time::timeout(Duration::from_secs(30), outbox.wait_for_idle())
+        .await
+        .expect("idle in time")
+        .expect("wait");
+    running.stop().await.expect("stop");
+}
+
+async fn an_outbox_that_ran_before_starts_were_recorded_loses_no_event(kind: Kind) {
+    let Some(t) = kind.open("outbox_upgrade_starts").await else {
+        return;
+    };
+    let calls = Calls::default();
+    let handlers = || HandlerMap::new().route(calls.handler("email", "order.*"));
+    append(&t.store, "order-1", &["order.Placed"]).await;
+    let before = t
+        .store
+        .outbox(handlers())
+        .expect("outbox")
+        .start_from(StartFrom::Beginning);
+    assert_eq!(before.process().await.expect("process"), 1);
+    // As a database migrated from a version that recorded no starts: a checkpoint, no
+    // starts; and a backlog the old processor had not read yet.
+    crate::support::execute(&t, "DELETE FROM outbox_handlers").await;
+    let last = append(&t.store, "order-2", &["order.Placed"]).await;
+    settle(&t.store, last).await;
+    let after = t.store.outbox(handlers()).expect("outbox");
+    assert_eq!(
+        after.process().await.expect("after the upgrade"),
+        1,
+        "the backlog is not skipped"
     );
 }

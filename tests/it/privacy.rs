@@ -346,6 +346,7 @@ async fn the_outbox_skips_or_fails_on_forgotten_streams(kind: Kind) {
         let outbox = store
             .outbox(handlers)
             .expect("outbox")
+            .start_from(chronicle::StartFrom::Beginning)
             .name(format!("{handler}-processor"))
             .on_shredded(shredded);
         assert_eq!(outbox.process().await.expect("process"), 5);

@@ -188,3 +188,23 @@ async fn any_never_conflicts_across_openers_of_one_file() {
         160
     );
 }
+
+#[tokio::test]
+async fn a_file_in_a_missing_directory_is_an_error_naming_the_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no-such-dir");
+    let path = missing.join("events.db");
+    let error = Store::open(format!("sqlite://{}", path.display()))
+        .await
+        .expect_err("the directory is missing");
+    let message = error.to_string();
+    assert!(
+        message.contains(&path.display().to_string()),
+        "names the file: {message}"
+    );
+    assert!(
+        message.contains(&format!("directory `{}` does not exist", missing.display())),
+        "says what is wrong: {message}"
+    );
+    assert!(!missing.exists(), "nothing was created");
+}

@@ -261,7 +261,8 @@ async fn otel_child() {
             "account.*",
             |_request: HandlerRequest| async { Ok(()) },
         )))
-        .expect("outbox");
+        .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning);
     outbox.process().await.expect("process");
     while outbox.stats().await.expect("stats").handlers["otel-mailer"].done < 2 {
         outbox.execute().await.expect("execute");

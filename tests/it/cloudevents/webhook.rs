@@ -108,6 +108,7 @@ fn outbox(store: &Store, webhook: Webhook) -> Outbox {
     store
         .outbox(HandlerMap::new().route(handler))
         .expect("outbox")
+        .start_from(chronicle::StartFrom::Beginning)
 }
 
 async fn stored_events_leave_as_cloud_events(kind: Kind) {
