@@ -407,8 +407,9 @@ impl Subscription {
     }
 
     /// Ends the subscription: no new delivery starts. On a bus that buffers, the events
-    /// already buffered for it are handled before this returns; a broker's consumer is
-    /// removed.
+    /// already buffered for it are handled before this returns; a broker's consumer stops
+    /// taking messages (a durable consumer, as NATS JetStream's, stays on the server for
+    /// the group's next member: its adapter says how to delete it).
     ///
     /// # Errors
     /// A broker's failure to remove the consumer.
