@@ -97,20 +97,27 @@ impl BatchTx {
         to: LogPosition,
     ) -> Result<bool> {
         let fail = |error| Error::from_sqlx("save_checkpoint", error);
-        // One upsert: a missing row counts as START (the first batch inserts it); an
-        // existing row is updated only where it still holds `from`.
+        // From START, an upsert: the first batch inserts the row (or moves one still at
+        // START). From anywhere else, an update of the row only where it still holds
+        // `from`: a row deleted meanwhile (a reset) is not written again, even by a
+        // transaction that began before the delete committed (PostgreSQL's UPDATE waits
+        // for the deleter, then finds no row), so the runner sees the reset.
+        let first = from == crate::read::LogPosition::START;
         let moved =
             match self {
                 #[cfg(feature = "sqlite")]
-                BatchTx::Sqlite(tx) => sqlx::query(
+                BatchTx::Sqlite(tx) => sqlx::query(if first {
                     "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
-                     SELECT ?1, ?4, ?5, ?6 WHERE (?2 = 0 AND ?3 = 0) \
-                         OR EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = ?1) \
+                     VALUES (?1, ?4, ?5, ?6) \
                      ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
                          position = excluded.position, updated_at = excluded.updated_at \
                      WHERE projection_checkpoints.commit_id = ?2 \
-                       AND projection_checkpoints.position = ?3",
-                )
+                       AND projection_checkpoints.position = ?3"
+                } else {
+                    "UPDATE projection_checkpoints SET commit_id = ?4, position = ?5, \
+                         updated_at = ?6 \
+                     WHERE name = ?1 AND commit_id = ?2 AND position = ?3"
+                })
                 .bind(name)
                 .bind(to_i64(from.commit()))
                 .bind(to_i64(from.position()))
@@ -124,15 +131,18 @@ impl BatchTx {
                     > 0,
                 #[cfg(feature = "postgres")]
                 BatchTx::Postgres(tx) => {
-                    sqlx::query(
+                    sqlx::query(if first {
                         "INSERT INTO projection_checkpoints (name, commit_id, position) \
-                     SELECT $1, $4, $5 WHERE ($2 = 0 AND $3 = 0) \
-                         OR EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1) \
-                     ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
-                         position = excluded.position, updated_at = now() \
-                     WHERE projection_checkpoints.commit_id = $2 \
-                       AND projection_checkpoints.position = $3",
-                    )
+                         VALUES ($1, $4, $5) \
+                         ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
+                             position = excluded.position, updated_at = now() \
+                         WHERE projection_checkpoints.commit_id = $2 \
+                           AND projection_checkpoints.position = $3"
+                    } else {
+                        "UPDATE projection_checkpoints SET commit_id = $4, position = $5, \
+                             updated_at = now() \
+                         WHERE name = $1 AND commit_id = $2 AND position = $3"
+                    })
                     .bind(name)
                     .bind(to_i64(from.commit()))
                     .bind(to_i64(from.position()))
