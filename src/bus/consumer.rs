@@ -228,14 +228,8 @@ impl Consumer {
     }
 
     /// Delivers `event` until the handler acknowledges it or it is dead, pausing between
-    /// deliveries: the in-process bus's loop.
-    pub(crate) async fn deliver(&self, event: Arc<BusEvent>) {
-        self.deliver_until_done(event).await;
-    }
-
-    /// [`Consumer::deliver`], returning the last verdict ([`Verdict::Ack`] or
-    /// [`Verdict::Dead`]): for a bus that dead-letters after retrying in process.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// deliveries (the in-process bus's loop, and a bus that dead-letters after retrying
+    /// in process); returns the last verdict ([`Verdict::Ack`] or [`Verdict::Dead`]).
     pub(crate) async fn deliver_until_done(&self, event: Arc<BusEvent>) -> Verdict {
         let mut attempt = 0;
         loop {

@@ -258,7 +258,9 @@ impl Bus for InMemoryBus {
         let targets = inner.targets(&event.event_type);
         for sub in targets {
             match &sub.queue {
-                None => sub.consumer.deliver(Arc::clone(&event)).await,
+                None => {
+                    sub.consumer.deliver_until_done(Arc::clone(&event)).await;
+                }
                 Some(queue) => {
                     // An error means the task is gone: the bus is being dropped.
                     let _ = queue.send(Arc::clone(&event)).await;
@@ -346,7 +348,7 @@ impl Bus for InMemoryBus {
 /// buffer is closed and empty.
 async fn drain(mut receiver: mpsc::Receiver<Arc<BusEvent>>, consumer: Arc<Consumer>) {
     while let Some(event) = receiver.recv().await {
-        consumer.deliver(event).await;
+        consumer.deliver_until_done(event).await;
     }
 }
 

@@ -442,6 +442,7 @@ impl Store {
         events: Vec<RecordedEvent>,
     ) -> Result<impl Iterator<Item = Result<RecordedEvent>> + Send + use<>> {
         let keys = self.keys_of(&events).await?;
+        metrics::counter!(telemetry::READ_EVENTS).increment(events.len() as u64);
         let store = self.clone();
         Ok(events
             .into_iter()
@@ -456,7 +457,6 @@ impl Store {
         mut event: RecordedEvent,
         keys: &PageKeys,
     ) -> Result<RecordedEvent> {
-        metrics::counter!(telemetry::READ_EVENTS).increment(1);
         match self.decode_in_place(&mut event, keys) {
             Ok(()) => Ok(event),
             Err(error) if self.inner.limits.keep_undecodable => {
@@ -805,6 +805,7 @@ impl Store {
     /// the data keys they need; on a blocking thread when the codec's work is large.
     async fn decode_page(&self, events: Vec<RecordedEvent>) -> Result<Vec<Result<RecordedEvent>>> {
         let keys = self.keys_of(&events).await?;
+        metrics::counter!(telemetry::READ_EVENTS).increment(events.len() as u64);
         let work = paging::decode_work(events.iter().map(|event| event.payload.as_slice()), false);
         let store = self.clone();
         paging::off_runtime(work, "decoding a page of events", move || {
