@@ -582,10 +582,11 @@ impl fmt::Display for SharedError {
 #[error("corrupt row in `{table}` ({}): column `{column}` {problem}", describe_row(table, stream, *version, *event_id))]
 #[non_exhaustive]
 pub struct CorruptRow {
-    /// The table: `events`, `streams`, `snapshots` or `projection_checkpoints`.
+    /// The table: `events`, `streams`, `snapshots`, `projection_checkpoints` or
+    /// `outbox_handlers`.
     pub table: &'static str,
     /// The stream the row belongs to (or describes); for `projection_checkpoints`, the
-    /// projection's name.
+    /// projection's name; for `outbox_handlers`, the handler's.
     pub stream: String,
     /// The event's or snapshot's version, when the row has one and it reads.
     pub version: Option<u64>,

@@ -89,10 +89,47 @@ fn panic_error(what: String, panicked: Panicked) -> Error {
     }
 }
 
-/// Spawns `part`, one loop of a task (`what`) that runs several side by side, on a tokio
-/// task of its own. Awaited, it is the loop's result; a panic in it is logged at once and
-/// becomes [`Error::TaskPanicked`].
-pub(crate) fn spawn_part<T: Send + 'static>(
+/// Runs the two loops of one task (`what`) side by side, each on a tokio task of its own
+/// and given a stop signal of their own, and returns both results. Both are asked to stop
+/// when `stopped` asks, **and when either one ends first**: a loop that panicked (its
+/// result is then [`Error::TaskPanicked`], logged at once) does not leave the other
+/// running alone, so the task ends, and its handle reports the failure.
+pub(crate) async fn side_by_side<A, B, FA, FB>(
+    what: &str,
+    mut stopped: watch::Receiver<bool>,
+    (a_name, a): (&str, impl FnOnce(watch::Receiver<bool>) -> FA),
+    (b_name, b): (&str, impl FnOnce(watch::Receiver<bool>) -> FB),
+) -> (Result<A>, Result<B>)
+where
+    A: Send + 'static,
+    B: Send + 'static,
+    FA: Future<Output = A> + Send + 'static,
+    FB: Future<Output = B> + Send + 'static,
+{
+    let (stop, parts_stopped) = watch::channel(false);
+    let a = spawn_part(format!("{what}'s {a_name}"), a(parts_stopped.clone()));
+    let b = spawn_part(format!("{what}'s {b_name}"), b(parts_stopped));
+    tokio::pin!(a, b);
+    let (a, b) = tokio::select! {
+        () = stop_requested(&mut stopped) => {
+            stop.send_replace(true);
+            tokio::join!(a, b)
+        }
+        a_done = &mut a => {
+            stop.send_replace(true);
+            (a_done, b.await)
+        }
+        b_done = &mut b => {
+            stop.send_replace(true);
+            (a.await, b_done)
+        }
+    };
+    (a, b)
+}
+
+/// Spawns `part`, one loop of a task (`what`), on a tokio task of its own. Awaited, it is
+/// the loop's result; a panic in it is logged at once and becomes [`Error::TaskPanicked`].
+fn spawn_part<T: Send + 'static>(
     what: String,
     part: impl Future<Output = T> + Send + 'static,
 ) -> impl Future<Output = Result<T>> {
@@ -173,6 +210,37 @@ mod tests {
                 assert_eq!(message, "the task broke");
             }
             other => panic!("expected a panic, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_panics_stops_the_loop_beside_it() {
+        let (_stop, stopped) = watch::channel(false);
+        let looping = |mut stop: watch::Receiver<bool>| async move {
+            stop_requested(&mut stop).await;
+            "stopped"
+        };
+        let panicking = |_stop: watch::Receiver<bool>| async move {
+            tokio::task::yield_now().await;
+            panic!("the loop broke");
+        };
+        let ended = side_by_side(
+            "a scheduler",
+            stopped,
+            ("looping part", looping),
+            ("panicking part", panicking),
+        );
+        let (looped, panicked): (Result<&str>, Result<()>) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ended)
+                .await
+                .expect("the panic ends both loops");
+        assert_eq!(looped.expect("stopped cleanly"), "stopped");
+        match panicked {
+            Err(Error::TaskPanicked { task, message }) => {
+                assert_eq!(task, "a scheduler's panicking part");
+                assert_eq!(message, "the loop broke");
+            }
+            other => panic!("expected the panic, got {other:?}"),
         }
     }
 

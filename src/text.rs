@@ -15,6 +15,10 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 /// bytes.
 pub const MAX_METADATA_ID_LEN: usize = 256;
 
+/// The longest name of a projection, relay, outbox or outbox handler (as its checkpoint
+/// or requests store it), in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
 /// What is wrong with a piece of caller text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +91,16 @@ pub(crate) fn first_nul<'a>(
     fields
         .into_iter()
         .find_map(|(field, text)| text?.contains('\0').then_some((field, TextProblem::Nul)))
+}
+
+/// Refuses `name` as the `field` (`"projection name"`, `"handler name"`, …) when it is
+/// longer than [`MAX_NAME_LEN`] or holds a control character.
+pub(crate) fn check_name(field: &'static str, name: &str) -> Result<()> {
+    refuse(
+        problem(name, Some(MAX_NAME_LEN), false).map(|problem| (field, problem)),
+        None,
+        None,
+    )
 }
 
 /// `Error::Validation` ([`ValidationError::InvalidText`]) for the field `found` names,

@@ -374,11 +374,7 @@ impl HandlerMap {
             if handler.name.is_empty() {
                 return Err(ValidationError::Config("a handler without a name".to_owned()).into());
             }
-            text::refuse(
-                text::first_nul([("handler name", Some(handler.name.as_str()))]),
-                None,
-                None,
-            )?;
+            text::check_name("handler name", &handler.name)?;
             if self.handlers[..index]
                 .iter()
                 .any(|h| h.name == handler.name)

@@ -24,8 +24,10 @@ impl Outbox {
     /// checkpoint, a window at a time. Returns how many requests it created.
     ///
     /// # Errors
-    /// Connection errors, and [`ValidationError::Config`](crate::ValidationError::Config)
-    /// on the memory backend.
+    /// Connection errors, [`ValidationError::Config`](crate::ValidationError::Config)
+    /// on the memory backend, and
+    /// [`ValidationError::InvalidText`](crate::ValidationError::InvalidText) for an outbox
+    /// name no checkpoint can have (see [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)).
     pub async fn process(&self) -> Result<u64> {
         let mut created = 0;
         loop {
@@ -50,6 +52,7 @@ impl Outbox {
     /// no checkpoint, moves it to the earliest start of this map's handlers.
     async fn register(&self) -> Result<Arc<HashMap<String, LogPosition>>> {
         let name = &self.settings.name;
+        crate::text::check_name("outbox name", name)?;
         let span = tracing::debug_span!("chronicle.outbox.register", outbox = %name);
         async {
             let asked: Vec<(&str, StartFrom)> = self

@@ -14,7 +14,7 @@ use super::Outbox;
 use super::executor::ExecutionReport;
 use crate::error::Result;
 use crate::read::LogPosition;
-use crate::task::{Task, spawn_part, stop_requested};
+use crate::task::{Task, side_by_side, stop_requested};
 
 /// Runs the processor, then the executor, in turn on one task; when neither had anything
 /// to do, waits for an append, a created request or the interval.
@@ -188,48 +188,56 @@ impl ConcurrentScheduler {
         let task = Task::spawn(what.clone(), span, move |stopped| {
             let processor = {
                 let outbox = outbox.clone();
-                let mut stopped = stopped.clone();
                 let span = tracing::info_span!("chronicle.outbox.processor", outbox = %name);
-                let run = async move {
-                    let mut report = SchedulerReport::default();
-                    let mut appends = outbox.store.appends();
-                    let mut purged = None;
-                    while !*stopped.borrow() {
-                        outbox.purge_if_due(&mut purged).await;
-                        appends.borrow_and_update();
-                        // A window at a time, so that a stop is seen between windows.
-                        let idle = match outbox.process_window().await {
-                            Ok((created, more)) => {
-                                report.requests_created += created;
-                                !more
+                move |mut stopped: watch::Receiver<bool>| {
+                    async move {
+                        let mut report = SchedulerReport::default();
+                        let mut appends = outbox.store.appends();
+                        let mut purged = None;
+                        while !*stopped.borrow() {
+                            outbox.purge_if_due(&mut purged).await;
+                            appends.borrow_and_update();
+                            // A window at a time, so that a stop is seen between windows.
+                            let idle = match outbox.process_window().await {
+                                Ok((created, more)) => {
+                                    report.requests_created += created;
+                                    !more
+                                }
+                                Err(error) => {
+                                    report.failed(&error);
+                                    true
+                                }
+                            };
+                            if idle {
+                                wait(
+                                    appends.changed(),
+                                    outbox.settings.poll_interval,
+                                    &mut stopped,
+                                )
+                                .await;
                             }
-                            Err(error) => {
-                                report.failed(&error);
-                                true
-                            }
-                        };
-                        if idle {
-                            wait(
-                                appends.changed(),
-                                outbox.settings.poll_interval,
-                                &mut stopped,
-                            )
-                            .await;
                         }
+                        report
                     }
-                    report
-                };
-                spawn_part(format!("{what}'s processor"), run.instrument(span))
+                    .instrument(span)
+                }
             };
             let executor = {
-                let mut stopped = stopped;
                 let span = tracing::info_span!("chronicle.outbox.executor", outbox = %name);
-                let run = async move { outbox.serve(&mut stopped).await };
-                spawn_part(format!("{what}'s executor"), run.instrument(span))
+                move |mut stopped: watch::Receiver<bool>| {
+                    async move { outbox.serve(&mut stopped).await }.instrument(span)
+                }
             };
             async move {
-                // Both end on the stop; a loop that panicked ends alone, and is reported.
-                let (processed, executed) = tokio::join!(processor, executor);
+                // Both end on the stop; a loop that panicked ends the other too, and the
+                // scheduler fails with the panic.
+                let (processed, executed) = side_by_side(
+                    &what,
+                    stopped,
+                    ("processor", processor),
+                    ("executor", executor),
+                )
+                .await;
                 let mut report = processed?;
                 report += executed?;
                 Ok(report)

@@ -68,11 +68,13 @@ impl Store {
     /// its writes outlive the reset.
     ///
     /// # Errors
-    /// [`ValidationError::Config`] for `chronicle.outbox`, the outbox processor's
+    /// [`ValidationError::InvalidText`] for a name no projection can have (see
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)); [`ValidationError::Config`] for `chronicle.outbox`, the outbox processor's
     /// checkpoint: reading the log again would create the requests of purged ones anew,
     /// and run their handlers again; connection errors.
     #[tracing::instrument(name = "chronicle.reset_projection", skip(self))]
     pub async fn reset_projection(&self, name: &str) -> Result<bool> {
+        crate::text::check_name("projection name", name)?;
         if name == crate::outbox::DEFAULT_NAME {
             return Err(ValidationError::Config(format!(
                 "`{name}` is the outbox processor's checkpoint, not a projection's: resetting \

@@ -589,6 +589,10 @@ struct LeaseLost;
 
 impl<P: Projection> Runner<P> {
     async fn run(self) {
+        if let Err(error) = crate::text::check_name("projection name", &self.name) {
+            tracing::error!(projection = %self.name, %error, "projection refused");
+            return self.fail(error.to_string(), Some(SharedError::new(error)));
+        }
         loop {
             let Some(mut lease) = self.acquire_lease().await else {
                 return self.finish(ProjectionState::Stopped);

@@ -506,8 +506,10 @@ impl Store {
     /// `None` when it has not committed a batch yet.
     ///
     /// # Errors
-    /// Connection errors.
+    /// [`ValidationError::InvalidText`] for a name no projection can have (see
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)); connection errors.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
+        text::check_name("checkpoint name", name)?;
         let backend = &self.inner.backend;
         self.inner
             .retry

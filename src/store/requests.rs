@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::batch::BatchTx;
-use super::sql::{to_i64, to_u64};
+use super::sql::{RowRef, to_i64, to_u64};
 use crate::error::{Error, Result, ValidationError};
 use crate::read::LogPosition;
 
@@ -583,12 +583,18 @@ impl BatchTx {
             .await
             .map_err(fail)
         })?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|(handler, commit, position)| {
-                (handler, LogPosition::new(to_u64(commit), to_u64(position)))
+                let at = RowRef::outbox_handler(&handler);
+                let start = LogPosition::new(
+                    at.unsigned("start_commit", "log position", commit)
+                        .map_err(fail)?,
+                    at.unsigned("start_position", "log position", position)
+                        .map_err(fail)?,
+                );
+                Ok((handler, start))
             })
-            .collect())
+            .collect()
     }
 
     /// How many requests of `handlers` (their names as a JSON array) for events at or

@@ -423,6 +423,16 @@ impl<'a> RowRef<'a> {
         }
     }
 
+    /// A row of `outbox_handlers`, named by its handler.
+    pub(crate) fn outbox_handler(handler: &'a str) -> Self {
+        RowRef {
+            table: "outbox_handlers",
+            stream: handler,
+            version: None,
+            event_id: None,
+        }
+    }
+
     /// The same row, named by its version too (once that read).
     pub(crate) fn at_version(self, version: u64) -> Self {
         RowRef {

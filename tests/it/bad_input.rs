@@ -263,3 +263,103 @@ fn sqlite_refuses_bad_text_by_field() {
 fn postgres_refuses_bad_text_by_field() {
     run(Kind::Postgres, 48);
 }
+
+/// The names of projections, relays, outboxes and outbox handlers are text the database
+/// keeps too (checkpoints, leases, requests): NUL, control characters and names over
+/// [`MAX_NAME_LEN`] are refused as validation errors naming what was named, on every
+/// backend, and nothing runs under such a name.
+async fn bad_names_of_background_work_are_refused(kind: Kind) {
+    use chronicle::{
+        Handler, HandlerMap, HandlerRequest, MAX_NAME_LEN, Projection, ProjectionContext,
+        ProjectionError, ProjectionState, RecordedEvent,
+    };
+
+    struct Named(String);
+    impl Projection for Named {
+        fn name(&self) -> &str {
+            &self.0
+        }
+        async fn apply(
+            &self,
+            _event: &RecordedEvent,
+            _ctx: &mut ProjectionContext<'_>,
+        ) -> Result<(), ProjectionError> {
+            Ok(())
+        }
+    }
+
+    fn names_the(field: &str, outcome: Result<impl std::fmt::Debug, Error>) {
+        match outcome {
+            Err(Error::Validation(error)) => {
+                let message = error.to_string();
+                assert!(message.contains(field), "names the {field}: {message}");
+            }
+            other => panic!("the {field} should be refused, got {other:?}"),
+        }
+    }
+
+    let Some(t) = kind.open("bad_names").await else {
+        return;
+    };
+    let store = &t.store;
+    store
+        .append(
+            "named-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("typed", json!({}))],
+        )
+        .await
+        .unwrap();
+    let bad = [
+        "a\0b".to_owned(),
+        "tab\there".to_owned(),
+        "x".repeat(MAX_NAME_LEN + 1),
+    ];
+    for name in &bad {
+        names_the("checkpoint name", store.checkpoint(name).await);
+        names_the("projection name", store.reset_projection(name).await);
+        let handle = store.projections().spawn(Named(name.clone()));
+        let stopped = handle.wait_for_idle().await;
+        names_the(
+            "projection name",
+            stopped.map_err(|error| match error {
+                Error::ProjectionStopped {
+                    source: Some(source),
+                    ..
+                } => source
+                    .downcast_ref::<Error>()
+                    .map_or_else(|| Error::Internal(source.to_string()), clone_validation),
+                other => other,
+            }),
+        );
+        assert_eq!(handle.status().state, ProjectionState::Failed);
+
+        if kind == Kind::Memory {
+            continue; // the outbox needs a SQL backend
+        }
+        let handler = |name: &str| {
+            HandlerMap::new().route(Handler::new(name, "*", |_request: HandlerRequest| async {
+                Ok(())
+            }))
+        };
+        names_the("handler name", store.outbox(handler(name)).map(|_| ()));
+        let outbox = store.outbox(handler("fine")).unwrap().name(name.clone());
+        names_the("outbox name", outbox.process().await);
+    }
+    // A good name at the limit runs.
+    let name = "n".repeat(MAX_NAME_LEN);
+    let handle = store.projections().spawn(Named(name.clone()));
+    handle.wait_for_idle().await.unwrap();
+    assert!(store.checkpoint(&name).await.unwrap().is_some());
+    handle.stop().await.unwrap();
+}
+
+/// The validation error inside a stopped projection's source, rebuilt to be matched.
+fn clone_validation(error: &Error) -> Error {
+    match error {
+        Error::Validation(validation) => Error::Validation(validation.clone()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+crate::for_each_backend!(bad_names_of_background_work_are_refused);

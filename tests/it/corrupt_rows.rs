@@ -29,6 +29,7 @@ crate::for_each_sql_backend!(
     corrupt_snapshot_columns,
     corrupt_snapshot_met_by_reencryption,
     corrupt_checkpoint,
+    corrupt_outbox_handler_start,
     corrupt_event_in_an_aggregate_load,
     retention_keeps_events_of_unreadable_age,
     query_reports_a_bad_event_and_goes_on,
@@ -306,6 +307,44 @@ async fn corrupt_checkpoint(kind: Kind) {
         "position",
         &["balances"],
     );
+}
+
+/// An outbox handler's recorded start with a negative position is not the start of the
+/// log: read as 0, it sent the handler back over the whole history (every old email again).
+async fn corrupt_outbox_handler_start(kind: Kind) {
+    use chronicle::{Handler, HandlerMap, HandlerRequest};
+    let Some(t) = kind.open("corrupt_outbox_handler_start").await else {
+        return;
+    };
+    append_one(&t.store, "order-1").await;
+    let handlers = || {
+        HandlerMap::new().route(Handler::new(
+            "mailer",
+            "*",
+            |_request: HandlerRequest| async { Ok(()) },
+        ))
+    };
+    // The first run records the handler's start (the end of the log: from now on).
+    t.store.outbox(handlers()).unwrap().process().await.unwrap();
+    let pending = || async {
+        let stats = t.store.outbox_admin().stats().await.unwrap();
+        stats
+            .handlers
+            .get("mailer")
+            .map_or(0, |mailer| mailer.pending)
+    };
+    // (On PostgreSQL "now" may still be before the append: another test's transaction
+    // can hold the log's visible end back.)
+    let before = pending().await;
+    append_one(&t.store, "order-2").await;
+    execute(
+        &t,
+        "UPDATE outbox_handlers SET start_position = -5 WHERE handler = 'mailer'",
+    )
+    .await;
+    let outbox = t.store.outbox(handlers()).unwrap();
+    expect_corrupt(outbox.process().await, "start_position", &["mailer"]);
+    assert_eq!(pending().await, before, "no request was created");
 }
 
 /// An aggregate load reads the stream row, the snapshot and the events in its own
