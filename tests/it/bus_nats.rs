@@ -4,8 +4,9 @@
 //! sent twice stored once; `NatsBus` patterns, redelivery with attempt numbers, dead
 //! letters read back, panics, a group shared by two buses, a malformed message, close
 //! draining, health and stats; and, on a `nats-server -js` of the test's own that it
-//! stops and starts again, a retryable send failure and the reconnect counted. Each test
-//! has its own prefix and streams, deleted at its end (even when it fails).
+//! stops and starts again, a retryable send failure and the reconnect counted; a relay
+//! killed with SIGKILL in a child process, whose re-sent batch JetStream deduplicates. Each
+//! test has its own prefix and streams, deleted at its end (even when it fails).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -816,4 +817,161 @@ async fn dropping_the_bus_ends_its_detached_subscriptions() {
     let info = stream.consumer_info("pinger").await.unwrap();
     assert_eq!((info.num_pending, info.num_ack_pending), (1, 0), "{info:?}");
     other.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Kill -9 with the real broker: a relay into JetStream in a child process of this test
+// binary, killed with SIGKILL mid-stream; the restarted relay sends the unacknowledged
+// batch again, and JetStream's `Nats-Msg-Id` deduplication stores each event once.
+
+/// Set in the child process: the SQLite database, the subject prefix and the stream.
+const CHILD_DB: &str = "CHRONICLE_NATS_CHILD_DB";
+const CHILD_PREFIX: &str = "CHRONICLE_NATS_CHILD_PREFIX";
+const CHILD_STREAM: &str = "CHRONICLE_NATS_CHILD_STREAM";
+const KILL_EVENTS: usize = 3_000;
+const KILL_BATCH: usize = 100;
+
+/// `NatsSink`, acknowledging each batch only a while after JetStream did: a kill then
+/// often lands between the broker's ack and the relay's checkpoint.
+struct SlowToAck {
+    sink: NatsSink,
+    pause: Duration,
+}
+
+impl EventSink for SlowToAck {
+    async fn send(&self, batch: Vec<Outgoing>) -> chronicle::Result<()> {
+        self.sink.send(batch).await?;
+        tokio::time::sleep(self.pause).await;
+        Ok(())
+    }
+
+    fn health(&self) -> chronicle::bus::BusHealth {
+        EventSink::health(&self.sink)
+    }
+
+    fn stats(&self) -> chronicle::bus::BusStats {
+        EventSink::stats(&self.sink)
+    }
+}
+
+async fn kill_sink(prefix: &str, stream: &str) -> NatsSink {
+    NatsSink::builder(nats_url())
+        .subject_prefix(prefix)
+        .ensure_stream(stream, [format!("{prefix}.>")])
+        .build()
+        .await
+        .expect("NatsSink")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_with_sigkill_is_deduplicated_by_jetstream() {
+    let Some(nats) = Nats::open("a_relay_killed_with_sigkill").await else {
+        return;
+    };
+    let t = Kind::Sqlite.open("nats relay kill").await.expect("sqlite");
+    let crate::support::Location::Sqlite { url, .. } = &t.location else {
+        unreachable!("a SQLite store")
+    };
+    let mut ids: HashMap<String, Vec<uuid::Uuid>> = HashMap::new();
+    for (n, first) in (0..KILL_EVENTS).step_by(500).enumerate() {
+        let stream = format!("order-{n}");
+        let events: Vec<NewEvent> = (first..first + 500)
+            .map(|i| NewEvent::new("order.Placed", json!({ "n": i })))
+            .collect();
+        ids.insert(
+            stream.clone(),
+            events.iter().map(NewEvent::event_id).collect(),
+        );
+        t.store
+            .append(stream.as_str(), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    // The stream exists before the child starts (its duplicate window: two minutes).
+    drop(kill_sink(&nats.prefix, &nats.stream).await);
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "bus_nats::nats_relay_child",
+            "--ignored",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_DB, url)
+        .env(CHILD_PREFIX, &nats.prefix)
+        .env(CHILD_STREAM, &nats.stream)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while nats.message_count().await < (KILL_EVENTS / 3) as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child sent nothing"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let at_kill = nats.message_count().await as usize;
+    assert!(
+        at_kill < KILL_EVENTS,
+        "killed mid-stream ({at_kill} stored)"
+    );
+
+    // The restarted relay goes on from the checkpoint the child left.
+    let relay = t
+        .store
+        .relay("killed")
+        .start_from(StartFrom::Beginning)
+        .batch_size(KILL_BATCH)
+        .spawn(kill_sink(&nats.prefix, &nats.stream).await);
+    relay.wait_for_idle().await.unwrap();
+    let resent = relay.stats().published as usize;
+    relay.stop().await.unwrap();
+
+    let sent_again = resent - (KILL_EVENTS - at_kill);
+    println!("killed with {at_kill} stored; the restart sent {sent_again} of them again");
+    assert!(
+        sent_again <= KILL_BATCH,
+        "{sent_again} sent again: more than the one unacknowledged batch"
+    );
+    // JetStream kept each event once, each stream's in version order.
+    let messages = nats.read(&format!("{}.>", nats.prefix)).await;
+    assert_eq!(messages.len(), KILL_EVENTS, "each event stored once");
+    let mut per_stream: HashMap<String, Vec<uuid::Uuid>> = HashMap::new();
+    for message in &messages {
+        let id = header(message, MSG_ID).unwrap().parse().unwrap();
+        let stream = header(message, wire::SUBJECT).unwrap().to_owned();
+        per_stream.entry(stream).or_default().push(id);
+    }
+    assert_eq!(per_stream, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in a child process: see a_relay_killed_with_sigkill_is_deduplicated_by_jetstream"]
+async fn nats_relay_child() {
+    let (Ok(db), Ok(prefix), Ok(stream)) = (
+        std::env::var(CHILD_DB),
+        std::env::var(CHILD_PREFIX),
+        std::env::var(CHILD_STREAM),
+    ) else {
+        return;
+    };
+    let store = chronicle::Store::open(db).await.unwrap();
+    let sink = SlowToAck {
+        sink: kill_sink(&prefix, &stream).await,
+        pause: Duration::from_millis(30),
+    };
+    let relay = store
+        .relay("killed")
+        .start_from(StartFrom::Beginning)
+        .batch_size(KILL_BATCH)
+        .spawn(sink);
+    // Runs until killed (or, if never killed, a while after the end).
+    relay.wait_for_idle().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
 }
