@@ -206,6 +206,7 @@ async fn a_bad_configuration_is_a_typed_error_naming_what_is_wrong() {
     assert!(inline.is_err());
 }
 
+#[cfg(feature = "config")]
 #[tokio::test]
 async fn a_toml_file_and_the_environment_configure_the_manager() {
     let dir = tempfile::tempdir().expect("dir");
