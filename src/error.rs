@@ -242,8 +242,9 @@ pub enum Error {
     },
 
     /// A stored event's schema version cannot be brought to the version the code reads:
-    /// it is newer than the code, or an upcaster on the way is missing.
-    #[error("event {event_id} (`{event_type}` in stream `{stream}`) has schema version {stored}; the code reads version {current}{}", if *stored > *current { " (written by newer code)" } else { " and no upcaster is registered for the step" })]
+    /// it is newer than the code (or the variant lost its `#[event(version = n)]`), or an
+    /// upcaster on the way is missing. The message says which, and what to register.
+    #[error("{}", schema_version_message(stream, *event_id, event_type, *stored, *current))]
     SchemaVersion {
         /// The stream holding the event.
         stream: String,
@@ -255,6 +256,59 @@ pub enum Error {
         stored: u32,
         /// The version the code reads.
         current: u32,
+    },
+
+    /// A payload stored in the schema version the code declares lacks a field the code
+    /// needs: the variant's fields most likely changed without a new
+    /// `#[event(version = n)]` (and an upcaster for the old version).
+    #[error(
+        "payload of event {event_id} (`{event_type}` in stream `{stream}`, schema version {version}) does not deserialize: {source}. \
+         If the variant's fields changed since it was written, raise its version with `#[event(version = {})]` \
+         and register an upcaster from version {version} (`Upcasters::step`)", version + 1
+    )]
+    UndeclaredSchemaChange {
+        /// The stream holding the event.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// The version stored, which the code also declares.
+        version: u32,
+        /// serde_json's account of the missing field.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An upcaster returned something it may not: a split's event of a type it does not
+    /// declare, or renames and splits nested too deep.
+    #[error("cannot upcast event {event_id} (`{event_type}` in stream `{stream}`): {reason}")]
+    Upcast {
+        /// The stream holding the event.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its stored type.
+        event_type: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// [`Store::decode_event`](crate::Store::decode_event) was asked for one domain event,
+    /// and the upcasters turn the stored event into another number (a split, or a dropped
+    /// type): use [`Store::decode_events`](crate::Store::decode_events).
+    #[error(
+        "event {event_id} (`{event_type}` in stream `{stream}`) decodes to {count} domain events (split or dropped by an upcaster); use `decode_events`"
+    )]
+    NotOneEvent {
+        /// The stream holding the event.
+        stream: String,
+        /// The event.
+        event_id: Uuid,
+        /// Its stored type.
+        event_type: String,
+        /// How many domain events it decodes to.
+        count: usize,
     },
 
     /// A stored row holds a value chronicle never writes (edited behind the store's back, or
@@ -733,6 +787,18 @@ pub enum ValidationError {
     /// Text that should be a [`LogPosition`](crate::LogPosition) is not one.
     #[error("`{0}` is not a log position (expected `<transaction>/<position>`)")]
     InvalidLogPosition(String),
+    /// An upcaster registered with [`Upcasters`](crate::Upcasters) does not fit the event
+    /// type it was registered for (checked when the store opens).
+    #[error("upcaster for `{event_type}` (of `{events}`): {problem}")]
+    Upcaster {
+        /// The Rust type the upcasters were registered for (empty for
+        /// [`StoreBuilder::upcast`](crate::StoreBuilder::upcast)'s).
+        events: &'static str,
+        /// The stored event type the rule names.
+        event_type: String,
+        /// What is wrong.
+        problem: crate::upcast::UpcasterProblem,
+    },
     /// The store URL or a builder setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -791,6 +857,9 @@ impl Error {
             | Error::Payload { .. }
             | Error::UnknownEventType { .. }
             | Error::SchemaVersion { .. }
+            | Error::UndeclaredSchemaChange { .. }
+            | Error::Upcast { .. }
+            | Error::NotOneEvent { .. }
             | Error::SnapshotCodec { .. }
             | Error::SnapshotPayload { .. }
             | Error::CorruptRow(_)
@@ -946,6 +1015,33 @@ pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
 #[cfg(not(feature = "sqlite"))]
 pub(crate) fn sqlite_primary_code(_: &sqlx::Error) -> Option<i64> {
     None
+}
+
+/// [`Error::SchemaVersion`]'s message: what the versions are, and what to do.
+fn schema_version_message(
+    stream: &str,
+    event_id: Uuid,
+    event_type: &str,
+    stored: u32,
+    current: u32,
+) -> String {
+    let head = format!(
+        "event {event_id} (`{event_type}` in stream `{stream}`) has schema version {stored}; \
+         the code reads version {current}"
+    );
+    if stored > current {
+        format!(
+            "{head}: it was written by newer code, or the variant lacks its \
+             `#[event(version = {stored})]`"
+        )
+    } else {
+        format!(
+            "{head}, and no upcaster brings `{event_type}` from version {stored} to {}: \
+             register one on the StoreBuilder (`Upcasters::step(\"{event_type}\", {stored}, ...)` \
+             with `upcasters`, or `upcast(\"{event_type}\", ...)`)",
+            stored + 1
+        )
+    }
 }
 
 #[cfg(test)]

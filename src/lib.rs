@@ -99,6 +99,7 @@ pub use stream::{
     StreamListQuery, StreamStatus,
 };
 pub use text::{MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN, MAX_NAME_LEN, TextProblem};
+pub use upcast::{UpcastEvent, UpcasterProblem, Upcasters};
 
 // The crates whose types appear in chronicle's API, re-exported so that an application
 // names the very versions chronicle was built with (a second sqlx in the build would not

@@ -25,6 +25,9 @@ pub(crate) const APPENDED_BYTES: &str = "chronicle_append_bytes_total";
 pub(crate) const APPEND_SECONDS: &str = "chronicle_append_seconds";
 /// Events returned by public reads (streams, the log, queries).
 pub(crate) const READ_EVENTS: &str = "chronicle_read_events_total";
+/// Stored events skipped by typed reads because an upcaster dropped their type, by
+/// `event_type`.
+pub(crate) const UPCAST_DROPPED: &str = "chronicle_upcast_dropped_events_total";
 /// Aggregate loads, by `aggregate` and `source` (`snapshot`, `events`, `cache`).
 pub(crate) const AGGREGATE_LOADS: &str = "chronicle_aggregate_loads_total";
 /// Events replayed by aggregate loads, by `aggregate`.

@@ -5,6 +5,9 @@
 //! [`Aggregate::handle`] runs the command, and the outcome is compared with what the test
 //! expects. A mismatch panics with a line per event, so the difference is easy to spot.
 //!
+//! [`OutboxTest`] tells which handler requests an outbox creates for given events (on
+//! SQLite in memory, no handler run).
+//!
 //! [`Outcome::publish_to`] hands the command's events to a bus, as the relay would once
 //! they are stored, so a test can assert what would be published with the test buses
 //! ([`RecordingBus`](crate::bus::RecordingBus), [`NoopBus`](crate::bus::NoopBus)).
@@ -14,6 +17,7 @@ use std::fmt::{self, Debug, Write as _};
 use crate::aggregate::Aggregate;
 use crate::bus::{Bus, BusEvent};
 use crate::domain_event::DomainEvent;
+pub use crate::outbox::testing::{OutboxTest, PlannedRequest};
 
 /// A given/when/then test of aggregate `A`'s domain logic.
 ///
@@ -82,7 +86,7 @@ impl<A: Aggregate> AggregateTest<A> {
         let result = self.state.handle(&command);
         Outcome {
             state: self.state,
-            context: format!("given {} events, when {command:?}", self.given),
+            context: format!("given {}, when {command:?}", events(self.given)),
             stream: format!("{}-{}", A::NAME, self.id),
             result,
         }
@@ -226,6 +230,15 @@ where
     }
 }
 
+/// `count` events in words: "no events", "1 event", "2 events".
+fn events(count: usize) -> String {
+    match count {
+        0 => "no events".to_owned(),
+        1 => "1 event".to_owned(),
+        count => format!("{count} events"),
+    }
+}
+
 fn list<T: Debug>(label: &str, events: &[T]) -> String {
     let mut out = String::new();
     if events.is_empty() {
@@ -266,7 +279,14 @@ impl<A: Aggregate + Debug> Debug for AggregateTest<A> {
 
 #[cfg(test)]
 mod tests {
-    use super::diff;
+    use super::{diff, events};
+
+    #[test]
+    fn event_counts_are_in_words_with_the_right_plural() {
+        assert_eq!(events(0), "no events");
+        assert_eq!(events(1), "1 event");
+        assert_eq!(events(2), "2 events");
+    }
 
     #[test]
     fn diff_marks_changed_missing_and_extra_events() {

@@ -58,7 +58,8 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Implements `chronicle::AggregateType` for the struct that holds an aggregate's state.
+/// Implements `chronicle::AggregateType` (not `chronicle::Aggregate`, which you write) for
+/// the struct that holds an aggregate's state.
 ///
 /// ```text
 /// #[derive(Default, Clone, Serialize, Deserialize, Aggregate)]
@@ -73,6 +74,10 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 ///
 /// The name may not be empty or contain `-` (a stream `account-42` has category
 /// `account`). Generic structs are not supported.
+///
+/// **The derive does not implement `chronicle::Aggregate`**, the domain logic: write that
+/// trait by hand (`type Command`, `type Error`, `apply`, `handle`). The derive only writes
+/// the facts from the attribute (`AggregateType`), which `Aggregate` builds on.
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

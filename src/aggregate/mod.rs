@@ -19,7 +19,8 @@ use crate::domain_event::DomainEvent;
 
 /// The facts about an aggregate that `#[derive(Aggregate)]` writes from its attribute:
 /// `#[aggregate(name = "account", event = AccountEvent, snapshot_every = 100,
-/// snapshot_version = 1)]`.
+/// snapshot_version = 1)]`. Despite its name, the derive implements this trait, not
+/// [`Aggregate`]: the domain logic is written by hand.
 ///
 /// The state is `Default` (the aggregate before its first event), `Clone` (the repository
 /// caches states) and serde (snapshots store it).
@@ -41,7 +42,9 @@ pub trait AggregateType:
     type Event: DomainEvent;
 }
 
-/// An aggregate's domain logic, written by the application.
+/// An aggregate's domain logic, written by hand: `#[derive(Aggregate)]` does not implement
+/// it (it implements [`AggregateType`], the stream name, event type and snapshot policy
+/// this trait builds on). Derive, then write `impl Aggregate for …` as below.
 ///
 /// ```
 /// use chronicle::{Aggregate, DomainEvent};

@@ -72,7 +72,8 @@ pub struct Loaded<A> {
     pub version: u64,
     /// The stream version of the snapshot the load started from, if one was used.
     pub from_snapshot: Option<u64>,
-    /// How many events were read from the stream and applied.
+    /// How many stored events were read from the stream and applied (rows: an event an
+    /// upcaster splits counts once, one whose type was dropped counts too).
     pub replayed: u64,
 }
 
@@ -336,17 +337,19 @@ impl<A: Aggregate> Repository<A> {
             .store
             .decode_replayed_page::<A::Event>(stream, first, start.keys)
             .await?;
+        // Versions are the stored rows': a split row's events share one, a dropped
+        // type's row still takes its own.
         for decoded in first {
-            let (event_version, event) = decoded?;
+            let (event_version, events) = decoded?;
             version = next_version(stream, version, event_version)?;
-            state.apply(event);
+            events.into_iter().for_each(|event| state.apply(event));
             replayed += 1;
         }
         if let Some(events) = rest {
             futures::pin_mut!(events);
-            while let Some((event_version, event)) = events.try_next().await? {
+            while let Some((event_version, events)) = events.try_next().await? {
                 version = next_version(stream, version, event_version)?;
-                state.apply(event);
+                events.into_iter().for_each(|event| state.apply(event));
                 replayed += 1;
             }
         }

@@ -135,6 +135,15 @@ impl HandlerRequest {
     pub fn decode<E: DomainEvent>(&self) -> Result<E> {
         self.store.decode_event(&self.event)
     }
+
+    /// Every domain event the event stands for (several when an upcaster splits it, none
+    /// when its type was dropped).
+    ///
+    /// # Errors
+    /// As [`Store::decode_events`].
+    pub fn decode_events<E: DomainEvent>(&self) -> Result<Vec<E>> {
+        self.store.decode_events(&self.event)
+    }
 }
 
 /// How long to wait before the next try, from the number of failures so far (1 after the

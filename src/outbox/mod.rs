@@ -30,6 +30,7 @@ mod handlers;
 mod processor;
 mod report;
 mod scheduler;
+pub(crate) mod testing;
 mod wait;
 
 use std::collections::HashMap;

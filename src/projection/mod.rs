@@ -211,6 +211,15 @@ impl<'a> ProjectionContext<'a> {
     pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
         self.store.decode_event(event)
     }
+
+    /// Every domain event `event` stands for (several when an upcaster splits it, none
+    /// when its type was dropped).
+    ///
+    /// # Errors
+    /// As [`Store::decode_events`].
+    pub fn decode_events<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<Vec<E>> {
+        self.store.decode_events(event)
+    }
 }
 
 impl std::fmt::Debug for ProjectionContext<'_> {

@@ -24,10 +24,11 @@ use super::retry::RetryPolicy;
 use super::sqlite::{SQLITE_MAX_EVENTS_PER_APPEND, SqliteBackend, SqliteConfig, SqliteDurability};
 use super::{DEFAULT_WINDOW_BYTES, Store};
 use crate::codec::{Codec, Compression, KeyRing};
+use crate::domain_event::DomainEvent;
 use crate::error::{Result, ValidationError};
 use crate::projection::Projection;
 use crate::projection::inline::InlineProjections;
-use crate::upcast::Upcasters;
+use crate::upcast::{UpcastTable, Upcasters};
 
 /// The default `max_event_size`: 1 MiB.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 1 << 20;
@@ -82,7 +83,7 @@ pub struct StoreBuilder {
     page_size: usize,
     read_budget: usize,
     settle_timeout: Duration,
-    upcasters: Upcasters,
+    upcasters: UpcastTable,
     inline: InlineProjections,
     per_stream_keys: bool,
     keep_undecodable: bool,
@@ -109,7 +110,7 @@ impl StoreBuilder {
             page_size: 512,
             read_budget: DEFAULT_WINDOW_BYTES,
             settle_timeout: Duration::from_secs(5),
-            upcasters: Upcasters::default(),
+            upcasters: UpcastTable::default(),
             inline: InlineProjections::default(),
             per_stream_keys: false,
             keep_undecodable: false,
@@ -172,7 +173,10 @@ impl StoreBuilder {
     /// Registers the upcaster of `event_type`: given a payload and the schema version it
     /// is in, it returns the payload in the next version. Typed reads
     /// ([`Store::decode_event`](crate::Store::decode_event), repositories) apply it as
-    /// many times as it takes to reach the version the code declares.
+    /// many times as it takes to reach the version the code declares. Only a second
+    /// upcaster for the same type is checked at open; [`StoreBuilder::upcasters`] also
+    /// checks the type, the chain and the version against the event enum, and adds
+    /// renames, splits and dropped types.
     ///
     /// ```
     /// # async fn demo() -> chronicle::Result<()> {
@@ -196,6 +200,15 @@ impl StoreBuilder {
         upcaster: impl Fn(serde_json::Value, u32) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         self.upcasters.register(event_type.into(), upcaster);
+        self
+    }
+
+    /// Registers the upcasters of the event type `E`: new schema versions (steps),
+    /// renamed types, split events and dropped types (see [`Upcasters`]). They are
+    /// checked against `E` when the store opens. Call it once per event type; the rules
+    /// of all calls apply to every typed read.
+    pub fn upcasters<E: DomainEvent>(mut self, upcasters: Upcasters<E>) -> Self {
+        self.upcasters.register_set(upcasters);
         self
     }
 
@@ -403,12 +416,13 @@ impl StoreBuilder {
     ///
     /// # Errors
     /// - [`ValidationError::Config`] for an unknown URL scheme or a bad setting;
+    /// - [`ValidationError::Upcaster`] for upcasters that do not fit their event type;
     /// - [`Error::Connect`](crate::Error::Connect) when the database cannot be reached or
     ///   refuses the connection (within the [connect timeout](Self::connect_timeout)),
     ///   naming the host, port, database and user, and why;
     /// - [`Error::PendingMigrations`](crate::Error::PendingMigrations) with
     ///   [`Migrations::Check`] on a database that is behind.
-    pub async fn open(self) -> Result<Store> {
+    pub async fn open(mut self) -> Result<Store> {
         self.check_features()?;
         self.upcasters.check()?;
         self.inline.check()?;

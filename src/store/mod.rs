@@ -62,7 +62,7 @@ use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::paging::{PageSizes, Reach, RowsHint, StreamCursor};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, CodecError, DataKey, event_context};
-use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
+use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::projection::inline::InlineProjections;
@@ -74,7 +74,7 @@ use crate::stream::{
 };
 use crate::telemetry;
 use crate::text;
-use crate::upcast::Upcasters;
+use crate::upcast::{Decoded, UpcastTable};
 
 /// The default byte budget of a page of a read (a page of [`Store::read_stream`],
 /// [`Store::read_all`] or an aggregate's replay; see
@@ -135,7 +135,7 @@ struct Inner {
     backend: Arc<dyn Backend>,
     codec: Codec,
     retry: RetryPolicy,
-    upcasters: Upcasters,
+    upcasters: UpcastTable,
     /// Projections run inside every append's transaction.
     inline: InlineProjections,
     limits: Limits,
@@ -188,7 +188,7 @@ impl Store {
         backend: Arc<dyn Backend>,
         codec: Codec,
         retry: RetryPolicy,
-        upcasters: Upcasters,
+        upcasters: UpcastTable,
         inline: InlineProjections,
         limits: Limits,
         per_stream_keys: bool,
@@ -483,23 +483,44 @@ impl Store {
     }
 
     /// `event` decoded into the typed event `E`, its payload first brought to the schema
-    /// version `E` declares by the store's upcasters.
+    /// version `E` declares by the store's upcasters (see [`Upcasters`](crate::Upcasters)).
     ///
     /// # Errors
     /// - [`Error::UnknownEventType`] when `E` has no variant for the event's type;
     /// - [`Error::SchemaVersion`] when the stored version is newer than `E`'s, or an
     ///   upcaster on the way is missing;
-    /// - [`Error::Payload`] when the payload does not fit the variant.
+    /// - [`Error::Payload`] when the payload does not fit the variant
+    ///   ([`Error::UndeclaredSchemaChange`] when it lacks a field although stored in the
+    ///   version the code declares);
+    /// - [`Error::NotOneEvent`] when an upcaster splits the event or drops its type (use
+    ///   [`Store::decode_events`]).
     pub fn decode_event<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
-        self.decode_view(event.view())
+        match self.decode_view(event.view())? {
+            Decoded::One(decoded) => Ok(decoded),
+            Decoded::Many(mut many) if many.len() == 1 => Ok(many.remove(0)),
+            Decoded::Many(many) => Err(Error::NotOneEvent {
+                stream: event.stream_id.to_string(),
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                count: many.len(),
+            }),
+        }
     }
 
-    fn decode_view<E: DomainEvent>(&self, event: EventView<'_>) -> Result<E> {
-        let fail = |error| decode_error::<E>(error, event.stream, event.id, event.event_type);
-        let current =
-            E::current_version(event.event_type).ok_or_else(|| fail(DecodeError::UnknownType))?;
-        let payload = self.inner.upcasters.bring_to(event, current)?;
-        E::decode(event.event_type, &payload).map_err(fail)
+    /// Every domain event `event` stands for, with the store's upcasters: one; several
+    /// when an upcaster splits it; none when its type was dropped. They all share
+    /// `event`'s stream version, log position and id.
+    ///
+    /// # Errors
+    /// As [`Store::decode_event`] (except [`Error::NotOneEvent`]), and [`Error::Upcast`]
+    /// when a split returns a type it does not declare.
+    pub fn decode_events<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<Vec<E>> {
+        self.decode_view(event.view())
+            .map(|decoded| decoded.into_iter().collect())
+    }
+
+    pub(crate) fn decode_view<E: DomainEvent>(&self, event: EventView<'_>) -> Result<Decoded<E>> {
+        self.inner.upcasters.decode(event)
     }
 
     /// The checkpoint of the projection `name`: where in the global log it stopped, or
@@ -1141,6 +1162,9 @@ struct LogRead {
 
 impl LogRead {
     fn new(store: Store, after: LogPosition, types: Arc<[String]>, limit: WindowLimit) -> Self {
+        // Rows stored under names renamed or split into the types asked for decode as
+        // them: ask for those names too.
+        let types = store.inner.upcasters.stored_names(types);
         LogRead {
             store,
             after,

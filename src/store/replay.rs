@@ -18,6 +18,7 @@ use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::stream::{Direction, StreamId, StreamStatus};
+use crate::upcast::Decoded;
 
 /// The start of a load: see [`Store::replay_start`].
 #[derive(Debug)]
@@ -120,14 +121,15 @@ impl Store {
     }
 
     /// The events of `stream` from version `from` to `last`, decoded into `E`, with their
-    /// versions. The caller has checked that the stream is active and reaches `last`. The
+    /// versions: one item per stored event, holding the domain events the upcasters make
+    /// of it (usually one; several after a split, none for a dropped type). The caller has checked that the stream is active and reaches `last`. The
     /// first page starts loading at once.
     pub(crate) fn replay<E: DomainEvent>(
         self,
         stream: StreamId,
         from: u64,
         last: u64,
-    ) -> impl Stream<Item = Result<(u64, E)>> + Send + 'static {
+    ) -> impl Stream<Item = Result<(u64, Decoded<E>)>> + Send + 'static {
         let page = self.inner.limits.page_size;
         let span = tracing::debug_span!("chronicle.replay", stream = %stream, from, last);
         let read = Replay::<E> {
@@ -154,7 +156,7 @@ impl Store {
         stream: &StreamId,
         rows: Vec<ReplayedEvent>,
         keys: Arc<PageKeys>,
-    ) -> Result<Vec<Result<(u64, E)>>> {
+    ) -> Result<Vec<Result<(u64, Decoded<E>)>>> {
         let work = paging::decode_work(rows.iter().map(|row| row.payload.as_slice()), true);
         let (store, stream) = (self.clone(), stream.clone());
         paging::off_runtime(work, "decoding a replay's events", move || {
@@ -180,7 +182,7 @@ impl Store {
         stream: &StreamId,
         row: ReplayedEvent,
         keys: &PageKeys,
-    ) -> Result<(u64, E)> {
+    ) -> Result<(u64, Decoded<E>)> {
         let payload = self
             .inner
             .codec
@@ -217,7 +219,7 @@ enum ReplayRows {
 
 impl<E: DomainEvent> StreamRead for Replay<E> {
     type Rows = ReplayRows;
-    type Page = Vec<Result<(u64, E)>>;
+    type Page = Vec<Result<(u64, Decoded<E>)>>;
 
     async fn fetch(
         &self,

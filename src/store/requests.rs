@@ -473,6 +473,18 @@ impl BatchTx {
         })
     }
 
+    /// Every request's handler and event, in the order they were created (for the test
+    /// fixture [`OutboxTest`](crate::testing::OutboxTest)).
+    pub(crate) async fn list_requests(&mut self) -> Result<Vec<(String, Uuid)>> {
+        let fail = |error| Error::from_sqlx("list_requests", error);
+        on_sql!(self, |conn| {
+            sqlx::query_as("SELECT handler, event_id FROM handler_requests ORDER BY id")
+                .fetch_all(conn)
+                .await
+                .map_err(fail)
+        })
+    }
+
     /// Dead requests, of `handler` when given, oldest first.
     pub(crate) async fn dead_requests(
         &mut self,

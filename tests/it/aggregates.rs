@@ -772,6 +772,23 @@ mod given_when_then {
             .when(AccountCommand::Deposit(3))
             .then([AccountEvent::Deposited { amount: 3 }]);
     }
+
+    /// One given event is "1 event", not "1 events".
+    #[test]
+    #[should_panic(expected = "given 1 event, when Deposit(3): expected the error NotOpen")]
+    fn one_given_event_is_singular_in_the_message() {
+        AggregateTest::<Account>::given([opened()])
+            .when(AccountCommand::Deposit(3))
+            .then_error(AccountError::NotOpen);
+    }
+
+    #[test]
+    #[should_panic(expected = "given no events, when Deposit(3): expected events")]
+    fn no_given_events_say_so_in_the_message() {
+        AggregateTest::<Account>::given([])
+            .when(AccountCommand::Deposit(3))
+            .then([AccountEvent::Deposited { amount: 3 }]);
+    }
 }
 
 mod read_back {

@@ -1735,3 +1735,90 @@ async fn an_outbox_that_ran_before_starts_were_recorded_loses_no_event(kind: Kin
         "the backlog is not skipped"
     );
 }
+
+/// The fixture for users' tests: the requests the processor creates for given events,
+/// without a database server and without running a handler.
+mod fixture {
+    use chronicle::testing::OutboxTest;
+    use chronicle::{
+        DomainEvent, Error, Handler, HandlerError, HandlerMap, HandlerRequest, NewEvent, StartFrom,
+    };
+    use serde_json::json;
+
+    #[derive(Debug, DomainEvent)]
+    #[event(prefix = "shop.")]
+    enum ShopEvent {
+        Ordered { sku: String },
+        Paid { amount: u64 },
+        Shipped,
+    }
+
+    fn never_run(_: HandlerRequest) -> std::future::Ready<Result<(), HandlerError>> {
+        panic!("the fixture runs no handler")
+    }
+
+    fn handlers() -> HandlerMap {
+        HandlerMap::new()
+            .route(Handler::new("receipt", "shop.Paid", never_run))
+            .route(Handler::new("tracking", "shop.Shipped", never_run).priority(5))
+            .route(Handler::new("ledger", "shop.*", never_run).start_from(StartFrom::Beginning))
+    }
+
+    #[tokio::test]
+    async fn lists_which_handler_gets_which_event_in_log_order() {
+        let requests = OutboxTest::new(handlers())
+            .history("shop-1", [ShopEvent::Paid { amount: 3 }])
+            .given(
+                "shop-2",
+                [
+                    ShopEvent::Ordered { sku: "a".into() },
+                    ShopEvent::Paid { amount: 9 },
+                    ShopEvent::Shipped,
+                ],
+            )
+            .given_events("other-1", [NewEvent::new("other.Noted", json!({}))])
+            .requests()
+            .await
+            .expect("requests");
+        let names: Vec<(&str, &str)> = requests.iter().map(|request| request.names()).collect();
+        assert_eq!(
+            names,
+            [
+                // History: only the handler that starts at the beginning.
+                ("ledger", "shop.Paid"),
+                ("ledger", "shop.Ordered"),
+                ("receipt", "shop.Paid"),
+                ("ledger", "shop.Paid"),
+                ("tracking", "shop.Shipped"),
+                ("ledger", "shop.Shipped"),
+            ]
+        );
+        assert_eq!(requests[0].event.stream_id.as_str(), "shop-1");
+        assert_eq!(requests[2].event.stream_id.as_str(), "shop-2");
+        assert_eq!(requests[2].event.json().expect("json")["amount"], json!(9));
+    }
+
+    #[tokio::test]
+    async fn no_matching_handler_means_no_request() {
+        let requests = OutboxTest::new(HandlerMap::new().route(Handler::new(
+            "receipt",
+            "shop.Paid",
+            never_run,
+        )))
+        .given("shop-1", [ShopEvent::Shipped])
+        .requests()
+        .await
+        .expect("requests");
+        assert!(requests.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_outbox_refusals_are_returned() {
+        let error = OutboxTest::new(HandlerMap::new())
+            .given("shop-1", [ShopEvent::Shipped])
+            .requests()
+            .await
+            .expect_err("no handlers");
+        assert!(matches!(error, Error::Validation(_)), "{error}");
+    }
+}
