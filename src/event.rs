@@ -64,8 +64,9 @@ impl EventMetadata {
     /// store
     ///     .append("order-1", ExpectedVersion::Any, vec![NewEvent::new("order.Placed", serde_json::json!({}))])
     ///     .await?;
-    /// let placed = store.read_stream("order-1", 1, Default::default()).try_next().await?.expect("stored");
-    /// let metadata = EventMetadata::default().caused_by(&placed);
+    /// let stored: Vec<_> = store.read_stream("order-1", 1, Default::default()).try_collect().await?;
+    /// let placed = &stored[0];
+    /// let metadata = EventMetadata::default().caused_by(placed);
     /// assert_eq!(metadata.causation_id, Some(placed.id.to_string()));
     /// assert_eq!(metadata.correlation_id, Some(placed.id.to_string()));
     /// # Ok(()) }

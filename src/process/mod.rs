@@ -14,8 +14,8 @@
 //!   bus relay does: in commit order (an instance sees its events in the order they
 //!   happened, which the outbox's parallel workers would not give), from a checkpoint
 //!   that moves only after the batch was handled, with one active runner per name on
-//!   PostgreSQL (the lease), and the status and waits of a [`ProjectionHandle`]
-//!   (`crate::ProjectionHandle`). Delivery is at least once.
+//!   PostgreSQL (the lease), and the status and waits of a
+//!   [`ProjectionHandle`](crate::ProjectionHandle). Delivery is at least once.
 //! - **Once per event**: handling an event first appends, with the expected version, a
 //!   record naming the event (and the new state) to the instance's stream; only then are
 //!   the commands issued, and a second record says they were. A redelivered event whose
