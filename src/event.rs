@@ -50,6 +50,51 @@ pub struct EventMetadata {
 }
 
 impl EventMetadata {
+    /// This metadata for events written because of `cause`: `causation_id` becomes the
+    /// cause's id, and `correlation_id` the cause's correlation id, or, when the cause has
+    /// none, the cause's id (it started the business transaction). A field this metadata
+    /// already holds is kept: the caller's explicit values win. The cause's tenant is
+    /// carried over the same way.
+    ///
+    /// ```
+    /// # async fn demo(store: chronicle::Store) -> chronicle::Result<()> {
+    /// use chronicle::{EventMetadata, ExpectedVersion, NewEvent};
+    /// use futures::TryStreamExt;
+    ///
+    /// store
+    ///     .append("order-1", ExpectedVersion::Any, vec![NewEvent::new("order.Placed", serde_json::json!({}))])
+    ///     .await?;
+    /// let stored: Vec<_> = store.read_stream("order-1", 1, Default::default()).try_collect().await?;
+    /// let placed = &stored[0];
+    /// let metadata = EventMetadata::default().caused_by(placed);
+    /// assert_eq!(metadata.causation_id, Some(placed.id.to_string()));
+    /// assert_eq!(metadata.correlation_id, Some(placed.id.to_string()));
+    /// # Ok(()) }
+    /// ```
+    pub fn caused_by(mut self, cause: &RecordedEvent) -> Self {
+        self.follow(cause.id, &cause.metadata);
+        self
+    }
+
+    /// [`EventMetadata::caused_by`] from an event's id and metadata (a `RecordedEvent`'s
+    /// parts, or an event about to be written).
+    pub(crate) fn follow(&mut self, cause: Uuid, cause_metadata: &EventMetadata) {
+        if self.causation_id.is_none() {
+            self.causation_id = Some(cause.to_string());
+        }
+        if self.correlation_id.is_none() {
+            self.correlation_id = Some(
+                cause_metadata
+                    .correlation_id
+                    .clone()
+                    .unwrap_or_else(|| cause.to_string()),
+            );
+        }
+        if self.tenant_id.is_none() {
+            self.tenant_id.clone_from(&cause_metadata.tenant_id);
+        }
+    }
+
     /// The fields that have no column of their own (request id, trace id, custom), as JSON,
     /// or `None` when all are empty.
     pub(crate) fn extra_json(&self) -> Option<String> {

@@ -11,8 +11,12 @@
 //! [`Outcome::publish_to`] hands the command's events to a bus, as the relay would once
 //! they are stored, so a test can assert what would be published with the test buses
 //! ([`RecordingBus`](crate::bus::RecordingBus), [`NoopBus`](crate::bus::NoopBus)).
+//!
+//! [`ProcessTest`] does the same for process managers: given these inputs, these commands.
 
 use std::fmt::{self, Debug, Write as _};
+
+pub use crate::process::testing::{ProcessOutcome, ProcessTest};
 
 use crate::aggregate::Aggregate;
 use crate::bus::{Bus, BusEvent};
@@ -251,7 +255,7 @@ fn list<T: Debug>(label: &str, events: &[T]) -> String {
 }
 
 /// One line per index: equal events once, differing ones as expected/actual pairs.
-fn diff<T: Debug + PartialEq>(expected: &[T], actual: &[T]) -> String {
+pub(crate) fn diff<T: Debug + PartialEq>(expected: &[T], actual: &[T]) -> String {
     let mut out = String::new();
     for index in 0..expected.len().max(actual.len()) {
         let line = match (expected.get(index), actual.get(index)) {

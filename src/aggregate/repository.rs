@@ -14,7 +14,7 @@ use super::cache::{Cached, StateCache};
 use super::{Aggregate, AggregateType};
 use crate::domain_event::{DomainEvent, decode_error};
 use crate::error::{Error, Result};
-use crate::event::{EventMetadata, NewEvent};
+use crate::event::{EventMetadata, NewEvent, RecordedEvent};
 use crate::read::LogPosition;
 use crate::snapshot::NewSnapshot;
 use crate::store::{PageKeys, Store, StoredSnapshot, WrittenEvent};
@@ -429,6 +429,25 @@ impl<A: Aggregate> Repository<A> {
         command: A::Command,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         self.execute_with(id, command, EventMetadata::default())
+            .await
+    }
+
+    /// [`Repository::execute`] for a command that runs because of `cause`: every event
+    /// written gets `causation_id` = the cause's id and the cause's `correlation_id` (or,
+    /// when it has none, the cause's id), as [`EventMetadata::caused_by`] says. Outbox
+    /// handlers ([`HandlerRequest::execute`](crate::HandlerRequest::execute)) and process
+    /// managers do this for you; to set other fields too, pass
+    /// `metadata.caused_by(&cause)` to [`Repository::execute_with`].
+    ///
+    /// # Errors
+    /// As [`Repository::execute`].
+    pub async fn execute_caused_by(
+        &self,
+        cause: &RecordedEvent,
+        id: impl fmt::Display,
+        command: A::Command,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.execute_with(id, command, EventMetadata::default().caused_by(cause))
             .await
     }
 

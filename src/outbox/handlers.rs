@@ -9,9 +9,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
+use crate::aggregate::{Aggregate, CommandError, Executed, Repository};
 use crate::domain_event::DomainEvent;
 use crate::error::{Result, ValidationError};
-use crate::event::RecordedEvent;
+use crate::event::{EventMetadata, RecordedEvent};
 use crate::projection::StartFrom;
 use crate::store::Store;
 use crate::text;
@@ -143,6 +144,28 @@ impl HandlerRequest {
     /// As [`Store::decode_events`].
     pub fn decode_events<E: DomainEvent>(&self) -> Result<Vec<E>> {
         self.store.decode_events(&self.event)
+    }
+
+    /// Metadata for what this handler writes because of the event: causation and
+    /// correlation set from it ([`EventMetadata::caused_by`]). Pass it to
+    /// [`Repository::execute_with`] or [`NewEvent::metadata`](crate::NewEvent::metadata)
+    /// after setting your own fields.
+    pub fn caused_metadata(&self) -> EventMetadata {
+        EventMetadata::default().caused_by(&self.event)
+    }
+
+    /// Runs `command` on the aggregate `id` through `repository`, caused by this request's
+    /// event: [`Repository::execute_caused_by`].
+    ///
+    /// # Errors
+    /// As [`Repository::execute`].
+    pub async fn execute<A: Aggregate>(
+        &self,
+        repository: &Repository<A>,
+        id: impl fmt::Display,
+        command: A::Command,
+    ) -> std::result::Result<Executed<A>, CommandError<A::Error>> {
+        repository.execute_caused_by(&self.event, id, command).await
     }
 }
 

@@ -26,6 +26,7 @@ mod outbox;
 mod pages;
 mod postgres;
 mod privacy;
+mod process;
 mod projections;
 mod readme;
 mod retention;
