@@ -48,6 +48,7 @@ pub mod otel;
 pub mod outbox;
 mod panics;
 mod pattern;
+mod portable;
 mod projection;
 mod read;
 mod retention;
@@ -74,6 +75,7 @@ pub use error::{
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use pattern::Pattern;
+pub use portable::{FromSql, IntoSql, Sql, SqlRow, SqlType, SqlValue};
 pub use projection::{
     FailurePolicy, Projection, ProjectionCheckpoint, ProjectionContext, ProjectionError,
     ProjectionHandle, ProjectionState, ProjectionStatus, Projections, StartFrom,

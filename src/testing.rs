@@ -8,12 +8,19 @@
 //! [`Outcome::publish_to`] hands the command's events to a bus, as the relay would once
 //! they are stored, so a test can assert what would be published with the test buses
 //! ([`RecordingBus`](crate::bus::RecordingBus), [`NoopBus`](crate::bus::NoopBus)).
+//!
+//! [`ProjectionTest`] does the same for a projection: given these events, the projection
+//! built this read model (run for real, on an in-memory SQLite store).
 
 use std::fmt::{self, Debug, Write as _};
 
 use crate::aggregate::Aggregate;
 use crate::bus::{Bus, BusEvent};
 use crate::domain_event::DomainEvent;
+
+mod projection;
+
+pub use projection::{Projected, ProjectionTest};
 
 /// A given/when/then test of aggregate `A`'s domain logic.
 ///

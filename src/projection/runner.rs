@@ -17,6 +17,7 @@
 //! waits to return as their error's `source()`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -261,6 +262,8 @@ impl Projections {
     /// errors.
     pub async fn rebuild<P: Projection>(&self, projection: P) -> Result<ProjectionHandle> {
         let name = projection.name().to_owned();
+        // The tables first, so that the reset finds them.
+        super::set_up(&projection, &self.store).await?;
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         // The checkpoint first: its row lock makes a batch in flight elsewhere finish
         // before the hook clears the read model, so none of its writes survive the reset.
@@ -338,6 +341,7 @@ impl Projections {
                 stop,
                 failure: Arc::clone(&failure),
                 start: std::sync::Mutex::new(start),
+                set_up: AtomicBool::new(false),
             };
             async move {
                 runner.run().await;
@@ -520,6 +524,8 @@ struct Runner<P> {
     /// How the next pass treats a missing checkpoint (the first pass after a rebuild does
     /// not reset again).
     start: std::sync::Mutex<Start>,
+    /// Whether the projection's setup hook ran in this run (once, under the lease).
+    set_up: AtomicBool,
 }
 
 /// What became of a batch.
@@ -634,6 +640,12 @@ impl<P: Projection> Runner<P> {
     /// Runs the projection under `lease`, from the stored checkpoint: catches up, then
     /// follows the log. Returns when the runner stops, fails, or loses the lease.
     async fn follow(&self, lease: &mut Lease) -> Result<Halt, LeaseLost> {
+        if !self.set_up.load(Ordering::Relaxed) {
+            if self.set_up_with_retries().await.is_none() {
+                return Ok(self.halted());
+            }
+            self.set_up.store(true, Ordering::Relaxed);
+        }
         let stored = loop {
             match self.store.checkpoint(&self.name).await {
                 Ok(stored) => break stored,
@@ -863,6 +875,29 @@ impl<P: Projection> Runner<P> {
         ));
         self.status.send_modify(|status| status.position = stored);
         Some(stored)
+    }
+
+    /// Runs the projection's setup hook ([`Projection::setup`]); a failing hook is retried
+    /// like a batch, then fails the projection with [`Error::ProjectionSetup`] (a database
+    /// that is away is waited for). `None` when the runner stopped or failed.
+    async fn set_up_with_retries(&self) -> Option<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match super::set_up(&self.projection, &self.store).await {
+                Ok(()) => return Some(()),
+                Err(error) => error,
+            };
+            self.note_error(error.to_string());
+            if !error.is_retryable() && attempt >= self.settings.max_attempts {
+                tracing::error!(projection = %self.name, %error, "projection failed");
+                self.fail(error.to_string(), Some(SharedError::new(error)));
+                return None;
+            }
+            let pause = self.settings.backoff
+                * 2u32.saturating_pow(attempt.min(self.settings.max_attempts).min(16) - 1);
+            self.pause(pause).await.ok()?;
+        }
     }
 
     /// No checkpoint is stored: empties the read model ([`Projection::reset`]) in a

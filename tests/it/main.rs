@@ -27,6 +27,7 @@ mod pages;
 mod postgres;
 mod privacy;
 mod projections;
+mod read_models;
 mod readme;
 mod retention;
 mod sqlite;
