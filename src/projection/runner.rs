@@ -254,12 +254,24 @@ impl Projections {
     /// [`ProjectionStatus::applied`] and [`ProjectionStatus::lag_events`]. The read model
     /// is rebuilt in place: readers see it fill up again (there is no blue/green swap).
     ///
-    /// On PostgreSQL, an instance already running the projection elsewhere notices the
-    /// reset at its next batch and starts over itself; this one then waits on standby.
+    /// The projection's [`Projection::setup`] hook runs first, in a transaction of its
+    /// own, so that the reset finds its tables.
+    ///
+    /// **With the projection still running** (a handle of this process not stopped, or
+    /// another instance): the rebuild is safe, but stop the running handle first to get
+    /// what you expect. The running runner notices the deleted checkpoint at its next
+    /// batch (or within its poll interval when idle), calls `reset` again and rebuilds
+    /// from the start itself. On PostgreSQL it holds the projection's lease, so the handle
+    /// returned here waits in [`ProjectionState::Standby`] (its waits do not return) until
+    /// that runner stops, then takes over. On SQLite, which has no lease, both runners
+    /// run, and a batch commits only where the stored checkpoint is still where its runner
+    /// left it: each batch is applied by one of them, and a read model in the store's
+    /// database never gets an event twice. A read model elsewhere (at-least-once) may see
+    /// the batches of both.
     ///
     /// # Errors
-    /// [`Error::ProjectionReset`] when the hook fails (nothing is reset); connection
-    /// errors.
+    /// [`Error::ProjectionSetup`] when the setup hook fails, [`Error::ProjectionReset`]
+    /// when the reset hook fails (nothing is reset either way); connection errors.
     pub async fn rebuild<P: Projection>(&self, projection: P) -> Result<ProjectionHandle> {
         let name = projection.name().to_owned();
         // The tables first, so that the reset finds them.
@@ -284,8 +296,24 @@ impl Projections {
         Ok(self.start(projection, types, Start::AlreadyReset))
     }
 
+    /// Runs `projection`'s [`Projection::setup`] hook now, in a transaction of its own:
+    /// for an application that reads the read model before the runner's first start has
+    /// created its tables (the runner runs the hook again when it starts, so it must be
+    /// idempotent anyway).
+    ///
+    /// # Errors
+    /// [`Error::ProjectionSetup`] when the hook fails (nothing of it is kept); connection
+    /// errors.
+    pub async fn setup<P: Projection>(&self, projection: &P) -> Result<()> {
+        super::set_up(projection, &self.store).await
+    }
+
     /// Starts `projection` as a tokio task (call from within a tokio runtime). Keep the
     /// handle: dropping it stops the projection (see [`ProjectionHandle`]).
+    ///
+    /// Before anything else the task runs the projection's [`Projection::setup`] hook
+    /// (on PostgreSQL once it holds the lease), retried like a batch; a hook that keeps
+    /// failing fails the projection with [`Error::ProjectionSetup`].
     ///
     /// The read model always matches the stored checkpoint. Where no checkpoint is stored
     /// (the projection's first start, or after a reset: [`Projections::rebuild`],

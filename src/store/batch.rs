@@ -91,9 +91,9 @@ impl BatchTx {
     pub(crate) fn sql_target(&mut self) -> crate::portable::Target<'_> {
         match self {
             #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => crate::portable::Target::SqliteConnection(&mut **tx),
+            BatchTx::Sqlite(tx) => crate::portable::Target::SqliteConnection(tx),
             #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => crate::portable::Target::PgConnection(&mut **tx),
+            BatchTx::Postgres(tx) => crate::portable::Target::PgConnection(tx),
             BatchTx::Memory { .. } => {
                 crate::portable::Target::None("the memory store has no SQL database")
             }

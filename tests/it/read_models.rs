@@ -90,6 +90,11 @@ async fn setup_creates_the_read_model_in_the_store_schema(kind: Kind) {
         return;
     };
     let store = &t.store;
+    // No table before the hook ran; `Projections::setup` runs it on request.
+    let missing = store.fetch_all("SELECT account FROM balances").await;
+    assert!(matches!(missing, Err(Error::Sql { .. })), "{missing:?}");
+    store.projections().setup(&Balances).await.expect("setup");
+    assert!(balances(store).await.is_empty());
     store
         .append(
             "acct-ada",
@@ -131,14 +136,20 @@ async fn setup_creates_the_read_model_in_the_store_schema(kind: Kind) {
                 .postgres_pool()
                 .expect("a PostgreSQL store has a pool");
             assert!(store.sqlite_pool().is_none());
+            // (Other tests' schemas may hold a `balances` too.)
             let schemas: Vec<String> = sqlx::query_scalar(
                 "SELECT table_schema::text FROM information_schema.tables \
-                 WHERE table_name = 'balances'",
+                 WHERE table_name = 'balances' AND table_schema IN ($1, 'public')",
             )
+            .bind(schema)
             .fetch_all(pool)
             .await
             .expect("catalog");
-            assert_eq!(schemas, [schema.clone()], "in the store's schema only");
+            assert_eq!(
+                schemas,
+                std::slice::from_ref(schema),
+                "in the store's schema only"
+            );
             // The application's own sqlx queries, unqualified, through the store's pool.
             let total: i64 = sqlx::query_scalar("SELECT sum(balance)::bigint FROM balances")
                 .fetch_one(pool)
