@@ -362,7 +362,7 @@ pub enum Error {
         column: String,
         /// The statement's text.
         statement: String,
-        /// The Rust type asked for: `i64`, `Option<String>`, ….
+        /// The Rust type asked for: `i64`, `String`, … (for an `Option<T>`, `T`'s).
         expected: &'static str,
         /// What the column holds: `TEXT 'ada'`, `NULL`, an unsupported type.
         found: String,

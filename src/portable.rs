@@ -181,7 +181,7 @@ pub trait IntoSql {
 
 /// A Rust value read from a column of an [`SqlRow`].
 pub trait FromSql: Sized {
-    /// The type's name, for errors (`i64`, `Option<String>`).
+    /// The type's name, for errors (`i64`, `String`; an `Option`'s is its value's).
     const NAME: &'static str;
 
     /// The value of `column`, or `None` when it is not of this type (or out of range).
@@ -332,8 +332,8 @@ impl FromSql for SqlValue {
 }
 
 impl<T: FromSql> FromSql for Option<T> {
-    // One name for every `Option`: enough to say a NULL was expected too.
-    const NAME: &'static str = "an Option of it";
+    // A NULL is always accepted: what did not fit was the value's type.
+    const NAME: &'static str = T::NAME;
     fn from_sql(column: &SqlValue) -> Option<Self> {
         match column {
             SqlValue::Null(_) => Some(None),

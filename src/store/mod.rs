@@ -558,8 +558,9 @@ impl Store {
     /// Runs a read of [portable SQL](crate::Sql) on the store's database and returns its
     /// rows: the application's side of a read model that a projection writes with the
     /// same statements ([`ProjectionContext::execute`](crate::ProjectionContext::execute)).
-    /// On SQLite it runs on the readers' pool, on PostgreSQL in the store's schema
-    /// ([`Store::postgres_pool`]).
+    /// On SQLite it runs on the readers' pool (on an in-memory database, the one
+    /// connection, which waits while a projection's batch holds it), on PostgreSQL in the
+    /// store's schema ([`Store::postgres_pool`]).
     ///
     /// # Errors
     /// [`Error::Sql`] when the database refuses or fails the statement (its source is
