@@ -1,10 +1,16 @@
-//! A live read model beside the bank example, on the SQLite default: a `balances` table
-//! kept by a projection from the bank's typed events, in the same database as the events,
-//! so each batch's rows and its checkpoint commit together (exactly-once). Then more
-//! history is written and the read model is rebuilt from the start of the log, with a
-//! progress bar.
+//! A live read model beside the bank example: a `balances` table kept by a projection
+//! from the bank's typed events, in the same database as the events, so each batch's rows
+//! and its checkpoint commit together (exactly-once). The projection creates its table
+//! in its `setup` hook and writes it with portable SQL (`ctx.execute(Sql::new(…))`): the
+//! same statements run on SQLite and PostgreSQL, through the store's own connections
+//! (on PostgreSQL, in the store's schema). The application reads it with
+//! `store.fetch_all`. Then more history is written and the read model is rebuilt from the
+//! start of the log, with a progress bar.
 //!
-//! Run it with `cargo run --example projections` (add `-- 200000` for a longer rebuild).
+//! Run it with `cargo run --example projections` (a SQLite file; add `-- 200000` for a
+//! longer rebuild), or on PostgreSQL with
+//! `CHRONICLE_URL=postgres://postgres@127.0.0.1:5432/test cargo run --example projections`
+//! (in a schema `projections_example`, emptied first).
 
 #[path = "shared/bank.rs"]
 mod bank;
@@ -14,7 +20,7 @@ use std::time::Duration;
 use bank::{AccountEvent, BankAccount, Command, transfer};
 use chronicle::{
     DomainEvent, ExpectedVersion, Projection, ProjectionContext, ProjectionError, ProjectionState,
-    RecordedEvent, Store,
+    RecordedEvent, Sql, Store,
 };
 
 /// Keeps `balances (account, balance)` from the bank's deposits and withdrawals.
@@ -29,6 +35,17 @@ impl Projection for Balances {
         &["bank.Deposited", "bank.Withdrawn"]
     }
 
+    /// The table, created in the store's database before the first batch (every start:
+    /// hence `IF NOT EXISTS`).
+    async fn setup(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+        ctx.execute(
+            "CREATE TABLE IF NOT EXISTS balances \
+             (account TEXT PRIMARY KEY, balance BIGINT NOT NULL)",
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,
@@ -39,59 +56,69 @@ impl Projection for Balances {
             AccountEvent::Withdrawn { amount } => -i64::try_from(amount)?,
             AccountEvent::Opened { .. } => return Ok(()),
         };
-        let conn = ctx.sqlite().ok_or("this example runs on SQLite")?;
-        sqlx::query(
-            "INSERT INTO balances (account, balance) VALUES (?, ?) \
-             ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance",
+        // `$n` placeholders on both backends.
+        ctx.execute(
+            Sql::new(
+                "INSERT INTO balances (account, balance) VALUES ($1, $2) \
+                 ON CONFLICT (account) DO UPDATE SET balance = balances.balance + $2",
+            )
+            .bind(event.stream_id.as_str())
+            .bind(delta),
         )
-        .bind(event.stream_id.as_str())
-        .bind(delta)
-        .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
     /// A rebuild starts from an empty table.
     async fn reset(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
-        let conn = ctx.sqlite().ok_or("this example runs on SQLite")?;
-        sqlx::query("DELETE FROM balances")
-            .execute(&mut *conn)
-            .await?;
+        ctx.execute("DELETE FROM balances").await?;
         Ok(())
     }
 }
 
-/// The read model, as a reader outside the projection sees it.
-async fn balances(url: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(url).await?;
-    sqlx::query_as("SELECT account, balance FROM balances ORDER BY account")
-        .fetch_all(&mut conn)
-        .await
+/// The read model, as the application reads it: through the store, on either backend.
+async fn balances(store: &Store) -> chronicle::Result<Vec<(String, i64)>> {
+    store
+        .fetch_all("SELECT account, balance FROM balances ORDER BY account")
+        .await?
+        .iter()
+        .map(|row| Ok((row.get("account")?, row.get("balance")?)))
+        .collect()
 }
 
-async fn print_balances(url: &str) -> Result<(), sqlx::Error> {
-    for (account, balance) in balances(url).await? {
+async fn print_balances(store: &Store) -> chronicle::Result<()> {
+    for (account, balance) in balances(store).await? {
         println!("  {account}: {balance}");
     }
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// A fresh store: a new SQLite file, or a PostgreSQL schema emptied first.
+async fn open_store() -> Result<Store, Box<dyn std::error::Error>> {
+    if let Ok(url) = std::env::var("CHRONICLE_URL") {
+        let schema = "projections_example";
+        let store = Store::builder(url.as_str()).schema(schema).open().await?;
+        if let Some(pool) = store.postgres_pool() {
+            // Start from nothing: drop what an earlier run left, then open again.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(pool)
+                .await?;
+            store.close().await;
+            return Ok(Store::builder(url.as_str()).schema(schema).open().await?);
+        }
+        return Ok(store);
+    }
     let path = std::env::temp_dir().join("chronicle-projections.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let url = format!("sqlite://{}", path.display());
-    let store = Store::open(&url).await?;
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-        sqlx::query("CREATE TABLE balances (account TEXT PRIMARY KEY, balance INTEGER NOT NULL)")
-            .execute(&mut conn)
-            .await?;
-    }
+    Ok(Store::open(format!("sqlite://{}", path.display())).await?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let store = open_store().await?;
+    println!("on {}", store.backend_kind());
     let accounts = store.repository::<BankAccount>();
 
     // History written before the projection starts: it catches up first.
@@ -106,13 +133,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn(Balances);
     projection.wait_for_idle().await?;
     println!("caught up:");
-    print_balances(&url).await?;
+    print_balances(&store).await?;
 
     // Then it follows live commands: a transfer is a withdrawal and a deposit.
     transfer(&accounts, "ada", "bob", 70).await?;
     projection.wait_for_idle().await?;
     println!("after a transfer of 70 from ada to bob:");
-    print_balances(&url).await?;
+    print_balances(&store).await?;
     let status = projection.stop().await?;
     println!(
         "stopped at {} after applying {} events",
@@ -152,7 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rebuild.wait_for_idle().await?;
     bar.finish();
     let status = rebuild.stop().await?;
-    let rebuilt = balances(&url).await?;
+    let rebuilt = balances(&store).await?;
     let total: i64 = rebuilt.iter().map(|(_, balance)| balance).sum();
     println!(
         "rebuilt from {} events: {} accounts holding {total} in all",

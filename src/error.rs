@@ -367,6 +367,61 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A projection's [`setup`](crate::Projection::setup) hook failed: the projection did
+    /// not start (an inline projection's store did not open).
+    #[error("projection `{name}` could not be set up: {source}")]
+    ProjectionSetup {
+        /// The projection.
+        name: String,
+        /// The hook's error, as returned (downcast it to its type).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A statement run through chronicle's portable SQL ([`Sql`](crate::Sql)) failed in
+    /// the database: a syntax error, a missing table, a constraint, a lost connection.
+    #[error("SQL statement `{statement}` failed: {source}")]
+    Sql {
+        /// The statement's text.
+        statement: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Portable SQL ([`Sql`](crate::Sql)) was run where there is no SQL database: on the
+    /// memory store, or from a projection context without a transaction.
+    #[error("cannot run SQL statement `{statement}`: {reason}")]
+    SqlUnavailable {
+        /// The statement's text.
+        statement: String,
+        /// Why: "the memory store has no SQL database", ….
+        reason: &'static str,
+    },
+
+    /// A row of portable SQL ([`SqlRow::get`](crate::SqlRow::get)) has no column of that
+    /// name.
+    #[error("no column `{column}` in the rows of `{statement}`")]
+    ColumnNotFound {
+        /// The column asked for.
+        column: String,
+        /// The statement's text.
+        statement: String,
+    },
+
+    /// A column of portable SQL ([`SqlRow::get`](crate::SqlRow::get)) holds a value that
+    /// is not of the Rust type asked for (or out of its range).
+    #[error("column `{column}` of `{statement}` holds {found}, which is not {expected}")]
+    ColumnType {
+        /// The column asked for.
+        column: String,
+        /// The statement's text.
+        statement: String,
+        /// The Rust type asked for: `i64`, `String`, … (for an `Option<T>`, `T`'s).
+        expected: &'static str,
+        /// What the column holds: `TEXT 'ada'`, `NULL`, an unsupported type.
+        found: String,
+    },
+
     /// An inline projection could not apply an append's events, so the append was rolled
     /// back: nothing was written.
     #[error("inline projection `{name}` refused the append to `{stream}`: {source}")]
@@ -838,11 +893,16 @@ impl Error {
             Error::Conflict { .. }
             | Error::EventIdReused { .. }
             | Error::StreamAlreadyExists { .. } => ErrorKind::Conflict,
-            Error::Validation(_) | Error::PendingMigrations { .. } => ErrorKind::Validation,
+            Error::Validation(_)
+            | Error::PendingMigrations { .. }
+            | Error::SqlUnavailable { .. }
+            | Error::ColumnNotFound { .. }
+            | Error::ColumnType { .. } => ErrorKind::Validation,
             Error::StreamNotFound { .. }
             | Error::StreamDeleted { .. }
             | Error::Shredded { .. }
             | Error::HistoryUnavailable { .. } => ErrorKind::NotFound,
+            Error::Sql { source, .. } if is_transient(source) => ErrorKind::Connection,
             Error::Connection { .. }
             | Error::Connect { .. }
             | Error::Publish {
@@ -868,6 +928,8 @@ impl Error {
             | Error::Internal(_)
             | Error::ProjectionStopped { .. }
             | Error::ProjectionReset { .. }
+            | Error::ProjectionSetup { .. }
+            | Error::Sql { .. }
             | Error::InlineProjection { .. }
             | Error::TaskPanicked { .. }
             | Error::BusClosed { .. }

@@ -48,6 +48,7 @@ pub mod otel;
 pub mod outbox;
 mod panics;
 mod pattern;
+mod portable;
 pub mod process;
 mod projection;
 mod read;
@@ -75,6 +76,7 @@ pub use error::{
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use outbox::{Handler, HandlerError, HandlerMap, HandlerRequest, Outbox};
 pub use pattern::Pattern;
+pub use portable::{FromSql, IntoSql, Sql, SqlRow, SqlType, SqlValue};
 pub use process::{ProcessHandle, ProcessManager};
 pub use projection::{
     FailurePolicy, Projection, ProjectionCheckpoint, ProjectionContext, ProjectionError,

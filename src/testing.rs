@@ -13,6 +13,9 @@
 //! ([`RecordingBus`](crate::bus::RecordingBus), [`NoopBus`](crate::bus::NoopBus)).
 //!
 //! [`ProcessTest`] does the same for process managers: given these inputs, these commands.
+//!
+//! [`ProjectionTest`] does the same for a projection: given these events, the projection
+//! built this read model (run for real, on an in-memory SQLite store).
 
 use std::fmt::{self, Debug, Write as _};
 
@@ -22,6 +25,10 @@ use crate::aggregate::Aggregate;
 use crate::bus::{Bus, BusEvent};
 use crate::domain_event::DomainEvent;
 pub use crate::outbox::testing::{OutboxTest, PlannedRequest};
+
+mod projection;
+
+pub use projection::{Projected, ProjectionTest};
 
 /// A given/when/then test of aggregate `A`'s domain logic.
 ///

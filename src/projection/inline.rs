@@ -8,7 +8,8 @@
 //! error rolls the append back and is returned to the writer as
 //! [`Error::InlineProjection`], whose `source()` is the projection's own error (downcast it
 //! to its type). The memory backend has no transactions, so it does not
-//! open with inline projections.
+//! open with inline projections. Their [`setup`](super::Projection::setup) hooks run when
+//! the store opens.
 
 use std::sync::Arc;
 
@@ -43,6 +44,18 @@ impl InlineProjections {
                 ))
                 .into());
             }
+        }
+        Ok(())
+    }
+
+    /// Runs every projection's [`setup`](super::Projection::setup) hook, in registration
+    /// order, each in a transaction of its own (when the store opens).
+    ///
+    /// # Errors
+    /// [`Error::ProjectionSetup`] naming the first projection whose hook failed.
+    pub(crate) async fn set_up(&self, store: &Store) -> Result<()> {
+        for projection in &self.projections {
+            super::set_up(projection.as_ref(), store).await?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 //! waits to return as their error's `source()`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -253,14 +254,28 @@ impl Projections {
     /// [`ProjectionStatus::applied`] and [`ProjectionStatus::lag_events`]. The read model
     /// is rebuilt in place: readers see it fill up again (there is no blue/green swap).
     ///
-    /// On PostgreSQL, an instance already running the projection elsewhere notices the
-    /// reset at its next batch and starts over itself; this one then waits on standby.
+    /// The projection's [`Projection::setup`] hook runs first, in a transaction of its
+    /// own, so that the reset finds its tables.
+    ///
+    /// **With the projection still running** (a handle of this process not stopped, or
+    /// another instance): the rebuild is safe, but stop the running handle first to get
+    /// what you expect. The running runner notices the deleted checkpoint at its next
+    /// batch (or within its poll interval when idle), calls `reset` again and rebuilds
+    /// from the start itself. On PostgreSQL it holds the projection's lease, so the handle
+    /// returned here waits in [`ProjectionState::Standby`] (its waits do not return) until
+    /// that runner stops, then takes over. On SQLite, which has no lease, both runners
+    /// run, and a batch commits only where the stored checkpoint is still where its runner
+    /// left it: each batch is applied by one of them, and a read model in the store's
+    /// database never gets an event twice. A read model elsewhere (at-least-once) may see
+    /// the batches of both.
     ///
     /// # Errors
-    /// [`Error::ProjectionReset`] when the hook fails (nothing is reset); connection
-    /// errors.
+    /// [`Error::ProjectionSetup`] when the setup hook fails, [`Error::ProjectionReset`]
+    /// when the reset hook fails (nothing is reset either way); connection errors.
     pub async fn rebuild<P: Projection>(&self, projection: P) -> Result<ProjectionHandle> {
         let name = projection.name().to_owned();
+        // The tables first, so that the reset finds them.
+        super::set_up(&projection, &self.store).await?;
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         // The checkpoint first: its row lock makes a batch in flight elsewhere finish
         // before the hook clears the read model, so none of its writes survive the reset.
@@ -281,8 +296,24 @@ impl Projections {
         Ok(self.start(projection, types, Start::AlreadyReset))
     }
 
+    /// Runs `projection`'s [`Projection::setup`] hook now, in a transaction of its own:
+    /// for an application that reads the read model before the runner's first start has
+    /// created its tables (the runner runs the hook again when it starts, so it must be
+    /// idempotent anyway).
+    ///
+    /// # Errors
+    /// [`Error::ProjectionSetup`] when the hook fails (nothing of it is kept); connection
+    /// errors.
+    pub async fn setup<P: Projection>(&self, projection: &P) -> Result<()> {
+        super::set_up(projection, &self.store).await
+    }
+
     /// Starts `projection` as a tokio task (call from within a tokio runtime). Keep the
     /// handle: dropping it stops the projection (see [`ProjectionHandle`]).
+    ///
+    /// Before anything else the task runs the projection's [`Projection::setup`] hook
+    /// (on PostgreSQL once it holds the lease), retried like a batch; a hook that keeps
+    /// failing fails the projection with [`Error::ProjectionSetup`].
     ///
     /// The read model always matches the stored checkpoint. Where no checkpoint is stored
     /// (the projection's first start, or after a reset: [`Projections::rebuild`],
@@ -338,6 +369,7 @@ impl Projections {
                 stop,
                 failure: Arc::clone(&failure),
                 start: std::sync::Mutex::new(start),
+                set_up: AtomicBool::new(false),
             };
             async move {
                 runner.run().await;
@@ -520,6 +552,8 @@ struct Runner<P> {
     /// How the next pass treats a missing checkpoint (the first pass after a rebuild does
     /// not reset again).
     start: std::sync::Mutex<Start>,
+    /// Whether the projection's setup hook ran in this run (once, under the lease).
+    set_up: AtomicBool,
 }
 
 /// What became of a batch.
@@ -638,6 +672,12 @@ impl<P: Projection> Runner<P> {
     /// Runs the projection under `lease`, from the stored checkpoint: catches up, then
     /// follows the log. Returns when the runner stops, fails, or loses the lease.
     async fn follow(&self, lease: &mut Lease) -> Result<Halt, LeaseLost> {
+        if !self.set_up.load(Ordering::Relaxed) {
+            if self.set_up_with_retries().await.is_none() {
+                return Ok(self.halted());
+            }
+            self.set_up.store(true, Ordering::Relaxed);
+        }
         let stored = loop {
             match self.store.checkpoint(&self.name).await {
                 Ok(stored) => break stored,
@@ -867,6 +907,29 @@ impl<P: Projection> Runner<P> {
         ));
         self.status.send_modify(|status| status.position = stored);
         Some(stored)
+    }
+
+    /// Runs the projection's setup hook ([`Projection::setup`]); a failing hook is retried
+    /// like a batch, then fails the projection with [`Error::ProjectionSetup`] (a database
+    /// that is away is waited for). `None` when the runner stopped or failed.
+    async fn set_up_with_retries(&self) -> Option<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match super::set_up(&self.projection, &self.store).await {
+                Ok(()) => return Some(()),
+                Err(error) => error,
+            };
+            self.note_error(error.to_string());
+            if !error.is_retryable() && attempt >= self.settings.max_attempts {
+                tracing::error!(projection = %self.name, %error, "projection failed");
+                self.fail(error.to_string(), Some(SharedError::new(error)));
+                return None;
+            }
+            let pause = self.settings.backoff
+                * 2u32.saturating_pow(attempt.min(self.settings.max_attempts).min(16) - 1);
+            self.pause(pause).await.ok()?;
+        }
     }
 
     /// No checkpoint is stored: empties the read model ([`Projection::reset`]) in a

@@ -560,6 +560,20 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// `sqlite`, `postgres` or `memory`: what operators' reports call it.
     fn kind(&self) -> &'static str;
 
+    /// The pool the application reads its read models through, when the store is SQLite:
+    /// the readers' pool.
+    #[cfg(feature = "sqlite")]
+    fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        None
+    }
+
+    /// The store's pool, when the store is PostgreSQL (its connections have the store's
+    /// schema first on their `search_path`).
+    #[cfg(feature = "postgres")]
+    fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        None
+    }
+
     /// Whether the backend is a SQL database (with transactions, and the tables of the
     /// outbox); `false` for memory.
     fn is_sql(&self) -> bool {

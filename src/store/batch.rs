@@ -87,6 +87,19 @@ impl BatchTx {
         }
     }
 
+    /// Where portable SQL runs in this transaction.
+    pub(crate) fn sql_target(&mut self) -> crate::portable::Target<'_> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            BatchTx::Sqlite(tx) => crate::portable::Target::SqliteConnection(tx),
+            #[cfg(feature = "postgres")]
+            BatchTx::Postgres(tx) => crate::portable::Target::PgConnection(tx),
+            BatchTx::Memory { .. } => {
+                crate::portable::Target::None("the memory store has no SQL database")
+            }
+        }
+    }
+
     /// Moves `name`'s checkpoint from `from` to `to`, in this transaction; `false` when
     /// the stored checkpoint is not at `from` any more (another instance moved it), in
     /// which case nothing is written and the batch must not commit.

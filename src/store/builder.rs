@@ -223,11 +223,14 @@ impl StoreBuilder {
     /// with [`Projections::rebuild`](crate::Projections::rebuild), stopped once idle),
     /// while nothing appends. Several projections run in registration order; names must
     /// be unique. SQLite and PostgreSQL only: the memory backend, which has no
-    /// transactions, refuses to open with inline projections.
+    /// transactions, refuses to open with inline projections. Each projection's
+    /// [`setup`](crate::Projection::setup) hook runs when the store opens (every open: it
+    /// must be idempotent); a failing one fails the open with
+    /// [`Error::ProjectionSetup`](crate::Error::ProjectionSetup).
     ///
     /// ```
     /// # async fn demo() -> chronicle::Result<()> {
-    /// use chronicle::{Projection, ProjectionContext, ProjectionError, RecordedEvent, Store};
+    /// use chronicle::{Projection, ProjectionContext, ProjectionError, RecordedEvent, Sql, Store};
     ///
     /// /// One row per account, updated in the append's transaction.
     /// struct Balances;
@@ -237,17 +240,23 @@ impl StoreBuilder {
     ///         "balances"
     ///     }
     ///
+    ///     async fn setup(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+    ///         ctx.execute("CREATE TABLE IF NOT EXISTS balances \
+    ///                      (account TEXT PRIMARY KEY, events BIGINT NOT NULL)").await?;
+    ///         Ok(())
+    ///     }
+    ///
     ///     async fn apply(
     ///         &self,
     ///         event: &RecordedEvent,
     ///         ctx: &mut ProjectionContext<'_>,
     ///     ) -> Result<(), ProjectionError> {
-    ///         let conn = ctx.sqlite().ok_or("balances live in SQLite")?;
-    ///         sqlx::query("INSERT INTO balances (account, events) VALUES (?1, 1) \
-    ///                      ON CONFLICT (account) DO UPDATE SET events = events + 1")
-    ///             .bind(event.stream_id.as_str())
-    ///             .execute(conn)
-    ///             .await?;
+    ///         ctx.execute(
+    ///             Sql::new("INSERT INTO balances (account, events) VALUES ($1, 1) \
+    ///                       ON CONFLICT (account) DO UPDATE SET events = balances.events + 1")
+    ///                 .bind(event.stream_id.as_str()),
+    ///         )
+    ///         .await?;
     ///         Ok(())
     ///     }
     /// }
@@ -446,7 +455,7 @@ impl StoreBuilder {
         let max_decoded = self.max_event_size.max(MIN_DECODE_LIMIT);
         let codec = Codec::new(self.compression, self.keys, max_decoded)
             .accept_unencrypted(self.accept_unencrypted);
-        Ok(Store::from_parts(
+        let store = Store::from_parts(
             backend,
             codec,
             self.retry,
@@ -461,7 +470,10 @@ impl StoreBuilder {
                 keep_undecodable: self.keep_undecodable,
             },
             self.per_stream_keys,
-        ))
+        );
+        // The inline projections' tables, before the first append needs them.
+        store.inner.inline.set_up(&store).await?;
+        Ok(store)
     }
 
     /// Brings the database up to date without opening a store, and returns the names of

@@ -556,6 +556,66 @@ impl Store {
         self.inner.backend.kind()
     }
 
+    /// The pool an application reads its read models through, when the store is SQLite
+    /// (`None` otherwise): the store's readers' pool, in WAL mode never blocked by the
+    /// writer. Writing through it is possible (your own tables) but waits for chronicle's
+    /// write lock, up to the busy timeout; an in-memory database (`sqlite::memory:`) has a
+    /// single connection, shared with chronicle's writes, so do not hold one from it.
+    /// For statements that also run on PostgreSQL, see [`Store::fetch_all`].
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        self.inner.backend.sqlite_pool()
+    }
+
+    /// The store's pool, when the store is PostgreSQL (`None` otherwise). Its connections
+    /// have the store's [schema](StoreBuilder::schema) first on their `search_path`
+    /// (chronicle sets it on a pool of its own, and checks it on one it is given), so read
+    /// models a projection created without naming a schema (in its
+    /// [`setup`](crate::Projection::setup) hook) are found by unqualified names here too.
+    /// Closed by [`Store::close`] when chronicle opened it.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        self.inner.backend.postgres_pool()
+    }
+
+    /// Runs a read of [portable SQL](crate::Sql) on the store's database and returns its
+    /// rows: the application's side of a read model that a projection writes with the
+    /// same statements ([`ProjectionContext::execute`](crate::ProjectionContext::execute)).
+    /// On SQLite it runs on the readers' pool (on an in-memory database, the one
+    /// connection, which waits while a projection's batch holds it), on PostgreSQL in the
+    /// store's schema ([`Store::postgres_pool`]).
+    ///
+    /// # Errors
+    /// [`Error::Sql`] when the database refuses or fails the statement (its source is
+    /// sqlx's error); [`Error::SqlUnavailable`] on the memory store.
+    pub async fn fetch_all(&self, sql: impl Into<crate::Sql>) -> Result<Vec<crate::SqlRow>> {
+        self.sql_target().fetch_all(sql.into()).await
+    }
+
+    /// [`Store::fetch_all`], for the first row only (`None` when there is none).
+    ///
+    /// # Errors
+    /// As [`Store::fetch_all`].
+    pub async fn fetch_optional(
+        &self,
+        sql: impl Into<crate::Sql>,
+    ) -> Result<Option<crate::SqlRow>> {
+        self.sql_target().fetch_optional(sql.into()).await
+    }
+
+    /// Where the application's portable SQL runs.
+    fn sql_target(&self) -> crate::portable::Target<'_> {
+        #[cfg(feature = "sqlite")]
+        if let Some(pool) = self.sqlite_pool() {
+            return crate::portable::Target::SqlitePool(pool);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(pool) = self.postgres_pool() {
+            return crate::portable::Target::PgPool(pool);
+        }
+        crate::portable::Target::None("the memory store has no SQL database")
+    }
+
     /// One round trip to the database, timed: what a health check asks. The memory store
     /// answers at once.
     ///

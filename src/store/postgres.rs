@@ -1289,6 +1289,10 @@ impl Backend for PostgresBackend {
         "postgres"
     }
 
+    fn postgres_pool(&self) -> Option<&PgPool> {
+        Some(&self.pool)
+    }
+
     async fn storage(&self) -> Result<StorageStats> {
         // The planner's row estimates and the tables' sizes, from the catalog: no scan.
         let tables: Vec<(String, f32, i64)> = sqlx::query_as(

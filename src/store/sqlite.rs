@@ -890,6 +890,10 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
+    fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        Some(&self.reader)
+    }
+
     async fn storage(&self) -> Result<StorageStats> {
         let (streams, events, snapshots, bytes): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events), \

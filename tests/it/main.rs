@@ -28,6 +28,7 @@ mod postgres;
 mod privacy;
 mod process;
 mod projections;
+mod read_models;
 mod readme;
 mod retention;
 mod sqlite;

@@ -1,16 +1,14 @@
 //! A small application built with only the dependencies README tells a new user to add:
-//! an aggregate, a read model in the store's own SQLite database written by a projection
-//! (through chronicle's re-exported sqlx), and a read of that model by the application.
+//! an aggregate, a read model in the store's own SQLite database created and written by a
+//! projection (its `setup` hook and portable SQL, which would run unchanged on
+//! PostgreSQL), and a read of that model by the application through the store.
 //!
 //! `cargo run -p chronicle-app-example` runs it; it needs no server.
 
-use std::time::Duration;
-
-use chronicle::sqlx::Connection;
-
 use chronicle::futures::TryStreamExt;
 use chronicle::{
-    Aggregate, DomainEvent, Projection, ProjectionContext, ProjectionError, RecordedEvent, Store,
+    Aggregate, DomainEvent, Projection, ProjectionContext, ProjectionError, RecordedEvent, Sql,
+    Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -56,21 +54,32 @@ impl Projection for Totals {
         "totals"
     }
 
+    /// The table, in the store's database (every start: `IF NOT EXISTS`).
+    async fn setup(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+        ctx.execute(
+            "CREATE TABLE IF NOT EXISTS totals \
+             (stream TEXT PRIMARY KEY, total BIGINT NOT NULL, last_event UUID NOT NULL)",
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn apply(
         &self,
         event: &RecordedEvent,
         ctx: &mut ProjectionContext<'_>,
     ) -> Result<(), ProjectionError> {
         let amount = event.json()?["amount"].as_i64().unwrap_or_default();
-        let conn = ctx.sqlite().ok_or("totals live in SQLite")?;
-        chronicle::sqlx::query(
-            "INSERT INTO totals (stream, total, last_event) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (stream) DO UPDATE SET total = total + ?2, last_event = ?3",
+        // Portable SQL: the same statement on SQLite and PostgreSQL.
+        ctx.execute(
+            Sql::new(
+                "INSERT INTO totals (stream, total, last_event) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream) DO UPDATE SET total = totals.total + $2, last_event = $3",
+            )
+            .bind(event.stream_id.as_str())
+            .bind(amount)
+            .bind(event.id),
         )
-        .bind(event.stream_id.as_str())
-        .bind(amount)
-        .bind(event.id)
-        .execute(conn)
         .await?;
         Ok(())
     }
@@ -83,15 +92,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let url = format!("sqlite://{}", dir.join("app.db").display());
     let store = Store::open(url.as_str()).await?;
-
-    // The read model's table, in the store's database.
-    let mut conn = chronicle::sqlx::SqliteConnection::connect(&url).await?;
-    chronicle::sqlx::query(
-        "CREATE TABLE IF NOT EXISTS totals \
-         (stream TEXT PRIMARY KEY, total INTEGER NOT NULL, last_event BLOB NOT NULL)",
-    )
-    .execute(&mut conn)
-    .await?;
 
     let accounts = store.repository::<Account>();
     accounts.execute("ada", 100).await?;
@@ -106,18 +106,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let expected = chronicle::serde_json::json!({ "amount": 20 });
     assert_eq!(last.json()?, expected);
 
-    // Wait until the projection has caught up with the last event, then read the model.
-    let total: i64 = loop {
-        let row: Option<(i64, chronicle::uuid::Uuid)> =
-            chronicle::sqlx::query_as("SELECT total, last_event FROM totals WHERE stream = ?1")
-                .bind("account-ada")
-                .fetch_optional(&mut conn)
-                .await?;
-        match row {
-            Some((total, seen)) if seen == last.id => break total,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    // Wait until the projection has applied the last event (its setup hook created the
+    // table before that), then read the model.
+    projection.wait_until(last.log_position()).await?;
+    let row = store
+        .fetch_optional(
+            Sql::new("SELECT total, last_event FROM totals WHERE stream = $1").bind("account-ada"),
+        )
+        .await?
+        .ok_or("no row for account-ada")?;
+    assert_eq!(row.get::<chronicle::uuid::Uuid>("last_event")?, last.id);
+    let total: i64 = row.get("total")?;
     projection.stop().await?;
     println!("account-ada has {total} in deposits");
     assert_eq!(total, 120);
