@@ -24,8 +24,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 
 use crate::bus_support::{
-    KILL_BATCH, KILL_EVENTS, Seen, append_numbered, eventually, kill_log, restart_killed_relay,
-    run_killed_relay, spawn_child,
+    KILL_BATCH, KILL_EVENTS, Seen, append_numbered, eventually, kill_log, kill_when,
+    restart_killed_relay, run_killed_relay, spawn_child,
 };
 use crate::support::Kind;
 
@@ -767,21 +767,11 @@ async fn a_relay_killed_with_sigkill_sends_one_batch_again_and_the_bus_drops_the
     );
     // Killed once a third is stored, at the end of a batch: most likely while the relay
     // waits to acknowledge it (the child's sink pauses), before its checkpoint moves.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    kill_when(&mut child, || async {
         let stored = topic_size(&watcher, &topic).await;
-        if stored >= KILL_EVENTS / 3 && stored % KILL_BATCH == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child sent nothing"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+        stored >= KILL_EVENTS / 3 && stored % KILL_BATCH == 0
+    })
+    .await;
     // A produce request the broker had in hand is stored even so: let it land.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at_kill = topic_size(&watcher, &topic).await;

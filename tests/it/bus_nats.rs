@@ -25,7 +25,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::bus_support::{
-    KILL_BATCH, KILL_EVENTS, Seen, eventually, kill_log, numbered, restart_killed_relay,
+    KILL_BATCH, KILL_EVENTS, Seen, eventually, kill_log, kill_when, numbered, restart_killed_relay,
     run_killed_relay, spawn_child,
 };
 use crate::support::Kind;
@@ -811,17 +811,10 @@ async fn a_relay_killed_with_sigkill_is_deduplicated_by_jetstream() {
         &t,
         &[(CHILD_PREFIX, &nats.prefix), (CHILD_STREAM, &nats.stream)],
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while nats.message_count().await < (KILL_EVENTS / 3) as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child sent nothing"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_when(&mut child, || async {
+        nats.message_count().await >= (KILL_EVENTS / 3) as u64
+    })
+    .await;
     let at_kill = nats.message_count().await as usize;
     assert!(
         at_kill < KILL_EVENTS,

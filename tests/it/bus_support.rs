@@ -1,8 +1,8 @@
-//! What the broker tests (`bus_nats`, `bus_redis`, `bus_kafka`) share: waiting for a
+//! What the bus tests share (`bus`, `bus_nats`, `bus_redis`, `bus_kafka`): waiting for a
 //! condition, a handler that records what it saw, numbered events, and the kill -9
 //! scaffolding (a SQLite log of numbered events, a sink slow to acknowledge, a relay in a
 //! child process of this test binary).
-#![allow(dead_code)] // each broker's module uses its part, behind its feature
+#![allow(dead_code)] // each module uses its part, the brokers' behind their features
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -132,6 +132,25 @@ pub fn spawn_child(child: &str, t: &TestStore, env: &[(&str, &str)]) -> std::pro
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the child process")
+}
+
+/// Waits (up to a minute) until `far_enough` says the child got far enough, then kills it
+/// with SIGKILL and reaps it. Fails when the child ends first.
+pub async fn kill_when<F: std::future::Future<Output = bool>>(
+    child: &mut std::process::Child,
+    mut far_enough: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !far_enough().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child did not get far enough"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
 }
 
 /// In the child: the relay [`KILL_RELAY`] from the start of the log at [`CHILD_DB`] into

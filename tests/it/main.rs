@@ -10,7 +10,6 @@ mod bus_kafka;
 mod bus_nats;
 #[cfg(feature = "redis")]
 mod bus_redis;
-#[cfg(any(feature = "nats", feature = "redis", feature = "kafka"))]
 mod bus_support;
 #[cfg(feature = "cloudevents")]
 mod cloudevents;
