@@ -27,13 +27,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use chronicle::Store;
 use chronicle::bus::{Bus, BusEvent, Delivery, Dispatch, HandlerError, InMemoryBus, StartFrom};
-use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
-use futures::TryStreamExt;
 
 use harness::{
-    Config, Deposited, Met, Rates, Res, Row, Throughput, fmt_rate, interleave, interleave_units,
-    next_id, ratio_row, sqlite_url, unit_op,
+    Config, Deposited, Rates, Res, Row, Throughput, fmt_rate, info_row, interleave,
+    interleave_units, next_id, read_log, relay_log, unit_op,
 };
 
 const EVENTS_ENV: &str = "CHRONICLE_BENCH_BUS_EVENTS";
@@ -99,7 +98,12 @@ async fn bus_publish_sync(cfg: &Config) -> Res<Vec<Row>> {
         published,
     )
     .await?;
-    Ok(vec![row("bus_publish_sync (1 handler)", &rates)])
+    // No target for the in-process bus: rows for information.
+    Ok(vec![info_row(
+        "bus_publish_sync (1 handler)",
+        "events/s",
+        &rates,
+    )])
 }
 
 /// 2. Eight buffered no-op handlers: `publish` beside eight tokio channels of the
@@ -164,49 +168,11 @@ async fn bus_publish_buffered(cfg: &Config) -> Res<Vec<Row>> {
     )
     .await?;
     bus.close().await?;
-    Ok(vec![row("bus_publish_buffered (8 handlers)", &rates)])
-}
-
-/// A row for information: the issue sets no target for the in-process bus.
-fn row(workload: &str, rates: &Rates) -> Row {
-    Row {
-        target: "—".to_owned(),
-        met: Met::Info,
-        ..ratio_row(workload, "events/s", rates, 0.0, "")
-    }
-}
-
-/// Writes `total` events in appends of 100 to 100 streams in turn.
-async fn fill(store: &Store, total: u64) -> Res<()> {
-    let mut written = 0;
-    while written < total {
-        let count = (total - written).min(100);
-        let events = (written..written + count)
-            .map(|n| NewEvent::from_serialize("account.Deposited", &Deposited::sample(n)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let stream = format!("acct-{}", written / 100 % 100);
-        store.append(stream, ExpectedVersion::Any, events).await?;
-        written += count;
-    }
-    Ok(())
-}
-
-/// `read_all` of the whole log, every event consumed.
-async fn read_all(store: Store, total: u64) -> Res<Throughput> {
-    let started = Instant::now();
-    let mut events = std::pin::pin!(store.read_all(LogPosition::START));
-    let mut units = 0;
-    while let Some(event) = events.try_next().await? {
-        std::hint::black_box(&event);
-        units += 1;
-    }
-    if units != total {
-        return Err(format!("read_all returned {units} events, expected {total}").into());
-    }
-    Ok(Throughput {
-        units,
-        elapsed: started.elapsed(),
-    })
+    Ok(vec![info_row(
+        "bus_publish_buffered (8 handlers)",
+        "events/s",
+        &rates,
+    )])
 }
 
 /// A relay of a new name from the start of the log into a synchronous in-process bus with
@@ -238,18 +204,11 @@ async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
 async fn relay_sqlite_to_bus(cfg: &Config) -> Res<Vec<Row>> {
     let total = cfg.size(EVENTS_ENV, 100_000)?;
     let dir = tempfile::tempdir()?;
-    let store = Store::open(sqlite_url(dir.path(), "relay.db")).await?;
-    let started = Instant::now();
-    fill(&store, total).await?;
-    eprintln!(
-        "  wrote {} events in {:.1} s",
-        fmt_rate(total as f64),
-        started.elapsed().as_secs_f64()
-    );
+    let store = relay_log(dir.path(), total).await?;
     let systems = [
         ("chronicle read_all", {
             let store = store.clone();
-            unit_op(move || read_all(store.clone(), total))
+            unit_op(move || read_log(store.clone(), total))
         }),
         ("relay → InMemoryBus", {
             let store = store.clone();
@@ -261,8 +220,9 @@ async fn relay_sqlite_to_bus(cfg: &Config) -> Res<Vec<Row>> {
         baseline: rates.next().unwrap_or_default(),
         chronicle: rates.next().unwrap_or_default(),
     };
-    Ok(vec![row(
+    Ok(vec![info_row(
         &format!("relay_sqlite_to_bus ({} events)", fmt_rate(total as f64)),
+        "events/s",
         &rates,
     )])
 }

@@ -33,17 +33,16 @@ mod harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronicle::bus::{BusEvent, EventSink, KafkaSink, NoopBus, StartFrom, wire};
-use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
-use futures::TryStreamExt;
+use chronicle::Store;
+use chronicle::bus::{BusEvent, BusSink, EventSink, KafkaSink, NoopBus, wire};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use harness::{
-    Config, Deposited, Met, Rates, Res, Row, Throughput, fmt_rate, interleave_units, next_id,
-    ratio_row, sqlite_url, unit_op,
+    Config, Rates, Res, Row, Throughput, fmt_rate, info_row, interleave_units, log_events,
+    ratio_row, relay_log, relay_to_idle, unit_op,
 };
 
 const EVENTS_ENV: &str = "CHRONICLE_BENCH_KAFKA_EVENTS";
@@ -79,27 +78,10 @@ struct Prepared {
     headers: Vec<(&'static str, String)>,
 }
 
-/// Writes `total` events in appends of 100 to 100 streams in turn.
-async fn fill(store: &Store, total: u64) -> Res<()> {
-    let mut written = 0;
-    while written < total {
-        let count = (total - written).min(100);
-        let events = (written..written + count)
-            .map(|n| NewEvent::from_serialize("account.Deposited", &Deposited::sample(n)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let stream = format!("acct-{}", written / 100 % 100);
-        store.append(stream, ExpectedVersion::Any, events).await?;
-        written += count;
-    }
-    Ok(())
-}
-
 /// The log's events as the relay's messages (topic: the stream category).
 async fn prepare(store: &Store) -> Res<Vec<Prepared>> {
-    let mut events = std::pin::pin!(store.read_all(LogPosition::START));
     let mut prepared = Vec::new();
-    while let Some(event) = events.try_next().await? {
-        let event = BusEvent::from(&event);
+    for event in log_events(store).await? {
         prepared.push(Prepared {
             topic: event.category().unwrap_or_default().to_owned(),
             key: event.subject.clone().unwrap_or_default(),
@@ -125,45 +107,14 @@ async fn relay(store: Store, total: u64, batch: usize) -> Res<Throughput> {
     let warm = BusEvent::new("bench.Warm", serde_json::json!({})).subject("warm-up");
     sink.send(vec![chronicle::bus::Outgoing::new(TOPIC, warm)])
         .await?;
-    let started = Instant::now();
-    let relay = store
-        .relay(format!("bench-{}", next_id()))
-        .start_from(StartFrom::Beginning)
-        .poll_interval(Duration::from_millis(10))
-        .batch_size(batch)
-        .spawn(sink.clone());
-    relay.wait_for_idle().await?;
-    let elapsed = started.elapsed();
-    relay.stop().await?;
+    let throughput = relay_to_idle(&store, total, batch, sink.clone()).await?;
     let sent = sink.stats().published;
     if sent != total + 1 {
-        return Err(format!("the relay sent {sent} events, expected {total}").into());
+        return Err(
+            format!("the sink sent {sent} events, expected {total} and the warm-up").into(),
+        );
     }
-    Ok(Throughput {
-        units: total,
-        elapsed,
-    })
-}
-
-/// The relay's own ceiling: the same relay into a sink that does nothing (`NoopBus`).
-async fn relay_to_nothing(store: Store, total: u64) -> Res<Throughput> {
-    let sink = NoopBus::new();
-    let started = Instant::now();
-    let relay = store
-        .relay(format!("bench-{}", next_id()))
-        .start_from(StartFrom::Beginning)
-        .poll_interval(Duration::from_millis(10))
-        .spawn(sink.clone());
-    relay.wait_for_idle().await?;
-    let elapsed = started.elapsed();
-    relay.stop().await?;
-    if sink.publish_count() != total {
-        return Err(format!("the relay sent {}, expected {total}", sink.publish_count()).into());
-    }
-    Ok(Throughput {
-        units: total,
-        elapsed,
-    })
+    Ok(throughput)
 }
 
 /// The same messages through a bare `FutureProducer`: all enqueued, then every delivery
@@ -223,14 +174,7 @@ async fn raw(messages: Arc<Vec<Prepared>>) -> Res<Throughput> {
 async fn relay_sqlite_to_kafka(cfg: &Config) -> Res<Vec<Row>> {
     let total = cfg.size(EVENTS_ENV, 100_000)?;
     let dir = tempfile::tempdir()?;
-    let store = Store::open(sqlite_url(dir.path(), "relay.db")).await?;
-    let started = Instant::now();
-    fill(&store, total).await?;
-    eprintln!(
-        "  wrote {} events in {:.1} s",
-        fmt_rate(total as f64),
-        started.elapsed().as_secs_f64()
-    );
+    let store = relay_log(dir.path(), total).await?;
     let messages = Arc::new(prepare(&store).await?);
     let systems = [
         ("raw FutureProducer", {
@@ -247,7 +191,10 @@ async fn relay_sqlite_to_kafka(cfg: &Config) -> Res<Vec<Row>> {
         }),
         ("relay → NoopBus", {
             let store = store.clone();
-            unit_op(move || relay_to_nothing(store.clone(), total))
+            unit_op(move || {
+                let store = store.clone();
+                async move { relay_to_idle(&store, total, 1_000, BusSink::new(NoopBus::new())).await }
+            })
         }),
     ];
     let mut rates = interleave_units(cfg, &systems).await?.into_iter();
@@ -264,15 +211,10 @@ async fn relay_sqlite_to_kafka(cfg: &Config) -> Res<Vec<Row>> {
             chronicle,
         };
         let workload = format!("{name} ({} events, mock cluster)", fmt_rate(total as f64));
-        let row = ratio_row(&workload, "events/s", &rates, 0.7, "≥ 70% of raw");
         rows.push(if index == 0 {
-            row
+            ratio_row(&workload, "events/s", &rates, 0.7, "≥ 70% of raw")
         } else {
-            Row {
-                target: "—".to_owned(),
-                met: Met::Info,
-                ..row
-            }
+            info_row(&workload, "events/s", &rates)
         });
     }
     Ok(rows)

@@ -31,13 +31,15 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use chronicle::bus::nats::{MSG_ID, NatsBus, NatsSink};
-use chronicle::bus::{Bus, BusEvent, Delivery, EventSink, Outgoing, StartFrom, Topic, wire};
-use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
-use futures::TryStreamExt;
+use chronicle::bus::{
+    Bus, BusEvent, BusSink, Delivery, EventSink, NoopBus, Outgoing, StartFrom, Topic, wire,
+};
+use chronicle::{ExpectedVersion, NewEvent, Store};
 
 use harness::{
-    Config, Deposited, Met, Rates, Res, Row, Throughput, env_or, fmt_rate, interleave_units,
-    next_id, ratio_row, sqlite_url, unit_op,
+    Config, Deposited, Met, Rates, Res, Row, Throughput, env_or, fmt_rate, info_row,
+    interleave_units, log_events, next_id, ratio_row, relay_log, relay_to_idle, sqlite_url,
+    unit_op,
 };
 
 const EVENTS_ENV: &str = "CHRONICLE_BENCH_NATS_EVENTS";
@@ -76,21 +78,6 @@ async fn drop_stream(js: &jetstream::Context, name: &str, expected: u64) -> Res<
     Ok(())
 }
 
-/// Writes `total` events in appends of 100 to 100 streams in turn.
-async fn fill(store: &Store, total: u64) -> Res<()> {
-    let mut written = 0;
-    while written < total {
-        let count = (total - written).min(100);
-        let events = (written..written + count)
-            .map(|n| NewEvent::from_serialize("account.Deposited", &Deposited::sample(n)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let stream = format!("acct-{}", written / 100 % 100);
-        store.append(stream, ExpectedVersion::Any, events).await?;
-        written += count;
-    }
-    Ok(())
-}
-
 /// A message as the sink sends it, prepared: topic (the category), headers, body.
 struct Prepared {
     event: BusEvent,
@@ -101,10 +88,8 @@ struct Prepared {
 
 /// The log's events as the relay would send them.
 async fn prepare(store: &Store) -> Res<Vec<Prepared>> {
-    let mut events = std::pin::pin!(store.read_all(LogPosition::START));
     let mut prepared = Vec::new();
-    while let Some(recorded) = events.try_next().await? {
-        let event = BusEvent::from(&recorded);
+    for event in log_events(store).await? {
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in wire::headers(&event) {
             headers.insert(name, value);
@@ -198,47 +183,9 @@ async fn relay_publish(store: Store, client: async_nats::Client, total: u64) -> 
         .subject_prefix(&prefix)
         .build()
         .await?;
-    let started = Instant::now();
-    let relay = store
-        .relay(format!("bench-{}", next_id()))
-        .start_from(StartFrom::Beginning)
-        .batch_size(batch())
-        .poll_interval(Duration::from_millis(10))
-        .spawn(sink);
-    relay.wait_for_idle().await?;
-    let elapsed = started.elapsed();
-    let sent = relay.stats().published;
-    relay.stop().await?;
-    if sent != total {
-        return Err(format!("the relay sent {sent} events, expected {total}").into());
-    }
+    let throughput = relay_to_idle(&store, total, batch(), sink).await?;
     drop_stream(&js, &name, total).await?;
-    Ok(Throughput {
-        units: total,
-        elapsed,
-    })
-}
-
-/// The relay alone: from the start of the log into a `NoopBus` (acknowledges at once).
-async fn relay_noop(store: Store, total: u64) -> Res<Throughput> {
-    let started = Instant::now();
-    let relay = store
-        .relay(format!("bench-{}", next_id()))
-        .start_from(StartFrom::Beginning)
-        .batch_size(batch())
-        .poll_interval(Duration::from_millis(10))
-        .to_bus(chronicle::bus::NoopBus::new());
-    relay.wait_for_idle().await?;
-    let elapsed = started.elapsed();
-    let sent = relay.stats().published;
-    relay.stop().await?;
-    if sent != total {
-        return Err(format!("the relay sent {sent} events, expected {total}").into());
-    }
-    Ok(Throughput {
-        units: total,
-        elapsed,
-    })
+    Ok(throughput)
 }
 
 /// 1. The relay from a SQLite log into NATS, beside raw JetStream publishes.
@@ -246,14 +193,10 @@ async fn relay_sqlite_to_nats(cfg: &Config) -> Res<Vec<Row>> {
     let total = cfg.size(EVENTS_ENV, 100_000)?;
     let client = async_nats::connect(nats_url()).await?;
     let dir = tempfile::tempdir()?;
-    let store = Store::open(sqlite_url(dir.path(), "relay.db")).await?;
-    let started = Instant::now();
-    fill(&store, total).await?;
+    let store = relay_log(dir.path(), total).await?;
     let messages = Arc::new(prepare(&store).await?);
     eprintln!(
-        "  wrote {} events in {:.1} s; {} bytes of body and {} header bytes per message",
-        fmt_rate(total as f64),
-        started.elapsed().as_secs_f64(),
+        "  {} bytes of body and {} header bytes per message",
         messages[0].body.len(),
         header_bytes(&messages[0].headers)
     );
@@ -268,7 +211,10 @@ async fn relay_sqlite_to_nats(cfg: &Config) -> Res<Vec<Row>> {
         }),
         ("relay → NoopBus", {
             let store = store.clone();
-            unit_op(move || relay_noop(store.clone(), total))
+            unit_op(move || {
+                let store = store.clone();
+                async move { relay_to_idle(&store, total, batch(), BusSink::new(NoopBus::new())).await }
+            })
         }),
         ("NatsSink::send alone", {
             let (client, messages) = (client.clone(), Arc::clone(&messages));
@@ -287,11 +233,7 @@ async fn relay_sqlite_to_nats(cfg: &Config) -> Res<Vec<Row>> {
         beside_raw(rates.next()),
     );
     let events = fmt_rate(total as f64);
-    let info = |workload: String, rates: &Rates| Row {
-        target: "—".to_owned(),
-        met: Met::Info,
-        ..ratio_row(&workload, "events/s", rates, 0.0, "")
-    };
+    let info = |workload: String, rates: &Rates| info_row(&workload, "events/s", rates);
     Ok(vec![
         ratio_row(
             &format!("relay_sqlite_to_nats ({events} events)"),

@@ -38,17 +38,15 @@ use std::time::{Duration, Instant};
 
 use chronicle::bus::redis::{GroupStart, RedisBus, RedisSink};
 use chronicle::bus::{
-    Bus, BusEvent, BusSink, Delivery, EventSink, InMemoryBus, NoopBus, Outgoing, StartFrom,
-    Subscribe, wire,
+    Bus, BusEvent, BusSink, Delivery, EventSink, InMemoryBus, NoopBus, Outgoing, Subscribe, wire,
 };
-use chronicle::{ExpectedVersion, LogPosition, NewEvent, Store};
-use futures::TryStreamExt;
+use chronicle::{ExpectedVersion, NewEvent, Store};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use harness::{
-    Config, Deposited, Met, Rates, Res, Row, Throughput, fmt_rate, interleave_units, next_id,
-    ratio_row, sqlite_url, unit_op,
+    Config, Deposited, Met, Rates, Res, Row, Throughput, fmt_rate, info_row, interleave_units,
+    log_events, next_id, ratio_row, read_log, relay_log, relay_to_idle, sqlite_url, unit_op,
 };
 
 const EVENTS_ENV: &str = "CHRONICLE_BENCH_REDIS_EVENTS";
@@ -90,33 +88,16 @@ async fn drop_keys(conn: &mut ConnectionManager, prefix: &str) -> Res<()> {
     Ok(())
 }
 
-/// Writes `total` events in appends of 100 to 100 streams in turn (as `benches/bus.rs`).
-async fn fill(store: &Store, total: u64) -> Res<()> {
-    let mut written = 0;
-    while written < total {
-        let count = (total - written).min(100);
-        let events = (written..written + count)
-            .map(|n| NewEvent::from_serialize("account.Deposited", &Deposited::sample(n)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let stream = format!("acct-{}", written / 100 % 100);
-        store.append(stream, ExpectedVersion::Any, events).await?;
-        written += count;
-    }
-    Ok(())
-}
-
 /// One message as the sink writes it: the key after the prefix (the relay's default
 /// topic, the category) and the fields.
 type Fields = (String, Vec<(&'static str, Vec<u8>)>);
 
 /// The log's events as the relay would send them, encoded.
-async fn messages(store: &Store) -> Res<Vec<Fields>> {
-    let events: Vec<_> = store.read_all(LogPosition::START).try_collect().await?;
-    Ok(events
+fn messages(events: &[BusEvent]) -> Vec<Fields> {
+    events
         .iter()
         .map(|event| {
-            let event = BusEvent::from(event);
-            let mut fields: Vec<(&'static str, Vec<u8>)> = wire::headers(&event)
+            let mut fields: Vec<(&'static str, Vec<u8>)> = wire::headers(event)
                 .into_iter()
                 .map(|(name, value)| (name, value.into_bytes()))
                 .collect();
@@ -124,7 +105,7 @@ async fn messages(store: &Store) -> Res<Vec<Fields>> {
             let topic = event.category().unwrap_or(&event.event_type).to_owned();
             (topic, fields)
         })
-        .collect())
+        .collect()
 }
 
 /// Raw pipelined `XADD`s of `messages`, `BATCH` per pipeline, one pipeline at a time.
@@ -154,24 +135,6 @@ async fn raw_xadd(messages: Arc<Vec<Fields>>) -> Res<Throughput> {
     })
 }
 
-/// `read_all` of the whole log, every event consumed: what any relay reads.
-async fn read_all(store: Store, total: u64) -> Res<Throughput> {
-    let started = Instant::now();
-    let mut events = std::pin::pin!(store.read_all(LogPosition::START));
-    let mut units = 0;
-    while let Some(event) = events.try_next().await? {
-        std::hint::black_box(&event);
-        units += 1;
-    }
-    if units != total {
-        return Err(format!("read_all returned {units} events, expected {total}").into());
-    }
-    Ok(Throughput {
-        units,
-        elapsed: started.elapsed(),
-    })
-}
-
 /// `RedisSink::send` of the log's events in batches of `BATCH`, without a relay: what
 /// the sink adds to raw `XADD`.
 async fn sink_send(events: Arc<Vec<Outgoing>>) -> Res<Throughput> {
@@ -192,28 +155,6 @@ async fn sink_send(events: Arc<Vec<Outgoing>>) -> Res<Throughput> {
     })
 }
 
-/// A relay of a new name from the start of the log into `sink`, until idle.
-async fn relay_into<S: EventSink>(store: Store, total: u64, sink: S) -> Res<Throughput> {
-    let started = Instant::now();
-    let relay = store
-        .relay(format!("bench-{}", next_id()))
-        .start_from(StartFrom::Beginning)
-        .batch_size(batch())
-        .poll_interval(Duration::from_millis(10))
-        .spawn(sink);
-    relay.wait_for_idle().await?;
-    let elapsed = started.elapsed();
-    let sent = relay.stats().published;
-    relay.stop().await?;
-    if sent != total {
-        return Err(format!("the relay sent {sent} events, expected {total}").into());
-    }
-    Ok(Throughput {
-        units: total,
-        elapsed,
-    })
-}
-
 /// The relay into a `RedisSink`.
 async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
     let prefix = prefix("relay");
@@ -221,7 +162,7 @@ async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
         .prefix(prefix.clone())
         .build()
         .await?;
-    let throughput = relay_into(store, total, sink).await?;
+    let throughput = relay_to_idle(&store, total, batch(), sink).await?;
     drop_keys(&mut connection().await?, &prefix).await?;
     Ok(throughput)
 }
@@ -230,24 +171,14 @@ async fn relay_all(store: Store, total: u64) -> Res<Throughput> {
 async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
     let total = cfg.size(EVENTS_ENV, 100_000)?;
     let dir = tempfile::tempdir()?;
-    let store = Store::open(sqlite_url(dir.path(), "relay.db")).await?;
-    let started = Instant::now();
-    fill(&store, total).await?;
-    let messages = Arc::new(messages(&store).await?);
+    let store = relay_log(dir.path(), total).await?;
+    let events = log_events(&store).await?;
+    let messages = Arc::new(messages(&events));
     let outgoing: Arc<Vec<Outgoing>> = Arc::new(
-        store
-            .read_all(LogPosition::START)
-            .map_ok(|event| {
-                let event = BusEvent::from(&event);
-                Outgoing::new(event.category().unwrap_or_default().to_owned(), event)
-            })
-            .try_collect()
-            .await?,
-    );
-    eprintln!(
-        "  wrote {} events in {:.1} s",
-        fmt_rate(total as f64),
-        started.elapsed().as_secs_f64()
+        events
+            .into_iter()
+            .map(|event| Outgoing::new(event.category().unwrap_or_default().to_owned(), event))
+            .collect(),
     );
     let systems = [
         ("raw pipelined XADD", {
@@ -260,11 +191,14 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
         }),
         ("chronicle read_all", {
             let store = store.clone();
-            unit_op(move || read_all(store.clone(), total))
+            unit_op(move || read_log(store.clone(), total))
         }),
         ("relay → NoopBus", {
             let store = store.clone();
-            unit_op(move || relay_into(store.clone(), total, BusSink::new(NoopBus::new())))
+            unit_op(move || {
+                let store = store.clone();
+                async move { relay_to_idle(&store, total, batch(), BusSink::new(NoopBus::new())).await }
+            })
         }),
         ("relay → RedisSink", {
             let store = store.clone();
@@ -277,11 +211,7 @@ async fn relay_sqlite_to_redis(cfg: &Config) -> Res<Vec<Row>> {
         chronicle: chronicle.clone(),
     };
     let size = fmt_rate(total as f64);
-    let info = |workload: String, rates: &Rates| Row {
-        target: "—".to_owned(),
-        met: Met::Info,
-        ..ratio_row(&workload, "events/s", rates, 0.0, "")
-    };
+    let info = |workload: String, rates: &Rates| info_row(&workload, "events/s", rates);
     Ok(vec![
         ratio_row(
             &format!(

@@ -867,3 +867,106 @@ async fn decode_raw_sqlite<T>(
 
 const RAW_SCAN: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events ORDER BY position";
+
+// ---------------------------------------------------------------------------------------
+// The relay benches (`bus.rs`, `nats.rs`, `redis.rs`, `kafka.rs`): one log, one relay run
+
+/// Writes `total` `account.Deposited` events in appends of 100 to 100 streams
+/// (`acct-0` … `acct-99`) in turn.
+pub async fn fill_accounts(store: &Store, total: u64) -> Res<()> {
+    let mut written = 0;
+    while written < total {
+        let count = (total - written).min(100);
+        let events = (written..written + count)
+            .map(|n| {
+                chronicle::NewEvent::from_serialize("account.Deposited", &Deposited::sample(n))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stream = format!("acct-{}", written / 100 % 100);
+        store
+            .append(stream, chronicle::ExpectedVersion::Any, events)
+            .await?;
+        written += count;
+    }
+    Ok(())
+}
+
+/// A SQLite store in `dir` holding [`fill_accounts`]' `total` events (how long writing
+/// them took goes to stderr): the log a relay bench reads.
+pub async fn relay_log(dir: &Path, total: u64) -> Res<Store> {
+    let store = Store::open(sqlite_url(dir, "relay.db")).await?;
+    let started = Instant::now();
+    fill_accounts(&store, total).await?;
+    eprintln!(
+        "  wrote {} events in {:.1} s",
+        fmt_rate(total as f64),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(store)
+}
+
+/// The log's events as the relay sends them, in log order.
+pub async fn log_events(store: &Store) -> Res<Vec<chronicle::bus::BusEvent>> {
+    Ok(store
+        .read_all(chronicle::LogPosition::START)
+        .map_ok(|event| chronicle::bus::BusEvent::from(&event))
+        .try_collect()
+        .await?)
+}
+
+/// `read_all` of the whole log, every event consumed: what any relay reads. Fails
+/// unless it read `total` events.
+pub async fn read_log(store: Store, total: u64) -> Res<Throughput> {
+    let started = Instant::now();
+    let mut events = std::pin::pin!(store.read_all(chronicle::LogPosition::START));
+    let mut units = 0;
+    while let Some(event) = events.try_next().await? {
+        black_box(&event);
+        units += 1;
+    }
+    if units != total {
+        return Err(format!("read_all returned {units} events, expected {total}").into());
+    }
+    Ok(Throughput {
+        units,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A relay of a new name from the start of the log into `sink`, in batches of `batch`
+/// (polling every 10 ms), timed until it is idle. Fails unless it sent `total` events.
+pub async fn relay_to_idle<S: chronicle::bus::EventSink>(
+    store: &Store,
+    total: u64,
+    batch: usize,
+    sink: S,
+) -> Res<Throughput> {
+    let started = Instant::now();
+    let relay = store
+        .relay(format!("bench-{}", next_id()))
+        .start_from(chronicle::bus::StartFrom::Beginning)
+        .batch_size(batch)
+        .poll_interval(Duration::from_millis(10))
+        .spawn(sink);
+    relay.wait_for_idle().await?;
+    let elapsed = started.elapsed();
+    let sent = relay.stats().published;
+    relay.stop().await?;
+    if sent != total {
+        return Err(format!("the relay sent {sent} events, expected {total}").into());
+    }
+    Ok(Throughput {
+        units: total,
+        elapsed,
+    })
+}
+
+/// A row for information beside the measured ones: chronicle's rate and the baseline's,
+/// no target.
+pub fn info_row(workload: &str, unit: &str, rates: &Rates) -> Row {
+    Row {
+        target: "—".to_owned(),
+        met: Met::Info,
+        ..ratio_row(workload, unit, rates, 0.0, "")
+    }
+}

@@ -4,14 +4,13 @@
 //! retried, counted and reported, and never stops the other handlers or the bus.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::consumer::{Consumer, Shared};
+use super::registry::Registry;
 use super::{
     Bus, BusEvent, BusHandler, BusHealth, BusStats, ErrorReporter, Subscribe, Subscription,
     TracingReporter,
@@ -111,10 +110,8 @@ impl InMemoryBusBuilder {
             inner: Arc::new(Inner {
                 dispatch: self.dispatch,
                 shared: Shared::named("in-memory", self.reporter),
-                subscriptions: RwLock::new(Vec::new()),
+                subscriptions: Registry::new(),
                 turns: Mutex::new(HashMap::new()),
-                closed: AtomicBool::new(false),
-                next_id: AtomicU64::new(1),
             }),
         }
     }
@@ -124,22 +121,17 @@ struct Inner {
     dispatch: Dispatch,
     shared: Arc<Shared>,
     /// In the order they subscribed.
-    subscriptions: RwLock<Vec<Arc<Sub>>>,
+    subscriptions: Arc<Registry<Arc<Sub>>>,
     /// Per group, the turn of the next event.
     turns: Mutex<HashMap<String, usize>>,
-    closed: AtomicBool,
-    next_id: AtomicU64,
 }
 
 /// A subscription as the bus keeps it.
 struct Sub {
-    id: u64,
     consumer: Arc<Consumer>,
-    /// The buffer's sending end ([`Dispatch::Buffered`]); dropping the last one ends the
-    /// task once it drained the buffer.
+    /// The buffer's sending end ([`Dispatch::Buffered`]); dropping the last one (when the
+    /// registry stops the subscription) ends the task once it drained the buffer.
     queue: Option<mpsc::Sender<Arc<BusEvent>>>,
-    /// The buffer's task, taken by whoever closes the subscription.
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Default for InMemoryBus {
@@ -169,7 +161,7 @@ impl InMemoryBus {
 
     /// The subscriptions open now.
     pub fn subscription_count(&self) -> usize {
-        self.inner.read_subscriptions().len()
+        self.inner.subscriptions.read().len()
     }
 
     fn closed_error() -> Error {
@@ -180,16 +172,10 @@ impl InMemoryBus {
 }
 
 impl Inner {
-    fn read_subscriptions(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Sub>>> {
-        self.subscriptions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The subscriptions `event_type` goes to: every matching one without a group, and
     /// per group one of its matching members, in turn.
     fn targets(&self, event_type: &str) -> Vec<Arc<Sub>> {
-        let subscriptions = self.read_subscriptions();
+        let subscriptions = self.subscriptions.read();
         let mut targets = Vec::new();
         let mut grouped: Vec<(&str, Vec<&Arc<Sub>>)> = Vec::new();
         for sub in subscriptions.iter() {
@@ -214,44 +200,12 @@ impl Inner {
         }
         targets
     }
-
-    /// Takes subscription `id` (every one when `None`) off the bus and waits for their
-    /// buffers' tasks to drain.
-    async fn remove(&self, id: Option<u64>) {
-        let removed: Vec<Arc<Sub>> = {
-            let mut subscriptions = self
-                .subscriptions
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            let (removed, kept) = std::mem::take(&mut *subscriptions)
-                .into_iter()
-                .partition(|sub| id.is_none_or(|id| sub.id == id));
-            *subscriptions = kept;
-            removed
-        };
-        let tasks: Vec<JoinHandle<()>> = removed
-            .iter()
-            .filter_map(|sub| {
-                sub.task
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-            })
-            .collect();
-        // The senders go with the subscriptions (a publish in flight may hold one a
-        // little longer); each task ends once its buffer is empty.
-        drop(removed);
-        for task in tasks {
-            // A task's deliveries catch their panics; an error here is an abort.
-            let _ = task.await;
-        }
-    }
 }
 
 impl Bus for InMemoryBus {
     async fn publish(&self, event: BusEvent) -> Result<()> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(InMemoryBus::closed_error());
         }
         let event = Arc::new(event);
@@ -277,7 +231,7 @@ impl Bus for InMemoryBus {
         handler: H,
     ) -> Result<Subscription> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(InMemoryBus::closed_error());
         }
         let options: Subscribe = subscribe.into();
@@ -287,41 +241,29 @@ impl Bus for InMemoryBus {
             Box::new(handler),
             Arc::clone(&inner.shared),
         ));
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, task) = match inner.dispatch {
-            Dispatch::Sync => (None, None),
-            Dispatch::Buffered { capacity } => {
-                let (sender, receiver) = mpsc::channel(capacity);
-                let span = tracing::debug_span!(
-                    "chronicle.bus.subscription",
-                    subscription = consumer.options().display_name()
-                );
-                let task = tokio::spawn(drain(receiver, Arc::clone(&consumer)).instrument(span));
-                (Some(sender), Some(task))
-            }
-        };
-        inner
-            .subscriptions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::new(Sub {
-                id,
-                consumer,
-                queue,
-                task: Mutex::new(task),
-            }));
-        let bus: Weak<Inner> = Arc::downgrade(inner);
-        Ok(Subscription::new(pattern, group, move || async move {
-            if let Some(inner) = bus.upgrade() {
-                inner.remove(Some(id)).await;
-            }
-            Ok(())
+        let dispatch = inner.dispatch;
+        Ok(inner.subscriptions.start(pattern, group, move |_stop| {
+            // A buffer's task ends once its senders are gone and it is drained, not at
+            // the stop signal: what was buffered is handled first.
+            let (queue, task) = match dispatch {
+                Dispatch::Sync => (None, None),
+                Dispatch::Buffered { capacity } => {
+                    let (sender, receiver) = mpsc::channel(capacity);
+                    let span = tracing::debug_span!(
+                        "chronicle.bus.subscription",
+                        subscription = consumer.options().display_name()
+                    );
+                    let task =
+                        tokio::spawn(drain(receiver, Arc::clone(&consumer)).instrument(span));
+                    (Some(sender), Some(task))
+                }
+            };
+            (Arc::new(Sub { consumer, queue }), task)
         }))
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.remove(None).await;
+        self.inner.subscriptions.close().await;
         Ok(())
     }
 
@@ -330,12 +272,13 @@ impl Bus for InMemoryBus {
         // written by the publisher and every task, one contended cache line).
         let buffered = self
             .inner
-            .read_subscriptions()
+            .subscriptions
+            .read()
             .iter()
             .filter_map(|sub| sub.queue.as_ref())
             .map(|queue| (queue.max_capacity() - queue.capacity()) as u64)
             .sum();
-        let open = !self.inner.closed.load(Ordering::Acquire);
+        let open = !self.inner.subscriptions.is_closed();
         self.inner.shared.health(open, 0, buffered)
     }
 

@@ -46,6 +46,8 @@
 //! ```
 
 mod consumer;
+#[cfg_attr(not(any(feature = "redis", feature = "kafka")), allow(dead_code))]
+mod dedup;
 mod event;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -54,6 +56,7 @@ mod memory;
 pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod registry;
 mod relay;
 mod testing;
 pub mod wire;

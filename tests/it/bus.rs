@@ -1082,17 +1082,10 @@ async fn a_relay_killed_with_sigkill_resends_at_most_one_batch() {
         .spawn()
         .unwrap();
     // Kill it once a third of the log is out.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while lines(&out).len() < KILL_EVENTS as usize / 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child sent nothing"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    crate::bus_support::kill_when(&mut child, || {
+        std::future::ready(lines(&out).len() >= KILL_EVENTS as usize / 3)
+    })
+    .await;
     let at_kill = lines(&out).len();
     assert!(
         at_kill < KILL_EVENTS as usize,

@@ -24,6 +24,10 @@ use chronicle::{Error, ExpectedVersion, NewEvent};
 use futures::StreamExt as _;
 use serde_json::json;
 
+use crate::bus_support::{
+    KILL_BATCH, KILL_EVENTS, Seen, eventually, kill_log, kill_when, numbered, restart_killed_relay,
+    run_killed_relay, spawn_child,
+};
 use crate::support::Kind;
 
 fn nats_url() -> String {
@@ -141,50 +145,6 @@ fn header<'m>(message: &'m async_nats::jetstream::Message, name: &str) -> Option
         .as_ref()
         .and_then(|headers| headers.get(name))
         .map(|value| value.as_str())
-}
-
-/// Waits (bounded) until `done` holds.
-async fn eventually(what: &str, done: impl Fn() -> bool) {
-    for _ in 0..1_000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn numbered(event_type: &str, n: i64) -> BusEvent {
-    BusEvent::new(event_type, json!({ "n": n }))
-}
-
-/// What a handler saw: (type, n, attempt).
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, i64, u32)>>>);
-
-impl Seen {
-    fn handler(
-        &self,
-    ) -> impl Fn(Delivery) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + use<>
-    {
-        let seen = self.clone();
-        move |delivery: Delivery| {
-            let n = delivery.json().unwrap()["n"].as_i64().unwrap_or(-1);
-            seen.0
-                .lock()
-                .unwrap()
-                .push((delivery.event_type.clone(), n, delivery.attempt()));
-            std::future::ready(Ok(()))
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    fn ns(&self) -> Vec<i64> {
-        self.0.lock().unwrap().iter().map(|(_, n, _)| *n).collect()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -824,35 +784,9 @@ async fn dropping_the_bus_ends_its_detached_subscriptions() {
 // binary, killed with SIGKILL mid-stream; the restarted relay sends the unacknowledged
 // batch again, and JetStream's `Nats-Msg-Id` deduplication stores each event once.
 
-/// Set in the child process: the SQLite database, the subject prefix and the stream.
-const CHILD_DB: &str = "CHRONICLE_NATS_CHILD_DB";
+/// Set in the child process: the subject prefix and the stream.
 const CHILD_PREFIX: &str = "CHRONICLE_NATS_CHILD_PREFIX";
 const CHILD_STREAM: &str = "CHRONICLE_NATS_CHILD_STREAM";
-const KILL_EVENTS: usize = 3_000;
-const KILL_BATCH: usize = 100;
-
-/// `NatsSink`, acknowledging each batch only a while after JetStream did: a kill then
-/// often lands between the broker's ack and the relay's checkpoint.
-struct SlowToAck {
-    sink: NatsSink,
-    pause: Duration,
-}
-
-impl EventSink for SlowToAck {
-    async fn send(&self, batch: Vec<Outgoing>) -> chronicle::Result<()> {
-        self.sink.send(batch).await?;
-        tokio::time::sleep(self.pause).await;
-        Ok(())
-    }
-
-    fn health(&self) -> chronicle::bus::BusHealth {
-        EventSink::health(&self.sink)
-    }
-
-    fn stats(&self) -> chronicle::bus::BusStats {
-        EventSink::stats(&self.sink)
-    }
-}
 
 async fn kill_sink(prefix: &str, stream: &str) -> NatsSink {
     NatsSink::builder(nats_url())
@@ -868,54 +802,19 @@ async fn a_relay_killed_with_sigkill_is_deduplicated_by_jetstream() {
     let Some(nats) = Nats::open("a_relay_killed_with_sigkill").await else {
         return;
     };
-    let t = Kind::Sqlite.open("nats relay kill").await.expect("sqlite");
-    let crate::support::Location::Sqlite { url, .. } = &t.location else {
-        unreachable!("a SQLite store")
-    };
-    let mut ids: HashMap<String, Vec<uuid::Uuid>> = HashMap::new();
-    for (n, first) in (0..KILL_EVENTS).step_by(500).enumerate() {
-        let stream = format!("order-{n}");
-        let events: Vec<NewEvent> = (first..first + 500)
-            .map(|i| NewEvent::new("order.Placed", json!({ "n": i })))
-            .collect();
-        ids.insert(
-            stream.clone(),
-            events.iter().map(NewEvent::event_id).collect(),
-        );
-        t.store
-            .append(stream.as_str(), ExpectedVersion::Any, events)
-            .await
-            .unwrap();
-    }
+    let (t, ids) = kill_log("nats relay kill").await;
     // The stream exists before the child starts (its duplicate window: two minutes).
     drop(kill_sink(&nats.prefix, &nats.stream).await);
 
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "bus_nats::nats_relay_child",
-            "--ignored",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_DB, url)
-        .env(CHILD_PREFIX, &nats.prefix)
-        .env(CHILD_STREAM, &nats.stream)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while nats.message_count().await < (KILL_EVENTS / 3) as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child sent nothing"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the child ended early");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let mut child = spawn_child(
+        "bus_nats::nats_relay_child",
+        &t,
+        &[(CHILD_PREFIX, &nats.prefix), (CHILD_STREAM, &nats.stream)],
+    );
+    kill_when(&mut child, || async {
+        nats.message_count().await >= (KILL_EVENTS / 3) as u64
+    })
+    .await;
     let at_kill = nats.message_count().await as usize;
     assert!(
         at_kill < KILL_EVENTS,
@@ -923,16 +822,7 @@ async fn a_relay_killed_with_sigkill_is_deduplicated_by_jetstream() {
     );
 
     // The restarted relay goes on from the checkpoint the child left.
-    let relay = t
-        .store
-        .relay("killed")
-        .start_from(StartFrom::Beginning)
-        .batch_size(KILL_BATCH)
-        .spawn(kill_sink(&nats.prefix, &nats.stream).await);
-    relay.wait_for_idle().await.unwrap();
-    let resent = relay.stats().published as usize;
-    relay.stop().await.unwrap();
-
+    let resent = restart_killed_relay(&t, kill_sink(&nats.prefix, &nats.stream).await).await;
     let sent_again = resent - (KILL_EVENTS - at_kill);
     println!("killed with {at_kill} stored; the restart sent {sent_again} of them again");
     assert!(
@@ -954,24 +844,9 @@ async fn a_relay_killed_with_sigkill_is_deduplicated_by_jetstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs in a child process: see a_relay_killed_with_sigkill_is_deduplicated_by_jetstream"]
 async fn nats_relay_child() {
-    let (Ok(db), Ok(prefix), Ok(stream)) = (
-        std::env::var(CHILD_DB),
-        std::env::var(CHILD_PREFIX),
-        std::env::var(CHILD_STREAM),
-    ) else {
+    let (Ok(prefix), Ok(stream)) = (std::env::var(CHILD_PREFIX), std::env::var(CHILD_STREAM))
+    else {
         return;
     };
-    let store = chronicle::Store::open(db).await.unwrap();
-    let sink = SlowToAck {
-        sink: kill_sink(&prefix, &stream).await,
-        pause: Duration::from_millis(30),
-    };
-    let relay = store
-        .relay("killed")
-        .start_from(StartFrom::Beginning)
-        .batch_size(KILL_BATCH)
-        .spawn(sink);
-    // Runs until killed (or, if never killed, a while after the end).
-    relay.wait_for_idle().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    run_killed_relay(kill_sink(&prefix, &stream).await, Duration::from_millis(30)).await;
 }

@@ -19,11 +19,12 @@ use chronicle::bus::redis::{
     DEAD_REASON_FIELD, GroupStart, RedisBus, RedisPubSubBus, RedisSink, dead_letter_key,
 };
 use chronicle::bus::{
-    Backoff, Bus, BusEvent, Delivery, EventSink, HandlerError, Outgoing, StartFrom, Subscribe,
+    Backoff, Bus, Delivery, EventSink, HandlerError, Outgoing, StartFrom, Subscribe,
 };
 use chronicle::{Error, ExpectedVersion, NewEvent};
 use serde_json::{Value, json};
 
+use crate::bus_support::{Seen, eventually, numbered};
 use crate::support::Kind;
 
 fn redis_url() -> String {
@@ -135,63 +136,6 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.as_str())
 }
 
-/// Waits (up to 20 s) until `done` holds.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// What a handler saw: (event type, data's `n`, attempt), in order.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, i64, u32)>>>);
-
-impl Seen {
-    fn handler(
-        &self,
-    ) -> impl Fn(Delivery) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + use<>
-    {
-        let seen = self.clone();
-        move |delivery: Delivery| {
-            seen.push(&delivery);
-            std::future::ready(Ok(()))
-        }
-    }
-
-    fn push(&self, delivery: &Delivery) {
-        let n = delivery
-            .json()
-            .ok()
-            .and_then(|data| data["n"].as_i64())
-            .unwrap_or(-1);
-        self.0
-            .lock()
-            .unwrap()
-            .push((delivery.event_type.clone(), n, delivery.attempt()));
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    fn ns(&self) -> Vec<i64> {
-        self.0.lock().unwrap().iter().map(|(_, n, _)| *n).collect()
-    }
-
-    fn all(&self) -> Vec<(String, i64, u32)> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-fn event(event_type: &str, n: i64) -> BusEvent {
-    BusEvent::new(event_type, json!({ "n": n }))
-}
-
 fn fixed(delay_ms: u64) -> Backoff {
     Backoff::from_fn(move |_| Duration::from_millis(delay_ms))
 }
@@ -300,10 +244,10 @@ async fn the_relay_appends_to_redis_streams_that_redis_cli_and_a_redis_bus_read(
         .subscribe(Subscribe::to("order.*").group("billing"), seen.handler())
         .await
         .unwrap();
-    until("45 orders", || seen.len() == 45).await;
+    eventually("45 orders", || seen.len() == 45).await;
     assert_eq!(seen.ns(), (0..45).collect::<Vec<_>>());
     // The payments matched no pattern: acknowledged, not handled.
-    until("every entry acknowledged", || {
+    eventually("every entry acknowledged", || {
         cli(&["XPENDING", &keys.key("payment"), "billing"])[0] == json!(0)
             && cli(&["XPENDING", &keys.key("order"), "billing"])[0] == json!(0)
     })
@@ -328,7 +272,7 @@ async fn maxlen_trims_each_stream() {
         .unwrap();
     for batch in 0..10 {
         let messages = (0..100)
-            .map(|n| Outgoing::new("trimmed", event("a.B", batch * 100 + n)))
+            .map(|n| Outgoing::new("trimmed", numbered("a.B", batch * 100 + n)))
             .collect();
         sink.send(messages).await.unwrap();
     }
@@ -352,11 +296,14 @@ async fn a_redis_bus_publishes_and_subscribes_by_pattern() {
     let (users, everything) = (Seen::default(), Seen::default());
     let a = bus.subscribe("user.*", users.handler()).await.unwrap();
     let b = bus.subscribe("*", everything.handler()).await.unwrap();
-    bus.publish(event("user.Registered", 1)).await.unwrap();
-    bus.publish_batch(vec![event("order.Placed", 2), event("user.Deleted", 3)])
-        .await
-        .unwrap();
-    until("three events", || everything.len() == 3 && users.len() == 2).await;
+    bus.publish(numbered("user.Registered", 1)).await.unwrap();
+    bus.publish_batch(vec![
+        numbered("order.Placed", 2),
+        numbered("user.Deleted", 3),
+    ])
+    .await
+    .unwrap();
+    eventually("three events", || everything.len() == 3 && users.len() == 2).await;
     assert_eq!(everything.ns(), [1, 2, 3]);
     assert_eq!(
         users.all(),
@@ -420,10 +367,14 @@ async fn failing_handlers_are_redelivered_with_their_attempts_then_dead_lettered
         )
         .await
         .unwrap();
-    bus.publish_batch(vec![event("a.B", 1), event("a.B", 2), event("a.B", 3)])
-        .await
-        .unwrap();
-    until("the deliveries", || {
+    bus.publish_batch(vec![
+        numbered("a.B", 1),
+        numbered("a.B", 2),
+        numbered("a.B", 3),
+    ])
+    .await
+    .unwrap();
+    eventually("the deliveries", || {
         bus.stats().dead == 2 && bus.stats().delivered == 1
     })
     .await;
@@ -469,7 +420,7 @@ async fn failing_handlers_are_redelivered_with_their_attempts_then_dead_lettered
             .contains("bad order")
     );
     // Nothing left pending.
-    until("nothing pending", || {
+    eventually("nothing pending", || {
         cli(&["XPENDING", &stream, "workers"])[0] == json!(0)
     })
     .await;
@@ -487,7 +438,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_after_the_idle_time
     let publisher = bus(&keys).await;
     cli(&["XGROUP", "CREATE", &stream, "g", "0", "MKSTREAM"]);
     publisher
-        .publish_batch((0..6).map(|n| event("a.B", n)).collect())
+        .publish_batch((0..6).map(|n| numbered("a.B", n)).collect())
         .await
         .unwrap();
     // A consumer reads them and dies without acknowledging anything.
@@ -523,7 +474,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_after_the_idle_time
         )
         .await
         .unwrap();
-    until("the claimed entries", || {
+    eventually("the claimed entries", || {
         seen.len() == 5 && survivor.stats().dead == 1
     })
     .await;
@@ -547,7 +498,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_after_the_idle_time
             .unwrap()
             .contains("delivered 3 times")
     );
-    until("nothing pending", || {
+    eventually("nothing pending", || {
         cli(&["XPENDING", &stream, "g"])[0] == json!(0)
     })
     .await;
@@ -585,12 +536,12 @@ async fn two_buses_in_one_group_share_the_entries() {
         );
     }
     for batch in 0..20 {
-        one.publish_batch((0..10).map(|n| event("a.B", batch * 10 + n)).collect())
+        one.publish_batch((0..10).map(|n| numbered("a.B", batch * 10 + n)).collect())
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    until("200 events", || counts.lock().unwrap().len() == 200).await;
+    eventually("200 events", || counts.lock().unwrap().len() == 200).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let counts = counts.lock().unwrap().clone();
     assert!(
@@ -647,9 +598,9 @@ async fn malformed_entries_are_dead_lettered_and_never_handled() {
         "data",
         "{not json",
     ]);
-    bus.publish(event("a.B", 7)).await.unwrap();
-    until("the good event", || seen.len() == 1).await;
-    until("three dead", || bus.stats().dead == 3).await;
+    bus.publish(numbered("a.B", 7)).await.unwrap();
+    eventually("the good event", || seen.len() == 1).await;
+    eventually("three dead", || bus.stats().dead == 3).await;
     assert_eq!(seen.ns(), [7]);
     let dead = xrange(&dead_letter_key(&stream));
     let reasons: Vec<&str> = dead
@@ -683,12 +634,12 @@ async fn a_copy_of_an_event_is_acknowledged_without_running_the_handler() {
     let sub = bus.subscribe("*", seen.handler()).await.unwrap();
     // A relay that crashed after sending a batch sends it again.
     let batch: Vec<Outgoing> = (0..3)
-        .map(|n| Outgoing::new("chronicle", event("a.B", n)))
+        .map(|n| Outgoing::new("chronicle", numbered("a.B", n)))
         .collect();
     sink.send(batch.clone()).await.unwrap();
     sink.send(batch).await.unwrap();
-    bus.publish(event("a.B", 3)).await.unwrap();
-    until("the events", || seen.len() == 4).await;
+    bus.publish(numbered("a.B", 3)).await.unwrap();
+    eventually("the events", || seen.len() == 4).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(seen.ns(), [0, 1, 2, 3]);
     assert_eq!(xrange(&keys.key("chronicle")).len(), 7);
@@ -709,7 +660,7 @@ async fn close_handles_the_read_in_hand_and_then_refuses() {
         .build()
         .await
         .unwrap();
-    bus.publish_batch((0..5).map(|n| event("a.B", n)).collect())
+    bus.publish_batch((0..5).map(|n| numbered("a.B", n)).collect())
         .await
         .unwrap();
     let seen = Seen::default();
@@ -728,13 +679,13 @@ async fn close_handles_the_read_in_hand_and_then_refuses() {
         .await
         .unwrap();
     sub.detach();
-    until("the first delivery", || seen.len() == 1).await;
+    eventually("the first delivery", || seen.len() == 1).await;
     bus.close().await.unwrap();
     // The five came in one read: all handled and acknowledged before `close` returned.
     assert_eq!(seen.ns(), [0, 1, 2, 3, 4]);
     assert_eq!(cli(&["XPENDING", &stream, "slow"])[0], json!(0));
     assert!(matches!(
-        bus.publish(event("a.B", 5)).await,
+        bus.publish(numbered("a.B", 5)).await,
         Err(Error::BusClosed { .. })
     ));
     assert!(matches!(
@@ -758,11 +709,11 @@ async fn dropping_the_bus_ends_its_detached_subscriptions() {
             .await
             .unwrap()
             .detach();
-        bus.publish(event("a.B", 1)).await.unwrap();
-        until("the first", || seen.len() == 1).await;
+        bus.publish(numbered("a.B", 1)).await.unwrap();
+        eventually("the first", || seen.len() == 1).await;
     }
     // The consumer leaves the group once its task ends (nothing was pending with it).
-    until("the consumer gone", || {
+    eventually("the consumer gone", || {
         cli(&["XINFO", "CONSUMERS", &stream, "detached"]) == json!([])
     })
     .await;
@@ -799,7 +750,7 @@ async fn health_shows_the_groups_lag_and_stats_the_counts() {
     let health = bus.health();
     assert!(health.connected);
     assert_eq!((health.reconnects, health.lag_events), (0, 0));
-    bus.publish_batch((0..40).map(|n| event("a.B", n)).collect())
+    bus.publish_batch((0..40).map(|n| numbered("a.B", n)).collect())
         .await
         .unwrap();
     let seen = Seen::default();
@@ -817,9 +768,9 @@ async fn health_shows_the_groups_lag_and_stats_the_counts() {
         .subscribe(Subscribe::to("*").name("lagging"), handler)
         .await
         .unwrap();
-    until("a lag", || bus.health().lag_events > 0).await;
-    until("all handled", || seen.len() == 40).await;
-    until("no lag", || bus.health().lag_events == 0).await;
+    eventually("a lag", || bus.health().lag_events > 0).await;
+    eventually("all handled", || seen.len() == 40).await;
+    eventually("no lag", || bus.health().lag_events == 0).await;
     let stats = bus.stats();
     assert_eq!(
         (stats.published, stats.delivered, stats.failed, stats.dead),
@@ -841,8 +792,8 @@ async fn a_refused_xadd_is_a_publish_error_naming_the_event() {
         .build()
         .await
         .unwrap();
-    let good = event("a.B", 1);
-    let bad = event("a.B", 2);
+    let good = numbered("a.B", 1);
+    let bad = numbered("a.B", 2);
     let error = sink
         .send(vec![
             Outgoing::new("fine", good),
@@ -894,16 +845,16 @@ async fn pub_sub_delivers_to_connected_subscribers_only() {
         .await
         .unwrap();
     // At most once: published before anyone listens, it is gone.
-    bus.publish(event("user.Registered", 0)).await.unwrap();
+    bus.publish(numbered("user.Registered", 0)).await.unwrap();
     let (early, late) = (Seen::default(), Seen::default());
     let a = bus.subscribe("user.*", early.handler()).await.unwrap();
-    bus.publish(event("user.Registered", 1)).await.unwrap();
-    bus.publish(event("order.Placed", 2)).await.unwrap();
-    until("the first", || early.len() == 1).await;
+    bus.publish(numbered("user.Registered", 1)).await.unwrap();
+    bus.publish(numbered("order.Placed", 2)).await.unwrap();
+    eventually("the first", || early.len() == 1).await;
     // A later subscriber misses what came before it.
     let b = bus.subscribe("*", late.handler()).await.unwrap();
-    bus.publish(event("user.Deleted", 3)).await.unwrap();
-    until("both", || early.len() == 2 && late.len() == 1).await;
+    bus.publish(numbered("user.Deleted", 3)).await.unwrap();
+    eventually("both", || early.len() == 2 && late.len() == 1).await;
     assert_eq!(early.ns(), [1, 3]);
     assert_eq!(late.ns(), [3]);
     // A failing handler is retried in this process only, then dead-lettered.
@@ -922,8 +873,8 @@ async fn pub_sub_delivers_to_connected_subscribers_only() {
         )
         .await
         .unwrap();
-    bus.publish(event("audit.Logged", 9)).await.unwrap();
-    until("dead after two tries", || bus.stats().dead == 1).await;
+    bus.publish(numbered("audit.Logged", 9)).await.unwrap();
+    eventually("dead after two tries", || bus.stats().dead == 1).await;
     assert_eq!(tries.load(Ordering::Relaxed), 2);
     let audit = xrange(&dead_letter_key(&keys.key("audit.Logged")));
     assert_eq!(audit.len(), 1);
@@ -941,7 +892,7 @@ async fn pub_sub_delivers_to_connected_subscribers_only() {
     // Not a chronicle event: dead-lettered, never handled.
     let channel = keys.key("user.Bogus");
     assert_eq!(cli(&["PUBLISH", &channel, "{\"data\": 1}"]), json!(2));
-    until("dead, once per subscription", || bus.stats().dead == 3).await;
+    eventually("dead, once per subscription", || bus.stats().dead == 3).await;
     let dead = xrange(&dead_letter_key(&channel));
     assert_eq!(dead.len(), 2, "one per subscription");
     assert_eq!(field(&dead[0].1, "data"), Some("{\"data\": 1}"));

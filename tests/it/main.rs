@@ -10,6 +10,7 @@ mod bus_kafka;
 mod bus_nats;
 #[cfg(feature = "redis")]
 mod bus_redis;
+mod bus_support;
 #[cfg(feature = "cloudevents")]
 mod cloudevents;
 mod concurrency;

@@ -2,24 +2,24 @@
 //! each subscription is a consumer in a consumer group whose task runs the handler per
 //! message and stores the message's offset only once the handler acknowledged it (or the
 //! message went to the dead letters), so a restarted group starts at the first message
-//! not yet handled.
+//! not yet handled. Copies of an event it handled lately (the same `ce-id`) are passed
+//! over (the window of [`KafkaBusBuilder::dedup_window`]).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::client::{Settings, Watch, config_error};
 use super::sink::KafkaSink;
 use crate::bus::consumer::{Consumer, Shared, Verdict};
+use crate::bus::dedup::{self, Seen};
+use crate::bus::registry::{Registry, stop_requested};
 use crate::bus::{
     Bus, BusEvent, BusHandler, BusHealth, BusStats, ErrorReporter, EventSink, Outgoing, Subscribe,
     Subscription, Topic, TracingReporter, wire,
@@ -47,7 +47,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 ///   [`subscribe_topics`](KafkaBusBuilder::subscribe_topics) (or the topics given to
 ///   [`KafkaBus::subscribe_to`]). Members of one group share the topics' partitions.
 ///   Each message is decoded ([`wire::decode`]); those whose type the pattern does not
-///   match are passed over. The handler runs through the subscription's rules: `Ok`
+///   match are passed over, and so are **copies**: a message whose `ce-id` the
+///   subscription handled among its last
+///   [`dedup_window`](KafkaBusBuilder::dedup_window) events (the relay re-sends a batch
+///   after a crash, and Kafka stores it again). The handler runs through the subscription's rules: `Ok`
 ///   stores the offset (committed by librdkafka's auto-commit, and on close); a
 ///   retryable error runs it again in place after the backoff (Kafka has no per-message
 ///   redelivery: the attempt is counted here, and the partition waits, keeping its
@@ -100,6 +103,7 @@ pub struct KafkaBusBuilder {
     topics: Vec<String>,
     reporter: Arc<dyn ErrorReporter>,
     assign_timeout: Duration,
+    dedup_window: usize,
 }
 
 impl KafkaBusBuilder {
@@ -139,6 +143,15 @@ impl KafkaBusBuilder {
         self
     }
 
+    /// How many handled event ids a subscription remembers to drop copies (default
+    /// 10,000; 0 keeps none): a message whose `ce-id` is among them is passed over
+    /// unhandled (its offset stored). Kafka stores the copies a restarted relay sends
+    /// again (its idempotent producer drops only its own retries); this drops them.
+    pub fn dedup_window(mut self, events: usize) -> Self {
+        self.dedup_window = events;
+        self
+    }
+
     /// The bus. Its producer connects in the background.
     ///
     /// # Errors
@@ -154,10 +167,9 @@ impl KafkaBusBuilder {
                 topic: self.topic,
                 topics: self.topics,
                 assign_timeout: self.assign_timeout,
+                dedup_window: self.dedup_window,
                 shared,
-                closed: AtomicBool::new(false),
-                running: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                running: Registry::new(),
             }),
         })
     }
@@ -169,17 +181,10 @@ struct Inner {
     topic: Topic,
     topics: Vec<String>,
     assign_timeout: Duration,
+    dedup_window: usize,
     shared: Arc<Shared>,
-    closed: AtomicBool,
-    running: Mutex<HashMap<u64, Running>>,
-    next_id: AtomicU64,
-}
-
-/// A subscription's task as the bus keeps it. Dropping `stop` (with the bus) ends it too.
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-    watch: Watch,
+    /// The subscriptions' tasks, each with its consumer's statistics.
+    running: Arc<Registry<Watch>>,
 }
 
 impl KafkaBus {
@@ -191,6 +196,7 @@ impl KafkaBus {
             topics: Vec::new(),
             reporter: Arc::new(TracingReporter),
             assign_timeout: Duration::from_secs(30),
+            dedup_window: dedup::DEFAULT_WINDOW,
         }
     }
 
@@ -224,7 +230,7 @@ impl KafkaBus {
         handler: Box<dyn crate::bus::DynBusHandler>,
     ) -> Result<Subscription> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.running.is_closed() {
             return Err(self.closed_error());
         }
         if topics.is_empty() {
@@ -268,26 +274,21 @@ impl KafkaBus {
             group = group.as_str(),
         );
         let runner = Consumer::new(options, handler, Arc::clone(&inner.shared));
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(
-            consume(
-                consumer,
-                runner,
-                inner.sink.clone(),
-                Arc::clone(&inner.shared),
-                stopped,
-            )
-            .instrument(span),
-        );
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        inner.lock_running().insert(
-            id,
-            Running {
-                stop,
-                task,
-                watch: watch.clone(),
-            },
-        );
+        let seen = Seen::new(inner.dedup_window);
+        let subscription = inner.running.start(pattern, named, |stop| {
+            let task = tokio::spawn(
+                consume(
+                    consumer,
+                    runner,
+                    seen,
+                    inner.sink.clone(),
+                    Arc::clone(&inner.shared),
+                    stop,
+                )
+                .instrument(span),
+            );
+            (watch.clone(), Some(task))
+        });
         if tokio::time::timeout(inner.assign_timeout, watch.assigned())
             .await
             .is_err()
@@ -297,43 +298,12 @@ impl KafkaBus {
                 "no Kafka partition assignment yet; the consumer keeps joining"
             );
         }
-        let bus: Weak<Inner> = Arc::downgrade(inner);
-        Ok(Subscription::new(pattern, named, move || async move {
-            if let Some(inner) = bus.upgrade() {
-                inner.stop(Some(id)).await;
-            }
-            Ok(())
-        }))
+        Ok(subscription)
     }
 
     fn closed_error(&self) -> Error {
         Error::BusClosed {
             bus: format!("Kafka bus at {}", self.inner.settings.brokers),
-        }
-    }
-}
-
-impl Inner {
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Stops subscription `id` (every one when `None`) and waits for their tasks: the
-    /// message in hand is finished, the stored offsets committed.
-    async fn stop(&self, id: Option<u64>) {
-        let stopped: Vec<Running> = {
-            let mut running = self.lock_running();
-            match id {
-                Some(id) => running.remove(&id).into_iter().collect(),
-                None => running.drain().map(|(_, run)| run).collect(),
-            }
-        };
-        for run in &stopped {
-            let _ = run.stop.send(true);
-        }
-        for run in stopped {
-            // The task catches its handler's panics; an error here is an abort.
-            let _ = run.task.await;
         }
     }
 }
@@ -344,7 +314,7 @@ impl Bus for KafkaBus {
     }
 
     async fn publish_batch(&self, events: Vec<BusEvent>) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.running.is_closed() {
             return Err(self.closed_error());
         }
         let batch = events
@@ -365,8 +335,7 @@ impl Bus for KafkaBus {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop(None).await;
+        self.inner.running.close().await;
         self.inner.sink.flush(Duration::from_secs(10)).await
     }
 
@@ -374,12 +343,12 @@ impl Bus for KafkaBus {
         let producer = self.inner.sink.watch();
         let (mut connected, mut reconnects, mut lag) =
             (producer.connected(), producer.reconnects(), 0);
-        for run in self.inner.lock_running().values() {
-            connected &= run.watch.connected();
-            reconnects += run.watch.reconnects();
-            lag += run.watch.lag();
+        for watch in self.inner.running.read().iter() {
+            connected &= watch.connected();
+            reconnects += watch.reconnects();
+            lag += watch.lag();
         }
-        let open = !self.inner.closed.load(Ordering::Acquire);
+        let open = !self.inner.running.is_closed();
         self.inner.shared.health(open && connected, reconnects, lag)
     }
 
@@ -388,23 +357,12 @@ impl Bus for KafkaBus {
     }
 }
 
-/// Resolves once a stop is asked for, or the bus is gone.
-async fn stop_asked(stop: &mut watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow_and_update() {
-            return;
-        }
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// A subscription's task: handles messages one at a time until stopped, then commits
 /// the offsets stored and leaves the group.
 async fn consume(
     consumer: StreamConsumer<Watch>,
     runner: Consumer,
+    mut seen: Seen,
     dead: KafkaSink,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -412,13 +370,13 @@ async fn consume(
     loop {
         let received = tokio::select! {
             biased;
-            () = stop_asked(&mut stop) => break,
+            () = stop_requested(&mut stop) => break,
             received = consumer.recv() => received,
         };
         match received {
             Ok(message) => {
                 consumer.context().answered();
-                let done = handle(&message, &runner, &dead, &shared, &mut stop).await;
+                let done = handle(&message, &runner, &mut seen, &dead, &shared, &mut stop).await;
                 if !done {
                     break;
                 }
@@ -429,7 +387,7 @@ async fn consume(
             Err(error) => {
                 shared.note_error(format!("Kafka consumer: {error}"));
                 tokio::select! {
-                    () = stop_asked(&mut stop) => break,
+                    () = stop_requested(&mut stop) => break,
                     () = tokio::time::sleep(PAUSE) => {}
                 }
             }
@@ -449,12 +407,14 @@ async fn consume(
     }
 }
 
-/// Handles one message: decode, match, run the handler until it acknowledges or the
-/// event is dead, dead-letter when it must. `true` when its offset may be stored; `false`
-/// when a stop came first (the message is left for the group's next consumer).
+/// Handles one message: decode, match, drop a copy of an event `seen` already, run the
+/// handler until it acknowledges or the event is dead, dead-letter when it must. `true`
+/// when its offset may be stored; `false` when a stop came first (the message is left
+/// for the group's next consumer).
 async fn handle(
     message: &BorrowedMessage<'_>,
     runner: &Consumer,
+    seen: &mut Seen,
     dead: &KafkaSink,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
@@ -482,21 +442,28 @@ async fn handle(
             return dead_letter(message, &error.to_string(), dead, shared, stop).await;
         }
     };
-    if !runner.options().pattern().matches(&event.event_type) {
+    if !runner.options().pattern().matches(&event.event_type) || seen.contains(&event.id) {
         return true;
     }
     let mut attempt = 0;
     loop {
         attempt += 1;
         match runner.attempt(Arc::clone(&event), attempt).await {
-            Verdict::Ack => return true,
+            Verdict::Ack => {
+                seen.insert(event.id);
+                return true;
+            }
             Verdict::Dead { reason } => {
-                return dead_letter(message, &reason, dead, shared, stop).await;
+                let sent = dead_letter(message, &reason, dead, shared, stop).await;
+                if sent {
+                    seen.insert(event.id);
+                }
+                return sent;
             }
             Verdict::Retry(delay) => {
                 tokio::select! {
                     biased;
-                    () = stop_asked(stop) => return false,
+                    () = stop_requested(stop) => return false,
                     () = tokio::time::sleep(delay) => {}
                 }
             }
@@ -533,7 +500,7 @@ async fn dead_letter(
                 shared.note_error(format!("Kafka: a dead letter to `{topic}` failed: {error}"));
                 tokio::select! {
                     biased;
-                    () = stop_asked(stop) => return false,
+                    () = stop_requested(stop) => return false,
                     () = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(MAX_PAUSE);

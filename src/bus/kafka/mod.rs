@@ -6,11 +6,14 @@
 //!   its stream (so each stream keeps version order in its partition), with the
 //!   [`wire`](crate::bus::wire) headers (`ce-id` = the event id) and the JSON data as its
 //!   value. A batch returns once every delivery report came back, and only then does the
-//!   relay move its checkpoint.
+//!   relay move its checkpoint. The producer drops its own retries, not a batch a
+//!   restarted relay sends again: Kafka stores that one twice.
 //! - [`KafkaBus`] implements [`Bus`](crate::bus::Bus): publishing through its sink, and
 //!   subscriptions that are consumers in a consumer group. An offset is stored (then
 //!   committed) only after the handler acknowledged the message, or after the message
-//!   went to the dead-letter topic `<topic>.dead` ([`DEAD_REASON`] says why).
+//!   went to the dead-letter topic `<topic>.dead` ([`DEAD_REASON`] says why). A
+//!   subscription drops copies of the events it handled lately (by `ce-id`, within
+//!   [`KafkaBusBuilder::dedup_window`]).
 //! - `health()` reads librdkafka's statistics (brokers up, disconnections, a consumer's
 //!   lag) and error callbacks; `stats()` counts as every bus does.
 //!

@@ -45,6 +45,12 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// [`Error::Publish`](crate::Error::Publish) whose `retryable` says whether sending again
 /// may succeed, and the relay sends the batch again. Clones share the producer.
 ///
+/// **Copies.** The idempotent producer drops only its own retries: a batch sent again
+/// by a `send` of its own (the relay after a failure, or restarted after a crash, with a
+/// new producer) is stored again, at most one batch. Consumers drop those copies by
+/// `ce-id`: [`KafkaBus`](crate::bus::KafkaBus) does (its
+/// [`dedup_window`](crate::bus::KafkaBusBuilder::dedup_window)).
+///
 /// ```no_run
 /// # async fn demo(store: chronicle::Store) -> chronicle::Result<()> {
 /// use chronicle::bus::{KafkaSink, StartFrom};

@@ -1,18 +1,17 @@
 //! [`NatsBus`]: a [`Bus`] on JetStream, publishing to `<prefix>.<event type>` and
 //! subscribing with durable pull consumers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::subscription::Subscriber;
 use super::{Connection, DEFAULT_DUPLICATE_WINDOW, Message, join};
 use crate::bus::consumer::{Consumer, Shared};
+use crate::bus::registry::Registry;
 use crate::bus::{
     Bus, BusEvent, BusHandler, BusHealth, BusStats, ErrorReporter, Pattern, Subscribe,
     Subscription, TracingReporter,
@@ -97,17 +96,8 @@ struct Inner {
     dead_prefix: String,
     fetch: Fetch,
     shared: Arc<Shared>,
-    closed: AtomicBool,
-    next_id: AtomicU64,
-    subscriptions: Mutex<Vec<Running>>,
-}
-
-/// A subscription's task as the bus keeps it.
-struct Running {
-    id: u64,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-    lag: Arc<AtomicU64>,
+    /// The subscriptions' tasks, each with its consumer's pending messages (its lag).
+    subscriptions: Arc<Registry<Arc<AtomicU64>>>,
 }
 
 impl NatsBus {
@@ -194,7 +184,7 @@ impl NatsBus {
     }
 
     async fn publish_events(&self, events: &[BusEvent]) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.subscriptions.is_closed() {
             return Err(self.closed_error());
         }
         let messages = events
@@ -325,41 +315,9 @@ impl NatsBusBuilder {
                 dead_prefix,
                 fetch: self.fetch,
                 shared: Shared::named("nats", self.reporter),
-                closed: AtomicBool::new(false),
-                next_id: AtomicU64::new(1),
-                subscriptions: Mutex::new(Vec::new()),
+                subscriptions: Registry::new(),
             }),
         })
-    }
-}
-
-impl Inner {
-    /// Stops subscription `id` (every one when `None`) and waits for their tasks: each
-    /// finishes the pull request in hand, handling what it brings.
-    async fn stop(&self, id: Option<u64>) {
-        let stopped: Vec<Running> = {
-            let mut subscriptions = self
-                .subscriptions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let (stopped, kept) = std::mem::take(&mut *subscriptions)
-                .into_iter()
-                .partition(|running| id.is_none_or(|id| running.id == id));
-            *subscriptions = kept;
-            stopped
-        };
-        for running in &stopped {
-            let _ = running.stop.send(true);
-        }
-        for running in stopped {
-            // A task's deliveries catch their panics; an error here is an abort.
-            let _ = running.task.await;
-        }
-        // The acks are sent without waiting for an answer: make sure they left.
-        if let Err(error) = self.connection.client.flush().await {
-            self.shared
-                .note_error(format!("flushing acks on close: {error}"));
-        }
     }
 }
 
@@ -378,7 +336,7 @@ impl Bus for NatsBus {
         handler: H,
     ) -> Result<Subscription> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(self.closed_error());
         }
         let options: Subscribe = subscribe.into();
@@ -428,32 +386,15 @@ impl Bus for NatsBus {
             shared: Arc::clone(&inner.shared),
             durable: durable.clone(),
         };
-        let (stop, stopped) = watch::channel(false);
         let span = tracing::debug_span!("chronicle.bus.nats.subscription", consumer = %durable);
-        let task = tokio::spawn(subscriber.run(stopped).instrument(span));
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        inner
-            .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Running {
-                id,
-                stop,
-                task,
-                lag,
-            });
-        let bus: Weak<Inner> = Arc::downgrade(inner);
-        Ok(Subscription::new(pattern, group, move || async move {
-            if let Some(inner) = bus.upgrade() {
-                inner.stop(Some(id)).await;
-            }
-            Ok(())
+        Ok(inner.subscriptions.start(pattern, group, |stop| {
+            let task = tokio::spawn(subscriber.run(stop).instrument(span));
+            (lag, Some(task))
         }))
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop(None).await;
+        self.inner.subscriptions.close().await;
         Ok(())
     }
 
@@ -461,13 +402,12 @@ impl Bus for NatsBus {
         let inner = &self.inner;
         let lag = inner
             .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .read()
             .iter()
-            .map(|running| running.lag.load(Ordering::Relaxed))
+            .map(|lag| lag.load(Ordering::Relaxed))
             .sum();
         let connection = &inner.connection;
-        let connected = connection.connected() && !inner.closed.load(Ordering::Acquire);
+        let connected = connection.connected() && !inner.subscriptions.is_closed();
         inner.shared.health(connected, connection.reconnects(), lag)
     }
 

@@ -84,6 +84,10 @@ impl Subscriber {
                 }
             }
         }
+        // The acks are sent without waiting for an answer: make sure they left.
+        if let Err(error) = self.connection.client.flush().await {
+            self.note(format!("flushing acks on close: {error}"));
+        }
     }
 
     /// One message: skipped (a dead letter, or a type outside the pattern), dead (it does

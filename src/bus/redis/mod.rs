@@ -123,10 +123,7 @@ async fn connect(
         .map_err(|error| broker_error(target, "connecting".to_owned(), error))
 }
 
-/// Returns once `stop` says to stop (or its sender is gone).
-async fn stop_requested(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await.is_ok();
-}
+use crate::bus::registry::stop_requested;
 
 /// Whether running the same request again may succeed.
 fn is_transient(error: &RedisError) -> bool {

@@ -1,21 +1,20 @@
 //! [`RedisPubSubBus`]: a [`Bus`] on Redis pub/sub. **At most once.**
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, PubSub};
 use ::redis::{Client, RedisResult};
 use futures::StreamExt;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::entry::{decode_message, message};
 use super::{DATA_FIELD, DEAD_REASON_FIELD};
 use super::{Link, broker_error, connect, dead_letter_key, open_client, stop_requested};
 use crate::bus::consumer::{Consumer, Shared, Verdict};
+use crate::bus::registry::Registry;
 use crate::bus::{
     Bus, BusEvent, BusHandler, BusHealth, BusStats, ErrorReporter, Pattern, Subscribe,
     Subscription, TracingReporter,
@@ -114,9 +113,7 @@ impl RedisPubSubBusBuilder {
                 prefix: self.prefix,
                 shared: Shared::named("redis-pubsub", self.reporter),
                 link: Arc::new(Link::new()),
-                closed: AtomicBool::new(false),
-                next_id: AtomicU64::new(1),
-                subscriptions: Mutex::new(HashMap::new()),
+                subscriptions: Registry::new(),
             }),
         })
     }
@@ -129,14 +126,8 @@ struct Inner {
     prefix: String,
     shared: Arc<Shared>,
     link: Arc<Link>,
-    closed: AtomicBool,
-    next_id: AtomicU64,
-    subscriptions: Mutex<HashMap<u64, Running>>,
-}
-
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The listeners' tasks.
+    subscriptions: Arc<Registry<()>>,
 }
 
 impl RedisPubSubBus {
@@ -186,27 +177,6 @@ fn escape_glob(text: &str, literal: bool) -> String {
     out
 }
 
-impl Inner {
-    async fn stop(&self, id: Option<u64>) {
-        let stopped: Vec<Running> = {
-            let mut subscriptions = self
-                .subscriptions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match id {
-                Some(id) => subscriptions.remove(&id).into_iter().collect(),
-                None => subscriptions.drain().map(|(_, running)| running).collect(),
-            }
-        };
-        for running in &stopped {
-            let _ = running.stop.send(true);
-        }
-        for running in stopped {
-            let _ = running.task.await;
-        }
-    }
-}
-
 /// A connection in subscriber mode, listening on `channel_pattern`.
 async fn listen(client: &Client, target: &str, channel_pattern: &str) -> Result<PubSub> {
     let mut pubsub = client
@@ -227,7 +197,7 @@ impl Bus for RedisPubSubBus {
 
     async fn publish_batch(&self, events: Vec<BusEvent>) -> Result<()> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(self.closed_error());
         }
         let Some(first) = events.first() else {
@@ -271,7 +241,7 @@ impl Bus for RedisPubSubBus {
         handler: H,
     ) -> Result<Subscription> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(self.closed_error());
         }
         let options: Subscribe = subscribe.into();
@@ -291,40 +261,29 @@ impl Bus for RedisPubSubBus {
             .instrument(span)
             .await?;
         let pattern = options.pattern().clone();
-        let (stop, stopped) = watch::channel(false);
-        let listener = Listener {
-            client: inner.client.clone(),
-            conn: inner.conn.clone(),
-            target: Arc::clone(&inner.target),
-            channel_pattern,
-            consumer: Consumer::new(options, Box::new(handler), Arc::clone(&inner.shared)),
-            shared: Arc::clone(&inner.shared),
-            link: Arc::clone(&inner.link),
-            stop: stopped,
+        let start = |stopped| {
+            let listener = Listener {
+                client: inner.client.clone(),
+                conn: inner.conn.clone(),
+                target: Arc::clone(&inner.target),
+                channel_pattern,
+                consumer: Consumer::new(options, Box::new(handler), Arc::clone(&inner.shared)),
+                shared: Arc::clone(&inner.shared),
+                link: Arc::clone(&inner.link),
+                stop: stopped,
+            };
+            let task_span = tracing::debug_span!(
+                "chronicle.bus.subscription",
+                subscription = listener.consumer.options().display_name(),
+            );
+            let task = tokio::spawn(listener.run(pubsub).instrument(task_span));
+            ((), Some(task))
         };
-        let task_span = tracing::debug_span!(
-            "chronicle.bus.subscription",
-            subscription = listener.consumer.options().display_name(),
-        );
-        let task = tokio::spawn(listener.run(pubsub).instrument(task_span));
-        let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        inner
-            .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(n, Running { stop, task });
-        let bus: Weak<Inner> = Arc::downgrade(inner);
-        Ok(Subscription::new(pattern, None, move || async move {
-            if let Some(inner) = bus.upgrade() {
-                inner.stop(Some(n)).await;
-            }
-            Ok(())
-        }))
+        Ok(inner.subscriptions.start(pattern, None, start))
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop(None).await;
+        self.inner.subscriptions.close().await;
         Ok(())
     }
 
@@ -332,7 +291,7 @@ impl Bus for RedisPubSubBus {
     /// anywhere: what is not delivered at once is lost).
     fn health(&self) -> BusHealth {
         let inner = &self.inner;
-        let open = !inner.closed.load(Ordering::Acquire);
+        let open = !inner.subscriptions.is_closed();
         inner
             .shared
             .health(open && inner.link.connected(), inner.link.reconnects(), 0)

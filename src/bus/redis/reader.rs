@@ -3,7 +3,7 @@
 //! a later `XCLAIM` by this consumer, or a dead letter; claim what dead consumers left
 //! (`XAUTOCLAIM`); keep the group's lag for `health`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,7 +16,6 @@ use ::redis::streams::{
 use ::redis::{RedisResult, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::entry::{bytes, decode_entry};
 use super::{
@@ -24,6 +23,7 @@ use super::{
     dead_letter_key, stop_requested,
 };
 use crate::bus::consumer::{Consumer, Shared, Verdict};
+use crate::bus::dedup::{self, Seen};
 
 /// A subscription's settings, from the bus's builder.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ impl Default for Settings {
             block: Duration::from_millis(200),
             batch: 100,
             claim_idle: Duration::from_secs(30),
-            dedup_window: 10_000,
+            dedup_window: dedup::DEFAULT_WINDOW,
         }
     }
 }
@@ -55,31 +55,6 @@ struct Waiting {
     attempt: u32,
     /// How long it waited: its idle time in Redis is at least that when it is due.
     delay: Duration,
-}
-
-/// The event ids handled last, to drop copies.
-struct Seen {
-    window: usize,
-    ids: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
-}
-
-impl Seen {
-    fn contains(&self, id: &Uuid) -> bool {
-        self.ids.contains(id)
-    }
-
-    fn insert(&mut self, id: Uuid) {
-        if self.window == 0 || !self.ids.insert(id) {
-            return;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.window
-            && let Some(old) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-    }
 }
 
 pub(super) struct Reader {
@@ -124,11 +99,7 @@ impl Reader {
         lag: Arc<AtomicU64>,
         stop: watch::Receiver<bool>,
     ) -> Self {
-        let seen = Seen {
-            window: settings.dedup_window,
-            ids: HashSet::new(),
-            order: VecDeque::new(),
-        };
+        let seen = Seen::new(settings.dedup_window);
         Reader {
             acks: vec![Vec::new(); keys.len()],
             cursors: vec!["0-0".to_owned(); keys.len()],

@@ -1,20 +1,18 @@
 //! [`RedisBus`]: a [`Bus`] on Redis Streams and consumer groups, at least once.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::Client;
 use ::redis::aio::ConnectionManager;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::reader::{Reader, Settings};
 use super::sink::xadd_all;
 use super::{Link, broker_error, connect, open_client};
 use crate::bus::consumer::{Consumer, Shared};
+use crate::bus::registry::Registry;
 use crate::bus::{
     Bus, BusEvent, BusHandler, BusHealth, BusStats, ErrorReporter, Subscribe, Subscription, Topic,
     TracingReporter,
@@ -230,9 +228,8 @@ impl RedisBusBuilder {
                 id: format!("chronicle-{}", uuid::Uuid::now_v7().simple()),
                 shared: Shared::named("redis", self.reporter),
                 link: Arc::new(Link::new()),
-                closed: AtomicBool::new(false),
-                next_id: AtomicU64::new(1),
-                subscriptions: Mutex::new(HashMap::new()),
+                next_consumer: AtomicU64::new(1),
+                subscriptions: Registry::new(),
             }),
         })
     }
@@ -252,16 +249,10 @@ struct Inner {
     id: String,
     shared: Arc<Shared>,
     link: Arc<Link>,
-    closed: AtomicBool,
-    next_id: AtomicU64,
-    subscriptions: Mutex<HashMap<u64, Running>>,
-}
-
-/// A subscription's task as the bus keeps it.
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-    lag: Arc<AtomicU64>,
+    /// The number in the next consumer's name.
+    next_consumer: AtomicU64,
+    /// The subscriptions' tasks, each with its group's lag.
+    subscriptions: Arc<Registry<Arc<AtomicU64>>>,
 }
 
 impl RedisBus {
@@ -302,7 +293,7 @@ impl RedisBus {
         handler: H,
     ) -> Result<Subscription> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(self.closed_error());
         }
         let keys: Vec<String> = keys
@@ -316,7 +307,7 @@ impl RedisBus {
             .into());
         }
         let options: Subscribe = subscribe.into();
-        let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let n = inner.next_consumer.fetch_add(1, Ordering::Relaxed);
         let consumer_name = format!("{}-{n}", inner.id);
         let (group, ephemeral) = match (options.group_name(), &options.name) {
             (Some(group), _) => (group.to_owned(), false),
@@ -341,45 +332,34 @@ impl RedisBus {
         let read_timeout = inner.settings.block + inner.response_timeout;
         let read_conn = connect(&inner.client, &inner.target, read_timeout).await?;
         let (pattern, label) = (options.pattern().clone(), options.display_name().to_owned());
-        let (stop, stopped) = watch::channel(false);
         let lag = Arc::new(AtomicU64::new(0));
-        let reader = Reader::new(
-            inner.conn.clone(),
-            read_conn,
-            Arc::clone(&inner.target),
-            keys,
-            group.clone(),
-            consumer_name,
-            ephemeral,
-            Consumer::new(options, Box::new(handler), Arc::clone(&inner.shared)),
-            Arc::clone(&inner.shared),
-            Arc::clone(&inner.link),
-            inner.settings.clone(),
-            Arc::clone(&lag),
-            stopped,
-        );
         let task_span = tracing::debug_span!(
             "chronicle.bus.subscription",
             subscription = label.as_str(),
             group = group.as_str(),
         );
-        let task = tokio::spawn(reader.run().instrument(task_span));
-        inner
+        let start = |stopped| {
+            let reader = Reader::new(
+                inner.conn.clone(),
+                read_conn,
+                Arc::clone(&inner.target),
+                keys,
+                group.clone(),
+                consumer_name,
+                ephemeral,
+                Consumer::new(options, Box::new(handler), Arc::clone(&inner.shared)),
+                Arc::clone(&inner.shared),
+                Arc::clone(&inner.link),
+                inner.settings.clone(),
+                Arc::clone(&lag),
+                stopped,
+            );
+            let task = tokio::spawn(reader.run().instrument(task_span));
+            (lag, Some(task))
+        };
+        Ok(inner
             .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(n, Running { stop, task, lag });
-        let bus: Weak<Inner> = Arc::downgrade(inner);
-        Ok(Subscription::new(
-            pattern,
-            Some(group),
-            move || async move {
-                if let Some(inner) = bus.upgrade() {
-                    inner.stop(Some(n)).await;
-                }
-                Ok(())
-            },
-        ))
+            .start(pattern, Some(group.clone()), start))
     }
 
     fn closed_error(&self) -> Error {
@@ -418,30 +398,6 @@ async fn create_group(
     }
 }
 
-impl Inner {
-    /// Stops subscription `id` (every one when `None`) and waits for their tasks: the
-    /// read in hand is handled and acknowledged first.
-    async fn stop(&self, id: Option<u64>) {
-        let stopped: Vec<Running> = {
-            let mut subscriptions = self
-                .subscriptions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match id {
-                Some(id) => subscriptions.remove(&id).into_iter().collect(),
-                None => subscriptions.drain().map(|(_, running)| running).collect(),
-            }
-        };
-        for running in &stopped {
-            let _ = running.stop.send(true);
-        }
-        for running in stopped {
-            // The task catches its handlers' panics; an error here is an abort.
-            let _ = running.task.await;
-        }
-    }
-}
-
 impl Bus for RedisBus {
     async fn publish(&self, event: BusEvent) -> Result<()> {
         self.publish_batch(vec![event]).await
@@ -449,7 +405,7 @@ impl Bus for RedisBus {
 
     async fn publish_batch(&self, events: Vec<BusEvent>) -> Result<()> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.subscriptions.is_closed() {
             return Err(self.closed_error());
         }
         let span = tracing::debug_span!("chronicle.bus.redis.publish", events = events.len());
@@ -488,8 +444,7 @@ impl Bus for RedisBus {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop(None).await;
+        self.inner.subscriptions.close().await;
         Ok(())
     }
 
@@ -501,12 +456,11 @@ impl Bus for RedisBus {
         let inner = &self.inner;
         let lag = inner
             .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|running| running.lag.load(Ordering::Relaxed))
+            .read()
+            .iter()
+            .map(|lag| lag.load(Ordering::Relaxed))
             .sum();
-        let open = !inner.closed.load(Ordering::Acquire);
+        let open = !inner.subscriptions.is_closed();
         inner
             .shared
             .health(open && inner.link.connected(), inner.link.reconnects(), lag)
