@@ -16,7 +16,6 @@ use crate::codec::CodecError;
 use crate::domain_event::EventView;
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
-use crate::store::backend::Written;
 use crate::stream::StreamId;
 
 /// Context that travels with an event: who caused it, in which request and tenant.
@@ -331,24 +330,6 @@ impl RecordedEvent {
     /// [`CodecError::Shredded`] when its stream was forgotten). `None` otherwise.
     pub fn payload_error(&self) -> Option<&CodecError> {
         self.unreadable.as_ref()
-    }
-
-    /// `event` as it was just written to `stream`, where `written` says (its payload as
-    /// the caller gave it, not as stored).
-    pub(crate) fn written(stream: &StreamId, event: &NewEvent, written: &Written) -> Self {
-        RecordedEvent {
-            id: event.id,
-            stream_id: stream.clone(),
-            version: written.version,
-            position: written.position,
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            metadata: event.metadata.clone(),
-            recorded_at: written.recorded_at,
-            commit: written.commit,
-            payload: event.payload.clone(),
-            unreadable: None,
-        }
     }
 
     pub(crate) fn view(&self) -> EventView<'_> {

@@ -14,6 +14,26 @@ use crate::read::LogPosition;
 use crate::stream::{ExpectedVersion, StreamId};
 use crate::text::{self, MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN};
 
+impl RecordedEvent {
+    /// `event` as it was just written to `stream`, where `written` says (its payload as
+    /// the caller gave it, not as stored).
+    pub(crate) fn written(stream: &StreamId, event: &NewEvent, written: &Written) -> Self {
+        RecordedEvent {
+            id: event.id,
+            stream_id: stream.clone(),
+            version: written.version,
+            position: written.position,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            metadata: event.metadata.clone(),
+            recorded_at: written.recorded_at,
+            commit: written.commit,
+            payload: event.payload.clone(),
+            unreadable: None,
+        }
+    }
+}
+
 /// What an append wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendResult {
