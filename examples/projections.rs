@@ -98,6 +98,7 @@ async fn open_store() -> Result<Store, Box<dyn std::error::Error>> {
     if let Ok(url) = std::env::var("CHRONICLE_URL") {
         let schema = "projections_example";
         let store = Store::builder(url.as_str()).schema(schema).open().await?;
+        #[cfg(feature = "postgres")]
         if let Some(pool) = store.postgres_pool() {
             // Start from nothing: drop what an earlier run left, then open again.
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))

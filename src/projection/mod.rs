@@ -115,9 +115,9 @@ pub type ProjectionError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// ```
 ///
 /// A read model kept elsewhere (in memory, another database, a cache) needs only `name`
-/// and `apply`, and is at-least-once (see the [module](self)). Its methods are
-/// `async fn`s that return `Send` futures: implement them with `async fn`, no macro
-/// needed. To test a projection over given events, see
+/// and `apply`, and is at-least-once: after a crash its last batch is applied again. Its
+/// methods are `async fn`s that return `Send` futures: implement them with `async fn`, no
+/// macro needed. To test a projection over given events, see
 /// [`testing::ProjectionTest`](crate::testing::ProjectionTest).
 pub trait Projection: Send + Sync + 'static {
     /// The projection's unique name: its checkpoint is stored under it.

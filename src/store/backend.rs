@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::batch::{BatchTx, Flush};
+use super::key_cache::StoredKey;
 use super::storage::StorageStats;
-use super::stream_keys::StoredKey;
 use crate::error::Result;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};

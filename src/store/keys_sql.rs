@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::StoredSnapshot;
+use super::key_cache::StoredKey;
 use super::sql::{RowRef, to_i64};
-use super::stream_keys::StoredKey;
 use crate::error::{CorruptValue, Error, Result};
 use crate::stream::StreamId;
 

@@ -15,8 +15,8 @@ use super::backend::{
     SnapshotWrite, StoredSnapshot, WindowLimit, Written,
 };
 use super::batch::{BatchTx, Flush, MemoryCheckpoints};
+use super::key_cache::StoredKey;
 use super::storage::StorageStats;
-use super::stream_keys::StoredKey;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};

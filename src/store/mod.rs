@@ -12,6 +12,7 @@ mod builder;
 mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
+mod key_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
 mod memory;
@@ -54,7 +55,7 @@ pub use sqlite::SqliteDurability;
 pub use storage::StorageStats;
 pub use stream_keys::ShreddedEvents;
 
-pub(crate) use self::stream_keys::PageKeys;
+pub(crate) use self::key_cache::PageKeys;
 
 pub(crate) use self::backend::StoredSnapshot;
 pub(crate) use self::backend::WindowLimit;
@@ -147,7 +148,7 @@ struct Inner {
     /// The retention policies in force, as reads check them.
     retention: RulesCache,
     /// Per-stream data keys: whether streams get one, and the unwrapped ones.
-    keys: stream_keys::StreamKeys,
+    keys: key_cache::StreamKeys,
     /// Wakes the task that announces this store's appends to other processes, where the
     /// backend can (PostgreSQL).
     announcer: Option<Arc<tokio::sync::Notify>>,
@@ -209,7 +210,7 @@ impl Store {
                 listening: std::sync::Mutex::new(false),
                 announcer: announcer.clone(),
                 retention: RulesCache::new(Duration::from_secs(1)),
-                keys: stream_keys::StreamKeys::new(per_stream_keys),
+                keys: key_cache::StreamKeys::new(per_stream_keys),
                 stream_rows: RowsHint::new(
                     sends_every_row,
                     RowsHint::first_stream_rows(limits.read_budget, limits.max_event_size),
@@ -527,8 +528,9 @@ impl Store {
     /// `None` when it has not committed a batch yet.
     ///
     /// # Errors
-    /// [`ValidationError::InvalidText`] for a name no projection can have (see
-    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)); connection errors.
+    /// [`ValidationError::InvalidText`](crate::ValidationError::InvalidText) for a name
+    /// no projection can have (see [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)); connection
+    /// errors.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
         text::check_name("checkpoint name", name)?;
         let backend = &self.inner.backend;

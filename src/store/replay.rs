@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures::{Stream, TryStreamExt, stream};
 
 use super::backend::{ReplayedEvent, StoredSnapshot, WindowLimit};
+use super::key_cache::PageKeys;
 use super::paging::{self, PageSizes, Reach, StreamCursor};
-use super::stream_keys::PageKeys;
 use super::{Store, StreamRead, codec_error};
 use crate::codec::event_context;
 use crate::domain_event::{DomainEvent, EventView};

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::Store;
-use super::stream_keys::StoredKey;
+use super::key_cache::StoredKey;
 use crate::codec::{PayloadKey, StreamKey, event_context, payload_key, snapshot_context};
 use crate::error::{Error, Result};
 use crate::read::LogPosition;

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::Store;
 use super::backend::{SnapshotWrite, StoredSnapshot};
-use super::stream_keys::PageKeys;
+use super::key_cache::PageKeys;
 use crate::codec::{CodecError, snapshot_context};
 use crate::error::{Error, Result, ValidationError};
 use crate::snapshot::{NewSnapshot, Snapshot, SnapshotInfo};

@@ -30,12 +30,12 @@ use super::backend::{
 };
 use super::batch::{BatchTx, Flush};
 use super::connect;
+use super::key_cache::StoredKey;
 use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
-use super::stream_keys::StoredKey;
 use crate::error::{CorruptValue, Error, Result, SQLITE_BUSY, sqlite_primary_code};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};

@@ -1,25 +1,19 @@
 //! Per-stream data keys and crypto-shredding: each stream's payloads encrypted with a key
 //! of its own, stored wrapped by the key ring; [`Store::forget`] destroys it.
 //!
-//! Unwrapped keys are cached for a short while ([`KEY_CACHE_TTL`]), so a key forgotten by
+//! Unwrapped keys are cached for a short while (`key_cache::KEY_CACHE_TTL`), so a key forgotten by
 //! another process stops being used here within that time; this process's own `forget`
 //! drops it at once. Reads look keys up a page at a time ([`PageKeys`]), only for
 //! streams whose payloads need one.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use super::Store;
-use crate::codec::{DataKey, PayloadKey, StreamKey, payload_key};
+use super::key_cache::{CachedKey, PageKeys, StoredKey};
+use crate::codec::{DataKey, PayloadKey, payload_key};
 use crate::error::{Error, Result, ValidationError};
 use crate::stream::StreamId;
-
-/// How long an unwrapped data key (or the fact that a stream was forgotten) is trusted.
-pub(crate) const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// Keys kept unwrapped at most; the oldest half goes when full.
-const KEY_CACHE_CAPACITY: usize = 10_000;
 
 /// What a projection or the outbox does with an event of a forgotten stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,79 +24,6 @@ pub enum ShreddedEvents {
     /// Fail on it with [`Error::Shredded`]: the projection's failure policy applies, and
     /// the outbox's request goes dead.
     Fail,
-}
-
-/// A stream's data key as stored: wrapped by the ring key `key_id`, or destroyed
-/// (`None`s: the stream was forgotten).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredKey {
-    pub stream: String,
-    pub key_id: Option<String>,
-    pub wrapped: Option<Vec<u8>>,
-}
-
-/// A stream's data key, unwrapped, or the fact that it was destroyed.
-#[derive(Debug, Clone)]
-pub(crate) enum CachedKey {
-    Live(Arc<DataKey>),
-    Forgotten,
-}
-
-/// The data keys of the streams of one page of events.
-#[derive(Debug, Default)]
-pub(crate) struct PageKeys(HashMap<String, CachedKey>);
-
-impl PageKeys {
-    /// What the codec needs for a payload of `stream`.
-    pub(crate) fn get(&self, stream: &str) -> StreamKey<'_> {
-        match self.0.get(stream) {
-            Some(CachedKey::Live(key)) => StreamKey::Live(key),
-            Some(CachedKey::Forgotten) => StreamKey::Forgotten,
-            None => StreamKey::Unknown,
-        }
-    }
-}
-
-/// Whether the store gives each stream a data key, and the unwrapped keys.
-#[derive(Debug)]
-pub(crate) struct StreamKeys {
-    pub enabled: bool,
-    cache: Mutex<HashMap<String, (CachedKey, Instant)>>,
-}
-
-impl StreamKeys {
-    pub(crate) fn new(enabled: bool) -> Self {
-        StreamKeys {
-            enabled,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn cached(&self, stream: &str) -> Option<CachedKey> {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(stream)
-            .filter(|(_, loaded)| loaded.elapsed() < KEY_CACHE_TTL)
-            .map(|(key, _)| key.clone())
-    }
-
-    fn remember(&self, stream: &str, key: CachedKey) {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= KEY_CACHE_CAPACITY {
-            let mut ages: Vec<Instant> = cache.values().map(|(_, loaded)| *loaded).collect();
-            ages.sort_unstable();
-            let median = ages[ages.len() / 2];
-            cache.retain(|_, (_, loaded)| *loaded > median);
-        }
-        cache.insert(stream.to_owned(), (key, Instant::now()));
-    }
-
-    fn drop_key(&self, stream: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(stream);
-    }
 }
 
 impl Store {
