@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::entry::{decode_message, message};
+use super::is_disconnect;
 use super::{DATA_FIELD, DEAD_REASON_FIELD};
 use super::{Link, broker_error, connect, dead_letter_key, open_client, stop_requested};
 use crate::bus::consumer::{Consumer, Shared, Verdict};
@@ -215,7 +216,7 @@ impl Bus for RedisPubSubBus {
             .query_async(&mut inner.conn.clone())
             .instrument(span)
             .await;
-        inner.link.observe(&sent);
+        inner.link.observe(&sent, is_disconnect);
         match sent {
             Ok(()) => {
                 inner.shared.published(events.len() as u64);
@@ -402,7 +403,7 @@ impl Listener {
             .arg(reason)
             .query_async(&mut self.conn)
             .await;
-        self.link.observe(&added);
+        self.link.observe(&added, is_disconnect);
         if let Err(error) = added {
             tracing::warn!(%channel, %reason, "dead-lettering a pub/sub message failed: {error}");
             self.shared
