@@ -786,6 +786,29 @@ fn connection_pid(name: &str) -> Option<String> {
         .and_then(|line| line.split_whitespace().next().map(str::to_owned))
 }
 
+/// Has RabbitMQ close the connection named `name`, as an operator would
+/// (`rabbitmqctl close_connection`); false, after a loud skip notice, where `rabbitmqctl`
+/// cannot list the connections (a remote server), unless services are required.
+fn close_connection(test: &str, name: &str) -> bool {
+    let Some(pid) = connection_pid(name) else {
+        assert!(
+            !services_required(),
+            "CHRONICLE_REQUIRE_SERVICES=1 but `rabbitmqctl list_connections` does not show the connection `{name}`"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: rabbitmqctl cannot list the connections here"
+        );
+        return false;
+    };
+    let closed = Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "closed by a chronicle test"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(closed.status.success(), "{closed:?}");
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_server_closed_is_opened_again_and_counted() {
     if !rabbit_available("reconnect").await {
@@ -805,22 +828,9 @@ async fn a_connection_the_server_closed_is_opened_again_and_counted() {
     sink.send(vec![Outgoing::new("a", numbered("a.B", 1))])
         .await
         .unwrap();
-    let Some(pid) = connection_pid(&connection_name) else {
-        assert!(
-            !services_required(),
-            "CHRONICLE_REQUIRE_SERVICES=1 but `rabbitmqctl list_connections` does not show the sink's connection"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED reconnect: rabbitmqctl cannot list the connections here"
-        );
+    if !close_connection("reconnect", &connection_name) {
         return;
-    };
-    let closed = Command::new("rabbitmqctl")
-        .args(["close_connection", &pid, "closed by a chronicle test"])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(closed.status.success(), "{closed:?}");
+    }
     eventually("the sink sees its connection closed", || {
         !sink.health().connected
     })
@@ -889,19 +899,9 @@ async fn a_subscription_whose_connection_the_server_closed_consumes_again() {
         .unwrap();
     bus.publish(numbered("a.B", 1)).await.unwrap();
     eventually("the first event", || seen.len() == 1).await;
-    let Some(pid) = connection_pid(&connection_name) else {
-        assert!(
-            !services_required(),
-            "rabbitmqctl does not show the connection"
-        );
-        let _ = writeln!(std::io::stderr(), "SKIPPED bus_reconnect: no rabbitmqctl");
+    if !close_connection("bus_reconnect", &connection_name) {
         return;
-    };
-    let closed = Command::new("rabbitmqctl")
-        .args(["close_connection", &pid, "closed by a chronicle test"])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(closed.status.success(), "{closed:?}");
+    }
     eventually("the bus sees its connection closed", || {
         !bus.health().connected
     })

@@ -38,7 +38,13 @@
 //! connection, which [`BusHealth::reconnects`](super::BusHealth::reconnects) counts.
 //! Not handled: lapin's own automatic recovery is not used, so messages a subscription
 //! had not acknowledged are delivered again after a reconnect (the dedup window drops the
-//! ones it handled), and no TLS (`amqps://`) is compiled in.
+//! ones it handled); a subscription without a group gets a new exclusive queue after a
+//! reconnect (what was published in between is not in it); no TLS (`amqps://`) is
+//! compiled in.
+//!
+//! **Health.** `health()` says `connected` (the connection's state, and whether the last
+//! request found it lost), `reconnects`, and the last error; `lag_events` stays 0 (the
+//! queues' depth is not read). `stats()` counts as every bus does.
 //!
 //! ```no_run
 //! # async fn demo(store: chronicle::Store) -> chronicle::Result<()> {

@@ -1,7 +1,6 @@
 //! [`RedisPubSubBus`]: a [`Bus`] on Redis pub/sub. **At most once.**
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, PubSub};
@@ -338,7 +337,7 @@ impl Listener {
                 }
             };
             if lost {
-                self.link.connected.store(false, Ordering::Release);
+                self.link.down();
                 match self.reconnect().await {
                     Some(again) => pubsub = again,
                     None => return,
@@ -360,7 +359,7 @@ impl Listener {
             }
             match listen(&self.client, &self.target, &self.channel_pattern).await {
                 Ok(pubsub) => {
-                    self.link.observe::<()>(&Ok(()));
+                    self.link.up();
                     return Some(pubsub);
                 }
                 Err(error) => {
