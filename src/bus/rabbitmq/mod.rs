@@ -3,7 +3,7 @@
 //!
 //! **The message.** Every event is one persistent message (delivery mode 2) published to
 //! a topic exchange (default [`DEFAULT_EXCHANGE`], declared durable by the builders). Its
-//! body is the event's JSON data; its headers table holds the [`wire`](super::wire)
+//! body is the event's JSON data; its headers table holds the [`wire`]
 //! headers (`ce-id`, `ce-type`, `ce-subject`, …, as long strings); its properties say the
 //! same for AMQP tools: `message-id` = the event id (the deduplication key),
 //! `content-type` = `application/json`, `timestamp` = the event's time in seconds.
