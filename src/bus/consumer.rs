@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
+use super::registry::stop_requested;
 use super::{BusEvent, BusHealth, BusStats, Delivery, DynBusHandler, ErrorReporter, Subscribe};
 use crate::outbox::{Failure, FailureKind};
 use crate::panics::CatchPanic;
@@ -74,7 +77,12 @@ impl Shared {
     /// Counts an event given up without a handler's verdict (a malformed message that
     /// went to the dead letters).
     #[cfg_attr(
-        not(any(feature = "redis", feature = "nats", feature = "kafka")),
+        not(any(
+            feature = "redis",
+            feature = "nats",
+            feature = "kafka",
+            feature = "rabbitmq"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn dead(&self) {
@@ -231,14 +239,36 @@ impl Consumer {
     /// deliveries (the in-process bus's loop, and a bus that dead-letters after retrying
     /// in process); returns the last verdict ([`Verdict::Ack`] or [`Verdict::Dead`]).
     pub(crate) async fn deliver_until_done(&self, event: Arc<BusEvent>) -> Verdict {
+        // A stop signal that never comes: its sender lives as long as the loop.
+        let (_open, mut never) = watch::channel(false);
+        loop {
+            if let Some(verdict) = self
+                .deliver_until_stopped(Arc::clone(&event), &mut never)
+                .await
+            {
+                return verdict;
+            }
+        }
+    }
+
+    /// As [`Consumer::deliver_until_done`], unless `stop` says to stop (or its sender is
+    /// gone) during a pause before a redelivery: then `None`, and the broker's consumer
+    /// leaves the event unacknowledged, for the group's next consumer.
+    pub(crate) async fn deliver_until_stopped(
+        &self,
+        event: Arc<BusEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Verdict> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.attempt(Arc::clone(&event), attempt).await {
-                verdict @ (Verdict::Ack | Verdict::Dead { .. }) => return verdict,
+                verdict @ (Verdict::Ack | Verdict::Dead { .. }) => return Some(verdict),
                 Verdict::Retry(delay) => {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        biased;
+                        () = stop_requested(stop) => return None,
+                        () = tokio::time::sleep(delay) => {}
                     }
                 }
             }

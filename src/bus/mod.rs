@@ -18,6 +18,9 @@
 //!   consumer groups (at least once) and one on pub/sub (at most once).
 //! - With the `kafka` feature, [`KafkaSink`] (the relay into Kafka, an idempotent
 //!   producer) and [`KafkaBus`] (consumer groups): see the `kafka` module.
+//! - With the `rabbitmq` feature, [`RabbitSink`] (the relay into a RabbitMQ exchange,
+//!   publisher confirms) and [`RabbitBus`] (durable queues, manual acks, dead-letter
+//!   queues): see the `rabbitmq` module.
 //!
 //! A handler ([`BusHandler`]) acknowledges an event by returning `Ok`; it asks for the
 //! event again with a retryable [`HandlerError`] (the default of `?`), up to the
@@ -46,14 +49,21 @@
 //! ```
 
 mod consumer;
-#[cfg_attr(not(any(feature = "redis", feature = "kafka")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "kafka", feature = "rabbitmq")),
+    allow(dead_code)
+)]
 mod dedup;
 mod event;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg_attr(not(any(feature = "redis", feature = "rabbitmq")), allow(dead_code))]
+mod link;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod registry;
@@ -73,6 +83,8 @@ pub use event::{BusEvent, DEFAULT_SOURCE, ERROR_EVENT_TYPE};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaBusBuilder, KafkaSink, KafkaSinkBuilder};
 pub use memory::{Dispatch, InMemoryBus, InMemoryBusBuilder};
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{RabbitBus, RabbitBusBuilder, RabbitSink, RabbitSinkBuilder};
 pub use relay::{BusSink, Relay, RelayHandle, RelayStats, StartFrom, Topic};
 pub use testing::{NoopBus, RecordingBus};
 

@@ -131,7 +131,6 @@ impl<T> Entries<'_, T> {
 }
 
 /// Returns once `stop` says to stop, or its sender is gone (the bus was dropped).
-#[cfg_attr(not(any(feature = "redis", feature = "kafka")), allow(dead_code))]
 pub(crate) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }

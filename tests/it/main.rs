@@ -8,6 +8,8 @@ mod bus;
 mod bus_kafka;
 #[cfg(feature = "nats")]
 mod bus_nats;
+#[cfg(feature = "rabbitmq")]
+mod bus_rabbit;
 #[cfg(feature = "redis")]
 mod bus_redis;
 mod bus_support;

@@ -445,28 +445,18 @@ async fn handle(
     if !runner.options().pattern().matches(&event.event_type) || seen.contains(&event.id) {
         return true;
     }
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match runner.attempt(Arc::clone(&event), attempt).await {
-            Verdict::Ack => {
+    match runner.deliver_until_stopped(Arc::clone(&event), stop).await {
+        None => false,
+        Some(Verdict::Dead { reason }) => {
+            let sent = dead_letter(message, &reason, dead, shared, stop).await;
+            if sent {
                 seen.insert(event.id);
-                return true;
             }
-            Verdict::Dead { reason } => {
-                let sent = dead_letter(message, &reason, dead, shared, stop).await;
-                if sent {
-                    seen.insert(event.id);
-                }
-                return sent;
-            }
-            Verdict::Retry(delay) => {
-                tokio::select! {
-                    biased;
-                    () = stop_requested(stop) => return false,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
+            sent
+        }
+        Some(_) => {
+            seen.insert(event.id);
+            true
         }
     }
 }

@@ -59,7 +59,6 @@ mod reader;
 mod sink;
 mod streams;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -70,6 +69,7 @@ pub use pubsub::{RedisPubSubBus, RedisPubSubBusBuilder};
 pub use sink::{RedisSink, RedisSinkBuilder};
 pub use streams::{GroupStart, RedisBus, RedisBusBuilder};
 
+use crate::bus::link::{Link, redact};
 use crate::error::{Error, Result, ValidationError};
 
 /// The field holding the event's data (the JSON body) in a stream entry.
@@ -96,14 +96,6 @@ fn open_client(url: &str) -> Result<(Client, String)> {
     })?;
     let target = format!("redis {}", client.get_connection_info().addr());
     Ok((client, target))
-}
-
-/// `url` without what sits between `//` and `@` (user and password).
-fn redact(url: &str) -> String {
-    match (url.find("//"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}//…@{}", &url[..start], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
 }
 
 /// A connection (multiplexed, reconnecting) whose requests time out after
@@ -152,57 +144,9 @@ fn broker_error(target: &str, operation: String, error: RedisError) -> Error {
     }
 }
 
-/// What a bus or sink saw of its connection: connected or not, and how often it came
-/// back. The client reconnects by itself and does not tell; this counts what the
-/// requests' outcomes show (a failure for a lost connection, then a success).
-#[derive(Debug)]
-struct Link {
-    connected: AtomicBool,
-    reconnects: AtomicU64,
-}
-
-impl Link {
-    fn new() -> Self {
-        Link {
-            connected: AtomicBool::new(true),
-            reconnects: AtomicU64::new(0),
-        }
-    }
-
-    /// Takes note of a request's outcome.
-    fn observe<T>(&self, outcome: &std::result::Result<T, RedisError>) {
-        match outcome {
-            Ok(_) => {
-                if !self.connected.swap(true, Ordering::AcqRel) {
-                    self.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(error) if is_disconnect(error) => self.connected.store(false, Ordering::Release),
-            Err(_) => {}
-        }
-    }
-
-    fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
-
-    fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials_in_messages() {
-        assert_eq!(
-            redact("redis://user:secret@host:6379/0"),
-            "redis://…@host:6379/0"
-        );
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-    }
 
     #[test]
     fn a_bad_url_is_a_configuration_error() {

@@ -1,7 +1,6 @@
 //! [`RedisPubSubBus`]: a [`Bus`] on Redis pub/sub. **At most once.**
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, PubSub};
@@ -11,6 +10,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::entry::{decode_message, message};
+use super::is_disconnect;
 use super::{DATA_FIELD, DEAD_REASON_FIELD};
 use super::{Link, broker_error, connect, dead_letter_key, open_client, stop_requested};
 use crate::bus::consumer::{Consumer, Shared, Verdict};
@@ -215,7 +215,7 @@ impl Bus for RedisPubSubBus {
             .query_async(&mut inner.conn.clone())
             .instrument(span)
             .await;
-        inner.link.observe(&sent);
+        inner.link.observe(&sent, is_disconnect);
         match sent {
             Ok(()) => {
                 inner.shared.published(events.len() as u64);
@@ -337,7 +337,7 @@ impl Listener {
                 }
             };
             if lost {
-                self.link.connected.store(false, Ordering::Release);
+                self.link.down();
                 match self.reconnect().await {
                     Some(again) => pubsub = again,
                     None => return,
@@ -359,7 +359,7 @@ impl Listener {
             }
             match listen(&self.client, &self.target, &self.channel_pattern).await {
                 Ok(pubsub) => {
-                    self.link.observe::<()>(&Ok(()));
+                    self.link.up();
                     return Some(pubsub);
                 }
                 Err(error) => {
@@ -402,7 +402,7 @@ impl Listener {
             .arg(reason)
             .query_async(&mut self.conn)
             .await;
-        self.link.observe(&added);
+        self.link.observe(&added, is_disconnect);
         if let Err(error) = added {
             tracing::warn!(%channel, %reason, "dead-lettering a pub/sub message failed: {error}");
             self.shared

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::entry::{bytes, decode_entry};
+use super::is_disconnect;
 use super::{
     DATA_FIELD, DEAD_ENTRY_FIELD, DEAD_GROUP_FIELD, DEAD_REASON_FIELD, GroupStart, Link,
     dead_letter_key, stop_requested,
@@ -183,7 +184,7 @@ impl Reader {
         }
         let reply: RedisResult<Option<StreamReadReply>> =
             cmd.query_async(&mut self.read_conn).await;
-        self.link.observe(&reply);
+        self.link.observe(&reply, is_disconnect);
         match reply {
             Ok(reply) => {
                 for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
@@ -298,7 +299,7 @@ impl Reader {
                 .arg(&waiting.id)
                 .query_async(&mut self.conn)
                 .await;
-            self.link.observe(&claimed);
+            self.link.observe(&claimed, is_disconnect);
             match claimed {
                 Ok(reply) => {
                     // Nothing back: another member claimed it, or it was trimmed away.
@@ -328,7 +329,7 @@ impl Reader {
                 .arg(self.settings.batch)
                 .query_async(&mut self.conn)
                 .await;
-            self.link.observe(&claimed);
+            self.link.observe(&claimed, is_disconnect);
             let claimed = match claimed {
                 Ok(reply) => {
                     self.cursors[key] = reply.next_stream_id;
@@ -408,7 +409,7 @@ impl Reader {
             }
         }
         let acked: RedisResult<()> = pipe.query_async(&mut self.conn).await;
-        self.link.observe(&acked);
+        self.link.observe(&acked, is_disconnect);
         if let Err(error) = acked {
             self.note_error(format!("acknowledging: {error}"));
         }
@@ -449,7 +450,7 @@ impl Reader {
             .arg(&entry.id)
             .ignore();
         let done: RedisResult<()> = pipe.query_async(&mut self.conn).await;
-        self.link.observe(&done);
+        self.link.observe(&done, is_disconnect);
         if let Err(error) = done {
             self.note_error(format!("dead-lettering {}: {error}", entry.id));
         }

@@ -7,6 +7,7 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{RedisResult, Value};
 use tracing::Instrument;
 
+use super::is_disconnect;
 use super::{Link, connect, entry, is_transient, open_client};
 use crate::bus::consumer::Shared;
 use crate::bus::{BusEvent, BusHealth, BusStats, EventSink, Outgoing, TracingReporter};
@@ -172,7 +173,7 @@ pub(crate) async fn xadd_all(
         pipe.add_command(entry::xadd(key, maxlen, event));
     }
     let replies: RedisResult<Vec<RedisResult<Value>>> = pipe.query_async(&mut conn.clone()).await;
-    link.observe(&replies);
+    link.observe(&replies, is_disconnect);
     let publish_error = |key: &str, event: &BusEvent, error: ::redis::RedisError| Error::Publish {
         destination: format!("{target} stream `{key}`"),
         event_id: event.id,

@@ -8,6 +8,7 @@ use ::redis::Client;
 use ::redis::aio::ConnectionManager;
 use tracing::Instrument;
 
+use super::is_disconnect;
 use super::reader::{Reader, Settings};
 use super::sink::xadd_all;
 use super::{Link, broker_error, connect, open_client};
@@ -386,7 +387,7 @@ async fn create_group(
         .arg("MKSTREAM")
         .query_async(&mut conn.clone())
         .await;
-    link.observe(&created);
+    link.observe(&created, is_disconnect);
     match created {
         Ok(()) => Ok(()),
         Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
