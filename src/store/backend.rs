@@ -21,7 +21,7 @@ use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
-    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
 
@@ -62,23 +62,23 @@ pub(crate) enum AppendOutcome {
 
 impl AppendOutcome {
     /// The one rule of who may append: the rejection a stream in state `current`
-    /// ((version, status); `None`: no such stream) gives an append expecting `expected`, or
+    /// ((version, status); `None`: no such stream) gives an append under `guard`, or
     /// `None` when that state lets it write. Every backend decides with it, from a state
     /// read under the lock the write would take, so a rejection always describes a state
     /// that rejects its request.
     pub(crate) fn rejection(
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         current: Option<(u64, StreamStatus)>,
     ) -> Option<AppendOutcome> {
         match current {
             Some((_, StreamStatus::Deleted)) => Some(AppendOutcome::Deleted { hard: false }),
             Some((_, StreamStatus::Tombstoned)) => Some(AppendOutcome::Deleted { hard: true }),
             Some((version, StreamStatus::Active)) => {
-                (!expected.accepts(Some(version))).then_some(AppendOutcome::Conflict {
+                (!guard.admits(Some(version))).then_some(AppendOutcome::Conflict {
                     actual: Some(version),
                 })
             }
-            None => (!expected.accepts(None)).then_some(AppendOutcome::Conflict { actual: None }),
+            None => (!guard.admits(None)).then_some(AppendOutcome::Conflict { actual: None }),
         }
     }
 }
@@ -349,12 +349,12 @@ pub(crate) struct ExpiryCut {
 /// Storage for streams and events. See the module docs for what belongs here.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
-    /// Checks `expected` and writes `events` at the end of `stream` atomically, creating
-    /// the stream when missing.
+    /// Checks `guard` and writes `events` at the end of `stream` atomically, creating
+    /// the stream when missing and the guard allows it.
     async fn append(
         &self,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome>;
 
@@ -364,10 +364,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         &self,
         tx: &mut BatchTx,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
-        let _ = (tx, expected, events);
+        let _ = (tx, guard, events);
         Err(crate::error::Error::Internal(format!(
             "append to `{stream}`: this backend cannot append inside a transaction"
         )))

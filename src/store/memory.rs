@@ -24,7 +24,7 @@ use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
-    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus, category_of,
 };
 
@@ -108,13 +108,13 @@ impl Backend for MemoryBackend {
     async fn append(
         &self,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let mut state = self.lock()?;
         let current = state.streams.get(stream.as_str());
         let current = current.map(|row| (row.info.version, row.info.status));
-        if let Some(rejected) = AppendOutcome::rejection(expected, current) {
+        if let Some(rejected) = AppendOutcome::rejection(guard, current) {
             return Ok(rejected);
         }
         let actual = current.map(|(version, _)| version);

@@ -307,7 +307,8 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let backend = &self.inner.backend;
         let outcome = if self.inner.inline.is_empty() {
-            let append = || backend.append(&stream, expected, &encoded);
+            let guard = expected.guard();
+            let append = || backend.append(&stream, guard, &encoded);
             self.inner.retry.run("append", append).await?
         } else {
             let append = || self.append_inline(&stream, expected, &events, &encoded);
@@ -374,7 +375,7 @@ impl Store {
         let backend = &self.inner.backend;
         let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
         let outcome = backend
-            .append_in(&mut tx, stream, expected, encoded)
+            .append_in(&mut tx, stream, expected.guard(), encoded)
             .await?;
         if let AppendOutcome::Written(written) = &outcome {
             let recorded: Vec<RecordedEvent> = events

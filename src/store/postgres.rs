@@ -41,7 +41,7 @@ use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
-    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus,
 };
 
@@ -168,35 +168,6 @@ const APPEND_UPSERTING_BATCH: &str = append_sql!(upserting!(), batch_events!());
 const APPEND_UPSERTING_SINGLE: &str = append_sql!(upserting!(), single_event!());
 const APPEND_UPDATING_BATCH: &str = append_sql!(updating!(), batch_events!());
 const APPEND_UPDATING_SINGLE: &str = append_sql!(updating!(), single_event!());
-
-/// How an append writes its stream row, derived from the expected version. The
-/// expectation is checked in the statement that bumps the version (an upsert or an update
-/// with a `WHERE`), so the check and the write cannot drift apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StreamWrite {
-    /// The stream may be missing: insert it, or update it when it exists (an upsert).
-    /// Otherwise it must exist: a plain update.
-    may_create: bool,
-    /// Whether the existing row's version must equal `expected`.
-    check_version: bool,
-    expected: i64,
-}
-
-impl From<ExpectedVersion> for StreamWrite {
-    fn from(expected: ExpectedVersion) -> Self {
-        let (may_create, check_version, expected) = match expected {
-            ExpectedVersion::Any => (true, false, 0),
-            ExpectedVersion::NoStream => (true, true, 0),
-            ExpectedVersion::StreamExists => (false, false, 0),
-            ExpectedVersion::Exact(version) => (version == 0, true, to_i64(version)),
-        };
-        StreamWrite {
-            may_create,
-            check_version,
-            expected,
-        }
-    }
-}
 
 const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
      event_count, last_event_id, status, metadata::text AS metadata, created_at, updated_at";
@@ -624,13 +595,13 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
 async fn append_on(
     conn: &mut PgConnection,
     stream: &StreamId,
-    expected: ExpectedVersion,
+    guard: AppendGuard,
     events: &[EncodedEvent<'_>],
 ) -> Result<AppendOutcome> {
-    match append_statement(&mut *conn, stream, expected, events).await? {
+    match append_statement(&mut *conn, stream, guard, events).await? {
         // The stream write matched no row. The state that refused it went with the
         // statement's lock, so it is decided again where the stream cannot move.
-        AppendOutcome::Conflict { .. } => append_settled(conn, stream, expected, events).await,
+        AppendOutcome::Conflict { .. } => append_settled(conn, stream, guard, events).await,
         outcome => Ok(outcome),
     }
 }
@@ -647,7 +618,7 @@ const SETTLE_ATTEMPTS: usize = 3;
 async fn append_settled(
     conn: &mut PgConnection,
     stream: &StreamId,
-    expected: ExpectedVersion,
+    guard: AppendGuard,
     events: &[EncodedEvent<'_>],
 ) -> Result<AppendOutcome> {
     let fail = |error| Error::from_sqlx("append", error);
@@ -667,12 +638,12 @@ async fn append_settled(
                 .await
                 .map_err(fail)?;
         let current = current.map(|(version, status)| (version, i64::from(status)));
-        let rejected = sql::rejection(stream.as_str(), expected, current).map_err(fail)?;
+        let rejected = sql::rejection(stream.as_str(), guard, current).map_err(fail)?;
         if let Some(rejected) = rejected {
             tx.rollback().await.map_err(fail)?;
             return Ok(rejected);
         }
-        match append_statement(&mut tx, stream, expected, events).await? {
+        match append_statement(&mut tx, stream, guard, events).await? {
             AppendOutcome::Conflict { .. } => continue,
             AppendOutcome::Written(written) => {
                 tx.commit().await.map_err(fail)?;
@@ -696,11 +667,12 @@ async fn append_settled(
 async fn append_statement(
     conn: &mut PgConnection,
     stream: &StreamId,
-    expected: ExpectedVersion,
+    guard: AppendGuard,
     events: &[EncodedEvent<'_>],
 ) -> Result<AppendOutcome> {
-    let write = StreamWrite::from(expected);
-    let sql = match (write.may_create, events.len() == 1) {
+    // The guard is checked in the statement that bumps the version (an upsert or an
+    // update with a `WHERE`), so the check and the write cannot drift apart.
+    let sql = match (guard.may_create, events.len() == 1) {
         (true, false) => APPEND_UPSERTING_BATCH,
         (true, true) => APPEND_UPSERTING_SINGLE,
         (false, false) => APPEND_UPDATING_BATCH,
@@ -711,8 +683,8 @@ async fn append_statement(
         .bind(stream.category())
         .bind(events.len() as i64)
         .bind(events.last().map(|e| e.source.id))
-        .bind(write.check_version)
-        .bind(write.expected);
+        .bind(guard.version.is_some())
+        .bind(to_i64(guard.version.unwrap_or(0)));
     let query = if let [event] = events {
         query
             .bind(event.source.id)
@@ -777,7 +749,7 @@ impl Backend for PostgresBackend {
     async fn append(
         &self,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let mut conn = self
@@ -785,20 +757,20 @@ impl Backend for PostgresBackend {
             .acquire()
             .await
             .map_err(|error| Error::from_sqlx("append", error))?;
-        append_on(&mut conn, stream, expected, events).await
+        append_on(&mut conn, stream, guard, events).await
     }
 
     async fn append_in(
         &self,
         tx: &mut BatchTx,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let conn = tx.postgres().ok_or_else(|| {
             Error::Internal("a PostgreSQL append in another backend's transaction".to_owned())
         })?;
-        append_on(conn, stream, expected, events).await
+        append_on(conn, stream, guard, events).await
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {

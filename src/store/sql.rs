@@ -16,7 +16,7 @@ use super::backend::{
 use crate::error::{CorruptRow, CorruptValue, Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
-use crate::stream::{Direction, ExpectedVersion, StreamId, StreamListQuery, StreamStatus};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery, StreamStatus};
 
 /// The events of a stream in a version range, narrow (as a replay needs them), at most $4.
 /// `$n` placeholders, which both drivers take.
@@ -198,7 +198,7 @@ pub(crate) async fn cut_at_budget<T>(
     Ok(kept)
 }
 
-/// The rejection of an append to `stream` expecting `expected` by the stream state read
+/// The rejection of an append to `stream` under `guard` by the stream state read
 /// from its row ((version, status); `None`: no such stream), or `None` when that state
 /// lets it write (see [`AppendOutcome::rejection`]).
 ///
@@ -207,7 +207,7 @@ pub(crate) async fn cut_at_budget<T>(
 /// writes.
 pub(crate) fn rejection(
     stream: &str,
-    expected: ExpectedVersion,
+    guard: AppendGuard,
     current: Option<(i64, i64)>,
 ) -> Result<Option<AppendOutcome>, sqlx::Error> {
     let at = RowRef::stream(stream);
@@ -215,7 +215,7 @@ pub(crate) fn rejection(
         None => None,
         Some((version, status)) => Some((at.version(version)?, at.status(status)?)),
     };
-    Ok(AppendOutcome::rejection(expected, current))
+    Ok(AppendOutcome::rejection(guard, current))
 }
 
 /// The checkpoint of the projection `name` from its stored (commit id, position).

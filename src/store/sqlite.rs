@@ -43,7 +43,7 @@ use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
-    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
+    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
 };
 
 /// How SQLite commits reach the disk.
@@ -404,17 +404,17 @@ async fn insert_events(
 }
 
 /// An append inside a write transaction (`BEGIN IMMEDIATE`): the stream's row is read and
-/// checked against `expected`, then the events are inserted.
+/// checked against `guard`, then the events are inserted.
 async fn append_locked(
     conn: &mut SqliteConnection,
     stream: &StreamId,
-    expected: ExpectedVersion,
+    guard: AppendGuard,
     events: &[EncodedEvent<'_>],
     now: DateTime<Utc>,
 ) -> Result<AppendOutcome> {
     let fail = |error| Error::from_sqlx("append", error);
     let current = stream_state(conn, stream).await.map_err(fail)?;
-    if let Some(rejected) = sql::rejection(stream.as_str(), expected, current).map_err(fail)? {
+    if let Some(rejected) = sql::rejection(stream.as_str(), guard, current).map_err(fail)? {
         return Ok(rejected);
     }
     let base = current.map_or(0, |(version, _)| version);
@@ -457,17 +457,14 @@ impl Backend for SqliteBackend {
     async fn append(
         &self,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
         let now = stored_now();
-        if let ExpectedVersion::Exact(_) | ExpectedVersion::NoStream = expected {
+        if let Some(version) = guard.version {
             // The version before the append is known: one autocommitted INSERT.
-            let base = match expected {
-                ExpectedVersion::Exact(version) => to_i64(version),
-                _ => 0,
-            };
+            let base = to_i64(version);
             let mut conn = self.writer.acquire().await.map_err(fail)?;
             match insert_events(&mut conn, stream, base, events, now).await {
                 // Refused: the state that refused it may be gone by now (another process
@@ -484,7 +481,7 @@ impl Backend for SqliteBackend {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(fail)?;
-        let outcome = append_locked(&mut tx, stream, expected, events, now).await?;
+        let outcome = append_locked(&mut tx, stream, guard, events, now).await?;
         if let AppendOutcome::Written(_) = outcome {
             tx.commit().await.map_err(fail)?;
         }
@@ -495,13 +492,13 @@ impl Backend for SqliteBackend {
         &self,
         tx: &mut BatchTx,
         stream: &StreamId,
-        expected: ExpectedVersion,
+        guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
         let conn = tx.sqlite().ok_or_else(|| {
             Error::Internal("a SQLite append in another backend's transaction".to_owned())
         })?;
-        append_locked(conn, stream, expected, events, stored_now()).await
+        append_locked(conn, stream, guard, events, stored_now()).await
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
