@@ -305,11 +305,7 @@ impl<A: Aggregate> Repository<A> {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<(Option<Loaded<A>>, bool)> {
-        let Some(start) = self
-            .store
-            .replay_start(stream, max_version, A::SNAPSHOT_VERSION)
-            .await?
-        else {
+        let Some(start) = self.store.replay_start(stream, max_version).await? else {
             return Ok((None, false));
         };
         let head = start.head.min(max_version);
@@ -319,8 +315,9 @@ impl<A: Aggregate> Repository<A> {
         let from_snapshot = base.as_ref().map(|(_, version)| *version);
         let (mut state, mut version) = base.unwrap_or_default();
         let mut replayed = 0;
-        // The first page follows the snapshot the database chose; when that snapshot did
-        // not decode here, the page is of no use and the replay starts over.
+        // The first page follows the newest snapshot; when that snapshot is of another
+        // schema version or did not decode here, the page is of no use and the replay
+        // starts over.
         let (first, done) = if start.events_after == version {
             (start.events, start.complete)
         } else {
@@ -390,7 +387,7 @@ impl<A: Aggregate> Repository<A> {
             return Ok((None, false));
         };
         let version = stored.version;
-        if stored.schema_version == A::SNAPSHOT_VERSION {
+        if stored.usable_for(A::SNAPSHOT_VERSION) {
             match self.store.snapshot_state::<A>(stream, stored, keys) {
                 Ok(state) => return Ok((Some(state), false)),
                 Err(error) => {
@@ -631,7 +628,7 @@ impl<A: Aggregate> Repository<A> {
             .latest_snapshot(stream.as_str(), u64::MAX)
             .await?
         {
-            Some(snapshot) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
+            Some(snapshot) if snapshot.usable_for(A::SNAPSHOT_VERSION) => {
                 Ok(Some((snapshot.data()?, snapshot.version)))
             }
             _ => Ok(None),

@@ -406,9 +406,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>>;
 
-    /// The stream's head, its newest snapshot at or below `max_version`, and the events
-    /// after that snapshot (after 0 when the snapshot's schema version is not
-    /// `schema_version`), no further than `max_version`, within `limit` as
+    /// The stream's head, its newest snapshot at or below `max_version` (of any schema
+    /// version: whether it is usable is `Store`'s rule), and the events after that
+    /// snapshot (after 0 without one), no further than `max_version`, within `limit` as
     /// [`Backend::read_stream`]; `None` when the stream does not exist. No events for a
     /// deleted stream.
     ///
@@ -417,17 +417,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         &self,
         stream: &StreamId,
         max_version: u64,
-        schema_version: u32,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
         let Some(info) = self.stream_info(stream).await? else {
             return Ok(None);
         };
         let snapshot = self.latest_snapshot(stream, max_version).await?;
-        let after = snapshot
-            .as_ref()
-            .filter(|snapshot| snapshot.schema_version == schema_version)
-            .map_or(0, |snapshot| snapshot.version);
+        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.version);
         let last = info
             .version
             .min(max_version)

@@ -911,7 +911,6 @@ impl Backend for PostgresBackend {
         &self,
         stream: &StreamId,
         max_version: u64,
-        schema_version: u32,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
         // One round trip: the stream row (kind 0), the newest snapshot (kind 1) and the
@@ -921,7 +920,7 @@ impl Backend for PostgresBackend {
              snap AS ( \
                  SELECT version, schema_version, payload, created_at FROM snapshots \
                  WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1), \
-             base AS (SELECT COALESCE((SELECT version FROM snap WHERE schema_version = $3), 0) AS v) \
+             base AS (SELECT COALESCE((SELECT version FROM snap), 0) AS v) \
              SELECT 0::bigint AS kind, version, status::bigint AS n, NULL::uuid AS event_id, \
                     NULL::text AS event_type, NULL::bytea AS payload, NULL::timestamptz AS at \
              FROM head \
@@ -933,11 +932,10 @@ impl Backend for PostgresBackend {
               FROM events e, head \
               WHERE e.stream_id = $1 AND head.status = 0 \
                 AND e.version > (SELECT v FROM base) AND e.version <= LEAST(head.version, $2) \
-              ORDER BY e.version LIMIT $4)",
+              ORDER BY e.version LIMIT $3)",
         )
         .bind(stream.as_str())
         .bind(to_i64(max_version))
-        .bind(i64::from(schema_version))
         .bind(to_i64(limit.events as u64))
         .try_map(|row: PgRow| {
             sql::start_row(stream.as_str(), &row, |row, at| {

@@ -27,8 +27,8 @@ pub(crate) struct ReplayStart {
     pub head: u64,
     /// The newest snapshot at or below the version asked for, of any schema version.
     pub snapshot: Option<StoredSnapshot>,
-    /// The version `events` follow: the snapshot's when its schema version was the one
-    /// asked for, else 0.
+    /// The version `events` follow: the snapshot's, whatever its schema version (a
+    /// load that cannot use it starts over from 1), else 0.
     pub events_after: u64,
     /// The first page of events after `events_after` (cut at the store's read budget).
     pub events: Vec<ReplayedEvent>,
@@ -58,7 +58,6 @@ impl Store {
         &self,
         stream: &StreamId,
         max_version: u64,
-        schema_version: u32,
     ) -> Result<Option<ReplayStart>> {
         let limits = &self.inner.limits;
         let limit = self.inner.stream_rows.ask(WindowLimit {
@@ -70,7 +69,7 @@ impl Store {
             .inner
             .retry
             .run("replay_stream", || {
-                backend.replay_start(stream, max_version, schema_version, limit)
+                backend.replay_start(stream, max_version, limit)
             })
             .await?;
         let Some(start) = start else {
@@ -96,7 +95,6 @@ impl Store {
         let events_after = start
             .snapshot
             .as_ref()
-            .filter(|snapshot| snapshot.schema_version == schema_version)
             .map_or(0, |snapshot| snapshot.version);
         // Events a retention policy may expire are replayed through the wide rows, which
         // carry what expiry is judged on.

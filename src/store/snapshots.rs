@@ -17,6 +17,29 @@ use crate::stream::StreamId;
 /// decode, before it replays the whole stream (`keep_latest` keeps 2 by default).
 const OLDER_SNAPSHOT_TRIES: usize = 8;
 
+/// The snapshot schema-version rule, written only here: a snapshot serves a load only when
+/// it was written under the schema version the loading code declares
+/// (`Aggregate::SNAPSHOT_VERSION`). Backends return the newest snapshot whatever its
+/// schema; one of another version is not deserialized, and older ones predate the change
+/// too.
+const fn schema_usable(stored: u32, schema_version: u32) -> bool {
+    stored == schema_version
+}
+
+impl StoredSnapshot {
+    /// Whether this snapshot may serve a load of code at `schema_version`.
+    pub(crate) const fn usable_for(&self, schema_version: u32) -> bool {
+        schema_usable(self.schema_version, schema_version)
+    }
+}
+
+impl Snapshot {
+    /// Whether this snapshot may serve a load of code at `schema_version`.
+    pub(crate) const fn usable_for(&self, schema_version: u32) -> bool {
+        schema_usable(self.schema_version, schema_version)
+    }
+}
+
 impl Store {
     /// Saves a snapshot of `stream` (replacing one at the same version), then, with
     /// [`NewSnapshot::keep_latest`], deletes the older ones beyond the count.
@@ -148,7 +171,7 @@ impl Store {
                 return Ok(None);
             };
             below = stored.version;
-            if stored.schema_version != schema_version {
+            if !stored.usable_for(schema_version) {
                 // Written under another schema: so, most likely, are the older ones.
                 return Ok(None);
             }

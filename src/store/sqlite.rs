@@ -651,7 +651,6 @@ impl Backend for SqliteBackend {
         &self,
         stream: &StreamId,
         max_version: u64,
-        schema_version: u32,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
         // One statement, as on PostgreSQL: every statement is a hop to the connection's
@@ -661,7 +660,7 @@ impl Backend for SqliteBackend {
              snap AS ( \
                  SELECT version, schema_version, payload, created_at FROM snapshots \
                  WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1), \
-             base AS (SELECT COALESCE((SELECT version FROM snap WHERE schema_version = $3), 0) AS v) \
+             base AS (SELECT COALESCE((SELECT version FROM snap), 0) AS v) \
              SELECT 0 AS kind, version, status AS n, NULL AS event_id, NULL AS event_type, \
                     NULL AS payload, NULL AS at \
              FROM head \
@@ -673,11 +672,10 @@ impl Backend for SqliteBackend {
                  FROM events e, head \
                  WHERE e.stream_id = $1 AND head.status = 0 \
                    AND e.version > (SELECT v FROM base) AND e.version <= MIN(head.version, $2) \
-                 ORDER BY e.version LIMIT $4)",
+                 ORDER BY e.version LIMIT $3)",
         )
         .bind(stream.as_str())
         .bind(to_i64(max_version))
-        .bind(i64::from(schema_version))
         .bind(to_i64(limit.events as u64))
         .try_map(|row: SqliteRow| {
             sql::start_row(stream.as_str(), &row, |row, at| {
