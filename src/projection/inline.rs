@@ -2,9 +2,10 @@
 //! with the events or not at all, and never lags behind the log.
 //!
 //! They are registered on the store's builder
-//! ([`StoreBuilder::inline_projection`](crate::StoreBuilder::inline_projection)). Every
-//! append through that store opens a transaction, writes the events, hands the ones each
-//! projection subscribes to to its [`Projection::apply_batch`](super::Projection::apply_batch), and commits. A handler
+//! ([`StoreBuilder::inline_projection`]). Each is one of the store's append hooks
+//! (`store/hooks.rs`): every append through that store opens a transaction, writes the
+//! events, hands the ones each projection subscribes to to its
+//! [`Projection::apply_batch`](super::Projection::apply_batch), and commits. A handler
 //! error rolls the append back and is returned to the writer as
 //! [`Error::InlineProjection`], whose `source()` is the projection's own error (downcast it
 //! to its type). The memory backend has no transactions, so it does not
@@ -13,99 +14,123 @@
 
 use std::sync::Arc;
 
-use super::{DynProjection, ProjectionContext};
-use crate::error::{Error, Result, ValidationError};
+use async_trait::async_trait;
+
+use super::{DynProjection, Projection, ProjectionContext};
+use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::store::Store;
 use crate::store::batch::BatchTx;
+use crate::store::hooks::AppendHook;
+use crate::store::{Store, StoreBuilder};
 
-/// The inline projections of a store, in registration order.
-#[derive(Clone, Default)]
-pub(crate) struct InlineProjections {
-    projections: Vec<Arc<dyn DynProjection>>,
-}
-
-impl InlineProjections {
-    pub(crate) fn register(&mut self, projection: Arc<dyn DynProjection>) {
-        self.projections.push(projection);
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.projections.is_empty()
-    }
-
-    /// Rejects two projections with one name (they would share a read model's identity).
-    pub(crate) fn check(&self) -> Result<()> {
-        for (index, projection) in self.projections.iter().enumerate() {
-            let name = projection.name();
-            if self.projections[..index].iter().any(|p| p.name() == name) {
-                return Err(ValidationError::Config(format!(
-                    "two inline projections are named `{name}`"
-                ))
-                .into());
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs every projection's [`setup`](super::Projection::setup) hook, in registration
-    /// order, each in a transaction of its own (when the store opens).
+impl StoreBuilder {
+    /// Runs `projection` inline: inside every append's transaction, so its read model
+    /// commits with the events (or the append fails with
+    /// [`Error::InlineProjection`](crate::Error::InlineProjection) and writes nothing)
+    /// and never lags behind the log. For read models that must be current the moment an
+    /// append returns; the price is paid by every writer, so keep the handler short.
     ///
-    /// # Errors
-    /// [`Error::ProjectionSetup`] naming the first projection whose hook failed.
-    pub(crate) async fn set_up(&self, store: &Store) -> Result<()> {
-        for projection in &self.projections {
-            super::set_up(projection.as_ref(), store).await?;
-        }
-        Ok(())
-    }
-
-    /// Applies `events` (just written in `tx`, in order) to every projection that
-    /// subscribes to some of them.
+    /// An inline projection sees the events appended through stores that register it,
+    /// not the log written before: fill its read model from history first (for example
+    /// with [`Projections::rebuild`](crate::Projections::rebuild), stopped once idle),
+    /// while nothing appends. Several projections run in registration order; names must
+    /// be unique. SQLite and PostgreSQL only: the memory backend, which has no
+    /// transactions, refuses to open with inline projections. Each projection's
+    /// [`setup`](crate::Projection::setup) hook runs when the store opens (every open: it
+    /// must be idempotent); a failing one fails the open with
+    /// [`Error::ProjectionSetup`](crate::Error::ProjectionSetup).
     ///
-    /// # Errors
-    /// [`Error::InlineProjection`] naming the projection and the stream: the caller must
-    /// not commit `tx`.
-    pub(crate) async fn apply(
-        &self,
-        events: &[RecordedEvent],
-        tx: &mut BatchTx,
-        store: &Store,
-    ) -> Result<()> {
-        for projection in &self.projections {
-            let types = projection.event_types();
-            let selected: Vec<RecordedEvent>;
-            let events = if types.is_empty() {
-                events
-            } else {
-                selected = events
-                    .iter()
-                    .filter(|event| types.contains(&event.event_type.as_str()))
-                    .cloned()
-                    .collect();
-                &selected
-            };
-            let Some(first) = events.first() else {
-                continue;
-            };
-            let mut ctx = ProjectionContext::new(tx, store);
-            projection
-                .apply_batch(events, &mut ctx)
-                .await
-                .map_err(|source| Error::InlineProjection {
-                    name: projection.name().to_owned(),
-                    stream: first.stream_id.to_string(),
-                    source,
-                })?;
-        }
-        Ok(())
+    /// ```
+    /// # async fn demo() -> chronicle::Result<()> {
+    /// use chronicle::{Projection, ProjectionContext, ProjectionError, RecordedEvent, Sql, Store};
+    ///
+    /// /// One row per account, updated in the append's transaction.
+    /// struct Balances;
+    ///
+    /// impl Projection for Balances {
+    ///     fn name(&self) -> &str {
+    ///         "balances"
+    ///     }
+    ///
+    ///     async fn setup(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
+    ///         ctx.execute("CREATE TABLE IF NOT EXISTS balances \
+    ///                      (account TEXT PRIMARY KEY, events BIGINT NOT NULL)").await?;
+    ///         Ok(())
+    ///     }
+    ///
+    ///     async fn apply(
+    ///         &self,
+    ///         event: &RecordedEvent,
+    ///         ctx: &mut ProjectionContext<'_>,
+    ///     ) -> Result<(), ProjectionError> {
+    ///         ctx.execute(
+    ///             Sql::new("INSERT INTO balances (account, events) VALUES ($1, 1) \
+    ///                       ON CONFLICT (account) DO UPDATE SET events = balances.events + 1")
+    ///                 .bind(event.stream_id.as_str()),
+    ///         )
+    ///         .await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let store = Store::builder("sqlite://events.db")
+    ///     .inline_projection(Balances)
+    ///     .open()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn inline_projection(self, projection: impl Projection) -> Self {
+        self.append_hook(Arc::new(InlineProjection(Arc::new(projection))))
     }
 }
 
-impl std::fmt::Debug for InlineProjections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.projections.iter().map(|p| p.name()))
-            .finish()
+/// A projection run as an append hook.
+struct InlineProjection(Arc<dyn DynProjection>);
+
+#[async_trait]
+impl AppendHook for InlineProjection {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// Runs the projection's [`setup`](super::Projection::setup) hook in a transaction of
+    /// its own.
+    ///
+    /// # Errors
+    /// [`Error::ProjectionSetup`] naming the projection.
+    async fn set_up(&self, store: &Store) -> Result<()> {
+        super::set_up(self.0.as_ref(), store).await
+    }
+
+    /// Applies the events of the projection's types, if any.
+    ///
+    /// # Errors
+    /// [`Error::InlineProjection`] naming the projection and the stream.
+    async fn apply(&self, events: &[RecordedEvent], tx: &mut BatchTx, store: &Store) -> Result<()> {
+        let projection = &self.0;
+        let types = projection.event_types();
+        let selected: Vec<RecordedEvent>;
+        let events = if types.is_empty() {
+            events
+        } else {
+            selected = events
+                .iter()
+                .filter(|event| types.contains(&event.event_type.as_str()))
+                .cloned()
+                .collect();
+            &selected
+        };
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut ctx = ProjectionContext::new(tx, store);
+        projection
+            .apply_batch(events, &mut ctx)
+            .await
+            .map_err(|source| Error::InlineProjection {
+                name: projection.name().to_owned(),
+                stream: first.stream_id.to_string(),
+                source,
+            })
     }
 }

@@ -15,6 +15,7 @@ use super::backend::Backend;
 #[cfg(feature = "postgres")]
 use super::connect::PgTls;
 use super::connect::{DEFAULT_CONNECT_TIMEOUT, StoreTarget, redact_url};
+use super::hooks::{AppendHook, AppendHooks};
 use super::memory::MemoryBackend;
 use super::migrate::Migrations;
 #[cfg(feature = "postgres")]
@@ -26,8 +27,6 @@ use super::{DEFAULT_WINDOW_BYTES, Store};
 use crate::codec::{Codec, Compression, KeyRing};
 use crate::domain_event::DomainEvent;
 use crate::error::{Result, ValidationError};
-use crate::projection::Projection;
-use crate::projection::inline::InlineProjections;
 use crate::upcast::{UpcastTable, Upcasters};
 
 /// The default `max_event_size`: 1 MiB.
@@ -84,7 +83,7 @@ pub struct StoreBuilder {
     read_budget: usize,
     settle_timeout: Duration,
     upcasters: UpcastTable,
-    inline: InlineProjections,
+    inline: AppendHooks,
     per_stream_keys: bool,
     keep_undecodable: bool,
     connect_timeout: Duration,
@@ -111,7 +110,7 @@ impl StoreBuilder {
             read_budget: DEFAULT_WINDOW_BYTES,
             settle_timeout: Duration::from_secs(5),
             upcasters: UpcastTable::default(),
-            inline: InlineProjections::default(),
+            inline: AppendHooks::default(),
             per_stream_keys: false,
             keep_undecodable: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -212,63 +211,10 @@ impl StoreBuilder {
         self
     }
 
-    /// Runs `projection` inline: inside every append's transaction, so its read model
-    /// commits with the events (or the append fails with
-    /// [`Error::InlineProjection`](crate::Error::InlineProjection) and writes nothing)
-    /// and never lags behind the log. For read models that must be current the moment an
-    /// append returns; the price is paid by every writer, so keep the handler short.
-    ///
-    /// An inline projection sees the events appended through stores that register it,
-    /// not the log written before: fill its read model from history first (for example
-    /// with [`Projections::rebuild`](crate::Projections::rebuild), stopped once idle),
-    /// while nothing appends. Several projections run in registration order; names must
-    /// be unique. SQLite and PostgreSQL only: the memory backend, which has no
-    /// transactions, refuses to open with inline projections. Each projection's
-    /// [`setup`](crate::Projection::setup) hook runs when the store opens (every open: it
-    /// must be idempotent); a failing one fails the open with
-    /// [`Error::ProjectionSetup`](crate::Error::ProjectionSetup).
-    ///
-    /// ```
-    /// # async fn demo() -> chronicle::Result<()> {
-    /// use chronicle::{Projection, ProjectionContext, ProjectionError, RecordedEvent, Sql, Store};
-    ///
-    /// /// One row per account, updated in the append's transaction.
-    /// struct Balances;
-    ///
-    /// impl Projection for Balances {
-    ///     fn name(&self) -> &str {
-    ///         "balances"
-    ///     }
-    ///
-    ///     async fn setup(&self, ctx: &mut ProjectionContext<'_>) -> Result<(), ProjectionError> {
-    ///         ctx.execute("CREATE TABLE IF NOT EXISTS balances \
-    ///                      (account TEXT PRIMARY KEY, events BIGINT NOT NULL)").await?;
-    ///         Ok(())
-    ///     }
-    ///
-    ///     async fn apply(
-    ///         &self,
-    ///         event: &RecordedEvent,
-    ///         ctx: &mut ProjectionContext<'_>,
-    ///     ) -> Result<(), ProjectionError> {
-    ///         ctx.execute(
-    ///             Sql::new("INSERT INTO balances (account, events) VALUES ($1, 1) \
-    ///                       ON CONFLICT (account) DO UPDATE SET events = balances.events + 1")
-    ///                 .bind(event.stream_id.as_str()),
-    ///         )
-    ///         .await?;
-    ///         Ok(())
-    ///     }
-    /// }
-    ///
-    /// let store = Store::builder("sqlite://events.db")
-    ///     .inline_projection(Balances)
-    ///     .open()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn inline_projection(mut self, projection: impl Projection) -> Self {
-        self.inline.register(Arc::new(projection));
+    /// Adds work to every append's transaction (an inline projection: see
+    /// `StoreBuilder::inline_projection` in `projection/inline.rs`).
+    pub(crate) fn append_hook(mut self, hook: Arc<dyn AppendHook>) -> Self {
+        self.inline.register(hook);
         self
     }
 

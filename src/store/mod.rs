@@ -12,6 +12,7 @@ mod builder;
 mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
+pub(crate) mod hooks;
 mod key_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
@@ -66,7 +67,6 @@ use crate::codec::{Codec, CodecError, DataKey, event_context};
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
-use crate::projection::inline::InlineProjections;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::rules::RulesCache;
 use crate::stream::{
@@ -138,7 +138,7 @@ struct Inner {
     retry: RetryPolicy,
     upcasters: UpcastTable,
     /// Projections run inside every append's transaction.
-    inline: InlineProjections,
+    inline: hooks::AppendHooks,
     limits: Limits,
     /// Bumped after every append that wrote events (and, on PostgreSQL, on every
     /// notification of another process's append): wakes the projections.
@@ -190,7 +190,7 @@ impl Store {
         codec: Codec,
         retry: RetryPolicy,
         upcasters: UpcastTable,
-        inline: InlineProjections,
+        inline: hooks::AppendHooks,
         limits: Limits,
         per_stream_keys: bool,
     ) -> Self {
