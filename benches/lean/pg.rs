@@ -297,27 +297,33 @@ async fn insert_one(table: &Table, cursors: &Cursors, task: usize) -> Res<u64> {
 /// checks the expected version, then with it the per-stream advisory lock first
 /// (chronicle's `append_sql!` in `src/store/postgres.rs`, single-event form, reduced to
 /// the columns the inserts here set).
-const UPSERT_THEN_INSERT: &str = "WITH base AS ( \
-         INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
-         VALUES ($2, 'account', 1, 1, $1) \
-         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + 1, \
-             event_count = s.event_count + 1, last_event_id = $1, updated_at = now() \
-         WHERE s.status = 0 AND s.version = $3 - 1 \
-         RETURNING s.version - 1 AS base) \
-     INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload) \
-     SELECT $1, $2, base.base + 1, 'account.Deposited', 1, $4 FROM base";
+macro_rules! upsert_then_insert {
+    ($lock:literal, $values:literal) => {
+        concat!(
+            "WITH ",
+            $lock,
+            "base AS ( \
+                 INSERT INTO streams AS s (stream_id, category, version, event_count, \
+                     last_event_id) ",
+            $values,
+            " ON CONFLICT (stream_id) DO UPDATE SET version = s.version + 1, \
+                 event_count = s.event_count + 1, last_event_id = $1, updated_at = now() \
+                 WHERE s.status = 0 AND s.version = $3 - 1 \
+                 RETURNING s.version - 1 AS base) \
+             INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
+                 payload) \
+             SELECT $1, $2, base.base + 1, 'account.Deposited', 1, $4 FROM base"
+        )
+    };
+}
 
-const LOCK_UPSERT_INSERT: &str = "WITH stream_lock AS MATERIALIZED ( \
-         SELECT pg_advisory_xact_lock(hashtextextended($2, 0)) AS locked), \
-     base AS ( \
-         INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
-         SELECT $2, 'account', 1, 1, $1 FROM stream_lock \
-         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + 1, \
-             event_count = s.event_count + 1, last_event_id = $1, updated_at = now() \
-         WHERE s.status = 0 AND s.version = $3 - 1 \
-         RETURNING s.version - 1 AS base) \
-     INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload) \
-     SELECT $1, $2, base.base + 1, 'account.Deposited', 1, $4 FROM base";
+const UPSERT_THEN_INSERT: &str = upsert_then_insert!("", "VALUES ($2, 'account', 1, 1, $1)");
+
+const LOCK_UPSERT_INSERT: &str = upsert_then_insert!(
+    "stream_lock AS MATERIALIZED ( \
+         SELECT pg_advisory_xact_lock(hashtextextended($2, 0)) AS locked), ",
+    "SELECT $2, 'account', 1, 1, $1 FROM stream_lock"
+);
 
 /// One event by one of the hand-built appends on the V0 copy; fails when it wrote nothing.
 async fn append_by_hand(

@@ -113,6 +113,45 @@ const COPY_SLIM: [&str; 3] = [
      ORDER BY position",
 ];
 
+/// The `events` table of V4 on: 8 columns in alignment order, none nullable; the stream
+/// key's and version's type, the event-id constraint and the table's options vary.
+macro_rules! slim_events {
+    ($int:literal, $event_id:literal, $payload:literal, $with:literal) => {
+        concat!(
+            "CREATE TABLE events ( \
+                 position       bigint      GENERATED ALWAYS AS IDENTITY, \
+                 transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(), \
+                 recorded_at    timestamptz NOT NULL DEFAULT now(), \
+                 stream_key     ",
+            $int,
+            " NOT NULL, version ",
+            $int,
+            " NOT NULL, \
+                 event_id       uuid        NOT NULL, \
+                 type_id        smallint    NOT NULL, \
+                 payload        bytea       ",
+            $payload,
+            " NOT NULL, \
+                 CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position), \
+                 CONSTRAINT events_event_id_key ",
+            $event_id,
+            ", CONSTRAINT events_stream_version_key UNIQUE (stream_key, version)) ",
+            $with,
+            "; CREATE INDEX events_type ON events (type_id); \
+             CREATE INDEX events_recorded_at ON events USING brin (recorded_at);"
+        )
+    };
+}
+
+/// The copy of V4 on.
+const SLIM_FILL: &[&str] = &[
+    COPY_STREAMS,
+    COPY_SLIM[0],
+    COPY_SLIM[1],
+    COPY_SLIM[2],
+    RESYNC_POSITION,
+];
+
 const SLIM_INSERT: &str = "INSERT INTO events (event_id, stream_key, version, type_id, payload) \
      VALUES ($1, $2, $3, 1, $4)";
 
@@ -280,30 +319,9 @@ CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
             KEYED_STREAMS,
             SLIM_TYPES,
             SLIM_METADATA,
-            "
-CREATE TABLE events (
-    position       bigint      GENERATED ALWAYS AS IDENTITY,
-    transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    stream_key     bigint      NOT NULL,
-    version        bigint      NOT NULL,
-    recorded_at    timestamptz NOT NULL DEFAULT now(),
-    event_id       uuid        NOT NULL,
-    type_id        smallint    NOT NULL,
-    payload        bytea       NOT NULL,
-    CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
-    CONSTRAINT events_event_id_key UNIQUE (event_id),
-    CONSTRAINT events_stream_version_key UNIQUE (stream_key, version)
-);
-CREATE INDEX events_type ON events (type_id);
-CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
+            slim_events!("bigint", "UNIQUE (event_id)", "", ""),
         ],
-        fill: &[
-            COPY_STREAMS,
-            COPY_SLIM[0],
-            COPY_SLIM[1],
-            COPY_SLIM[2],
-            RESYNC_POSITION,
-        ],
+        fill: SLIM_FILL,
         insert: SLIM_INSERT,
         event_id: true,
         stream: StreamRef::Key,
@@ -315,30 +333,9 @@ CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
             KEYED_STREAMS,
             SLIM_TYPES,
             SLIM_METADATA,
-            "
-CREATE TABLE events (
-    position       bigint      GENERATED ALWAYS AS IDENTITY,
-    transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    stream_key     bigint      NOT NULL,
-    version        bigint      NOT NULL,
-    recorded_at    timestamptz NOT NULL DEFAULT now(),
-    event_id       uuid        NOT NULL,
-    type_id        smallint    NOT NULL,
-    payload        bytea       NOT NULL,
-    CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
-    CONSTRAINT events_event_id_key EXCLUDE USING hash (event_id WITH =),
-    CONSTRAINT events_stream_version_key UNIQUE (stream_key, version)
-);
-CREATE INDEX events_type ON events (type_id);
-CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
+            slim_events!("bigint", "EXCLUDE USING hash (event_id WITH =)", "", ""),
         ],
-        fill: &[
-            COPY_STREAMS,
-            COPY_SLIM[0],
-            COPY_SLIM[1],
-            COPY_SLIM[2],
-            RESYNC_POSITION,
-        ],
+        fill: SLIM_FILL,
         insert: SLIM_INSERT,
         event_id: true,
         stream: StreamRef::Key,
@@ -351,31 +348,15 @@ CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
             KEYED_STREAMS,
             SLIM_TYPES,
             SLIM_METADATA,
-            "
-CREATE TABLE events (
-    position       bigint      GENERATED ALWAYS AS IDENTITY,
-    transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    stream_key     bigint      NOT NULL,
-    version        bigint      NOT NULL,
-    recorded_at    timestamptz NOT NULL DEFAULT now(),
-    event_id       uuid        NOT NULL,
-    type_id        smallint    NOT NULL,
-    payload        bytea       COMPRESSION lz4 NOT NULL,
-    CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
-    CONSTRAINT events_event_id_key EXCLUDE USING hash (event_id WITH =),
-    CONSTRAINT events_stream_version_key UNIQUE (stream_key, version)
-) WITH (toast_tuple_target = 128);
-ALTER TABLE events ALTER COLUMN payload SET STORAGE MAIN;
-CREATE INDEX events_type ON events (type_id);
-CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
+            slim_events!(
+                "bigint",
+                "EXCLUDE USING hash (event_id WITH =)",
+                "COMPRESSION lz4",
+                "WITH (toast_tuple_target = 128)"
+            ),
+            "ALTER TABLE events ALTER COLUMN payload SET STORAGE MAIN",
         ],
-        fill: &[
-            COPY_STREAMS,
-            COPY_SLIM[0],
-            COPY_SLIM[1],
-            COPY_SLIM[2],
-            RESYNC_POSITION,
-        ],
+        fill: SLIM_FILL,
         insert: SLIM_INSERT,
         event_id: true,
         stream: StreamRef::Key,
@@ -388,30 +369,9 @@ CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
             KEYED_STREAMS,
             SLIM_TYPES,
             SLIM_METADATA,
-            "
-CREATE TABLE events (
-    position       bigint      GENERATED ALWAYS AS IDENTITY,
-    transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    recorded_at    timestamptz NOT NULL DEFAULT now(),
-    stream_key     integer     NOT NULL,
-    version        integer     NOT NULL,
-    event_id       uuid        NOT NULL,
-    type_id        smallint    NOT NULL,
-    payload        bytea       NOT NULL,
-    CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
-    CONSTRAINT events_event_id_key UNIQUE (event_id),
-    CONSTRAINT events_stream_version_key UNIQUE (stream_key, version)
-);
-CREATE INDEX events_type ON events (type_id);
-CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
+            slim_events!("integer", "UNIQUE (event_id)", "", ""),
         ],
-        fill: &[
-            COPY_STREAMS,
-            COPY_SLIM[0],
-            COPY_SLIM[1],
-            COPY_SLIM[2],
-            RESYNC_POSITION,
-        ],
+        fill: SLIM_FILL,
         insert: "INSERT INTO events (event_id, stream_key, version, type_id, payload) \
                  VALUES ($1, $2::bigint::integer, $3::bigint::integer, 1, $4)",
         event_id: true,
