@@ -21,11 +21,18 @@
 //! | name | what |
 //! | --- | --- |
 //! | `throughput` | 8 clients, each on accounts of its own, a fresh account every 100 commands; commands/s |
+//! | `throughput-short` | the same with a fresh account every 10 commands: reloads cost the peers little, the append decides |
 //! | `contention` | 8 clients on one account at a time, a fresh one every 100 commands; successful commands/s and conflicts |
 //! | `load-1000`, `load-10000` | loads of an account of that many events, no snapshots; p50 / p99 |
 //! | `snapload-1000`, `snapload-10000` | loads of that many events + 50, from a snapshot (one every 100) |
 //! | `catchup` | a projection catching up on 200,000 events |
 //! | `storage` | bytes on disk per event for 100,000 events |
+//!
+//! Two ceilings run beside the command workloads on PostgreSQL: raw single-row INSERTs into
+//! chronicle's own `events` table (`raw-pg`: what chronicle's schema costs) and into a
+//! minimal table of position, stream, version and jsonb payload with a primary key and one
+//! unique index (`raw-min-pg`: the limit). Every pool, the peers' and the ceilings', hands
+//! out connections without a ping before checkout.
 //!
 //! Every command workload ends by loading every account it touched and comparing version
 //! and balance with what the clients were told was written; every load is checked; every
@@ -42,6 +49,7 @@
 //! | `CHRONICLE_BENCH_QUICK` | — | `1`: a tenth of every event count and account count |
 //! | `CHRONICLE_BENCH_CLIENTS` | `8` | clients of the command workloads |
 //! | `CHRONICLE_BENCH_STREAM_LEN` | `100` | commands per account in the command workloads |
+//! | `CHRONICLE_BENCH_SHORT_STREAM_LEN` | `10` | commands per account in `throughput-short` |
 //! | `CHRONICLE_BENCH_PROJ_EVENTS` | `200000` | events of the catch-up log |
 //! | `CHRONICLE_BENCH_STORAGE_EVENTS` | `100000` | events of the storage workload |
 //! | `CHRONICLE_BENCH_PEERS_SYSTEMS` | all | comma-separated system names to run |

@@ -530,7 +530,7 @@ pub async fn postgres_version(url: &str) -> String {
 
 /// chronicle's migration files for `backend`, in order: the raw baselines' tables are built
 /// from them, so they have exactly chronicle's columns and indexes.
-fn migrations(backend: &str) -> Res<Vec<String>> {
+pub fn migrations(backend: &str) -> Res<Vec<String>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
         .join(backend);
@@ -626,6 +626,7 @@ impl Schemas {
         conn.close().await?;
         Ok(PgPoolOptions::new()
             .max_connections(connections)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?)
     }
@@ -634,6 +635,7 @@ impl Schemas {
     pub async fn pool_on(&self, schema: &str, connections: u32) -> Res<PgPool> {
         Ok(PgPoolOptions::new()
             .max_connections(connections)
+            .test_before_acquire(false)
             .connect_with(pg_options(&self.url, schema)?)
             .await?)
     }
@@ -691,6 +693,7 @@ pub async fn raw_sqlite_with(url: &str, synchronous: SqliteSynchronous) -> Res<S
         .busy_timeout(Duration::from_secs(30));
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     for sql in migrations("sqlite")? {

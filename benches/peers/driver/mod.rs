@@ -62,6 +62,7 @@ impl Options {
             load_secs: env_or("CHRONICLE_BENCH_LOAD_SECS", if quick { 1.0 } else { 5.0 })?,
             clients: env_or("CHRONICLE_BENCH_CLIENTS", 8)?,
             stream_len: env_or("CHRONICLE_BENCH_STREAM_LEN", 100)?,
+            short_stream_len: env_or("CHRONICLE_BENCH_SHORT_STREAM_LEN", 10)?,
             snapshot_every: 100,
             snapshot_tail: 50,
             log_accounts: scale(1_000),
@@ -71,6 +72,7 @@ impl Options {
         let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
         let workloads = [
             Workload::Throughput,
+            Workload::ShortThroughput,
             Workload::Contention,
             Workload::Load(scale(1_000)),
             Workload::Load(scale(10_000)),
@@ -315,7 +317,7 @@ async fn phase(
             return Ok(Message::Done);
         }
         // The raw command ceiling takes a fresh table each round.
-        Phase::Setup if raw && *workload == Workload::Throughput => {
+        Phase::Setup if raw && workload.is_throughput() => {
             return Ok(Message::Ready {
                 detail: "a fresh table each round".to_owned(),
             });

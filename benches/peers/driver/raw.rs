@@ -1,10 +1,14 @@
 //! The physical ceilings: raw sqlx on chronicle's own `events` table (the harness's
 //! baselines of `benches/core.rs` and `benches/aggregates.rs`), so each figure sits between
-//! the peers and what the database and driver can do at all.
+//! the peers and what the database and driver can do at all; and, for commands on
+//! PostgreSQL, raw sqlx on the minimal table of issue 23 (`raw-min-pg`: position, stream,
+//! version, jsonb payload; a primary key and one unique index). chronicle's own table shows
+//! what chronicle's schema costs, the minimal table the limit.
 //!
 //! - commands: one autocommitted single-row INSERT per "command" (`raw_pg_insert_one` /
-//!   `raw_sqlite_insert_one`: a new stream each, no read, no version check, no domain), on a
-//!   fresh table per round; checked by counting the rows.
+//!   `raw_sqlite_insert_one` / [`insert_minimal`]: a new stream each, no read, no version
+//!   check, no domain), on a fresh table per round; checked by counting the rows. Pools
+//!   hand out connections without a ping (the harness's pools), as chronicle's does.
 //! - loads: one streamed SELECT of the account's rows, decoded and folded
 //!   (`replay_raw_pg` / `replay_raw_sqlite`) on rows chronicle wrote.
 //! - catch-up: one streamed SELECT of the whole table in position order, decoded and summed.
@@ -12,17 +16,42 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chronicle::DomainEvent;
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 
 use super::chronicle::{AccountEvent, Chronicle, POOL_SIZE, tag};
 use crate::harness::{
-    Schemas, raw_pg_insert_one, raw_sqlite_insert_one, raw_sqlite_with, replay_raw_pg,
-    replay_raw_sqlite, scan_raw_pg, scan_raw_sqlite, sqlite_reader, sqlite_url,
+    Deposited, Schemas, next_id, raw_pg_insert_one, raw_sqlite_insert_one, raw_sqlite_with,
+    replay_raw_pg, replay_raw_sqlite, scan_raw_pg, scan_raw_sqlite, sqlite_reader, sqlite_url,
 };
 use crate::shared::bank::{self, Change, Command};
 use crate::shared::settings::{Settings, Workload, remove_sqlite};
 use crate::shared::workload::{Bank, Caught, Check, Loaded, Outcome, Res, Tally};
+
+/// The minimal table of the `raw-min-pg` ceiling, beside chronicle's tables in its schema.
+const MINIMAL_TABLE: &str = "CREATE TABLE minimal_events ( \
+     position  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+     stream_id text   NOT NULL, \
+     version   bigint NOT NULL, \
+     payload   jsonb  NOT NULL, \
+     UNIQUE (stream_id, version))";
+
+const MINIMAL_INSERT: &str =
+    "INSERT INTO minimal_events (stream_id, version, payload) VALUES ($1, 1, $2::text::jsonb)";
+
+/// The minimal ceiling's "command": one autocommitted single-row INSERT into the minimal
+/// table, the payload the raw ceiling on chronicle's table writes.
+async fn insert_minimal(pool: &PgPool) -> Res<u64> {
+    let n = next_id();
+    let payload = serde_json::to_string(&Deposited::sample(n))?;
+    sqlx::query(MINIMAL_INSERT)
+        .bind(format!("acct-{n}"))
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(1)
+}
 
 enum Pool {
     Postgres(PgPool),
@@ -31,6 +60,8 @@ enum Pool {
 
 pub struct Raw {
     pool: Pool,
+    /// The table the commands write: chronicle's `events`, or `minimal_events`.
+    table: &'static str,
     /// chronicle, writing the rows the raw reads read (set-up phases of reads only).
     writer: Option<Chronicle>,
     /// Rows this phase inserted.
@@ -41,6 +72,9 @@ pub struct Raw {
 fn change(event_type: &str, payload: &[u8]) -> Res<Change> {
     Ok(AccountEvent::decode(event_type, payload)?.into())
 }
+
+/// The system name of the minimal-table ceiling.
+pub const MINIMAL_SYSTEM: &str = "raw-min-pg";
 
 impl Raw {
     /// On PostgreSQL. Commands get a fresh table of chronicle's columns each round; reads
@@ -54,9 +88,13 @@ impl Raw {
         round: u32,
     ) -> Res<Self> {
         let tag = tag(system, workload);
+        let minimal = system == MINIMAL_SYSTEM;
         let (pool, writer) = match (workload, fresh) {
-            (Workload::Throughput, _) => {
+            (w, _) if w.is_throughput() => {
                 let pool = schemas.raw(&format!("{tag}_r{round}"), POOL_SIZE).await?;
+                if minimal {
+                    sqlx::raw_sql(MINIMAL_TABLE).execute(&pool).await?;
+                }
                 (pool, None)
             }
             (_, true) => {
@@ -73,6 +111,7 @@ impl Raw {
         };
         Ok(Raw {
             pool: Pool::Postgres(pool),
+            table: if minimal { "minimal_events" } else { "events" },
             writer,
             inserted: AtomicU64::new(0),
         })
@@ -89,7 +128,7 @@ impl Raw {
     ) -> Res<Self> {
         let path = settings.sqlite_path(system, workload);
         let (pool, writer) = match (workload, fresh) {
-            (Workload::Throughput, _) => {
+            (w, _) if w.is_throughput() => {
                 let path = path.with_extension(format!("r{round}.db"));
                 remove_sqlite(&path)?;
                 let dir = path.parent().ok_or("no directory for the SQLite file")?;
@@ -112,13 +151,14 @@ impl Raw {
         };
         Ok(Raw {
             pool: Pool::Sqlite(pool),
+            table: "events",
             writer,
             inserted: AtomicU64::new(0),
         })
     }
 
     async fn count_rows(&self) -> Res<u64> {
-        let sql = "SELECT COUNT(*) FROM events";
+        let sql = AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", self.table));
         let count: i64 = match &self.pool {
             Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
             Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
@@ -130,6 +170,7 @@ impl Raw {
 impl Bank for Raw {
     async fn execute(&self, _account: &str, _command: Command) -> Res<Outcome> {
         match &self.pool {
+            Pool::Postgres(pool) if self.table == "minimal_events" => insert_minimal(pool).await?,
             Pool::Postgres(pool) => raw_pg_insert_one(pool).await?,
             Pool::Sqlite(pool) => raw_sqlite_insert_one(pool).await?,
         };

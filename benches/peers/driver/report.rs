@@ -100,6 +100,12 @@ fn title(workload: &Workload, settings: &Settings) -> String {
              {} commands), {} s per system and round; commands/s, higher is better",
             settings.clients, settings.stream_len, settings.secs
         ),
+        Workload::ShortThroughput => format!(
+            "Command throughput on short streams: {} clients, each on accounts of its own (a \
+             fresh account every {} commands, so reloading costs the peers little and the \
+             append itself decides), {} s per system and round; commands/s, higher is better",
+            settings.clients, settings.short_stream_len, settings.secs
+        ),
         Workload::Contention => format!(
             "Contention: {} clients on one account at a time (a fresh one every {} commands), \
              {} s per system and round; successful commands/s, higher is better",

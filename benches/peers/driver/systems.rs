@@ -56,6 +56,13 @@ pub const SYSTEMS: &[System] = &[
         false,
         "raw sqlx on chronicle's `events` table (ceiling)",
     ),
+    system(
+        "raw-min-pg",
+        Driver,
+        Postgres,
+        false,
+        "raw sqlx on a minimal table: position, stream, version, jsonb payload (ceiling)",
+    ),
     system("chronicle-pg", Driver, Postgres, true, "chronicle"),
     system(
         "chronicle-pg-snap",
@@ -152,7 +159,8 @@ pub fn find(name: &str) -> Option<&'static System> {
 /// the same, so the table says why.
 pub fn for_workload(workload: &Workload) -> Vec<&'static System> {
     let names: &[&str] = match workload {
-        Workload::Throughput => &[
+        Workload::Throughput | Workload::ShortThroughput => &[
+            "raw-min-pg",
             "raw-pg",
             "chronicle-pg",
             "cqrs-pg",

@@ -25,6 +25,10 @@ pub struct Settings {
     pub clients: usize,
     /// Commands an account takes in the command workloads before a fresh one is opened.
     pub stream_len: u64,
+    /// The same for the short-stream throughput workload (`throughput-short`), where
+    /// reloading a stream costs little and the append itself decides.
+    #[serde(default = "default_short_stream_len")]
+    pub short_stream_len: u64,
     /// The snapshot interval of the systems with snapshots.
     pub snapshot_every: u64,
     /// Events after the snapshot in the snapshot-load workloads.
@@ -36,6 +40,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Commands an account of `workload` takes before a fresh one is opened.
+    pub fn stream_len_of(&self, workload: &Workload) -> u64 {
+        match workload {
+            Workload::ShortThroughput => self.short_stream_len,
+            _ => self.stream_len,
+        }
+    }
+
     pub fn window(&self) -> Duration {
         Duration::from_secs_f64(self.secs)
     }
@@ -61,6 +73,11 @@ impl Settings {
         self.sqlite_dir
             .join(format!("{system}-{}.db", workload.name()))
     }
+}
+
+/// Commands per account of `throughput-short` in results files written before it existed.
+fn default_short_stream_len() -> u64 {
+    10
 }
 
 /// Removes a SQLite file and its WAL and shared-memory files.
@@ -108,6 +125,8 @@ impl Phase {
 pub enum Workload {
     /// Commands by `clients` clients, each on accounts of its own.
     Throughput,
+    /// The same on short accounts (`short_stream_len` commands each).
+    ShortThroughput,
     /// Commands by `clients` clients, all on one account at a time.
     Contention,
     /// Loads of an account of this many events, without snapshots.
@@ -124,6 +143,7 @@ impl Workload {
     pub fn name(&self) -> String {
         match self {
             Workload::Throughput => "throughput".to_owned(),
+            Workload::ShortThroughput => "throughput-short".to_owned(),
             Workload::Contention => "contention".to_owned(),
             Workload::Load(events) => format!("load-{events}"),
             Workload::SnapshotLoad(events) => format!("snapload-{events}"),
@@ -135,6 +155,7 @@ impl Workload {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "throughput" => Some(Workload::Throughput),
+            "throughput-short" => Some(Workload::ShortThroughput),
             "contention" => Some(Workload::Contention),
             "catchup" => Some(Workload::CatchUp),
             "storage" => Some(Workload::Storage),
@@ -148,6 +169,12 @@ impl Workload {
                 }
             }
         }
+    }
+
+    /// Whether clients send commands, each to accounts of its own (the raw ceilings' one
+    /// command workload).
+    pub fn is_throughput(&self) -> bool {
+        matches!(self, Workload::Throughput | Workload::ShortThroughput)
     }
 
     /// Whether the measurement varies between rounds: the bytes on disk do not.

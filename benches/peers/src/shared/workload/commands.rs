@@ -250,7 +250,7 @@ fn groups(settings: &Settings, workload: &Workload, tag: &str) -> Vec<Arc<Group>
         _ => settings.clients,
     };
     (0..count)
-        .map(|g| Group::new(format!("{tag}-g{g}"), settings.stream_len))
+        .map(|g| Group::new(format!("{tag}-g{g}"), settings.stream_len_of(workload)))
         .collect()
 }
 

@@ -150,7 +150,9 @@ pub async fn execute_retrying<B: Bank>(
 /// Writes what `workload` needs before its rounds; returns a line for the log.
 pub async fn setup<B: Bank>(bank: &B, settings: &Settings, workload: &Workload) -> Res<String> {
     match workload {
-        Workload::Throughput | Workload::Contention => Ok("empty store".to_owned()),
+        Workload::Throughput | Workload::ShortThroughput | Workload::Contention => {
+            Ok("empty store".to_owned())
+        }
         Workload::Load(_) | Workload::SnapshotLoad(_) => {
             histories::setup_load(bank, settings, workload).await
         }
@@ -172,7 +174,7 @@ pub async fn run<B: Bank>(
     round: u32,
 ) -> Res<Record> {
     let measured = match workload {
-        Workload::Throughput | Workload::Contention => {
+        Workload::Throughput | Workload::ShortThroughput | Workload::Contention => {
             commands::measure(bank, settings, workload, round).await?
         }
         Workload::Load(_) | Workload::SnapshotLoad(_) => {
