@@ -920,7 +920,8 @@ impl Error {
             | Error::PendingMigrations { .. }
             | Error::SqlUnavailable { .. }
             | Error::ColumnNotFound { .. }
-            | Error::ColumnType { .. } => ErrorKind::Validation,
+            | Error::ColumnType { .. }
+            | Error::DictionaryTraining { .. } => ErrorKind::Validation,
             Error::StreamNotFound { .. }
             | Error::StreamDeleted { .. }
             | Error::Shredded { .. }
@@ -938,7 +939,6 @@ impl Error {
             Error::Codec { .. }
             | Error::StreamKey { .. }
             | Error::Dictionary { .. }
-            | Error::DictionaryTraining { .. }
             | Error::Payload { .. }
             | Error::UnknownEventType { .. }
             | Error::SchemaVersion { .. }

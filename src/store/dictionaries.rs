@@ -239,6 +239,9 @@ impl Store {
         let Some(id) = id else {
             return Ok(None);
         };
+        if let Some(dictionary) = cache.loaded(id) {
+            return Ok(Some(dictionary));
+        }
         let dictionaries = self.page_dictionaries(HashSet::from([id])).await?;
         match dictionaries.get(id) {
             Ok(_) => Ok(cache.loaded(id)),

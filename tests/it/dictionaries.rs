@@ -190,16 +190,30 @@ async fn training_refuses_what_it_cannot_do(kind: Kind) {
     }
 }
 
-async fn a_missing_dictionary_is_a_typed_error_naming_it(kind: Kind) {
-    let Some(t) = kind.open_with("a_missing_dictionary", compressing).await else {
-        return;
-    };
+/// A fresh store holding 40 events, dictionary 1 trained on them, then `more` events
+/// compressed with it.
+async fn with_dictionary_1(
+    kind: Kind,
+    test: &str,
+    configure: fn(StoreBuilder) -> StoreBuilder,
+    more: u64,
+) -> Option<TestStore> {
+    let t = kind.open_with(test, configure).await?;
     write(&t.store, 0, 40).await;
-    t.store
+    let trained = t
+        .store
         .train_compression_dictionary()
         .await
         .expect("trains");
-    write(&t.store, 40, 41).await;
+    assert_eq!(trained.id, 1);
+    write(&t.store, 40, 40 + more).await;
+    Some(t)
+}
+
+async fn a_missing_dictionary_is_a_typed_error_naming_it(kind: Kind) {
+    let Some(t) = with_dictionary_1(kind, "a_missing_dictionary", compressing, 1).await else {
+        return;
+    };
     crate::support::execute(&t, "DELETE FROM compression_dictionaries WHERE id = 1").await;
 
     let fresh = t.reopen(compressing).await.expect("a SQL store");
@@ -257,29 +271,17 @@ async fn tampering_is_detected(t: &TestStore, configure: fn(StoreBuilder) -> Sto
 }
 
 async fn a_tampered_dictionary_row_is_detected(kind: Kind) {
-    let Some(t) = kind.open_with("a_tampered_dictionary", compressing).await else {
+    let Some(t) = with_dictionary_1(kind, "a_tampered_dictionary", compressing, 10).await else {
         return;
     };
-    write(&t.store, 0, 40).await;
-    t.store
-        .train_compression_dictionary()
-        .await
-        .expect("trains");
-    write(&t.store, 40, 50).await;
     crate::support::execute(&t, flip(kind)).await;
     tampering_is_detected(&t, compressing).await;
 }
 
 async fn a_tampered_dictionary_row_is_detected_when_encrypting(kind: Kind) {
-    let Some(t) = kind.open_with("a_tampered_dictionary", encrypting).await else {
+    let Some(t) = with_dictionary_1(kind, "a_tampered_dictionary", encrypting, 10).await else {
         return;
     };
-    write(&t.store, 0, 40).await;
-    t.store
-        .train_compression_dictionary()
-        .await
-        .expect("trains");
-    write(&t.store, 40, 50).await;
     t.store
         .train_compression_dictionary()
         .await
