@@ -184,6 +184,29 @@ pub enum Error {
         source: CodecError,
     },
 
+    /// A stored compression dictionary cannot be used: its row fails its check
+    /// ([`CodecError::DictionaryTampered`]) or is sealed by a key the ring lacks.
+    #[error("compression dictionary {id} is unusable: {source}")]
+    Dictionary {
+        /// The dictionary's id.
+        id: u32,
+        /// What exactly failed.
+        #[source]
+        source: CodecError,
+    },
+
+    /// No compression dictionary could be trained
+    /// ([`Store::train_compression_dictionary`](crate::Store::train_compression_dictionary)):
+    /// too few events, or zstd's trainer failed on them.
+    #[error("cannot train a compression dictionary on {samples} events: {source}")]
+    DictionaryTraining {
+        /// How many events' payloads were sampled.
+        samples: u64,
+        /// What failed.
+        #[source]
+        source: CodecError,
+    },
+
     /// The stream was forgotten ([`Store::forget`](crate::Store::forget)): its data key is
     /// destroyed, and its events and snapshots can never be read again; nor can it be
     /// written.
@@ -897,7 +920,8 @@ impl Error {
             | Error::PendingMigrations { .. }
             | Error::SqlUnavailable { .. }
             | Error::ColumnNotFound { .. }
-            | Error::ColumnType { .. } => ErrorKind::Validation,
+            | Error::ColumnType { .. }
+            | Error::DictionaryTraining { .. } => ErrorKind::Validation,
             Error::StreamNotFound { .. }
             | Error::StreamDeleted { .. }
             | Error::Shredded { .. }
@@ -914,6 +938,7 @@ impl Error {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }
             | Error::StreamKey { .. }
+            | Error::Dictionary { .. }
             | Error::Payload { .. }
             | Error::UnknownEventType { .. }
             | Error::SchemaVersion { .. }

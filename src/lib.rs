@@ -95,8 +95,9 @@ pub use sqlx::postgres::PgSslMode;
 pub use store::SqliteDurability;
 pub use store::{
     AppendResult, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND,
-    DEFAULT_WINDOW_BYTES, KeyRotation, Migrations, RotationProgress, ShreddedEvents, StorageStats,
-    Store, StoreBuilder, StoreTarget, WrittenEvent,
+    DEFAULT_WINDOW_BYTES, DICTIONARY_MAX_BYTES, DICTIONARY_SAMPLE_EVENTS, KeyRotation, Migrations,
+    RotationProgress, ShreddedEvents, StorageStats, Store, StoreBuilder, StoreTarget,
+    TrainedDictionary, WrittenEvent,
 };
 pub use stream::{
     DeleteMode, Direction, ExpectedVersion, MAX_STREAM_ID_LEN, NewStream, StreamId, StreamInfo,

@@ -7,12 +7,22 @@
 //! stays readable from `psql` and `sqlite3`. Anything else starts with a header:
 //!
 //! ```text
-//! 0xC7 | format version (1) | flags (bit 0: zstd, bit 1: encrypted, bit 2: stream key)
+//! 0xC7 | format version (1)
+//!      | flags (bit 0: zstd, bit 1: encrypted, bit 2: stream key, bit 3: dictionary)
+//!      | with a dictionary: its id (unsigned LEB128, 1 to 5 bytes)
 //!      | when encrypted: key id length (u8) | key id | 24-byte nonce
 //! body: the (compressed) JSON, encrypted with the nonce when the flag says so
 //! ```
 //!
 //! JSON text never starts with a byte ≥ 0x80, so the first byte tells the two apart.
+//!
+//! With a trained dictionary (bit 3, always with bit 0), the body is a zstd frame
+//! compressed with the dictionary whose id the header holds, without zstd's magic number
+//! and the frame's own dictionary id (the header says both). Payloads without bit 3 read
+//! as they always did. Dictionaries live in the store's database ([`dictionary`]); a
+//! payload naming one the store does not hold is [`CodecError::MissingDictionary`].
+//! Encryption comes after compression, and the header it authenticates holds the
+//! dictionary's id.
 //!
 //! With per-stream keys, a payload is encrypted with its stream's *data key* (flag bit 2,
 //! empty key id). Data keys are stored wrapped (encrypted) by a key of the ring, bound to
@@ -28,6 +38,7 @@
 //! input is a [`CodecError`].
 
 mod cipher;
+pub(crate) mod dictionary;
 mod keyfile;
 mod zstd;
 
@@ -37,6 +48,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use self::cipher::{Cipher, NONCE_LEN};
+pub(crate) use self::dictionary::{Dictionaries, Dictionary, StoredDictionary};
 use self::zstd::{compress, decompress};
 
 const MAGIC: u8 = 0xC7;
@@ -44,6 +56,8 @@ const FORMAT_VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 0b01;
 const FLAG_ENCRYPTED: u8 = 0b10;
 const FLAG_STREAM_KEY: u8 = 0b100;
+const FLAG_DICTIONARY: u8 = 0b1000;
+const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_ENCRYPTED | FLAG_STREAM_KEY | FLAG_DICTIONARY;
 
 /// Why a stored payload could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +109,20 @@ pub enum CodecError {
     /// (`Store::forget`): it can never be read again.
     #[error("payload's stream was forgotten: its data key is destroyed")]
     Shredded,
+    /// The payload was compressed with a trained dictionary the store does not hold (its
+    /// row was deleted, or the payload was copied from another store).
+    #[error("payload compressed with dictionary {id}, which the store does not hold")]
+    MissingDictionary {
+        /// The dictionary's id, from the payload's header.
+        id: u32,
+    },
+    /// A stored compression dictionary fails its check: its seal (a store that encrypts)
+    /// or its SHA-256 does not match, or it is not sealed although the store encrypts.
+    #[error("compression dictionary {id} fails its check: its stored row was changed")]
+    DictionaryTampered {
+        /// The dictionary's id.
+        id: u32,
+    },
     /// Compression or encryption failed while writing.
     #[error("payload could not be encoded: {0}")]
     Encode(String),
@@ -319,6 +347,32 @@ pub(crate) enum StreamKey<'a> {
     Forgotten,
 }
 
+/// What decoding a payload may need besides the codec's own key ring: its stream's data
+/// key, and the dictionaries of its page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Needs<'a> {
+    pub stream_key: StreamKey<'a>,
+    pub dictionaries: Option<&'a Dictionaries>,
+}
+
+impl<'a> From<StreamKey<'a>> for Needs<'a> {
+    fn from(stream_key: StreamKey<'a>) -> Self {
+        Needs {
+            stream_key,
+            dictionaries: None,
+        }
+    }
+}
+
+impl Needs<'_> {
+    fn dictionary(&self, id: u32) -> Result<&Dictionary, CodecError> {
+        match self.dictionaries {
+            Some(dictionaries) => dictionaries.get(id),
+            None => Err(CodecError::MissingDictionary { id }),
+        }
+    }
+}
+
 /// Which key a stored payload needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PayloadKey {
@@ -338,15 +392,119 @@ pub(crate) fn is_framed(stored: &[u8]) -> bool {
 
 /// The key `stored` is encrypted with, read from its header.
 pub(crate) fn payload_key(stored: &[u8]) -> PayloadKey {
-    match stored {
-        [MAGIC, FORMAT_VERSION, flags, ..] if flags & FLAG_STREAM_KEY != 0 => PayloadKey::Stream,
-        [MAGIC, FORMAT_VERSION, flags, len, rest @ ..] if flags & FLAG_ENCRYPTED != 0 => rest
-            .get(..usize::from(*len))
-            .map_or(PayloadKey::None, |id| {
-                PayloadKey::Ring(String::from_utf8_lossy(id).into_owned())
-            }),
+    match Header::read(stored) {
+        Ok(Some(header)) if header.flags & FLAG_STREAM_KEY != 0 => PayloadKey::Stream,
+        Ok(Some(Header {
+            key: Some((key_id, _)),
+            ..
+        })) => PayloadKey::Ring(String::from_utf8_lossy(key_id).into_owned()),
         _ => PayloadKey::None,
     }
+}
+
+/// The id of the dictionary `stored` was compressed with, read from its header.
+pub(crate) fn payload_dictionary(stored: &[u8]) -> Option<u32> {
+    Header::read(stored).ok().flatten()?.dictionary
+}
+
+/// A dictionary of at most `max_size` bytes trained on `samples` (JSON payloads).
+pub(crate) fn train_dictionary(
+    samples: &[Vec<u8>],
+    max_size: usize,
+) -> Result<Vec<u8>, CodecError> {
+    self::zstd::train(samples, max_size)
+}
+
+/// The header of a framed payload, parsed.
+#[derive(Debug)]
+struct Header<'a> {
+    flags: u8,
+    dictionary: Option<u32>,
+    /// When encrypted: the ring key's id (empty with a stream key) and the nonce.
+    key: Option<(&'a [u8], [u8; NONCE_LEN])>,
+    /// Where the body starts.
+    len: usize,
+}
+
+impl<'a> Header<'a> {
+    /// The header of `stored`; `None` for plain JSON.
+    fn read(stored: &'a [u8]) -> Result<Option<Self>, CodecError> {
+        if stored.first() != Some(&MAGIC) {
+            return Ok(None);
+        }
+        let flags = match stored {
+            [_, FORMAT_VERSION, flags, ..] => *flags,
+            [_, version, _, ..] => return Err(CodecError::UnknownFormat(*version)),
+            _ => return Err(truncated(3, stored.len())),
+        };
+        if flags & !KNOWN_FLAGS != 0
+            || flags & FLAG_STREAM_KEY != 0 && flags & FLAG_ENCRYPTED == 0
+            || flags & FLAG_DICTIONARY != 0 && flags & FLAG_ZSTD == 0
+        {
+            return Err(CodecError::UnknownFlags(flags));
+        }
+        let mut len = 3;
+        let dictionary = if flags & FLAG_DICTIONARY != 0 {
+            // Runs out, or is longer than a `u32` allows.
+            let (id, used) = read_leb128(&stored[len..])
+                .ok_or_else(|| truncated(stored.len() + 1, stored.len()))?;
+            len += used;
+            Some(id)
+        } else {
+            None
+        };
+        let key = if flags & FLAG_ENCRYPTED != 0 {
+            let key_len = usize::from(
+                *stored
+                    .get(len)
+                    .ok_or_else(|| truncated(len + 1, stored.len()))?,
+            );
+            let end = len + 1 + key_len + NONCE_LEN;
+            if stored.len() < end {
+                return Err(truncated(end, stored.len()));
+            }
+            let key_id = &stored[len + 1..len + 1 + key_len];
+            let nonce = nonce_of(&stored[len + 1 + key_len..end])
+                .ok_or_else(|| truncated(end, stored.len()))?;
+            len = end;
+            Some((key_id, nonce))
+        } else {
+            None
+        };
+        Ok(Some(Header {
+            flags,
+            dictionary,
+            key,
+            len,
+        }))
+    }
+}
+
+/// `value` as unsigned LEB128 (7 bits a byte, low first, high bit: more follow).
+fn write_leb128(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value & 0x7F) as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The unsigned LEB128 at the start of `bytes` and its length; `None` when it runs out or
+/// does not fit a `u32`.
+fn read_leb128(bytes: &[u8]) -> Option<(u32, usize)> {
+    let mut value: u32 = 0;
+    for (at, byte) in bytes.iter().take(5).enumerate() {
+        let bits = u32::from(byte & 0x7F);
+        let shift = 7 * at as u32;
+        if shift == 28 && bits > 0x0F {
+            return None;
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Some((value, at + 1));
+        }
+    }
+    None
 }
 
 /// The context a wrapped data key is bound to: its stream.
@@ -413,6 +571,11 @@ impl Codec {
         }
     }
 
+    /// The compression settings, if the store compresses.
+    pub(crate) fn compression(&self) -> Option<Compression> {
+        self.compression
+    }
+
     /// The key ring, if the store encrypts.
     pub(crate) fn keys(&self) -> Option<&KeyRing> {
         self.keys.as_ref()
@@ -433,16 +596,41 @@ impl Codec {
         context: impl FnOnce() -> Vec<u8>,
         stream_key: Option<&DataKey>,
     ) -> Result<Vec<u8>, CodecError> {
-        let compressed = match self.compression {
-            Some(compression) if json.len() >= compression.min_size => {
-                compress(json, compression.level)?.filter(|body| body.len() < json.len())
+        self.encode_with(json, context, stream_key, None)
+    }
+
+    /// [`Codec::encode`], compressing with `dictionary` when given and the store
+    /// compresses: then payloads of any size are compressed (and kept so when that made
+    /// them smaller), since small ones are what dictionaries are for.
+    pub(crate) fn encode_with(
+        &self,
+        json: &[u8],
+        context: impl FnOnce() -> Vec<u8>,
+        stream_key: Option<&DataKey>,
+        dictionary: Option<&Dictionary>,
+    ) -> Result<Vec<u8>, CodecError> {
+        let mut used = None;
+        let compressed = match (self.compression, dictionary) {
+            (Some(compression), Some(dictionary)) => {
+                used = Some(dictionary.id());
+                dictionary.zstd.compress(json, compression.level)?
+            }
+            (Some(compression), None) if json.len() >= compression.min_size => {
+                compress(json, compression.level)?
             }
             _ => None,
-        };
-        let mut flags = 0;
-        if compressed.is_some() {
-            flags |= FLAG_ZSTD;
         }
+        .filter(|body| body.len() < json.len());
+        let mut prefix = Vec::with_capacity(8);
+        prefix.extend_from_slice(&[MAGIC, FORMAT_VERSION, 0]);
+        if compressed.is_some() {
+            prefix[2] |= FLAG_ZSTD;
+            if let Some(id) = used {
+                prefix[2] |= FLAG_DICTIONARY;
+                write_leb128(&mut prefix, id);
+            }
+        }
+        let mut flags = prefix[2];
         let (cipher, key_id) = match (stream_key, &self.keys) {
             (Some(data_key), _) => {
                 flags |= FLAG_STREAM_KEY;
@@ -456,20 +644,17 @@ impl Codec {
             ),
             (None, None) => {
                 return Ok(match compressed {
-                    Some(body) => {
-                        let mut out = Vec::with_capacity(3 + body.len());
-                        out.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags]);
-                        out.extend_from_slice(&body);
-                        out
-                    }
+                    Some(body) => [prefix, body].concat(),
                     None => json.to_vec(),
                 });
             }
         };
         flags |= FLAG_ENCRYPTED;
         let nonce = Cipher::nonce()?;
-        let mut header = Vec::with_capacity(4 + key_id.len() + NONCE_LEN);
-        header.extend_from_slice(&[MAGIC, FORMAT_VERSION, flags, key_id.len() as u8]);
+        let mut header = prefix;
+        header.reserve(1 + key_id.len() + NONCE_LEN);
+        header[2] = flags;
+        header.push(key_id.len() as u8);
         header.extend_from_slice(key_id);
         header.extend_from_slice(&nonce);
         let aad = [header.as_slice(), &context()].concat();
@@ -482,86 +667,72 @@ impl Codec {
     }
 
     /// Decodes stored bytes back to JSON text, checking them against `context` (built only
-    /// for encrypted payloads). Plain payloads are returned as they are, without a copy.
-    pub(crate) fn decode(
+    /// for encrypted payloads), with what `needs` holds (a stream's data key, the page's
+    /// dictionaries). Plain payloads are returned as they are, without a copy.
+    pub(crate) fn decode<'a>(
         &self,
         stored: Vec<u8>,
         context: impl FnOnce() -> Vec<u8>,
-        stream_key: StreamKey<'_>,
+        needs: impl Into<Needs<'a>>,
     ) -> Result<Vec<u8>, CodecError> {
+        let needs = needs.into();
         // Authenticity comes from encryption: a store that encrypts refuses anything else.
         let must_be_encrypted = self.keys.is_some() && !self.accept_unencrypted;
-        if stored.first() != Some(&MAGIC) {
+        let Some(header) = Header::read(&stored)? else {
             return if must_be_encrypted {
                 Err(CodecError::NotEncrypted)
             } else {
                 Ok(stored)
             };
-        }
-        let flags = match stored.as_slice() {
-            [_, FORMAT_VERSION, flags, ..] => *flags,
-            [_, version, _, ..] => return Err(CodecError::UnknownFormat(*version)),
-            _ => return Err(truncated(3, stored.len())),
         };
-        if flags & !(FLAG_ZSTD | FLAG_ENCRYPTED | FLAG_STREAM_KEY) != 0
-            || flags & FLAG_STREAM_KEY != 0 && flags & FLAG_ENCRYPTED == 0
-        {
-            return Err(CodecError::UnknownFlags(flags));
-        }
-        if must_be_encrypted && flags & FLAG_ENCRYPTED == 0 {
+        if must_be_encrypted && header.flags & FLAG_ENCRYPTED == 0 {
             return Err(CodecError::NotEncrypted);
         }
         let decrypted;
-        let body = if flags & FLAG_ENCRYPTED != 0 {
-            decrypted = self.decrypt(&stored, &context(), flags, stream_key)?;
-            decrypted.as_slice()
-        } else {
-            &stored[3..]
+        let body = match header.key {
+            Some((key_id, nonce)) => {
+                let key_id = String::from_utf8_lossy(key_id).into_owned();
+                let cipher = self.cipher(header.flags, &key_id, needs.stream_key)?;
+                let aad = [&stored[..header.len], &context()].concat();
+                decrypted = cipher
+                    .open(&nonce, &stored[header.len..], &aad)
+                    .ok_or(CodecError::Decrypt { key_id })?;
+                decrypted.as_slice()
+            }
+            None => &stored[header.len..],
         };
-        if flags & FLAG_ZSTD != 0 {
-            decompress(body, self.max_decoded_size)
-        } else {
-            Ok(body.to_vec())
+        match (header.flags & FLAG_ZSTD != 0, header.dictionary) {
+            (true, Some(id)) => needs
+                .dictionary(id)?
+                .zstd
+                .decompress(body, self.max_decoded_size),
+            (true, None) => decompress(body, self.max_decoded_size),
+            (false, _) => Ok(body.to_vec()),
         }
     }
 
-    fn decrypt(
-        &self,
-        stored: &[u8],
-        context: &[u8],
+    /// The cipher that opens a payload with these flags and ring key id.
+    fn cipher<'k>(
+        &'k self,
         flags: u8,
-        stream_key: StreamKey<'_>,
-    ) -> Result<Vec<u8>, CodecError> {
-        let key_len = usize::from(*stored.get(3).ok_or_else(|| truncated(4, stored.len()))?);
-        let header_len = 4 + key_len + NONCE_LEN;
-        if stored.len() < header_len {
-            return Err(truncated(header_len, stored.len()));
+        key_id: &str,
+        stream_key: StreamKey<'k>,
+    ) -> Result<&'k Cipher, CodecError> {
+        if flags & FLAG_STREAM_KEY != 0 {
+            return match stream_key {
+                StreamKey::Live(data_key) => Ok(&data_key.0),
+                StreamKey::Forgotten => Err(CodecError::Shredded),
+                StreamKey::Unknown => Err(CodecError::MissingKey {
+                    key_id: "(the stream's data key)".into(),
+                }),
+            };
         }
-        let key_id = String::from_utf8_lossy(&stored[4..4 + key_len]).into_owned();
-        let cipher = if flags & FLAG_STREAM_KEY != 0 {
-            match stream_key {
-                StreamKey::Live(data_key) => &data_key.0,
-                StreamKey::Forgotten => return Err(CodecError::Shredded),
-                StreamKey::Unknown => {
-                    return Err(CodecError::MissingKey {
-                        key_id: "(the stream's data key)".into(),
-                    });
-                }
-            }
-        } else {
-            self.keys
-                .as_ref()
-                .and_then(|keys| keys.ciphers.get(key_id.as_str()))
-                .ok_or_else(|| CodecError::MissingKey {
-                    key_id: key_id.clone(),
-                })?
-        };
-        let nonce = nonce_of(&stored[4 + key_len..header_len])
-            .ok_or_else(|| truncated(header_len, stored.len()))?;
-        let aad = [&stored[..header_len], context].concat();
-        cipher
-            .open(&nonce, &stored[header_len..], &aad)
-            .ok_or(CodecError::Decrypt { key_id })
+        self.keys
+            .as_ref()
+            .and_then(|keys| keys.ciphers.get(key_id))
+            .ok_or_else(|| CodecError::MissingKey {
+                key_id: key_id.to_owned(),
+            })
     }
 }
 
@@ -799,6 +970,122 @@ mod tests {
             .encode(&[b' '; 600], Vec::new, None)
             .expect("encodes");
         assert_eq!(payload_key(&compressed), PayloadKey::None);
+    }
+
+    fn trained(id: u32) -> Dictionary {
+        let samples: Vec<Vec<u8>> = (0..200)
+            .map(|n| {
+                format!(
+                    r#"{{"account":"ACC-{n:06}","amount":{},"currency":"EUR","channel":"web"}}"#,
+                    n * 7
+                )
+                .into_bytes()
+            })
+            .collect();
+        Dictionary::new(id, &train_dictionary(&samples, 4096).expect("trains"))
+    }
+
+    #[test]
+    fn dictionaries_are_named_in_the_header_and_bound_by_encryption() {
+        let json = br#"{"account":"ACC-000777","amount":5439,"currency":"EUR","channel":"web"}"#;
+        let dictionary = trained(300);
+        let mut page = Dictionaries::default();
+        page.insert(300, Ok(std::sync::Arc::new(trained(300))));
+        let needs = Needs {
+            stream_key: StreamKey::Unknown,
+            dictionaries: Some(&page),
+        };
+        for encrypt in [false, true] {
+            let codec = codec(true, encrypt);
+            let stored = codec
+                .encode_with(json, || b"ctx".to_vec(), None, Some(&dictionary))
+                .expect("encodes");
+            // 300 takes two bytes of LEB128.
+            assert_eq!(
+                &stored[..5],
+                &[MAGIC, FORMAT_VERSION, stored[2], 0xAC, 0x02]
+            );
+            assert_eq!(payload_dictionary(&stored), Some(300));
+            assert_eq!(
+                codec
+                    .decode(stored.clone(), || b"ctx".to_vec(), needs)
+                    .expect("decodes"),
+                json
+            );
+            assert_eq!(
+                codec.decode(stored.clone(), || b"ctx".to_vec(), StreamKey::Unknown),
+                Err(CodecError::MissingDictionary { id: 300 })
+            );
+            if encrypt {
+                assert_eq!(payload_key(&stored), PayloadKey::Ring("k1".into()));
+                // Another dictionary id in the header fails authentication.
+                let mut other = stored.clone();
+                other[3] = 0xAD;
+                assert!(matches!(
+                    codec.decode(other, || b"ctx".to_vec(), needs),
+                    Err(CodecError::Decrypt { .. })
+                ));
+            } else {
+                assert!(stored.len() < json.len() / 2, "{} bytes", stored.len());
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_without_a_dictionary_read_as_before() {
+        // Written by chronicle before dictionaries: plain zstd, header of three bytes.
+        let json = vec![b' '; 600];
+        let stored = codec(true, false)
+            .encode(&json, Vec::new, None)
+            .expect("encodes");
+        assert_eq!(&stored[..3], &[MAGIC, FORMAT_VERSION, FLAG_ZSTD]);
+        assert_eq!(payload_dictionary(&stored), None);
+        let decoded = codec(true, false).decode(stored, Vec::new, StreamKey::Unknown);
+        assert_eq!(decoded.expect("decodes"), json);
+    }
+
+    #[test]
+    fn dictionary_rows_are_checked() {
+        let raw = b"a dictionary, or any bytes standing for one".to_vec();
+        for encrypt in [false, true] {
+            let codec = codec(true, encrypt);
+            let stored = codec.seal_dictionary(1, &raw, 10).expect("seals");
+            assert_eq!(stored.key_id.is_some(), encrypt);
+            assert_eq!(codec.open_dictionary(&stored).expect("opens").id(), 1);
+            let mut changed = stored.clone();
+            let last = changed.content.len() - 1;
+            changed.content[last] ^= 1;
+            assert_eq!(
+                codec.open_dictionary(&changed).map(|d| d.id()),
+                Err(CodecError::DictionaryTampered { id: 1 })
+            );
+            let mut moved = stored.clone();
+            moved.id = 2;
+            if encrypt {
+                assert_eq!(
+                    codec.open_dictionary(&moved).map(|d| d.id()),
+                    Err(CodecError::DictionaryTampered { id: 2 })
+                );
+            }
+        }
+        let plain = codec(true, false)
+            .seal_dictionary(1, &raw, 10)
+            .expect("seals");
+        assert_eq!(
+            codec(true, true).open_dictionary(&plain).map(|d| d.id()),
+            Err(CodecError::DictionaryTampered { id: 1 })
+        );
+    }
+
+    #[test]
+    fn leb128_round_trips_and_refuses_overlong_ids() {
+        for id in [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
+            let mut bytes = Vec::new();
+            write_leb128(&mut bytes, id);
+            assert_eq!(read_leb128(&bytes), Some((id, bytes.len())));
+        }
+        assert_eq!(read_leb128(&[0xFF, 0xFF, 0xFF, 0xFF, 0x1F]), None);
+        assert_eq!(read_leb128(&[0x80, 0x80]), None);
     }
 
     mod properties {

@@ -668,4 +668,17 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Removes the events the cuts expire, in one transaction, and keeps the streams'
     /// event counts; returns (events removed, payload bytes removed).
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)>;
+
+    /// The stored compression dictionaries of these ids (missing ones are left out).
+    async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>>;
+
+    /// The highest compression dictionary id stored: the active dictionary's.
+    async fn latest_dictionary(&self) -> Result<Option<u32>>;
+
+    /// Stores a compression dictionary unless its id is taken; whether it was stored.
+    async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool>;
+
+    /// The newest `limit` events' ids, streams and stored payloads, newest first: what a
+    /// dictionary is trained on.
+    async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>>;
 }

@@ -1,12 +1,13 @@
 //! The data keys a store holds unwrapped: the stored form of a stream's key, the cache of
-//! unwrapped keys (trusted for [`KEY_CACHE_TTL`]), and the keys of one page of events. The
-//! operations on keys (loading, creating, forgetting) are `Store`'s, in `stream_keys.rs`.
+//! unwrapped keys (trusted for [`KEY_CACHE_TTL`]), and the keys of one page of events
+//! (with the compression dictionaries its payloads name). The operations on keys
+//! (loading, creating, forgetting) are `Store`'s, in `stream_keys.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::codec::{DataKey, StreamKey};
+use crate::codec::{DataKey, Dictionaries, Dictionary, Needs, StreamKey};
 
 /// How long an unwrapped data key (or the fact that a stream was forgotten) is trusted.
 pub(crate) const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -30,18 +31,31 @@ pub(crate) enum CachedKey {
     Forgotten,
 }
 
-/// The data keys of the streams of one page of events.
+/// The data keys of the streams of one page of events, and the compression dictionaries
+/// its payloads name.
 #[derive(Debug, Default)]
-pub(crate) struct PageKeys(pub(super) HashMap<String, CachedKey>);
+pub(crate) struct PageKeys(
+    pub(super) HashMap<String, CachedKey>,
+    pub(super) Dictionaries,
+);
 
 impl PageKeys {
     /// What the codec needs for a payload of `stream`.
-    pub(crate) fn get(&self, stream: &str) -> StreamKey<'_> {
-        match self.0.get(stream) {
+    pub(crate) fn get(&self, stream: &str) -> Needs<'_> {
+        let stream_key = match self.0.get(stream) {
             Some(CachedKey::Live(key)) => StreamKey::Live(key),
             Some(CachedKey::Forgotten) => StreamKey::Forgotten,
             None => StreamKey::Unknown,
+        };
+        Needs {
+            stream_key,
+            dictionaries: Some(&self.1),
         }
+    }
+
+    /// The compression dictionary `id`, when the page's payloads name it and it loaded.
+    pub(crate) fn dictionary(&self, id: u32) -> Option<&Dictionary> {
+        self.1.get(id).ok()
     }
 }
 

@@ -17,6 +17,7 @@ use super::backend::{
 use super::batch::{BatchTx, Flush, MemoryCheckpoints};
 use super::key_cache::StoredKey;
 use super::storage::StorageStats;
+use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
@@ -46,6 +47,8 @@ struct State {
     policies: BTreeMap<(i16, String), String>,
     /// Per-stream data keys, wrapped.
     keys: BTreeMap<String, StoredKey>,
+    /// Compression dictionaries by id.
+    dictionaries: BTreeMap<u32, StoredDictionary>,
 }
 
 impl State {
@@ -599,6 +602,38 @@ impl Backend for MemoryBackend {
             }
         }
         Ok((events, bytes))
+    }
+
+    async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<StoredDictionary>> {
+        let state = self.lock()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.dictionaries.get(id).cloned())
+            .collect())
+    }
+
+    async fn latest_dictionary(&self) -> Result<Option<u32>> {
+        Ok(self.lock()?.dictionaries.keys().next_back().copied())
+    }
+
+    async fn insert_dictionary(&self, dictionary: &StoredDictionary) -> Result<bool> {
+        let mut state = self.lock()?;
+        if state.dictionaries.contains_key(&dictionary.id) {
+            return Ok(false);
+        }
+        state.dictionaries.insert(dictionary.id, dictionary.clone());
+        Ok(true)
+    }
+
+    async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
+        let state = self.lock()?;
+        Ok(state
+            .log
+            .values()
+            .rev()
+            .take(limit)
+            .map(|event| (event.id, event.stream_id.to_string(), event.payload.clone()))
+            .collect())
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {

@@ -75,6 +75,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "outbox_starts",
         sql: include_str!("../../migrations/sqlite/0008_outbox_starts.sql"),
     },
+    Migration {
+        version: 9,
+        name: "compression_dictionaries",
+        sql: include_str!("../../migrations/sqlite/0009_compression_dictionaries.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]
@@ -123,6 +128,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "outbox_starts",
         sql: include_str!("../../migrations/postgres/0009_outbox_starts.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "compression_dictionaries",
+        sql: include_str!("../../migrations/postgres/0010_compression_dictionaries.sql"),
     },
 ];
 

@@ -13,6 +13,9 @@ mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
 pub(crate) mod hooks;
+mod dictionaries;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod dictionaries_sql;
 mod key_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
@@ -49,6 +52,7 @@ use uuid::Uuid;
 pub use append::{AppendResult, WrittenEvent};
 pub use builder::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_EVENTS_PER_APPEND, StoreBuilder};
 pub use connect::{DEFAULT_CONNECT_TIMEOUT, StoreTarget};
+pub use dictionaries::{DICTIONARY_MAX_BYTES, DICTIONARY_SAMPLE_EVENTS, TrainedDictionary};
 pub use migrate::Migrations;
 pub use rotation::{KeyRotation, RotationProgress};
 #[cfg(feature = "sqlite")]
@@ -63,7 +67,7 @@ pub(crate) use self::backend::WindowLimit;
 use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
 use self::paging::{PageSizes, Reach, RowsHint, StreamCursor};
 use self::retry::RetryPolicy;
-use crate::codec::{Codec, CodecError, DataKey, event_context};
+use crate::codec::{Codec, CodecError, DataKey, Dictionary, event_context};
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, RecordedEvent};
@@ -149,6 +153,8 @@ struct Inner {
     retention: RulesCache,
     /// Per-stream data keys: whether streams get one, and the unwrapped ones.
     keys: key_cache::StreamKeys,
+    /// The compression dictionaries loaded, and the active one.
+    dictionaries: dictionaries::DictionaryCache,
     /// Wakes the task that announces this store's appends to other processes, where the
     /// backend can (PostgreSQL).
     announcer: Option<Arc<tokio::sync::Notify>>,
@@ -211,6 +217,7 @@ impl Store {
                 announcer: announcer.clone(),
                 retention: RulesCache::new(Duration::from_secs(1)),
                 keys: key_cache::StreamKeys::new(per_stream_keys),
+                dictionaries: dictionaries::DictionaryCache::default(),
                 stream_rows: RowsHint::new(
                     sends_every_row,
                     RowsHint::first_stream_rows(limits.read_budget, limits.max_event_size),
@@ -301,9 +308,10 @@ impl Store {
             });
         }
         let key = self.write_key(&stream).await?;
+        let dictionary = self.write_dictionary().await?;
         let encoded = events
             .iter()
-            .map(|event| self.encode(&stream, event, key.as_deref()))
+            .map(|event| self.encode(&stream, event, key.as_deref(), dictionary.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         let backend = &self.inner.backend;
         let outcome = if self.inner.inline.is_empty() {
@@ -394,14 +402,16 @@ impl Store {
         stream: &StreamId,
         event: &'a NewEvent,
         key: Option<&DataKey>,
+        dictionary: Option<&Dictionary>,
     ) -> Result<EncodedEvent<'a>> {
         let payload = self
             .inner
             .codec
-            .encode(
+            .encode_with(
                 &event.payload,
                 || event_context(event.id, stream.as_str()),
                 key,
+                dictionary,
             )
             .map_err(|source| Error::Codec {
                 stream: stream.to_string(),

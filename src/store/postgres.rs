@@ -28,6 +28,7 @@ use super::backend::{
 use super::batch::{BatchTx, Flush};
 use super::connect;
 use super::dialect;
+use super::dictionaries_sql;
 use super::key_cache::StoredKey;
 use super::keys_sql;
 use super::migrate::{self, Migrations};
@@ -1373,6 +1374,22 @@ impl Backend for PostgresBackend {
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         retention_sql::postgres::remove_expired(&self.pool, cuts).await
+    }
+
+    async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>> {
+        dictionaries_sql::postgres::dictionaries(&self.pool, ids).await
+    }
+
+    async fn latest_dictionary(&self) -> Result<Option<u32>> {
+        dictionaries_sql::postgres::latest_dictionary(&self.pool).await
+    }
+
+    async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
+        dictionaries_sql::postgres::insert_dictionary(&self.pool, dictionary).await
+    }
+
+    async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
+        dictionaries_sql::postgres::recent_payloads(&self.pool, limit).await
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {

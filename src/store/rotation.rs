@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use super::Store;
 use super::key_cache::StoredKey;
-use crate::codec::{PayloadKey, StreamKey, event_context, payload_key, snapshot_context};
+use crate::codec::{
+    PayloadKey, StreamKey, event_context, payload_dictionary, payload_key, snapshot_context,
+};
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
 
@@ -200,6 +202,8 @@ impl KeyRotation {
                 )
                 .await?;
             let mut swaps = Vec::new();
+            // The dictionaries the window's payloads were compressed with (they keep theirs).
+            let keys = store.keys_of(&window.events).await?;
             for event in &window.events {
                 match payload_key(&event.payload) {
                     PayloadKey::Ring(key_id) if key_id != active => {}
@@ -207,13 +211,21 @@ impl KeyRotation {
                 }
                 let context = || event_context(event.id, event.stream_id.as_str());
                 let json = codec
-                    .decode(event.payload.clone(), context, StreamKey::Unknown)
+                    .decode(
+                        event.payload.clone(),
+                        context,
+                        keys.get(event.stream_id.as_str()),
+                    )
                     .map_err(|source| {
                         super::codec_error(event.stream_id.as_str(), event.id, source)
                     })?;
-                let fresh = codec.encode(&json, context, None).map_err(|source| {
-                    super::codec_error(event.stream_id.as_str(), event.id, source)
-                })?;
+                let dictionary =
+                    payload_dictionary(&event.payload).and_then(|id| keys.dictionary(id));
+                let fresh = codec
+                    .encode_with(&json, context, None, dictionary)
+                    .map_err(|source| {
+                        super::codec_error(event.stream_id.as_str(), event.id, source)
+                    })?;
                 swaps.push((event.position, event.payload.clone(), fresh));
             }
             if !swaps.is_empty() {

@@ -30,6 +30,7 @@ use super::backend::{
 };
 use super::batch::{BatchTx, Flush};
 use super::connect;
+use super::dictionaries_sql;
 use super::key_cache::StoredKey;
 use super::keys_sql;
 use super::migrate::{self, Migrations};
@@ -1012,6 +1013,22 @@ impl Backend for SqliteBackend {
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         retention_sql::sqlite::remove_expired(&self.writer, cuts).await
+    }
+
+    async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>> {
+        dictionaries_sql::sqlite::dictionaries(&self.reader, ids).await
+    }
+
+    async fn latest_dictionary(&self) -> Result<Option<u32>> {
+        dictionaries_sql::sqlite::latest_dictionary(&self.reader).await
+    }
+
+    async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
+        dictionaries_sql::sqlite::insert_dictionary(&self.writer, dictionary).await
+    }
+
+    async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
+        dictionaries_sql::sqlite::recent_payloads(&self.reader, limit).await
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::Store;
 use super::key_cache::{CachedKey, PageKeys, StoredKey};
-use crate::codec::{DataKey, PayloadKey, payload_key};
+use crate::codec::{DataKey, PayloadKey, payload_dictionary, payload_key};
 use crate::error::{Error, Result, ValidationError};
 use crate::stream::StreamId;
 
@@ -176,14 +176,19 @@ impl Store {
     }
 
     /// The data keys of the streams whose payloads among `payloads` (stream, stored bytes)
-    /// need one: from the cache, the rest in one lookup.
+    /// need one: from the cache, the rest in one lookup; and the compression dictionaries
+    /// the payloads name.
     pub(crate) async fn page_keys<'a>(
         &self,
         payloads: impl Iterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<Arc<PageKeys>> {
         let mut keys = HashMap::new();
         let mut missing: HashSet<&str> = HashSet::new();
+        let mut dictionaries = HashSet::new();
         for (stream, payload) in payloads {
+            if let Some(id) = payload_dictionary(payload) {
+                dictionaries.insert(id);
+            }
             if keys.contains_key(stream)
                 || missing.contains(stream)
                 || payload_key(payload) != PayloadKey::Stream
@@ -226,6 +231,7 @@ impl Store {
                 }
             }
         }
-        Ok(Arc::new(PageKeys(keys)))
+        let dictionaries = self.page_dictionaries(dictionaries).await?;
+        Ok(Arc::new(PageKeys(keys, dictionaries)))
     }
 }

@@ -20,6 +20,7 @@ mod conformance;
 mod corrupt_rows;
 mod deploy;
 mod derive_ui;
+mod dictionaries;
 mod domain;
 mod domain_event;
 mod inline_projections;
