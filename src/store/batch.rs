@@ -249,7 +249,7 @@ impl BatchTx {
             }
             #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => {
-                use super::dialect::postgres::{StoredTime, time};
+                use super::sql::dialect::postgres::{StoredTime, time};
                 let rows: Vec<(String, i64, i64, StoredTime)> = sqlx::query_as(
                     "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
                      ORDER BY name COLLATE \"C\"",

@@ -212,7 +212,7 @@ macro_rules! key_statements {
 #[cfg(feature = "sqlite")]
 pub(super) mod sqlite {
     use super::*;
-    use crate::store::dialect::sqlite::*;
+    use crate::store::sql::dialect::sqlite::*;
 
     key_statements!("$2");
 }
@@ -220,7 +220,7 @@ pub(super) mod sqlite {
 #[cfg(feature = "postgres")]
 pub(super) mod postgres {
     use super::*;
-    use crate::store::dialect::postgres::*;
+    use crate::store::sql::dialect::postgres::*;
 
     key_statements!("to_timestamp($2::float8 / 1000000)");
 }

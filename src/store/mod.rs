@@ -10,8 +10,6 @@ pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
 mod connect;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod dialect;
 mod key_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
@@ -29,7 +27,7 @@ mod retention_sql;
 mod retry;
 mod rotation;
 mod snapshots;
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod storage;

@@ -192,7 +192,7 @@ macro_rules! retention_statements {
 #[cfg(feature = "sqlite")]
 pub(super) mod sqlite {
     use super::*;
-    use crate::store::dialect::sqlite::*;
+    use crate::store::sql::dialect::sqlite::*;
 
     retention_statements!("$4");
 
@@ -239,7 +239,7 @@ pub(super) mod sqlite {
 #[cfg(feature = "postgres")]
 pub(super) mod postgres {
     use super::*;
-    use crate::store::dialect::postgres::*;
+    use crate::store::sql::dialect::postgres::*;
 
     retention_statements!("to_timestamp($4::float8 / 1000000)");
 

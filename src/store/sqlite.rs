@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{
@@ -34,10 +34,13 @@ use super::key_cache::StoredKey;
 use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
-use super::sql::{self, RowRef, to_i64, to_u64};
+use super::sql::dialect::Dialect;
+use super::sql::reads::SqlReads;
+use super::sql::rows::DecodeRows;
+use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
-use crate::error::{CorruptValue, Error, Result, SQLITE_BUSY, sqlite_primary_code};
-use crate::event::{EventMetadata, RecordedEvent};
+use crate::error::{Error, Result, SQLITE_BUSY, sqlite_primary_code};
+use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -76,14 +79,15 @@ pub(crate) struct SqliteBackend {
 /// statement takes at most 32,766.
 pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = 32_766 / 12;
 
-/// The event columns, in the order `event_from_row` reads them by index.
-const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
-     payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
-
-const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
-     event_count, last_event_id, status, metadata, created_at, updated_at";
+/// The event columns, in the order `Sqlite::event_row` reads them by index.
+const EVENT_COLUMNS: &str = <Sqlite as Dialect>::EVENT_COLUMNS;
 
 impl SqliteBackend {
+    /// The reads both SQL backends share, on the pool this backend reads with.
+    fn reads(&self) -> SqlReads<'_, Sqlite> {
+        SqlReads(&self.reader)
+    }
+
     /// Opens the store's database: `options` as given (from a URL, `create_if_missing` is
     /// on), with chronicle's journal mode, durability and busy timeout.
     pub(crate) async fn open(options: SqliteConnectOptions, config: &SqliteConfig) -> Result<Self> {
@@ -276,87 +280,6 @@ const OPEN_BUSY_ATTEMPTS: u32 = 20;
 
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
-}
-
-/// A row of `events` (`EVENT_COLUMNS`). SQLite keeps any value in any column, so a value
-/// of another type is named as corrupt too.
-fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
-    let stream_id: String = row.try_get(2)?;
-    let id = row.try_get(1)?;
-    let at = RowRef::event(&stream_id, id);
-    let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
-    let at = at.at_version(version);
-    let extra: Option<String> = row.try_get(11).map_err(at.unreadable("metadata"))?;
-    let metadata = EventMetadata::from_parts(
-        row.try_get(7)?,
-        row.try_get(8)?,
-        row.try_get(9)?,
-        row.try_get(10)?,
-        extra.as_deref(),
-    )
-    .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
-    let position = row.try_get(0).map_err(at.unreadable("position"))?;
-    let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
-    let recorded_at = row.try_get(12).map_err(at.unreadable("recorded_at"))?;
-    Ok(RecordedEvent {
-        id,
-        version,
-        position: at.unsigned("position", "position", position)?,
-        event_type: row.try_get(4)?,
-        schema_version: at.schema_version(schema_version)?,
-        metadata,
-        recorded_at: at.micros("recorded_at", recorded_at)?,
-        commit: 0,
-        payload: row.try_get(6)?,
-        unreadable: None,
-        stream_id: StreamId::trusted(stream_id),
-    })
-}
-
-/// A row of `streams` (`STREAM_COLUMNS`).
-fn info_from_row(row: &SqliteRow) -> std::result::Result<StreamInfo, sqlx::Error> {
-    let stream_id: String = row.try_get("stream_id")?;
-    let at = RowRef::stream(&stream_id);
-    let int = |column: &'static str| row.try_get::<i64, _>(column).map_err(at.unreadable(column));
-    let metadata: Option<String> = row.try_get("metadata").map_err(at.unreadable("metadata"))?;
-    Ok(StreamInfo {
-        category: row.try_get("category")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        display_name: row.try_get("display_name")?,
-        version: at.version(int("version")?)?,
-        event_count: at.unsigned("event_count", "count", int("event_count")?)?,
-        created_at: at.micros("created_at", int("created_at")?)?,
-        updated_at: at.micros("updated_at", int("updated_at")?)?,
-        last_event_id: row.try_get("last_event_id")?,
-        status: at.status(int("status")?)?,
-        metadata: at
-            .json("metadata", metadata.as_deref())?
-            .unwrap_or_default(),
-        retention: None,
-        stream_id: StreamId::trusted(stream_id),
-    })
-}
-
-/// A row of `snapshots`: (version, schema version, `third`, created at), where `third` is
-/// the payload or its length.
-fn snapshot_columns<T>(
-    stream: &StreamId,
-    row: &SqliteRow,
-) -> std::result::Result<(u64, u32, T, DateTime<Utc>), sqlx::Error>
-where
-    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    let at = RowRef::snapshot(stream.as_str(), None);
-    let version = at.version(row.try_get(0).map_err(at.unreadable("version"))?)?;
-    let at = at.at_version(version);
-    let schema_version = row.try_get(1).map_err(at.unreadable("schema_version"))?;
-    let created_at = row.try_get(3).map_err(at.unreadable("created_at"))?;
-    Ok((
-        version,
-        at.schema_version(schema_version)?,
-        row.try_get(2)?,
-        at.micros("created_at", created_at)?,
-    ))
 }
 
 /// The stream's (version, status), if it exists.
@@ -553,25 +476,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
-        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE stream_id = ?");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream.as_str())
-            .try_map(|row: SqliteRow| info_from_row(&row))
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("stream_info", error))
+        self.reads().stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        let mut query =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {STREAM_COLUMNS} FROM streams"));
-        sql::push_stream_list_filter(&mut query, list);
-        query
-            .build()
-            .try_map(|row: SqliteRow| info_from_row(&row))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("list_streams", error))
+        self.reads().list_streams(list).await
     }
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
@@ -621,15 +530,9 @@ impl Backend for SqliteBackend {
         direction: Direction,
         limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_version_range(&mut query, stream, &versions, direction, limit.events);
-        let rows = query
-            .build()
-            .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch(&self.reader);
-        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
+        self.reads()
+            .read_stream(stream, versions, direction, limit)
             .await
-            .map_err(|error| Error::from_sqlx("read_stream", error))
     }
 
     async fn replay_stream(
@@ -638,16 +541,7 @@ impl Backend for SqliteBackend {
         versions: RangeInclusive<u64>,
         limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        let rows = sqlx::query(sql::REPLAY_STREAM)
-            .bind(stream.as_str())
-            .bind(to_i64(*versions.start()))
-            .bind(to_i64(*versions.end()))
-            .bind(to_i64(limit.events as u64))
-            .try_map(|row: SqliteRow| sql::replayed_from_row(stream.as_str(), &row))
-            .fetch(&self.reader);
-        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
-            .await
-            .map_err(|error| Error::from_sqlx("replay_stream", error))
+        self.reads().replay_stream(stream, versions, limit).await
     }
 
     async fn replay_start(
@@ -656,43 +550,7 @@ impl Backend for SqliteBackend {
         max_version: u64,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
-        // One statement, as on PostgreSQL: every statement is a hop to the connection's
-        // worker thread and back, which cost a snapshot load more than the reads did.
-        let rows = sqlx::query(
-            "WITH head AS (SELECT version, status FROM streams WHERE stream_id = $1), \
-             snap AS ( \
-                 SELECT version, schema_version, payload, created_at FROM snapshots \
-                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1), \
-             base AS (SELECT COALESCE((SELECT version FROM snap), 0) AS v) \
-             SELECT 0 AS kind, version, status AS n, NULL AS event_id, NULL AS event_type, \
-                    NULL AS payload, NULL AS at \
-             FROM head \
-             UNION ALL \
-             SELECT 1, version, schema_version, NULL, NULL, payload, created_at FROM snap \
-             UNION ALL \
-             SELECT * FROM ( \
-                 SELECT 2, e.version, e.schema_version, e.event_id, e.event_type, e.payload, NULL \
-                 FROM events e, head \
-                 WHERE e.stream_id = $1 AND head.status = 0 \
-                   AND e.version > (SELECT v FROM base) AND e.version <= MIN(head.version, $2) \
-                 ORDER BY e.version LIMIT $3)",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(max_version))
-        .bind(to_i64(limit.events as u64))
-        .try_map(|row: SqliteRow| {
-            sql::start_row(stream.as_str(), &row, |row, at| {
-                at.micros(
-                    "created_at",
-                    row.try_get(6).map_err(at.unreadable("created_at"))?,
-                )
-            })
-        })
-        .fetch(&self.reader);
-        let rows = sql::cut_at_budget(rows, limit, sql::StartRow::budget_bytes)
-            .await
-            .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(stream.as_str(), rows)
+        self.reads().replay_start(stream, max_version, limit).await
     }
 
     async fn read_all(
@@ -712,7 +570,7 @@ impl Backend for SqliteBackend {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(to_i64(after.position()))
                 .bind(to_i64(limit.events as u64))
-                .try_map(|row: SqliteRow| event_from_row(&row))
+                .try_map(|row: SqliteRow| Sqlite::event_row(&row))
                 .fetch(&self.reader);
             let events = sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
                 .await
@@ -742,7 +600,7 @@ impl Backend for SqliteBackend {
             .bind(to_i64(after.position()))
             .bind(to_i64(limit.events as u64))
             .bind(types)
-            .try_map(|row: SqliteRow| sql::window_row(&row, event_from_row))
+            .try_map(|row: SqliteRow| sql::window_row(&row, Sqlite::event_row))
             .fetch(&self.reader);
         let rows = sql::cut_at_budget(rows, limit, WindowRow::budget_bytes)
             .await
@@ -801,44 +659,11 @@ impl Backend for SqliteBackend {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<Option<StoredSnapshot>> {
-        sqlx::query(
-            "SELECT version, schema_version, payload, created_at FROM snapshots \
-             WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(max_version))
-        .try_map(|row: SqliteRow| {
-            let (version, schema_version, payload, created_at) = snapshot_columns(stream, &row)?;
-            Ok(StoredSnapshot {
-                version,
-                schema_version,
-                payload,
-                created_at,
-            })
-        })
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("latest_snapshot", error))
+        self.reads().latest_snapshot(stream, max_version).await
     }
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        sqlx::query(
-            "SELECT version, schema_version, length(payload), created_at FROM snapshots \
-             WHERE stream_id = ? ORDER BY version DESC",
-        )
-        .bind(stream.as_str())
-        .try_map(|row: SqliteRow| {
-            let (version, schema_version, size, created_at) = snapshot_columns(stream, &row)?;
-            Ok(SnapshotInfo {
-                version,
-                schema_version,
-                stored_size: to_u64(size),
-                created_at,
-            })
-        })
-        .fetch_all(&self.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("list_snapshots", error))
+        self.reads().list_snapshots(stream).await
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
@@ -869,19 +694,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn last_position(&self) -> Result<u64> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("last_position", error))?;
-        Ok(last.map_or(0, to_u64))
+        self.reads().last_position().await
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("ping", error))?;
-        Ok(())
+        self.reads().ping().await
     }
 
     fn kind(&self) -> &'static str {
@@ -911,43 +728,15 @@ impl Backend for SqliteBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, position FROM projection_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(|error| Error::from_sqlx("checkpoint", error))?;
-        row.map(|row| sql::checkpoint(name, row))
-            .transpose()
-            .map_err(|error| Error::from_sqlx("checkpoint", error))
+        self.reads().checkpoint(name).await
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ("
-        ));
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(")");
-        query
-            .build()
-            .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("event_by_id", error))
+        self.reads().events_by_id(ids).await
     }
 
     async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_event_filter(&mut query, filter, micros);
-        query
-            .build()
-            .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("query", error))
+        self.reads().query(filter).await
     }
 
     async fn retention_policies(&self) -> Result<PolicyRows> {
