@@ -27,11 +27,10 @@ use super::backend::{
 use super::batch::{BatchTx, Flush};
 use super::connect;
 use super::key_cache::StoredKey;
-use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::dialect::Dialect;
-use super::sql::reads::SqlReads;
+use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
@@ -216,11 +215,6 @@ fn validate_schema(schema: &str) -> Result<()> {
 }
 
 impl PostgresBackend {
-    /// The reads both SQL backends share, on the pool this backend reads with.
-    fn reads(&self) -> SqlReads<'_, Postgres> {
-        SqlReads(&self.pool)
-    }
-
     /// The rows of a log window query (`sql`, with `after` and `limit` as $1–$3 and the
     /// types, if any, as $4), each through `decode`, read one by one up to the one whose
     /// `size` (the stored payload of a wanted event, else `None`) reaches the byte budget.
@@ -736,11 +730,11 @@ impl Backend for PostgresBackend {
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
-        self.reads().stream_info(stream).await
+        Sql(&self.pool).stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        self.reads().list_streams(list).await
+        Sql(&self.pool).list_streams(list).await
     }
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
@@ -786,7 +780,7 @@ impl Backend for PostgresBackend {
         direction: Direction,
         limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
-        self.reads()
+        Sql(&self.pool)
             .read_stream(stream, versions, direction, limit)
             .await
     }
@@ -797,7 +791,7 @@ impl Backend for PostgresBackend {
         versions: RangeInclusive<u64>,
         limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        self.reads().replay_stream(stream, versions, limit).await
+        Sql(&self.pool).replay_stream(stream, versions, limit).await
     }
 
     async fn replay_start(
@@ -806,7 +800,9 @@ impl Backend for PostgresBackend {
         max_version: u64,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
-        self.reads().replay_start(stream, max_version, limit).await
+        Sql(&self.pool)
+            .replay_start(stream, max_version, limit)
+            .await
     }
 
     async fn read_all(
@@ -941,11 +937,11 @@ impl Backend for PostgresBackend {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<Option<StoredSnapshot>> {
-        self.reads().latest_snapshot(stream, max_version).await
+        Sql(&self.pool).latest_snapshot(stream, max_version).await
     }
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        self.reads().list_snapshots(stream).await
+        Sql(&self.pool).list_snapshots(stream).await
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
@@ -1043,7 +1039,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn last_position(&self) -> Result<u64> {
-        self.reads().last_position().await
+        Sql(&self.pool).last_position().await
     }
 
     /// The last event behind every running transaction (what `read_all` would return
@@ -1071,7 +1067,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.reads().ping().await
+        Sql(&self.pool).ping().await
     }
 
     fn kind(&self) -> &'static str {
@@ -1122,23 +1118,23 @@ impl Backend for PostgresBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        self.reads().checkpoint(name).await
+        Sql(&self.pool).checkpoint(name).await
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
-        self.reads().events_by_id(ids).await
+        Sql(&self.pool).events_by_id(ids).await
     }
 
     async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        self.reads().query(filter).await
+        Sql(&self.pool).query(filter).await
     }
 
     async fn retention_policies(&self) -> Result<PolicyRows> {
-        retention_sql::postgres::policies(&self.pool).await
+        Sql(&self.pool).retention_policies().await
     }
 
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
-        retention_sql::postgres::policy(&self.pool, scope).await
+        Sql(&self.pool).retention_policy(scope).await
     }
 
     async fn list_retention(
@@ -1146,15 +1142,15 @@ impl Backend for PostgresBackend {
         after: Option<(i16, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredPolicy>> {
-        retention_sql::postgres::list_policies(&self.pool, after, limit).await
+        Sql(&self.pool).list_retention(after, limit).await
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
-        retention_sql::postgres::set_policy(&self.pool, scope, policy).await
+        Sql(&self.pool).set_retention(scope, policy).await
     }
 
     async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
-        retention_sql::postgres::stream_retention(&self.pool, streams).await
+        Sql(&self.pool).stream_retention(streams).await
     }
 
     async fn retention_candidates(
@@ -1164,7 +1160,9 @@ impl Backend for PostgresBackend {
         categories: &[String],
         all: bool,
     ) -> Result<Vec<StreamRetention>> {
-        retention_sql::postgres::candidates(&self.pool, after, limit, categories, all).await
+        Sql(&self.pool)
+            .retention_candidates(after, limit, categories, all)
+            .await
     }
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
@@ -1172,7 +1170,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
-        keys_sql::postgres::stream_keys(&self.pool, streams).await
+        Sql(&self.pool).stream_keys(streams).await
     }
 
     async fn insert_stream_key(
@@ -1181,23 +1179,25 @@ impl Backend for PostgresBackend {
         key_id: &str,
         wrapped: &[u8],
     ) -> Result<Option<StoredKey>> {
-        keys_sql::postgres::insert_stream_key(&self.pool, stream, key_id, wrapped).await
+        Sql(&self.pool)
+            .insert_stream_key(stream, key_id, wrapped)
+            .await
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        keys_sql::postgres::forget(&self.pool, stream).await
+        Sql(&self.pool).forget_stream_key(stream).await
     }
 
     async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
-        keys_sql::postgres::keys_to_rewrap(&self.pool, active, limit).await
+        Sql(&self.pool).keys_to_rewrap(active, limit).await
     }
 
     async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        keys_sql::postgres::rewrap(&self.pool, keys).await
+        Sql(&self.pool).rewrap_stream_keys(keys).await
     }
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        keys_sql::postgres::replace_payloads(&self.pool, payloads).await
+        Sql(&self.pool).replace_payloads(payloads).await
     }
 
     async fn snapshots_after(
@@ -1205,13 +1205,13 @@ impl Backend for PostgresBackend {
         after: (&str, u64),
         limit: usize,
     ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-        keys_sql::postgres::snapshots_after(&self.pool, after, limit).await
+        Sql(&self.pool).snapshots_after(after, limit).await
     }
 
     async fn replace_snapshot_payloads(
         &self,
         payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
     ) -> Result<u64> {
-        keys_sql::postgres::replace_snapshot_payloads(&self.pool, payloads).await
+        Sql(&self.pool).replace_snapshot_payloads(payloads).await
     }
 }

@@ -31,11 +31,10 @@ use super::backend::{
 use super::batch::{BatchTx, Flush};
 use super::connect;
 use super::key_cache::StoredKey;
-use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
 use super::sql::dialect::Dialect;
-use super::sql::reads::SqlReads;
+use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
@@ -83,11 +82,6 @@ pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = 32_766 / 12;
 const EVENT_COLUMNS: &str = <Sqlite as Dialect>::EVENT_COLUMNS;
 
 impl SqliteBackend {
-    /// The reads both SQL backends share, on the pool this backend reads with.
-    fn reads(&self) -> SqlReads<'_, Sqlite> {
-        SqlReads(&self.reader)
-    }
-
     /// Opens the store's database: `options` as given (from a URL, `create_if_missing` is
     /// on), with chronicle's journal mode, durability and busy timeout.
     pub(crate) async fn open(options: SqliteConnectOptions, config: &SqliteConfig) -> Result<Self> {
@@ -476,11 +470,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
-        self.reads().stream_info(stream).await
+        Sql(&self.reader).stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        self.reads().list_streams(list).await
+        Sql(&self.reader).list_streams(list).await
     }
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
@@ -530,7 +524,7 @@ impl Backend for SqliteBackend {
         direction: Direction,
         limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
-        self.reads()
+        Sql(&self.reader)
             .read_stream(stream, versions, direction, limit)
             .await
     }
@@ -541,7 +535,9 @@ impl Backend for SqliteBackend {
         versions: RangeInclusive<u64>,
         limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        self.reads().replay_stream(stream, versions, limit).await
+        Sql(&self.reader)
+            .replay_stream(stream, versions, limit)
+            .await
     }
 
     async fn replay_start(
@@ -550,7 +546,9 @@ impl Backend for SqliteBackend {
         max_version: u64,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
-        self.reads().replay_start(stream, max_version, limit).await
+        Sql(&self.reader)
+            .replay_start(stream, max_version, limit)
+            .await
     }
 
     async fn read_all(
@@ -659,11 +657,11 @@ impl Backend for SqliteBackend {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<Option<StoredSnapshot>> {
-        self.reads().latest_snapshot(stream, max_version).await
+        Sql(&self.reader).latest_snapshot(stream, max_version).await
     }
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        self.reads().list_snapshots(stream).await
+        Sql(&self.reader).list_snapshots(stream).await
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
@@ -694,11 +692,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn last_position(&self) -> Result<u64> {
-        self.reads().last_position().await
+        Sql(&self.reader).last_position().await
     }
 
     async fn ping(&self) -> Result<()> {
-        self.reads().ping().await
+        Sql(&self.reader).ping().await
     }
 
     fn kind(&self) -> &'static str {
@@ -728,23 +726,23 @@ impl Backend for SqliteBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        self.reads().checkpoint(name).await
+        Sql(&self.reader).checkpoint(name).await
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
-        self.reads().events_by_id(ids).await
+        Sql(&self.reader).events_by_id(ids).await
     }
 
     async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        self.reads().query(filter).await
+        Sql(&self.reader).query(filter).await
     }
 
     async fn retention_policies(&self) -> Result<PolicyRows> {
-        retention_sql::sqlite::policies(&self.reader).await
+        Sql(&self.reader).retention_policies().await
     }
 
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
-        retention_sql::sqlite::policy(&self.reader, scope).await
+        Sql(&self.reader).retention_policy(scope).await
     }
 
     async fn list_retention(
@@ -752,15 +750,15 @@ impl Backend for SqliteBackend {
         after: Option<(i16, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredPolicy>> {
-        retention_sql::sqlite::list_policies(&self.reader, after, limit).await
+        Sql(&self.reader).list_retention(after, limit).await
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
-        retention_sql::sqlite::set_policy(&self.writer, scope, policy).await
+        Sql(&self.writer).set_retention(scope, policy).await
     }
 
     async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
-        retention_sql::sqlite::stream_retention(&self.reader, streams).await
+        Sql(&self.reader).stream_retention(streams).await
     }
 
     async fn retention_candidates(
@@ -770,7 +768,9 @@ impl Backend for SqliteBackend {
         categories: &[String],
         all: bool,
     ) -> Result<Vec<StreamRetention>> {
-        retention_sql::sqlite::candidates(&self.reader, after, limit, categories, all).await
+        Sql(&self.reader)
+            .retention_candidates(after, limit, categories, all)
+            .await
     }
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
@@ -778,7 +778,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
-        keys_sql::sqlite::stream_keys(&self.reader, streams).await
+        Sql(&self.reader).stream_keys(streams).await
     }
 
     async fn insert_stream_key(
@@ -787,23 +787,25 @@ impl Backend for SqliteBackend {
         key_id: &str,
         wrapped: &[u8],
     ) -> Result<Option<StoredKey>> {
-        keys_sql::sqlite::insert_stream_key(&self.writer, stream, key_id, wrapped).await
+        Sql(&self.writer)
+            .insert_stream_key(stream, key_id, wrapped)
+            .await
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        keys_sql::sqlite::forget(&self.writer, stream).await
+        Sql(&self.writer).forget_stream_key(stream).await
     }
 
     async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
-        keys_sql::sqlite::keys_to_rewrap(&self.reader, active, limit).await
+        Sql(&self.reader).keys_to_rewrap(active, limit).await
     }
 
     async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        keys_sql::sqlite::rewrap(&self.writer, keys).await
+        Sql(&self.writer).rewrap_stream_keys(keys).await
     }
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        keys_sql::sqlite::replace_payloads(&self.writer, payloads).await
+        Sql(&self.writer).replace_payloads(payloads).await
     }
 
     async fn snapshots_after(
@@ -811,13 +813,13 @@ impl Backend for SqliteBackend {
         after: (&str, u64),
         limit: usize,
     ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-        keys_sql::sqlite::snapshots_after(&self.reader, after, limit).await
+        Sql(&self.reader).snapshots_after(after, limit).await
     }
 
     async fn replace_snapshot_payloads(
         &self,
         payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
     ) -> Result<u64> {
-        keys_sql::sqlite::replace_snapshot_payloads(&self.writer, payloads).await
+        Sql(&self.writer).replace_snapshot_payloads(payloads).await
     }
 }

@@ -1,20 +1,19 @@
 //! What differs between SQLite and PostgreSQL in the statements the SQL backends share.
 //!
 //! [`Dialect`], implemented for `sqlx::Sqlite` and `sqlx::Postgres`, holds only that: the
-//! column lists and a few fragments of the shared statements, how a time and a list of
-//! ids are bound, the count of rows a statement changed, and (through
+//! column lists and a few fragments of the shared statements, how times, ids and lists
+//! of texts are bound (and lists tested), what "now" is, how a time column reads back, how a
+//! write transaction begins, the count of rows a statement changed, and (through
 //! [`DecodeRows`](super::rows::DecodeRows)) how rows are decoded. Code written once is
-//! generic over `D: Dialect` (`reads`); portable SQL's row reading extends the trait
+//! generic over `D: Dialect`, in `impl` blocks that [`sql_impl!`] gives sqlx's bounds
+//! (`reads`, `keys_sql`, `retention_sql`); portable SQL's row reading extends the trait
 //! (`portable.rs`).
-//!
-//! The modules `sqlite` and `postgres` are the older form of the same idea, with the same
-//! items each, for the statements the `key_statements!` and `retention_statements!` macros
-//! expand inside `use dialect::sqlite::*` or `use dialect::postgres::*`.
 
+use std::future::Future;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Encode, QueryBuilder, Type};
+use sqlx::{Decode, Encode, Pool, QueryBuilder, Transaction, Type};
 use uuid::Uuid;
 
 use super::rows::DecodeRows;
@@ -40,6 +39,31 @@ pub(crate) trait Dialect: DecodeRows + Sized {
 
     /// A time as a statement binds it.
     type Time: for<'t> Encode<'t, Self> + Type<Self> + Send + 'static;
+    /// A list of texts as a statement binds it, for [`Dialect::in_list`].
+    type List: for<'t> Encode<'t, Self> + Type<Self> + Send + 'static;
+    /// A time column as it reads back, for [`Dialect::stored_time`].
+    type StoredTime: for<'r> Decode<'r, Self> + Type<Self> + Send + Unpin + 'static;
+
+    /// The condition "`column` is one of the list bound as `param`".
+    fn in_list(column: &str, param: &str) -> String;
+
+    /// `items` as bound for [`Dialect::in_list`].
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the list cannot be written.
+    fn list<T: AsRef<str>>(items: &[T]) -> Result<Self::List>;
+
+    /// The SQL for "now", given the microseconds since the Unix epoch bound as `param`
+    /// (the same clock on both databases).
+    fn now(param: &str) -> String;
+
+    /// A time column read back; the stored value, described, when it is no time.
+    fn stored_time(time: Self::StoredTime) -> std::result::Result<DateTime<Utc>, String>;
+
+    /// A write transaction on `pool`.
+    fn begin_write(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
 
     /// `time` as a statement binds it.
     fn time_param(time: DateTime<Utc>) -> Self::Time;
@@ -127,8 +151,37 @@ impl Dialect for sqlx::Sqlite {
     /// Microseconds since the Unix epoch.
     type Time = i64;
 
+    /// JSON text.
+    type List = String;
+    /// Microseconds since the Unix epoch.
+    type StoredTime = i64;
+
     fn time_param(time: DateTime<Utc>) -> i64 {
         time.timestamp_micros()
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn list<T: AsRef<str>>(items: &[T]) -> Result<String> {
+        let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+        serde_json::to_string(&items).map_err(|error| Error::Internal(format!("list: {error}")))
+    }
+
+    fn now(param: &str) -> String {
+        param.to_owned()
+    }
+
+    fn stored_time(micros: i64) -> std::result::Result<DateTime<Utc>, String> {
+        DateTime::from_timestamp_micros(micros).ok_or_else(|| format!("{micros} µs"))
+    }
+
+    /// Takes the write lock at once (a deferred transaction could fail to upgrade).
+    async fn begin_write(pool: &Pool<Self>) -> Result<Transaction<'static, Self>> {
+        pool.begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|error| Error::from_sqlx("begin", error))
     }
 
     fn push_in_ids(query: &mut QueryBuilder<Self>, ids: &[Uuid]) {
@@ -166,8 +219,35 @@ impl Dialect for sqlx::Postgres {
 
     type Time = DateTime<Utc>;
 
+    /// A text array.
+    type List = Vec<String>;
+    /// A `timestamptz` read in binary form.
+    type StoredTime = StoredTime;
+
     fn time_param(time: DateTime<Utc>) -> DateTime<Utc> {
         time
+    }
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY({param})")
+    }
+
+    fn list<T: AsRef<str>>(items: &[T]) -> Result<Vec<String>> {
+        Ok(items.iter().map(|item| item.as_ref().to_owned()).collect())
+    }
+
+    fn now(param: &str) -> String {
+        format!("to_timestamp({param}::float8 / 1000000)")
+    }
+
+    fn stored_time(time: StoredTime) -> std::result::Result<DateTime<Utc>, String> {
+        super::rows::from_postgres_micros(time.0)
+    }
+
+    async fn begin_write(pool: &Pool<Self>) -> Result<Transaction<'static, Self>> {
+        pool.begin()
+            .await
+            .map_err(|error| Error::from_sqlx("begin", error))
     }
 
     fn push_in_ids(query: &mut QueryBuilder<Self>, ids: &[Uuid]) {
@@ -184,90 +264,59 @@ impl Dialect for sqlx::Postgres {
     }
 }
 
-#[cfg(feature = "sqlite")]
-pub(crate) mod sqlite {
-    use sqlx::{Sqlite, SqlitePool, Transaction};
+/// A `timestamptz` as sent in binary form: microseconds since 2000-01-01 UTC, decoded
+/// without sqlx's chrono conversion, which panics on `infinity`.
+#[cfg(feature = "postgres")]
+pub(crate) struct StoredTime(i64);
 
-    use super::*;
-
-    pub(crate) type Pool = SqlitePool;
-
-    /// The condition "`column` is one of the list bound as `param`".
-    pub(crate) fn in_list(column: &str, param: &str) -> String {
-        format!("{column} IN (SELECT value FROM json_each({param}))")
-    }
-
-    /// A list as bound for [`in_list`]: JSON text.
-    pub(crate) fn list<T: AsRef<str>>(items: &[T]) -> Result<String> {
-        let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
-        serde_json::to_string(&items).map_err(|error| Error::Internal(format!("list: {error}")))
-    }
-
-    /// A time column read back (microseconds since the Unix epoch); the stored value when
-    /// it is no time.
-    pub(crate) fn time(micros: i64) -> std::result::Result<DateTime<Utc>, String> {
-        DateTime::from_timestamp_micros(micros).ok_or_else(|| format!("{micros} µs"))
-    }
-
-    /// A write transaction: takes the write lock at once (a deferred one could fail to
-    /// upgrade).
-    pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
-        pool.begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|error| Error::from_sqlx("begin", error))
+#[cfg(feature = "postgres")]
+impl Type<sqlx::Postgres> for StoredTime {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <DateTime<Utc> as Type<sqlx::Postgres>>::type_info()
     }
 }
 
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres {
-    use sqlx::error::BoxDynError;
-    use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef};
-    use sqlx::{PgPool, Postgres, Transaction};
-
-    use super::*;
-
-    pub(crate) type Pool = PgPool;
-
-    /// The condition "`column` is one of the list bound as `param`".
-    pub(crate) fn in_list(column: &str, param: &str) -> String {
-        format!("{column} = ANY({param})")
-    }
-
-    /// A list as bound for [`in_list`]: a text array.
-    pub(crate) fn list<T: AsRef<str>>(items: &[T]) -> Result<Vec<String>> {
-        Ok(items.iter().map(|item| item.as_ref().to_owned()).collect())
-    }
-
-    /// A `timestamptz` as sent in binary form: microseconds since 2000-01-01 UTC, decoded
-    /// without sqlx's chrono conversion, which panics on `infinity`.
-    pub(crate) struct StoredTime(i64);
-
-    impl sqlx::Type<Postgres> for StoredTime {
-        fn type_info() -> PgTypeInfo {
-            <DateTime<Utc> as sqlx::Type<Postgres>>::type_info()
+impl<'r> Decode<'r, sqlx::Postgres> for StoredTime {
+    fn decode(
+        value: sqlx::postgres::PgValueRef<'r>,
+    ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        if value.format() != sqlx::postgres::PgValueFormat::Binary {
+            return Err("timestamptz in text form".into());
         }
-    }
-
-    impl<'r> sqlx::Decode<'r, Postgres> for StoredTime {
-        fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
-            if value.format() != PgValueFormat::Binary {
-                return Err("timestamptz in text form".into());
-            }
-            Ok(StoredTime(i64::from_be_bytes(<[u8; 8]>::try_from(
-                value.as_bytes()?,
-            )?)))
-        }
-    }
-
-    /// A time column read back; the stored value when it is no time.
-    pub(crate) fn time(time: StoredTime) -> std::result::Result<DateTime<Utc>, String> {
-        crate::store::sql::rows::from_postgres_micros(time.0)
-    }
-
-    /// A write transaction.
-    pub(crate) async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
-        pool.begin()
-            .await
-            .map_err(|error| Error::from_sqlx("begin", error))
+        Ok(StoredTime(i64::from_be_bytes(<[u8; 8]>::try_from(
+            value.as_bytes()?,
+        )?)))
     }
 }
+
+/// An `impl` block over `D: Dialect` with the sqlx bounds the shared statements need,
+/// written here once. sqlx says what a database binds and decodes by bounds on the
+/// values' types, which a trait's supertraits cannot imply, so without this each generic
+/// `impl` would repeat them.
+macro_rules! sql_impl {
+    (impl<$d:ident> $ty:ty { $($item:tt)* }) => {
+        impl<$d> $ty
+        where
+            $d: $crate::store::sql::dialect::Dialect,
+            for<'c> &'c mut <$d as sqlx::Database>::Connection:
+                sqlx::Executor<'c, Database = $d>,
+            <$d as sqlx::Database>::Arguments: sqlx::IntoArguments<$d>,
+            usize: sqlx::ColumnIndex<<$d as sqlx::Database>::Row>,
+            for<'t> &'t str: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> &'t [u8]: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> bool: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> i32: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
+            for<'t> i64: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
+            for<'t> String: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
+            for<'t> Vec<u8>: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
+            for<'t> Option<String>: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> Option<Vec<u8>>: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> uuid::Uuid: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
+        {
+            $($item)*
+        }
+    };
+}
+
+pub(crate) use sql_impl;
