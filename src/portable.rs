@@ -51,6 +51,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::store::sql::dialect::Dialect as StoreDialect;
 
 /// A SQL statement and its bound values, run on whichever backend the store is: see the
 /// [module](crate::Sql) and [`ProjectionContext::execute`](crate::ProjectionContext::execute).
@@ -402,21 +403,17 @@ impl SqlRow {
     }
 }
 
-/// What a backend's driver needs to run portable SQL: reading a column of its rows, and
-/// the count of rows a statement changed. Binding is the same for both (sqlx's `Encode`
-/// impls).
-trait Dialect: Database {
+/// What a backend's driver needs to run portable SQL beyond the store's [`Dialect`]
+/// (which gives the count of rows a statement changed): reading a column of its rows as
+/// a [`Cell`]. Binding is the same for both (sqlx's `Encode` impls). A trait of its own
+/// because `Cell` is this module's: in the store's dialect it would make the two import
+/// each other.
+trait Dialect: StoreDialect {
     fn cell(row: &Self::Row, index: usize) -> std::result::Result<Cell, sqlx::Error>;
-
-    fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 #[cfg(feature = "sqlite")]
 impl Dialect for sqlx::Sqlite {
-    fn rows_affected(result: &Self::QueryResult) -> u64 {
-        result.rows_affected()
-    }
-
     fn cell(row: &Self::Row, index: usize) -> std::result::Result<Cell, sqlx::Error> {
         use sqlx::{TypeInfo, ValueRef};
         let raw = row.try_get_raw(index)?;
@@ -437,10 +434,6 @@ impl Dialect for sqlx::Sqlite {
 
 #[cfg(feature = "postgres")]
 impl Dialect for sqlx::Postgres {
-    fn rows_affected(result: &Self::QueryResult) -> u64 {
-        result.rows_affected()
-    }
-
     fn cell(row: &Self::Row, index: usize) -> std::result::Result<Cell, sqlx::Error> {
         use sqlx::{TypeInfo, ValueRef};
         let raw = row.try_get_raw(index)?;

@@ -249,7 +249,7 @@ impl BatchTx {
             }
             #[cfg(feature = "postgres")]
             BatchTx::Postgres(tx) => {
-                use super::dialect::postgres::{StoredTime, time};
+                use super::sql::dialect::{Dialect, StoredTime};
                 let rows: Vec<(String, i64, i64, StoredTime)> = sqlx::query_as(
                     "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
                      ORDER BY name COLLATE \"C\"",
@@ -260,7 +260,7 @@ impl BatchTx {
                 rows.into_iter()
                     .map(|(name, commit, position, updated)| {
                         let at = super::sql::RowRef::checkpoint(&name);
-                        let updated_at = time(updated)
+                        let updated_at = Postgres::stored_time(updated)
                             .map_err(|stored| {
                                 at.corrupt("updated_at", crate::error::CorruptValue::Time(stored))
                             })

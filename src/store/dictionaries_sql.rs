@@ -1,10 +1,12 @@
 //! The `compression_dictionaries` statements of the SQL backends, and the sample of recent
-//! payloads a dictionary is trained on, written once: `dictionary_statements!` expands
-//! them for each database with its `dialect` in scope.
+//! payloads a dictionary is trained on, written once over a `Dialect`, as methods of
+//! `sql::reads::Sql`.
 
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::sql::dialect::sql_impl;
+use super::sql::reads::Sql;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
 
@@ -43,21 +45,16 @@ fn dictionary(row: DictionaryRow) -> Result<StoredDictionary> {
     })
 }
 
-/// The statements for one database, expanded where its `dialect` module is in scope;
-/// `$now` is its SQL for "now", given the microseconds bound as `$6`.
-macro_rules! dictionary_statements {
-    ($now:literal) => {
+sql_impl! {
+    impl<D> Sql<'_, D> {
         /// The stored dictionaries of these ids (missing ones are left out).
-        pub(crate) async fn dictionaries(
-            pool: &Pool,
-            ids: &[u32],
-        ) -> Result<Vec<StoredDictionary>> {
+        pub(crate) async fn dictionaries(self, ids: &[u32]) -> Result<Vec<StoredDictionary>> {
             // A page rarely needs more than one that this process has not loaded yet.
             let mut found = Vec::with_capacity(ids.len());
             for id in ids {
                 let row: Option<DictionaryRow> = sqlx::query_as(DICTIONARY)
                     .bind(i64::from(*id))
-                    .fetch_optional(pool)
+                    .fetch_optional(self.0)
                     .await
                     .map_err(fail("dictionaries"))?;
                 if let Some(row) = row {
@@ -67,63 +64,46 @@ macro_rules! dictionary_statements {
             Ok(found)
         }
 
-        pub(crate) async fn latest_dictionary(pool: &Pool) -> Result<Option<u32>> {
+        /// The newest dictionary's id.
+        pub(crate) async fn latest_dictionary(self) -> Result<Option<u32>> {
             let latest: Option<i64> = sqlx::query_scalar(LATEST_DICTIONARY)
-                .fetch_one(pool)
+                .fetch_one(self.0)
                 .await
                 .map_err(fail("dictionaries"))?;
             latest.map(|id| checked(id, "id")).transpose()
         }
 
         /// Stores `stored` unless its id is taken; whether it was stored.
-        pub(crate) async fn insert_dictionary(
-            pool: &Pool,
-            stored: &StoredDictionary,
-        ) -> Result<bool> {
-            let done = sqlx::query(concat!(
+        pub(crate) async fn insert_dictionary(self, stored: &StoredDictionary) -> Result<bool> {
+            let sql = format!(
                 "INSERT INTO compression_dictionaries \
-                 (id, key_id, content, sha256, samples, created_at) VALUES ($1, $2, $3, $4, $5, ",
-                $now,
-                ") ON CONFLICT (id) DO NOTHING"
-            ))
-            .bind(i64::from(stored.id))
-            .bind(&stored.key_id)
-            .bind(&stored.content)
-            .bind(&stored.sha256)
-            .bind(i64::try_from(stored.samples).unwrap_or(i64::MAX))
-            .bind(Utc::now().timestamp_micros())
-            .execute(pool)
-            .await
-            .map_err(fail("train_dictionary"))?;
-            Ok(done.rows_affected() == 1)
+                 (id, key_id, content, sha256, samples, created_at) VALUES ($1, $2, $3, $4, $5, {}) \
+                 ON CONFLICT (id) DO NOTHING",
+                D::now("$6")
+            );
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(i64::from(stored.id))
+                .bind(stored.key_id.clone())
+                .bind(stored.content.as_slice())
+                .bind(stored.sha256.as_slice())
+                .bind(i64::try_from(stored.samples).unwrap_or(i64::MAX))
+                .bind(Utc::now().timestamp_micros())
+                .execute(self.0)
+                .await
+                .map_err(fail("train_dictionary"))?;
+            Ok(D::rows_affected(&done) == 1)
         }
 
         /// The newest `limit` events' ids, streams and stored payloads, newest first.
         pub(crate) async fn recent_payloads(
-            pool: &Pool,
+            self,
             limit: usize,
         ) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
             sqlx::query_as(RECENT_PAYLOADS)
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(pool)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("train_dictionary"))
         }
-    };
-}
-
-#[cfg(feature = "sqlite")]
-pub(super) mod sqlite {
-    use super::*;
-    use crate::store::dialect::sqlite::*;
-
-    dictionary_statements!("$6");
-}
-
-#[cfg(feature = "postgres")]
-pub(super) mod postgres {
-    use super::*;
-    use crate::store::dialect::postgres::*;
-
-    dictionary_statements!("to_timestamp($6::float8 / 1000000)");
+    }
 }

@@ -1,11 +1,13 @@
 //! The `stream_keys` statements of the SQL backends (per-stream data keys, forgetting,
-//! rotation) and the payload swaps of re-encryption, written once: `key_statements!`
-//! expands them for each database with its `dialect` in scope.
+//! rotation) and the payload swaps of re-encryption, written once over a `Dialect`, as
+//! methods of `sql::reads::Sql`.
 
 use chrono::{DateTime, Utc};
 
 use super::backend::StoredSnapshot;
 use super::key_cache::StoredKey;
+use super::sql::dialect::sql_impl;
+use super::sql::reads::Sql;
 use super::sql::{RowRef, to_i64};
 use crate::error::{CorruptValue, Error, Result};
 use crate::stream::StreamId;
@@ -68,33 +70,33 @@ fn snapshot_row<T>(
     Ok((StreamId::trusted(stream), snapshot))
 }
 
-/// Runs `$sql` once per item in transaction `$tx`, binding what `$binds` take from the
-/// item; the rows it changed, added up.
+/// Runs `sql` once per item of `items` in transaction `tx`, with what `bind` binds of
+/// the item; the rows it changed, added up.
 macro_rules! each_in {
     ($tx:expr, $items:expr, $sql:expr, |$item:pat_param| $($bind:expr),+ $(,)?) => {{
         let fail = fail("swap");
         let mut done = 0;
         for $item in $items {
-            done += sqlx::query($sql)
-                $(.bind($bind))+
-                .execute(&mut *$tx)
-                .await
-                .map_err(&fail)?
-                .rows_affected();
+            done += D::rows_affected(
+                &sqlx::query($sql)
+                    $(.bind($bind))+
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(&fail)?,
+            );
         }
         done
     }};
 }
 
-/// The statements for one database, expanded where its `dialect` module is in scope;
-/// `$now` is its SQL for "now", given the microseconds bound as `$2`.
-macro_rules! key_statements {
-    ($now:literal) => {
-        pub(crate) async fn stream_keys(pool: &Pool, streams: &[&str]) -> Result<Vec<StoredKey>> {
-            let sql = format!("{KEY_COLUMNS} WHERE {}", in_list("stream_id", "$1"));
+sql_impl! {
+    impl<D> Sql<'_, D> {
+        /// The stored keys of `streams`.
+        pub(crate) async fn stream_keys(self, streams: &[&str]) -> Result<Vec<StoredKey>> {
+            let sql = format!("{KEY_COLUMNS} WHERE {}", D::in_list("stream_id", "$1"));
             let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(list(streams)?)
-                .fetch_all(pool)
+                .bind(D::list(streams)?)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("stream_key"))?;
             Ok(rows.into_iter().map(key).collect())
@@ -103,124 +105,114 @@ macro_rules! key_statements {
         /// A new key, unless the stream has one (or was forgotten) or is tombstoned (a
         /// hard delete took its key, and it takes no writes); then the stored one.
         pub(crate) async fn insert_stream_key(
-            pool: &Pool,
+            self,
             stream: &str,
             key_id: &str,
             wrapped: &[u8],
         ) -> Result<Option<StoredKey>> {
-            sqlx::query(concat!(
+            let sql = format!(
                 "INSERT INTO stream_keys (stream_id, created_at, key_id, wrapped) \
-                 SELECT $1, ",
-                $now,
-                ", $3, $4 \
+                 SELECT $1, {}, $3, $4 \
                  WHERE NOT EXISTS (SELECT 1 FROM streams WHERE stream_id = $1 AND status = 2) \
-                 ON CONFLICT (stream_id) DO NOTHING"
-            ))
-            .bind(stream)
-            .bind(Utc::now().timestamp_micros())
-            .bind(key_id)
-            .bind(wrapped)
-            .execute(pool)
-            .await
-            .map_err(fail("stream_key"))?;
+                 ON CONFLICT (stream_id) DO NOTHING",
+                D::now("$2")
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(stream)
+                .bind(Utc::now().timestamp_micros())
+                .bind(key_id)
+                .bind(wrapped)
+                .execute(self.0)
+                .await
+                .map_err(fail("stream_key"))?;
             let sql = format!("{KEY_COLUMNS} WHERE stream_id = $1");
             let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(stream)
-                .fetch_optional(pool)
+                .fetch_optional(self.0)
                 .await
                 .map_err(fail("stream_key"))?;
             Ok(row.map(key))
         }
 
         /// Clears the key material and keeps the row, marked forgotten.
-        pub(crate) async fn forget(pool: &Pool, stream: &str) -> Result<()> {
-            sqlx::query(concat!(
+        pub(crate) async fn forget_stream_key(self, stream: &str) -> Result<()> {
+            let sql = format!(
                 "INSERT INTO stream_keys (stream_id, created_at, forgotten_at) \
-                 VALUES ($1, ",
-                $now,
-                ", ",
-                $now,
-                ") ON CONFLICT (stream_id) DO UPDATE SET key_id = NULL, wrapped = NULL, \
-                     forgotten_at = COALESCE(stream_keys.forgotten_at, excluded.forgotten_at)"
-            ))
-            .bind(stream)
-            .bind(Utc::now().timestamp_micros())
-            .execute(pool)
-            .await
-            .map_err(fail("forget"))?;
+                 VALUES ($1, {now}, {now}) \
+                 ON CONFLICT (stream_id) DO UPDATE SET key_id = NULL, wrapped = NULL, \
+                     forgotten_at = COALESCE(stream_keys.forgotten_at, excluded.forgotten_at)",
+                now = D::now("$2")
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(stream)
+                .bind(Utc::now().timestamp_micros())
+                .execute(self.0)
+                .await
+                .map_err(fail("forget"))?;
             Ok(())
         }
 
+        /// Up to `limit` keys wrapped by another key than `active`.
         pub(crate) async fn keys_to_rewrap(
-            pool: &Pool,
+            self,
             active: &str,
             limit: usize,
         ) -> Result<Vec<StoredKey>> {
             let rows: Vec<KeyRow> = sqlx::query_as(KEYS_TO_REWRAP)
                 .bind(active)
                 .bind(to_i64(limit as u64))
-                .fetch_all(pool)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("rotate_keys"))?;
             Ok(rows.into_iter().map(key).collect())
         }
 
-        pub(crate) async fn rewrap(pool: &Pool, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-            let mut tx = begin_write(pool).await?;
+        /// Replaces each old key by its new one, where the row still holds the old one.
+        pub(crate) async fn rewrap_stream_keys(self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
+            let mut tx = D::begin_write(self.0).await?;
             let done = each_in!(tx, keys, REWRAP, |(old, new)| &new.key_id, &new.wrapped, &old.stream, &old.key_id, &old.wrapped);
             tx.commit().await.map_err(fail("rotate_keys"))?;
             Ok(done)
         }
 
+        /// Replaces each event's payload, where it still holds the old one.
         pub(crate) async fn replace_payloads(
-            pool: &Pool,
+            self,
             payloads: &[(u64, Vec<u8>, Vec<u8>)],
         ) -> Result<u64> {
-            let mut tx = begin_write(pool).await?;
+            let mut tx = D::begin_write(self.0).await?;
             let done = each_in!(tx, payloads, REPLACE_PAYLOAD, |(position, old, new)| new, to_i64(*position), old);
             tx.commit().await.map_err(fail("reencrypt"))?;
             Ok(done)
         }
 
+        /// Up to `limit` snapshots after (stream, version) `after`, in that order.
         pub(crate) async fn snapshots_after(
-            pool: &Pool,
+            self,
             after: (&str, u64),
             limit: usize,
         ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-            let rows: Vec<SnapshotRow<_>> = sqlx::query_as(SNAPSHOTS_AFTER)
+            let rows: Vec<SnapshotRow<D::StoredTime>> = sqlx::query_as(SNAPSHOTS_AFTER)
                 .bind(after.0)
                 .bind(to_i64(after.1))
                 .bind(to_i64(limit as u64))
-                .fetch_all(pool)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("reencrypt"))?;
-            rows.into_iter().map(|row| snapshot_row(row, time)).collect()
+            rows.into_iter()
+                .map(|row| snapshot_row(row, D::stored_time))
+                .collect()
         }
 
+        /// Replaces each snapshot's payload, where it still holds the old one.
         pub(crate) async fn replace_snapshot_payloads(
-            pool: &Pool,
+            self,
             payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
         ) -> Result<u64> {
-            let mut tx = begin_write(pool).await?;
+            let mut tx = D::begin_write(self.0).await?;
             let done = each_in!(tx, payloads, REPLACE_SNAPSHOT, |(stream, version, old, new)| new, stream, to_i64(*version), old);
             tx.commit().await.map_err(fail("reencrypt"))?;
             Ok(done)
         }
-    };
-}
-
-#[cfg(feature = "sqlite")]
-pub(super) mod sqlite {
-    use super::*;
-    use crate::store::dialect::sqlite::*;
-
-    key_statements!("$2");
-}
-
-#[cfg(feature = "postgres")]
-pub(super) mod postgres {
-    use super::*;
-    use crate::store::dialect::postgres::*;
-
-    key_statements!("to_timestamp($2::float8 / 1000000)");
+    }
 }

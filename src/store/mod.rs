@@ -10,12 +10,10 @@ pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
 mod connect;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod dialect;
-pub(crate) mod hooks;
 mod dictionaries;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dictionaries_sql;
+pub(crate) mod hooks;
 mod key_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
@@ -33,7 +31,7 @@ mod retention_sql;
 mod retry;
 mod rotation;
 mod snapshots;
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod storage;

@@ -16,9 +16,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::backend::{
@@ -27,16 +26,16 @@ use super::backend::{
 };
 use super::batch::{BatchTx, Flush};
 use super::connect;
-use super::dialect;
-use super::dictionaries_sql;
 use super::key_cache::StoredKey;
-use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
+use super::sql::dialect::Dialect;
+use super::sql::reads::Sql;
+use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
-use crate::error::{ConnectErrorKind, CorruptValue, Error, Result, ValidationError};
-use crate::event::{EventMetadata, RecordedEvent};
+use crate::error::{ConnectErrorKind, Error, Result, ValidationError};
+use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -89,10 +88,8 @@ const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 /// `PostgresBackend::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
 
-/// The event columns, in the order `event_from_row` reads them by index.
-const EVENT_COLUMNS: &str = "position, transaction_id AS commit_id, event_id, \
-     stream_id, version, event_type, schema_version, payload, correlation_id, causation_id, \
-     tenant_id, user_id, metadata::text AS metadata, recorded_at";
+/// The event columns, in the order `Postgres::event_row` reads them by index.
+const EVENT_COLUMNS: &str = <Postgres as Dialect>::EVENT_COLUMNS;
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
 /// reading from `stream_lock` so that it waits for the lock, and returning the version
@@ -169,9 +166,6 @@ const APPEND_UPSERTING_BATCH: &str = append_sql!(upserting!(), batch_events!());
 const APPEND_UPSERTING_SINGLE: &str = append_sql!(upserting!(), single_event!());
 const APPEND_UPDATING_BATCH: &str = append_sql!(updating!(), batch_events!());
 const APPEND_UPDATING_SINGLE: &str = append_sql!(updating!(), single_event!());
-
-const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
-     event_count, last_event_id, status, metadata::text AS metadata, created_at, updated_at";
 
 /// Schema names are spliced into DDL, so only plain identifiers are accepted.
 fn validate_schema(schema: &str) -> Result<()> {
@@ -481,112 +475,6 @@ async fn apply_migrations(
     Ok(names)
 }
 
-fn event_from_row(row: &PgRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
-    // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped: this
-    // decoding is most of a log read's cost.
-    let stream_id: String = row.try_get_unchecked(3)?;
-    let id = row.try_get_unchecked(2)?;
-    let at = RowRef::event(&stream_id, id);
-    let version = at.version(row.try_get_unchecked(4)?)?;
-    let at = at.at_version(version);
-    let extra: Option<String> = row.try_get_unchecked(12)?;
-    let metadata = EventMetadata::from_parts(
-        row.try_get_unchecked(8)?,
-        row.try_get_unchecked(9)?,
-        row.try_get_unchecked(10)?,
-        row.try_get_unchecked(11)?,
-        extra.as_deref(),
-    )
-    .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
-    Ok(RecordedEvent {
-        id,
-        version,
-        position: at.unsigned("position", "position", row.try_get_unchecked(0)?)?,
-        event_type: row.try_get_unchecked(5)?,
-        schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
-        metadata,
-        recorded_at: timestamptz(row, 13, at, "recorded_at")?,
-        // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
-        // transaction ids never leave (the cast to text and bigint cost the server more).
-        commit: to_u64(row.try_get_unchecked(1)?),
-        payload: row.try_get_unchecked(7)?,
-        unreadable: None,
-        stream_id: StreamId::trusted(stream_id),
-    })
-}
-
-/// A `timestamptz` column of the row `at`. In binary form it is microseconds since
-/// 2000-01-01 UTC, read here directly (sqlx goes through three chrono conversions, and
-/// panics on `infinity`). `infinity` and `-infinity` are no time: a [`CorruptRow`].
-///
-/// [`CorruptRow`]: crate::CorruptRow
-fn timestamptz(
-    row: &PgRow,
-    index: usize,
-    at: RowRef<'_>,
-    column: &'static str,
-) -> std::result::Result<DateTime<Utc>, sqlx::Error> {
-    let value = row.try_get_raw(index)?;
-    let binary = (value.format() == PgValueFormat::Binary)
-        .then(|| <[u8; 8]>::try_from(value.as_bytes().ok()?).ok())
-        .flatten();
-    if let Some(bytes) = binary {
-        return dialect::postgres::from_postgres_micros(i64::from_be_bytes(bytes))
-            .map_err(|stored| at.corrupt(column, CorruptValue::Time(stored)));
-    }
-    // Text form (not sent to these reads; kept for safety): sqlx parses it, and fails
-    // without panicking on `infinity`.
-    row.try_get(index)
-}
-
-/// A row of `streams` (`STREAM_COLUMNS`).
-fn info_from_row(row: &PgRow) -> std::result::Result<StreamInfo, sqlx::Error> {
-    let stream_id: String = row.try_get("stream_id")?;
-    let at = RowRef::stream(&stream_id);
-    let metadata: Option<String> = row.try_get("metadata")?;
-    let time = |column: &'static str| {
-        let index = sqlx::Column::ordinal(row.try_column(column)?);
-        timestamptz(row, index, at, column)
-    };
-    Ok(StreamInfo {
-        category: row.try_get("category")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        display_name: row.try_get("display_name")?,
-        version: at.version(row.try_get("version")?)?,
-        event_count: at.unsigned("event_count", "count", row.try_get("event_count")?)?,
-        created_at: time("created_at")?,
-        updated_at: time("updated_at")?,
-        last_event_id: row.try_get("last_event_id")?,
-        status: at.status(i64::from(row.try_get::<i16, _>("status")?))?,
-        // jsonb: always JSON, so never corrupt.
-        metadata: at
-            .json("metadata", metadata.as_deref())?
-            .unwrap_or_default(),
-        retention: None,
-        stream_id: StreamId::trusted(stream_id),
-    })
-}
-
-/// A row of `snapshots` of `stream`: (version, schema version, `third`, created at), where
-/// `third` is the payload or its length.
-fn snapshot_columns<T>(
-    stream: &StreamId,
-    row: &PgRow,
-) -> std::result::Result<(u64, u32, T, DateTime<Utc>), sqlx::Error>
-where
-    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    let at = RowRef::snapshot(stream.as_str(), None);
-    let version = at.version(row.try_get(0)?)?;
-    let at = at.at_version(version);
-    Ok((
-        version,
-        at.schema_version(row.try_get(1)?)?,
-        row.try_get(2)?,
-        timestamptz(row, 3, at, "created_at")?,
-    ))
-}
-
 fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db)
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
@@ -814,25 +702,11 @@ impl Backend for PostgresBackend {
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
-        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE stream_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream.as_str())
-            .try_map(|row: PgRow| info_from_row(&row))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|error| Error::from_sqlx("stream_info", error))
+        Sql(&self.pool).stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        let mut query =
-            QueryBuilder::<Postgres>::new(format!("SELECT {STREAM_COLUMNS} FROM streams"));
-        sql::push_stream_list_filter(&mut query, list);
-        query
-            .build()
-            .try_map(|row: PgRow| info_from_row(&row))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| Error::from_sqlx("list_streams", error))
+        Sql(&self.pool).list_streams(list).await
     }
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
@@ -878,16 +752,9 @@ impl Backend for PostgresBackend {
         direction: Direction,
         limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut query =
-            QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_version_range(&mut query, stream, &versions, direction, limit.events);
-        let rows = query
-            .build()
-            .try_map(|row: PgRow| event_from_row(&row))
-            .fetch(&self.pool);
-        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
+        Sql(&self.pool)
+            .read_stream(stream, versions, direction, limit)
             .await
-            .map_err(|error| Error::from_sqlx("read_stream", error))
     }
 
     async fn replay_stream(
@@ -896,16 +763,7 @@ impl Backend for PostgresBackend {
         versions: RangeInclusive<u64>,
         limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        let rows = sqlx::query(sql::REPLAY_STREAM)
-            .bind(stream.as_str())
-            .bind(to_i64(*versions.start()))
-            .bind(to_i64(*versions.end()))
-            .bind(to_i64(limit.events as u64))
-            .try_map(|row: PgRow| sql::replayed_from_row(stream.as_str(), &row))
-            .fetch(&self.pool);
-        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
-            .await
-            .map_err(|error| Error::from_sqlx("replay_stream", error))
+        Sql(&self.pool).replay_stream(stream, versions, limit).await
     }
 
     async fn replay_start(
@@ -914,40 +772,9 @@ impl Backend for PostgresBackend {
         max_version: u64,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
-        // One round trip: the stream row (kind 0), the newest snapshot (kind 1) and the
-        // first page of events after it (kind 2), as rows of one shape.
-        let rows = sqlx::query(
-            "WITH head AS (SELECT version, status FROM streams WHERE stream_id = $1), \
-             snap AS ( \
-                 SELECT version, schema_version, payload, created_at FROM snapshots \
-                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1), \
-             base AS (SELECT COALESCE((SELECT version FROM snap), 0) AS v) \
-             SELECT 0::bigint AS kind, version, status::bigint AS n, NULL::uuid AS event_id, \
-                    NULL::text AS event_type, NULL::bytea AS payload, NULL::timestamptz AS at \
-             FROM head \
-             UNION ALL \
-             SELECT 1::bigint, version, schema_version, NULL, NULL, payload, created_at FROM snap \
-             UNION ALL \
-             (SELECT 2::bigint, e.version, e.schema_version, e.event_id, e.event_type, \
-                     e.payload, NULL \
-              FROM events e, head \
-              WHERE e.stream_id = $1 AND head.status = 0 \
-                AND e.version > (SELECT v FROM base) AND e.version <= LEAST(head.version, $2) \
-              ORDER BY e.version LIMIT $3)",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(max_version))
-        .bind(to_i64(limit.events as u64))
-        .try_map(|row: PgRow| {
-            sql::start_row(stream.as_str(), &row, |row, at| {
-                timestamptz(row, 6, at, "created_at")
-            })
-        })
-        .fetch(&self.pool);
-        let rows = sql::cut_at_budget(rows, limit, sql::StartRow::budget_bytes)
+        Sql(&self.pool)
+            .replay_start(stream, max_version, limit)
             .await
-            .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(stream.as_str(), rows)
     }
 
     async fn read_all(
@@ -969,7 +796,7 @@ impl Backend for PostgresBackend {
                     window,
                     (after, limit),
                     None,
-                    |row| event_from_row(&row),
+                    |row| Postgres::event_row(&row),
                     |event| Some(event.payload.len()),
                 )
                 .await
@@ -995,7 +822,7 @@ impl Backend for PostgresBackend {
                 sql,
                 (after, limit),
                 Some(types),
-                |row| sql::window_row(&row, event_from_row),
+                |row| sql::window_row(&row, Postgres::event_row),
                 WindowRow::budget_bytes,
             )
             .await
@@ -1082,44 +909,11 @@ impl Backend for PostgresBackend {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<Option<StoredSnapshot>> {
-        sqlx::query(
-            "SELECT version, schema_version, payload, created_at FROM snapshots \
-             WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(max_version))
-        .try_map(|row: PgRow| {
-            let (version, schema_version, payload, created_at) = snapshot_columns(stream, &row)?;
-            Ok(StoredSnapshot {
-                version,
-                schema_version,
-                payload,
-                created_at,
-            })
-        })
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| Error::from_sqlx("latest_snapshot", error))
+        Sql(&self.pool).latest_snapshot(stream, max_version).await
     }
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        sqlx::query(
-            "SELECT version, schema_version, length(payload)::bigint, created_at FROM snapshots \
-             WHERE stream_id = $1 ORDER BY version DESC",
-        )
-        .bind(stream.as_str())
-        .try_map(|row: PgRow| {
-            let (version, schema_version, size, created_at) = snapshot_columns(stream, &row)?;
-            Ok(SnapshotInfo {
-                version,
-                schema_version,
-                stored_size: to_u64(size),
-                created_at,
-            })
-        })
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|error| Error::from_sqlx("list_snapshots", error))
+        Sql(&self.pool).list_snapshots(stream).await
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
@@ -1217,11 +1011,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn last_position(&self) -> Result<u64> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|error| Error::from_sqlx("last_position", error))?;
-        Ok(last.map_or(0, to_u64))
+        Sql(&self.pool).last_position().await
     }
 
     /// The last event behind every running transaction (what `read_all` would return
@@ -1249,11 +1039,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(|error| Error::from_sqlx("ping", error))?;
-        Ok(())
+        Sql(&self.pool).ping().await
     }
 
     fn kind(&self) -> &'static str {
@@ -1304,46 +1090,23 @@ impl Backend for PostgresBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT commit_id, position FROM projection_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|error| Error::from_sqlx("checkpoint", error))?;
-        row.map(|row| sql::checkpoint(name, row))
-            .transpose()
-            .map_err(|error| Error::from_sqlx("checkpoint", error))
+        Sql(&self.pool).checkpoint(name).await
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1)");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids)
-            .try_map(|row: PgRow| event_from_row(&row))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| Error::from_sqlx("event_by_id", error))
+        Sql(&self.pool).events_by_id(ids).await
     }
 
     async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        let mut query =
-            QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_event_filter(&mut query, filter, |time: DateTime<Utc>| time);
-        query
-            .build()
-            .try_map(|row: PgRow| event_from_row(&row))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|error| Error::from_sqlx("query", error))
+        Sql(&self.pool).query(filter).await
     }
 
     async fn retention_policies(&self) -> Result<PolicyRows> {
-        retention_sql::postgres::policies(&self.pool).await
+        Sql(&self.pool).retention_policies().await
     }
 
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
-        retention_sql::postgres::policy(&self.pool, scope).await
+        Sql(&self.pool).retention_policy(scope).await
     }
 
     async fn list_retention(
@@ -1351,15 +1114,15 @@ impl Backend for PostgresBackend {
         after: Option<(i16, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredPolicy>> {
-        retention_sql::postgres::list_policies(&self.pool, after, limit).await
+        Sql(&self.pool).list_retention(after, limit).await
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
-        retention_sql::postgres::set_policy(&self.pool, scope, policy).await
+        Sql(&self.pool).set_retention(scope, policy).await
     }
 
     async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
-        retention_sql::postgres::stream_retention(&self.pool, streams).await
+        Sql(&self.pool).stream_retention(streams).await
     }
 
     async fn retention_candidates(
@@ -1369,7 +1132,9 @@ impl Backend for PostgresBackend {
         categories: &[String],
         all: bool,
     ) -> Result<Vec<StreamRetention>> {
-        retention_sql::postgres::candidates(&self.pool, after, limit, categories, all).await
+        Sql(&self.pool)
+            .retention_candidates(after, limit, categories, all)
+            .await
     }
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
@@ -1377,23 +1142,23 @@ impl Backend for PostgresBackend {
     }
 
     async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>> {
-        dictionaries_sql::postgres::dictionaries(&self.pool, ids).await
+        Sql(&self.pool).dictionaries(ids).await
     }
 
     async fn latest_dictionary(&self) -> Result<Option<u32>> {
-        dictionaries_sql::postgres::latest_dictionary(&self.pool).await
+        Sql(&self.pool).latest_dictionary().await
     }
 
     async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
-        dictionaries_sql::postgres::insert_dictionary(&self.pool, dictionary).await
+        Sql(&self.pool).insert_dictionary(dictionary).await
     }
 
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
-        dictionaries_sql::postgres::recent_payloads(&self.pool, limit).await
+        Sql(&self.pool).recent_payloads(limit).await
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
-        keys_sql::postgres::stream_keys(&self.pool, streams).await
+        Sql(&self.pool).stream_keys(streams).await
     }
 
     async fn insert_stream_key(
@@ -1402,23 +1167,25 @@ impl Backend for PostgresBackend {
         key_id: &str,
         wrapped: &[u8],
     ) -> Result<Option<StoredKey>> {
-        keys_sql::postgres::insert_stream_key(&self.pool, stream, key_id, wrapped).await
+        Sql(&self.pool)
+            .insert_stream_key(stream, key_id, wrapped)
+            .await
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        keys_sql::postgres::forget(&self.pool, stream).await
+        Sql(&self.pool).forget_stream_key(stream).await
     }
 
     async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
-        keys_sql::postgres::keys_to_rewrap(&self.pool, active, limit).await
+        Sql(&self.pool).keys_to_rewrap(active, limit).await
     }
 
     async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        keys_sql::postgres::rewrap(&self.pool, keys).await
+        Sql(&self.pool).rewrap_stream_keys(keys).await
     }
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        keys_sql::postgres::replace_payloads(&self.pool, payloads).await
+        Sql(&self.pool).replace_payloads(payloads).await
     }
 
     async fn snapshots_after(
@@ -1426,13 +1193,13 @@ impl Backend for PostgresBackend {
         after: (&str, u64),
         limit: usize,
     ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-        keys_sql::postgres::snapshots_after(&self.pool, after, limit).await
+        Sql(&self.pool).snapshots_after(after, limit).await
     }
 
     async fn replace_snapshot_payloads(
         &self,
         payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
     ) -> Result<u64> {
-        keys_sql::postgres::replace_snapshot_payloads(&self.pool, payloads).await
+        Sql(&self.pool).replace_snapshot_payloads(payloads).await
     }
 }

@@ -1,12 +1,14 @@
 //! The retention statements of the SQL backends: policies in `retention_policies`, the
 //! streams' retention state (version, own policy, newest snapshot), and the removal of
-//! expired events. All but the removal are written once (`retention_statements!`,
-//! expanded for each database with its `dialect` in scope); the removal is a loop of
-//! `DELETE … RETURNING` on SQLite and one statement on PostgreSQL.
+//! expired events. All but the removal are written once over a `Dialect` (methods of
+//! `sql::reads::Sql`); the removal is a loop of `DELETE … RETURNING` on SQLite and one
+//! statement on PostgreSQL.
 
 use chrono::Utc;
 
 use super::backend::ExpiryCut;
+use super::sql::dialect::sql_impl;
+use super::sql::reads::Sql;
 use super::sql::{RowRef, to_i64, to_u64};
 use crate::error::{Error, Result};
 use crate::retention::RetentionScope;
@@ -80,21 +82,21 @@ fn retention_rows(
         .collect()
 }
 
-/// The statements for one database, expanded where its `dialect` module is in scope;
-/// `$now` is its SQL for "now", given the microseconds bound as `$4`.
-macro_rules! retention_statements {
-    ($now:literal) => {
-        pub(crate) async fn policies(pool: &Pool) -> Result<PolicyRows> {
+sql_impl! {
+    impl<D> Sql<'_, D> {
+        /// The default and category policies, and the ids of streams with their own.
+        pub(crate) async fn retention_policies(self) -> Result<PolicyRows> {
             let rows = sqlx::query_as(POLICIES)
                 .bind(to_i64(MAX_LISTED_STREAM_POLICIES as u64 + 1))
-                .fetch_all(pool)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("retention_policies"))?;
             Ok(policy_rows(rows))
         }
 
-        pub(crate) async fn list_policies(
-            pool: &Pool,
+        /// A page of policies after the key `after`, in key order.
+        pub(crate) async fn list_retention(
+            self,
             after: Option<(i16, &str)>,
             limit: usize,
         ) -> Result<Vec<StoredPolicy>> {
@@ -103,7 +105,7 @@ macro_rules! retention_statements {
                 .bind(i32::from(kind))
                 .bind(name)
                 .bind(to_i64(limit as u64))
-                .fetch_all(pool)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("list_retention"))?;
             Ok(rows
@@ -115,56 +117,72 @@ macro_rules! retention_statements {
                 .collect())
         }
 
-        pub(crate) async fn policy(pool: &Pool, scope: &RetentionScope) -> Result<Option<String>> {
+        /// The policy set on `scope`, as stored.
+        pub(crate) async fn retention_policy(self, scope: &RetentionScope) -> Result<Option<String>> {
             let (kind, name) = scope.key();
             let row: Option<(String,)> = sqlx::query_as(POLICY)
                 .bind(i32::from(kind))
                 .bind(name)
-                .fetch_optional(pool)
+                .fetch_optional(self.0)
                 .await
                 .map_err(fail("retention_policy"))?;
             Ok(row.map(|(json,)| json))
         }
 
-        pub(crate) async fn set_policy(
-            pool: &Pool,
+        /// Sets the policy of `scope`, or with `None` removes it.
+        pub(crate) async fn set_retention(
+            self,
             scope: &RetentionScope,
             json: Option<&str>,
         ) -> Result<()> {
             let (kind, name) = scope.key();
-            let query = match json {
-                Some(json) => sqlx::query(concat!(
-                    "INSERT INTO retention_policies (kind, name, policy, updated_at) \
-                     VALUES ($1, $2, $3, ",
-                    $now,
-                    ") ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
-                         updated_at = excluded.updated_at"
-                ))
-                .bind(i32::from(kind))
-                .bind(name)
-                .bind(json)
-                .bind(Utc::now().timestamp_micros()),
-                None => sqlx::query(DELETE_POLICY).bind(i32::from(kind)).bind(name),
+            let result = match json {
+                Some(json) => {
+                    let sql = format!(
+                        "INSERT INTO retention_policies (kind, name, policy, updated_at) \
+                         VALUES ($1, $2, $3, {}) \
+                         ON CONFLICT (kind, name) DO UPDATE SET policy = excluded.policy, \
+                             updated_at = excluded.updated_at",
+                        D::now("$4")
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(i32::from(kind))
+                        .bind(name)
+                        .bind(json)
+                        .bind(Utc::now().timestamp_micros())
+                        .execute(self.0)
+                        .await
+                }
+                None => {
+                    sqlx::query(DELETE_POLICY)
+                        .bind(i32::from(kind))
+                        .bind(name)
+                        .execute(self.0)
+                        .await
+                }
             };
-            query.execute(pool).await.map_err(fail("set_retention"))?;
+            result.map_err(fail("set_retention"))?;
             Ok(())
         }
 
+        /// The retention state of `streams`.
         pub(crate) async fn stream_retention(
-            pool: &Pool,
+            self,
             streams: &[&str],
         ) -> Result<Vec<StreamRetention>> {
-            let sql = format!("{STREAM_RETENTION}{}", in_list("s.stream_id", "$1"));
+            let sql = format!("{STREAM_RETENTION}{}", D::in_list("s.stream_id", "$1"));
             let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(list(streams)?)
-                .fetch_all(pool)
+                .bind(D::list(streams)?)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("stream_retention"))?;
             retention_rows("stream_retention", rows)
         }
 
-        pub(crate) async fn candidates(
-            pool: &Pool,
+        /// Up to `limit` streams after `after` that a policy may reach: all with `all`,
+        /// else those with their own policy or in `categories`. Never a tombstoned one.
+        pub(crate) async fn retention_candidates(
+            self,
             after: &str,
             limit: usize,
             categories: &[String],
@@ -174,34 +192,37 @@ macro_rules! retention_statements {
                 "{STREAM_RETENTION}s.stream_id > $1 AND s.status < 2 \
                      AND ($2 OR p.policy IS NOT NULL OR {}) \
                  ORDER BY s.stream_id LIMIT $4",
-                in_list("s.category", "$3")
+                D::in_list("s.category", "$3")
             );
             let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(after)
                 .bind(all)
-                .bind(list(categories)?)
+                .bind(D::list(categories)?)
                 .bind(to_i64(limit as u64))
-                .fetch_all(pool)
+                .fetch_all(self.0)
                 .await
                 .map_err(fail("retention_candidates"))?;
             retention_rows("retention_candidates", rows)
         }
-    };
+    }
 }
 
 #[cfg(feature = "sqlite")]
 pub(super) mod sqlite {
-    use super::*;
-    use crate::store::dialect::sqlite::*;
+    use sqlx::{Sqlite, SqlitePool};
 
-    retention_statements!("$4");
+    use super::*;
+    use crate::store::sql::dialect::Dialect;
 
     /// One `DELETE … RETURNING` per stream, all in one write transaction. An event is
     /// removed for its age only when its time reads (an integer in chrono's range): one
     /// whose age cannot be read stays, and its reads report it.
-    pub(crate) async fn remove_expired(writer: &Pool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+    pub(crate) async fn remove_expired(
+        writer: &SqlitePool,
+        cuts: &[ExpiryCut],
+    ) -> Result<(u64, u64)> {
         let fail = fail("enforce_retention");
-        let mut tx = begin_write(writer).await?;
+        let mut tx = Sqlite::begin_write(writer).await?;
         let (mut events, mut bytes) = (0, 0);
         let earliest = chrono::DateTime::<Utc>::MIN_UTC.timestamp_micros();
         for cut in cuts {
@@ -238,16 +259,15 @@ pub(super) mod sqlite {
 
 #[cfg(feature = "postgres")]
 pub(super) mod postgres {
-    use super::*;
-    use crate::store::dialect::postgres::*;
+    use sqlx::PgPool;
 
-    retention_statements!("to_timestamp($4::float8 / 1000000)");
+    use super::*;
 
     /// One statement for all the cuts: the doomed rows are found stream by stream through
     /// the (stream, version) index (a lateral join, whatever the table's statistics say),
     /// removed by position, and the streams' counts follow. An event is removed for its
     /// age only when its time is finite: `-infinity`, which no reader can date, stays.
-    pub(crate) async fn remove_expired(pool: &Pool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
+    pub(crate) async fn remove_expired(pool: &PgPool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         let streams: Vec<&str> = cuts.iter().map(|cut| cut.stream.as_str()).collect();
         let up_to: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.up_to)).collect();
         let below: Vec<i64> = cuts.iter().map(|cut| to_i64(cut.below)).collect();

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{
@@ -30,15 +30,16 @@ use super::backend::{
 };
 use super::batch::{BatchTx, Flush};
 use super::connect;
-use super::dictionaries_sql;
 use super::key_cache::StoredKey;
-use super::keys_sql;
 use super::migrate::{self, Migrations};
 use super::retention_sql;
-use super::sql::{self, RowRef, to_i64, to_u64};
+use super::sql::dialect::Dialect;
+use super::sql::reads::Sql;
+use super::sql::rows::DecodeRows;
+use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
-use crate::error::{CorruptValue, Error, Result, SQLITE_BUSY, sqlite_primary_code};
-use crate::event::{EventMetadata, RecordedEvent};
+use crate::error::{Error, Result, SQLITE_BUSY, sqlite_primary_code};
+use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -77,12 +78,8 @@ pub(crate) struct SqliteBackend {
 /// statement takes at most 32,766.
 pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = 32_766 / 12;
 
-/// The event columns, in the order `event_from_row` reads them by index.
-const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, schema_version, \
-     payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at";
-
-const STREAM_COLUMNS: &str = "stream_id, category, aggregate_type, display_name, version, \
-     event_count, last_event_id, status, metadata, created_at, updated_at";
+/// The event columns, in the order `Sqlite::event_row` reads them by index.
+const EVENT_COLUMNS: &str = <Sqlite as Dialect>::EVENT_COLUMNS;
 
 /// Turns off SQLite's allocation statistics, once per process, before its first
 /// connection. With them on (SQLite's default), every allocation takes a process-wide
@@ -308,87 +305,6 @@ fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
-/// A row of `events` (`EVENT_COLUMNS`). SQLite keeps any value in any column, so a value
-/// of another type is named as corrupt too.
-fn event_from_row(row: &SqliteRow) -> std::result::Result<RecordedEvent, sqlx::Error> {
-    let stream_id: String = row.try_get(2)?;
-    let id = row.try_get(1)?;
-    let at = RowRef::event(&stream_id, id);
-    let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
-    let at = at.at_version(version);
-    let extra: Option<String> = row.try_get(11).map_err(at.unreadable("metadata"))?;
-    let metadata = EventMetadata::from_parts(
-        row.try_get(7)?,
-        row.try_get(8)?,
-        row.try_get(9)?,
-        row.try_get(10)?,
-        extra.as_deref(),
-    )
-    .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
-    let position = row.try_get(0).map_err(at.unreadable("position"))?;
-    let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
-    let recorded_at = row.try_get(12).map_err(at.unreadable("recorded_at"))?;
-    Ok(RecordedEvent {
-        id,
-        version,
-        position: at.unsigned("position", "position", position)?,
-        event_type: row.try_get(4)?,
-        schema_version: at.schema_version(schema_version)?,
-        metadata,
-        recorded_at: at.micros("recorded_at", recorded_at)?,
-        commit: 0,
-        payload: row.try_get(6)?,
-        unreadable: None,
-        stream_id: StreamId::trusted(stream_id),
-    })
-}
-
-/// A row of `streams` (`STREAM_COLUMNS`).
-fn info_from_row(row: &SqliteRow) -> std::result::Result<StreamInfo, sqlx::Error> {
-    let stream_id: String = row.try_get("stream_id")?;
-    let at = RowRef::stream(&stream_id);
-    let int = |column: &'static str| row.try_get::<i64, _>(column).map_err(at.unreadable(column));
-    let metadata: Option<String> = row.try_get("metadata").map_err(at.unreadable("metadata"))?;
-    Ok(StreamInfo {
-        category: row.try_get("category")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        display_name: row.try_get("display_name")?,
-        version: at.version(int("version")?)?,
-        event_count: at.unsigned("event_count", "count", int("event_count")?)?,
-        created_at: at.micros("created_at", int("created_at")?)?,
-        updated_at: at.micros("updated_at", int("updated_at")?)?,
-        last_event_id: row.try_get("last_event_id")?,
-        status: at.status(int("status")?)?,
-        metadata: at
-            .json("metadata", metadata.as_deref())?
-            .unwrap_or_default(),
-        retention: None,
-        stream_id: StreamId::trusted(stream_id),
-    })
-}
-
-/// A row of `snapshots`: (version, schema version, `third`, created at), where `third` is
-/// the payload or its length.
-fn snapshot_columns<T>(
-    stream: &StreamId,
-    row: &SqliteRow,
-) -> std::result::Result<(u64, u32, T, DateTime<Utc>), sqlx::Error>
-where
-    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    let at = RowRef::snapshot(stream.as_str(), None);
-    let version = at.version(row.try_get(0).map_err(at.unreadable("version"))?)?;
-    let at = at.at_version(version);
-    let schema_version = row.try_get(1).map_err(at.unreadable("schema_version"))?;
-    let created_at = row.try_get(3).map_err(at.unreadable("created_at"))?;
-    Ok((
-        version,
-        at.schema_version(schema_version)?,
-        row.try_get(2)?,
-        at.micros("created_at", created_at)?,
-    ))
-}
-
 /// The stream's (version, status), if it exists.
 async fn stream_state(
     conn: &mut SqliteConnection,
@@ -580,25 +496,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
-        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE stream_id = ?");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream.as_str())
-            .try_map(|row: SqliteRow| info_from_row(&row))
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("stream_info", error))
+        Sql(&self.reader).stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        let mut query =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {STREAM_COLUMNS} FROM streams"));
-        sql::push_stream_list_filter(&mut query, list);
-        query
-            .build()
-            .try_map(|row: SqliteRow| info_from_row(&row))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("list_streams", error))
+        Sql(&self.reader).list_streams(list).await
     }
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
@@ -648,15 +550,9 @@ impl Backend for SqliteBackend {
         direction: Direction,
         limit: WindowLimit,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_version_range(&mut query, stream, &versions, direction, limit.events);
-        let rows = query
-            .build()
-            .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch(&self.reader);
-        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
+        Sql(&self.reader)
+            .read_stream(stream, versions, direction, limit)
             .await
-            .map_err(|error| Error::from_sqlx("read_stream", error))
     }
 
     async fn replay_stream(
@@ -665,16 +561,9 @@ impl Backend for SqliteBackend {
         versions: RangeInclusive<u64>,
         limit: WindowLimit,
     ) -> Result<Vec<ReplayedEvent>> {
-        let rows = sqlx::query(sql::REPLAY_STREAM)
-            .bind(stream.as_str())
-            .bind(to_i64(*versions.start()))
-            .bind(to_i64(*versions.end()))
-            .bind(to_i64(limit.events as u64))
-            .try_map(|row: SqliteRow| sql::replayed_from_row(stream.as_str(), &row))
-            .fetch(&self.reader);
-        sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
+        Sql(&self.reader)
+            .replay_stream(stream, versions, limit)
             .await
-            .map_err(|error| Error::from_sqlx("replay_stream", error))
     }
 
     async fn replay_start(
@@ -683,43 +572,9 @@ impl Backend for SqliteBackend {
         max_version: u64,
         limit: WindowLimit,
     ) -> Result<Option<StreamStart>> {
-        // One statement, as on PostgreSQL: every statement is a hop to the connection's
-        // worker thread and back, which cost a snapshot load more than the reads did.
-        let rows = sqlx::query(
-            "WITH head AS (SELECT version, status FROM streams WHERE stream_id = $1), \
-             snap AS ( \
-                 SELECT version, schema_version, payload, created_at FROM snapshots \
-                 WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1), \
-             base AS (SELECT COALESCE((SELECT version FROM snap), 0) AS v) \
-             SELECT 0 AS kind, version, status AS n, NULL AS event_id, NULL AS event_type, \
-                    NULL AS payload, NULL AS at \
-             FROM head \
-             UNION ALL \
-             SELECT 1, version, schema_version, NULL, NULL, payload, created_at FROM snap \
-             UNION ALL \
-             SELECT * FROM ( \
-                 SELECT 2, e.version, e.schema_version, e.event_id, e.event_type, e.payload, NULL \
-                 FROM events e, head \
-                 WHERE e.stream_id = $1 AND head.status = 0 \
-                   AND e.version > (SELECT v FROM base) AND e.version <= MIN(head.version, $2) \
-                 ORDER BY e.version LIMIT $3)",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(max_version))
-        .bind(to_i64(limit.events as u64))
-        .try_map(|row: SqliteRow| {
-            sql::start_row(stream.as_str(), &row, |row, at| {
-                at.micros(
-                    "created_at",
-                    row.try_get(6).map_err(at.unreadable("created_at"))?,
-                )
-            })
-        })
-        .fetch(&self.reader);
-        let rows = sql::cut_at_budget(rows, limit, sql::StartRow::budget_bytes)
+        Sql(&self.reader)
+            .replay_start(stream, max_version, limit)
             .await
-            .map_err(|error| Error::from_sqlx("replay_stream", error))?;
-        sql::stream_start(stream.as_str(), rows)
     }
 
     async fn read_all(
@@ -739,7 +594,7 @@ impl Backend for SqliteBackend {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(to_i64(after.position()))
                 .bind(to_i64(limit.events as u64))
-                .try_map(|row: SqliteRow| event_from_row(&row))
+                .try_map(|row: SqliteRow| Sqlite::event_row(&row))
                 .fetch(&self.reader);
             let events = sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
                 .await
@@ -769,7 +624,7 @@ impl Backend for SqliteBackend {
             .bind(to_i64(after.position()))
             .bind(to_i64(limit.events as u64))
             .bind(types)
-            .try_map(|row: SqliteRow| sql::window_row(&row, event_from_row))
+            .try_map(|row: SqliteRow| sql::window_row(&row, Sqlite::event_row))
             .fetch(&self.reader);
         let rows = sql::cut_at_budget(rows, limit, WindowRow::budget_bytes)
             .await
@@ -828,44 +683,11 @@ impl Backend for SqliteBackend {
         stream: &StreamId,
         max_version: u64,
     ) -> Result<Option<StoredSnapshot>> {
-        sqlx::query(
-            "SELECT version, schema_version, payload, created_at FROM snapshots \
-             WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(max_version))
-        .try_map(|row: SqliteRow| {
-            let (version, schema_version, payload, created_at) = snapshot_columns(stream, &row)?;
-            Ok(StoredSnapshot {
-                version,
-                schema_version,
-                payload,
-                created_at,
-            })
-        })
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("latest_snapshot", error))
+        Sql(&self.reader).latest_snapshot(stream, max_version).await
     }
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        sqlx::query(
-            "SELECT version, schema_version, length(payload), created_at FROM snapshots \
-             WHERE stream_id = ? ORDER BY version DESC",
-        )
-        .bind(stream.as_str())
-        .try_map(|row: SqliteRow| {
-            let (version, schema_version, size, created_at) = snapshot_columns(stream, &row)?;
-            Ok(SnapshotInfo {
-                version,
-                schema_version,
-                stored_size: to_u64(size),
-                created_at,
-            })
-        })
-        .fetch_all(&self.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("list_snapshots", error))
+        Sql(&self.reader).list_snapshots(stream).await
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
@@ -896,19 +718,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn last_position(&self) -> Result<u64> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("last_position", error))?;
-        Ok(last.map_or(0, to_u64))
+        Sql(&self.reader).last_position().await
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("ping", error))?;
-        Ok(())
+        Sql(&self.reader).ping().await
     }
 
     fn kind(&self) -> &'static str {
@@ -938,51 +752,23 @@ impl Backend for SqliteBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT commit_id, position FROM projection_checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(|error| Error::from_sqlx("checkpoint", error))?;
-        row.map(|row| sql::checkpoint(name, row))
-            .transpose()
-            .map_err(|error| Error::from_sqlx("checkpoint", error))
+        Sql(&self.reader).checkpoint(name).await
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ("
-        ));
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(")");
-        query
-            .build()
-            .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("event_by_id", error))
+        Sql(&self.reader).events_by_id(ids).await
     }
 
     async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        sql::push_event_filter(&mut query, filter, micros);
-        query
-            .build()
-            .try_map(|row: SqliteRow| event_from_row(&row))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|error| Error::from_sqlx("query", error))
+        Sql(&self.reader).query(filter).await
     }
 
     async fn retention_policies(&self) -> Result<PolicyRows> {
-        retention_sql::sqlite::policies(&self.reader).await
+        Sql(&self.reader).retention_policies().await
     }
 
     async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
-        retention_sql::sqlite::policy(&self.reader, scope).await
+        Sql(&self.reader).retention_policy(scope).await
     }
 
     async fn list_retention(
@@ -990,15 +776,15 @@ impl Backend for SqliteBackend {
         after: Option<(i16, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredPolicy>> {
-        retention_sql::sqlite::list_policies(&self.reader, after, limit).await
+        Sql(&self.reader).list_retention(after, limit).await
     }
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
-        retention_sql::sqlite::set_policy(&self.writer, scope, policy).await
+        Sql(&self.writer).set_retention(scope, policy).await
     }
 
     async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
-        retention_sql::sqlite::stream_retention(&self.reader, streams).await
+        Sql(&self.reader).stream_retention(streams).await
     }
 
     async fn retention_candidates(
@@ -1008,7 +794,9 @@ impl Backend for SqliteBackend {
         categories: &[String],
         all: bool,
     ) -> Result<Vec<StreamRetention>> {
-        retention_sql::sqlite::candidates(&self.reader, after, limit, categories, all).await
+        Sql(&self.reader)
+            .retention_candidates(after, limit, categories, all)
+            .await
     }
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
@@ -1016,23 +804,23 @@ impl Backend for SqliteBackend {
     }
 
     async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>> {
-        dictionaries_sql::sqlite::dictionaries(&self.reader, ids).await
+        Sql(&self.reader).dictionaries(ids).await
     }
 
     async fn latest_dictionary(&self) -> Result<Option<u32>> {
-        dictionaries_sql::sqlite::latest_dictionary(&self.reader).await
+        Sql(&self.reader).latest_dictionary().await
     }
 
     async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
-        dictionaries_sql::sqlite::insert_dictionary(&self.writer, dictionary).await
+        Sql(&self.writer).insert_dictionary(dictionary).await
     }
 
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
-        dictionaries_sql::sqlite::recent_payloads(&self.reader, limit).await
+        Sql(&self.reader).recent_payloads(limit).await
     }
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
-        keys_sql::sqlite::stream_keys(&self.reader, streams).await
+        Sql(&self.reader).stream_keys(streams).await
     }
 
     async fn insert_stream_key(
@@ -1041,23 +829,25 @@ impl Backend for SqliteBackend {
         key_id: &str,
         wrapped: &[u8],
     ) -> Result<Option<StoredKey>> {
-        keys_sql::sqlite::insert_stream_key(&self.writer, stream, key_id, wrapped).await
+        Sql(&self.writer)
+            .insert_stream_key(stream, key_id, wrapped)
+            .await
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        keys_sql::sqlite::forget(&self.writer, stream).await
+        Sql(&self.writer).forget_stream_key(stream).await
     }
 
     async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
-        keys_sql::sqlite::keys_to_rewrap(&self.reader, active, limit).await
+        Sql(&self.reader).keys_to_rewrap(active, limit).await
     }
 
     async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        keys_sql::sqlite::rewrap(&self.writer, keys).await
+        Sql(&self.writer).rewrap_stream_keys(keys).await
     }
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        keys_sql::sqlite::replace_payloads(&self.writer, payloads).await
+        Sql(&self.writer).replace_payloads(payloads).await
     }
 
     async fn snapshots_after(
@@ -1065,13 +855,13 @@ impl Backend for SqliteBackend {
         after: (&str, u64),
         limit: usize,
     ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-        keys_sql::sqlite::snapshots_after(&self.reader, after, limit).await
+        Sql(&self.reader).snapshots_after(after, limit).await
     }
 
     async fn replace_snapshot_payloads(
         &self,
         payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
     ) -> Result<u64> {
-        keys_sql::sqlite::replace_snapshot_payloads(&self.writer, payloads).await
+        Sql(&self.writer).replace_snapshot_payloads(payloads).await
     }
 }

@@ -1,6 +1,13 @@
-//! SQL shared by the SQLite and PostgreSQL backends: the parts of statements that are the
-//! same text on both, built with sqlx's `QueryBuilder` (which picks each database's
-//! placeholders).
+//! The SQL that SQLite and PostgreSQL share. `dialect` says what differs between them,
+//! `rows` decodes their rows (and names a corrupt one), `reads` holds the reads written
+//! once over a dialect; here are the rows of the shapes both backends return, the filters
+//! both push onto statements with sqlx's `QueryBuilder` (which picks each database's
+//! placeholders), and small conversions.
+
+pub(crate) mod dialect;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod reads;
+pub(crate) mod rows;
 
 use std::ops::RangeInclusive;
 
@@ -10,20 +17,17 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use uuid::Uuid;
 
+use self::rows::DecodeRows;
+pub(crate) use self::rows::{RowRef, to_i64, to_u64};
 use super::backend::{
     AppendOutcome, ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow, Written,
 };
-use crate::error::{CorruptRow, CorruptValue, Error, Result};
+use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery, StreamStatus};
 
-/// The events of a stream in a version range, narrow (as a replay needs them), at most $4.
-/// `$n` placeholders, which both drivers take.
-pub(crate) const REPLAY_STREAM: &str = "SELECT event_id, version, event_type, schema_version, payload FROM events \
-     WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4";
-
-/// A row of [`REPLAY_STREAM`], of `stream`.
+/// A row of the narrow replay statement (`reads`), of `stream`.
 pub(crate) fn replayed_from_row<R>(stream: &str, row: &R) -> Result<ReplayedEvent, sqlx::Error>
 where
     R: Row,
@@ -70,20 +74,16 @@ impl StartRow {
 
 /// A row of a backend's one-statement `replay_start`, all of one shape: (kind, version,
 /// number, event id, event type, payload, time). Kind 0 is the stream's head (number: its
-/// status), kind 1 its newest snapshot (number: schema version; time: `time` reads column
-/// 6), kind 2 an event (number: schema version).
-pub(crate) fn start_row<R>(
-    stream: &str,
-    row: &R,
-    time: impl Fn(&R, RowRef<'_>) -> Result<DateTime<Utc>, sqlx::Error>,
-) -> Result<StartRow, sqlx::Error>
+/// status), kind 1 its newest snapshot (number: schema version; time in column 6), kind 2
+/// an event (number: schema version).
+pub(crate) fn start_row<D>(stream: &str, row: &D::Row) -> Result<StartRow, sqlx::Error>
 where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> Uuid: Decode<'r, R::Database>,
-    for<'r> i64: Decode<'r, R::Database>,
-    for<'r> String: Decode<'r, R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database>,
+    D: DecodeRows,
+    usize: ColumnIndex<D::Row>,
+    for<'r> Uuid: Decode<'r, D>,
+    for<'r> i64: Decode<'r, D>,
+    for<'r> String: Decode<'r, D>,
+    for<'r> Vec<u8>: Decode<'r, D>,
 {
     let version: i64 = row.try_get_unchecked(1)?;
     let number: i64 = row.try_get_unchecked(2)?;
@@ -100,7 +100,7 @@ where
                 version,
                 schema_version: at.schema_version(number)?,
                 payload: row.try_get_unchecked(5)?,
-                created_at: time(row, at)?,
+                created_at: D::time(row, 6, at, "created_at")?,
             })
         }
         _ => {
@@ -358,170 +358,6 @@ pub(crate) fn written(rows: Vec<WrittenRow>) -> AppendOutcome {
 /// Free-form stream metadata as stored: JSON text, or NULL for `null`.
 pub(crate) fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
     (!metadata.is_null()).then(|| metadata.to_string())
-}
-
-/// A count or version as a SQL integer (saturating; no stream gets near `i64::MAX`).
-pub(crate) fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A number the database computed (a count, a length, a sum) as a `u64`; never a stored
-/// column, which goes through [`RowRef`] so that a corrupt value is an error.
-pub(crate) fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or_default()
-}
-
-/// The row being decoded, for the error of a corrupt value in it: a few words copied on
-/// the stack, turned into a [`CorruptRow`] only when a check fails. Each check is one
-/// comparison on the hot path.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RowRef<'a> {
-    table: &'static str,
-    stream: &'a str,
-    version: Option<u64>,
-    event_id: Option<Uuid>,
-}
-
-impl<'a> RowRef<'a> {
-    /// A row of `events`.
-    pub(crate) fn event(stream: &'a str, event_id: Uuid) -> Self {
-        RowRef {
-            table: "events",
-            stream,
-            version: None,
-            event_id: Some(event_id),
-        }
-    }
-
-    /// A row of `streams`.
-    pub(crate) fn stream(stream: &'a str) -> Self {
-        RowRef {
-            table: "streams",
-            stream,
-            version: None,
-            event_id: None,
-        }
-    }
-
-    /// A row of `snapshots`, at `version` when it is known (read).
-    pub(crate) fn snapshot(stream: &'a str, version: Option<u64>) -> Self {
-        RowRef {
-            table: "snapshots",
-            stream,
-            version,
-            event_id: None,
-        }
-    }
-
-    /// A row of `projection_checkpoints`, named by its projection.
-    pub(crate) fn checkpoint(projection: &'a str) -> Self {
-        RowRef {
-            table: "projection_checkpoints",
-            stream: projection,
-            version: None,
-            event_id: None,
-        }
-    }
-
-    /// A row of `outbox_handlers`, named by its handler.
-    pub(crate) fn outbox_handler(handler: &'a str) -> Self {
-        RowRef {
-            table: "outbox_handlers",
-            stream: handler,
-            version: None,
-            event_id: None,
-        }
-    }
-
-    /// The same row, named by its version too (once that read).
-    pub(crate) fn at_version(self, version: u64) -> Self {
-        RowRef {
-            version: Some(version),
-            ..self
-        }
-    }
-
-    /// The error for `column` holding a value with `problem`.
-    #[cold]
-    pub(crate) fn corrupt(self, column: &'static str, problem: CorruptValue) -> sqlx::Error {
-        sqlx::Error::Decode(Box::new(CorruptRow {
-            table: self.table,
-            stream: self.stream.to_owned(),
-            version: self.version,
-            event_id: self.event_id,
-            column,
-            problem,
-        }))
-    }
-
-    /// A stored non-negative integer of `column`, described as `expected`.
-    pub(crate) fn unsigned(
-        self,
-        column: &'static str,
-        expected: &'static str,
-        value: i64,
-    ) -> Result<u64, sqlx::Error> {
-        u64::try_from(value)
-            .map_err(|_| self.corrupt(column, CorruptValue::OutOfRange { value, expected }))
-    }
-
-    /// The `version` column.
-    pub(crate) fn version(self, value: i64) -> Result<u64, sqlx::Error> {
-        self.unsigned("version", "version", value)
-    }
-
-    /// The `schema_version` column (written from a `u32`).
-    pub(crate) fn schema_version(self, value: i64) -> Result<u32, sqlx::Error> {
-        u32::try_from(value).map_err(|_| {
-            self.corrupt(
-                "schema_version",
-                CorruptValue::OutOfRange {
-                    value,
-                    expected: "schema version",
-                },
-            )
-        })
-    }
-
-    /// The `status` column of a stream.
-    pub(crate) fn status(self, value: i64) -> Result<StreamStatus, sqlx::Error> {
-        StreamStatus::from_code(value)
-            .ok_or_else(|| self.corrupt("status", CorruptValue::UnknownStatus(value)))
-    }
-
-    /// A time column stored as microseconds since the Unix epoch (SQLite).
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn micros(
-        self,
-        column: &'static str,
-        value: i64,
-    ) -> Result<DateTime<Utc>, sqlx::Error> {
-        DateTime::from_timestamp_micros(value)
-            .ok_or_else(|| self.corrupt(column, CorruptValue::Time(format!("{value} µs"))))
-    }
-
-    /// A JSON column: `None` stays `None`, text that does not parse as `T` is corrupt.
-    pub(crate) fn json<T: serde::de::DeserializeOwned>(
-        self,
-        column: &'static str,
-        text: Option<&str>,
-    ) -> Result<Option<T>, sqlx::Error> {
-        text.map(serde_json::from_str)
-            .transpose()
-            .map_err(|error| self.corrupt(column, CorruptValue::Json(error)))
-    }
-
-    /// A driver error reading `column` (a value of another type, on SQLite), named.
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn unreadable(
-        self,
-        column: &'static str,
-    ) -> impl FnOnce(sqlx::Error) -> sqlx::Error {
-        move |error| match error {
-            sqlx::Error::ColumnDecode { .. } => self.corrupt(column, CorruptValue::Type(error)),
-            error => error,
-        }
-    }
 }
 
 #[cfg(test)]

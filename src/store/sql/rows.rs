@@ -1,0 +1,405 @@
+//! Rows of the SQL backends decoded: [`RowRef`], which names a row in the error of a
+//! corrupt value, and [`DecodeRows`], each database's decoders of the rows of `events` and
+//! `streams` and of its time columns. Those are the part of a read's cost that differs:
+//! SQLite keeps any value in any column, so its decoders check every column's type;
+//! PostgreSQL's column types are fixed by the statements, so its decoders skip the checks
+//! and read `timestamptz` in binary.
+
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+use uuid::Uuid;
+
+use crate::error::{CorruptRow, CorruptValue, Result};
+use crate::event::RecordedEvent;
+use crate::stream::{StreamId, StreamInfo, StreamStatus};
+
+#[cfg(feature = "postgres")]
+use sqlx::postgres::{PgRow, PgValueFormat};
+#[cfg(feature = "sqlite")]
+use sqlx::sqlite::SqliteRow;
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::event::EventMetadata;
+
+/// How a database's rows decode into chronicle's types.
+pub(crate) trait DecodeRows: Database {
+    /// A row of `events`, its columns as `Dialect::EVENT_COLUMNS` lists them.
+    fn event_row(row: &Self::Row) -> Result<RecordedEvent, sqlx::Error>;
+
+    /// A row of `streams`, its columns as `Dialect::STREAM_COLUMNS` lists them.
+    fn stream_row(row: &Self::Row) -> Result<StreamInfo, sqlx::Error>;
+
+    /// The time in column `index` (named `column`) of the row `at`.
+    fn time(
+        row: &Self::Row,
+        index: usize,
+        at: RowRef<'_>,
+        column: &'static str,
+    ) -> Result<DateTime<Utc>, sqlx::Error>;
+}
+
+/// A row of `snapshots` of `stream`: (version, schema version, `third`, created at), where
+/// `third` is the payload or its length. A value of another type (SQLite keeps any) is
+/// named as corrupt.
+pub(crate) fn snapshot_columns<D, T>(
+    stream: &StreamId,
+    row: &D::Row,
+) -> Result<(u64, u32, T, DateTime<Utc>), sqlx::Error>
+where
+    D: DecodeRows,
+    usize: ColumnIndex<D::Row>,
+    for<'r> i64: Decode<'r, D> + Type<D>,
+    for<'r> T: Decode<'r, D> + Type<D>,
+{
+    let at = RowRef::snapshot(stream.as_str(), None);
+    let version = at.version(row.try_get(0).map_err(at.unreadable("version"))?)?;
+    let at = at.at_version(version);
+    let schema_version = row.try_get(1).map_err(at.unreadable("schema_version"))?;
+    Ok((
+        version,
+        at.schema_version(schema_version)?,
+        row.try_get(2)?,
+        D::time(row, 3, at, "created_at")?,
+    ))
+}
+
+/// The row being decoded, for the error of a corrupt value in it: a few words copied on
+/// the stack, turned into a [`CorruptRow`] only when a check fails. Each check is one
+/// comparison on the hot path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowRef<'a> {
+    table: &'static str,
+    stream: &'a str,
+    version: Option<u64>,
+    event_id: Option<Uuid>,
+}
+
+impl<'a> RowRef<'a> {
+    /// A row of `events`.
+    pub(crate) fn event(stream: &'a str, event_id: Uuid) -> Self {
+        RowRef {
+            table: "events",
+            stream,
+            version: None,
+            event_id: Some(event_id),
+        }
+    }
+
+    /// A row of `streams`.
+    pub(crate) fn stream(stream: &'a str) -> Self {
+        RowRef {
+            table: "streams",
+            stream,
+            version: None,
+            event_id: None,
+        }
+    }
+
+    /// A row of `snapshots`, at `version` when it is known (read).
+    pub(crate) fn snapshot(stream: &'a str, version: Option<u64>) -> Self {
+        RowRef {
+            table: "snapshots",
+            stream,
+            version,
+            event_id: None,
+        }
+    }
+
+    /// A row of `projection_checkpoints`, named by its projection.
+    pub(crate) fn checkpoint(projection: &'a str) -> Self {
+        RowRef {
+            table: "projection_checkpoints",
+            stream: projection,
+            version: None,
+            event_id: None,
+        }
+    }
+
+    /// A row of `outbox_handlers`, named by its handler.
+    pub(crate) fn outbox_handler(handler: &'a str) -> Self {
+        RowRef {
+            table: "outbox_handlers",
+            stream: handler,
+            version: None,
+            event_id: None,
+        }
+    }
+
+    /// The same row, named by its version too (once that read).
+    pub(crate) fn at_version(self, version: u64) -> Self {
+        RowRef {
+            version: Some(version),
+            ..self
+        }
+    }
+
+    /// The error for `column` holding a value with `problem`.
+    #[cold]
+    pub(crate) fn corrupt(self, column: &'static str, problem: CorruptValue) -> sqlx::Error {
+        sqlx::Error::Decode(Box::new(CorruptRow {
+            table: self.table,
+            stream: self.stream.to_owned(),
+            version: self.version,
+            event_id: self.event_id,
+            column,
+            problem,
+        }))
+    }
+
+    /// A stored non-negative integer of `column`, described as `expected`.
+    pub(crate) fn unsigned(
+        self,
+        column: &'static str,
+        expected: &'static str,
+        value: i64,
+    ) -> Result<u64, sqlx::Error> {
+        u64::try_from(value)
+            .map_err(|_| self.corrupt(column, CorruptValue::OutOfRange { value, expected }))
+    }
+
+    /// The `version` column.
+    pub(crate) fn version(self, value: i64) -> Result<u64, sqlx::Error> {
+        self.unsigned("version", "version", value)
+    }
+
+    /// The `schema_version` column (written from a `u32`).
+    pub(crate) fn schema_version(self, value: i64) -> Result<u32, sqlx::Error> {
+        u32::try_from(value).map_err(|_| {
+            self.corrupt(
+                "schema_version",
+                CorruptValue::OutOfRange {
+                    value,
+                    expected: "schema version",
+                },
+            )
+        })
+    }
+
+    /// The `status` column of a stream.
+    pub(crate) fn status(self, value: i64) -> Result<StreamStatus, sqlx::Error> {
+        StreamStatus::from_code(value)
+            .ok_or_else(|| self.corrupt("status", CorruptValue::UnknownStatus(value)))
+    }
+
+    /// A time column stored as microseconds since the Unix epoch (SQLite).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn micros(
+        self,
+        column: &'static str,
+        value: i64,
+    ) -> Result<DateTime<Utc>, sqlx::Error> {
+        DateTime::from_timestamp_micros(value)
+            .ok_or_else(|| self.corrupt(column, CorruptValue::Time(format!("{value} µs"))))
+    }
+
+    /// A JSON column: `None` stays `None`, text that does not parse as `T` is corrupt.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        self,
+        column: &'static str,
+        text: Option<&str>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        text.map(serde_json::from_str)
+            .transpose()
+            .map_err(|error| self.corrupt(column, CorruptValue::Json(error)))
+    }
+
+    /// A driver error reading `column` (a value of another type, on SQLite), named.
+    pub(crate) fn unreadable(
+        self,
+        column: &'static str,
+    ) -> impl FnOnce(sqlx::Error) -> sqlx::Error {
+        move |error| match error {
+            sqlx::Error::ColumnDecode { .. } => self.corrupt(column, CorruptValue::Type(error)),
+            error => error,
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl DecodeRows for sqlx::Sqlite {
+    /// SQLite keeps any value in any column, so a value of another type is named as
+    /// corrupt too.
+    fn event_row(row: &SqliteRow) -> Result<RecordedEvent, sqlx::Error> {
+        let stream_id: String = row.try_get(2)?;
+        let id = row.try_get(1)?;
+        let at = RowRef::event(&stream_id, id);
+        let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
+        let at = at.at_version(version);
+        let extra: Option<String> = row.try_get(11).map_err(at.unreadable("metadata"))?;
+        let metadata = EventMetadata::from_parts(
+            row.try_get(7)?,
+            row.try_get(8)?,
+            row.try_get(9)?,
+            row.try_get(10)?,
+            extra.as_deref(),
+        )
+        .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
+        let position = row.try_get(0).map_err(at.unreadable("position"))?;
+        let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
+        let recorded_at = row.try_get(12).map_err(at.unreadable("recorded_at"))?;
+        Ok(RecordedEvent {
+            id,
+            version,
+            position: at.unsigned("position", "position", position)?,
+            event_type: row.try_get(4)?,
+            schema_version: at.schema_version(schema_version)?,
+            metadata,
+            recorded_at: at.micros("recorded_at", recorded_at)?,
+            commit: 0,
+            payload: row.try_get(6)?,
+            unreadable: None,
+            stream_id: StreamId::trusted(stream_id),
+        })
+    }
+
+    fn stream_row(row: &SqliteRow) -> Result<StreamInfo, sqlx::Error> {
+        let stream_id: String = row.try_get("stream_id")?;
+        let at = RowRef::stream(&stream_id);
+        let int =
+            |column: &'static str| row.try_get::<i64, _>(column).map_err(at.unreadable(column));
+        let metadata: Option<String> =
+            row.try_get("metadata").map_err(at.unreadable("metadata"))?;
+        Ok(StreamInfo {
+            category: row.try_get("category")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            display_name: row.try_get("display_name")?,
+            version: at.version(int("version")?)?,
+            event_count: at.unsigned("event_count", "count", int("event_count")?)?,
+            created_at: at.micros("created_at", int("created_at")?)?,
+            updated_at: at.micros("updated_at", int("updated_at")?)?,
+            last_event_id: row.try_get("last_event_id")?,
+            status: at.status(int("status")?)?,
+            metadata: at
+                .json("metadata", metadata.as_deref())?
+                .unwrap_or_default(),
+            retention: None,
+            stream_id: StreamId::trusted(stream_id),
+        })
+    }
+
+    /// Microseconds since the Unix epoch.
+    fn time(
+        row: &SqliteRow,
+        index: usize,
+        at: RowRef<'_>,
+        column: &'static str,
+    ) -> Result<DateTime<Utc>, sqlx::Error> {
+        at.micros(column, row.try_get(index).map_err(at.unreadable(column))?)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl DecodeRows for sqlx::Postgres {
+    fn event_row(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+        // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped:
+        // this decoding is most of a log read's cost.
+        let stream_id: String = row.try_get_unchecked(3)?;
+        let id = row.try_get_unchecked(2)?;
+        let at = RowRef::event(&stream_id, id);
+        let version = at.version(row.try_get_unchecked(4)?)?;
+        let at = at.at_version(version);
+        let extra: Option<String> = row.try_get_unchecked(12)?;
+        let metadata = EventMetadata::from_parts(
+            row.try_get_unchecked(8)?,
+            row.try_get_unchecked(9)?,
+            row.try_get_unchecked(10)?,
+            row.try_get_unchecked(11)?,
+            extra.as_deref(),
+        )
+        .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
+        Ok(RecordedEvent {
+            id,
+            version,
+            position: at.unsigned("position", "position", row.try_get_unchecked(0)?)?,
+            event_type: row.try_get_unchecked(5)?,
+            schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
+            metadata,
+            recorded_at: Self::time(row, 13, at, "recorded_at")?,
+            // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
+            // transaction ids never leave (the cast to text and bigint cost the server more).
+            commit: to_u64(row.try_get_unchecked(1)?),
+            payload: row.try_get_unchecked(7)?,
+            unreadable: None,
+            stream_id: StreamId::trusted(stream_id),
+        })
+    }
+
+    fn stream_row(row: &PgRow) -> Result<StreamInfo, sqlx::Error> {
+        let stream_id: String = row.try_get("stream_id")?;
+        let at = RowRef::stream(&stream_id);
+        let metadata: Option<String> = row.try_get("metadata")?;
+        let time = |column: &'static str| {
+            let index = sqlx::Column::ordinal(row.try_column(column)?);
+            Self::time(row, index, at, column)
+        };
+        Ok(StreamInfo {
+            category: row.try_get("category")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            display_name: row.try_get("display_name")?,
+            version: at.version(row.try_get("version")?)?,
+            event_count: at.unsigned("event_count", "count", row.try_get("event_count")?)?,
+            created_at: time("created_at")?,
+            updated_at: time("updated_at")?,
+            last_event_id: row.try_get("last_event_id")?,
+            status: at.status(i64::from(row.try_get::<i16, _>("status")?))?,
+            // jsonb: always JSON, so never corrupt.
+            metadata: at
+                .json("metadata", metadata.as_deref())?
+                .unwrap_or_default(),
+            retention: None,
+            stream_id: StreamId::trusted(stream_id),
+        })
+    }
+
+    /// A `timestamptz` column of the row `at`. In binary form it is microseconds since
+    /// 2000-01-01 UTC, read here directly (sqlx goes through three chrono conversions, and
+    /// panics on `infinity`). `infinity` and `-infinity` are no time: a [`CorruptRow`].
+    ///
+    /// [`CorruptRow`]: crate::CorruptRow
+    fn time(
+        row: &PgRow,
+        index: usize,
+        at: RowRef<'_>,
+        column: &'static str,
+    ) -> Result<DateTime<Utc>, sqlx::Error> {
+        let value = row.try_get_raw(index)?;
+        let binary = (value.format() == PgValueFormat::Binary)
+            .then(|| <[u8; 8]>::try_from(value.as_bytes().ok()?).ok())
+            .flatten();
+        if let Some(bytes) = binary {
+            return from_postgres_micros(i64::from_be_bytes(bytes))
+                .map_err(|stored| at.corrupt(column, CorruptValue::Time(stored)));
+        }
+        // Text form (not sent to these reads; kept for safety): sqlx parses it, and fails
+        // without panicking on `infinity`.
+        row.try_get(index)
+    }
+}
+
+/// A `timestamptz`'s microseconds since 2000-01-01 UTC as a time; the stored value,
+/// described, for `infinity` and `-infinity` (`i64::MAX` and `i64::MIN`) and the finite
+/// times after chrono's last year (262143).
+#[cfg(feature = "postgres")]
+pub(crate) fn from_postgres_micros(micros: i64) -> Result<DateTime<Utc>, String> {
+    /// 2000-01-01T00:00:00Z in microseconds since the Unix epoch.
+    const POSTGRES_EPOCH: i64 = 946_684_800_000_000;
+    let time = (micros != i64::MAX && micros != i64::MIN)
+        .then(|| DateTime::from_timestamp_micros(micros.checked_add(POSTGRES_EPOCH)?))
+        .flatten();
+    time.ok_or_else(|| match micros {
+        i64::MAX => "infinity".to_owned(),
+        i64::MIN => "-infinity".to_owned(),
+        micros => format!("{micros} µs after 2000-01-01"),
+    })
+}
+
+/// A count or version as a SQL integer (saturating; no stream gets near `i64::MAX`).
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A number the database computed (a count, a length, a sum) as a `u64`; never a stored
+/// column, which goes through [`RowRef`] so that a corrupt value is an error.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
