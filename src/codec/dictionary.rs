@@ -116,9 +116,33 @@ impl Codec {
         &self,
         stored: &StoredDictionary,
     ) -> Result<Dictionary, CodecError> {
+        Ok(Dictionary::new(stored.id, &self.dictionary_bytes(stored)?))
+    }
+
+    /// `stored` sealed again by the ring's active key, when a retired ring key seals it
+    /// (`None` otherwise: it is plain, or already under the active key).
+    ///
+    /// # Errors
+    /// As [`Codec::open_dictionary`].
+    pub(crate) fn reseal_dictionary(
+        &self,
+        stored: &StoredDictionary,
+    ) -> Result<Option<StoredDictionary>, CodecError> {
+        let (Some(keys), Some(key_id)) = (&self.keys, &stored.key_id) else {
+            return Ok(None);
+        };
+        if *key_id == keys.active {
+            return Ok(None);
+        }
+        let raw = self.dictionary_bytes(stored)?;
+        self.seal_dictionary(stored.id, &raw, stored.samples)
+            .map(Some)
+    }
+
+    /// The plain dictionary `stored` holds, checked as [`Codec::open_dictionary`] says.
+    fn dictionary_bytes(&self, stored: &StoredDictionary) -> Result<Vec<u8>, CodecError> {
         let id = stored.id;
         let tampered = || CodecError::DictionaryTampered { id };
-        let opened;
         let raw = match &stored.key_id {
             Some(key_id) => {
                 let cipher = self
@@ -129,22 +153,21 @@ impl Codec {
                         key_id: key_id.clone(),
                     })?;
                 let nonce = nonce_of(&stored.content).ok_or_else(tampered)?;
-                opened = cipher
+                cipher
                     .open(
                         &nonce,
                         &stored.content[NONCE_LEN..],
                         &dictionary_context(id),
                     )
-                    .ok_or_else(tampered)?;
-                opened.as_slice()
+                    .ok_or_else(tampered)?
             }
             None if self.keys.is_some() && !self.accept_unencrypted => return Err(tampered()),
-            None => stored.content.as_slice(),
+            None => stored.content.clone(),
         };
-        if sha256(raw) != stored.sha256 {
+        if sha256(&raw) != stored.sha256 {
             return Err(tampered());
         }
-        Ok(Dictionary::new(id, raw))
+        Ok(raw)
     }
 }
 

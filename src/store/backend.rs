@@ -678,6 +678,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Stores a compression dictionary unless its id is taken; whether it was stored.
     async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool>;
 
+    /// Replaces a dictionary's seal (`key_id` and `content`) with `new`'s if its row is
+    /// still as `old` was read; whether it was replaced.
+    async fn reseal_dictionary(
+        &self,
+        old: &crate::codec::StoredDictionary,
+        new: &crate::codec::StoredDictionary,
+    ) -> Result<bool>;
+
     /// The newest `limit` events' ids, streams and stored payloads, newest first: what a
     /// dictionary is trained on.
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>>;

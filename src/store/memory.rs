@@ -625,6 +625,22 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
+    async fn reseal_dictionary(
+        &self,
+        old: &StoredDictionary,
+        new: &StoredDictionary,
+    ) -> Result<bool> {
+        let mut state = self.lock()?;
+        match state.dictionaries.get_mut(&old.id) {
+            Some(stored) if stored == old => {
+                stored.key_id.clone_from(&new.key_id);
+                stored.content.clone_from(&new.content);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
         let state = self.lock()?;
         Ok(state

@@ -1153,6 +1153,14 @@ impl Backend for PostgresBackend {
         Sql(&self.pool).insert_dictionary(dictionary).await
     }
 
+    async fn reseal_dictionary(
+        &self,
+        old: &crate::codec::StoredDictionary,
+        new: &crate::codec::StoredDictionary,
+    ) -> Result<bool> {
+        Sql(&self.pool).reseal_dictionary(old, new).await
+    }
+
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
         Sql(&self.pool).recent_payloads(limit).await
     }

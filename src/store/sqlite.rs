@@ -815,6 +815,14 @@ impl Backend for SqliteBackend {
         Sql(&self.writer).insert_dictionary(dictionary).await
     }
 
+    async fn reseal_dictionary(
+        &self,
+        old: &crate::codec::StoredDictionary,
+        new: &crate::codec::StoredDictionary,
+    ) -> Result<bool> {
+        Sql(&self.writer).reseal_dictionary(old, new).await
+    }
+
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
         Sql(&self.reader).recent_payloads(limit).await
     }
