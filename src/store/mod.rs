@@ -720,7 +720,7 @@ impl Store {
     #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
     pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
         let stream = StreamId::new(stream.as_ref())?;
-        text::refuse(spec.text_problem(), Some(&stream), None)?;
+        text::refuse(spec.text_problem(), Some(stream.as_str()), None)?;
         let backend = &self.inner.backend;
         let outcome = self
             .inner
