@@ -1,21 +1,20 @@
 //! A projection's batch: one database transaction that carries the read model's writes
-//! and the projection's checkpoint, so both commit together or not at all.
+//! and the projection's checkpoint, so both commit together or not at all. The SQL that
+//! runs in it is written once, over the dialect (`sql/tx.rs`: checkpoints and skips;
+//! `requests.rs`: the outbox); [`BatchTx`] picks the backend's transaction once per call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-#[cfg(feature = "sqlite")]
-use chrono::Utc;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use sqlx::Transaction;
 #[cfg(feature = "postgres")]
 use sqlx::{PgConnection, Postgres};
 #[cfg(feature = "sqlite")]
 use sqlx::{Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::sql::to_i64;
-use crate::error::{Error, Result};
+use super::requests::{Claimed, DeadRow, Failed, NewRequest, StateCount, TurnKeys};
+use super::sql::tx::SqlTx;
+use crate::error::{Error, Result, ValidationError};
 use crate::read::LogPosition;
 
 /// The memory backend's checkpoints, shared with its batches.
@@ -26,6 +25,7 @@ pub(crate) type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
 pub(crate) struct StoredCheckpoint {
     pub name: String,
     pub position: LogPosition,
+    /// When it last moved (`None` where the backend does not record it: memory).
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -47,9 +47,9 @@ pub(crate) enum Flush {
 #[derive(Debug)]
 pub(crate) enum BatchTx {
     #[cfg(feature = "sqlite")]
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqlTx<Sqlite>),
     #[cfg(feature = "postgres")]
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(SqlTx<Postgres>),
     /// The memory backend has no transactions: the checkpoint is kept aside and stored on
     /// commit.
     Memory {
@@ -59,30 +59,43 @@ pub(crate) enum BatchTx {
     },
 }
 
+/// Calls `$call` on the batch's SQL transaction (bound to `$tx`), or evaluates `$memory`
+/// on the memory backend's.
+macro_rules! on_backend {
+    ($batch:expr, |$tx:ident| $call:expr, $memory:pat => $otherwise:expr) => {
+        match $batch {
+            #[cfg(feature = "sqlite")]
+            BatchTx::Sqlite($tx) => $call,
+            #[cfg(feature = "postgres")]
+            BatchTx::Postgres($tx) => $call,
+            $memory => $otherwise,
+        }
+    };
+}
+
+/// The memory backend keeps no outbox.
+fn unsupported() -> Error {
+    ValidationError::Config(
+        "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL".to_owned(),
+    )
+    .into()
+}
+
 impl BatchTx {
     /// The transaction's SQLite connection, when the store is SQLite.
     #[cfg(feature = "sqlite")]
     pub(crate) fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
         match self {
-            BatchTx::Sqlite(tx) => Some(&mut **tx),
+            BatchTx::Sqlite(tx) => Some(tx.connection()),
             _ => None,
         }
-    }
-
-    /// Whether the store is PostgreSQL (whose statements differ in places).
-    pub(crate) fn is_postgres(&self) -> bool {
-        #[cfg(feature = "postgres")]
-        if let BatchTx::Postgres(_) = self {
-            return true;
-        }
-        false
     }
 
     /// The transaction's PostgreSQL connection, when the store is PostgreSQL.
     #[cfg(feature = "postgres")]
     pub(crate) fn postgres(&mut self) -> Option<&mut PgConnection> {
         match self {
-            BatchTx::Postgres(tx) => Some(&mut **tx),
+            BatchTx::Postgres(tx) => Some(tx.connection()),
             _ => None,
         }
     }
@@ -91,9 +104,9 @@ impl BatchTx {
     pub(crate) fn sql_target(&mut self) -> crate::portable::Target<'_> {
         match self {
             #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => crate::portable::Target::SqliteConnection(tx),
+            BatchTx::Sqlite(tx) => crate::portable::Target::SqliteConnection(tx.connection()),
             #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => crate::portable::Target::PgConnection(tx),
+            BatchTx::Postgres(tx) => crate::portable::Target::PgConnection(tx.connection()),
             BatchTx::Memory { .. } => {
                 crate::portable::Target::None("the memory store has no SQL database")
             }
@@ -109,172 +122,37 @@ impl BatchTx {
         from: LogPosition,
         to: LogPosition,
     ) -> Result<bool> {
-        let fail = |error| Error::from_sqlx("save_checkpoint", error);
-        // From START, an upsert: the first batch inserts the row (or moves one still at
-        // START). From anywhere else, an update of the row only where it still holds
-        // `from`: a row deleted meanwhile (a reset) is not written again, even by a
-        // transaction that began before the delete committed (PostgreSQL's UPDATE waits
-        // for the deleter, then finds no row), so the runner sees the reset.
-        let first = from == crate::read::LogPosition::START;
-        let moved =
-            match self {
-                #[cfg(feature = "sqlite")]
-                BatchTx::Sqlite(tx) => sqlx::query(if first {
-                    "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
-                     VALUES (?1, ?4, ?5, ?6) \
-                     ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
-                         position = excluded.position, updated_at = excluded.updated_at \
-                     WHERE projection_checkpoints.commit_id = ?2 \
-                       AND projection_checkpoints.position = ?3"
-                } else {
-                    "UPDATE projection_checkpoints SET commit_id = ?4, position = ?5, \
-                         updated_at = ?6 \
-                     WHERE name = ?1 AND commit_id = ?2 AND position = ?3"
-                })
-                .bind(name)
-                .bind(to_i64(from.commit()))
-                .bind(to_i64(from.position()))
-                .bind(to_i64(to.commit()))
-                .bind(to_i64(to.position()))
-                .bind(Utc::now().timestamp_micros())
-                .execute(&mut **tx)
-                .await
-                .map_err(fail)?
-                .rows_affected()
-                    > 0,
-                #[cfg(feature = "postgres")]
-                BatchTx::Postgres(tx) => {
-                    sqlx::query(if first {
-                        "INSERT INTO projection_checkpoints (name, commit_id, position) \
-                         VALUES ($1, $4, $5) \
-                         ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
-                             position = excluded.position, updated_at = now() \
-                         WHERE projection_checkpoints.commit_id = $2 \
-                           AND projection_checkpoints.position = $3"
-                    } else {
-                        "UPDATE projection_checkpoints SET commit_id = $4, position = $5, \
-                             updated_at = now() \
-                         WHERE name = $1 AND commit_id = $2 AND position = $3"
-                    })
-                    .bind(name)
-                    .bind(to_i64(from.commit()))
-                    .bind(to_i64(from.position()))
-                    .bind(to_i64(to.commit()))
-                    .bind(to_i64(to.position()))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(fail)?
-                    .rows_affected()
-                        > 0
-                }
-                BatchTx::Memory {
-                    checkpoints,
-                    pending,
-                } => {
-                    let stored = checkpoints
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(name)
-                        .copied()
-                        .unwrap_or_default();
-                    *pending = Some((name.to_owned(), from, to));
-                    stored == from
-                }
-            };
-        Ok(moved)
+        on_backend!(self, |tx| tx.move_checkpoint(name, from, to).await,
+            BatchTx::Memory { checkpoints, pending } => {
+                let stored = checkpoints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(name)
+                    .copied()
+                    .unwrap_or_default();
+                *pending = Some((name.to_owned(), from, to));
+                Ok(stored == from)
+            }
+        )
     }
 
     /// `name`'s stored checkpoint, read in this transaction (PostgreSQL: its row, when
     /// there is one, stays locked until the transaction ends; SQLite: a batch holds the
     /// write lock).
     pub(crate) async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
-        let fail = |error| Error::from_sqlx("checkpoint", error);
-        let row: Option<(i64, i64)> = match self {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => sqlx::query_as(
-                "SELECT commit_id, position FROM projection_checkpoints WHERE name = ?",
-            )
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(fail)?,
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => sqlx::query_as(
-                "SELECT commit_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-            )
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(fail)?,
-            BatchTx::Memory { checkpoints, .. } => {
-                return Ok(checkpoints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(name)
-                    .copied());
-            }
-        };
-        row.map(|row| super::sql::checkpoint(name, row))
-            .transpose()
-            .map_err(fail)
+        on_backend!(self, |tx| tx.locked_checkpoint(name).await,
+            BatchTx::Memory { checkpoints, .. } => Ok(checkpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .copied())
+        )
     }
 
     /// Every stored checkpoint in name order: name, cursor, and when it last moved (`None`
     /// on the memory backend, which does not record it).
     pub(crate) async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
-        let fail = |error| Error::from_sqlx("checkpoints", error);
-        match self {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => {
-                let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-                    "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
-                     ORDER BY name",
-                )
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(fail)?;
-                rows.into_iter()
-                    .map(|(name, commit, position, updated)| {
-                        let at = super::sql::RowRef::checkpoint(&name);
-                        let updated_at = at.micros("updated_at", updated).map_err(fail)?;
-                        let position =
-                            super::sql::checkpoint(&name, (commit, position)).map_err(fail)?;
-                        Ok(StoredCheckpoint {
-                            name,
-                            position,
-                            updated_at: Some(updated_at),
-                        })
-                    })
-                    .collect()
-            }
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => {
-                use super::sql::dialect::{Dialect, StoredTime};
-                let rows: Vec<(String, i64, i64, StoredTime)> = sqlx::query_as(
-                    "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
-                     ORDER BY name COLLATE \"C\"",
-                )
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(fail)?;
-                rows.into_iter()
-                    .map(|(name, commit, position, updated)| {
-                        let at = super::sql::RowRef::checkpoint(&name);
-                        let updated_at = Postgres::stored_time(updated)
-                            .map_err(|stored| {
-                                at.corrupt("updated_at", crate::error::CorruptValue::Time(stored))
-                            })
-                            .map_err(fail)?;
-                        let position =
-                            super::sql::checkpoint(&name, (commit, position)).map_err(fail)?;
-                        Ok(StoredCheckpoint {
-                            name,
-                            position,
-                            updated_at: Some(updated_at),
-                        })
-                    })
-                    .collect()
-            }
+        on_backend!(self, |tx| tx.checkpoints().await,
             BatchTx::Memory { checkpoints, .. } => {
                 let checkpoints = checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut listed: Vec<StoredCheckpoint> = checkpoints
@@ -288,37 +166,19 @@ impl BatchTx {
                 listed.sort_by(|a, b| a.name.cmp(&b.name));
                 Ok(listed)
             }
-        }
+        )
     }
 
     /// Deletes `name`'s checkpoint, in this transaction: the projection starts over.
     /// Returns whether there was one.
     pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
-        let fail = |error| Error::from_sqlx("reset_checkpoint", error);
-        let deleted = match self {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => sqlx::query("DELETE FROM projection_checkpoints WHERE name = ?")
-                .bind(name)
-                .execute(&mut **tx)
-                .await
-                .map_err(fail)?
-                .rows_affected(),
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => {
-                sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
-                    .bind(name)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(fail)?
-                    .rows_affected()
-            }
-            BatchTx::Memory { checkpoints, .. } => checkpoints
+        on_backend!(self, |tx| tx.reset_checkpoint(name).await,
+            BatchTx::Memory { checkpoints, .. } => Ok(checkpoints
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(name)
-                .map_or(0, |_| 1),
-        };
-        Ok(deleted > 0)
+                .is_some())
+        )
     }
 
     /// Records that `name` stepped over `event` after its handler kept failing with
@@ -330,55 +190,15 @@ impl BatchTx {
         position: u64,
         error: &str,
     ) -> Result<()> {
-        let fail = |error| Error::from_sqlx("record_skip", error);
-        match self {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO projection_skipped \
-                     (name, event_id, position, error, skipped_at) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(name)
-                .bind(event_id)
-                .bind(to_i64(position))
-                .bind(error)
-                .bind(Utc::now().timestamp_micros())
-                .execute(&mut **tx)
-                .await
-                .map_err(fail)?;
-            }
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => {
-                sqlx::query(
-                    "INSERT INTO projection_skipped (name, event_id, position, error) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (name, event_id) DO UPDATE SET \
-                     error = excluded.error, skipped_at = now()",
-                )
-                .bind(name)
-                .bind(event_id)
-                .bind(to_i64(position))
-                .bind(error)
-                .execute(&mut **tx)
-                .await
-                .map_err(fail)?;
-            }
-            BatchTx::Memory { .. } => {}
-        }
-        Ok(())
+        on_backend!(self, |tx| tx.record_skip(name, event_id, position, error).await,
+            BatchTx::Memory { .. } => Ok(())
+        )
     }
 
     /// Commits the batch: the read model's writes and the checkpoint.
     pub(crate) async fn commit(self) -> Result<()> {
-        let fail = |error| Error::from_sqlx("commit_batch", error);
-        match self {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => tx.commit().await.map_err(fail),
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => tx.commit().await.map_err(fail),
-            BatchTx::Memory {
-                checkpoints,
-                pending,
-            } => {
+        on_backend!(self, |tx| tx.commit().await,
+            BatchTx::Memory { checkpoints, pending } => {
                 if let Some((name, from, to)) = pending {
                     let mut checkpoints =
                         checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
@@ -392,6 +212,38 @@ impl BatchTx {
                 }
                 Ok(())
             }
-        }
+        )
     }
+}
+
+/// The outbox's statements (`requests.rs`), on the SQL backends; the memory backend
+/// refuses them.
+macro_rules! outbox_methods {
+    ($(fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $out:ty;)*) => {
+        impl BatchTx {
+            $(
+                pub(crate) async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out> {
+                    on_backend!(self, |tx| tx.$name($($arg),*).await,
+                        BatchTx::Memory { .. } => Err(unsupported()))
+                }
+            )*
+        }
+    };
+}
+
+outbox_methods! {
+    fn insert_requests(&mut self, requests: &[NewRequest<'_>], now: i64) -> u64;
+    fn lock_turns(&mut self, keys: &TurnKeys<'_>) -> ();
+    fn pass_turns(&mut self, keys: &TurnKeys<'_>) -> ();
+    fn claim_requests(&mut self, handlers: &str, token: &str, now: i64, lease_until: i64, limit: usize) -> Vec<Claimed>;
+    fn finish_done(&mut self, ids: &[i64], token: &str, now: i64) -> Vec<i64>;
+    fn finish_failed(&mut self, id: i64, token: &str, failed: &Failed<'_>, now: i64) -> bool;
+    fn request_counts(&mut self) -> Vec<StateCount>;
+    fn list_requests(&mut self) -> Vec<(String, Uuid)>;
+    fn dead_requests(&mut self, handler: Option<&str>, limit: usize) -> Vec<DeadRow>;
+    fn retry_dead(&mut self, id: Option<i64>, handler: Option<&str>, now: i64) -> u64;
+    fn register_handlers(&mut self, outbox: &str, handlers: &[(&str, LogPosition)], now: i64) -> Vec<(String, LogPosition)>;
+    fn open_requests_until(&mut self, handlers: &str, until: LogPosition) -> u64;
+    fn last_committed_event(&mut self) -> LogPosition;
+    fn purge_done(&mut self, before: i64) -> u64;
 }

@@ -32,6 +32,7 @@ use super::retention_sql;
 use super::sql::dialect::Dialect;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
+use super::sql::tx::SqlTx;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{ConnectErrorKind, Error, Result, ValidationError};
@@ -998,7 +999,7 @@ impl Backend for PostgresBackend {
         self.pool
             .begin_with(begin)
             .await
-            .map(BatchTx::Postgres)
+            .map(|tx| BatchTx::Postgres(SqlTx(tx)))
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
@@ -1006,7 +1007,7 @@ impl Backend for PostgresBackend {
         self.pool
             .begin_with("BEGIN READ ONLY")
             .await
-            .map(BatchTx::Postgres)
+            .map(|tx| BatchTx::Postgres(SqlTx(tx)))
             .map_err(|error| Error::from_sqlx("begin_read", error))
     }
 

@@ -36,6 +36,7 @@ use super::retention_sql;
 use super::sql::dialect::Dialect;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
+use super::sql::tx::SqlTx;
 use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{Error, Result, SQLITE_BUSY, sqlite_primary_code};
@@ -704,7 +705,7 @@ impl Backend for SqliteBackend {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map(BatchTx::Sqlite)
+            .map(|tx| BatchTx::Sqlite(SqlTx(tx)))
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
@@ -713,7 +714,7 @@ impl Backend for SqliteBackend {
         self.reader
             .begin()
             .await
-            .map(BatchTx::Sqlite)
+            .map(|tx| BatchTx::Sqlite(SqlTx(tx)))
             .map_err(|error| Error::from_sqlx("begin_read", error))
     }
 

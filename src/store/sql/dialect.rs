@@ -36,6 +36,20 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     /// What goes around a `SELECT … ORDER BY … LIMIT` to make it a member of a
     /// `UNION ALL`.
     const ORDERED_MEMBER: (&'static str, &'static str);
+    /// What follows a `SELECT` of a row that the transaction then holds until it ends
+    /// (nothing where a write transaction holds the whole database: SQLite).
+    const FOR_UPDATE: &'static str;
+    /// What follows an `ORDER BY` of text to sort it bytewise (SQLite's own order).
+    const BYTEWISE: &'static str;
+    /// What follows the outbox claim's pick of requests so that executors claiming at once
+    /// pass over each other's (nothing where the write lock serializes claims: SQLite).
+    const SKIP_LOCKED: &'static str;
+    /// The statement run before the outbox claim, in its transaction, if any (PostgreSQL:
+    /// the planner settings that keep the claim on its index, and no wait for the disk).
+    const BEFORE_CLAIM: Option<&'static str>;
+    /// The log position of the last event committed and visible to the transaction
+    /// (transaction id, position): by commit on PostgreSQL, by position on SQLite.
+    const LAST_COMMITTED: &'static str;
 
     /// A time as a statement binds it.
     type Time: for<'t> Encode<'t, Self> + Type<Self> + Send + 'static;
@@ -46,6 +60,28 @@ pub(crate) trait Dialect: DecodeRows + Sized {
 
     /// The condition "`column` is one of the list bound as `param`".
     fn in_list(column: &str, param: &str) -> String;
+
+    /// The elements of the JSON array bound as `param` as a subquery's rows, of type
+    /// `pg_type` on PostgreSQL (SQLite keeps JSON's own types).
+    fn json_elements(param: &str, pg_type: &str) -> String;
+
+    /// The rows `(handler, stream_id)` of the JSON array of pairs bound as `param`.
+    fn json_pairs(param: &str) -> String;
+
+    /// `INDEXED BY index` where the planner must be told (SQLite plans without statistics
+    /// unless someone ran `ANALYZE`, and then took an index of every open request of a
+    /// handler for the outbox claim); nothing on PostgreSQL.
+    fn indexed_by(index: &str) -> String;
+
+    /// The condition "`id` is one of the rows of `select`", read through the primary key
+    /// whatever number of rows the planner guesses `select` gives (PostgreSQL guessed 100
+    /// rows of a JSON list for `IN` and read the whole table; `= ANY (ARRAY(…))` it does not).
+    fn id_in(select: &str) -> String;
+
+    /// The statement that takes, for the rest of the transaction and in one order for
+    /// every transaction, a lock per (handler, stream) of the `keys` subquery (PostgreSQL's
+    /// advisory locks); `None` where the write lock already serializes writers (SQLite).
+    fn lock_turns(keys: &str) -> Option<String>;
 
     /// `items` as bound for [`Dialect::in_list`].
     ///
@@ -87,6 +123,13 @@ pub(crate) struct Statements {
     pub(crate) events: String,
     pub(crate) replay_start: String,
     pub(crate) list_snapshots: String,
+    /// A projection's first checkpoint (or the move of one still at the start).
+    pub(crate) insert_checkpoint: String,
+    /// The move of a checkpoint from where it still is.
+    pub(crate) move_checkpoint: String,
+    pub(crate) locked_checkpoint: String,
+    pub(crate) checkpoints: String,
+    pub(crate) record_skip: String,
 }
 
 impl Statements {
@@ -130,6 +173,37 @@ impl Statements {
                  WHERE stream_id = $1 ORDER BY version DESC",
                 D::BIGINT
             ),
+            // $1 name, $2/$3 where it is, $4/$5 where it goes, $6 now.
+            insert_checkpoint: format!(
+                "INSERT INTO projection_checkpoints (name, commit_id, position, updated_at) \
+                 VALUES ($1, $4, $5, {}) \
+                 ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
+                     position = excluded.position, updated_at = excluded.updated_at \
+                 WHERE projection_checkpoints.commit_id = $2 \
+                   AND projection_checkpoints.position = $3",
+                D::now("$6")
+            ),
+            move_checkpoint: format!(
+                "UPDATE projection_checkpoints SET commit_id = $4, position = $5, \
+                     updated_at = {} \
+                 WHERE name = $1 AND commit_id = $2 AND position = $3",
+                D::now("$6")
+            ),
+            locked_checkpoint: format!(
+                "SELECT commit_id, position FROM projection_checkpoints WHERE name = $1{}",
+                D::FOR_UPDATE
+            ),
+            checkpoints: format!(
+                "SELECT name, commit_id, position, updated_at FROM projection_checkpoints \
+                 ORDER BY name{}",
+                D::BYTEWISE
+            ),
+            record_skip: format!(
+                "INSERT INTO projection_skipped (name, event_id, position, error, skipped_at) \
+                 VALUES ($1, $2, $3, $4, {}) ON CONFLICT (name, event_id) DO UPDATE SET \
+                     error = excluded.error, skipped_at = excluded.skipped_at",
+                D::now("$5")
+            ),
         }
     }
 }
@@ -147,6 +221,12 @@ impl Dialect for sqlx::Sqlite {
         "NULL AS event_id, NULL AS event_type, NULL AS payload, NULL AS at";
     // A compound SELECT takes no parenthesized member.
     const ORDERED_MEMBER: (&'static str, &'static str) = ("SELECT * FROM (", ")");
+    const FOR_UPDATE: &'static str = "";
+    const BYTEWISE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    const BEFORE_CLAIM: Option<&'static str> = None;
+    const LAST_COMMITTED: &'static str =
+        "SELECT 0, position FROM events ORDER BY position DESC LIMIT 1";
 
     /// Microseconds since the Unix epoch.
     type Time = i64;
@@ -162,6 +242,29 @@ impl Dialect for sqlx::Sqlite {
 
     fn in_list(column: &str, param: &str) -> String {
         format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn json_elements(param: &str, _pg_type: &str) -> String {
+        format!("SELECT value FROM json_each({param})")
+    }
+
+    fn json_pairs(param: &str) -> String {
+        format!(
+            "SELECT json_extract(value, '$[0]') AS handler, \
+                 json_extract(value, '$[1]') AS stream_id FROM json_each({param})"
+        )
+    }
+
+    fn indexed_by(index: &str) -> String {
+        format!("INDEXED BY {index}")
+    }
+
+    fn id_in(select: &str) -> String {
+        format!("id IN ({select})")
+    }
+
+    fn lock_turns(_keys: &str) -> Option<String> {
+        None
     }
 
     fn list<T: AsRef<str>>(items: &[T]) -> Result<String> {
@@ -216,6 +319,22 @@ impl Dialect for sqlx::Postgres {
     const START_NULLS: &'static str = "NULL::uuid AS event_id, NULL::text AS event_type, \
          NULL::bytea AS payload, NULL::timestamptz AS at";
     const ORDERED_MEMBER: (&'static str, &'static str) = ("(", ")");
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const BYTEWISE: &'static str = " COLLATE \"C\"";
+    const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
+    // Walk the open requests' index in claim order and stop at the limit. On a table
+    // whose statistics lag its churn (no autovacuum, or just after a burst), PostgreSQL
+    // otherwise fetched every open request and sorted them for each claim: 4.9 ms instead
+    // of 1.7 ms at 10,000 open requests, and growing with them. And do not wait for the
+    // claim to reach the disk: a claim lost in a crash leaves its requests pending, to be
+    // claimed again, which a lease running out would do anyway.
+    const BEFORE_CLAIM: Option<&'static str> = Some(
+        "SELECT set_config('enable_sort', 'off', true), \
+                set_config('enable_bitmapscan', 'off', true), \
+                set_config('synchronous_commit', 'off', true)",
+    );
+    const LAST_COMMITTED: &'static str = "SELECT transaction_id::text::bigint, position FROM events \
+         ORDER BY transaction_id DESC, position DESC LIMIT 1";
 
     type Time = DateTime<Utc>;
 
@@ -230,6 +349,33 @@ impl Dialect for sqlx::Postgres {
 
     fn in_list(column: &str, param: &str) -> String {
         format!("{column} = ANY({param})")
+    }
+
+    fn json_elements(param: &str, pg_type: &str) -> String {
+        format!("SELECT json_array_elements_text({param}::json)::{pg_type}")
+    }
+
+    fn json_pairs(param: &str) -> String {
+        format!(
+            "SELECT k ->> 0 AS handler, k ->> 1 AS stream_id \
+             FROM json_array_elements({param}::json) AS k"
+        )
+    }
+
+    fn indexed_by(_index: &str) -> String {
+        String::new()
+    }
+
+    fn id_in(select: &str) -> String {
+        format!("id = ANY (ARRAY({select}))")
+    }
+
+    fn lock_turns(keys: &str) -> Option<String> {
+        Some(format!(
+            "SELECT count(pg_advisory_xact_lock({TURN_LOCK_CLASS}, key)) FROM ( \
+                 SELECT DISTINCT hashtext(handler || chr(10) || stream_id) AS key \
+                 FROM ({keys}) AS keys ORDER BY key) AS sorted"
+        ))
     }
 
     fn list<T: AsRef<str>>(items: &[T]) -> Result<Vec<String>> {
@@ -263,6 +409,11 @@ impl Dialect for sqlx::Postgres {
         &STATEMENTS
     }
 }
+
+/// The class of the PostgreSQL advisory locks on the outbox's turns (two-key locks: their
+/// space is apart from the one-key locks of appends and leases).
+#[cfg(feature = "postgres")]
+const TURN_LOCK_CLASS: i32 = 0x6f62_7478;
 
 /// A `timestamptz` as sent in binary form: microseconds since 2000-01-01 UTC, decoded
 /// without sqlx's chrono conversion, which panics on `infinity`.
@@ -305,12 +456,15 @@ macro_rules! sql_impl {
             usize: sqlx::ColumnIndex<<$d as sqlx::Database>::Row>,
             for<'t> &'t str: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
             for<'t> &'t [u8]: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
-            for<'t> bool: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> bool: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
+            for<'t> i16: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
             for<'t> i32: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
             for<'t> i64: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
             for<'t> String: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
             for<'t> Vec<u8>: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
             for<'t> Option<String>: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> Option<&'t str>: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
+            for<'t> Option<i64>: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
             for<'t> Option<Vec<u8>>: sqlx::Encode<'t, $d> + sqlx::Type<$d>,
             for<'t> uuid::Uuid: sqlx::Encode<'t, $d> + sqlx::Decode<'t, $d> + sqlx::Type<$d>,
         {

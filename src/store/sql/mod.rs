@@ -8,6 +8,7 @@ pub(crate) mod dialect;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod reads;
 pub(crate) mod rows;
+pub(crate) mod tx;
 
 use std::ops::RangeInclusive;
 
