@@ -12,14 +12,13 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, WindowLimit, Written,
+    SnapshotWrite, StoredEvent, StoredSnapshot, WindowLimit, Written,
 };
 use super::batch::{BatchTx, Flush, MemoryCheckpoints};
 use super::key_cache::StoredKey;
 use super::storage::StorageStats;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -38,7 +37,7 @@ pub(crate) struct MemoryBackend {
 #[derive(Debug, Default)]
 struct State {
     /// Every event by global position; hard deletes remove entries, positions stay.
-    log: BTreeMap<u64, RecordedEvent>,
+    log: BTreeMap<u64, StoredEvent>,
     last_position: u64,
     streams: BTreeMap<String, StreamRow>,
     /// Position of every stored event id.
@@ -135,20 +134,24 @@ impl Backend for MemoryBackend {
             let position = state.last_position;
             let version = base + offset;
             state.ids.insert(event.source.id, position);
+            let metadata = &event.source.metadata;
             state.log.insert(
                 position,
-                RecordedEvent {
+                StoredEvent {
                     id: event.source.id,
                     stream_id: stream.clone(),
                     version,
                     position,
+                    commit: 0,
                     event_type: event.source.event_type.clone(),
                     schema_version: event.source.schema_version,
-                    metadata: event.source.metadata.clone(),
-                    recorded_at: now,
-                    commit: 0,
                     payload: event.payload.clone(),
-                    unreadable: None,
+                    correlation_id: metadata.correlation_id.clone(),
+                    causation_id: metadata.causation_id.clone(),
+                    tenant_id: metadata.tenant_id.clone(),
+                    user_id: metadata.user_id.clone(),
+                    extra_metadata: event.extra_metadata.clone(),
+                    recorded_at: now,
                 },
             );
             written.push(Written {
@@ -258,7 +261,7 @@ impl Backend for MemoryBackend {
         versions: RangeInclusive<u64>,
         direction: Direction,
         limit: WindowLimit,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<StoredEvent>> {
         let state = self.lock()?;
         let Some(row) = state.streams.get(stream.as_str()) else {
             return Ok(Vec::new());
@@ -440,7 +443,7 @@ impl Backend for MemoryBackend {
         Ok(checkpoints.get(name).copied())
     }
 
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
         let state = self.lock()?;
         Ok(ids
             .iter()
@@ -450,7 +453,7 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         let state = self.lock()?;
         Ok(state
             .log
@@ -467,11 +470,11 @@ impl Backend for MemoryBackend {
                     && query
                         .correlation_id
                         .as_ref()
-                        .is_none_or(|id| event.metadata.correlation_id.as_ref() == Some(id))
+                        .is_none_or(|id| event.correlation_id.as_ref() == Some(id))
                     && query
                         .tenant_id
                         .as_ref()
-                        .is_none_or(|id| event.metadata.tenant_id.as_ref() == Some(id))
+                        .is_none_or(|id| event.tenant_id.as_ref() == Some(id))
             })
             .skip(query.offset)
             .take(query.limit)
