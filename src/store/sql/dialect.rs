@@ -129,6 +129,7 @@ impl Statements {
             ),
             list_streams: format!("SELECT {} FROM streams", D::STREAM_COLUMNS),
             events: format!("SELECT {} FROM events", event_columns[0]),
+            event_columns,
             // One round trip: the stream row (kind 0), the newest snapshot at or below $2
             // (kind 1) and the first page of events after it (kind 2), as rows of one shape.
             // Every statement is a round trip (on SQLite a hop to the connection's thread and
@@ -159,7 +160,6 @@ impl Statements {
                  WHERE stream_id = $1 ORDER BY version DESC",
                 D::BIGINT
             ),
-            event_columns,
         }
     }
 }
