@@ -18,7 +18,8 @@ use crate::text::{self, TextProblem};
 /// the log then fetch only those columns (on SQLite and PostgreSQL), so a projection
 /// that needs the type and payload but no metadata moves fewer bytes per event. What was
 /// not asked for is absent in the [`RecordedEvent`](crate::RecordedEvent)s it gets: an
-/// empty payload without [`EventParts::PAYLOAD`] (so [`RecordedEvent::data`] fails), and
+/// empty payload without [`EventParts::PAYLOAD`] (so
+/// [`RecordedEvent::data`](crate::RecordedEvent::data) fails), and
 /// [`EventMetadata::default`](crate::EventMetadata) without [`EventParts::METADATA`].
 ///
 /// ```

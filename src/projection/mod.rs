@@ -137,6 +137,10 @@ pub trait Projection: Send + Sync + 'static {
     /// [`EventParts::METADATA`] the metadata is [`EventMetadata::default`]. The id,
     /// stream, version, log position, type, schema version and time always come.
     ///
+    /// Without the payload nothing is decrypted, so the events of a forgotten stream
+    /// ([`Store::forget`](crate::Store::forget)) come like the others, empty:
+    /// [`ShreddedEvents`](crate::ShreddedEvents) applies to projections that read payloads.
+    ///
     /// Only the runner's reads of the log are lean: an inline projection gets the events
     /// its append wrote, whole.
     ///
