@@ -1,6 +1,8 @@
 //! chronicle's projection benchmarks: a projection catching up on a log written beforehand
 //! (doing nothing with each event, or upserting a row per event in the same database),
-//! beside chronicle's own `read_all` of the same log in the same rounds; the cost of an
+//! beside chronicle's own `read_all` of the same log in the same rounds; a projection
+//! reading type and payload with the lean read (`EventParts::PAYLOAD`) beside the same
+//! reading every part, on a log whose events carry metadata; the cost of an
 //! inline projection to appends (8 tasks appending single events for `CHRONICLE_BENCH_SECS`
 //! per system and round, without and with an inline upsert); and the lag of a live
 //! projection behind a writer.
@@ -47,8 +49,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chronicle::{
-    ExpectedVersion, LogPosition, NewEvent, Projection, ProjectionContext, ProjectionError,
-    RecordedEvent, Store,
+    EventMetadata, EventParts, ExpectedVersion, LogPosition, NewEvent, Projection,
+    ProjectionContext, ProjectionError, RecordedEvent, Store,
 };
 use futures::TryStreamExt;
 use sqlx::sqlite::SqlitePool;
@@ -104,6 +106,13 @@ struct Log {
 /// `STREAMS` streams in turn, then reads the log once (which warms the caches) to find
 /// its last position and check its length.
 async fn fill_log(store: &Store, total: u64) -> Res<Log> {
+    fill_log_with(store, total, false).await
+}
+
+/// [`fill_log`], each event carrying metadata when `metadata` says so: correlation,
+/// causation, tenant and user ids, and a request id (in the extra metadata's JSON), as
+/// an application that traces its commands writes them.
+async fn fill_log_with(store: &Store, total: u64, metadata: bool) -> Res<Log> {
     let started = Instant::now();
     let mut written = 0;
     let mut amounts = 0;
@@ -114,7 +123,21 @@ async fn fill_log(store: &Store, total: u64) -> Res<Log> {
         amounts += samples.iter().map(|d| d.amount).sum::<u64>();
         let events = samples
             .iter()
-            .map(|d| NewEvent::from_serialize("deposited", d))
+            .map(|d| {
+                let event = NewEvent::from_serialize("deposited", d)?;
+                Ok::<_, chronicle::Error>(if metadata {
+                    event.metadata(EventMetadata {
+                        correlation_id: Some(format!("order-{append:08}")),
+                        causation_id: Some(format!("command-{append:08}")),
+                        tenant_id: Some("tenant-eu-1".to_owned()),
+                        user_id: Some("user-4711".to_owned()),
+                        request_id: Some(format!("request-{append:08}")),
+                        ..EventMetadata::default()
+                    })
+                } else {
+                    event
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         store
             .append(
@@ -282,6 +305,31 @@ impl Projection for Upsert {
         } else {
             return Err("the upsert projection needs a SQL store".into());
         }
+        Ok(())
+    }
+}
+
+/// Reads each event's type and payload, asking the runner for `parts` of the events.
+struct TypePayload {
+    name: String,
+    parts: EventParts,
+}
+
+impl Projection for TypePayload {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_parts(&self) -> EventParts {
+        self.parts
+    }
+
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        _ctx: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        std::hint::black_box((event.event_type.as_str(), event.payload_json()));
         Ok(())
     }
 }
@@ -612,6 +660,72 @@ async fn proj_catchup_upsert_sqlite(cfg: &Config) -> Res<Vec<Row>> {
         None,
     )
     .await
+}
+
+/// Workload 3: catch-ups of a log whose events carry metadata by a projection that reads
+/// the type and payload, asking for every part of the events (the baseline), then for
+/// the payload only (`EventParts::PAYLOAD`, the lean read), in every round.
+async fn lean_rows(cfg: &Config, name: &str, backend: &str, store: Store) -> Res<Vec<Row>> {
+    let events = cfg.size(PROJ_EVENTS_ENV, 200_000)?;
+    let log = fill_log_with(&store, events, true).await?;
+    let catch_up_with = move |store: Store, parts: EventParts| {
+        move || {
+            let store = store.clone();
+            async move {
+                let projection = TypePayload {
+                    name: fresh_name("type-payload"),
+                    parts,
+                };
+                catch_up(&store, projection, BATCH_DEFAULT, log).await
+            }
+        }
+    };
+    let systems = [
+        (
+            "type+payload projection, every part",
+            unit_op(catch_up_with(store.clone(), EventParts::ALL)),
+        ),
+        (
+            "type+payload projection, lean (payload only)",
+            unit_op(catch_up_with(store, EventParts::PAYLOAD)),
+        ),
+    ];
+    let rates = interleave_units(cfg, &systems).await?;
+    let [full, lean] = <[Vec<f64>; 2]>::try_from(rates)
+        .map_err(|rates| format!("expected 2 systems' rates, got {}", rates.len()))?;
+    let rates = Rates {
+        baseline: full,
+        chronicle: lean,
+    };
+    let what =
+        "type+payload (lean: EventParts::PAYLOAD; baseline: every part; events with metadata)";
+    Ok(vec![Row {
+        met: Met::Info,
+        target: "—".to_owned(),
+        ..ratio_row(
+            &catchup_workload(name, backend, what, BATCH_DEFAULT, log),
+            "events/s",
+            &rates,
+            0.0,
+            "",
+        )
+    }])
+}
+
+/// 3a. PostgreSQL: the lean read against the whole one.
+async fn proj_catchup_lean_pg(cfg: &Config) -> Res<Vec<Row>> {
+    with_schemas(cfg, async |schemas: &mut Schemas| {
+        let store = schemas.store("proj_lean", 4, |b| b).await?;
+        lean_rows(cfg, "proj_catchup_lean_pg", "PostgreSQL", store).await
+    })
+    .await
+}
+
+/// 3b. SQLite file: the lean read against the whole one.
+async fn proj_catchup_lean_sqlite(cfg: &Config) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(sqlite_url(dir.path(), "lean.db")).await?;
+    lean_rows(cfg, "proj_catchup_lean_sqlite", "SQLite", store).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -970,6 +1084,8 @@ const WORKLOADS: &[&str] = &[
     "proj_catchup_noop_pg",
     "proj_catchup_upsert_pg",
     "proj_catchup_upsert_sqlite",
+    "proj_catchup_lean_pg",
+    "proj_catchup_lean_sqlite",
     "proj_inline_append_pg",
     "proj_inline_append_sqlite",
     "proj_live_lag_pg",
@@ -982,6 +1098,8 @@ async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
         "proj_catchup_noop_pg" => proj_catchup_noop_pg(cfg).await,
         "proj_catchup_upsert_pg" => proj_catchup_upsert_pg(cfg).await,
         "proj_catchup_upsert_sqlite" => proj_catchup_upsert_sqlite(cfg).await,
+        "proj_catchup_lean_pg" => proj_catchup_lean_pg(cfg).await,
+        "proj_catchup_lean_sqlite" => proj_catchup_lean_sqlite(cfg).await,
         "proj_inline_append_pg" => proj_inline_append_pg(cfg).await,
         "proj_inline_append_sqlite" => proj_inline_append_sqlite(cfg).await,
         "proj_live_lag_pg" => proj_live_lag_pg(cfg).await,

@@ -83,7 +83,7 @@ pub use projection::{
     FailurePolicy, Projection, ProjectionCheckpoint, ProjectionContext, ProjectionError,
     ProjectionHandle, ProjectionState, ProjectionStatus, Projections, StartFrom,
 };
-pub use read::{EventQuery, LogPosition};
+pub use read::{EventParts, EventQuery, LogPosition};
 pub use retention::{
     AppliedRetention, EnforcerHandle, RetentionEnforcer, RetentionPolicy, RetentionReport,
     RetentionScope,

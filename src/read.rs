@@ -10,6 +10,82 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, ValidationError};
 use crate::text::{self, TextProblem};
 
+/// The parts of a stored event a reader asks for, beyond what every event read carries:
+/// the id, stream, version, log position, type, schema version and recording time.
+///
+/// A [`Projection`](crate::Projection) declares them with
+/// [`Projection::event_parts`](crate::Projection::event_parts), and the runner's reads of
+/// the log then fetch only those columns (on SQLite and PostgreSQL), so a projection
+/// that needs the type and payload but no metadata moves fewer bytes per event. What was
+/// not asked for is absent in the [`RecordedEvent`](crate::RecordedEvent)s it gets: an
+/// empty payload without [`EventParts::PAYLOAD`] (so
+/// [`RecordedEvent::data`](crate::RecordedEvent::data) fails), and
+/// [`EventMetadata::default`](crate::EventMetadata) without [`EventParts::METADATA`].
+///
+/// ```
+/// use chronicle::EventParts;
+///
+/// let lean = EventParts::PAYLOAD;
+/// assert!(lean.payload() && !lean.metadata());
+/// assert_eq!(EventParts::PAYLOAD | EventParts::METADATA, EventParts::ALL);
+/// assert_eq!(EventParts::default(), EventParts::ALL);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventParts {
+    payload: bool,
+    metadata: bool,
+}
+
+impl EventParts {
+    /// The whole event (the default).
+    pub const ALL: EventParts = EventParts {
+        payload: true,
+        metadata: true,
+    };
+    /// The payload.
+    pub const PAYLOAD: EventParts = EventParts {
+        payload: true,
+        metadata: false,
+    };
+    /// The metadata (correlation, causation, tenant and user ids, and the rest).
+    pub const METADATA: EventParts = EventParts {
+        payload: false,
+        metadata: true,
+    };
+    /// Neither payload nor metadata: only what every event read carries.
+    pub const NONE: EventParts = EventParts {
+        payload: false,
+        metadata: false,
+    };
+
+    /// Whether the payload is asked for.
+    pub const fn payload(self) -> bool {
+        self.payload
+    }
+
+    /// Whether the metadata is asked for.
+    pub const fn metadata(self) -> bool {
+        self.metadata
+    }
+}
+
+impl Default for EventParts {
+    fn default() -> Self {
+        EventParts::ALL
+    }
+}
+
+impl std::ops::BitOr for EventParts {
+    type Output = EventParts;
+
+    fn bitor(self, other: EventParts) -> EventParts {
+        EventParts {
+            payload: self.payload || other.payload,
+            metadata: self.metadata || other.metadata,
+        }
+    }
+}
+
 /// A place in the global log, in transaction order: an opaque, ordered cursor.
 ///
 /// Global positions are unique, but on PostgreSQL they can commit out of order

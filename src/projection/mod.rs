@@ -41,6 +41,7 @@ use crate::error::Result;
 use crate::event::RecordedEvent;
 use crate::panics::CatchPanic;
 use crate::portable::{Sql, SqlRow, Target};
+use crate::read::EventParts;
 use crate::store::Store;
 use crate::store::batch::{BatchTx, Flush};
 
@@ -126,6 +127,26 @@ pub trait Projection: Send + Sync + 'static {
     /// The event types this projection applies; empty (the default) means all.
     fn event_types(&self) -> &[&str] {
         &[]
+    }
+
+    /// The parts of each event this projection reads: [`EventParts::ALL`] (the default),
+    /// or less, for a leaner read of the log. The runner then fetches only those columns
+    /// (on SQLite and PostgreSQL), and what was not asked for is absent from the events
+    /// `apply` gets: without [`EventParts::PAYLOAD`] the payload is empty (so
+    /// [`RecordedEvent::data`] and [`ProjectionContext::decode`] fail), without
+    /// [`EventParts::METADATA`] the metadata is [`EventMetadata::default`]. The id,
+    /// stream, version, log position, type, schema version and time always come.
+    ///
+    /// Without the payload nothing is decrypted, so the events of a forgotten stream
+    /// ([`Store::forget`](crate::Store::forget)) come like the others, empty:
+    /// [`ShreddedEvents`](crate::ShreddedEvents) applies to projections that read payloads.
+    ///
+    /// Only the runner's reads of the log are lean: an inline projection gets the events
+    /// its append wrote, whole.
+    ///
+    /// [`EventMetadata::default`]: crate::EventMetadata
+    fn event_parts(&self) -> EventParts {
+        EventParts::ALL
     }
 
     /// Applies one event to the read model.

@@ -1035,12 +1035,17 @@ impl<P: Projection> Runner<P> {
         after: LogPosition,
     ) -> impl Future<Output = Result<LogWindow>> + Send + 'static {
         let (store, types) = (self.store.clone(), Arc::clone(&self.types));
+        let parts = self.projection.event_parts();
         let limit = WindowLimit {
             events: self.settings.batch_size,
             bytes: Some(self.settings.window_bytes),
         };
         let shredded = self.settings.shredded;
-        async move { store.read_window(after, types, limit, shredded).await }
+        async move {
+            store
+                .read_window(after, types, parts, limit, shredded)
+                .await
+        }
     }
 
     /// Applies `batch`, retrying failures, and moves the checkpoint from `from` to `to`;

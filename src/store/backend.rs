@@ -18,7 +18,7 @@ use super::key_cache::StoredKey;
 use super::storage::StorageStats;
 use crate::error::Result;
 use crate::event::NewEvent;
-use crate::read::{EventQuery, LogPosition};
+use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
@@ -79,6 +79,32 @@ impl StoredEvent {
     /// Where this event sits in the global log.
     pub(crate) fn log_position(&self) -> LogPosition {
         LogPosition::new(self.commit, self.position)
+    }
+
+    /// A copy of this event with only `parts`: the payload left out is empty, the
+    /// metadata left out `None` (what the SQL backends' lean column lists select).
+    pub(crate) fn lean(&self, parts: EventParts) -> StoredEvent {
+        let metadata = |value: &Option<String>| value.clone().filter(|_| parts.metadata());
+        StoredEvent {
+            id: self.id,
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            position: self.position,
+            commit: self.commit,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            payload: if parts.payload() {
+                self.payload.clone()
+            } else {
+                Vec::new()
+            },
+            correlation_id: metadata(&self.correlation_id),
+            causation_id: metadata(&self.causation_id),
+            tenant_id: metadata(&self.tenant_id),
+            user_id: metadata(&self.user_id),
+            extra_metadata: metadata(&self.extra_metadata),
+            recorded_at: self.recorded_at,
+        }
     }
 }
 
@@ -488,11 +514,15 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// With a byte budget (`limit.bytes`), the window ends early at the event whose stored
     /// payload reaches it, counting the wanted events only; the rows after it are not
     /// held in memory.
+    ///
+    /// Only the `parts` asked for are read: the events' other parts are empty (an empty
+    /// payload, no metadata), as [`StoredEvent::lean`] makes them.
     async fn read_all(
         &self,
         after: LogPosition,
         limit: WindowLimit,
         types: &[String],
+        parts: EventParts,
     ) -> Result<LogPage>;
 
     /// Whether committed events of transactions older than `bound` follow `after`: after a

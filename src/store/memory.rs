@@ -19,7 +19,7 @@ use super::key_cache::StoredKey;
 use super::storage::StorageStats;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
-use crate::read::{EventQuery, LogPosition};
+use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
@@ -311,6 +311,7 @@ impl Backend for MemoryBackend {
         after: LogPosition,
         limit: WindowLimit,
         types: &[String],
+        parts: EventParts,
     ) -> Result<LogPage> {
         let state = self.lock()?;
         let first = after.position().saturating_add(1);
@@ -319,8 +320,9 @@ impl Backend for MemoryBackend {
             scanned += 1;
             scanned_to = Some(event.log_position());
             if types.is_empty() || types.contains(&event.event_type) {
+                let event = event.lean(parts);
                 bytes += event.payload.len();
-                events.push(event.clone());
+                events.push(event);
                 if limit.bytes_reached(bytes) {
                     break;
                 }

@@ -69,7 +69,7 @@ use crate::codec::{Codec, CodecError, DataKey, Dictionary, event_context};
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{CorruptRow, CorruptValue, Error, Result};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent};
-use crate::read::{EventQuery, LogPosition};
+use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::rules::RulesCache;
 use crate::stream::{
     DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
@@ -357,10 +357,15 @@ impl Store {
             .await?;
         let keys = self.keys_of(&stored).await?;
         let stored = self
-            .recorded_page(stored, &keys, |event, failed| match failed {
-                None => Some(Ok(event)),
-                Some(error) => Some(Err(error)),
-            })?
+            .recorded_page(
+                stored,
+                EventParts::ALL,
+                &keys,
+                |event, failed| match failed {
+                    None => Some(Ok(event)),
+                    Some(error) => Some(Err(error)),
+                },
+            )?
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         match append::resolve_replay(&stream, expected, &events, stored)? {
@@ -430,7 +435,8 @@ impl Store {
     /// decoded. Each event's extra metadata is parsed and its payload decoded (with its
     /// stream's data key from `keys`), then `each` makes of it what the read returns, or
     /// leaves it out (`None`): it gets the event, and the error its payload failed with
-    /// (the event's payload is then empty).
+    /// (the event's payload is then empty). A page read without some `parts` has them
+    /// empty, and its payloads, not read, are not decoded.
     ///
     /// Callers run this inside their decode closure ([`paging::off_runtime`]) where the
     /// page is large.
@@ -442,6 +448,7 @@ impl Store {
     fn recorded_page<T>(
         &self,
         page: Vec<StoredEvent>,
+        parts: EventParts,
         keys: &PageKeys,
         mut each: impl FnMut(RecordedEvent, Option<Error>) -> Option<T>,
     ) -> Result<Vec<T>> {
@@ -473,11 +480,16 @@ impl Store {
             )
             .map_err(|error| corrupt_metadata(&stream_id, version, id, error))?;
             let stream = stream_id.as_str();
-            let (payload, failed) =
-                match codec.decode(payload, || event_context(id, stream), keys.get(stream)) {
-                    Ok(payload) => (payload, None),
-                    Err(source) => (Vec::new(), Some(codec_error(stream, id, source))),
-                };
+            let decoded = if parts.payload() {
+                codec.decode(payload, || event_context(id, stream), keys.get(stream))
+            } else {
+                // Not read (a lean window): empty, and nothing to decode.
+                Ok(payload)
+            };
+            let (payload, failed) = match decoded {
+                Ok(payload) => (payload, None),
+                Err(source) => (Vec::new(), Some(codec_error(stream, id, source))),
+            };
             let event = RecordedEvent {
                 id,
                 stream_id,
@@ -501,7 +513,7 @@ impl Store {
     async fn decode_each(&self, events: Vec<StoredEvent>) -> Result<Vec<Result<RecordedEvent>>> {
         let keys = self.keys_of(&events).await?;
         metrics::counter!(telemetry::READ_EVENTS).increment(events.len() as u64);
-        self.recorded_page(events, &keys, |event, failed| {
+        self.recorded_page(events, EventParts::ALL, &keys, |event, failed| {
             Some(self.for_reader(event, failed))
         })
     }
@@ -947,7 +959,7 @@ impl Store {
         let work = paging::decode_work(events.iter().map(|event| event.payload.as_slice()), false);
         let store = self.clone();
         paging::off_runtime(work, "decoding a page of events", move || {
-            store.recorded_page(events, &keys, |event, failed| {
+            store.recorded_page(events, EventParts::ALL, &keys, |event, failed| {
                 Some(store.for_reader(event, failed))
             })
         })
@@ -1001,18 +1013,19 @@ impl Store {
         &self,
         after: LogPosition,
         types: Arc<[String]>,
+        parts: EventParts,
         limit: WindowLimit,
         shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
         let window = self
-            .read_window_encoded(after, types, limit, Expired::Hide)
+            .stored_window(after, types, parts, limit, Expired::Hide)
             .await?;
         let keys = self.keys_of(&window.events).await?;
         let payloads = window.events.iter().map(|event| event.payload.as_slice());
         let work = paging::decode_work(payloads, false);
         let store = self.clone();
         paging::off_runtime(work, "decoding a window of the log", move || {
-            store.decode_window(window, &keys, shredded)
+            store.decode_window(window, parts, &keys, shredded)
         })
         .await?
     }
@@ -1022,18 +1035,20 @@ impl Store {
     fn decode_window(
         &self,
         window: LogWindow<StoredEvent>,
+        parts: EventParts,
         keys: &PageKeys,
         shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
         let mut first_error = None;
-        let events = self.recorded_page(window.events, keys, |event, failed| match failed {
-            None => Some(event),
-            Some(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => None,
-            Some(error) => {
-                first_error.get_or_insert(error);
-                None
-            }
-        })?;
+        let events =
+            self.recorded_page(window.events, parts, keys, |event, failed| match failed {
+                None => Some(event),
+                Some(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => None,
+                Some(error) => {
+                    first_error.get_or_insert(error);
+                    None
+                }
+            })?;
         match first_error {
             Some(error) => Err(error),
             None => Ok(LogWindow {
@@ -1053,9 +1068,23 @@ impl Store {
         limit: WindowLimit,
         expired: Expired,
     ) -> Result<LogWindow<StoredEvent>> {
+        self.stored_window(after, types, EventParts::ALL, limit, expired)
+            .await
+    }
+
+    /// One window of the log as stored, with only `parts` of its events read.
+    async fn stored_window(
+        &self,
+        after: LogPosition,
+        types: Arc<[String]>,
+        parts: EventParts,
+        limit: WindowLimit,
+        expired: Expired,
+    ) -> Result<LogWindow<StoredEvent>> {
         let span = tracing::debug_span!("chronicle.read_all", %after);
         let mut read = LogRead::new(self.clone(), after, types, limit);
         read.with_expired = expired == Expired::Include;
+        read.parts = parts;
         let events = read.next_window().instrument(span).await?;
         Ok(LogWindow {
             events: events.unwrap_or_default(),
@@ -1078,7 +1107,7 @@ impl Store {
             .await?;
         let found = self.without_expired(found).await?;
         let keys = self.keys_of(&found).await?;
-        let decoded = self.recorded_page(found, &keys, |event, failed| {
+        let decoded = self.recorded_page(found, EventParts::ALL, &keys, |event, failed| {
             Some((event.id, failed.map_or(Ok(event), Err)))
         })?;
         Ok(decoded.into_iter().collect())
@@ -1293,6 +1322,8 @@ struct LogRead {
     /// Whether events a retention policy expired are returned too (key rotation must
     /// reach every stored row).
     with_expired: bool,
+    /// The parts of the events read (a projection's lean windows).
+    parts: EventParts,
 }
 
 impl LogRead {
@@ -1312,6 +1343,7 @@ impl LogRead {
             deadline: None,
             done: false,
             with_expired: false,
+            parts: EventParts::ALL,
         }
     }
 
@@ -1341,7 +1373,9 @@ impl LogRead {
             let page = inner
                 .retry
                 .run("read_all", || {
-                    inner.backend.read_all(after, limit, &self.types)
+                    inner
+                        .backend
+                        .read_all(after, limit, &self.types, self.parts)
                 })
                 .await?;
             let bytes = page.events.iter().map(|event| event.payload.len()).sum();

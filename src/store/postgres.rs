@@ -37,7 +37,7 @@ use super::sql::tx::SqlTx;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{ConnectErrorKind, Error, Result, ValidationError};
-use crate::read::{EventQuery, LogPosition};
+use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
@@ -88,9 +88,6 @@ const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 /// The longest log window read with the planner left to itself (see
 /// `PostgresBackend::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
-
-/// The event columns, in the order `Postgres::event_row` reads them by index.
-const EVENT_COLUMNS: &str = <Postgres as Dialect>::EVENT_COLUMNS;
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
 /// reading from `stream_lock` so that it waits for the lock, and returning the version
@@ -783,10 +780,12 @@ impl Backend for PostgresBackend {
         after: LogPosition,
         limit: WindowLimit,
         types: &[String],
+        parts: EventParts,
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
+        let columns = Postgres::statements().event_columns(parts);
         let window = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {columns} FROM events \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id, position LIMIT $3"

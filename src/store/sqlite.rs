@@ -40,7 +40,7 @@ use super::sql::tx::SqlTx;
 use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{Error, Result, SQLITE_BUSY, sqlite_primary_code};
-use crate::read::{EventQuery, LogPosition};
+use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
@@ -77,9 +77,6 @@ pub(crate) struct SqliteBackend {
 /// The most events one append can carry on SQLite: each row binds 12 parameters and a
 /// statement takes at most 32,766.
 pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = 32_766 / 12;
-
-/// The event columns, in the order `Sqlite::event_row` reads them by index.
-const EVENT_COLUMNS: &str = <Sqlite as Dialect>::EVENT_COLUMNS;
 
 /// Turns off SQLite's allocation statistics, once per process, before its first
 /// connection. With them on (SQLite's default), every allocation takes a process-wide
@@ -582,13 +579,15 @@ impl Backend for SqliteBackend {
         after: LogPosition,
         limit: WindowLimit,
         types: &[String],
+        parts: EventParts,
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
+        let columns = Sqlite::statements().event_columns(parts);
         // Rows are read one by one (`fetch`), so a byte budget stops the statement at the
         // event that reaches it.
         if types.is_empty() {
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                "SELECT {columns} FROM events WHERE position > ?1 \
                  ORDER BY position LIMIT ?2"
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -611,7 +610,7 @@ impl Backend for SqliteBackend {
                  SELECT position AS p FROM events WHERE position > ?1 \
                  ORDER BY position LIMIT ?2), \
              last AS MATERIALIZED (SELECT max(p) AS lp, count(*) AS scanned FROM w) \
-             SELECT {EVENT_COLUMNS}, event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
+             SELECT {columns}, event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
                  (SELECT scanned FROM last) AS scanned \
              FROM events WHERE position > ?1 AND position <= (SELECT lp FROM last) \
                  AND (+event_type IN (SELECT value FROM json_each(?3)) \

@@ -18,11 +18,21 @@ use uuid::Uuid;
 
 use super::rows::DecodeRows;
 use crate::error::{Error, Result};
+use crate::read::EventParts;
 
 /// What a database's statements need that the other's do not; see the module.
 pub(crate) trait Dialect: DecodeRows + Sized {
-    /// The columns of `events`, in the order [`DecodeRows::event_row`] reads them.
-    const EVENT_COLUMNS: &'static str;
+    /// The columns of `events` before the payload, in the order
+    /// [`DecodeRows::event_row`] reads them.
+    const EVENT_HEAD: &'static str;
+    /// The payload column, and an empty value of its type that a lean read selects in
+    /// its place.
+    const EVENT_PAYLOAD: (&'static str, &'static str);
+    /// The metadata columns (the four ids, then the extra JSON as text), and NULLs of
+    /// their types that a lean read selects in their place.
+    const EVENT_METADATA: (&'static str, &'static str);
+    /// The columns of `events` after the metadata.
+    const EVENT_TAIL: &'static str;
     /// The columns of `streams`, as [`DecodeRows::stream_row`] reads them.
     const STREAM_COLUMNS: &'static str;
     /// The function that gives the smaller of two values.
@@ -121,6 +131,8 @@ pub(crate) struct Statements {
     pub(crate) stream_info: String,
     pub(crate) list_streams: String,
     pub(crate) events: String,
+    /// The column lists of `events` for each [`EventParts`] (see [`Statements::event_columns`]).
+    event_columns: [String; 4],
     pub(crate) replay_start: String,
     pub(crate) list_snapshots: String,
     /// A projection's first checkpoint (or the move of one still at the start).
@@ -136,13 +148,31 @@ impl Statements {
     /// The statements of `D`.
     fn of<D: Dialect>() -> Self {
         let (member_open, member_close) = D::ORDERED_MEMBER;
+        let columns = |parts: EventParts| {
+            let pick = |(column, empty), wanted: bool| if wanted { column } else { empty };
+            format!(
+                "{}, {}, {}, {}",
+                D::EVENT_HEAD,
+                pick(D::EVENT_PAYLOAD, parts.payload()),
+                pick(D::EVENT_METADATA, parts.metadata()),
+                D::EVENT_TAIL
+            )
+        };
+        let event_columns = [
+            EventParts::ALL,
+            EventParts::PAYLOAD,
+            EventParts::METADATA,
+            EventParts::NONE,
+        ]
+        .map(columns);
         Statements {
             stream_info: format!(
                 "SELECT {} FROM streams WHERE stream_id = $1",
                 D::STREAM_COLUMNS
             ),
             list_streams: format!("SELECT {} FROM streams", D::STREAM_COLUMNS),
-            events: format!("SELECT {} FROM events", D::EVENT_COLUMNS),
+            events: format!("SELECT {} FROM events", event_columns[0]),
+            event_columns,
             // One round trip: the stream row (kind 0), the newest snapshot at or below $2
             // (kind 1) and the first page of events after it (kind 2), as rows of one shape.
             // Every statement is a round trip (on SQLite a hop to the connection's thread and
@@ -208,11 +238,32 @@ impl Statements {
     }
 }
 
+impl Statements {
+    /// The columns of `events` a read of `parts` selects, in the order
+    /// [`DecodeRows::event_row`] reads them: the parts not asked for are empty values of
+    /// their types (an empty payload, NULL metadata), so one decoder reads every list.
+    pub(crate) fn event_columns(&self, parts: EventParts) -> &str {
+        let index = match (parts.payload(), parts.metadata()) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        };
+        &self.event_columns[index]
+    }
+}
+
 #[cfg(feature = "sqlite")]
 impl Dialect for sqlx::Sqlite {
-    const EVENT_COLUMNS: &'static str = "position, event_id, stream_id, version, event_type, \
-         schema_version, payload, correlation_id, causation_id, tenant_id, user_id, metadata, \
-         recorded_at";
+    const EVENT_HEAD: &'static str =
+        "position, event_id, stream_id, version, event_type, schema_version";
+    const EVENT_PAYLOAD: (&'static str, &'static str) = ("payload", "X'' AS payload");
+    const EVENT_METADATA: (&'static str, &'static str) = (
+        "correlation_id, causation_id, tenant_id, user_id, metadata",
+        "NULL AS correlation_id, NULL AS causation_id, NULL AS tenant_id, NULL AS user_id, \
+         NULL AS metadata",
+    );
+    const EVENT_TAIL: &'static str = "recorded_at";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata, created_at, updated_at";
     const LEAST: &'static str = "MIN";
@@ -308,9 +359,15 @@ impl Dialect for sqlx::Sqlite {
 
 #[cfg(feature = "postgres")]
 impl Dialect for sqlx::Postgres {
-    const EVENT_COLUMNS: &'static str = "position, transaction_id AS commit_id, event_id, \
-         stream_id, version, event_type, schema_version, payload, correlation_id, causation_id, \
-         tenant_id, user_id, metadata::text AS metadata, recorded_at";
+    const EVENT_HEAD: &'static str = "position, transaction_id AS commit_id, event_id, \
+         stream_id, version, event_type, schema_version";
+    const EVENT_PAYLOAD: (&'static str, &'static str) = ("payload", "''::bytea AS payload");
+    const EVENT_METADATA: (&'static str, &'static str) = (
+        "correlation_id, causation_id, tenant_id, user_id, metadata::text AS metadata",
+        "NULL::text AS correlation_id, NULL::text AS causation_id, NULL::text AS tenant_id, \
+         NULL::text AS user_id, NULL::text AS metadata",
+    );
+    const EVENT_TAIL: &'static str = "recorded_at";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata::text AS metadata, created_at, \
          updated_at";
