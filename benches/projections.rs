@@ -2,7 +2,8 @@
 //! (doing nothing with each event, or upserting a row per event in the same database),
 //! beside chronicle's own `read_all` of the same log in the same rounds; a projection
 //! reading type and payload with the lean read (`EventParts::PAYLOAD`) beside the same
-//! reading every part, on a log whose events carry metadata; the cost of an
+//! reading every part and beside a raw streamed SELECT of the envelope and payload (the
+//! ceiling), on a log whose events carry metadata; the cost of an
 //! inline projection to appends (8 tasks appending single events for `CHRONICLE_BENCH_SECS`
 //! per system and round, without and with an inline upsert); and the lag of a live
 //! projection behind a writer.
@@ -59,7 +60,8 @@ use uuid::Uuid;
 
 use harness::{
     Config, Deposited, Met, Rates, Res, Row, Schemas, Throughput, fmt_rate, interleave,
-    interleave_units, median, next_id, ratio_row, sqlite_reader, sqlite_url, unit_op, with_schemas,
+    interleave_units, median, next_id, ratio_row, scan_raw_pg, scan_raw_sqlite, sqlite_reader,
+    sqlite_url, unit_op, with_schemas,
 };
 
 /// Events per append when the log is written.
@@ -662,10 +664,46 @@ async fn proj_catchup_upsert_sqlite(cfg: &Config) -> Res<Vec<Row>> {
     .await
 }
 
+/// The ceiling of a type + payload catch-up: one streamed sqlx SELECT of the log's
+/// envelope (position, id, version, type, time) and payload, on the store's database.
+#[derive(Clone)]
+enum RawLog {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl RawLog {
+    async fn scan(&self, log: Log) -> Res<Throughput> {
+        let started = Instant::now();
+        let seen = |event_type: &str, payload: &[u8]| -> Res<()> {
+            std::hint::black_box((event_type, payload));
+            Ok(())
+        };
+        let units = match self {
+            RawLog::Postgres(pool) => scan_raw_pg(pool, seen).await?,
+            RawLog::Sqlite(pool) => scan_raw_sqlite(pool, seen).await?,
+        };
+        if units != log.events {
+            return Err(format!("the raw scan read {units} events of {}", log.events).into());
+        }
+        Ok(Throughput {
+            units,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
 /// Workload 3: catch-ups of a log whose events carry metadata by a projection that reads
-/// the type and payload, asking for every part of the events (the baseline), then for
-/// the payload only (`EventParts::PAYLOAD`, the lean read), in every round.
-async fn lean_rows(cfg: &Config, name: &str, backend: &str, store: Store) -> Res<Vec<Row>> {
+/// the type and payload, asking for every part of the events, then for the payload only
+/// (`EventParts::PAYLOAD`, the lean read), beside the raw streamed SELECT of the same
+/// columns, in every round.
+async fn lean_rows(
+    cfg: &Config,
+    name: &str,
+    backend: &str,
+    store: Store,
+    raw: RawLog,
+) -> Res<Vec<Row>> {
     let events = cfg.size(PROJ_EVENTS_ENV, 200_000)?;
     let log = fill_log_with(&store, events, true).await?;
     let catch_up_with = move |store: Store, parts: EventParts| {
@@ -689,34 +727,57 @@ async fn lean_rows(cfg: &Config, name: &str, backend: &str, store: Store) -> Res
             "type+payload projection, lean (payload only)",
             unit_op(catch_up_with(store, EventParts::PAYLOAD)),
         ),
+        (
+            "raw streamed SELECT of the envelope and payload",
+            unit_op(move || {
+                let raw = raw.clone();
+                async move { raw.scan(log).await }
+            }),
+        ),
     ];
     let rates = interleave_units(cfg, &systems).await?;
-    let [full, lean] = <[Vec<f64>; 2]>::try_from(rates)
-        .map_err(|rates| format!("expected 2 systems' rates, got {}", rates.len()))?;
-    let rates = Rates {
+    let [full, lean, raw] = <[Vec<f64>; 3]>::try_from(rates)
+        .map_err(|rates| format!("expected 3 systems' rates, got {}", rates.len()))?;
+    let against_full = Rates {
         baseline: full,
+        chronicle: lean.clone(),
+    };
+    let against_raw = Rates {
+        baseline: raw,
         chronicle: lean,
     };
     let what =
         "type+payload (lean: EventParts::PAYLOAD; baseline: every part; events with metadata)";
-    Ok(vec![Row {
-        met: Met::Info,
-        target: "—".to_owned(),
-        ..ratio_row(
-            &catchup_workload(name, backend, what, BATCH_DEFAULT, log),
+    let what_raw = "type+payload, lean (baseline: raw streamed SELECT of the same columns)";
+    Ok(vec![
+        Row {
+            met: Met::Info,
+            target: "—".to_owned(),
+            ..ratio_row(
+                &catchup_workload(name, backend, what, BATCH_DEFAULT, log),
+                "events/s",
+                &against_full,
+                0.0,
+                "",
+            )
+        },
+        ratio_row(
+            &catchup_workload(name, backend, what_raw, BATCH_DEFAULT, log),
             "events/s",
-            &rates,
-            0.0,
-            "",
-        )
-    }])
+            &against_raw,
+            0.9,
+            "≥ 90% of raw (issue 23)",
+        ),
+    ])
 }
 
 /// 3a. PostgreSQL: the lean read against the whole one.
 async fn proj_catchup_lean_pg(cfg: &Config) -> Res<Vec<Row>> {
     with_schemas(cfg, async |schemas: &mut Schemas| {
         let store = schemas.store("proj_lean", 4, |b| b).await?;
-        lean_rows(cfg, "proj_catchup_lean_pg", "PostgreSQL", store).await
+        let schema = schemas.names.last().cloned().unwrap_or_default();
+        let raw = RawLog::Postgres(schemas.pool_on(&schema, 1).await?);
+        lean_rows(cfg, "proj_catchup_lean_pg", "PostgreSQL", store, raw).await
     })
     .await
 }
@@ -724,8 +785,10 @@ async fn proj_catchup_lean_pg(cfg: &Config) -> Res<Vec<Row>> {
 /// 3b. SQLite file: the lean read against the whole one.
 async fn proj_catchup_lean_sqlite(cfg: &Config) -> Res<Vec<Row>> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(sqlite_url(dir.path(), "lean.db")).await?;
-    lean_rows(cfg, "proj_catchup_lean_sqlite", "SQLite", store).await
+    let url = sqlite_url(dir.path(), "lean.db");
+    let store = Store::open(url.clone()).await?;
+    let raw = RawLog::Sqlite(sqlite_reader(&url).await?);
+    lean_rows(cfg, "proj_catchup_lean_sqlite", "SQLite", store, raw).await
 }
 
 // ---------------------------------------------------------------------------------------
