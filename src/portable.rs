@@ -51,7 +51,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::store::sql::dialect::Dialect as StoreDialect;
+use crate::store::sql::dialect::{Dialect as StoreDialect, SqlConnection};
 
 /// A SQL statement and its bound values, run on whichever backend the store is: see the
 /// [module](crate::Sql) and [`ProjectionContext::execute`](crate::ProjectionContext::execute).
@@ -480,6 +480,17 @@ pub(crate) enum Target<'a> {
     PgPool(&'a sqlx::PgPool),
     /// No SQL database: why.
     None(&'static str),
+}
+
+impl<'a> From<SqlConnection<'a>> for Target<'a> {
+    fn from(connection: SqlConnection<'a>) -> Self {
+        match connection {
+            #[cfg(feature = "sqlite")]
+            SqlConnection::Sqlite(conn) => Target::SqliteConnection(conn),
+            #[cfg(feature = "postgres")]
+            SqlConnection::Postgres(conn) => Target::PgConnection(conn),
+        }
+    }
 }
 
 impl Target<'_> {
