@@ -10,7 +10,7 @@
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::NewEvent;
+use crate::event::{NewEvent, RecordedEvent};
 use crate::stream::StreamId;
 
 /// One event type a [`DomainEvent`] can hold: its stored name and the schema version the
@@ -150,4 +150,17 @@ pub(crate) struct EventView<'a> {
     pub schema_version: u32,
     /// The payload's JSON, decrypted and decompressed.
     pub payload: &'a [u8],
+}
+
+impl RecordedEvent {
+    /// The parts of this event typed decoding needs.
+    pub(crate) fn view(&self) -> EventView<'_> {
+        EventView {
+            stream: &self.stream_id,
+            id: self.id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload,
+        }
+    }
 }

@@ -13,8 +13,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::codec::CodecError;
-use crate::stream::ExpectedVersion;
-use crate::text::TextProblem;
+use crate::expected_version::ExpectedVersion;
 
 /// A `Result` whose error is chronicle's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -875,7 +874,7 @@ pub enum ValidationError {
         /// The stored event type the rule names.
         event_type: String,
         /// What is wrong.
-        problem: crate::upcast::UpcasterProblem,
+        problem: UpcasterProblem,
     },
     /// The store URL or a builder setting is unusable.
     #[error("invalid configuration: {0}")]
@@ -1128,6 +1127,96 @@ fn schema_version_message(
              with `upcasters`, or `upcast(\"{event_type}\", ...)`)",
             stored + 1
         )
+    }
+}
+
+/// What is wrong with a piece of caller text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TextProblem {
+    /// Longer than the field's limit.
+    #[error("is {len} bytes long; the limit is {limit}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The field's limit.
+        limit: usize,
+    },
+    /// Holds a NUL character, which no text field may.
+    #[error("contains a NUL character")]
+    Nul,
+    /// Holds a control character, which event types may not.
+    #[error("contains the control character {0:?}")]
+    ControlChar(char),
+}
+
+/// What is wrong with an upcaster, found when the store opens
+/// ([`ValidationError::Upcaster`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpcasterProblem {
+    /// The type is not a variant of the event enum (a typo, or the variant was renamed).
+    UnknownType,
+    /// Upcasting needs a schema version above 1, and the type is declared at version 1:
+    /// the variant lacks `#[event(version = 2)]`.
+    NothingToUpcast,
+    /// A step upcasts from a version the type already reads (or beyond).
+    StepBeyondCurrent {
+        /// The step's version.
+        from: u32,
+        /// The version the type declares.
+        current: u32,
+    },
+    /// The steps do not reach the declared version: the step from `missing` is absent.
+    Gap {
+        /// The version with no step.
+        missing: u32,
+    },
+    /// A type renamed, split or dropped is still a variant: its rows would never reach it.
+    StillKnown,
+    /// A rename or split target leads to no variant of the event enum.
+    UnknownTarget {
+        /// The name followed.
+        target: String,
+    },
+    /// Renames or splits lead back to the type.
+    Cycle,
+    /// Two rules name the type (they would replace each other).
+    Duplicate,
+}
+
+impl fmt::Display for UpcasterProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpcasterProblem::UnknownType => f.write_str("no variant has this type"),
+            UpcasterProblem::NothingToUpcast => f.write_str(
+                "the variant is at schema version 1, so nothing is upcast: did the variant \
+                 lose (or never get) its `#[event(version = 2)]`?",
+            ),
+            UpcasterProblem::StepBeyondCurrent { from, current } => write!(
+                f,
+                "a step upcasts from version {from}, but the variant is at version {current}: \
+                 did you forget `#[event(version = {})]`?",
+                from + 1
+            ),
+            UpcasterProblem::Gap { missing } => write!(
+                f,
+                "the chain has a gap: no step from version {missing} to {}",
+                missing + 1
+            ),
+            UpcasterProblem::StillKnown => f.write_str(
+                "it is renamed, split or dropped, but a variant still has this name; \
+                 remove the variant or the rule",
+            ),
+            UpcasterProblem::UnknownTarget { target } => {
+                write!(f, "it leads to `{target}`, which no variant has")
+            }
+            UpcasterProblem::Cycle => f.write_str("renames or splits lead back to it"),
+            UpcasterProblem::Duplicate => f.write_str(
+                "two upcasters are registered for it; register one chain (steps, or one \
+                 function that handles every version step), or one rename, split or drop",
+            ),
+        }
     }
 }
 

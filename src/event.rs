@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::CodecError;
-use crate::domain_event::EventView;
 use crate::error::{Error, Result};
 use crate::read::LogPosition;
 use crate::stream::StreamId;
@@ -330,15 +329,5 @@ impl RecordedEvent {
     /// [`CodecError::Shredded`] when its stream was forgotten). `None` otherwise.
     pub fn payload_error(&self) -> Option<&CodecError> {
         self.unreadable.as_ref()
-    }
-
-    pub(crate) fn view(&self) -> EventView<'_> {
-        EventView {
-            stream: &self.stream_id,
-            id: self.id,
-            event_type: &self.event_type,
-            schema_version: self.schema_version,
-            payload: &self.payload,
-        }
     }
 }

@@ -41,6 +41,7 @@ mod codec;
 mod domain_event;
 mod error;
 mod event;
+mod expected_version;
 pub mod manager;
 mod millis;
 #[cfg(feature = "otel")]

@@ -5,8 +5,8 @@
 
 use uuid::Uuid;
 
+pub use crate::error::TextProblem;
 use crate::error::{Result, ValidationError};
-use crate::stream::StreamId;
 
 /// The longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
@@ -18,26 +18,6 @@ pub const MAX_METADATA_ID_LEN: usize = 256;
 /// The longest name of a projection, relay, outbox or outbox handler (as its checkpoint
 /// or requests store it), in bytes.
 pub const MAX_NAME_LEN: usize = 256;
-
-/// What is wrong with a piece of caller text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TextProblem {
-    /// Longer than the field's limit.
-    #[error("is {len} bytes long; the limit is {limit}")]
-    TooLong {
-        /// Its length in bytes.
-        len: usize,
-        /// The field's limit.
-        limit: usize,
-    },
-    /// Holds a NUL character, which no text field may.
-    #[error("contains a NUL character")]
-    Nul,
-    /// Holds a control character, which event types may not.
-    #[error("contains the control character {0:?}")]
-    ControlChar(char),
-}
 
 /// The problem with `text` as a field of at most `limit` bytes (`None`: unbounded) that
 /// may or may not hold control characters other than NUL.
@@ -107,14 +87,14 @@ pub(crate) fn check_name(field: &'static str, name: &str) -> Result<()> {
 /// bound for `stream` and carried by `event_id` where it was.
 pub(crate) fn refuse(
     found: Option<(&'static str, TextProblem)>,
-    stream: Option<&StreamId>,
+    stream: Option<&str>,
     event_id: Option<Uuid>,
 ) -> Result<()> {
     match found {
         None => Ok(()),
         Some((field, problem)) => Err(ValidationError::InvalidText {
             field,
-            stream: stream.map(StreamId::to_string),
+            stream: stream.map(str::to_owned),
             event_id,
             problem,
         }

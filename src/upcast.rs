@@ -38,6 +38,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::domain_event::{DecodeError, DomainEvent, EventView, decode_error};
+pub use crate::error::UpcasterProblem;
 use crate::error::{Error, Result, ValidationError};
 use crate::telemetry;
 
@@ -78,76 +79,6 @@ impl UpcastEvent {
     pub fn schema_version(mut self, version: u32) -> Self {
         self.schema_version = version;
         self
-    }
-}
-
-/// What is wrong with an upcaster, found when the store opens
-/// ([`ValidationError::Upcaster`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum UpcasterProblem {
-    /// The type is not a variant of the event enum (a typo, or the variant was renamed).
-    UnknownType,
-    /// Upcasting needs a schema version above 1, and the type is declared at version 1:
-    /// the variant lacks `#[event(version = 2)]`.
-    NothingToUpcast,
-    /// A step upcasts from a version the type already reads (or beyond).
-    StepBeyondCurrent {
-        /// The step's version.
-        from: u32,
-        /// The version the type declares.
-        current: u32,
-    },
-    /// The steps do not reach the declared version: the step from `missing` is absent.
-    Gap {
-        /// The version with no step.
-        missing: u32,
-    },
-    /// A type renamed, split or dropped is still a variant: its rows would never reach it.
-    StillKnown,
-    /// A rename or split target leads to no variant of the event enum.
-    UnknownTarget {
-        /// The name followed.
-        target: String,
-    },
-    /// Renames or splits lead back to the type.
-    Cycle,
-    /// Two rules name the type (they would replace each other).
-    Duplicate,
-}
-
-impl fmt::Display for UpcasterProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpcasterProblem::UnknownType => f.write_str("no variant has this type"),
-            UpcasterProblem::NothingToUpcast => f.write_str(
-                "the variant is at schema version 1, so nothing is upcast: did the variant \
-                 lose (or never get) its `#[event(version = 2)]`?",
-            ),
-            UpcasterProblem::StepBeyondCurrent { from, current } => write!(
-                f,
-                "a step upcasts from version {from}, but the variant is at version {current}: \
-                 did you forget `#[event(version = {})]`?",
-                from + 1
-            ),
-            UpcasterProblem::Gap { missing } => write!(
-                f,
-                "the chain has a gap: no step from version {missing} to {}",
-                missing + 1
-            ),
-            UpcasterProblem::StillKnown => f.write_str(
-                "it is renamed, split or dropped, but a variant still has this name; \
-                 remove the variant or the rule",
-            ),
-            UpcasterProblem::UnknownTarget { target } => {
-                write!(f, "it leads to `{target}`, which no variant has")
-            }
-            UpcasterProblem::Cycle => f.write_str("renames or splits lead back to it"),
-            UpcasterProblem::Duplicate => f.write_str(
-                "two upcasters are registered for it; register one chain (steps, or one \
-                 function that handles every version step), or one rename, split or drop",
-            ),
-        }
     }
 }
 

@@ -388,10 +388,10 @@ fn is_traceparent(text: &str) -> bool {
 /// The metadata as extensions: the ids, the trace, and the custom entries (those that
 /// cannot be an extension go together into `chroniclemeta`).
 fn metadata_extensions(
-    mut builder: super::event::CloudEventBuilder,
+    mut builder: super::builder::CloudEventBuilder,
     metadata: &EventMetadata,
     custom: BTreeMap<String, Value>,
-) -> super::event::CloudEventBuilder {
+) -> super::builder::CloudEventBuilder {
     let ids = [
         (CORRELATION, &metadata.correlation_id),
         (CAUSATION, &metadata.causation_id),

@@ -46,6 +46,7 @@
 
 mod append;
 mod binding;
+mod builder;
 mod client;
 mod delivery;
 mod error;
@@ -58,10 +59,11 @@ mod webhook;
 
 pub use append::{AppendToStream, NameFn, StreamNaming};
 pub use binding::{Incoming, Mode, decode, decode_reply, encode, encode_batch};
+pub use builder::CloudEventBuilder;
 pub use client::{ClientError, CloudEventsClient, RequestError, http_client_builder};
 pub use delivery::{Ack, Delivery, DeliveryError, Nack, RetryPolicy, Undelivered};
 pub use error::{CloudEventError, MappingError};
-pub use event::{CloudEvent, CloudEventBuilder, Data, ExtensionValue, SPEC_VERSION};
+pub use event::{CloudEvent, Data, ExtensionValue, SPEC_VERSION};
 pub use mapping::{EventMapping, ID_NAMESPACE, META_EXTENSION, ORIGIN_KEY};
 pub use receiver::{DEFAULT_MAX_BODY_BYTES, ReceiveError, Receiver, ServeError, ServerHandle};
 pub use webhook::Webhook;

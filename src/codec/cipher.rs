@@ -2,10 +2,8 @@
 //!
 //! Built with the `encryption` feature. Without it, `Cipher` still exists (a key ring can
 //! be built and handed to the store builder, which then refuses to open), but sealing
-//! and opening fail with [`CodecError::FeatureDisabled`], so an encrypted payload read by
+//! and opening fail with [`CodecError::FeatureDisabled`](crate::CodecError::FeatureDisabled), so an encrypted payload read by
 //! such a build is a typed error rather than a panic or garbage.
-
-use super::CodecError;
 
 /// The length of a nonce, stored in front of every sealed message.
 pub(super) const NONCE_LEN: usize = 24;
@@ -15,7 +13,8 @@ mod imp {
     use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
     use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-    use super::{CodecError, NONCE_LEN};
+    use crate::codec::cipher::NONCE_LEN;
+    use crate::codec::error::CodecError;
 
     /// One key, ready to seal and open.
     #[derive(Clone)]
@@ -71,7 +70,8 @@ mod imp {
 
 #[cfg(not(feature = "encryption"))]
 mod imp {
-    use super::{CodecError, NONCE_LEN};
+    use crate::codec::cipher::NONCE_LEN;
+    use crate::codec::error::CodecError;
 
     /// A build without the `encryption` feature: a key is held but never used.
     #[derive(Clone)]
@@ -117,3 +117,8 @@ mod imp {
 }
 
 pub(crate) use imp::Cipher;
+
+/// The nonce at the start of `bytes`, if they hold one.
+pub(crate) fn nonce_of(bytes: &[u8]) -> Option<[u8; NONCE_LEN]> {
+    bytes.get(..NONCE_LEN)?.try_into().ok()
+}

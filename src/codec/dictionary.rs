@@ -1,6 +1,6 @@
-//! Trained zstd dictionaries: what a payload's header names by id, how a dictionary is
-//! stored (sealed by the key ring when the store encrypts, and checked by its SHA-256
-//! either way), and the dictionaries one page of payloads needs.
+//! Trained zstd dictionaries: the dictionary a payload's header names by id, its stored
+//! form, and the dictionaries one page of payloads needs. How a stored dictionary is
+//! sealed and checked is `dictionary_seal.rs`.
 //!
 //! A zstd dictionary is made of fragments of the payloads it was trained on, so a store
 //! that encrypts stores its dictionaries encrypted too, bound to their id: a row changed,
@@ -13,11 +13,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use super::cipher::{Cipher, NONCE_LEN};
+use super::error::CodecError;
 use super::zstd::Prepared;
-use super::{Codec, CodecError, nonce_of};
 
 /// A dictionary ready for use, under the id payloads name it by.
 pub(crate) struct Dictionary {
@@ -61,91 +58,6 @@ pub(crate) struct StoredDictionary {
     pub sha256: Vec<u8>,
     /// How many events it was trained on.
     pub samples: u64,
-}
-
-/// What a dictionary's seal is bound to: its id.
-fn dictionary_context(id: u32) -> Vec<u8> {
-    [b"compression-dictionary\0".as_slice(), &id.to_be_bytes()].concat()
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
-}
-
-impl Codec {
-    /// The row that stores `raw` as dictionary `id`: sealed by the ring's active key when
-    /// the store encrypts.
-    pub(crate) fn seal_dictionary(
-        &self,
-        id: u32,
-        raw: &[u8],
-        samples: u64,
-    ) -> Result<StoredDictionary, CodecError> {
-        let (key_id, content) = match &self.keys {
-            Some(keys) => {
-                let cipher = keys.ciphers.get(&keys.active).ok_or_else(|| {
-                    CodecError::Encode("the active key is not in the ring".into())
-                })?;
-                let nonce = Cipher::nonce()?;
-                let sealed = cipher
-                    .seal(&nonce, raw, &dictionary_context(id))
-                    .ok_or_else(|| CodecError::Encode("sealing a dictionary failed".into()))?;
-                (
-                    Some(keys.active.clone()),
-                    [nonce.as_slice(), &sealed].concat(),
-                )
-            }
-            None => (None, raw.to_vec()),
-        };
-        Ok(StoredDictionary {
-            id,
-            key_id,
-            content,
-            sha256: sha256(raw),
-            samples,
-        })
-    }
-
-    /// The dictionary `stored` holds, once it passed its checks.
-    ///
-    /// # Errors
-    /// [`CodecError::DictionaryTampered`] when its seal or hash does not match, or when it
-    /// is not sealed and the store requires encryption; [`CodecError::MissingKey`] when it
-    /// is sealed by a key the ring does not hold.
-    pub(crate) fn open_dictionary(
-        &self,
-        stored: &StoredDictionary,
-    ) -> Result<Dictionary, CodecError> {
-        let id = stored.id;
-        let tampered = || CodecError::DictionaryTampered { id };
-        let opened;
-        let raw = match &stored.key_id {
-            Some(key_id) => {
-                let cipher = self
-                    .keys
-                    .as_ref()
-                    .and_then(|keys| keys.ciphers.get(key_id.as_str()))
-                    .ok_or_else(|| CodecError::MissingKey {
-                        key_id: key_id.clone(),
-                    })?;
-                let nonce = nonce_of(&stored.content).ok_or_else(tampered)?;
-                opened = cipher
-                    .open(
-                        &nonce,
-                        &stored.content[NONCE_LEN..],
-                        &dictionary_context(id),
-                    )
-                    .ok_or_else(tampered)?;
-                opened.as_slice()
-            }
-            None if self.keys.is_some() && !self.accept_unencrypted => return Err(tampered()),
-            None => stored.content.as_slice(),
-        };
-        if sha256(raw) != stored.sha256 {
-            return Err(tampered());
-        }
-        Ok(Dictionary::new(id, raw))
-    }
 }
 
 /// The dictionaries a page of payloads needs, by id: loaded, or why not. An id missing

@@ -4,9 +4,7 @@
 //! own, and [`train`]).
 //!
 //! Built with the `compression` feature. Without it nothing is compressed, and a
-//! compressed payload read by such a build is [`CodecError::FeatureDisabled`].
-
-use super::CodecError;
+//! compressed payload read by such a build is [`CodecError::FeatureDisabled`](crate::CodecError::FeatureDisabled).
 
 #[cfg(feature = "compression")]
 mod imp {
@@ -16,7 +14,7 @@ mod imp {
 
     use zstd::zstd_safe::CParameter;
 
-    use super::CodecError;
+    use crate::codec::error::CodecError;
 
     thread_local! {
         static COMPRESSORS: RefCell<HashMap<i32, zstd::bulk::Compressor<'static>>> = RefCell::new(HashMap::new());
@@ -178,7 +176,7 @@ mod imp {
 
 #[cfg(not(feature = "compression"))]
 mod imp {
-    use super::CodecError;
+    use crate::codec::error::CodecError;
 
     pub(crate) fn compress(_json: &[u8], _level: i32) -> Result<Option<Vec<u8>>, CodecError> {
         Ok(None)

@@ -147,18 +147,18 @@ impl Health {
 #[non_exhaustive]
 pub struct HealthThresholds {
     /// A database ping slower than this is degraded (default 1 s).
-    #[serde(with = "super::config::duration_text::required")]
+    #[serde(with = "super::duration_text::required")]
     pub slow_ping: Duration,
     /// A projection more events than this behind is degraded (default 10,000).
     pub projection_lag_events: u64,
     /// A projection whose last event was older than this when applied is degraded
     /// (default 5 min).
-    #[serde(with = "super::config::duration_text::required")]
+    #[serde(with = "super::duration_text::required")]
     pub projection_lag: Duration,
     /// More dead outbox requests than this is degraded (default 0: any).
     pub outbox_dead: u64,
     /// An outbox request open for longer than this is degraded (default 15 min).
-    #[serde(with = "super::config::duration_text::required")]
+    #[serde(with = "super::duration_text::required")]
     pub outbox_oldest_open: Duration,
     /// A relay more events than this behind is degraded (default 10,000).
     pub relay_lag_events: u64,
@@ -166,7 +166,7 @@ pub struct HealthThresholds {
     /// (default 3).
     pub bus_reconnects: u64,
     /// The window reconnections are counted in (default 5 min).
-    #[serde(with = "super::config::duration_text::required")]
+    #[serde(with = "super::duration_text::required")]
     pub reconnect_window: Duration,
 }
 

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod config;
+mod duration_text;
 pub mod health;
 pub mod stats;
 
@@ -41,7 +42,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-pub use config::{KeySource, ManagerConfig, ProviderConfig, StoreSettings, parse_duration};
+pub use config::{KeySource, ManagerConfig, ProviderConfig, StoreSettings};
+pub use duration_text::parse_duration;
 pub use health::{
     ComponentHealth, Health, HealthChecker, HealthCheckerHandle, HealthStatus, HealthThresholds,
 };

@@ -4,19 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::Instrument;
-
-use std::sync::Arc;
-
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::handlers::{Handler, HandlerError, HandlerRequest};
 use super::report::{Failure, FailureKind};
-use super::scheduler::{SchedulerReport, wait};
 use super::{Outbox, micros, now_micros};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -24,7 +19,6 @@ use crate::panics::CatchPanic;
 use crate::store::ShreddedEvents;
 use crate::store::batch::Flush;
 use crate::store::requests::{self, Claimed, TurnKeys, attempt};
-use crate::task::stop_requested;
 
 /// What one [`Outbox::execute`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,7 +48,7 @@ impl std::ops::AddAssign for ExecutionReport {
 }
 
 /// How one execution failed.
-struct Failed {
+pub(super) struct Failed {
     kind: Option<FailureKind>,
     error: String,
     /// A panic's backtrace.
@@ -64,7 +58,7 @@ struct Failed {
 }
 
 /// How one execution ended.
-type Outcome = std::result::Result<(), Failed>;
+pub(super) type Outcome = std::result::Result<(), Failed>;
 
 /// A claimed request's event and the time its handler must be done by (`None`: nothing to
 /// run, the request is done: the event was removed, or its stream was forgotten and such
@@ -103,68 +97,10 @@ impl Outbox {
         self.record(outcomes).await
     }
 
-    /// Keeps up to `workers` handlers running until `stop` is requested, claiming as
-    /// slots free up and recording outcomes as they come (the concurrent scheduler's
-    /// executor: a slow handler holds one slot, not a batch). On a stop, claims no more
-    /// and returns once the handlers in flight are done and recorded, with what it did.
-    pub(crate) async fn serve(&self, stop: &mut watch::Receiver<bool>) -> SchedulerReport {
-        let mut report = SchedulerReport::default();
-        let mut running: JoinSet<(Claimed, Outcome)> = JoinSet::new();
-        loop {
-            let stopping = *stop.borrow();
-            let free = self.settings.workers.saturating_sub(running.len());
-            if free > 0 && !stopping {
-                match self.claim(free).await {
-                    Ok(claimed) => {
-                        for (request, event) in claimed {
-                            let outbox = self.clone();
-                            running.spawn(async move {
-                                let outcome = outbox.run(&request, event).await;
-                                (request, outcome)
-                            });
-                        }
-                    }
-                    Err(error) => report.failed(&error),
-                }
-            }
-            if running.is_empty() {
-                if stopping {
-                    return report;
-                }
-                let created = Arc::clone(&self.created);
-                wait(created.notified(), self.settings.poll_interval, stop).await;
-                continue;
-            }
-            let room = running.len() < self.settings.workers && !stopping;
-            let created = Arc::clone(&self.created);
-            tokio::select! {
-                Some(joined) = running.join_next() => {
-                    let mut outcomes = Vec::new();
-                    let mut joined = Some(joined);
-                    while let Some(result) = joined.take().or_else(|| running.try_join_next()) {
-                        match result {
-                            Ok(outcome) => outcomes.push(outcome),
-                            // Cancelled: its lease runs out and it is claimed again.
-                            Err(error) => tracing::warn!(%error, "an outbox execution task ended"),
-                        }
-                    }
-                    match self.record(outcomes).await {
-                        Ok(executed) => report.executed += executed,
-                        // Not recorded: the requests run again once their leases run out.
-                        Err(error) => report.failed(&error),
-                    }
-                }
-                () = created.notified(), if room => {}
-                () = tokio::time::sleep(self.settings.poll_interval), if room => {}
-                () = stop_requested(stop), if !stopping => {}
-            }
-        }
-    }
-
     /// Claims up to `limit` due requests under a token of their own and fetches their
     /// events. An event that cannot be read is its request's non-retryable failure; a
     /// fetch that fails as a whole is every request's retryable one.
-    async fn claim(&self, limit: usize) -> Result<Vec<(Claimed, Prepared)>> {
+    pub(super) async fn claim(&self, limit: usize) -> Result<Vec<(Claimed, Prepared)>> {
         let span = tracing::debug_span!("chronicle.outbox.claim", limit);
         let started = Instant::now();
         let token = format!("{}/{}", self.executor_id, uuid::Uuid::now_v7());
@@ -236,7 +172,7 @@ impl Outbox {
     }
 
     /// Runs `request`'s handler on `event`, within its timeout.
-    async fn run(&self, request: &Claimed, prepared: Prepared) -> Outcome {
+    pub(super) async fn run(&self, request: &Claimed, prepared: Prepared) -> Outcome {
         let Some(handler) = self.handlers.get(&request.handler) else {
             // Not claimable: claims only ask for this map's handlers.
             return Err(Failed::new(
@@ -336,7 +272,10 @@ impl Outbox {
     }
 
     /// Records the outcomes in one transaction, and reports what needs reporting.
-    async fn record(&self, outcomes: Vec<(Claimed, Outcome)>) -> Result<ExecutionReport> {
+    pub(super) async fn record(
+        &self,
+        outcomes: Vec<(Claimed, Outcome)>,
+    ) -> Result<ExecutionReport> {
         let now = now_micros();
         let mut executed = ExecutionReport {
             claimed: outcomes.len() as u64,

@@ -5,15 +5,18 @@
 //! the scheduler did, added up.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::Outbox;
-use super::executor::ExecutionReport;
+use super::executor::{ExecutionReport, Outcome};
 use crate::error::Result;
 use crate::read::LogPosition;
+use crate::store::requests::Claimed;
 use crate::task::{Task, side_by_side, stop_requested};
 
 /// Runs the processor, then the executor, in turn on one task; when neither had anything
@@ -255,6 +258,66 @@ impl std::ops::AddAssign for SchedulerReport {
         self.requests_created += other.requests_created;
         self.executed += other.executed;
         self.failed_steps += other.failed_steps;
+    }
+}
+
+impl Outbox {
+    /// Keeps up to `workers` handlers running until `stop` is requested, claiming as
+    /// slots free up and recording outcomes as they come (the concurrent scheduler's
+    /// executor: a slow handler holds one slot, not a batch). On a stop, claims no more
+    /// and returns once the handlers in flight are done and recorded, with what it did.
+    pub(crate) async fn serve(&self, stop: &mut watch::Receiver<bool>) -> SchedulerReport {
+        let mut report = SchedulerReport::default();
+        let mut running: JoinSet<(Claimed, Outcome)> = JoinSet::new();
+        loop {
+            let stopping = *stop.borrow();
+            let free = self.settings.workers.saturating_sub(running.len());
+            if free > 0 && !stopping {
+                match self.claim(free).await {
+                    Ok(claimed) => {
+                        for (request, event) in claimed {
+                            let outbox = self.clone();
+                            running.spawn(async move {
+                                let outcome = outbox.run(&request, event).await;
+                                (request, outcome)
+                            });
+                        }
+                    }
+                    Err(error) => report.failed(&error),
+                }
+            }
+            if running.is_empty() {
+                if stopping {
+                    return report;
+                }
+                let created = Arc::clone(&self.created);
+                wait(created.notified(), self.settings.poll_interval, stop).await;
+                continue;
+            }
+            let room = running.len() < self.settings.workers && !stopping;
+            let created = Arc::clone(&self.created);
+            tokio::select! {
+                Some(joined) = running.join_next() => {
+                    let mut outcomes = Vec::new();
+                    let mut joined = Some(joined);
+                    while let Some(result) = joined.take().or_else(|| running.try_join_next()) {
+                        match result {
+                            Ok(outcome) => outcomes.push(outcome),
+                            // Cancelled: its lease runs out and it is claimed again.
+                            Err(error) => tracing::warn!(%error, "an outbox execution task ended"),
+                        }
+                    }
+                    match self.record(outcomes).await {
+                        Ok(executed) => report.executed += executed,
+                        // Not recorded: the requests run again once their leases run out.
+                        Err(error) => report.failed(&error),
+                    }
+                }
+                () = created.notified(), if room => {}
+                () = tokio::time::sleep(self.settings.poll_interval), if room => {}
+                () = stop_requested(stop), if !stopping => {}
+            }
+        }
     }
 }
 

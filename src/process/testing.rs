@@ -223,7 +223,7 @@ impl<P: ProcessManager> ProcessOutcome<P> {
                 "{}: the commands to `{}` differ\n{}",
                 self.context,
                 A::NAME,
-                crate::testing::diff(&expected, &issued)
+                crate::testing::diff::diff(&expected, &issued)
             );
         }
     }

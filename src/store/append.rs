@@ -173,7 +173,7 @@ fn check_event_text(stream: &StreamId, event: &NewEvent) -> Result<()> {
                 Some(("custom metadata", problem))
             })
         });
-    text::refuse(found, Some(stream), Some(event.id))
+    text::refuse(found, Some(stream.as_str()), Some(event.id))
 }
 
 /// Decides whether a rejected append is a replay of one already stored.

@@ -1,7 +1,9 @@
 //! The `Backend` trait: the little that differs between memory, SQLite and PostgreSQL.
 //!
-//! A backend stores and fetches rows. It never sees JSON or keys: payloads arrive encoded
-//! and leave encoded, in [`RecordedEvent::payload`]. Validation, the codec, retries,
+//! A backend stores and fetches rows. It never parses JSON or sees keys: payloads arrive
+//! encoded and leave encoded, and events leave as [`StoredEvent`]s (payload and extra
+//! metadata as stored), which `Store` turns into [`RecordedEvent`](crate::RecordedEvent)s.
+//! Validation, the codec, retries,
 //! timeouts, idempotent replays and paging live once, in [`Store`](crate::Store), above
 //! this trait.
 
@@ -15,7 +17,7 @@ use super::batch::{DynTx, Flush};
 use super::key_cache::StoredKey;
 use super::storage::StorageStats;
 use crate::error::Result;
-use crate::event::{NewEvent, RecordedEvent};
+use crate::event::NewEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -45,6 +47,39 @@ pub(crate) struct Written {
     /// [`LogPosition`].
     pub commit: u64,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// An event as a backend stores and returns it: its columns as they are, the payload as
+/// the codec wrote it and the metadata without a column of its own as the JSON text
+/// written ([`EncodedEvent::extra_metadata`]). Only `Store` decodes it (payload and
+/// metadata), into a [`RecordedEvent`](crate::RecordedEvent), so that a public event
+/// always holds JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredEvent {
+    pub id: Uuid,
+    pub stream_id: StreamId,
+    pub version: u64,
+    pub position: u64,
+    /// The writing transaction (0 on SQLite and in memory).
+    pub commit: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// As stored: the codec's output.
+    pub payload: Vec<u8>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub user_id: Option<String>,
+    /// The extra metadata's JSON text as stored; parsed by `Store`, never by a backend.
+    pub extra_metadata: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// Where this event sits in the global log.
+    pub(crate) fn log_position(&self) -> LogPosition {
+        LogPosition::new(self.commit, self.position)
+    }
 }
 
 /// What an append did; the rejections are sorted out by the store.
@@ -87,7 +122,7 @@ impl AppendOutcome {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct LogPage {
     /// The window's events of the types asked for.
-    pub events: Vec<RecordedEvent>,
+    pub events: Vec<StoredEvent>,
     /// The window's last event, of any type: the next window starts after it.
     pub scanned_to: Option<LogPosition>,
     /// Whether the window was full, of events or of bytes (more events may follow right
@@ -101,7 +136,7 @@ pub(crate) struct LogPage {
 /// how many events the whole window holds.
 #[derive(Debug)]
 pub(crate) struct WindowRow {
-    pub event: RecordedEvent,
+    pub event: StoredEvent,
     pub wanted: bool,
     pub scanned: usize,
 }
@@ -132,8 +167,8 @@ impl WindowLimit {
 
 impl LogPage {
     /// The page of an unfiltered window: every event of it.
-    pub(crate) fn all(events: Vec<RecordedEvent>, limit: WindowLimit) -> Self {
-        let scanned_to = events.last().map(RecordedEvent::log_position);
+    pub(crate) fn all(events: Vec<StoredEvent>, limit: WindowLimit) -> Self {
+        let scanned_to = events.last().map(StoredEvent::log_position);
         let scanned = events.len();
         LogPage::new(events, scanned_to, scanned, limit)
     }
@@ -155,7 +190,7 @@ impl LogPage {
     /// are wanted: full when it holds `limit.events` events or its wanted events' payloads
     /// fill `limit.bytes` (when the window ended there by chance, the next one is empty).
     pub(crate) fn new(
-        events: Vec<RecordedEvent>,
+        events: Vec<StoredEvent>,
         scanned_to: Option<LogPosition>,
         scanned: usize,
         limit: WindowLimit,
@@ -204,8 +239,8 @@ pub(crate) struct ReplayedEvent {
     pub payload: Vec<u8>,
 }
 
-impl From<RecordedEvent> for ReplayedEvent {
-    fn from(event: RecordedEvent) -> Self {
+impl From<StoredEvent> for ReplayedEvent {
+    fn from(event: StoredEvent) -> Self {
         ReplayedEvent {
             id: event.id,
             version: event.version,
@@ -395,7 +430,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         versions: RangeInclusive<u64>,
         direction: Direction,
         limit: WindowLimit,
-    ) -> Result<Vec<RecordedEvent>>;
+    ) -> Result<Vec<StoredEvent>>;
 
     /// The events of `stream` whose versions lie in `versions`, oldest first, with only the
     /// columns a replay needs, within `limit` as [`Backend::read_stream`].
@@ -586,10 +621,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     }
 
     /// The stored events with these ids (in no particular order; missing ids are left out).
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>>;
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>>;
 
     /// The events matching `query`, in position order.
-    async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>>;
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
 
     /// The default and category retention policies, and the streams with their own (up to
     /// `MAX_LISTED_STREAM_POLICIES` + 1 of them).
@@ -677,6 +712,14 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Stores a compression dictionary unless its id is taken; whether it was stored.
     async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool>;
+
+    /// Replaces a dictionary's seal (`key_id` and `content`) with `new`'s if its row is
+    /// still as `old` was read; whether it was replaced.
+    async fn reseal_dictionary(
+        &self,
+        old: &crate::codec::StoredDictionary,
+        new: &crate::codec::StoredDictionary,
+    ) -> Result<bool>;
 
     /// The newest `limit` events' ids, streams and stored payloads, newest first: what a
     /// dictionary is trained on.

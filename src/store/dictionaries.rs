@@ -2,8 +2,8 @@
 //! events ([`Store::train_compression_dictionary`]), the active one appends compress
 //! with, and the ones a page of payloads needs, loaded by id.
 //!
-//! Dictionaries are stored in the database under increasing ids and never change, so a
-//! process keeps every one it loaded. The active dictionary is the one with the highest
+//! Dictionaries are stored in the database under increasing ids and never change (a key
+//! rotation seals one again, the same bytes), so a process keeps every one it loaded. The active dictionary is the one with the highest
 //! id; appends look it up again after [`ACTIVE_DICTIONARY_TTL`], so a dictionary trained
 //! by another process is used here within that time.
 
@@ -12,11 +12,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Store;
-use crate::codec::{Dictionaries, Dictionary, event_context, train_dictionary};
+use crate::codec::{CodecError, Dictionaries, Dictionary, event_context, train_dictionary};
 use crate::error::{Error, Result, ValidationError};
 
 /// How long the id of the active dictionary is trusted before appends look it up again.
 pub(crate) const ACTIVE_DICTIONARY_TTL: Duration = Duration::from_secs(30);
+
+/// How long a dictionary that is missing or fails its check is remembered as such: pages
+/// that name it within this time fail without asking the database again, and a row
+/// restored meanwhile is used after it.
+const REFUSAL_TTL: Duration = Duration::from_secs(30);
 
 /// How many of the newest events a dictionary is trained on, at most.
 pub const DICTIONARY_SAMPLE_EVENTS: usize = 10_000;
@@ -44,10 +49,13 @@ pub struct TrainedDictionary {
     pub bytes: usize,
 }
 
-/// The dictionaries this process loaded, and which one is active.
+/// The dictionaries this process loaded, those it recently could not use, and which one
+/// is active.
 #[derive(Debug, Default)]
 pub(crate) struct DictionaryCache {
     loaded: Mutex<HashMap<u32, Arc<Dictionary>>>,
+    /// Why each recently refused dictionary cannot be used, and since when.
+    refused: Mutex<HashMap<u32, (CodecError, Instant)>>,
     /// The active dictionary's id (`None`: there is none) and when it was looked up.
     active: Mutex<Option<(Option<u32>, Instant)>>,
 }
@@ -59,8 +67,24 @@ impl DictionaryCache {
     }
 
     fn keep(&self, dictionary: Arc<Dictionary>) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused.remove(&dictionary.id());
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         loaded.insert(dictionary.id(), dictionary);
+    }
+
+    /// Why dictionary `id` could not be used, if that was found within [`REFUSAL_TTL`].
+    fn refused(&self, id: u32) -> Option<CodecError> {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < REFUSAL_TTL)
+            .map(|(error, _)| error.clone())
+    }
+
+    fn refuse(&self, id: u32, error: CodecError) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused.insert(id, (error, Instant::now()));
     }
 
     fn active(&self) -> Option<Option<u32>> {
@@ -136,7 +160,7 @@ impl Store {
             source,
         };
         if samples.len() < MIN_SAMPLES {
-            return Err(training(crate::codec::CodecError::Encode(format!(
+            return Err(training(CodecError::Encode(format!(
                 "at least {MIN_SAMPLES} events are needed"
             ))));
         }
@@ -250,25 +274,29 @@ impl Store {
     }
 
     /// The dictionaries `ids` name: from this process's cache, the rest loaded and checked
-    /// (those that fail are kept with their error, those missing are left out).
+    /// in one statement. Those that fail their check or are missing are kept with their
+    /// error, and remembered for [`REFUSAL_TTL`].
     pub(crate) async fn page_dictionaries(&self, ids: HashSet<u32>) -> Result<Dictionaries> {
         let cache = &self.inner.dictionaries;
         let mut found = Dictionaries::default();
-        let mut missing = Vec::new();
+        let mut unknown = Vec::new();
         for id in ids {
-            match cache.loaded(id) {
-                Some(dictionary) => found.insert(id, Ok(dictionary)),
-                None => missing.push(id),
+            if let Some(dictionary) = cache.loaded(id) {
+                found.insert(id, Ok(dictionary));
+            } else if let Some(error) = cache.refused(id) {
+                found.insert(id, Err(error));
+            } else {
+                unknown.push(id);
             }
         }
-        if missing.is_empty() {
+        if unknown.is_empty() {
             return Ok(found);
         }
         let backend = &self.inner.backend;
         let stored = self
             .inner
             .retry
-            .run("dictionaries", || backend.dictionaries(&missing))
+            .run("dictionaries", || backend.dictionaries(&unknown))
             .await?;
         for stored in stored {
             let opened = self.inner.codec.open_dictionary(&stored).map(Arc::new);
@@ -276,9 +304,15 @@ impl Store {
                 Ok(dictionary) => cache.keep(Arc::clone(dictionary)),
                 Err(error) => {
                     tracing::warn!(id = stored.id, %error, "compression dictionary refused");
+                    cache.refuse(stored.id, error.clone());
                 }
             }
             found.insert(stored.id, opened);
+        }
+        for id in unknown {
+            if let Err(error @ CodecError::MissingDictionary { .. }) = found.get(id) {
+                cache.refuse(id, error);
+            }
         }
         Ok(found)
     }

@@ -10,8 +10,11 @@ use super::sql::reads::Sql;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
 
-const DICTIONARY: &str =
-    "SELECT id, key_id, content, sha256, samples FROM compression_dictionaries WHERE id = $1";
+const DICTIONARIES: &str =
+    "SELECT id, key_id, content, sha256, samples FROM compression_dictionaries WHERE ";
+
+const RESEAL_DICTIONARY: &str = "UPDATE compression_dictionaries SET key_id = $1, content = $2 \
+     WHERE id = $3 AND content = $4";
 
 const LATEST_DICTIONARY: &str = "SELECT max(id) FROM compression_dictionaries";
 
@@ -49,19 +52,16 @@ sql_impl! {
     impl<D> Sql<'_, D> {
         /// The stored dictionaries of these ids (missing ones are left out).
         pub(crate) async fn dictionaries(self, ids: &[u32]) -> Result<Vec<StoredDictionary>> {
-            // A page rarely needs more than one that this process has not loaded yet.
-            let mut found = Vec::with_capacity(ids.len());
-            for id in ids {
-                let row: Option<DictionaryRow> = sqlx::query_as(DICTIONARY)
-                    .bind(i64::from(*id))
-                    .fetch_optional(self.0)
-                    .await
-                    .map_err(fail("dictionaries"))?;
-                if let Some(row) = row {
-                    found.push(dictionary(row)?);
-                }
-            }
-            Ok(found)
+            // The ids as texts, the one list type of both dialects: the table holds a
+            // dictionary per training, so comparing as text scans a handful of rows.
+            let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+            let sql = format!("{DICTIONARIES}{}", D::in_list("CAST(id AS TEXT)", "$1"));
+            let rows: Vec<DictionaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(D::list(&ids)?)
+                .fetch_all(self.0)
+                .await
+                .map_err(fail("dictionaries"))?;
+            rows.into_iter().map(dictionary).collect()
         }
 
         /// The newest dictionary's id.
@@ -91,6 +91,24 @@ sql_impl! {
                 .execute(self.0)
                 .await
                 .map_err(fail("train_dictionary"))?;
+            Ok(D::rows_affected(&done) == 1)
+        }
+
+        /// Replaces dictionary `old.id`'s seal with `new`'s if its row is still as `old`
+        /// was read; whether it was replaced.
+        pub(crate) async fn reseal_dictionary(
+            self,
+            old: &StoredDictionary,
+            new: &StoredDictionary,
+        ) -> Result<bool> {
+            let done = sqlx::query(RESEAL_DICTIONARY)
+                .bind(new.key_id.clone())
+                .bind(new.content.as_slice())
+                .bind(i64::from(old.id))
+                .bind(old.content.as_slice())
+                .execute(self.0)
+                .await
+                .map_err(fail("reseal_dictionary"))?;
             Ok(D::rows_affected(&done) == 1)
         }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, WindowLimit, Written,
+    SnapshotWrite, StoredEvent, StoredSnapshot, WindowLimit, Written,
 };
 use super::batch::{DynTx, Flush, StoredCheckpoint, Tx};
 use super::key_cache::StoredKey;
@@ -20,7 +20,6 @@ use super::requests::NoOutbox;
 use super::storage::StorageStats;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -42,7 +41,7 @@ pub(crate) struct MemoryBackend {
 #[derive(Debug, Default)]
 struct State {
     /// Every event by global position; hard deletes remove entries, positions stay.
-    log: BTreeMap<u64, RecordedEvent>,
+    log: BTreeMap<u64, StoredEvent>,
     last_position: u64,
     streams: BTreeMap<String, StreamRow>,
     /// Position of every stored event id.
@@ -139,20 +138,24 @@ impl Backend for MemoryBackend {
             let position = state.last_position;
             let version = base + offset;
             state.ids.insert(event.source.id, position);
+            let metadata = &event.source.metadata;
             state.log.insert(
                 position,
-                RecordedEvent {
+                StoredEvent {
                     id: event.source.id,
                     stream_id: stream.clone(),
                     version,
                     position,
+                    commit: 0,
                     event_type: event.source.event_type.clone(),
                     schema_version: event.source.schema_version,
-                    metadata: event.source.metadata.clone(),
-                    recorded_at: now,
-                    commit: 0,
                     payload: event.payload.clone(),
-                    unreadable: None,
+                    correlation_id: metadata.correlation_id.clone(),
+                    causation_id: metadata.causation_id.clone(),
+                    tenant_id: metadata.tenant_id.clone(),
+                    user_id: metadata.user_id.clone(),
+                    extra_metadata: event.extra_metadata.clone(),
+                    recorded_at: now,
                 },
             );
             written.push(Written {
@@ -262,7 +265,7 @@ impl Backend for MemoryBackend {
         versions: RangeInclusive<u64>,
         direction: Direction,
         limit: WindowLimit,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<StoredEvent>> {
         let state = self.lock()?;
         let Some(row) = state.streams.get(stream.as_str()) else {
             return Ok(Vec::new());
@@ -444,7 +447,7 @@ impl Backend for MemoryBackend {
         Ok(checkpoints.get(name).copied())
     }
 
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
         let state = self.lock()?;
         Ok(ids
             .iter()
@@ -454,7 +457,7 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    async fn query(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         let state = self.lock()?;
         Ok(state
             .log
@@ -471,11 +474,11 @@ impl Backend for MemoryBackend {
                     && query
                         .correlation_id
                         .as_ref()
-                        .is_none_or(|id| event.metadata.correlation_id.as_ref() == Some(id))
+                        .is_none_or(|id| event.correlation_id.as_ref() == Some(id))
                     && query
                         .tenant_id
                         .as_ref()
-                        .is_none_or(|id| event.metadata.tenant_id.as_ref() == Some(id))
+                        .is_none_or(|id| event.tenant_id.as_ref() == Some(id))
             })
             .skip(query.offset)
             .take(query.limit)
@@ -627,6 +630,22 @@ impl Backend for MemoryBackend {
         }
         state.dictionaries.insert(dictionary.id, dictionary.clone());
         Ok(true)
+    }
+
+    async fn reseal_dictionary(
+        &self,
+        old: &StoredDictionary,
+        new: &StoredDictionary,
+    ) -> Result<bool> {
+        let mut state = self.lock()?;
+        match state.dictionaries.get_mut(&old.id) {
+            Some(stored) if stored == old => {
+                stored.key_id.clone_from(&new.key_id);
+                stored.content.clone_from(&new.content);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {

@@ -62,13 +62,13 @@ pub(crate) use self::key_cache::PageKeys;
 
 pub(crate) use self::backend::StoredSnapshot;
 pub(crate) use self::backend::WindowLimit;
-use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent};
+use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, StoredEvent};
 use self::paging::{PageSizes, Reach, RowsHint, StreamCursor};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, CodecError, DataKey, Dictionary, event_context};
 use crate::domain_event::{DomainEvent, EventView};
-use crate::error::{Error, Result};
-use crate::event::{NewEvent, RecordedEvent};
+use crate::error::{CorruptRow, CorruptValue, Error, Result};
+use crate::event::{EventMetadata, NewEvent, RecordedEvent};
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::rules::RulesCache;
 use crate::stream::{
@@ -356,9 +356,12 @@ impl Store {
             .run("append", || backend.events_by_id(&ids))
             .await?;
         let keys = self.keys_of(&stored).await?;
-        let stored = stored
+        let stored = self
+            .recorded_page(stored, &keys, |event, failed| match failed {
+                None => Some(Ok(event)),
+                Some(error) => Some(Err(error)),
+            })?
             .into_iter()
-            .map(|event| self.decode(event, &keys))
             .collect::<Result<Vec<_>>>()?;
         match append::resolve_replay(&stream, expected, &events, stored)? {
             Some(result) => {
@@ -423,53 +426,94 @@ impl Store {
         })
     }
 
-    /// Decodes the payload of `event`, with its stream's data key from `keys`.
-    fn decode(&self, mut event: RecordedEvent, keys: &PageKeys) -> Result<RecordedEvent> {
-        self.decode_in_place(&mut event, keys)?;
-        Ok(event)
-    }
-
-    /// [`Store::decode`] without moving the event (a log window's events are large, and
-    /// many).
-    fn decode_in_place(&self, event: &mut RecordedEvent, keys: &PageKeys) -> Result<()> {
-        let stored = std::mem::take(&mut event.payload);
-        event.payload = self
-            .inner
-            .codec
-            .decode(
-                stored,
-                || event_context(event.id, event.stream_id.as_str()),
-                keys.get(event.stream_id.as_str()),
-            )
-            .map_err(|source| codec_error(event.stream_id.as_str(), event.id, source))?;
-        Ok(())
-    }
-
-    /// Decodes each event of `events` on its own (one that fails does not hide the
-    /// others), looking up the data keys they need first: the public reads' decoding.
-    async fn decode_each(
+    /// A page of stored events as [`RecordedEvent`]s: the one place a stored event is
+    /// decoded. Each event's extra metadata is parsed and its payload decoded (with its
+    /// stream's data key from `keys`), then `each` makes of it what the read returns, or
+    /// leaves it out (`None`): it gets the event, and the error its payload failed with
+    /// (the event's payload is then empty).
+    ///
+    /// Callers run this inside their decode closure ([`paging::off_runtime`]) where the
+    /// page is large.
+    ///
+    /// # Errors
+    /// [`Error::CorruptRow`] naming the `metadata` column when an event's extra metadata is
+    /// not JSON of the shape chronicle writes: the whole page fails, as for any other
+    /// corrupt value in its rows.
+    fn recorded_page<T>(
         &self,
-        events: Vec<RecordedEvent>,
-    ) -> Result<impl Iterator<Item = Result<RecordedEvent>> + Send + use<>> {
+        page: Vec<StoredEvent>,
+        keys: &PageKeys,
+        mut each: impl FnMut(RecordedEvent, Option<Error>) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let codec = &self.inner.codec;
+        let mut out = Vec::with_capacity(page.len());
+        for stored in page {
+            let StoredEvent {
+                id,
+                stream_id,
+                version,
+                position,
+                commit,
+                event_type,
+                schema_version,
+                payload,
+                correlation_id,
+                causation_id,
+                tenant_id,
+                user_id,
+                extra_metadata,
+                recorded_at,
+            } = stored;
+            let metadata = EventMetadata::from_parts(
+                correlation_id,
+                causation_id,
+                tenant_id,
+                user_id,
+                extra_metadata.as_deref(),
+            )
+            .map_err(|error| corrupt_metadata(&stream_id, version, id, error))?;
+            let stream = stream_id.as_str();
+            let (payload, failed) =
+                match codec.decode(payload, || event_context(id, stream), keys.get(stream)) {
+                    Ok(payload) => (payload, None),
+                    Err(source) => (Vec::new(), Some(codec_error(stream, id, source))),
+                };
+            let event = RecordedEvent {
+                id,
+                stream_id,
+                version,
+                position,
+                event_type,
+                schema_version,
+                metadata,
+                recorded_at,
+                commit,
+                payload,
+                unreadable: None,
+            };
+            out.extend(each(event, failed));
+        }
+        Ok(out)
+    }
+
+    /// `events` decoded each on its own for a public read (one that fails does not hide
+    /// the others; see [`Store::for_reader`]), looking up the data keys they need first.
+    async fn decode_each(&self, events: Vec<StoredEvent>) -> Result<Vec<Result<RecordedEvent>>> {
         let keys = self.keys_of(&events).await?;
         metrics::counter!(telemetry::READ_EVENTS).increment(events.len() as u64);
-        let store = self.clone();
-        Ok(events
-            .into_iter()
-            .map(move |event| store.decode_for_reader(event, &keys)))
+        self.recorded_page(events, &keys, |event, failed| {
+            Some(self.for_reader(event, failed))
+        })
     }
 
-    /// `event` decoded for a public read: an event that cannot be decoded is an error, or,
-    /// on a store built to keep them ([`StoreBuilder::keep_undecodable_payloads`]), the
-    /// event with an empty payload and the reason in its `payload_error`.
-    fn decode_for_reader(
-        &self,
-        mut event: RecordedEvent,
-        keys: &PageKeys,
-    ) -> Result<RecordedEvent> {
-        match self.decode_in_place(&mut event, keys) {
-            Ok(()) => Ok(event),
-            Err(error) if self.inner.limits.keep_undecodable => {
+    /// An event decoded for a public read, `failed` the error its payload failed with: an
+    /// event that cannot be decoded is an error, or, on a store built to keep them
+    /// ([`StoreBuilder::keep_undecodable_payloads`]), the event with an empty payload and
+    /// the reason in its `payload_error`.
+    fn for_reader(&self, mut event: RecordedEvent, failed: Option<Error>) -> Result<RecordedEvent> {
+        match failed {
+            None => Ok(event),
+            Some(error) if self.inner.limits.keep_undecodable => {
                 let reason = match error {
                     Error::Codec { source, .. } => source,
                     Error::Shredded { .. } => CodecError::Shredded,
@@ -478,12 +522,12 @@ impl Store {
                 event.unreadable = Some(reason);
                 Ok(event)
             }
-            Err(error) => Err(error),
+            Some(error) => Err(error),
         }
     }
 
     /// The data keys `events` need.
-    async fn keys_of(&self, events: &[RecordedEvent]) -> Result<Arc<PageKeys>> {
+    async fn keys_of(&self, events: &[StoredEvent]) -> Result<Arc<PageKeys>> {
         self.page_keys(
             events
                 .iter()
@@ -720,7 +764,7 @@ impl Store {
     #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
     pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
         let stream = StreamId::new(stream.as_ref())?;
-        text::refuse(spec.text_problem(), Some(&stream), None)?;
+        text::refuse(spec.text_problem(), Some(stream.as_str()), None)?;
         let backend = &self.inner.backend;
         let outcome = self
             .inner
@@ -897,18 +941,17 @@ impl Store {
 
     /// `events` decoded, each on its own (one that fails does not hide the others), with
     /// the data keys they need; on a blocking thread when the codec's work is large.
-    async fn decode_page(&self, events: Vec<RecordedEvent>) -> Result<Vec<Result<RecordedEvent>>> {
+    async fn decode_page(&self, events: Vec<StoredEvent>) -> Result<Vec<Result<RecordedEvent>>> {
         let keys = self.keys_of(&events).await?;
         metrics::counter!(telemetry::READ_EVENTS).increment(events.len() as u64);
         let work = paging::decode_work(events.iter().map(|event| event.payload.as_slice()), false);
         let store = self.clone();
         paging::off_runtime(work, "decoding a page of events", move || {
-            events
-                .into_iter()
-                .map(|event| store.decode_for_reader(event, &keys))
-                .collect()
+            store.recorded_page(events, &keys, |event, failed| {
+                Some(store.for_reader(event, failed))
+            })
         })
-        .await
+        .await?
     }
 
     /// Every event of the global log after `after` (use [`LogPosition::START`] for all),
@@ -974,32 +1017,34 @@ impl Store {
         .await?
     }
 
-    /// Decodes the payloads of `window` in place; events of forgotten streams are left out
-    /// when `shredded` says so.
+    /// `window` decoded; events of forgotten streams are left out when `shredded` says
+    /// so. The first event that does not decode otherwise fails the window.
     fn decode_window(
         &self,
-        mut window: LogWindow,
+        window: LogWindow<StoredEvent>,
         keys: &PageKeys,
         shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
-        let mut failed = None;
-        window
-            .events
-            .retain_mut(|event| match self.decode_in_place(event, keys) {
-                Ok(()) => true,
-                Err(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => false,
-                Err(error) => {
-                    failed.get_or_insert(error);
-                    false
-                }
-            });
-        match failed {
+        let mut first_error = None;
+        let events = self.recorded_page(window.events, keys, |event, failed| match failed {
+            None => Some(event),
+            Some(Error::Shredded { .. }) if shredded == ShreddedEvents::Skip => None,
+            Some(error) => {
+                first_error.get_or_insert(error);
+                None
+            }
+        })?;
+        match first_error {
             Some(error) => Err(error),
-            None => Ok(window),
+            None => Ok(LogWindow {
+                events,
+                scanned_to: window.scanned_to,
+                more: window.more,
+            }),
         }
     }
 
-    /// [`Store::read_window`] without decoding the payloads (they stay as stored), for
+    /// [`Store::read_window`] without decoding the events (they stay as stored), for
     /// readers that only need the events' ids, types and places, or the stored bytes.
     pub(crate) async fn read_window_encoded(
         &self,
@@ -1007,7 +1052,7 @@ impl Store {
         types: Arc<[String]>,
         limit: WindowLimit,
         expired: Expired,
-    ) -> Result<LogWindow> {
+    ) -> Result<LogWindow<StoredEvent>> {
         let span = tracing::debug_span!("chronicle.read_all", %after);
         let mut read = LogRead::new(self.clone(), after, types, limit);
         read.with_expired = expired == Expired::Include;
@@ -1033,10 +1078,10 @@ impl Store {
             .await?;
         let found = self.without_expired(found).await?;
         let keys = self.keys_of(&found).await?;
-        Ok(found
-            .into_iter()
-            .map(|event| (event.id, self.decode(event, &keys)))
-            .collect())
+        let decoded = self.recorded_page(found, &keys, |event, failed| {
+            Some((event.id, failed.map_or(Ok(event), Err)))
+        })?;
+        Ok(decoded.into_iter().collect())
     }
 
     /// The event with this id, or `None`.
@@ -1055,7 +1100,11 @@ impl Store {
             })
             .await?;
         let found = self.without_expired(found).await?;
-        self.decode_each(found).await?.next().transpose()
+        self.decode_each(found)
+            .await?
+            .into_iter()
+            .next()
+            .transpose()
     }
 
     /// Closes the store's connections, waiting for operations in flight to return them.
@@ -1112,6 +1161,20 @@ pub(crate) fn codec_error(stream: &str, event_id: Uuid, source: CodecError) -> E
             source,
         },
     }
+}
+
+/// The error of an event of `stream` whose stored extra metadata is not JSON of the shape
+/// chronicle writes: its row is corrupt, in column `metadata`.
+#[cold]
+fn corrupt_metadata(stream: &StreamId, version: u64, id: Uuid, error: serde_json::Error) -> Error {
+    Error::CorruptRow(Box::new(CorruptRow {
+        table: "events",
+        stream: stream.to_string(),
+        version: Some(version),
+        event_id: Some(id),
+        column: "metadata",
+        problem: CorruptValue::Json(error),
+    }))
 }
 
 /// Announces this store's appends to other processes, after they committed and outside
@@ -1194,11 +1257,12 @@ async fn forward_appends(inner: std::sync::Weak<Inner>) {
     }
 }
 
-/// One window of the log, from [`Store::read_window`].
+/// One window of the log, from [`Store::read_window`] (decoded events) or
+/// [`Store::read_window_encoded`] (events as stored).
 #[derive(Debug)]
-pub(crate) struct LogWindow {
-    /// The window's events of the types asked for, decoded.
-    pub events: Vec<RecordedEvent>,
+pub(crate) struct LogWindow<E = RecordedEvent> {
+    /// The window's events of the types asked for.
+    pub events: Vec<E>,
     /// Where the window ended (its last event of any type; where it began when empty).
     pub scanned_to: LogPosition,
     /// Whether more events may follow right away (the window was full).
@@ -1265,7 +1329,7 @@ impl LogRead {
 
     /// The next window's events of the types asked for, still encoded (none when the
     /// window has none of them; `None` once the read is done).
-    async fn next_window(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
+    async fn next_window(&mut self) -> Result<Option<Vec<StoredEvent>>> {
         let inner = &self.store.inner;
         let mut wait = Duration::from_millis(5);
         loop {
@@ -1388,7 +1452,7 @@ struct ReadStream {
 }
 
 impl StreamRead for ReadStream {
-    type Rows = Vec<RecordedEvent>;
+    type Rows = Vec<StoredEvent>;
     type Page = Vec<Result<RecordedEvent>>;
 
     async fn fetch(

@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, HeldBack, Lease,
-    LogPage, ReplayedEvent, SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
+    LogPage, ReplayedEvent, SnapshotWrite, StoredEvent, StoredSnapshot, StreamStart, WindowLimit,
+    WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -36,7 +37,6 @@ use super::sql::tx::SqlTx;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{ConnectErrorKind, Error, Result, ValidationError};
-use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -752,7 +752,7 @@ impl Backend for PostgresBackend {
         versions: RangeInclusive<u64>,
         direction: Direction,
         limit: WindowLimit,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<StoredEvent>> {
         Sql(&self.pool)
             .read_stream(stream, versions, direction, limit)
             .await
@@ -1094,11 +1094,11 @@ impl Backend for PostgresBackend {
         Sql(&self.pool).checkpoint(name).await
     }
 
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
         Sql(&self.pool).events_by_id(ids).await
     }
 
-    async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
+    async fn query(&self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
         Sql(&self.pool).query(filter).await
     }
 
@@ -1152,6 +1152,14 @@ impl Backend for PostgresBackend {
 
     async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
         Sql(&self.pool).insert_dictionary(dictionary).await
+    }
+
+    async fn reseal_dictionary(
+        &self,
+        old: &crate::codec::StoredDictionary,
+        new: &crate::codec::StoredDictionary,
+    ) -> Result<bool> {
+        Sql(&self.pool).reseal_dictionary(old, new).await
     }
 
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {

@@ -9,14 +9,13 @@ use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt, stream};
 
-use super::backend::{ReplayedEvent, StoredSnapshot, WindowLimit};
+use super::backend::{ReplayedEvent, StoredEvent, StoredSnapshot, WindowLimit};
 use super::key_cache::PageKeys;
 use super::paging::{self, PageSizes, Reach, StreamCursor};
 use super::{Store, StreamRead, codec_error};
 use crate::codec::event_context;
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
 use crate::stream::{Direction, StreamId, StreamStatus};
 use crate::upcast::Decoded;
 
@@ -212,7 +211,7 @@ struct Replay<E> {
 enum ReplayRows {
     Narrow(Vec<ReplayedEvent>),
     /// Still to be filtered by the retention policy.
-    Whole(Vec<RecordedEvent>),
+    Whole(Vec<StoredEvent>),
 }
 
 impl<E: DomainEvent> StreamRead for Replay<E> {

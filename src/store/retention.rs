@@ -8,9 +8,8 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::Store;
-use super::backend::ExpiryCut;
+use super::backend::{ExpiryCut, StoredEvent};
 use crate::error::{Error, Result, ValidationError};
-use crate::event::RecordedEvent;
 use crate::retention::rules::{RetentionRules, StreamRetention, parse};
 use crate::retention::{
     AppliedRetention, RetentionEnforcer, RetentionPolicy, RetentionReport, RetentionScope,
@@ -209,8 +208,8 @@ impl Store {
     /// `events` without those a policy has expired.
     pub(crate) async fn without_expired(
         &self,
-        mut events: Vec<RecordedEvent>,
-    ) -> Result<Vec<RecordedEvent>> {
+        mut events: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>> {
         if events.is_empty() {
             return Ok(events);
         }

@@ -2,7 +2,8 @@
 //!
 //! Per-stream data keys are re-wrapped ([`KeyRotation::rewrap_stream_keys`]) without
 //! touching event rows. Payloads written under a ring key directly (stores without
-//! per-stream keys) are re-encrypted in place ([`KeyRotation::reencrypt_events`]). Both run
+//! per-stream keys) are re-encrypted in place, and compression dictionaries sealed again
+//! ([`KeyRotation::reencrypt_events`]). Both run
 //! in batches, each its own transaction, and each row changes only if it is still as it
 //! was read: an interrupted run loses nothing, and running it again finishes the job.
 
@@ -29,6 +30,8 @@ pub struct RotationProgress {
     pub events_reencrypted: u64,
     /// Snapshots re-encrypted under the active ring key.
     pub snapshots_reencrypted: u64,
+    /// Compression dictionaries sealed again under the active ring key.
+    pub dictionaries_resealed: u64,
     /// Where re-encryption got to in the log: pass it to
     /// [`KeyRotation::start_after`] to resume a run that was stopped.
     pub position: LogPosition,
@@ -171,8 +174,9 @@ impl KeyRotation {
     }
 
     /// Re-encrypts, under the active ring key, every event payload encrypted with another
-    /// ring key (events a retention policy hides included), then every such snapshot.
-    /// Payloads under per-stream keys are left alone: re-wrap those keys instead.
+    /// ring key (events a retention policy hides included), then every such snapshot, and
+    /// seals every compression dictionary sealed by another ring key again. Payloads
+    /// under per-stream keys are left alone: re-wrap those keys instead.
     ///
     /// # Errors
     /// [`ValidationError::Config`](crate::ValidationError::Config) without a key ring; [`Error::Codec`] naming an event
@@ -243,7 +247,47 @@ impl KeyRotation {
             }
         }
         self.reencrypt_snapshots(&mut progress).await?;
+        self.reseal_dictionaries(&mut progress).await?;
         Ok(progress)
+    }
+
+    /// The dictionary pass of [`KeyRotation::reencrypt_events`]: every dictionary (a
+    /// store holds one per training), each row replaced only if still as read.
+    async fn reseal_dictionaries(&self, progress: &mut RotationProgress) -> Result<()> {
+        let store = &self.store;
+        let backend = &store.inner.backend;
+        let retry = &store.inner.retry;
+        let Some(latest) = retry
+            .run("reseal_dictionary", || backend.latest_dictionary())
+            .await?
+        else {
+            return Ok(());
+        };
+        let ids: Vec<u32> = (1..=latest).collect();
+        let stored = retry
+            .run("reseal_dictionary", || backend.dictionaries(&ids))
+            .await?;
+        for old in stored {
+            let id = old.id;
+            let resealed = store
+                .inner
+                .codec
+                .reseal_dictionary(&old)
+                .map_err(|source| Error::Dictionary { id, source })?;
+            let Some(new) = resealed else {
+                continue;
+            };
+            if retry
+                .run("reseal_dictionary", || {
+                    backend.reseal_dictionary(&old, &new)
+                })
+                .await?
+            {
+                progress.dictionaries_resealed += 1;
+            }
+        }
+        self.report(progress);
+        Ok(())
     }
 
     /// The snapshot pass of [`KeyRotation::reencrypt_events`]: every snapshot, in (stream,

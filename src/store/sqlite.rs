@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
+    SnapshotWrite, StoredEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -40,7 +40,6 @@ use super::sql::tx::SqlTx;
 use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{Error, Result, SQLITE_BUSY, sqlite_primary_code};
-use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
@@ -550,7 +549,7 @@ impl Backend for SqliteBackend {
         versions: RangeInclusive<u64>,
         direction: Direction,
         limit: WindowLimit,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<Vec<StoredEvent>> {
         Sql(&self.reader)
             .read_stream(stream, versions, direction, limit)
             .await
@@ -756,11 +755,11 @@ impl Backend for SqliteBackend {
         Sql(&self.reader).checkpoint(name).await
     }
 
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
         Sql(&self.reader).events_by_id(ids).await
     }
 
-    async fn query(&self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
+    async fn query(&self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
         Sql(&self.reader).query(filter).await
     }
 
@@ -814,6 +813,14 @@ impl Backend for SqliteBackend {
 
     async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
         Sql(&self.writer).insert_dictionary(dictionary).await
+    }
+
+    async fn reseal_dictionary(
+        &self,
+        old: &crate::codec::StoredDictionary,
+        new: &crate::codec::StoredDictionary,
+    ) -> Result<bool> {
+        Sql(&self.writer).reseal_dictionary(old, new).await
     }
 
     async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {

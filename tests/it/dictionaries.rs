@@ -25,6 +25,7 @@ crate::for_each_sql_backend!(
     a_missing_dictionary_is_a_typed_error_naming_it,
     a_tampered_dictionary_row_is_detected,
     a_tampered_dictionary_row_is_detected_when_encrypting,
+    a_key_rotation_reseals_the_dictionaries,
 );
 
 const KEY: [u8; 32] = [9; 32];
@@ -301,6 +302,57 @@ async fn a_tampered_dictionary_row_is_detected_when_encrypting(kind: Kind) {
         crate::support::execute(&t, "DELETE FROM compression_dictionaries WHERE id = 2").await;
         tampering_is_detected(&t, encrypting).await;
     }
+}
+
+/// A rotation moves the dictionaries off the retired ring key with the payloads: after it,
+/// a store whose ring holds only the new key reads every event, and a second run finds
+/// nothing left to move.
+async fn a_key_rotation_reseals_the_dictionaries(kind: Kind) {
+    let Some(t) = with_dictionary_1(kind, "rotation_reseals", encrypting, 10).await else {
+        return;
+    };
+    let written = read(&t.store).await.expect("reads");
+    const NEW: [u8; 32] = [4; 32];
+    let rotating = t
+        .reopen(|builder| {
+            compressing(builder).encryption(
+                KeyRing::new("k2", NEW)
+                    .and_then(|ring| ring.with_key("k1", KEY))
+                    .expect("ring"),
+            )
+        })
+        .await
+        .expect("a SQL store");
+    let done = rotating
+        .key_rotation()
+        .reencrypt_events()
+        .await
+        .expect("rotates");
+    assert_eq!(done.events_reencrypted, 50);
+    assert_eq!(done.dictionaries_resealed, 1);
+    let again = rotating
+        .key_rotation()
+        .reencrypt_events()
+        .await
+        .expect("rotates again");
+    assert_eq!(
+        (again.events_reencrypted, again.dictionaries_resealed),
+        (0, 0)
+    );
+
+    let rotated = t
+        .reopen(|builder| compressing(builder).encryption(KeyRing::new("k2", NEW).expect("ring")))
+        .await
+        .expect("a SQL store");
+    assert_eq!(read(&rotated).await.expect("reads with k2 only"), written);
+    assert!(
+        raw_payloads(&t)
+            .await
+            .iter()
+            .skip(40)
+            .all(|stored| named_dictionary(stored) == Some(1)),
+        "the events after the training still name dictionary 1"
+    );
 }
 
 mod properties {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use tracing::Instrument;
 
-use super::subscription::Subscriber;
+use super::subscription::{Fetch, Subscriber};
 use super::{Connection, DEFAULT_DUPLICATE_WINDOW, Message, join};
 use crate::bus::consumer::{Consumer, Shared};
 use crate::bus::registry::Registry;
@@ -78,15 +78,6 @@ pub struct NatsBusBuilder {
     dead_prefix: Option<String>,
     fetch: Fetch,
     reporter: Arc<dyn ErrorReporter>,
-}
-
-/// How subscriptions fetch: messages per pull request, how long a request waits, and how
-/// long the server waits for an ack before delivering again.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Fetch {
-    pub(super) batch: usize,
-    pub(super) expires: Duration,
-    pub(super) ack_wait: Duration,
 }
 
 struct Inner {

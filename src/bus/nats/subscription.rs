@@ -11,10 +11,18 @@ use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
-use super::bus::Fetch;
 use super::{Connection, DEAD_REASON, MSG_ID};
 use crate::bus::consumer::{Consumer, Shared, Verdict};
 use crate::bus::{Pattern, wire};
+
+/// How subscriptions fetch: messages per pull request, how long a request waits, and how
+/// long the server waits for an ack before delivering again.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fetch {
+    pub(super) batch: usize,
+    pub(super) expires: Duration,
+    pub(super) ack_wait: Duration,
+}
 
 /// Tries of a dead letter's publish before the message is left for redelivery.
 const DEAD_LETTER_TRIES: u32 = 3;

@@ -23,10 +23,10 @@ use uuid::Uuid;
 use self::rows::DecodeRows;
 pub(crate) use self::rows::{RowRef, to_i64, to_u64};
 use super::backend::{
-    AppendOutcome, ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow, Written,
+    AppendOutcome, ReplayedEvent, StoredEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
+    Written,
 };
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery, StreamStatus};
 
@@ -168,7 +168,7 @@ pub(crate) fn stream_start(stream: &str, rows: Vec<StartRow>) -> Result<Option<S
 /// asked for) and `scanned` (events in the whole window).
 pub(crate) fn window_row<R>(
     row: &R,
-    event_from_row: impl Fn(&R) -> Result<RecordedEvent, sqlx::Error>,
+    event_from_row: impl Fn(&R) -> Result<StoredEvent, sqlx::Error>,
 ) -> Result<WindowRow, sqlx::Error>
 where
     R: Row,

@@ -16,10 +16,9 @@ use super::{
     replayed_from_row, start_row, stream_start, to_i64, to_u64,
 };
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
 use crate::read::{EventQuery, LogPosition};
 use crate::snapshot::SnapshotInfo;
-use crate::store::backend::{ReplayedEvent, StoredSnapshot, StreamStart, WindowLimit};
+use crate::store::backend::{ReplayedEvent, StoredEvent, StoredSnapshot, StreamStart, WindowLimit};
 use crate::stream::{Direction, StreamId, StreamInfo, StreamListQuery};
 
 /// The events of a stream in a version range, narrow (as a replay needs them), at most $4.
@@ -76,7 +75,7 @@ sql_impl! {
             versions: RangeInclusive<u64>,
             direction: Direction,
             limit: WindowLimit,
-        ) -> Result<Vec<RecordedEvent>> {
+        ) -> Result<Vec<StoredEvent>> {
             let mut query = QueryBuilder::<D>::new(D::statements().events.as_str());
             push_version_range(&mut query, stream, &versions, direction, limit.events);
             let rows = query
@@ -128,7 +127,7 @@ sql_impl! {
         }
 
         /// The events with these ids.
-        pub(crate) async fn events_by_id(self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        pub(crate) async fn events_by_id(self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
             let mut query = QueryBuilder::<D>::new(D::statements().events.as_str());
             query.push(" WHERE event_id");
             D::push_in_ids(&mut query, ids);
@@ -141,7 +140,7 @@ sql_impl! {
         }
 
         /// The events `filter` selects.
-        pub(crate) async fn query(self, filter: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        pub(crate) async fn query(self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
             let mut query = QueryBuilder::<D>::new(D::statements().events.as_str());
             push_event_filter(&mut query, filter, D::time_param);
             query

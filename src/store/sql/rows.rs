@@ -10,7 +10,7 @@ use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use uuid::Uuid;
 
 use crate::error::{CorruptRow, CorruptValue, Result};
-use crate::event::RecordedEvent;
+use crate::store::backend::StoredEvent;
 use crate::stream::{StreamId, StreamInfo, StreamStatus};
 
 #[cfg(feature = "postgres")]
@@ -18,13 +18,11 @@ use sqlx::postgres::{PgRow, PgValueFormat};
 #[cfg(feature = "sqlite")]
 use sqlx::sqlite::SqliteRow;
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-use crate::event::EventMetadata;
-
 /// How a database's rows decode into chronicle's types.
 pub(crate) trait DecodeRows: Database {
-    /// A row of `events`, its columns as `Dialect::EVENT_COLUMNS` lists them.
-    fn event_row(row: &Self::Row) -> Result<RecordedEvent, sqlx::Error>;
+    /// A row of `events`, its columns as `Dialect::EVENT_COLUMNS` lists them, as stored
+    /// (the extra metadata stays JSON text: `Store` parses it).
+    fn event_row(row: &Self::Row) -> Result<StoredEvent, sqlx::Error>;
 
     /// A row of `streams`, its columns as `Dialect::STREAM_COLUMNS` lists them.
     fn stream_row(row: &Self::Row) -> Result<StreamInfo, sqlx::Error>;
@@ -219,35 +217,30 @@ impl<'a> RowRef<'a> {
 impl DecodeRows for sqlx::Sqlite {
     /// SQLite keeps any value in any column, so a value of another type is named as
     /// corrupt too.
-    fn event_row(row: &SqliteRow) -> Result<RecordedEvent, sqlx::Error> {
+    fn event_row(row: &SqliteRow) -> Result<StoredEvent, sqlx::Error> {
         let stream_id: String = row.try_get(2)?;
         let id = row.try_get(1)?;
         let at = RowRef::event(&stream_id, id);
         let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
         let at = at.at_version(version);
-        let extra: Option<String> = row.try_get(11).map_err(at.unreadable("metadata"))?;
-        let metadata = EventMetadata::from_parts(
-            row.try_get(7)?,
-            row.try_get(8)?,
-            row.try_get(9)?,
-            row.try_get(10)?,
-            extra.as_deref(),
-        )
-        .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
+        let extra_metadata = row.try_get(11).map_err(at.unreadable("metadata"))?;
         let position = row.try_get(0).map_err(at.unreadable("position"))?;
         let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
         let recorded_at = row.try_get(12).map_err(at.unreadable("recorded_at"))?;
-        Ok(RecordedEvent {
+        Ok(StoredEvent {
             id,
             version,
             position: at.unsigned("position", "position", position)?,
+            commit: 0,
             event_type: row.try_get(4)?,
             schema_version: at.schema_version(schema_version)?,
-            metadata,
-            recorded_at: at.micros("recorded_at", recorded_at)?,
-            commit: 0,
             payload: row.try_get(6)?,
-            unreadable: None,
+            correlation_id: row.try_get(7)?,
+            causation_id: row.try_get(8)?,
+            tenant_id: row.try_get(9)?,
+            user_id: row.try_get(10)?,
+            extra_metadata,
+            recorded_at: at.micros("recorded_at", recorded_at)?,
             stream_id: StreamId::trusted(stream_id),
         })
     }
@@ -290,7 +283,7 @@ impl DecodeRows for sqlx::Sqlite {
 
 #[cfg(feature = "postgres")]
 impl DecodeRows for sqlx::Postgres {
-    fn event_row(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    fn event_row(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
         // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped:
         // this decoding is most of a log read's cost.
         let stream_id: String = row.try_get_unchecked(3)?;
@@ -298,28 +291,22 @@ impl DecodeRows for sqlx::Postgres {
         let at = RowRef::event(&stream_id, id);
         let version = at.version(row.try_get_unchecked(4)?)?;
         let at = at.at_version(version);
-        let extra: Option<String> = row.try_get_unchecked(12)?;
-        let metadata = EventMetadata::from_parts(
-            row.try_get_unchecked(8)?,
-            row.try_get_unchecked(9)?,
-            row.try_get_unchecked(10)?,
-            row.try_get_unchecked(11)?,
-            extra.as_deref(),
-        )
-        .map_err(|error| at.corrupt("metadata", CorruptValue::Json(error)))?;
-        Ok(RecordedEvent {
+        Ok(StoredEvent {
             id,
             version,
             position: at.unsigned("position", "position", row.try_get_unchecked(0)?)?,
-            event_type: row.try_get_unchecked(5)?,
-            schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
-            metadata,
-            recorded_at: Self::time(row, 13, at, "recorded_at")?,
             // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
             // transaction ids never leave (the cast to text and bigint cost the server more).
             commit: to_u64(row.try_get_unchecked(1)?),
+            event_type: row.try_get_unchecked(5)?,
+            schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
             payload: row.try_get_unchecked(7)?,
-            unreadable: None,
+            correlation_id: row.try_get_unchecked(8)?,
+            causation_id: row.try_get_unchecked(9)?,
+            tenant_id: row.try_get_unchecked(10)?,
+            user_id: row.try_get_unchecked(11)?,
+            extra_metadata: row.try_get_unchecked(12)?,
+            recorded_at: Self::time(row, 13, at, "recorded_at")?,
             stream_id: StreamId::trusted(stream_id),
         })
     }
