@@ -51,7 +51,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::store::sql::dialect::{Dialect as StoreDialect, SqlConnection};
+use crate::store::batch::SqlConnection;
+use crate::store::sql::dialect::Dialect as StoreDialect;
 
 /// A SQL statement and its bound values, run on whichever backend the store is: see the
 /// [module](crate::Sql) and [`ProjectionContext::execute`](crate::ProjectionContext::execute).

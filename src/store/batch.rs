@@ -22,7 +22,6 @@ use uuid::Uuid;
 use super::requests::{
     Claimed, DeadRow, Failed, NewRequest, OutboxTx, StateCount, TurnKeys, outbox_methods,
 };
-pub(crate) use super::sql::dialect::SqlConnection;
 use crate::error::{Error, Result, ValidationError};
 use crate::read::LogPosition;
 
@@ -47,6 +46,17 @@ pub(crate) enum Flush {
     /// batch is derived data, so its commit need not wait for the disk, which on
     /// PostgreSQL costs a batch more than its reads do.
     Defer,
+}
+
+/// A transaction's SQL connection, for the statements of a read model (portable SQL, or
+/// the driver's own through `ProjectionContext::sqlite`/`postgres`) and for an append in
+/// the transaction.
+#[derive(Debug)]
+pub(crate) enum SqlConnection<'a> {
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a mut SqliteConnection),
+    #[cfg(feature = "postgres")]
+    Postgres(&'a mut PgConnection),
 }
 
 /// An open write transaction of a backend: a projection's batch, the outbox's work, an

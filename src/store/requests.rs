@@ -18,7 +18,6 @@ use std::future::Future;
 
 use uuid::Uuid;
 
-use super::sql::rows::to_u64;
 use crate::error::Result;
 use crate::read::LogPosition;
 
@@ -99,7 +98,7 @@ pub(crate) struct StateCount {
     pub state: i16,
     /// Whether these requests have failed before (pending ones waiting for a retry).
     pub failed: bool,
-    pub count: i64,
+    pub count: u64,
     /// When the oldest of them was created (microseconds since the epoch).
     pub oldest: i64,
 }
@@ -287,9 +286,4 @@ outbox_methods!(no_outbox);
 /// `attempts` as stored, as an attempt number.
 pub(crate) fn attempt(stored: i32) -> u32 {
     u32::try_from(stored).unwrap_or(0)
-}
-
-/// A stored count as a count.
-pub(crate) fn count(stored: i64) -> u64 {
-    to_u64(stored)
 }

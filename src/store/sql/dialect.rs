@@ -20,17 +20,7 @@ use uuid::Uuid;
 
 use super::rows::DecodeRows;
 use crate::error::{Error, Result};
-
-/// A transaction's SQL connection, for the statements of a read model (portable SQL, or
-/// the driver's own through `ProjectionContext::sqlite`/`postgres`) and for an append in
-/// the transaction.
-#[derive(Debug)]
-pub(crate) enum SqlConnection<'a> {
-    #[cfg(feature = "sqlite")]
-    Sqlite(&'a mut sqlx::SqliteConnection),
-    #[cfg(feature = "postgres")]
-    Postgres(&'a mut sqlx::PgConnection),
-}
+use crate::store::batch::SqlConnection;
 
 /// What a database's statements need that the other's do not; see the module.
 pub(crate) trait Dialect: DecodeRows + Sized {

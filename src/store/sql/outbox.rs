@@ -248,7 +248,7 @@ sql_impl! {
                     handler,
                     state,
                     failed,
-                    count,
+                    count: to_u64(count),
                     oldest,
                 })
                 .collect())
