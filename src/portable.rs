@@ -51,6 +51,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::store::batch::SqlConnection;
 use crate::store::sql::dialect::Dialect as StoreDialect;
 
 /// A SQL statement and its bound values, run on whichever backend the store is: see the
@@ -480,6 +481,17 @@ pub(crate) enum Target<'a> {
     PgPool(&'a sqlx::PgPool),
     /// No SQL database: why.
     None(&'static str),
+}
+
+impl<'a> From<SqlConnection<'a>> for Target<'a> {
+    fn from(connection: SqlConnection<'a>) -> Self {
+        match connection {
+            #[cfg(feature = "sqlite")]
+            SqlConnection::Sqlite(conn) => Target::SqliteConnection(conn),
+            #[cfg(feature = "postgres")]
+            SqlConnection::Postgres(conn) => Target::PgConnection(conn),
+        }
+    }
 }
 
 impl Target<'_> {

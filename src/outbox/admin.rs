@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::read::LogPosition;
 use crate::store::Store;
 use crate::store::batch::Flush;
-use crate::store::requests::{self, DEAD, DONE, PENDING, RUNNING};
+use crate::store::requests::{DEAD, DONE, PENDING, RUNNING};
 
 /// The state of an outbox's work, from [`Outbox::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -121,7 +121,7 @@ impl OutboxAdmin {
             .collect();
         for row in counts {
             let stats = handlers.entry(row.handler).or_default();
-            let count = requests::count(row.count);
+            let count = row.count;
             if row.state != DONE && row.state != DEAD {
                 let created = DateTime::from_timestamp_micros(row.oldest).unwrap_or_default();
                 stats.oldest_open = Some(stats.oldest_open.map_or(created, |o| o.min(created)));

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use super::{DynProjection, Projection, ProjectionContext};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::store::batch::BatchTx;
+use crate::store::batch::DynTx;
 use crate::store::hooks::AppendHook;
 use crate::store::{Store, StoreBuilder};
 
@@ -106,7 +106,12 @@ impl AppendHook for InlineProjection {
     ///
     /// # Errors
     /// [`Error::InlineProjection`] naming the projection and the stream.
-    async fn apply(&self, events: &[RecordedEvent], tx: &mut BatchTx, store: &Store) -> Result<()> {
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        tx: &mut dyn DynTx,
+        store: &Store,
+    ) -> Result<()> {
         let projection = &self.0;
         let types = projection.event_types();
         let selected: Vec<RecordedEvent>;

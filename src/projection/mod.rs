@@ -43,7 +43,7 @@ use crate::panics::CatchPanic;
 use crate::portable::{Sql, SqlRow, Target};
 use crate::read::EventParts;
 use crate::store::Store;
-use crate::store::batch::{BatchTx, Flush};
+use crate::store::batch::{DynTx, Flush};
 
 /// What a projection's handler returns when it cannot apply an event.
 pub type ProjectionError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -291,7 +291,7 @@ pub(crate) async fn set_up<P: DynProjection + ?Sized>(projection: &P, store: &St
     async {
         let mut tx = store.begin_batch(Flush::Wait).await?;
         {
-            let mut ctx = ProjectionContext::new(&mut tx, store);
+            let mut ctx = ProjectionContext::new(&mut *tx, store);
             let refused: Option<ProjectionError> =
                 match CatchPanic::new(projection.setup(&mut ctx)).await {
                     Ok(Ok(())) => None,
@@ -321,12 +321,12 @@ pub struct ProjectionContext<'a> {
     /// `None` for the runner's internal users that apply before the batch's transaction
     /// opens (the bus relay, which must not hold SQLite's write lock while a broker
     /// answers).
-    tx: Option<&'a mut BatchTx>,
+    tx: Option<&'a mut dyn DynTx>,
     store: &'a Store,
 }
 
 impl<'a> ProjectionContext<'a> {
-    pub(crate) fn new(tx: &'a mut BatchTx, store: &'a Store) -> Self {
+    pub(crate) fn new(tx: &'a mut dyn DynTx, store: &'a Store) -> Self {
         ProjectionContext {
             tx: Some(tx),
             store,
@@ -385,7 +385,10 @@ impl<'a> ProjectionContext<'a> {
 
     fn sql_target(&mut self) -> Target<'_> {
         match self.tx.as_deref_mut() {
-            Some(tx) => tx.sql_target(),
+            Some(tx) => tx.sql().map_or(
+                Target::None("the memory store has no SQL database"),
+                Target::from,
+            ),
             None => Target::None("this projection context has no transaction"),
         }
     }

@@ -281,7 +281,7 @@ impl Projections {
         // before the hook clears the read model, so none of its writes survive the reset.
         let _had_one = tx.reset_checkpoint(&name).await?;
         {
-            let mut ctx = ProjectionContext::new(&mut tx, &self.store);
+            let mut ctx = ProjectionContext::new(&mut *tx, &self.store);
             projection
                 .reset(&mut ctx)
                 .await
@@ -978,7 +978,7 @@ impl<P: Projection> Runner<P> {
             return Ok(stored);
         }
         {
-            let mut ctx = ProjectionContext::new(&mut tx, &self.store);
+            let mut ctx = ProjectionContext::new(&mut *tx, &self.store);
             let called = CatchPanic::new(self.projection.reset(&mut ctx)).await;
             let refused: Option<ProjectionError> = match called {
                 Ok(Ok(())) => None,
@@ -1154,7 +1154,7 @@ impl<P: Projection> Runner<P> {
             (applied, begin().await?)
         } else {
             let mut tx = begin().await?;
-            let mut ctx = ProjectionContext::new(&mut tx, &self.store);
+            let mut ctx = ProjectionContext::new(&mut *tx, &self.store);
             let applied = self.apply_events(batch, skips, whole, &mut ctx).await?;
             (applied, tx)
         };

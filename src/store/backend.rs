@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::batch::{BatchTx, Flush};
+use super::batch::{DynTx, Flush};
 use super::key_cache::StoredKey;
 use super::storage::StorageStats;
 use crate::error::Result;
@@ -423,7 +423,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// the caller commits or drops. Backends without transactions (memory) refuse.
     async fn append_in(
         &self,
-        tx: &mut BatchTx,
+        tx: &mut dyn DynTx,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
@@ -562,11 +562,11 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Opens a batch transaction (a projection's, the outbox's, an inline append's; on
     /// SQLite on the writer connection) whose commit waits for the disk or not, as `flush`
     /// says.
-    async fn begin_batch(&self, flush: Flush) -> Result<BatchTx>;
+    async fn begin_batch(&self, flush: Flush) -> Result<Box<dyn DynTx>>;
 
     /// Opens a transaction that only reads (the outbox's administration): on SQLite on a
     /// reader connection, so it never waits for the write lock. By default, a batch.
-    async fn begin_read(&self) -> Result<BatchTx> {
+    async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
         self.begin_batch(Flush::Wait).await
     }
 

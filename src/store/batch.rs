@@ -1,26 +1,31 @@
-//! A projection's batch: one database transaction that carries the read model's writes
-//! and the projection's checkpoint, so both commit together or not at all. The SQL that
-//! runs in it is written once, over the dialect (`sql/tx.rs`: checkpoints and skips;
-//! `requests.rs`: the outbox); [`BatchTx`] picks the backend's transaction once per call.
+//! A batch's transaction, as the seam sees it: the [`Tx`] trait a backend implements (the
+//! SQL backends with `SqlTx<D>` in `sql/tx.rs`, memory with `MemoryTx`), and [`DynTx`],
+//! the boxed form `Store` and the modules above it hold. A projection's batch writes its
+//! read model and its checkpoint in one; the outbox's statements run in one too
+//! ([`OutboxTx`], `requests.rs`).
+//!
+//! As with `Projection`/`DynProjection`, an implementer writes native `async fn`s that
+//! return `Send` futures, with no macro; the blanket `impl<T: Tx> DynTx for T` boxes them.
+//! The traits are crate-private until the seam is public (issue 21, slice 15), but they
+//! name only chronicle's own types and sqlx's connections, so another crate could
+//! implement them.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
 
+use async_trait::async_trait;
 #[cfg(feature = "postgres")]
-use sqlx::{PgConnection, Postgres};
+use sqlx::PgConnection;
 #[cfg(feature = "sqlite")]
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::requests::{Claimed, DeadRow, Failed, NewRequest, StateCount, TurnKeys};
-use super::sql::tx::SqlTx;
+use super::requests::{
+    Claimed, DeadRow, Failed, NewRequest, OutboxTx, StateCount, TurnKeys, outbox_methods,
+};
 use crate::error::{Error, Result, ValidationError};
 use crate::read::LogPosition;
 
-/// The memory backend's checkpoints, shared with its batches.
-pub(crate) type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
-
-/// A stored checkpoint, as [`BatchTx::checkpoints`] lists it.
+/// A stored checkpoint, as [`Tx::checkpoints`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredCheckpoint {
     pub name: String,
@@ -43,207 +48,183 @@ pub(crate) enum Flush {
     Defer,
 }
 
-/// An open batch transaction on one of the backends.
+/// A transaction's SQL connection, for the statements of a read model (portable SQL, or
+/// the driver's own through `ProjectionContext::sqlite`/`postgres`) and for an append in
+/// the transaction.
 #[derive(Debug)]
-pub(crate) enum BatchTx {
+pub(crate) enum SqlConnection<'a> {
     #[cfg(feature = "sqlite")]
-    Sqlite(SqlTx<Sqlite>),
+    Sqlite(&'a mut SqliteConnection),
     #[cfg(feature = "postgres")]
-    Postgres(SqlTx<Postgres>),
-    /// The memory backend has no transactions: the checkpoint is kept aside and stored on
-    /// commit.
-    Memory {
-        checkpoints: MemoryCheckpoints,
-        /// The checkpoint move to make on commit: name, expected position, new position.
-        pending: Option<(String, LogPosition, LogPosition)>,
-    },
+    Postgres(&'a mut PgConnection),
 }
 
-/// Calls `$call` on the batch's SQL transaction (bound to `$tx`), or evaluates `$memory`
-/// on the memory backend's.
-macro_rules! on_backend {
-    ($batch:expr, |$tx:ident| $call:expr, $memory:pat => $otherwise:expr) => {
-        match $batch {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite($tx) => $call,
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres($tx) => $call,
-            $memory => $otherwise,
-        }
-    };
+/// An open write transaction of a backend: a projection's batch, the outbox's work, an
+/// inline projection's append. Dropped without [`Tx::commit`], it rolls back.
+pub(crate) trait Tx: Send + 'static {
+    /// Its outbox statements: [`NoOutbox`] where the backend keeps no outbox.
+    type Outbox: OutboxTx;
+
+    /// Moves `name`'s checkpoint from `from` to `to`; `false` when the stored checkpoint
+    /// is not at `from` any more (another instance moved it), in which case nothing is
+    /// written and the batch must not commit.
+    fn move_checkpoint(
+        &mut self,
+        name: &str,
+        from: LogPosition,
+        to: LogPosition,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// `name`'s stored checkpoint, read so that no other transaction moves it before this
+    /// one ends (PostgreSQL: its row locked; SQLite and memory: a batch holds the write
+    /// lock, or keeps its move aside until commit).
+    fn locked_checkpoint(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<LogPosition>>> + Send;
+
+    /// Every stored checkpoint, in name order (bytewise).
+    fn checkpoints(&mut self) -> impl Future<Output = Result<Vec<StoredCheckpoint>>> + Send;
+
+    /// Deletes `name`'s checkpoint: the projection starts over. Returns whether there
+    /// was one.
+    fn reset_checkpoint(&mut self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Records that `name` stepped over `event_id` (at `position`) after its handler kept
+    /// failing with `error`; a second skip of the event records the newer error. A
+    /// backend may only log it (memory).
+    fn record_skip(
+        &mut self,
+        name: &str,
+        event_id: Uuid,
+        position: u64,
+        error: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The transaction's outbox statements; `None` (the default) where the backend keeps
+    /// no outbox.
+    fn outbox(&mut self) -> Option<&mut Self::Outbox> {
+        None
+    }
+
+    /// The transaction's SQL connection; `None` (the default) where there is no SQL
+    /// database.
+    fn sql(&mut self) -> Option<SqlConnection<'_>> {
+        None
+    }
+
+    /// Commits the transaction.
+    fn commit(self) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// The memory backend keeps no outbox.
-fn unsupported() -> Error {
+/// The refusal of the outbox's statements by a backend that keeps no outbox.
+fn no_outbox() -> Error {
     ValidationError::Config(
         "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL".to_owned(),
     )
     .into()
 }
 
-impl BatchTx {
-    /// The transaction's SQLite connection, when the store is SQLite.
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
-        match self {
-            BatchTx::Sqlite(tx) => Some(tx.connection()),
-            _ => None,
-        }
-    }
-
-    /// The transaction's PostgreSQL connection, when the store is PostgreSQL.
-    #[cfg(feature = "postgres")]
-    pub(crate) fn postgres(&mut self) -> Option<&mut PgConnection> {
-        match self {
-            BatchTx::Postgres(tx) => Some(tx.connection()),
-            _ => None,
-        }
-    }
-
-    /// Where portable SQL runs in this transaction.
-    pub(crate) fn sql_target(&mut self) -> crate::portable::Target<'_> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            BatchTx::Sqlite(tx) => crate::portable::Target::SqliteConnection(tx.connection()),
-            #[cfg(feature = "postgres")]
-            BatchTx::Postgres(tx) => crate::portable::Target::PgConnection(tx.connection()),
-            BatchTx::Memory { .. } => {
-                crate::portable::Target::None("the memory store has no SQL database")
-            }
-        }
-    }
-
-    /// Moves `name`'s checkpoint from `from` to `to`, in this transaction; `false` when
-    /// the stored checkpoint is not at `from` any more (another instance moved it), in
-    /// which case nothing is written and the batch must not commit.
-    pub(crate) async fn move_checkpoint(
-        &mut self,
-        name: &str,
-        from: LogPosition,
-        to: LogPosition,
-    ) -> Result<bool> {
-        on_backend!(self, |tx| tx.move_checkpoint(name, from, to).await,
-            BatchTx::Memory { checkpoints, pending } => {
-                let stored = checkpoints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(name)
-                    .copied()
-                    .unwrap_or_default();
-                *pending = Some((name.to_owned(), from, to));
-                Ok(stored == from)
-            }
-        )
-    }
-
-    /// `name`'s stored checkpoint, read in this transaction (PostgreSQL: its row, when
-    /// there is one, stays locked until the transaction ends; SQLite: a batch holds the
-    /// write lock).
-    pub(crate) async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
-        on_backend!(self, |tx| tx.locked_checkpoint(name).await,
-            BatchTx::Memory { checkpoints, .. } => Ok(checkpoints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(name)
-                .copied())
-        )
-    }
-
-    /// Every stored checkpoint in name order: name, cursor, and when it last moved (`None`
-    /// on the memory backend, which does not record it).
-    pub(crate) async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
-        on_backend!(self, |tx| tx.checkpoints().await,
-            BatchTx::Memory { checkpoints, .. } => {
-                let checkpoints = checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut listed: Vec<StoredCheckpoint> = checkpoints
-                    .iter()
-                    .map(|(name, position)| StoredCheckpoint {
-                        name: name.clone(),
-                        position: *position,
-                        updated_at: None,
-                    })
-                    .collect();
-                listed.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(listed)
-            }
-        )
-    }
-
-    /// Deletes `name`'s checkpoint, in this transaction: the projection starts over.
-    /// Returns whether there was one.
-    pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
-        on_backend!(self, |tx| tx.reset_checkpoint(name).await,
-            BatchTx::Memory { checkpoints, .. } => Ok(checkpoints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(name)
-                .is_some())
-        )
-    }
-
-    /// Records that `name` stepped over `event` after its handler kept failing with
-    /// `error` (the memory backend only logs it).
-    pub(crate) async fn record_skip(
-        &mut self,
-        name: &str,
-        event_id: Uuid,
-        position: u64,
-        error: &str,
-    ) -> Result<()> {
-        on_backend!(self, |tx| tx.record_skip(name, event_id, position, error).await,
-            BatchTx::Memory { .. } => Ok(())
-        )
-    }
-
-    /// Commits the batch: the read model's writes and the checkpoint.
-    pub(crate) async fn commit(self) -> Result<()> {
-        on_backend!(self, |tx| tx.commit().await,
-            BatchTx::Memory { checkpoints, pending } => {
-                if let Some((name, from, to)) = pending {
-                    let mut checkpoints =
-                        checkpoints.lock().unwrap_or_else(PoisonError::into_inner);
-                    let stored = checkpoints.entry(name).or_default();
-                    if *stored != from {
-                        return Err(Error::Internal(
-                            "a projection checkpoint moved during the batch".into(),
-                        ));
-                    }
-                    *stored = to;
-                }
-                Ok(())
-            }
-        )
-    }
-}
-
-/// The outbox's statements (`requests.rs`), on the SQL backends; the memory backend
-/// refuses them.
-macro_rules! outbox_methods {
+/// `DynTx` and its blanket impl, with the outbox's methods from their one list
+/// (`requests::outbox_methods!`).
+macro_rules! dyn_tx {
     ($(fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) -> $out:ty;)*) => {
-        impl BatchTx {
+        /// [`Tx`] as an object: what `Store::begin_batch` returns and what the modules
+        /// above the store call. The outbox's statements are here too, refused (a typed
+        /// configuration error) where [`Tx::outbox`] is `None`.
+        #[async_trait]
+        pub(crate) trait DynTx: Send {
+            async fn move_checkpoint(
+                &mut self,
+                name: &str,
+                from: LogPosition,
+                to: LogPosition,
+            ) -> Result<bool>;
+            async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>>;
+            async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>>;
+            async fn reset_checkpoint(&mut self, name: &str) -> Result<bool>;
+            async fn record_skip(
+                &mut self,
+                name: &str,
+                event_id: Uuid,
+                position: u64,
+                error: &str,
+            ) -> Result<()>;
+            fn sql(&mut self) -> Option<SqlConnection<'_>>;
+            async fn commit(self: Box<Self>) -> Result<()>;
+            $(async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out>;)*
+        }
+
+        #[async_trait]
+        impl<T: Tx> DynTx for T {
+            async fn move_checkpoint(
+                &mut self,
+                name: &str,
+                from: LogPosition,
+                to: LogPosition,
+            ) -> Result<bool> {
+                Tx::move_checkpoint(self, name, from, to).await
+            }
+
+            async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
+                Tx::locked_checkpoint(self, name).await
+            }
+
+            async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
+                Tx::checkpoints(self).await
+            }
+
+            async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
+                Tx::reset_checkpoint(self, name).await
+            }
+
+            async fn record_skip(
+                &mut self,
+                name: &str,
+                event_id: Uuid,
+                position: u64,
+                error: &str,
+            ) -> Result<()> {
+                Tx::record_skip(self, name, event_id, position, error).await
+            }
+
+            fn sql(&mut self) -> Option<SqlConnection<'_>> {
+                Tx::sql(self)
+            }
+
+            async fn commit(self: Box<Self>) -> Result<()> {
+                Tx::commit(*self).await
+            }
+
             $(
-                pub(crate) async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out> {
-                    on_backend!(self, |tx| tx.$name($($arg),*).await,
-                        BatchTx::Memory { .. } => Err(unsupported()))
+                async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out> {
+                    self.outbox().ok_or_else(no_outbox)?.$name($($arg),*).await
                 }
             )*
         }
     };
 }
 
-outbox_methods! {
-    fn insert_requests(&mut self, requests: &[NewRequest<'_>], now: i64) -> u64;
-    fn lock_turns(&mut self, keys: &TurnKeys<'_>) -> ();
-    fn pass_turns(&mut self, keys: &TurnKeys<'_>) -> ();
-    fn claim_requests(&mut self, handlers: &str, token: &str, now: i64, lease_until: i64, limit: usize) -> Vec<Claimed>;
-    fn finish_done(&mut self, ids: &[i64], token: &str, now: i64) -> Vec<i64>;
-    fn finish_failed(&mut self, id: i64, token: &str, failed: &Failed<'_>, now: i64) -> bool;
-    fn request_counts(&mut self) -> Vec<StateCount>;
-    fn list_requests(&mut self) -> Vec<(String, Uuid)>;
-    fn dead_requests(&mut self, handler: Option<&str>, limit: usize) -> Vec<DeadRow>;
-    fn retry_dead(&mut self, id: Option<i64>, handler: Option<&str>, now: i64) -> u64;
-    fn register_handlers(&mut self, outbox: &str, handlers: &[(&str, LogPosition)], now: i64) -> Vec<(String, LogPosition)>;
-    fn open_requests_until(&mut self, handlers: &str, until: LogPosition) -> u64;
-    fn last_committed_event(&mut self) -> LogPosition;
-    fn purge_done(&mut self, before: i64) -> u64;
+outbox_methods!(dyn_tx);
+
+impl dyn DynTx + '_ {
+    /// The transaction's SQLite connection, when the store is SQLite.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
+        match self.sql()? {
+            SqlConnection::Sqlite(conn) => Some(conn),
+            #[cfg(feature = "postgres")]
+            SqlConnection::Postgres(_) => None,
+        }
+    }
+
+    /// The transaction's PostgreSQL connection, when the store is PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(&mut self) -> Option<&mut PgConnection> {
+        match self.sql()? {
+            SqlConnection::Postgres(conn) => Some(conn),
+            #[cfg(feature = "sqlite")]
+            SqlConnection::Sqlite(_) => None,
+        }
+    }
 }

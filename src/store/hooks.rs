@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::Store;
-use super::batch::BatchTx;
+use super::batch::DynTx;
 use crate::error::{Result, ValidationError};
 use crate::event::RecordedEvent;
 
@@ -23,7 +23,12 @@ pub(crate) trait AppendHook: Send + Sync {
 
     /// Handles `events`, just written in `tx` in order. An error means the caller must not
     /// commit `tx`.
-    async fn apply(&self, events: &[RecordedEvent], tx: &mut BatchTx, store: &Store) -> Result<()>;
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        tx: &mut dyn DynTx,
+        store: &Store,
+    ) -> Result<()>;
 }
 
 /// A store's append hooks, in registration order.
@@ -68,7 +73,7 @@ impl AppendHooks {
     pub(crate) async fn apply(
         &self,
         events: &[RecordedEvent],
-        tx: &mut BatchTx,
+        tx: &mut dyn DynTx,
         store: &Store,
     ) -> Result<()> {
         for hook in &self.hooks {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,8 +14,9 @@ use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
     SnapshotWrite, StoredEvent, StoredSnapshot, WindowLimit, Written,
 };
-use super::batch::{BatchTx, Flush, MemoryCheckpoints};
+use super::batch::{DynTx, Flush, StoredCheckpoint, Tx};
 use super::key_cache::StoredKey;
+use super::requests::NoOutbox;
 use super::storage::StorageStats;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
@@ -27,6 +28,9 @@ use crate::stream::{
     AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
     StreamStatus, category_of,
 };
+
+/// The memory backend's checkpoints, shared with its transactions.
+type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBackend {
@@ -403,11 +407,11 @@ impl Backend for MemoryBackend {
         false
     }
 
-    async fn begin_batch(&self, _flush: Flush) -> Result<BatchTx> {
-        Ok(BatchTx::Memory {
+    async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
+        Ok(Box::new(MemoryTx {
             checkpoints: Arc::clone(&self.checkpoints),
             pending: None,
-        })
+        }))
     }
 
     async fn last_position(&self) -> Result<u64> {
@@ -785,5 +789,80 @@ impl Backend for MemoryBackend {
             }
         }
         Ok(done)
+    }
+}
+
+/// The memory backend's transaction. It has no transactions yet (issue 21, slice 16):
+/// a checkpoint move is kept aside and stored on commit, if the checkpoint is still where
+/// the move started; there is no outbox and no SQL.
+#[derive(Debug)]
+struct MemoryTx {
+    checkpoints: MemoryCheckpoints,
+    /// The checkpoint move to make on commit: name, expected position, new position.
+    pending: Option<(String, LogPosition, LogPosition)>,
+}
+
+impl MemoryTx {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, LogPosition>> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Tx for MemoryTx {
+    type Outbox = NoOutbox;
+
+    async fn move_checkpoint(
+        &mut self,
+        name: &str,
+        from: LogPosition,
+        to: LogPosition,
+    ) -> Result<bool> {
+        let stored = self.table().get(name).copied().unwrap_or_default();
+        self.pending = Some((name.to_owned(), from, to));
+        Ok(stored == from)
+    }
+
+    async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
+        Ok(self.table().get(name).copied())
+    }
+
+    /// Their times are not recorded (`updated_at` is `None`).
+    async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
+        let mut listed: Vec<StoredCheckpoint> = self
+            .table()
+            .iter()
+            .map(|(name, position)| StoredCheckpoint {
+                name: name.clone(),
+                position: *position,
+                updated_at: None,
+            })
+            .collect();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listed)
+    }
+
+    async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
+        Ok(self.table().remove(name).is_some())
+    }
+
+    /// Not recorded.
+    async fn record_skip(&mut self, _: &str, _: Uuid, _: u64, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<()> {
+        if let Some((name, from, to)) = &self.pending {
+            let mut checkpoints = self.table();
+            let stored = checkpoints.entry(name.clone()).or_default();
+            if stored != from {
+                return Err(Error::Internal(
+                    "a projection checkpoint moved during the batch".into(),
+                ));
+            }
+            *stored = *to;
+        }
+        Ok(())
     }
 }

@@ -389,7 +389,7 @@ impl Store {
         let backend = &self.inner.backend;
         let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
         let outcome = backend
-            .append_in(&mut tx, stream, expected.guard(), encoded)
+            .append_in(&mut *tx, stream, expected.guard(), encoded)
             .await?;
         if let AppendOutcome::Written(written) = &outcome {
             let recorded: Vec<RecordedEvent> = events
@@ -397,7 +397,7 @@ impl Store {
                 .zip(written)
                 .map(|(event, written)| RecordedEvent::written(stream, event, written))
                 .collect();
-            self.inner.inline.apply(&recorded, &mut tx, self).await?;
+            self.inner.inline.apply(&recorded, &mut *tx, self).await?;
             tx.commit().await?;
         }
         Ok(outcome)
@@ -731,7 +731,7 @@ impl Store {
     }
 
     /// Opens a batch's transaction (a projection's, the outbox's).
-    pub(crate) async fn begin_batch(&self, flush: batch::Flush) -> Result<batch::BatchTx> {
+    pub(crate) async fn begin_batch(&self, flush: batch::Flush) -> Result<Box<dyn batch::DynTx>> {
         let backend = &self.inner.backend;
         self.inner
             .retry
@@ -740,7 +740,7 @@ impl Store {
     }
 
     /// Opens a transaction that only reads (never SQLite's write lock).
-    pub(crate) async fn begin_read(&self) -> Result<batch::BatchTx> {
+    pub(crate) async fn begin_read(&self) -> Result<Box<dyn batch::DynTx>> {
         let backend = &self.inner.backend;
         self.inner
             .retry

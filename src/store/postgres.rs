@@ -25,7 +25,7 @@ use super::backend::{
     LogPage, ReplayedEvent, SnapshotWrite, StoredEvent, StoredSnapshot, StreamStart, WindowLimit,
     WindowRow,
 };
-use super::batch::{BatchTx, Flush};
+use super::batch::{DynTx, Flush};
 use super::connect;
 use super::key_cache::StoredKey;
 use super::migrate::{self, Migrations};
@@ -649,7 +649,7 @@ impl Backend for PostgresBackend {
 
     async fn append_in(
         &self,
-        tx: &mut BatchTx,
+        tx: &mut dyn DynTx,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
@@ -990,7 +990,7 @@ impl Backend for PostgresBackend {
         }
     }
 
-    async fn begin_batch(&self, flush: Flush) -> Result<BatchTx> {
+    async fn begin_batch(&self, flush: Flush) -> Result<Box<dyn DynTx>> {
         let begin = match flush {
             Flush::Wait => "BEGIN",
             Flush::Defer => "BEGIN; SET LOCAL synchronous_commit = off",
@@ -998,15 +998,15 @@ impl Backend for PostgresBackend {
         self.pool
             .begin_with(begin)
             .await
-            .map(|tx| BatchTx::Postgres(SqlTx(tx)))
+            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
-    async fn begin_read(&self) -> Result<BatchTx> {
+    async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
         self.pool
             .begin_with("BEGIN READ ONLY")
             .await
-            .map(|tx| BatchTx::Postgres(SqlTx(tx)))
+            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
             .map_err(|error| Error::from_sqlx("begin_read", error))
     }
 

@@ -28,7 +28,7 @@ use super::backend::{
     AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
     SnapshotWrite, StoredEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
-use super::batch::{BatchTx, Flush};
+use super::batch::{DynTx, Flush};
 use super::connect;
 use super::key_cache::StoredKey;
 use super::migrate::{self, Migrations};
@@ -433,7 +433,7 @@ impl Backend for SqliteBackend {
 
     async fn append_in(
         &self,
-        tx: &mut BatchTx,
+        tx: &mut dyn DynTx,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
@@ -699,20 +699,20 @@ impl Backend for SqliteBackend {
             .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
-    async fn begin_batch(&self, _flush: Flush) -> Result<BatchTx> {
+    async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map(|tx| BatchTx::Sqlite(SqlTx(tx)))
+            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
             .map_err(|error| Error::from_sqlx("begin_batch", error))
     }
 
-    async fn begin_read(&self) -> Result<BatchTx> {
+    async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
         // A deferred BEGIN on a reader: a WAL snapshot, no write lock.
         self.reader
             .begin()
             .await
-            .map(|tx| BatchTx::Sqlite(SqlTx(tx)))
+            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
             .map_err(|error| Error::from_sqlx("begin_read", error))
     }
 

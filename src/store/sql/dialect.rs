@@ -1,13 +1,15 @@
 //! What differs between SQLite and PostgreSQL in the statements the SQL backends share.
 //!
 //! [`Dialect`], implemented for `sqlx::Sqlite` and `sqlx::Postgres`, holds only that: the
-//! column lists and a few fragments of the shared statements, how times, ids and lists
-//! of texts are bound (and lists tested), what "now" is, how a time column reads back, how a
-//! write transaction begins, the count of rows a statement changed, and (through
-//! [`DecodeRows`](super::rows::DecodeRows)) how rows are decoded. Code written once is
-//! generic over `D: Dialect`, in `impl` blocks that [`sql_impl!`] gives sqlx's bounds
-//! (`reads`, `keys_sql`, `retention_sql`); portable SQL's row reading extends the trait
-//! (`portable.rs`).
+//! column lists and a few fragments of the shared statements (row locks, bytewise order,
+//! JSON lists, index hints, the outbox claim's locks and planner settings and its turn
+//! locks), how times, ids and lists of texts are bound (and lists tested), what "now" is,
+//! how a time column reads back, how a write transaction begins, the count of rows a
+//! statement changed, how a connection is handed to read models ([`SqlConnection`]), and
+//! (through [`DecodeRows`](super::rows::DecodeRows)) how rows are decoded. Code written
+//! once is generic over `D: Dialect`, in `impl` blocks that [`sql_impl!`] gives sqlx's
+//! bounds (`reads`, `tx`, `outbox`, `keys_sql`, `retention_sql`); portable SQL's row
+//! reading extends the trait (`portable.rs`).
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -19,6 +21,7 @@ use uuid::Uuid;
 use super::rows::DecodeRows;
 use crate::error::{Error, Result};
 use crate::read::EventParts;
+use crate::store::batch::SqlConnection;
 
 /// What a database's statements need that the other's do not; see the module.
 pub(crate) trait Dialect: DecodeRows + Sized {
@@ -119,6 +122,9 @@ pub(crate) trait Dialect: DecodeRows + Sized {
 
     /// The rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// A connection of this database, as the seam hands it to read models.
+    fn connection(conn: &mut Self::Connection) -> SqlConnection<'_>;
 
     /// The shared statements, built once from the constants above.
     fn statements() -> &'static Statements;
@@ -351,6 +357,10 @@ impl Dialect for sqlx::Sqlite {
         result.rows_affected()
     }
 
+    fn connection(conn: &mut sqlx::SqliteConnection) -> SqlConnection<'_> {
+        SqlConnection::Sqlite(conn)
+    }
+
     fn statements() -> &'static Statements {
         static STATEMENTS: LazyLock<Statements> = LazyLock::new(Statements::of::<sqlx::Sqlite>);
         &STATEMENTS
@@ -461,6 +471,10 @@ impl Dialect for sqlx::Postgres {
         result.rows_affected()
     }
 
+    fn connection(conn: &mut sqlx::PgConnection) -> SqlConnection<'_> {
+        SqlConnection::Postgres(conn)
+    }
+
     fn statements() -> &'static Statements {
         static STATEMENTS: LazyLock<Statements> = LazyLock::new(Statements::of::<sqlx::Postgres>);
         &STATEMENTS
@@ -503,8 +517,14 @@ impl<'r> Decode<'r, sqlx::Postgres> for StoredTime {
 /// values' types, which a trait's supertraits cannot imply, so without this each generic
 /// `impl` would repeat them.
 macro_rules! sql_impl {
+    (impl<$d:ident> $tr:ident for $ty:ty { $($item:tt)* }) => {
+        $crate::store::sql::dialect::sql_impl! { @bounds [$d] [$tr for $ty] { $($item)* } }
+    };
     (impl<$d:ident> $ty:ty { $($item:tt)* }) => {
-        impl<$d> $ty
+        $crate::store::sql::dialect::sql_impl! { @bounds [$d] [$ty] { $($item)* } }
+    };
+    (@bounds [$d:ident] [$($head:tt)*] { $($item:tt)* }) => {
+        impl<$d> $($head)*
         where
             $d: $crate::store::sql::dialect::Dialect,
             for<'c> &'c mut <$d as sqlx::Database>::Connection:

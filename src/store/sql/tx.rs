@@ -1,7 +1,7 @@
-//! A transaction on a SQL store, seen through its dialect: [`SqlTx`]. The statements that
-//! run in a batch's transaction are written once as its methods, generic over
-//! `D: Dialect`: the projections' checkpoints and skip records (here) and the outbox's
-//! requests (`store/requests.rs`).
+//! A transaction on a SQL store, seen through its dialect: [`SqlTx`], the SQL backends'
+//! [`Tx`]. The statements that run in a batch's transaction are written once, generic
+//! over `D: Dialect`: the projections' checkpoints and skip records (here) and the
+//! outbox's requests (`outbox.rs`).
 
 use std::fmt;
 
@@ -13,7 +13,7 @@ use super::dialect::sql_impl;
 use super::{RowRef, checkpoint, to_i64};
 use crate::error::{CorruptValue, Error, Result};
 use crate::read::LogPosition;
-use crate::store::batch::StoredCheckpoint;
+use crate::store::batch::{SqlConnection, StoredCheckpoint, Tx};
 
 /// An open transaction on a SQL store (SQLite: on the writer, holding the write lock, or
 /// a reader's; PostgreSQL: on a pool connection). Dropped, it rolls back.
@@ -25,27 +25,11 @@ impl<D: Database> fmt::Debug for SqlTx<D> {
     }
 }
 
-impl<D: Database> SqlTx<D> {
-    /// The transaction's connection, for a statement of the backend's own.
-    pub(crate) fn connection(&mut self) -> &mut D::Connection {
-        &mut self.0
-    }
-
-    /// Commits the transaction.
-    pub(crate) async fn commit(self) -> Result<()> {
-        self.0
-            .commit()
-            .await
-            .map_err(|error| Error::from_sqlx("commit_batch", error))
-    }
-}
-
 sql_impl! {
-    impl<D> SqlTx<D> {
-        /// Moves `name`'s checkpoint from `from` to `to`; `false` when the stored checkpoint
-        /// is not at `from` any more (another instance moved it), in which case nothing is
-        /// written and the batch must not commit.
-        pub(crate) async fn move_checkpoint(
+    impl<D> Tx for SqlTx<D> {
+        type Outbox = Self;
+
+        async fn move_checkpoint(
             &mut self,
             name: &str,
             from: LogPosition,
@@ -75,10 +59,7 @@ sql_impl! {
             Ok(D::rows_affected(&done) > 0)
         }
 
-        /// `name`'s stored checkpoint, read in this transaction (PostgreSQL: its row, when
-        /// there is one, stays locked until the transaction ends; SQLite: a batch holds the
-        /// write lock).
-        pub(crate) async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
+        async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
             let fail = |error| Error::from_sqlx("checkpoint", error);
             let row: Option<(i64, i64)> =
                 sqlx::query_as(D::statements().locked_checkpoint.as_str())
@@ -89,8 +70,7 @@ sql_impl! {
             row.map(|row| checkpoint(name, row)).transpose().map_err(fail)
         }
 
-        /// Every stored checkpoint, in name order (bytewise).
-        pub(crate) async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
+        async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
             let fail = |error| Error::from_sqlx("checkpoints", error);
             let rows: Vec<(String, i64, i64, D::StoredTime)> =
                 sqlx::query_as(D::statements().checkpoints.as_str())
@@ -113,9 +93,7 @@ sql_impl! {
                 .collect()
         }
 
-        /// Deletes `name`'s checkpoint: the projection starts over. Returns whether there
-        /// was one.
-        pub(crate) async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
+        async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
             let done = sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
                 .bind(name)
                 .execute(&mut *self.0)
@@ -124,9 +102,7 @@ sql_impl! {
             Ok(D::rows_affected(&done) > 0)
         }
 
-        /// Records that `name` stepped over `event_id` (at `position`) after its handler kept
-        /// failing with `error`; a second skip of the event records the newer error.
-        pub(crate) async fn record_skip(
+        async fn record_skip(
             &mut self,
             name: &str,
             event_id: Uuid,
@@ -143,6 +119,21 @@ sql_impl! {
                 .await
                 .map_err(|error| Error::from_sqlx("record_skip", error))?;
             Ok(())
+        }
+
+        fn outbox(&mut self) -> Option<&mut Self> {
+            Some(self)
+        }
+
+        fn sql(&mut self) -> Option<SqlConnection<'_>> {
+            Some(D::connection(&mut self.0))
+        }
+
+        async fn commit(self) -> Result<()> {
+            self.0
+                .commit()
+                .await
+                .map_err(|error| Error::from_sqlx("commit_batch", error))
         }
     }
 }
