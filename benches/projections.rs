@@ -694,7 +694,7 @@ impl RawLog {
                         row.try_get::<&str, _>(3)?,
                         row.try_get::<i64, _>(4)?,
                         row.try_get::<&str, _>(5)?,
-                        row.try_get::<i32, _>(6)?,
+                        row.try_get::<i64, _>(6)?,
                         row.try_get::<&[u8], _>(7)?,
                         row.try_get::<chrono::DateTime<chrono::Utc>, _>(8)?,
                     ));

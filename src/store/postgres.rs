@@ -796,7 +796,7 @@ impl Backend for PostgresBackend {
                     window,
                     (after, limit),
                     None,
-                    |row| Postgres::event_row(&row),
+                    move |row| Postgres::event_row(&row, parts),
                     |event| Some(event.payload.len()),
                 )
                 .await
@@ -822,7 +822,7 @@ impl Backend for PostgresBackend {
                 sql,
                 (after, limit),
                 Some(types),
-                |row| sql::window_row(&row, Postgres::event_row),
+                move |row| sql::window_row(&row, |row| Postgres::event_row(row, parts)),
                 WindowRow::budget_bytes,
             )
             .await

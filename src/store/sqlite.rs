@@ -593,7 +593,7 @@ impl Backend for SqliteBackend {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(to_i64(after.position()))
                 .bind(to_i64(limit.events as u64))
-                .try_map(|row: SqliteRow| Sqlite::event_row(&row))
+                .try_map(move |row: SqliteRow| Sqlite::event_row(&row, parts))
                 .fetch(&self.reader);
             let events = sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
                 .await
@@ -623,7 +623,9 @@ impl Backend for SqliteBackend {
             .bind(to_i64(after.position()))
             .bind(to_i64(limit.events as u64))
             .bind(types)
-            .try_map(|row: SqliteRow| sql::window_row(&row, Sqlite::event_row))
+            .try_map(move |row: SqliteRow| {
+                sql::window_row(&row, |row| Sqlite::event_row(row, parts))
+            })
             .fetch(&self.reader);
         let rows = sql::cut_at_budget(rows, limit, WindowRow::budget_bytes)
             .await

@@ -28,12 +28,11 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     /// The columns of `events` before the payload, in the order
     /// [`DecodeRows::event_row`] reads them.
     const EVENT_HEAD: &'static str;
-    /// The payload column, and an empty value of its type that a lean read selects in
-    /// its place.
-    const EVENT_PAYLOAD: (&'static str, &'static str);
-    /// The metadata columns (the four ids, then the extra JSON as text), and NULLs of
-    /// their types that a lean read selects in their place.
-    const EVENT_METADATA: (&'static str, &'static str);
+    /// The payload column (left out of a read that does not ask for the payload).
+    const EVENT_PAYLOAD: &'static str;
+    /// The metadata columns, the four ids then the extra JSON as text (left out of a read
+    /// that does not ask for the metadata).
+    const EVENT_METADATA: &'static str;
     /// The columns of `events` after the metadata.
     const EVENT_TAIL: &'static str;
     /// The columns of `streams`, as [`DecodeRows::stream_row`] reads them.
@@ -155,14 +154,13 @@ impl Statements {
     fn of<D: Dialect>() -> Self {
         let (member_open, member_close) = D::ORDERED_MEMBER;
         let columns = |parts: EventParts| {
-            let pick = |(column, empty), wanted: bool| if wanted { column } else { empty };
-            format!(
-                "{}, {}, {}, {}",
-                D::EVENT_HEAD,
-                pick(D::EVENT_PAYLOAD, parts.payload()),
-                pick(D::EVENT_METADATA, parts.metadata()),
-                D::EVENT_TAIL
-            )
+            let payload = parts.payload().then_some(D::EVENT_PAYLOAD);
+            let metadata = parts.metadata().then_some(D::EVENT_METADATA);
+            [Some(D::EVENT_HEAD), payload, metadata, Some(D::EVENT_TAIL)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let event_columns = [
             EventParts::ALL,
@@ -246,8 +244,8 @@ impl Statements {
 
 impl Statements {
     /// The columns of `events` a read of `parts` selects, in the order
-    /// [`DecodeRows::event_row`] reads them: the parts not asked for are empty values of
-    /// their types (an empty payload, NULL metadata), so one decoder reads every list.
+    /// [`DecodeRows::event_row`] reads them for `parts`: the columns of the parts not
+    /// asked for are left out.
     pub(crate) fn event_columns(&self, parts: EventParts) -> &str {
         let index = match (parts.payload(), parts.metadata()) {
             (true, true) => 0,
@@ -263,12 +261,9 @@ impl Statements {
 impl Dialect for sqlx::Sqlite {
     const EVENT_HEAD: &'static str =
         "position, event_id, stream_id, version, event_type, schema_version";
-    const EVENT_PAYLOAD: (&'static str, &'static str) = ("payload", "X'' AS payload");
-    const EVENT_METADATA: (&'static str, &'static str) = (
-        "correlation_id, causation_id, tenant_id, user_id, metadata",
-        "NULL AS correlation_id, NULL AS causation_id, NULL AS tenant_id, NULL AS user_id, \
-         NULL AS metadata",
-    );
+    const EVENT_PAYLOAD: &'static str = "payload";
+    const EVENT_METADATA: &'static str =
+        "correlation_id, causation_id, tenant_id, user_id, metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata, created_at, updated_at";
@@ -371,12 +366,9 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const EVENT_HEAD: &'static str = "position, transaction_id AS commit_id, event_id, \
          stream_id, version, event_type, schema_version";
-    const EVENT_PAYLOAD: (&'static str, &'static str) = ("payload", "''::bytea AS payload");
-    const EVENT_METADATA: (&'static str, &'static str) = (
-        "correlation_id, causation_id, tenant_id, user_id, metadata::text AS metadata",
-        "NULL::text AS correlation_id, NULL::text AS causation_id, NULL::text AS tenant_id, \
-         NULL::text AS user_id, NULL::text AS metadata",
-    );
+    const EVENT_PAYLOAD: &'static str = "payload";
+    const EVENT_METADATA: &'static str =
+        "correlation_id, causation_id, tenant_id, user_id, metadata::text AS metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata::text AS metadata, created_at, \

@@ -16,7 +16,7 @@ use super::{
     replayed_from_row, start_row, stream_start, to_i64, to_u64,
 };
 use crate::error::{Error, Result};
-use crate::read::{EventQuery, LogPosition};
+use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::snapshot::SnapshotInfo;
 use crate::store::backend::{ReplayedEvent, StoredEvent, StoredSnapshot, StreamStart, WindowLimit};
 use crate::stream::{Direction, StreamId, StreamInfo, StreamListQuery};
@@ -80,7 +80,7 @@ sql_impl! {
             push_version_range(&mut query, stream, &versions, direction, limit.events);
             let rows = query
                 .build()
-                .try_map(|row: D::Row| D::event_row(&row))
+                .try_map(|row: D::Row| D::event_row(&row, EventParts::ALL))
                 .fetch(self.0);
             cut_at_budget(rows, limit, |event| Some(event.payload.len()))
                 .await
@@ -133,7 +133,7 @@ sql_impl! {
             D::push_in_ids(&mut query, ids);
             query
                 .build()
-                .try_map(|row: D::Row| D::event_row(&row))
+                .try_map(|row: D::Row| D::event_row(&row, EventParts::ALL))
                 .fetch_all(self.0)
                 .await
                 .map_err(|error| Error::from_sqlx("event_by_id", error))
@@ -145,7 +145,7 @@ sql_impl! {
             push_event_filter(&mut query, filter, D::time_param);
             query
                 .build()
-                .try_map(|row: D::Row| D::event_row(&row))
+                .try_map(|row: D::Row| D::event_row(&row, EventParts::ALL))
                 .fetch_all(self.0)
                 .await
                 .map_err(|error| Error::from_sqlx("query", error))

@@ -10,6 +10,7 @@ use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use uuid::Uuid;
 
 use crate::error::{CorruptRow, CorruptValue, Result};
+use crate::read::EventParts;
 use crate::store::backend::StoredEvent;
 use crate::stream::{StreamId, StreamInfo, StreamStatus};
 
@@ -20,9 +21,13 @@ use sqlx::sqlite::SqliteRow;
 
 /// How a database's rows decode into chronicle's types.
 pub(crate) trait DecodeRows: Database {
-    /// A row of `events`, its columns as `Dialect::EVENT_COLUMNS` lists them, as stored
-    /// (the extra metadata stays JSON text: `Store` parses it).
-    fn event_row(row: &Self::Row) -> Result<StoredEvent, sqlx::Error>;
+    /// The columns of `events` before the payload (`Dialect::EVENT_HEAD`).
+    const EVENT_HEAD_COLUMNS: usize;
+
+    /// A row of `events` read for `parts`, its columns as `Statements::event_columns`
+    /// lists them, as stored (the extra metadata stays JSON text: `Store` parses it); the
+    /// parts not read are empty.
+    fn event_row(row: &Self::Row, parts: EventParts) -> Result<StoredEvent, sqlx::Error>;
 
     /// A row of `streams`, its columns as `Dialect::STREAM_COLUMNS` lists them.
     fn stream_row(row: &Self::Row) -> Result<StreamInfo, sqlx::Error>;
@@ -34,6 +39,36 @@ pub(crate) trait DecodeRows: Database {
         at: RowRef<'_>,
         column: &'static str,
     ) -> Result<DateTime<Utc>, sqlx::Error>;
+}
+
+/// Where the parts of a row of `events` are, in a read of some parts: the columns of
+/// those not read are left out, and the recording time comes last.
+#[derive(Debug, Clone, Copy)]
+struct EventLayout {
+    /// The payload's column.
+    payload: Option<usize>,
+    /// The first of the five metadata columns.
+    metadata: Option<usize>,
+    recorded_at: usize,
+}
+
+impl EventLayout {
+    fn of<D: DecodeRows>(parts: EventParts) -> Self {
+        let mut next = D::EVENT_HEAD_COLUMNS;
+        let mut take = |wanted: bool, columns: usize| {
+            wanted.then(|| {
+                next += columns;
+                next - columns
+            })
+        };
+        let payload = take(parts.payload(), 1);
+        let metadata = take(parts.metadata(), 5);
+        EventLayout {
+            payload,
+            metadata,
+            recorded_at: next,
+        }
+    }
 }
 
 /// A row of `snapshots` of `stream`: (version, schema version, `third`, created at), where
@@ -217,16 +252,31 @@ impl<'a> RowRef<'a> {
 impl DecodeRows for sqlx::Sqlite {
     /// SQLite keeps any value in any column, so a value of another type is named as
     /// corrupt too.
-    fn event_row(row: &SqliteRow) -> Result<StoredEvent, sqlx::Error> {
+    const EVENT_HEAD_COLUMNS: usize = 6;
+
+    fn event_row(row: &SqliteRow, parts: EventParts) -> Result<StoredEvent, sqlx::Error> {
+        let layout = EventLayout::of::<Self>(parts);
         let stream_id: String = row.try_get(2)?;
         let id = row.try_get(1)?;
         let at = RowRef::event(&stream_id, id);
         let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
         let at = at.at_version(version);
-        let extra_metadata = row.try_get(11).map_err(at.unreadable("metadata"))?;
         let position = row.try_get(0).map_err(at.unreadable("position"))?;
         let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
-        let recorded_at = row.try_get(12).map_err(at.unreadable("recorded_at"))?;
+        let recorded_at = row
+            .try_get(layout.recorded_at)
+            .map_err(at.unreadable("recorded_at"))?;
+        let (correlation_id, causation_id, tenant_id, user_id, extra_metadata) =
+            match layout.metadata {
+                Some(first) => (
+                    row.try_get(first)?,
+                    row.try_get(first + 1)?,
+                    row.try_get(first + 2)?,
+                    row.try_get(first + 3)?,
+                    row.try_get(first + 4).map_err(at.unreadable("metadata"))?,
+                ),
+                None => (None, None, None, None, None),
+            };
         Ok(StoredEvent {
             id,
             version,
@@ -234,11 +284,14 @@ impl DecodeRows for sqlx::Sqlite {
             commit: 0,
             event_type: row.try_get(4)?,
             schema_version: at.schema_version(schema_version)?,
-            payload: row.try_get(6)?,
-            correlation_id: row.try_get(7)?,
-            causation_id: row.try_get(8)?,
-            tenant_id: row.try_get(9)?,
-            user_id: row.try_get(10)?,
+            payload: match layout.payload {
+                Some(column) => row.try_get(column)?,
+                None => Vec::new(),
+            },
+            correlation_id,
+            causation_id,
+            tenant_id,
+            user_id,
             extra_metadata,
             recorded_at: at.micros("recorded_at", recorded_at)?,
             stream_id: StreamId::trusted(stream_id),
@@ -283,14 +336,28 @@ impl DecodeRows for sqlx::Sqlite {
 
 #[cfg(feature = "postgres")]
 impl DecodeRows for sqlx::Postgres {
-    fn event_row(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
+    const EVENT_HEAD_COLUMNS: usize = 7;
+
+    fn event_row(row: &PgRow, parts: EventParts) -> Result<StoredEvent, sqlx::Error> {
         // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped:
         // this decoding is most of a log read's cost.
+        let layout = EventLayout::of::<Self>(parts);
         let stream_id: String = row.try_get_unchecked(3)?;
         let id = row.try_get_unchecked(2)?;
         let at = RowRef::event(&stream_id, id);
         let version = at.version(row.try_get_unchecked(4)?)?;
         let at = at.at_version(version);
+        let (correlation_id, causation_id, tenant_id, user_id, extra_metadata) =
+            match layout.metadata {
+                Some(first) => (
+                    row.try_get_unchecked(first)?,
+                    row.try_get_unchecked(first + 1)?,
+                    row.try_get_unchecked(first + 2)?,
+                    row.try_get_unchecked(first + 3)?,
+                    row.try_get_unchecked(first + 4)?,
+                ),
+                None => (None, None, None, None, None),
+            };
         Ok(StoredEvent {
             id,
             version,
@@ -300,13 +367,16 @@ impl DecodeRows for sqlx::Postgres {
             commit: to_u64(row.try_get_unchecked(1)?),
             event_type: row.try_get_unchecked(5)?,
             schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
-            payload: row.try_get_unchecked(7)?,
-            correlation_id: row.try_get_unchecked(8)?,
-            causation_id: row.try_get_unchecked(9)?,
-            tenant_id: row.try_get_unchecked(10)?,
-            user_id: row.try_get_unchecked(11)?,
-            extra_metadata: row.try_get_unchecked(12)?,
-            recorded_at: Self::time(row, 13, at, "recorded_at")?,
+            payload: match layout.payload {
+                Some(column) => row.try_get_unchecked(column)?,
+                None => Vec::new(),
+            },
+            correlation_id,
+            causation_id,
+            tenant_id,
+            user_id,
+            extra_metadata,
+            recorded_at: Self::time(row, layout.recorded_at, at, "recorded_at")?,
             stream_id: StreamId::trusted(stream_id),
         })
     }
