@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::{Outbox, now_micros};
 use crate::error::Result;
 use crate::projection::StartFrom;
-use crate::read::LogPosition;
+use crate::read::{EventParts, LogPosition};
 use crate::store::batch::Flush;
 use crate::store::requests::NewRequest;
 use crate::store::{DEFAULT_WINDOW_BYTES, Expired, WindowLimit};
@@ -125,8 +125,10 @@ impl Outbox {
                 events: self.settings.batch_size,
                 bytes: Some(DEFAULT_WINDOW_BYTES),
             };
+            // Requests need the events' ids, types, streams and places: no payload, no
+            // metadata.
             let window = store
-                .read_window_encoded(from, types, window, Expired::Hide)
+                .read_window_encoded(from, types, EventParts::NONE, window, Expired::Hide)
                 .await?;
             if window.scanned_to == from {
                 return Ok((0, false));

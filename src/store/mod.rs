@@ -1059,16 +1059,18 @@ impl Store {
         }
     }
 
-    /// [`Store::read_window`] without decoding the events (they stay as stored), for
-    /// readers that only need the events' ids, types and places, or the stored bytes.
+    /// [`Store::read_window`] without decoding the events (they stay as stored), with only
+    /// `parts` of them read, for readers that only need the events' ids, types and
+    /// places, or the stored bytes.
     pub(crate) async fn read_window_encoded(
         &self,
         after: LogPosition,
         types: Arc<[String]>,
+        parts: EventParts,
         limit: WindowLimit,
         expired: Expired,
     ) -> Result<LogWindow<StoredEvent>> {
-        self.stored_window(after, types, EventParts::ALL, limit, expired)
+        self.stored_window(after, types, parts, limit, expired)
             .await
     }
 

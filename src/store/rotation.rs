@@ -15,7 +15,7 @@ use crate::codec::{
     PayloadKey, StreamKey, event_context, payload_dictionary, payload_key, snapshot_context,
 };
 use crate::error::{Error, Result};
-use crate::read::LogPosition;
+use crate::read::{EventParts, LogPosition};
 
 /// How far a rotation got, handed to the progress callback after every batch and
 /// returned at the end.
@@ -198,6 +198,7 @@ impl KeyRotation {
                 .read_window_encoded(
                     progress.position,
                     Arc::from([]),
+                    EventParts::PAYLOAD,
                     super::WindowLimit {
                         events: self.batch_size,
                         bytes: Some(super::DEFAULT_WINDOW_BYTES),
