@@ -8,9 +8,9 @@
 //! [`Projection::apply_batch`](super::Projection::apply_batch), and commits. A handler
 //! error rolls the append back and is returned to the writer as
 //! [`Error::InlineProjection`], whose `source()` is the projection's own error (downcast it
-//! to its type). The memory backend has no transactions, so it does not
-//! open with inline projections. Their [`setup`](super::Projection::setup) hooks run when
-//! the store opens.
+//! to its type). Every backend runs them, the memory backend in its copy-on-write
+//! transactions. Their [`setup`](super::Projection::setup) hooks run when the store
+//! opens.
 
 use std::sync::Arc;
 
@@ -34,8 +34,9 @@ impl StoreBuilder {
     /// not the log written before: fill its read model from history first (for example
     /// with [`Projections::rebuild`](crate::Projections::rebuild), stopped once idle),
     /// while nothing appends. Several projections run in registration order; names must
-    /// be unique. SQLite and PostgreSQL only: the memory backend, which has no
-    /// transactions, refuses to open with inline projections. Each projection's
+    /// be unique. Every backend runs them, `memory:` included; one that writes through
+    /// portable SQL needs SQLite or PostgreSQL (on memory its setup hook gets
+    /// [`Error::SqlUnavailable`](crate::Error::SqlUnavailable)). Each projection's
     /// [`setup`](crate::Projection::setup) hook runs when the store opens (every open: it
     /// must be idempotent); a failing one fails the open with
     /// [`Error::ProjectionSetup`](crate::Error::ProjectionSetup).

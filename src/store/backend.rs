@@ -420,7 +420,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<AppendOutcome>;
 
     /// [`Backend::append`] inside `tx` (a transaction from [`Backend::begin_batch`]), which
-    /// the caller commits or drops. Backends without transactions (memory) refuse.
+    /// the caller commits or drops. Backends without transactions refuse.
     async fn append_in(
         &self,
         tx: &mut dyn DynTx,
@@ -635,8 +635,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Whether the backend is a SQL database (with transactions, and the tables of the
-    /// outbox); `false` for memory.
+    /// Whether the backend is a SQL database (with the tables of the outbox); `false` for
+    /// memory.
     fn is_sql(&self) -> bool {
         true
     }

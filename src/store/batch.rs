@@ -10,6 +10,7 @@
 //! name only chronicle's own types and sqlx's connections, so another crate could
 //! implement them.
 
+use std::any::Any;
 use std::future::Future;
 
 use async_trait::async_trait;
@@ -77,7 +78,7 @@ pub(crate) trait Tx: Send + 'static {
 
     /// `name`'s stored checkpoint, read so that no other transaction moves it before this
     /// one ends (PostgreSQL: its row locked; SQLite and memory: a batch holds the write
-    /// lock, or keeps its move aside until commit).
+    /// lock).
     fn locked_checkpoint(
         &mut self,
         name: &str,
@@ -151,6 +152,9 @@ macro_rules! dyn_tx {
                 error: &str,
             ) -> Result<()>;
             fn sql(&mut self) -> Option<SqlConnection<'_>>;
+            /// The transaction as its own type, for its backend's `append_in` to
+            /// downcast (memory: `MemoryTx`).
+            fn as_any(&mut self) -> &mut dyn Any;
             async fn commit(self: Box<Self>) -> Result<()>;
             $(async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out>;)*
         }
@@ -190,6 +194,10 @@ macro_rules! dyn_tx {
 
             fn sql(&mut self) -> Option<SqlConnection<'_>> {
                 Tx::sql(self)
+            }
+
+            fn as_any(&mut self) -> &mut dyn Any {
+                self
             }
 
             async fn commit(self: Box<Self>) -> Result<()> {

@@ -388,14 +388,6 @@ impl StoreBuilder {
             .into());
         }
         let backend = self.open_backend().await?;
-        if !self.inline.is_empty() && !backend.is_sql() {
-            return Err(ValidationError::Config(
-                "inline projections run in the append's transaction, and the memory backend \
-                 has none: use SQLite (`sqlite::memory:` in tests) or PostgreSQL"
-                    .to_owned(),
-            )
-            .into());
-        }
         // Reads allow more than writes, so a store opened with a smaller limit still reads
         // what an earlier one wrote; the cap only guards against decompression bombs.
         let max_decoded = self.max_event_size.max(MIN_DECODE_LIMIT);

@@ -1,6 +1,15 @@
 //! The in-memory backend (`memory:`): the reference the SQL backends are tested against,
-//! and a store for unit tests. Everything sits behind one mutex; nothing survives the
-//! process.
+//! and a store for unit tests. Nothing survives the process.
+//!
+//! The tables are `Arc`'d maps (`Tables`) behind a briefly held mutex. A writer lock
+//! (a `tokio` mutex) plays SQLite's write lock: a write outside a transaction takes it
+//! for the write; a write transaction (`MemoryTx`) takes it at its first write and holds
+//! it until it commits or drops, working from then on on its own copy of the tables (7
+//! `Arc`s: a table is copied, through `Arc::make_mut`, only when the transaction first
+//! writes it), so it reads its own writes and nobody else's reads see them. Its appends are staged and
+//! moved into the log at commit (an inline append does not copy the log). Commit swaps
+//! the tables in and cannot fail; dropping the transaction rolls it back. Readers never
+//! take the writer lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
@@ -8,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::backend::{
@@ -29,32 +39,34 @@ use crate::stream::{
     StreamStatus, category_of,
 };
 
-/// The memory backend's checkpoints, shared with its transactions.
-type MemoryCheckpoints = Arc<Mutex<HashMap<String, LogPosition>>>;
-
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBackend {
-    state: Mutex<State>,
-    checkpoints: MemoryCheckpoints,
+    /// The committed tables, shared with the transactions that commit into them.
+    tables: Arc<Mutex<Tables>>,
+    /// The writer lock: held by a write transaction, and briefly by every other write.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// The store's tables. Cloning copies the `Arc`s, not the maps.
+#[derive(Debug, Default, Clone)]
+struct Tables {
     /// Every event by global position; hard deletes remove entries, positions stay.
-    log: BTreeMap<u64, StoredEvent>,
+    log: Arc<BTreeMap<u64, StoredEvent>>,
     last_position: u64,
-    streams: BTreeMap<String, StreamRow>,
+    streams: Arc<BTreeMap<String, StreamRow>>,
     /// Position of every stored event id.
-    ids: HashMap<Uuid, u64>,
+    ids: Arc<HashMap<Uuid, u64>>,
     /// Retention policies by (kind, name), as JSON text.
-    policies: BTreeMap<(i16, String), String>,
+    policies: Arc<BTreeMap<(i16, String), String>>,
     /// Per-stream data keys, wrapped.
-    keys: BTreeMap<String, StoredKey>,
+    keys: Arc<BTreeMap<String, StoredKey>>,
     /// Compression dictionaries by id.
-    dictionaries: BTreeMap<u32, StoredDictionary>,
+    dictionaries: Arc<BTreeMap<u32, StoredDictionary>>,
+    /// Projection checkpoints by name.
+    checkpoints: Arc<HashMap<String, LogPosition>>,
 }
 
-impl State {
+impl Tables {
     fn retention_of(&self, stream: &str, row: &StreamRow) -> StreamRetention {
         StreamRetention {
             stream: stream.to_owned(),
@@ -63,9 +75,84 @@ impl State {
             snapshot: row.snapshots.keys().next_back().copied(),
         }
     }
+
+    /// Checks `guard` and writes `events` at the end of `stream`: the stream's row here,
+    /// the events into `staged` (after the events staged before them), for
+    /// [`Tables::merge`] to move into the log.
+    fn append(
+        &mut self,
+        staged: &mut Vec<StoredEvent>,
+        stream: &StreamId,
+        guard: AppendGuard,
+        events: &[EncodedEvent<'_>],
+    ) -> AppendOutcome {
+        let current = self.streams.get(stream.as_str());
+        let current = current.map(|row| (row.info.version, row.info.status));
+        if let Some(rejected) = AppendOutcome::rejection(guard, current) {
+            return rejected;
+        }
+        let taken =
+            |id: &Uuid| self.ids.contains_key(id) || staged.iter().any(|event| event.id == *id);
+        if events.iter().any(|event| taken(&event.source.id)) {
+            return AppendOutcome::DuplicateEventId;
+        }
+        let now = Utc::now();
+        let base = current.map_or(0, |(version, _)| version);
+        let mut written = Vec::with_capacity(events.len());
+        for (offset, event) in (1..).zip(events) {
+            self.last_position += 1;
+            let position = self.last_position;
+            let version = base + offset;
+            let metadata = &event.source.metadata;
+            staged.push(StoredEvent {
+                id: event.source.id,
+                stream_id: stream.clone(),
+                version,
+                position,
+                commit: 0,
+                event_type: event.source.event_type.clone(),
+                schema_version: event.source.schema_version,
+                payload: event.payload.clone(),
+                correlation_id: metadata.correlation_id.clone(),
+                causation_id: metadata.causation_id.clone(),
+                tenant_id: metadata.tenant_id.clone(),
+                user_id: metadata.user_id.clone(),
+                extra_metadata: event.extra_metadata.clone(),
+                recorded_at: now,
+            });
+            written.push(Written {
+                version,
+                position,
+                commit: 0,
+                recorded_at: now,
+            });
+        }
+        let row = Arc::make_mut(&mut self.streams)
+            .entry(stream.as_str().to_owned())
+            .or_insert_with(|| StreamRow::new(stream, &NewStream::default()));
+        row.positions
+            .extend(written.iter().map(|w| (w.version, w.position)));
+        row.info.version = base + events.len() as u64;
+        row.info.event_count += events.len() as u64;
+        row.info.updated_at = now;
+        row.info.last_event_id = events.last().map(|event| event.source.id);
+        AppendOutcome::Written(written)
+    }
+
+    /// Moves staged events into the log.
+    fn merge(&mut self, staged: Vec<StoredEvent>) {
+        if staged.is_empty() {
+            return;
+        }
+        let (log, ids) = (Arc::make_mut(&mut self.log), Arc::make_mut(&mut self.ids));
+        for event in staged {
+            ids.insert(event.id, event.position);
+            log.insert(event.position, event);
+        }
+    }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct StreamRow {
     info: StreamInfo,
     /// Positions of the stream's events, by version.
@@ -83,11 +170,22 @@ impl StreamRow {
     }
 }
 
+/// The committed tables, for a read or a write that holds the writer lock.
+type TablesGuard<'a> = std::sync::MutexGuard<'a, Tables>;
+
 impl MemoryBackend {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
-        self.state
+    /// The committed tables, to read.
+    fn lock(&self) -> Result<TablesGuard<'_>> {
+        self.tables
             .lock()
             .map_err(|_| Error::Internal("memory store lock poisoned".into()))
+    }
+
+    /// The committed tables, to write outside a transaction: the writer lock is held
+    /// as long as the first guard.
+    async fn write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, TablesGuard<'_>)> {
+        let writer = self.writer.lock().await;
+        Ok((writer, self.lock()?))
     }
 }
 
@@ -117,73 +215,33 @@ impl Backend for MemoryBackend {
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
-        let mut state = self.lock()?;
-        let current = state.streams.get(stream.as_str());
-        let current = current.map(|row| (row.info.version, row.info.status));
-        if let Some(rejected) = AppendOutcome::rejection(guard, current) {
-            return Ok(rejected);
-        }
-        let actual = current.map(|(version, _)| version);
-        if events
-            .iter()
-            .any(|event| state.ids.contains_key(&event.source.id))
-        {
-            return Ok(AppendOutcome::DuplicateEventId);
-        }
-        let now = Utc::now();
-        let base = actual.unwrap_or(0);
-        let mut written = Vec::with_capacity(events.len());
-        for (offset, event) in (1..).zip(events) {
-            state.last_position += 1;
-            let position = state.last_position;
-            let version = base + offset;
-            state.ids.insert(event.source.id, position);
-            let metadata = &event.source.metadata;
-            state.log.insert(
-                position,
-                StoredEvent {
-                    id: event.source.id,
-                    stream_id: stream.clone(),
-                    version,
-                    position,
-                    commit: 0,
-                    event_type: event.source.event_type.clone(),
-                    schema_version: event.source.schema_version,
-                    payload: event.payload.clone(),
-                    correlation_id: metadata.correlation_id.clone(),
-                    causation_id: metadata.causation_id.clone(),
-                    tenant_id: metadata.tenant_id.clone(),
-                    user_id: metadata.user_id.clone(),
-                    extra_metadata: event.extra_metadata.clone(),
-                    recorded_at: now,
-                },
-            );
-            written.push(Written {
-                version,
-                position,
-                commit: 0,
-                recorded_at: now,
-            });
-        }
-        let row = state
-            .streams
-            .entry(stream.as_str().to_owned())
-            .or_insert_with(|| StreamRow::new(stream, &NewStream::default()));
-        row.positions
-            .extend(written.iter().map(|w| (w.version, w.position)));
-        row.info.version = base + events.len() as u64;
-        row.info.event_count += events.len() as u64;
-        row.info.updated_at = now;
-        row.info.last_event_id = events.last().map(|event| event.source.id);
-        Ok(AppendOutcome::Written(written))
+        let (_writer, mut tables) = self.write().await?;
+        let mut staged = Vec::with_capacity(events.len());
+        let outcome = tables.append(&mut staged, stream, guard, events);
+        tables.merge(staged);
+        Ok(outcome)
+    }
+
+    /// Stages the append in `tx`, a [`MemoryTx`].
+    async fn append_in(
+        &self,
+        tx: &mut dyn DynTx,
+        stream: &StreamId,
+        guard: AppendGuard,
+        events: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let tx = tx.as_any().downcast_mut::<MemoryTx>().ok_or_else(|| {
+            Error::Internal("a memory append in another backend's transaction".to_owned())
+        })?;
+        let (tables, staged) = tx.write().await?;
+        Ok(tables.append(staged, stream, guard, events))
     }
 
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
-        let mut state = self.lock()?;
-        let Some(row) = state.streams.get_mut(stream.as_str()) else {
-            state
-                .streams
-                .insert(stream.as_str().to_owned(), StreamRow::new(stream, spec));
+        let (_writer, mut state) = self.write().await?;
+        let streams = Arc::make_mut(&mut state.streams);
+        let Some(row) = streams.get_mut(stream.as_str()) else {
+            streams.insert(stream.as_str().to_owned(), StreamRow::new(stream, spec));
             return Ok(CreateOutcome::Created);
         };
         Ok(match row.info.status {
@@ -233,9 +291,9 @@ impl Backend for MemoryBackend {
     }
 
     async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         let state = &mut *state;
-        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+        let Some(row) = Arc::make_mut(&mut state.streams).get_mut(stream.as_str()) else {
             return Ok(false);
         };
         row.info.updated_at = Utc::now();
@@ -248,10 +306,11 @@ impl Backend for MemoryBackend {
                 row.info.status = StreamStatus::Tombstoned;
                 row.info.event_count = 0;
                 row.snapshots.clear();
-                state.keys.remove(stream.as_str());
+                Arc::make_mut(&mut state.keys).remove(stream.as_str());
+                let (log, ids) = (Arc::make_mut(&mut state.log), Arc::make_mut(&mut state.ids));
                 for position in std::mem::take(&mut row.positions).into_values() {
-                    if let Some(event) = state.log.remove(&position) {
-                        state.ids.remove(&event.id);
+                    if let Some(event) = log.remove(&position) {
+                        ids.remove(&event.id);
                     }
                 }
             }
@@ -336,8 +395,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
-        let mut state = self.lock()?;
-        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+        let (_writer, mut state) = self.write().await?;
+        let Some(row) = Arc::make_mut(&mut state.streams).get_mut(stream.as_str()) else {
             return Ok(false);
         };
         if row.info.status != StreamStatus::Active || row.info.version < snapshot.version {
@@ -393,8 +452,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
-        let mut state = self.lock()?;
-        let Some(row) = state.streams.get_mut(stream.as_str()) else {
+        let (_writer, mut state) = self.write().await?;
+        let Some(row) = Arc::make_mut(&mut state.streams).get_mut(stream.as_str()) else {
             return Ok(0);
         };
         Ok(match version {
@@ -407,11 +466,16 @@ impl Backend for MemoryBackend {
         false
     }
 
+    /// A write transaction; it takes the writer lock at its first write.
     async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
-        Ok(Box::new(MemoryTx {
-            checkpoints: Arc::clone(&self.checkpoints),
-            pending: None,
-        }))
+        let writer = Some(Arc::clone(&self.writer));
+        Ok(Box::new(MemoryTx::new(&self.tables, writer)))
+    }
+
+    /// A transaction that only reads: it never takes the writer lock, and refuses to
+    /// write.
+    async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
+        Ok(Box::new(MemoryTx::new(&self.tables, None)))
     }
 
     async fn last_position(&self) -> Result<u64> {
@@ -442,11 +506,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        let checkpoints = self
-            .checkpoints
-            .lock()
-            .map_err(|_| Error::Internal("memory store lock poisoned".into()))?;
-        Ok(checkpoints.get(name).copied())
+        Ok(self.lock()?.checkpoints.get(name).copied())
     }
 
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
@@ -491,7 +551,7 @@ impl Backend for MemoryBackend {
     async fn retention_policies(&self) -> Result<PolicyRows> {
         let state = self.lock()?;
         let mut rows = PolicyRows::default();
-        for ((kind, name), json) in &state.policies {
+        for ((kind, name), json) in state.policies.iter() {
             if *kind == 2 {
                 rows.streams.push(name.clone());
             } else {
@@ -533,12 +593,12 @@ impl Backend for MemoryBackend {
 
     async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
         let (kind, name) = scope.key();
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         match policy {
-            Some(json) => state
-                .policies
-                .insert((kind, name.to_owned()), json.to_owned()),
-            None => state.policies.remove(&(kind, name.to_owned())),
+            Some(json) => {
+                Arc::make_mut(&mut state.policies).insert((kind, name.to_owned()), json.to_owned())
+            }
+            None => Arc::make_mut(&mut state.policies).remove(&(kind, name.to_owned())),
         };
         Ok(())
     }
@@ -582,11 +642,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         let state = &mut *state;
         let (mut events, mut bytes) = (0, 0);
         for cut in cuts {
-            let Some(row) = state.streams.get_mut(&cut.stream) else {
+            let Some(row) = Arc::make_mut(&mut state.streams).get_mut(&cut.stream) else {
                 continue;
             };
             let doomed: Vec<(u64, u64)> = row
@@ -603,8 +663,8 @@ impl Backend for MemoryBackend {
             for (version, position) in doomed {
                 row.positions.remove(&version);
                 row.info.event_count -= 1;
-                if let Some(event) = state.log.remove(&position) {
-                    state.ids.remove(&event.id);
+                if let Some(event) = Arc::make_mut(&mut state.log).remove(&position) {
+                    Arc::make_mut(&mut state.ids).remove(&event.id);
                     events += 1;
                     bytes += event.payload.len() as u64;
                 }
@@ -626,11 +686,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn insert_dictionary(&self, dictionary: &StoredDictionary) -> Result<bool> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         if state.dictionaries.contains_key(&dictionary.id) {
             return Ok(false);
         }
-        state.dictionaries.insert(dictionary.id, dictionary.clone());
+        Arc::make_mut(&mut state.dictionaries).insert(dictionary.id, dictionary.clone());
         Ok(true)
     }
 
@@ -639,8 +699,8 @@ impl Backend for MemoryBackend {
         old: &StoredDictionary,
         new: &StoredDictionary,
     ) -> Result<bool> {
-        let mut state = self.lock()?;
-        match state.dictionaries.get_mut(&old.id) {
+        let (_writer, mut state) = self.write().await?;
+        match Arc::make_mut(&mut state.dictionaries).get_mut(&old.id) {
             Some(stored) if stored == old => {
                 stored.key_id.clone_from(&new.key_id);
                 stored.content.clone_from(&new.content);
@@ -675,7 +735,7 @@ impl Backend for MemoryBackend {
         key_id: &str,
         wrapped: &[u8],
     ) -> Result<Option<StoredKey>> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         let tombstoned = state
             .streams
             .get(stream)
@@ -684,8 +744,7 @@ impl Backend for MemoryBackend {
             return Ok(None);
         }
         Ok(Some(
-            state
-                .keys
+            Arc::make_mut(&mut state.keys)
                 .entry(stream.to_owned())
                 .or_insert_with(|| StoredKey {
                     stream: stream.to_owned(),
@@ -697,7 +756,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        self.lock()?.keys.insert(
+        let (_writer, mut state) = self.write().await?;
+        Arc::make_mut(&mut state.keys).insert(
             stream.to_owned(),
             StoredKey {
                 stream: stream.to_owned(),
@@ -720,10 +780,10 @@ impl Backend for MemoryBackend {
     }
 
     async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         let mut done = 0;
         for (old, new) in keys {
-            if let Some(stored) = state.keys.get_mut(&old.stream)
+            if let Some(stored) = Arc::make_mut(&mut state.keys).get_mut(&old.stream)
                 && stored == old
             {
                 *stored = new.clone();
@@ -734,10 +794,10 @@ impl Backend for MemoryBackend {
     }
 
     async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         let mut done = 0;
         for (position, old, new) in payloads {
-            if let Some(event) = state.log.get_mut(position)
+            if let Some(event) = Arc::make_mut(&mut state.log).get_mut(position)
                 && &event.payload == old
             {
                 event.payload = new.clone();
@@ -775,11 +835,10 @@ impl Backend for MemoryBackend {
         &self,
         payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
     ) -> Result<u64> {
-        let mut state = self.lock()?;
+        let (_writer, mut state) = self.write().await?;
         let mut done = 0;
         for (stream, version, old, new) in payloads {
-            if let Some(snapshot) = state
-                .streams
+            if let Some(snapshot) = Arc::make_mut(&mut state.streams)
                 .get_mut(stream)
                 .and_then(|row| row.snapshots.get_mut(version))
                 && &snapshot.payload == old
@@ -792,21 +851,75 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// The memory backend's transaction. It has no transactions yet (issue 21, slice 16):
-/// a checkpoint move is kept aside and stored on commit, if the checkpoint is still where
-/// the move started; there is no outbox and no SQL.
+/// The memory backend's transaction. Until its first write it reads the committed tables;
+/// its first write (or `locked_checkpoint`) takes the writer lock, which it then holds
+/// until it ends, and a copy of the tables (the `Arc`s; a table is copied when first
+/// written) that it reads and writes, with the events it appended staged beside them;
+/// commit swaps both in. Dropped, it rolls back: the copy goes, and the writer lock with
+/// it. There is no outbox and no SQL.
+///
+/// The lock is taken at the first write, not at `begin_batch`, so that a projection's
+/// handler (which runs before its batch moves the checkpoint) holds no lock: a handler
+/// that hangs on memory does not stop the store's other writers.
 #[derive(Debug)]
 struct MemoryTx {
-    checkpoints: MemoryCheckpoints,
-    /// The checkpoint move to make on commit: name, expected position, new position.
-    pending: Option<(String, LogPosition, LogPosition)>,
+    /// The backend's tables, which commit replaces.
+    committed: Arc<Mutex<Tables>>,
+    /// The backend's writer lock; `None` for a transaction that only reads.
+    writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Once the transaction writes: the writer lock, held until it ends, and its view
+    /// (the committed tables when it took the lock, and its own writes).
+    open: Option<(OwnedMutexGuard<()>, Tables)>,
+    /// Events appended in the transaction, in position order, not yet in the log.
+    staged: Vec<StoredEvent>,
 }
 
 impl MemoryTx {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, LogPosition>> {
-        self.checkpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn new(committed: &Arc<Mutex<Tables>>, writer: Option<Arc<tokio::sync::Mutex<()>>>) -> Self {
+        MemoryTx {
+            committed: Arc::clone(committed),
+            writer,
+            open: None,
+            staged: Vec::new(),
+        }
+    }
+
+    /// The checkpoints as the transaction reads them: its own view once it writes, the
+    /// committed ones before.
+    fn checkpoints_view(&self) -> Arc<HashMap<String, LogPosition>> {
+        match &self.open {
+            Some((_, tables)) => Arc::clone(&tables.checkpoints),
+            None => {
+                let committed = self.committed.lock();
+                Arc::clone(
+                    &committed
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .checkpoints,
+                )
+            }
+        }
+    }
+
+    /// The transaction's tables to write, and its staged events: the first call takes
+    /// the writer lock and copies the committed tables' `Arc`s.
+    async fn write(&mut self) -> Result<(&mut Tables, &mut Vec<StoredEvent>)> {
+        if self.open.is_none() {
+            let Some(writer) = &self.writer else {
+                return Err(Error::Internal(
+                    "a write in a memory transaction that only reads".to_owned(),
+                ));
+            };
+            let guard = Arc::clone(writer).lock_owned().await;
+            let committed = self.committed.lock();
+            let tables = committed.unwrap_or_else(PoisonError::into_inner).clone();
+            self.open = Some((guard, tables));
+        }
+        match &mut self.open {
+            Some((_, tables)) => Ok((tables, &mut self.staged)),
+            None => Err(Error::Internal(
+                "a memory transaction lost its tables".to_owned(),
+            )),
+        }
     }
 }
 
@@ -819,19 +932,25 @@ impl Tx for MemoryTx {
         from: LogPosition,
         to: LogPosition,
     ) -> Result<bool> {
-        let stored = self.table().get(name).copied().unwrap_or_default();
-        self.pending = Some((name.to_owned(), from, to));
-        Ok(stored == from)
+        let (tables, _) = self.write().await?;
+        let stored = tables.checkpoints.get(name).copied().unwrap_or_default();
+        if stored != from {
+            return Ok(false);
+        }
+        Arc::make_mut(&mut tables.checkpoints).insert(name.to_owned(), to);
+        Ok(true)
     }
 
+    /// No other transaction moves it: this one takes the writer lock.
     async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>> {
-        Ok(self.table().get(name).copied())
+        let (tables, _) = self.write().await?;
+        Ok(tables.checkpoints.get(name).copied())
     }
 
     /// Their times are not recorded (`updated_at` is `None`).
     async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>> {
         let mut listed: Vec<StoredCheckpoint> = self
-            .table()
+            .checkpoints_view()
             .iter()
             .map(|(name, position)| StoredCheckpoint {
                 name: name.clone(),
@@ -844,7 +963,13 @@ impl Tx for MemoryTx {
     }
 
     async fn reset_checkpoint(&mut self, name: &str) -> Result<bool> {
-        Ok(self.table().remove(name).is_some())
+        let (tables, _) = self.write().await?;
+        if !tables.checkpoints.contains_key(name) {
+            return Ok(false);
+        }
+        Ok(Arc::make_mut(&mut tables.checkpoints)
+            .remove(name)
+            .is_some())
     }
 
     /// Not recorded.
@@ -852,17 +977,178 @@ impl Tx for MemoryTx {
         Ok(())
     }
 
+    /// Swaps the transaction's tables in, with its appended events: it cannot fail.
     async fn commit(self) -> Result<()> {
-        if let Some((name, from, to)) = &self.pending {
-            let mut checkpoints = self.table();
-            let stored = checkpoints.entry(name.clone()).or_default();
-            if stored != from {
-                return Err(Error::Internal(
-                    "a projection checkpoint moved during the batch".into(),
-                ));
-            }
-            *stored = *to;
-        }
+        let MemoryTx {
+            committed,
+            open,
+            staged,
+            ..
+        } = self;
+        let Some((writer, tables)) = open else {
+            return Ok(());
+        };
+        let mut committed = committed.lock().unwrap_or_else(PoisonError::into_inner);
+        // The old tables go first, so the log is shared no more and `merge` does not
+        // copy it.
+        *committed = tables;
+        committed.merge(staged);
+        drop(committed);
+        drop(writer);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::NewEvent;
+    use crate::stream::ExpectedVersion;
+
+    fn event() -> NewEvent {
+        NewEvent::new("test.noted", serde_json::json!({}))
+    }
+
+    fn encoded(event: &NewEvent) -> EncodedEvent<'_> {
+        EncodedEvent {
+            source: event,
+            payload: b"{}".to_vec(),
+            extra_metadata: None,
+        }
+    }
+
+    fn stream(name: &str) -> StreamId {
+        StreamId::new(name).expect("a valid id")
+    }
+
+    async fn append_in(backend: &MemoryBackend, tx: &mut dyn DynTx, name: &str) -> AppendOutcome {
+        let event = event();
+        let guard = ExpectedVersion::Any.guard();
+        backend
+            .append_in(tx, &stream(name), guard, &[encoded(&event)])
+            .await
+            .expect("staged")
+    }
+
+    /// A transaction reads its own writes, others see them only after the commit, which
+    /// brings the appends and the checkpoint in together.
+    #[tokio::test]
+    async fn a_transaction_commits_its_appends_and_checkpoint_together() {
+        let backend = MemoryBackend::default();
+        let mut tx = backend.begin_batch(Flush::Wait).await.expect("begins");
+        assert!(matches!(
+            append_in(&backend, &mut *tx, "s-1").await,
+            AppendOutcome::Written(_)
+        ));
+        let second = append_in(&backend, &mut *tx, "s-1").await;
+        let AppendOutcome::Written(written) = second else {
+            panic!("expected a write, got {second:?}");
+        };
+        assert_eq!((written[0].version, written[0].position), (2, 2));
+        let to = LogPosition::new(0, 2);
+        assert!(
+            tx.move_checkpoint("p", LogPosition::START, to)
+                .await
+                .expect("moves")
+        );
+        assert_eq!(tx.locked_checkpoint("p").await.expect("reads"), Some(to));
+        assert_eq!(
+            backend.stream_info(&stream("s-1")).await.expect("info"),
+            None
+        );
+        assert_eq!(backend.checkpoint("p").await.expect("reads"), None);
+        assert_eq!(backend.last_position().await.expect("reads"), 0);
+        tx.commit().await.expect("commits");
+        let info = backend.stream_info(&stream("s-1")).await.expect("info");
+        assert_eq!(info.map(|info| info.version), Some(2));
+        assert_eq!(backend.checkpoint("p").await.expect("reads"), Some(to));
+        let page = backend
+            .read_all(
+                LogPosition::START,
+                WindowLimit {
+                    events: 10,
+                    bytes: None,
+                },
+                &[],
+                EventParts::ALL,
+            )
+            .await
+            .expect("reads");
+        assert_eq!(page.events.len(), 2);
+    }
+
+    /// Dropped, a transaction leaves nothing behind, and frees the writer lock.
+    #[tokio::test]
+    async fn a_dropped_transaction_rolls_back() {
+        let backend = MemoryBackend::default();
+        let mut tx = backend.begin_batch(Flush::Wait).await.expect("begins");
+        append_in(&backend, &mut *tx, "s-1").await;
+        drop(tx);
+        assert_eq!(
+            backend.stream_info(&stream("s-1")).await.expect("info"),
+            None
+        );
+        let event = event();
+        let guard = ExpectedVersion::NoStream.guard();
+        let outcome = backend
+            .append(&stream("s-1"), guard, &[encoded(&event)])
+            .await
+            .expect("appends");
+        assert!(matches!(outcome, AppendOutcome::Written(_)), "{outcome:?}");
+    }
+
+    /// Until its first write, a transaction holds no lock: a projection's handler that
+    /// hangs mid-batch does not stop the other writers.
+    #[tokio::test]
+    async fn a_transaction_takes_the_writer_lock_at_its_first_write() {
+        let backend = MemoryBackend::default();
+        let mut tx = backend.begin_batch(Flush::Wait).await.expect("begins");
+        let event = event();
+        let guard = ExpectedVersion::Any.guard();
+        let outcome = backend
+            .append(&stream("s-1"), guard, &[encoded(&event)])
+            .await
+            .expect("appends");
+        assert!(matches!(outcome, AppendOutcome::Written(_)), "{outcome:?}");
+        // The move checks against what is committed when the lock is taken.
+        let to = LogPosition::new(0, 1);
+        assert!(
+            tx.move_checkpoint("p", LogPosition::START, to)
+                .await
+                .expect("moves")
+        );
+        tx.commit().await.expect("commits");
+        assert_eq!(backend.last_position().await.expect("reads"), 1);
+        assert_eq!(backend.checkpoint("p").await.expect("reads"), Some(to));
+    }
+
+    /// A write outside the transaction waits for it; a read does not.
+    #[tokio::test]
+    async fn writes_wait_for_the_open_transaction_and_reads_do_not() {
+        let backend = Arc::new(MemoryBackend::default());
+        let mut tx = backend.begin_batch(Flush::Wait).await.expect("begins");
+        append_in(&backend, &mut *tx, "s-1").await;
+        let writer = {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                let event = event();
+                let guard = ExpectedVersion::Any.guard();
+                backend
+                    .append(&stream("s-1"), guard, &[encoded(&event)])
+                    .await
+                    .expect("appends")
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!writer.is_finished(), "the write waits for the writer lock");
+        assert_eq!(backend.last_position().await.expect("reads"), 0);
+        tx.commit().await.expect("commits");
+        let outcome = writer.await.expect("the writer");
+        let AppendOutcome::Written(written) = outcome else {
+            panic!("expected a write, got {outcome:?}");
+        };
+        assert_eq!((written[0].version, written[0].position), (2, 2));
     }
 }

@@ -12,27 +12,12 @@ use crate::projections::{
 };
 use crate::support::Kind;
 
-crate::for_each_sql_backend!(
+crate::for_each_backend!(
     the_read_model_is_current_when_the_append_returns,
     a_refusing_projection_rolls_the_append_back,
     rejected_and_replayed_appends_apply_nothing,
     wait_until_an_append_reads_your_writes,
 );
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_wait_until_an_append_reads_your_writes() {
-    wait_until_an_append_reads_your_writes(Kind::Memory).await;
-}
-
-#[tokio::test]
-async fn the_memory_backend_refuses_inline_projections() {
-    let error = chronicle::Store::builder("memory:")
-        .inline_projection(Totals::default())
-        .open()
-        .await
-        .expect_err("no transactions");
-    assert!(error.to_string().contains("inline projections"), "{error}");
-}
 
 async fn the_read_model_is_current_when_the_append_returns(kind: Kind) {
     let projection = Totals::default();

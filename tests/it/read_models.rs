@@ -646,3 +646,24 @@ async fn the_memory_store_refuses_sql() {
         other => panic!("expected SqlUnavailable, got {other:?}"),
     }
 }
+
+/// An inline projection runs on memory, but one that needs SQL does not: its setup hook
+/// gets portable SQL's typed refusal, and the store does not open.
+#[tokio::test]
+async fn an_inline_projection_that_needs_sql_does_not_open_on_memory() {
+    let error = Store::builder("memory:")
+        .inline_projection(Balances)
+        .open()
+        .await
+        .expect_err("no SQL on memory");
+    let Error::ProjectionSetup { name, source } = &error else {
+        panic!("expected ProjectionSetup, got {error:?}");
+    };
+    assert_eq!(name, "balances");
+    match source.downcast_ref::<Error>() {
+        Some(Error::SqlUnavailable { reason, .. }) => {
+            assert!(reason.contains("memory"), "{reason}");
+        }
+        other => panic!("expected SqlUnavailable, got {other:?}"),
+    }
+}

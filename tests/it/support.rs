@@ -188,7 +188,7 @@ macro_rules! for_each_backend {
     };
 }
 
-/// Instantiates `async fn name(kind: Kind)` tests for the backends with transactions, in
+/// Instantiates `async fn name(kind: Kind)` tests for the SQL backends, in
 /// modules `sqlite` and `postgres`.
 #[macro_export]
 macro_rules! for_each_sql_backend {
