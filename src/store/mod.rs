@@ -1018,7 +1018,7 @@ impl Store {
         shredded: ShreddedEvents,
     ) -> Result<LogWindow> {
         let window = self
-            .stored_window(after, types, parts, limit, Expired::Hide)
+            .read_window_encoded(after, types, parts, limit, Expired::Hide)
             .await?;
         let keys = self.keys_of(&window.events).await?;
         let payloads = window.events.iter().map(|event| event.payload.as_slice());
@@ -1063,19 +1063,6 @@ impl Store {
     /// `parts` of them read, for readers that only need the events' ids, types and
     /// places, or the stored bytes.
     pub(crate) async fn read_window_encoded(
-        &self,
-        after: LogPosition,
-        types: Arc<[String]>,
-        parts: EventParts,
-        limit: WindowLimit,
-        expired: Expired,
-    ) -> Result<LogWindow<StoredEvent>> {
-        self.stored_window(after, types, parts, limit, expired)
-            .await
-    }
-
-    /// One window of the log as stored, with only `parts` of its events read.
-    async fn stored_window(
         &self,
         after: LogPosition,
         types: Arc<[String]>,
