@@ -419,20 +419,15 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome>;
 
-    /// [`Backend::append`] inside `tx` (a transaction from [`Backend::begin_batch`]), which
-    /// the caller commits or drops. Backends without transactions refuse.
+    /// [`Backend::append`] inside `tx` (a transaction from [`Backend::begin_batch`] of this
+    /// backend), which the caller commits or drops.
     async fn append_in(
         &self,
         tx: &mut dyn DynTx,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
-    ) -> Result<AppendOutcome> {
-        let _ = (tx, guard, events);
-        Err(crate::error::Error::Internal(format!(
-            "append to `{stream}`: this backend cannot append inside a transaction"
-        )))
-    }
+    ) -> Result<AppendOutcome>;
 
     /// Creates an empty stream, or re-activates a soft-deleted one.
     async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome>;
