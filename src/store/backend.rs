@@ -22,10 +22,7 @@ use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
-use crate::stream::{
-    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
-    StreamStatus,
-};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamInfo, StreamListQuery, StreamStatus};
 
 /// An event ready to be written: the validated event, with its payload encoded.
 #[derive(Debug, Clone)]
@@ -240,19 +237,6 @@ pub(crate) struct HeldBack {
     pub bound: u64,
 }
 
-/// What creating a stream did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CreateOutcome {
-    /// A new stream.
-    Created,
-    /// A soft-deleted stream is active again; its versions continue.
-    Recreated,
-    /// The stream already exists.
-    Exists,
-    /// The stream was hard-deleted and cannot be created again.
-    Tombstoned,
-}
-
 /// A stored event as an aggregate's replay needs it: no metadata, position or time, so
 /// the rows are narrow and cheap to fetch.
 #[derive(Debug, Clone, PartialEq)]
@@ -384,8 +368,6 @@ pub(crate) struct SnapshotWrite<'a> {
     pub version: u64,
     pub schema_version: u32,
     pub payload: &'a [u8],
-    /// Keep only this many of the stream's newest snapshots (the new one included).
-    pub keep: Option<usize>,
 }
 
 /// A stored snapshot, its payload still encoded.
@@ -429,17 +411,11 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome>;
 
-    /// Creates an empty stream, or re-activates a soft-deleted one.
-    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome>;
-
     /// The stream's row, deleted or not; `None` when it never existed.
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>>;
 
     /// One page of streams in id order.
     async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>>;
-
-    /// Deletes the stream; `false` when it does not exist.
-    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool>;
 
     /// The events of `stream` whose versions lie in `versions`, in `direction`'s order:
     /// at most `limit.events`, and none after the one whose stored payload brings the
@@ -537,10 +513,6 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Closes the connections; later calls fail with a connection error.
     async fn close(&self) {}
 
-    /// Saves (or replaces) the snapshot of `stream` at `snapshot.version`, then prunes
-    /// older ones; `false` when the stream is not active or has not reached that version.
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool>;
-
     /// The stream's newest snapshot at or below `max_version`.
     async fn latest_snapshot(
         &self,
@@ -550,9 +522,6 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The stream's snapshots, newest first.
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>>;
-
-    /// Deletes the stream's snapshot at `version`, or all of them; returns how many.
-    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64>;
 
     /// Opens a batch transaction (a projection's, the outbox's, an inline append's; on
     /// SQLite on the writer connection) whose commit waits for the disk or not, as `flush`
@@ -686,16 +655,6 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// The stored data keys of these streams (streams without one are left out).
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>>;
-
-    /// Stores the data key of `stream`, wrapped by the ring key `key_id`, unless it has
-    /// one (or was forgotten); returns the key stored now, or `None` when the stream is
-    /// tombstoned (it gets no key).
-    async fn insert_stream_key(
-        &self,
-        stream: &str,
-        key_id: &str,
-        wrapped: &[u8],
-    ) -> Result<Option<StoredKey>>;
 
     /// Destroys the data key of `stream`, keeping a row that says it was forgotten.
     async fn forget_stream_key(&self, stream: &str) -> Result<()>;

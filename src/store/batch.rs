@@ -2,7 +2,9 @@
 //! SQL backends with `SqlTx<D>` in `sql/tx.rs`, memory with `MemoryTx`), and [`DynTx`],
 //! the boxed form `Store` and the modules above it hold. A projection's batch writes its
 //! read model and its checkpoint in one; the outbox's statements run in one too
-//! ([`OutboxTx`], `requests.rs`).
+//! ([`OutboxTx`], `requests.rs`), and so do `Store`'s changes of a stream's state
+//! ([`StreamTx`], `stream_rows.rs`, which every transaction gives and `DynTx` passes
+//! through as a supertrait).
 //!
 //! As with `Projection`/`DynProjection`, an implementer writes native `async fn`s that
 //! return `Send` futures, with no macro; the blanket `impl<T: Tx> DynTx for T` boxes them.
@@ -23,6 +25,7 @@ use uuid::Uuid;
 use super::requests::{
     Claimed, DeadRow, Failed, NewRequest, OutboxTx, StateCount, TurnKeys, outbox_methods,
 };
+use super::stream_rows::StreamTx;
 use crate::error::{Error, Result, ValidationError};
 use crate::read::LogPosition;
 
@@ -62,7 +65,7 @@ pub(crate) enum SqlConnection<'a> {
 
 /// An open write transaction of a backend: a projection's batch, the outbox's work, an
 /// inline projection's append. Dropped without [`Tx::commit`], it rolls back.
-pub(crate) trait Tx: Send + 'static {
+pub(crate) trait Tx: StreamTx + Send + 'static {
     /// Its outbox statements: [`NoOutbox`] where the backend keeps no outbox.
     type Outbox: OutboxTx;
 
@@ -134,7 +137,7 @@ macro_rules! dyn_tx {
         /// above the store call. The outbox's statements are here too, refused (a typed
         /// configuration error) where [`Tx::outbox`] is `None`.
         #[async_trait]
-        pub(crate) trait DynTx: Send {
+        pub(crate) trait DynTx: StreamTx + Send {
             async fn move_checkpoint(
                 &mut self,
                 name: &str,

@@ -102,38 +102,6 @@ sql_impl! {
             Ok(rows.into_iter().map(key).collect())
         }
 
-        /// A new key, unless the stream has one (or was forgotten) or is tombstoned (a
-        /// hard delete took its key, and it takes no writes); then the stored one.
-        pub(crate) async fn insert_stream_key(
-            self,
-            stream: &str,
-            key_id: &str,
-            wrapped: &[u8],
-        ) -> Result<Option<StoredKey>> {
-            let sql = format!(
-                "INSERT INTO stream_keys (stream_id, created_at, key_id, wrapped) \
-                 SELECT $1, {}, $3, $4 \
-                 WHERE NOT EXISTS (SELECT 1 FROM streams WHERE stream_id = $1 AND status = 2) \
-                 ON CONFLICT (stream_id) DO NOTHING",
-                D::now("$2")
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(stream)
-                .bind(Utc::now().timestamp_micros())
-                .bind(key_id)
-                .bind(wrapped)
-                .execute(self.0)
-                .await
-                .map_err(fail("stream_key"))?;
-            let sql = format!("{KEY_COLUMNS} WHERE stream_id = $1");
-            let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(stream)
-                .fetch_optional(self.0)
-                .await
-                .map_err(fail("stream_key"))?;
-            Ok(row.map(key))
-        }
-
         /// Clears the key material and keeps the row, marked forgotten.
         pub(crate) async fn forget_stream_key(self, stream: &str) -> Result<()> {
             let sql = format!(

@@ -21,8 +21,8 @@ use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredEvent, StoredSnapshot, WindowLimit, Written,
+    AppendOutcome, Backend, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent, StoredEvent,
+    StoredSnapshot, WindowLimit, Written,
 };
 use super::batch::{DynTx, Flush, StoredCheckpoint, Tx};
 use super::key_cache::StoredKey;
@@ -35,9 +35,11 @@ use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
-    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
-    StreamStatus, category_of,
+    AppendGuard, Direction, NewStream, StreamId, StreamInfo, StreamListQuery, StreamStatus,
+    category_of,
 };
+
+mod streams;
 
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBackend {
@@ -237,29 +239,6 @@ impl Backend for MemoryBackend {
         Ok(tables.append(staged, stream, guard, events))
     }
 
-    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
-        let (_writer, mut state) = self.write().await?;
-        let streams = Arc::make_mut(&mut state.streams);
-        let Some(row) = streams.get_mut(stream.as_str()) else {
-            streams.insert(stream.as_str().to_owned(), StreamRow::new(stream, spec));
-            return Ok(CreateOutcome::Created);
-        };
-        Ok(match row.info.status {
-            StreamStatus::Active => CreateOutcome::Exists,
-            StreamStatus::Tombstoned => CreateOutcome::Tombstoned,
-            StreamStatus::Deleted => {
-                let fresh = new_info(stream, spec);
-                row.info = StreamInfo {
-                    version: row.info.version,
-                    event_count: row.info.event_count,
-                    last_event_id: row.info.last_event_id,
-                    ..fresh
-                };
-                CreateOutcome::Recreated
-            }
-        })
-    }
-
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
         let state = self.lock()?;
         Ok(state
@@ -288,34 +267,6 @@ impl Backend for MemoryBackend {
             .take(query.limit)
             .cloned()
             .collect())
-    }
-
-    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
-        let (_writer, mut state) = self.write().await?;
-        let state = &mut *state;
-        let Some(row) = Arc::make_mut(&mut state.streams).get_mut(stream.as_str()) else {
-            return Ok(false);
-        };
-        row.info.updated_at = Utc::now();
-        match mode {
-            DeleteMode::Soft if row.info.status == StreamStatus::Active => {
-                row.info.status = StreamStatus::Deleted;
-            }
-            DeleteMode::Soft => {}
-            DeleteMode::Hard => {
-                row.info.status = StreamStatus::Tombstoned;
-                row.info.event_count = 0;
-                row.snapshots.clear();
-                Arc::make_mut(&mut state.keys).remove(stream.as_str());
-                let (log, ids) = (Arc::make_mut(&mut state.log), Arc::make_mut(&mut state.ids));
-                for position in std::mem::take(&mut row.positions).into_values() {
-                    if let Some(event) = log.remove(&position) {
-                        ids.remove(&event.id);
-                    }
-                }
-            }
-        }
-        Ok(true)
     }
 
     async fn read_stream(
@@ -394,31 +345,6 @@ impl Backend for MemoryBackend {
         Ok(LogPage::new(events, scanned_to, scanned, limit))
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
-        let (_writer, mut state) = self.write().await?;
-        let Some(row) = Arc::make_mut(&mut state.streams).get_mut(stream.as_str()) else {
-            return Ok(false);
-        };
-        if row.info.status != StreamStatus::Active || row.info.version < snapshot.version {
-            return Ok(false);
-        }
-        row.snapshots.insert(
-            snapshot.version,
-            StoredSnapshot {
-                version: snapshot.version,
-                schema_version: snapshot.schema_version,
-                payload: snapshot.payload.to_vec(),
-                created_at: Utc::now(),
-            },
-        );
-        if let Some(keep) = snapshot.keep {
-            while row.snapshots.len() > keep {
-                row.snapshots.pop_first();
-            }
-        }
-        Ok(true)
-    }
-
     async fn latest_snapshot(
         &self,
         stream: &StreamId,
@@ -449,17 +375,6 @@ impl Backend for MemoryBackend {
                 created_at: snapshot.created_at,
             })
             .collect())
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
-        let (_writer, mut state) = self.write().await?;
-        let Some(row) = Arc::make_mut(&mut state.streams).get_mut(stream.as_str()) else {
-            return Ok(0);
-        };
-        Ok(match version {
-            Some(version) => u64::from(row.snapshots.remove(&version).is_some()),
-            None => std::mem::take(&mut row.snapshots).len() as u64,
-        })
     }
 
     fn is_sql(&self) -> bool {
@@ -727,32 +642,6 @@ impl Backend for MemoryBackend {
             .iter()
             .filter_map(|stream| state.keys.get(*stream).cloned())
             .collect())
-    }
-
-    async fn insert_stream_key(
-        &self,
-        stream: &str,
-        key_id: &str,
-        wrapped: &[u8],
-    ) -> Result<Option<StoredKey>> {
-        let (_writer, mut state) = self.write().await?;
-        let tombstoned = state
-            .streams
-            .get(stream)
-            .is_some_and(|row| row.info.status == StreamStatus::Tombstoned);
-        if tombstoned {
-            return Ok(None);
-        }
-        Ok(Some(
-            Arc::make_mut(&mut state.keys)
-                .entry(stream.to_owned())
-                .or_insert_with(|| StoredKey {
-                    stream: stream.to_owned(),
-                    key_id: Some(key_id.to_owned()),
-                    wrapped: Some(wrapped.to_vec()),
-                })
-                .clone(),
-        ))
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {

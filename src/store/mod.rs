@@ -36,6 +36,8 @@ pub(crate) mod sql;
 mod sqlite;
 mod storage;
 mod stream_keys;
+pub(crate) mod stream_rows;
+mod streams;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -62,7 +64,7 @@ pub(crate) use self::key_cache::PageKeys;
 
 pub(crate) use self::backend::StoredSnapshot;
 pub(crate) use self::backend::WindowLimit;
-use self::backend::{AppendOutcome, Backend, CreateOutcome, EncodedEvent, StoredEvent};
+use self::backend::{AppendOutcome, Backend, EncodedEvent, StoredEvent};
 use self::paging::{PageSizes, Reach, RowsHint, StreamCursor};
 use self::retry::RetryPolicy;
 use crate::codec::{Codec, CodecError, DataKey, Dictionary, event_context};
@@ -72,8 +74,7 @@ use crate::event::{EventMetadata, NewEvent, RecordedEvent};
 use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::rules::RulesCache;
 use crate::stream::{
-    DeleteMode, Direction, ExpectedVersion, NewStream, StreamId, StreamInfo, StreamListQuery,
-    StreamStatus,
+    Direction, ExpectedVersion, StreamId, StreamInfo, StreamListQuery, StreamStatus,
 };
 use crate::telemetry;
 use crate::text;
@@ -767,34 +768,6 @@ impl Store {
         receiver
     }
 
-    /// Creates an empty stream with an aggregate type, name and metadata, or re-creates a
-    /// soft-deleted one (its versions continue where they stopped).
-    ///
-    /// # Errors
-    /// [`Error::StreamAlreadyExists`] when the stream exists; [`Error::StreamDeleted`] when
-    /// it was hard-deleted.
-    #[tracing::instrument(name = "chronicle.create_stream", skip_all, fields(stream = stream.as_ref()))]
-    pub async fn create_stream(&self, stream: impl AsRef<str>, spec: NewStream) -> Result<()> {
-        let stream = StreamId::new(stream.as_ref())?;
-        text::refuse(spec.text_problem(), Some(stream.as_str()), None)?;
-        let backend = &self.inner.backend;
-        let outcome = self
-            .inner
-            .retry
-            .run("create_stream", || backend.create_stream(&stream, &spec))
-            .await?;
-        match outcome {
-            CreateOutcome::Created | CreateOutcome::Recreated => Ok(()),
-            CreateOutcome::Exists => Err(Error::StreamAlreadyExists {
-                stream: stream.to_string(),
-            }),
-            CreateOutcome::Tombstoned => Err(Error::StreamDeleted {
-                stream: stream.to_string(),
-                hard: true,
-            }),
-        }
-    }
-
     /// Whether the stream exists and is not deleted.
     ///
     /// # Errors
@@ -841,31 +814,6 @@ impl Store {
             .run("list_streams", || backend.list_streams(query))
             .await?;
         self.with_retention(infos).await
-    }
-
-    /// Deletes a stream. [`DeleteMode::Soft`] marks it deleted: reads and appends report
-    /// [`Error::StreamDeleted`] until it is re-created with [`Store::create_stream`]; its
-    /// events stay in the global log. [`DeleteMode::Hard`] removes its events for good and
-    /// tombstones the id.
-    ///
-    /// # Errors
-    /// [`Error::StreamNotFound`] when the stream does not exist.
-    #[tracing::instrument(name = "chronicle.delete_stream", skip_all, fields(stream = stream.as_ref(), ?mode))]
-    pub async fn delete_stream(&self, stream: impl AsRef<str>, mode: DeleteMode) -> Result<()> {
-        let stream = StreamId::new(stream.as_ref())?;
-        let backend = &self.inner.backend;
-        let found = self
-            .inner
-            .retry
-            .run("delete_stream", || backend.delete_stream(&stream, mode))
-            .await?;
-        if found {
-            Ok(())
-        } else {
-            Err(Error::StreamNotFound {
-                stream: stream.to_string(),
-            })
-        }
     }
 
     /// The events of `stream` from version `from` on ([`Direction::Forward`]) or down

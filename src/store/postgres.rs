@@ -21,9 +21,8 @@ use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendFeed, AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, HeldBack, Lease,
-    LogPage, ReplayedEvent, SnapshotWrite, StoredEvent, StoredSnapshot, StreamStart, WindowLimit,
-    WindowRow,
+    AppendFeed, AppendOutcome, Backend, EncodedEvent, ExpiryCut, HeldBack, Lease, LogPage,
+    ReplayedEvent, StoredEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -41,10 +40,7 @@ use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
-use crate::stream::{
-    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
-    StreamStatus,
-};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamInfo, StreamListQuery};
 
 /// What the PostgreSQL backend needs from the store builder.
 #[derive(Debug, Clone)]
@@ -660,87 +656,12 @@ impl Backend for PostgresBackend {
         append_on(conn, stream, guard, events).await
     }
 
-    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
-        let fail = |error| Error::from_sqlx("create_stream", error);
-        // Insert, or re-activate a soft-deleted stream; otherwise report what is there.
-        let row: Option<(bool,)> = sqlx::query_as(
-            "INSERT INTO streams (stream_id, category, aggregate_type, display_name, metadata) \
-             VALUES ($1, $2, $3, $4, $5::jsonb) \
-             ON CONFLICT (stream_id) DO UPDATE SET status = 0, \
-                 aggregate_type = excluded.aggregate_type, display_name = excluded.display_name, \
-                 metadata = excluded.metadata, created_at = now(), updated_at = now() \
-             WHERE streams.status = 1 \
-             RETURNING (xmax = 0) AS inserted",
-        )
-        .bind(stream.as_str())
-        .bind(stream.category())
-        .bind(spec.aggregate_type.as_deref())
-        .bind(spec.display_name.as_deref())
-        .bind(sql::metadata_text(&spec.metadata))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(fail)?;
-        if let Some((inserted,)) = row {
-            return Ok(if inserted {
-                CreateOutcome::Created
-            } else {
-                CreateOutcome::Recreated
-            });
-        }
-        let status: i16 = sqlx::query_scalar("SELECT status FROM streams WHERE stream_id = $1")
-            .bind(stream.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(fail)?;
-        Ok(if status == StreamStatus::Tombstoned.to_code() {
-            CreateOutcome::Tombstoned
-        } else {
-            CreateOutcome::Exists
-        })
-    }
-
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
         Sql(&self.pool).stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
         Sql(&self.pool).list_streams(list).await
-    }
-
-    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
-        let fail = |error| Error::from_sqlx("delete_stream", error);
-        let mut tx = self.pool.begin().await.map_err(fail)?;
-        let found = match mode {
-            DeleteMode::Soft => sqlx::query(
-                "UPDATE streams SET status = greatest(status, 1), updated_at = now() \
-                 WHERE stream_id = $1",
-            ),
-            DeleteMode::Hard => sqlx::query(
-                "UPDATE streams SET status = 2, event_count = 0, updated_at = now() \
-                 WHERE stream_id = $1",
-            ),
-        }
-        .bind(stream.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?
-        .rows_affected()
-            > 0;
-        if found && mode == DeleteMode::Hard {
-            for sql in [
-                "DELETE FROM events WHERE stream_id = $1",
-                "DELETE FROM snapshots WHERE stream_id = $1",
-                "DELETE FROM stream_keys WHERE stream_id = $1",
-            ] {
-                sqlx::query(sql)
-                    .bind(stream.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail)?;
-            }
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(found)
     }
 
     async fn read_stream(
@@ -865,45 +786,6 @@ impl Backend for PostgresBackend {
         }
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
-        let fail = |error| Error::from_sqlx("save_snapshot", error);
-        let mut tx = self.pool.begin().await.map_err(fail)?;
-        // `FOR SHARE` holds the stream row until commit: a hard delete (which removes the
-        // stream's snapshots) cannot slip in between the check and the insert.
-        let saved = sqlx::query(
-            "INSERT INTO snapshots (stream_id, version, schema_version, payload) \
-             SELECT $1, $2, $3, $4 WHERE EXISTS ( \
-                 SELECT 1 FROM streams WHERE stream_id = $1 AND status = 0 AND version >= $2 \
-                 FOR SHARE) \
-             ON CONFLICT (stream_id, version) DO UPDATE SET \
-                 schema_version = excluded.schema_version, payload = excluded.payload, \
-                 created_at = now()",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(snapshot.version))
-        .bind(i64::from(snapshot.schema_version))
-        .bind(snapshot.payload)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?
-        .rows_affected()
-            > 0;
-        if let (true, Some(keep)) = (saved, snapshot.keep) {
-            sqlx::query(
-                "DELETE FROM snapshots WHERE stream_id = $1 AND version NOT IN ( \
-                     SELECT version FROM snapshots WHERE stream_id = $1 \
-                     ORDER BY version DESC LIMIT $2)",
-            )
-            .bind(stream.as_str())
-            .bind(to_i64(keep as u64))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(saved)
-    }
-
     async fn latest_snapshot(
         &self,
         stream: &StreamId,
@@ -914,18 +796,6 @@ impl Backend for PostgresBackend {
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         Sql(&self.pool).list_snapshots(stream).await
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
-        sqlx::query(
-            "DELETE FROM snapshots WHERE stream_id = $1 AND ($2::bigint IS NULL OR version = $2)",
-        )
-        .bind(stream.as_str())
-        .bind(version.map(to_i64))
-        .execute(&self.pool)
-        .await
-        .map(|done| done.rows_affected())
-        .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
     async fn announce_appends(&self) -> Result<()> {
@@ -1167,17 +1037,6 @@ impl Backend for PostgresBackend {
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
         Sql(&self.pool).stream_keys(streams).await
-    }
-
-    async fn insert_stream_key(
-        &self,
-        stream: &str,
-        key_id: &str,
-        wrapped: &[u8],
-    ) -> Result<Option<StoredKey>> {
-        Sql(&self.pool)
-            .insert_stream_key(stream, key_id, wrapped)
-            .await
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {

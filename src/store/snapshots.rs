@@ -7,11 +7,13 @@ use serde::de::DeserializeOwned;
 
 use super::Store;
 use super::backend::{SnapshotWrite, StoredSnapshot};
+use super::batch::Flush;
 use super::key_cache::PageKeys;
+use super::stream_rows::SnapshotCut;
 use crate::codec::{CodecError, snapshot_context};
 use crate::error::{Error, Result, ValidationError};
 use crate::snapshot::{NewSnapshot, Snapshot, SnapshotInfo};
-use crate::stream::StreamId;
+use crate::stream::{StreamId, StreamStatus};
 
 /// How many older snapshots a load tries, one statement each, when the newest does not
 /// decode, before it replays the whole stream (`keep_latest` keeps 2 by default).
@@ -72,13 +74,36 @@ impl Store {
             version: snapshot.version,
             schema_version: snapshot.schema_version,
             payload: &payload,
-            keep: snapshot.keep,
         };
         let backend = &self.inner.backend;
+        // One transaction holds the stream: the snapshot is stored only while the stream
+        // is active and has reached its version (a hard delete cannot slip in between),
+        // and the pruning sees the snapshot just stored.
         let saved = self
             .inner
             .retry
-            .run("save_snapshot", || backend.save_snapshot(&stream, write))
+            .run("save_snapshot", || async {
+                let mut tx = backend.begin_batch(Flush::Wait).await?;
+                let stream_row = tx.lock_stream(&stream).await?;
+                if !stream_row.is_some_and(|row| {
+                    row.status == StreamStatus::Active && row.version >= write.version
+                }) {
+                    return Ok(false);
+                }
+                tx.put_snapshot(&stream, write).await?;
+                if let Some(keep) = snapshot.keep {
+                    // The newest beyond the `keep` newest, and every older one, go.
+                    let newest = tx
+                        .snapshot_versions(&stream, keep.saturating_add(1))
+                        .await?;
+                    if let Some(&first_gone) = newest.get(keep) {
+                        tx.delete_snapshots(&stream, SnapshotCut::AtOrBelow(first_gone))
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
+            })
             .await?;
         if saved {
             Ok(())
@@ -248,11 +273,15 @@ impl Store {
         version: Option<u64>,
     ) -> Result<u64> {
         let stream = StreamId::new(stream.as_ref())?;
+        let cut = version.map_or(SnapshotCut::All, SnapshotCut::At);
         let backend = &self.inner.backend;
         self.inner
             .retry
-            .run("delete_snapshots", || {
-                backend.delete_snapshots(&stream, version)
+            .run("delete_snapshots", || async {
+                let mut tx = backend.begin_batch(Flush::Wait).await?;
+                let deleted = tx.delete_snapshots(&stream, cut).await?;
+                tx.commit().await?;
+                Ok(deleted)
             })
             .await
     }

@@ -25,8 +25,8 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, CreateOutcome, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent,
-    SnapshotWrite, StoredEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
+    AppendOutcome, Backend, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent, StoredEvent,
+    StoredSnapshot, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -44,9 +44,7 @@ use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
-use crate::stream::{
-    AppendGuard, DeleteMode, Direction, NewStream, StreamId, StreamInfo, StreamListQuery,
-};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamInfo, StreamListQuery};
 
 /// How SQLite commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -444,100 +442,12 @@ impl Backend for SqliteBackend {
         append_locked(conn, stream, guard, events, stored_now()).await
     }
 
-    async fn create_stream(&self, stream: &StreamId, spec: &NewStream) -> Result<CreateOutcome> {
-        let fail = |error| Error::from_sqlx("create_stream", error);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        let current = stream_state(&mut tx, stream).await.map_err(fail)?;
-        let now = micros(Utc::now());
-        let outcome = match current {
-            Some((_, 0)) => return Ok(CreateOutcome::Exists),
-            Some((_, 2)) => return Ok(CreateOutcome::Tombstoned),
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE streams SET status = 0, aggregate_type = ?1, display_name = ?2, \
-                     metadata = ?3, created_at = ?5, updated_at = ?5 WHERE stream_id = ?4",
-                )
-                .bind(spec.aggregate_type.as_deref())
-                .bind(spec.display_name.as_deref())
-                .bind(sql::metadata_text(&spec.metadata))
-                .bind(stream.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-                CreateOutcome::Recreated
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO streams (stream_id, category, aggregate_type, display_name, \
-                     metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                )
-                .bind(stream.as_str())
-                .bind(stream.category())
-                .bind(spec.aggregate_type.as_deref())
-                .bind(spec.display_name.as_deref())
-                .bind(sql::metadata_text(&spec.metadata))
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-                CreateOutcome::Created
-            }
-        };
-        tx.commit().await.map_err(fail)?;
-        Ok(outcome)
-    }
-
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
         Sql(&self.reader).stream_info(stream).await
     }
 
     async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
         Sql(&self.reader).list_streams(list).await
-    }
-
-    async fn delete_stream(&self, stream: &StreamId, mode: DeleteMode) -> Result<bool> {
-        let fail = |error| Error::from_sqlx("delete_stream", error);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        let now = micros(Utc::now());
-        let found = match mode {
-            DeleteMode::Soft => sqlx::query(
-                "UPDATE streams SET status = MAX(status, 1), updated_at = ? WHERE stream_id = ?",
-            ),
-            DeleteMode::Hard => sqlx::query(
-                "UPDATE streams SET status = 2, event_count = 0, updated_at = ? WHERE stream_id = ?",
-            ),
-        }
-        .bind(now)
-        .bind(stream.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?
-        .rows_affected()
-            > 0;
-        if found && mode == DeleteMode::Hard {
-            for sql in [
-                "DELETE FROM events WHERE stream_id = ?",
-                "DELETE FROM snapshots WHERE stream_id = ?",
-                "DELETE FROM stream_keys WHERE stream_id = ?",
-            ] {
-                sqlx::query(sql)
-                    .bind(stream.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(fail)?;
-            }
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(found)
     }
 
     async fn read_stream(
@@ -638,47 +548,6 @@ impl Backend for SqliteBackend {
         self.reader.close().await;
     }
 
-    async fn save_snapshot(&self, stream: &StreamId, snapshot: SnapshotWrite<'_>) -> Result<bool> {
-        let fail = |error| Error::from_sqlx("save_snapshot", error);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        let saved = sqlx::query(
-            "INSERT INTO snapshots (stream_id, version, schema_version, payload, created_at) \
-             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS ( \
-                 SELECT 1 FROM streams WHERE stream_id = ?1 AND status = 0 AND version >= ?2) \
-             ON CONFLICT (stream_id, version) DO UPDATE SET \
-                 schema_version = excluded.schema_version, payload = excluded.payload, \
-                 created_at = excluded.created_at",
-        )
-        .bind(stream.as_str())
-        .bind(to_i64(snapshot.version))
-        .bind(i64::from(snapshot.schema_version))
-        .bind(snapshot.payload)
-        .bind(micros(Utc::now()))
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?
-        .rows_affected()
-            > 0;
-        if let (true, Some(keep)) = (saved, snapshot.keep) {
-            sqlx::query(
-                "DELETE FROM snapshots WHERE stream_id = ?1 AND version NOT IN ( \
-                     SELECT version FROM snapshots WHERE stream_id = ?1 \
-                     ORDER BY version DESC LIMIT ?2)",
-            )
-            .bind(stream.as_str())
-            .bind(to_i64(keep as u64))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(saved)
-    }
-
     async fn latest_snapshot(
         &self,
         stream: &StreamId,
@@ -689,16 +558,6 @@ impl Backend for SqliteBackend {
 
     async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
         Sql(&self.reader).list_snapshots(stream).await
-    }
-
-    async fn delete_snapshots(&self, stream: &StreamId, version: Option<u64>) -> Result<u64> {
-        sqlx::query("DELETE FROM snapshots WHERE stream_id = ?1 AND (?2 IS NULL OR version = ?2)")
-            .bind(stream.as_str())
-            .bind(version.map(to_i64))
-            .execute(&self.writer)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(|error| Error::from_sqlx("delete_snapshots", error))
     }
 
     async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
@@ -830,17 +689,6 @@ impl Backend for SqliteBackend {
 
     async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
         Sql(&self.reader).stream_keys(streams).await
-    }
-
-    async fn insert_stream_key(
-        &self,
-        stream: &str,
-        key_id: &str,
-        wrapped: &[u8],
-    ) -> Result<Option<StoredKey>> {
-        Sql(&self.writer)
-            .insert_stream_key(stream, key_id, wrapped)
-            .await
     }
 
     async fn forget_stream_key(&self, stream: &str) -> Result<()> {

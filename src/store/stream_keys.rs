@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Store;
+use super::batch::Flush;
 use super::key_cache::{CachedKey, PageKeys, StoredKey};
 use crate::codec::{DataKey, PayloadKey, payload_dictionary, payload_key};
 use crate::error::{Error, Result, ValidationError};
-use crate::stream::StreamId;
+use crate::stream::{StreamId, StreamStatus};
 
 /// What a projection or the outbox does with an event of a forgotten stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,14 +132,33 @@ impl Store {
                         key_id: ring.active_key_id().to_owned(),
                         source,
                     })?;
-                // Two writers may race to create it: the first stored key wins.
-                let stored = self
+                // A tombstoned stream takes no writes, so it gets no key (a hard delete
+                // took its key). Two writers may race to create it: the first stored key
+                // wins, and both read it back.
+                let tombstoned = self
                     .inner
                     .retry
-                    .run("stream_key", || {
-                        backend.insert_stream_key(stream.as_str(), &key_id, &wrapped)
+                    .run("stream_key", || async {
+                        let mut tx = backend.begin_batch(Flush::Wait).await?;
+                        let row = tx.lock_stream(stream).await?;
+                        if row.is_some_and(|row| row.status == StreamStatus::Tombstoned) {
+                            return Ok(true);
+                        }
+                        tx.insert_key(stream, &key_id, &wrapped).await?;
+                        tx.commit().await?;
+                        Ok(false)
                     })
                     .await?;
+                let stored = match tombstoned {
+                    true => None,
+                    false => self
+                        .inner
+                        .retry
+                        .run("stream_key", || backend.stream_keys(&streams))
+                        .await?
+                        .into_iter()
+                        .next(),
+                };
                 stored.ok_or_else(|| Error::StreamDeleted {
                     stream: stream.to_string(),
                     hard: true,

@@ -51,6 +51,13 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     /// What follows a `SELECT` of a row that the transaction then holds until it ends
     /// (nothing where a write transaction holds the whole database: SQLite).
     const FOR_UPDATE: &'static str;
+    /// The statement that holds a stream (bound as `$1`) for the rest of a write
+    /// transaction before its row is read `FOR UPDATE`: PostgreSQL's per-stream advisory
+    /// lock, the one appends take first; `None` where the write lock holds every stream
+    /// (SQLite).
+    const LOCK_STREAM: Option<&'static str>;
+    /// What follows a bound JSON text to store it in a JSON column.
+    const JSON_PARAM: &'static str;
     /// What follows an `ORDER BY` of text to sort it bytewise (SQLite's own order).
     const BYTEWISE: &'static str;
     /// What follows the outbox claim's pick of requests so that executors claiming at once
@@ -274,6 +281,8 @@ impl Dialect for sqlx::Sqlite {
     // A compound SELECT takes no parenthesized member.
     const ORDERED_MEMBER: (&'static str, &'static str) = ("SELECT * FROM (", ")");
     const FOR_UPDATE: &'static str = "";
+    const LOCK_STREAM: Option<&'static str> = None;
+    const JSON_PARAM: &'static str = "";
     const BYTEWISE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const BEFORE_CLAIM: Option<&'static str> = None;
@@ -379,6 +388,9 @@ impl Dialect for sqlx::Postgres {
          NULL::bytea AS payload, NULL::timestamptz AS at";
     const ORDERED_MEMBER: (&'static str, &'static str) = ("(", ")");
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const LOCK_STREAM: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))");
+    const JSON_PARAM: &'static str = "::jsonb";
     const BYTEWISE: &'static str = " COLLATE \"C\"";
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
     // Walk the open requests' index in claim order and stop at the limit. On a table
@@ -509,13 +521,16 @@ impl<'r> Decode<'r, sqlx::Postgres> for StoredTime {
 /// values' types, which a trait's supertraits cannot imply, so without this each generic
 /// `impl` would repeat them.
 macro_rules! sql_impl {
-    (impl<$d:ident> $tr:ident for $ty:ty { $($item:tt)* }) => {
-        $crate::store::sql::dialect::sql_impl! { @bounds [$d] [$tr for $ty] { $($item)* } }
+    ($(#[$attr:meta])* impl<$d:ident> $tr:ident for $ty:ty { $($item:tt)* }) => {
+        $crate::store::sql::dialect::sql_impl! {
+            @bounds [$(#[$attr])*] [$d] [$tr for $ty] { $($item)* }
+        }
     };
     (impl<$d:ident> $ty:ty { $($item:tt)* }) => {
-        $crate::store::sql::dialect::sql_impl! { @bounds [$d] [$ty] { $($item)* } }
+        $crate::store::sql::dialect::sql_impl! { @bounds [] [$d] [$ty] { $($item)* } }
     };
-    (@bounds [$d:ident] [$($head:tt)*] { $($item:tt)* }) => {
+    (@bounds [$($attr:tt)*] [$d:ident] [$($head:tt)*] { $($item:tt)* }) => {
+        $($attr)*
         impl<$d> $($head)*
         where
             $d: $crate::store::sql::dialect::Dialect,
