@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 use super::Limits;
-use super::backend::Written;
+use super::backend::{AppendOutcome, Backend, EncodedEvent, Written};
+use super::batch::DynTx;
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
 use crate::read::LogPosition;
-use crate::stream::{ExpectedVersion, StreamId};
+use crate::stream::{AppendGuard, ExpectedVersion, StreamId};
 use crate::text::{self, MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN};
 
 impl RecordedEvent {
@@ -32,6 +33,38 @@ impl RecordedEvent {
             unreadable: None,
         }
     }
+}
+
+/// How often [`settle`] appends again when the state it read let the append write but
+/// the write still matched no row (a stream created beside it, then deleted).
+const SETTLE_ATTEMPTS: usize = 3;
+
+/// An append whose guarded write matched no row ([`AppendOutcome::NotMatched`]), decided
+/// again in `tx` where the stream cannot move: under [`StreamTx::lock_stream`], the
+/// stream's state either rejects it (the rejection then describes a state that rejects
+/// it) or lets it write, and it appends in the same transaction. The caller commits a
+/// `Written` outcome.
+pub(crate) async fn settle(
+    backend: &dyn Backend,
+    tx: &mut dyn DynTx,
+    stream: &StreamId,
+    guard: AppendGuard,
+    events: &[EncodedEvent<'_>],
+) -> Result<AppendOutcome> {
+    for _ in 0..SETTLE_ATTEMPTS {
+        let state = tx.lock_stream(stream).await?;
+        let state = state.map(|row| (row.version, row.status));
+        if let Some(rejected) = AppendOutcome::rejection(guard, state) {
+            return Ok(rejected);
+        }
+        match backend.append_in(tx, stream, guard, events).await? {
+            AppendOutcome::NotMatched => continue,
+            outcome => return Ok(outcome),
+        }
+    }
+    Err(Error::Internal(format!(
+        "append to `{stream}`: the stream changed under its lock {SETTLE_ATTEMPTS} times"
+    )))
 }
 
 /// What an append wrote.

@@ -22,7 +22,7 @@ use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
-use crate::stream::{AppendGuard, Direction, StreamId, StreamInfo, StreamListQuery, StreamStatus};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery, StreamStatus};
 
 /// An event ready to be written: the validated event, with its payload encoded.
 #[derive(Debug, Clone)]
@@ -105,6 +105,24 @@ impl StoredEvent {
     }
 }
 
+/// A stream's row as a backend stores it: what [`StreamInfo`] holds, but the metadata is
+/// still the JSON text stored (`None`: none), which `Store` parses (a backend never
+/// parses JSON), and without the retention policy `Store` looks up.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredStream {
+    pub stream_id: StreamId,
+    pub category: String,
+    pub aggregate_type: Option<String>,
+    pub display_name: Option<String>,
+    pub version: u64,
+    pub event_count: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_event_id: Option<Uuid>,
+    pub status: StreamStatus,
+    pub metadata: Option<String>,
+}
+
 /// What an append did; the rejections are sorted out by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AppendOutcome {
@@ -116,6 +134,10 @@ pub(crate) enum AppendOutcome {
     Deleted { hard: bool },
     /// One of the event ids is already stored somewhere.
     DuplicateEventId,
+    /// The guarded write matched no row, and the backend did not read why (PostgreSQL's
+    /// one-statement append checks the guard in the statement and learns only that it
+    /// failed). `Store` settles it under the stream's lock (`append::settle`).
+    NotMatched,
 }
 
 impl AppendOutcome {
@@ -412,10 +434,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<AppendOutcome>;
 
     /// The stream's row, deleted or not; `None` when it never existed.
-    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>>;
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>>;
 
     /// One page of streams in id order.
-    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>>;
+    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StoredStream>>;
 
     /// The events of `stream` whose versions lie in `versions`, in `direction`'s order:
     /// at most `limit.events`, and none after the one whose stored payload brings the

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent, StoredEvent,
-    StoredSnapshot, WindowLimit, Written,
+    StoredSnapshot, StoredStream, WindowLimit, Written,
 };
 use super::batch::{DynTx, Flush, StoredCheckpoint, Tx};
 use super::key_cache::StoredKey;
@@ -209,6 +209,23 @@ fn new_info(stream: &StreamId, spec: &NewStream) -> StreamInfo {
     }
 }
 
+/// A stream's row as the seam returns it: its metadata as JSON text.
+fn stored_stream(info: &StreamInfo) -> StoredStream {
+    StoredStream {
+        stream_id: info.stream_id.clone(),
+        category: info.category.clone(),
+        aggregate_type: info.aggregate_type.clone(),
+        display_name: info.display_name.clone(),
+        version: info.version,
+        event_count: info.event_count,
+        created_at: info.created_at,
+        updated_at: info.updated_at,
+        last_event_id: info.last_event_id,
+        status: info.status,
+        metadata: (!info.metadata.is_null()).then(|| info.metadata.to_string()),
+    }
+}
+
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn append(
@@ -239,15 +256,15 @@ impl Backend for MemoryBackend {
         Ok(tables.append(staged, stream, guard, events))
     }
 
-    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {
         let state = self.lock()?;
         Ok(state
             .streams
             .get(stream.as_str())
-            .map(|row| row.info.clone()))
+            .map(|row| stored_stream(&row.info)))
     }
 
-    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StoredStream>> {
         let state = self.lock()?;
         let start = match &query.after {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
@@ -265,7 +282,7 @@ impl Backend for MemoryBackend {
                     .is_none_or(|category| category_of(info.stream_id.as_str()) == category)
             })
             .take(query.limit)
-            .cloned()
+            .map(stored_stream)
             .collect())
     }
 

@@ -73,9 +73,7 @@ use crate::error::{CorruptRow, CorruptValue, Error, Result};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent};
 use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::rules::RulesCache;
-use crate::stream::{
-    Direction, ExpectedVersion, StreamId, StreamInfo, StreamListQuery, StreamStatus,
-};
+use crate::stream::{AppendGuard, Direction, ExpectedVersion, StreamId, StreamStatus};
 use crate::telemetry;
 use crate::text;
 use crate::upcast::{Decoded, UpcastTable};
@@ -314,8 +312,7 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         let backend = &self.inner.backend;
         let outcome = if self.inner.inline.is_empty() {
-            let guard = expected.guard();
-            let append = || backend.append(&stream, guard, &encoded);
+            let append = || self.append_direct(&stream, expected.guard(), &encoded);
             self.inner.retry.run("append", append).await?
         } else {
             let append = || self.append_inline(&stream, expected, &events, &encoded);
@@ -348,6 +345,11 @@ impl Store {
             AppendOutcome::DuplicateEventId => Error::Internal(format!(
                 "append to `{stream}`: an event id vanished while checking for a replay"
             )),
+            AppendOutcome::NotMatched => {
+                return Err(Error::Internal(format!(
+                    "append to `{stream}`: an unsettled write reached the store"
+                )));
+            }
         };
         // Rejected: unless every event is already stored (a replay), the rejection stands.
         let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
@@ -378,6 +380,26 @@ impl Store {
         }
     }
 
+    /// An append outside a transaction; a write that matched no row is settled in one.
+    async fn append_direct(
+        &self,
+        stream: &StreamId,
+        guard: AppendGuard,
+        encoded: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let backend = &*self.inner.backend;
+        let outcome = backend.append(stream, guard, encoded).await?;
+        if outcome != AppendOutcome::NotMatched {
+            return Ok(outcome);
+        }
+        let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
+        let outcome = append::settle(backend, &mut *tx, stream, guard, encoded).await?;
+        if let AppendOutcome::Written(_) = outcome {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
     /// An append in a transaction that also runs the inline projections on the events
     /// written, and commits only when they succeed.
     async fn append_inline(
@@ -387,11 +409,13 @@ impl Store {
         events: &[NewEvent],
         encoded: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
-        let backend = &self.inner.backend;
+        let backend = &*self.inner.backend;
+        let guard = expected.guard();
         let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
-        let outcome = backend
-            .append_in(&mut *tx, stream, expected.guard(), encoded)
-            .await?;
+        let mut outcome = backend.append_in(&mut *tx, stream, guard, encoded).await?;
+        if outcome == AppendOutcome::NotMatched {
+            outcome = append::settle(backend, &mut *tx, stream, guard, encoded).await?;
+        }
         if let AppendOutcome::Written(written) = &outcome {
             let recorded: Vec<RecordedEvent> = events
                 .iter()
@@ -766,54 +790,6 @@ impl Store {
             tokio::spawn(forward_appends(Arc::downgrade(&self.inner)));
         }
         receiver
-    }
-
-    /// Whether the stream exists and is not deleted.
-    ///
-    /// # Errors
-    /// [`Error::Validation`] for a bad id; connection errors.
-    pub async fn stream_exists(&self, stream: impl AsRef<str>) -> Result<bool> {
-        Ok(self
-            .stream_info(stream)
-            .await?
-            .is_some_and(|info| info.status == StreamStatus::Active))
-    }
-
-    /// What the stream knows about itself (also for deleted streams; see
-    /// [`StreamInfo::status`]), or `None` when it never existed.
-    ///
-    /// # Errors
-    /// [`Error::Validation`] for a bad id; connection errors.
-    #[tracing::instrument(name = "chronicle.stream_info", skip_all, fields(stream = stream.as_ref()))]
-    pub async fn stream_info(&self, stream: impl AsRef<str>) -> Result<Option<StreamInfo>> {
-        let stream = StreamId::new(stream.as_ref())?;
-        let backend = &self.inner.backend;
-        let info = self
-            .inner
-            .retry
-            .run("stream_info", || backend.stream_info(&stream))
-            .await?;
-        match info {
-            Some(info) => Ok(self.with_retention(vec![info]).await?.pop()),
-            None => Ok(None),
-        }
-    }
-
-    /// One page of streams in id order. For the next page, set
-    /// [`StreamListQuery::after`] to the last id returned.
-    ///
-    /// # Errors
-    /// Connection errors.
-    #[tracing::instrument(name = "chronicle.list_streams", skip_all, fields(category = query.category.as_deref()))]
-    pub async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StreamInfo>> {
-        text::refuse(query.text_problem(), None, None)?;
-        let backend = &self.inner.backend;
-        let infos = self
-            .inner
-            .retry
-            .run("list_streams", || backend.list_streams(query))
-            .await?;
-        self.with_retention(infos).await
     }
 
     /// The events of `stream` from version `from` on ([`Direction::Forward`]) or down

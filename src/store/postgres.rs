@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendFeed, AppendOutcome, Backend, EncodedEvent, ExpiryCut, HeldBack, Lease, LogPage,
-    ReplayedEvent, StoredEvent, StoredSnapshot, StreamStart, WindowLimit, WindowRow,
+    ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -40,7 +40,7 @@ use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
-use crate::stream::{AppendGuard, Direction, StreamId, StreamInfo, StreamListQuery};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery};
 
 /// What the PostgreSQL backend needs from the store builder.
 #[derive(Debug, Clone)]
@@ -474,79 +474,8 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
-/// An append on `conn` (a pooled connection, or an open transaction's).
-async fn append_on(
-    conn: &mut PgConnection,
-    stream: &StreamId,
-    guard: AppendGuard,
-    events: &[EncodedEvent<'_>],
-) -> Result<AppendOutcome> {
-    match append_statement(&mut *conn, stream, guard, events).await? {
-        // The stream write matched no row. The state that refused it went with the
-        // statement's lock, so it is decided again where the stream cannot move.
-        AppendOutcome::Conflict { .. } => append_settled(conn, stream, guard, events).await,
-        outcome => Ok(outcome),
-    }
-}
-
-/// How often [`append_settled`] appends again when the state it read let it write but the
-/// statement still matched no row (a stream created beside it, then deleted).
-const SETTLE_ATTEMPTS: usize = 3;
-
-/// An append decided under the stream's lock: in a transaction (a savepoint inside a
-/// batch), the per-stream advisory lock that appends take and a row lock that deletes and
-/// re-creates wait for, then the stream's state. A state that rejects the append is the
-/// answer; one that accepts it (it changed since the first try) appends in the same
-/// transaction, where nothing can move the stream.
-async fn append_settled(
-    conn: &mut PgConnection,
-    stream: &StreamId,
-    guard: AppendGuard,
-    events: &[EncodedEvent<'_>],
-) -> Result<AppendOutcome> {
-    let fail = |error| Error::from_sqlx("append", error);
-    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail)?;
-    // The advisory lock first: a row lock would assign the transaction its id, and ids
-    // must follow the stream's versions (see `append_sql!`).
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(stream.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    for _ in 0..SETTLE_ATTEMPTS {
-        let current: Option<(i64, i16)> =
-            sqlx::query_as("SELECT version, status FROM streams WHERE stream_id = $1 FOR UPDATE")
-                .bind(stream.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
-        let current = current.map(|(version, status)| (version, i64::from(status)));
-        let rejected = sql::rejection(stream.as_str(), guard, current).map_err(fail)?;
-        if let Some(rejected) = rejected {
-            tx.rollback().await.map_err(fail)?;
-            return Ok(rejected);
-        }
-        match append_statement(&mut tx, stream, guard, events).await? {
-            AppendOutcome::Conflict { .. } => continue,
-            AppendOutcome::Written(written) => {
-                tx.commit().await.map_err(fail)?;
-                return Ok(AppendOutcome::Written(written));
-            }
-            // A duplicate id failed the statement, and with it the transaction (or
-            // savepoint): only a rollback is left.
-            outcome => {
-                tx.rollback().await.map_err(fail)?;
-                return Ok(outcome);
-            }
-        }
-    }
-    Err(Error::Internal(format!(
-        "append to `{stream}`: the stream changed under its lock {SETTLE_ATTEMPTS} times"
-    )))
-}
-
 /// The one-statement append (`append_sql!`). A statement that matched no row comes back
-/// as a `Conflict` without an actual version: the caller finds out why.
+/// as `NotMatched`: `Store` finds out why (`append::settle`).
 async fn append_statement(
     conn: &mut PgConnection,
     stream: &StreamId,
@@ -622,7 +551,7 @@ async fn append_statement(
         Err(error) => return Err(Error::from_sqlx("append", error)),
     };
     if rows.is_empty() {
-        return Ok(AppendOutcome::Conflict { actual: None });
+        return Ok(AppendOutcome::NotMatched);
     }
     Ok(sql::written(rows))
 }
@@ -640,7 +569,7 @@ impl Backend for PostgresBackend {
             .acquire()
             .await
             .map_err(|error| Error::from_sqlx("append", error))?;
-        append_on(&mut conn, stream, guard, events).await
+        append_statement(&mut conn, stream, guard, events).await
     }
 
     async fn append_in(
@@ -653,14 +582,14 @@ impl Backend for PostgresBackend {
         let conn = tx.postgres().ok_or_else(|| {
             Error::Internal("a PostgreSQL append in another backend's transaction".to_owned())
         })?;
-        append_on(conn, stream, guard, events).await
+        append_statement(conn, stream, guard, events).await
     }
 
-    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {
         Sql(&self.pool).stream_info(stream).await
     }
 
-    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StoredStream>> {
         Sql(&self.pool).list_streams(list).await
     }
 

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::backend::{
     AppendOutcome, Backend, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent, StoredEvent,
-    StoredSnapshot, StreamStart, WindowLimit, WindowRow,
+    StoredSnapshot, StoredStream, StreamStart, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -44,7 +44,7 @@ use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
-use crate::stream::{AppendGuard, Direction, StreamId, StreamInfo, StreamListQuery};
+use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery};
 
 /// How SQLite commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -442,11 +442,11 @@ impl Backend for SqliteBackend {
         append_locked(conn, stream, guard, events, stored_now()).await
     }
 
-    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {
         Sql(&self.reader).stream_info(stream).await
     }
 
-    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StoredStream>> {
         Sql(&self.reader).list_streams(list).await
     }
 

@@ -18,8 +18,10 @@ use super::{
 use crate::error::{Error, Result};
 use crate::read::{EventParts, EventQuery, LogPosition};
 use crate::snapshot::SnapshotInfo;
-use crate::store::backend::{ReplayedEvent, StoredEvent, StoredSnapshot, StreamStart, WindowLimit};
-use crate::stream::{Direction, StreamId, StreamInfo, StreamListQuery};
+use crate::store::backend::{
+    ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream, StreamStart, WindowLimit,
+};
+use crate::stream::{Direction, StreamId, StreamListQuery};
 
 /// The events of a stream in a version range, narrow (as a replay needs them), at most $4.
 const REPLAY_STREAM: &str = "SELECT event_id, version, event_type, schema_version, payload FROM events \
@@ -46,7 +48,7 @@ impl<D: Database> Copy for Sql<'_, D> {}
 sql_impl! {
     impl<D> Sql<'_, D> {
         /// The stream's row.
-        pub(crate) async fn stream_info(self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        pub(crate) async fn stream_info(self, stream: &StreamId) -> Result<Option<StoredStream>> {
             sqlx::query(D::statements().stream_info.as_str())
                 .bind(stream.as_str())
                 .try_map(|row: D::Row| D::stream_row(&row))
@@ -56,7 +58,7 @@ sql_impl! {
         }
 
         /// A page of the streams `list` asks for.
-        pub(crate) async fn list_streams(self, list: &StreamListQuery) -> Result<Vec<StreamInfo>> {
+        pub(crate) async fn list_streams(self, list: &StreamListQuery) -> Result<Vec<StoredStream>> {
             let mut query = QueryBuilder::<D>::new(D::statements().list_streams.as_str());
             push_stream_list_filter(&mut query, list);
             query

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::error::{CorruptRow, CorruptValue, Result};
 use crate::read::EventParts;
-use crate::store::backend::StoredEvent;
-use crate::stream::{StreamId, StreamInfo, StreamStatus};
+use crate::store::backend::{StoredEvent, StoredStream};
+use crate::stream::{StreamId, StreamStatus};
 
 #[cfg(feature = "postgres")]
 use sqlx::postgres::{PgRow, PgValueFormat};
@@ -30,7 +30,7 @@ pub(crate) trait DecodeRows: Database {
     fn event_row(row: &Self::Row, parts: EventParts) -> Result<StoredEvent, sqlx::Error>;
 
     /// A row of `streams`, its columns as `Dialect::STREAM_COLUMNS` lists them.
-    fn stream_row(row: &Self::Row) -> Result<StreamInfo, sqlx::Error>;
+    fn stream_row(row: &Self::Row) -> Result<StoredStream, sqlx::Error>;
 
     /// The time in column `index` (named `column`) of the row `at`.
     fn time(
@@ -225,17 +225,6 @@ impl<'a> RowRef<'a> {
             .ok_or_else(|| self.corrupt(column, CorruptValue::Time(format!("{value} µs"))))
     }
 
-    /// A JSON column: `None` stays `None`, text that does not parse as `T` is corrupt.
-    pub(crate) fn json<T: serde::de::DeserializeOwned>(
-        self,
-        column: &'static str,
-        text: Option<&str>,
-    ) -> Result<Option<T>, sqlx::Error> {
-        text.map(serde_json::from_str)
-            .transpose()
-            .map_err(|error| self.corrupt(column, CorruptValue::Json(error)))
-    }
-
     /// A driver error reading `column` (a value of another type, on SQLite), named.
     pub(crate) fn unreadable(
         self,
@@ -298,14 +287,12 @@ impl DecodeRows for sqlx::Sqlite {
         })
     }
 
-    fn stream_row(row: &SqliteRow) -> Result<StreamInfo, sqlx::Error> {
+    fn stream_row(row: &SqliteRow) -> Result<StoredStream, sqlx::Error> {
         let stream_id: String = row.try_get("stream_id")?;
         let at = RowRef::stream(&stream_id);
         let int =
             |column: &'static str| row.try_get::<i64, _>(column).map_err(at.unreadable(column));
-        let metadata: Option<String> =
-            row.try_get("metadata").map_err(at.unreadable("metadata"))?;
-        Ok(StreamInfo {
+        Ok(StoredStream {
             category: row.try_get("category")?,
             aggregate_type: row.try_get("aggregate_type")?,
             display_name: row.try_get("display_name")?,
@@ -315,10 +302,7 @@ impl DecodeRows for sqlx::Sqlite {
             updated_at: at.micros("updated_at", int("updated_at")?)?,
             last_event_id: row.try_get("last_event_id")?,
             status: at.status(int("status")?)?,
-            metadata: at
-                .json("metadata", metadata.as_deref())?
-                .unwrap_or_default(),
-            retention: None,
+            metadata: row.try_get("metadata").map_err(at.unreadable("metadata"))?,
             stream_id: StreamId::trusted(stream_id),
         })
     }
@@ -381,15 +365,14 @@ impl DecodeRows for sqlx::Postgres {
         })
     }
 
-    fn stream_row(row: &PgRow) -> Result<StreamInfo, sqlx::Error> {
+    fn stream_row(row: &PgRow) -> Result<StoredStream, sqlx::Error> {
         let stream_id: String = row.try_get("stream_id")?;
         let at = RowRef::stream(&stream_id);
-        let metadata: Option<String> = row.try_get("metadata")?;
         let time = |column: &'static str| {
             let index = sqlx::Column::ordinal(row.try_column(column)?);
             Self::time(row, index, at, column)
         };
-        Ok(StreamInfo {
+        Ok(StoredStream {
             category: row.try_get("category")?,
             aggregate_type: row.try_get("aggregate_type")?,
             display_name: row.try_get("display_name")?,
@@ -399,11 +382,7 @@ impl DecodeRows for sqlx::Postgres {
             updated_at: time("updated_at")?,
             last_event_id: row.try_get("last_event_id")?,
             status: at.status(i64::from(row.try_get::<i16, _>("status")?))?,
-            // jsonb: always JSON, so never corrupt.
-            metadata: at
-                .json("metadata", metadata.as_deref())?
-                .unwrap_or_default(),
-            retention: None,
+            metadata: row.try_get("metadata")?,
             stream_id: StreamId::trusted(stream_id),
         })
     }
