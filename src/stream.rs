@@ -153,7 +153,8 @@ pub enum StreamStatus {
 }
 
 impl StreamStatus {
-    #[cfg(feature = "postgres")]
+    /// The status as stored.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn to_code(self) -> i16 {
         match self {
             StreamStatus::Active => 0,

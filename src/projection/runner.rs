@@ -633,7 +633,7 @@ impl<P: Projection> Runner<P> {
             };
             // A panic that escapes the handler's own catch (in the runner itself) ends the
             // run as failed, and drops the lease with it.
-            match CatchPanic::new(self.follow(&mut lease)).await {
+            match CatchPanic::new(self.follow(&mut *lease)).await {
                 Ok(Ok(Halt)) => return,
                 // Dropping the lost lease closes its connection; then wait to take it again.
                 Ok(Err(LeaseLost)) => self.status.send_modify(|status| {
@@ -656,7 +656,7 @@ impl<P: Projection> Runner<P> {
 
     /// Waits until this instance holds the projection's lease; `None` when asked to stop
     /// first.
-    async fn acquire_lease(&self) -> Option<Lease> {
+    async fn acquire_lease(&self) -> Option<Box<dyn Lease>> {
         loop {
             match self.store.try_lease(&self.name).await {
                 Ok(Some(lease)) => return Some(lease),
@@ -671,7 +671,7 @@ impl<P: Projection> Runner<P> {
 
     /// Runs the projection under `lease`, from the stored checkpoint: catches up, then
     /// follows the log. Returns when the runner stops, fails, or loses the lease.
-    async fn follow(&self, lease: &mut Lease) -> Result<Halt, LeaseLost> {
+    async fn follow(&self, lease: &mut dyn Lease) -> Result<Halt, LeaseLost> {
         if !self.set_up.load(Ordering::Relaxed) {
             if self.set_up_with_retries().await.is_none() {
                 return Ok(self.halted());

@@ -296,92 +296,39 @@ pub(crate) struct StreamStart {
     pub events: Vec<ReplayedEvent>,
 }
 
-/// A projection's lease: while it lives, no other instance runs the projection. On
-/// PostgreSQL it owns the connection holding the session advisory lock; dropping it (or
-/// the process dying) closes the connection and frees the lock.
-#[derive(Debug, Default)]
-pub(crate) struct Lease {
-    #[cfg(feature = "postgres")]
-    connection: Option<sqlx::PgConnection>,
-}
-
-impl Lease {
-    #[cfg(feature = "postgres")]
-    pub(crate) fn holding(connection: sqlx::PgConnection) -> Self {
-        Lease {
-            connection: Some(connection),
-        }
-    }
-
-    /// Without PostgreSQL, a lease is held in process and always holds.
-    #[cfg(not(feature = "postgres"))]
-    pub(crate) async fn check(&mut self, _within: std::time::Duration) -> Result<()> {
-        Ok(())
-    }
-
-    /// Checks the lease still holds: on PostgreSQL, that the session holding the lock
-    /// still answers (a server restart, a connection killed or a network cut end it, and
+/// A projection's lease: while it lives, no other instance runs the projection.
+/// Dropping it frees it (on PostgreSQL, `PgLease` owns the connection holding the
+/// session advisory lock; the process dying closes it too).
+#[async_trait]
+pub(crate) trait Lease: Send + std::fmt::Debug {
+    /// Checks the lease still holds (on PostgreSQL, that the session holding the lock
+    /// still answers: a server restart, a connection killed or a network cut end it, and
     /// another instance may have the lock by now).
     ///
     /// # Errors
     /// A connection error, or a timeout after `within`: the lease is lost.
-    #[cfg(feature = "postgres")]
-    pub(crate) async fn check(&mut self, within: std::time::Duration) -> Result<()> {
-        let Some(connection) = &mut self.connection else {
-            return Ok(());
-        };
-        let ping = sqlx::query("SELECT 1").execute(connection);
-        match tokio::time::timeout(within, ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(crate::error::Error::from_sqlx("lease", error)),
-            Err(_) => Err(crate::error::Error::Timeout {
-                operation: "lease",
-                after: within,
-            }),
-        }
+    async fn check(&mut self, within: std::time::Duration) -> Result<()>;
+}
+
+/// The lease of a backend without cross-process leases: held in this process, it always
+/// holds (the checkpoint's move check still keeps two instances from applying a batch
+/// twice).
+#[derive(Debug, Default)]
+pub(crate) struct InProcessLease;
+
+#[async_trait]
+impl Lease for InProcessLease {
+    async fn check(&mut self, _within: std::time::Duration) -> Result<()> {
+        Ok(())
     }
 }
 
-/// Notifications that events were appended to this store, by any process (PostgreSQL
-/// only: the other backends have none).
-#[cfg(feature = "postgres")]
-#[derive(Debug)]
-pub(crate) struct AppendFeed {
-    listener: sqlx::postgres::PgListener,
-    schema: String,
-}
-
-/// Without PostgreSQL there is no feed: this type has no value.
-#[cfg(not(feature = "postgres"))]
-#[derive(Debug)]
-pub(crate) enum AppendFeed {}
-
-#[cfg(not(feature = "postgres"))]
-impl AppendFeed {
-    pub(crate) async fn next(&mut self) -> Result<()> {
-        match *self {}
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl AppendFeed {
-    pub(crate) fn new(listener: sqlx::postgres::PgListener, schema: String) -> Self {
-        AppendFeed { listener, schema }
-    }
-
-    /// Waits for the next append to this store's schema.
-    pub(crate) async fn next(&mut self) -> Result<()> {
-        loop {
-            let notification = self
-                .listener
-                .recv()
-                .await
-                .map_err(|error| crate::error::Error::from_sqlx("listen", error))?;
-            if notification.payload() == self.schema {
-                return Ok(());
-            }
-        }
-    }
+/// Notifications that events were appended to this store, by any process (on
+/// PostgreSQL, `PgFeed`: LISTEN/NOTIFY; the other backends have none).
+#[async_trait]
+pub(crate) trait AppendFeed: Send + std::fmt::Debug {
+    /// Waits for the next append to this store.
+    async fn next(&mut self) -> Result<()>;
 }
 
 /// A snapshot to write, its payload encoded.
@@ -580,7 +527,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// A feed of other processes' appends to this store (PostgreSQL LISTEN/NOTIFY), or
     /// `None` where appends from elsewhere are only found by polling.
-    async fn append_feed(&self) -> Result<Option<AppendFeed>> {
+    async fn append_feed(&self) -> Result<Option<Box<dyn AppendFeed>>> {
         Ok(None)
     }
 
@@ -631,9 +578,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// lease until dropped, `None` means another instance holds it. Backends without
     /// cross-process leases grant it at once (the checkpoint's move check still keeps
     /// two instances from applying a batch twice).
-    async fn try_lease(&self, name: &str) -> Result<Option<Lease>> {
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>> {
         let _ = name;
-        Ok(Some(Lease::default()))
+        Ok(Some(Box::new(InProcessLease)))
     }
 
     /// The stored events with these ids (in no particular order; missing ids are left out).

@@ -733,7 +733,7 @@ impl Store {
     }
 
     /// Tries to take projection `name`'s lease; `None` while another instance holds it.
-    pub(crate) async fn try_lease(&self, name: &str) -> Result<Option<backend::Lease>> {
+    pub(crate) async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn backend::Lease>>> {
         let backend = &self.inner.backend;
         self.inner
             .retry

@@ -556,6 +556,49 @@ async fn append_statement(
     Ok(sql::written(rows))
 }
 
+/// A projection's lease on PostgreSQL: the connection holding the session advisory lock.
+#[derive(Debug)]
+struct PgLease(PgConnection);
+
+#[async_trait]
+impl Lease for PgLease {
+    async fn check(&mut self, within: Duration) -> Result<()> {
+        let ping = sqlx::query("SELECT 1").execute(&mut self.0);
+        match tokio::time::timeout(within, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(Error::from_sqlx("lease", error)),
+            Err(_) => Err(Error::Timeout {
+                operation: "lease",
+                after: within,
+            }),
+        }
+    }
+}
+
+/// Other processes' appends on PostgreSQL: `NOTIFY chronicle_appends` carrying the
+/// store's schema, which tells stores in other schemas of the same database apart.
+#[derive(Debug)]
+struct PgFeed {
+    listener: sqlx::postgres::PgListener,
+    schema: String,
+}
+
+#[async_trait]
+impl AppendFeed for PgFeed {
+    async fn next(&mut self) -> Result<()> {
+        loop {
+            let notification = self
+                .listener
+                .recv()
+                .await
+                .map_err(|error| Error::from_sqlx("listen", error))?;
+            if notification.payload() == self.schema {
+                return Ok(());
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn append(
@@ -744,16 +787,19 @@ impl Backend for PostgresBackend {
         true
     }
 
-    async fn append_feed(&self) -> Result<Option<AppendFeed>> {
+    async fn append_feed(&self) -> Result<Option<Box<dyn AppendFeed>>> {
         let fail = |error| Error::from_sqlx("listen", error);
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
             .await
             .map_err(fail)?;
         listener.listen("chronicle_appends").await.map_err(fail)?;
-        Ok(Some(AppendFeed::new(listener, self.schema.clone())))
+        Ok(Some(Box::new(PgFeed {
+            listener,
+            schema: self.schema.clone(),
+        })))
     }
 
-    async fn try_lease(&self, name: &str) -> Result<Option<Lease>> {
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>> {
         use sqlx::Connection;
         let fail = |error| Error::from_sqlx("lease", error);
         // A connection of its own, outside the pool: the session lock lives as long as it.
@@ -782,7 +828,7 @@ impl Backend for PostgresBackend {
         .await
         .map_err(fail)?;
         if held {
-            Ok(Some(Lease::holding(connection)))
+            Ok(Some(Box::new(PgLease(connection))))
         } else {
             let _ = connection.close().await;
             Ok(None)

@@ -355,7 +355,7 @@ async fn append_locked(
 ) -> Result<AppendOutcome> {
     let fail = |error| Error::from_sqlx("append", error);
     let current = stream_state(conn, stream).await.map_err(fail)?;
-    if let Some(rejected) = sql::rejection(stream.as_str(), guard, current).map_err(fail)? {
+    if let Some(rejected) = rejection(stream.as_str(), guard, current).map_err(fail)? {
         return Ok(rejected);
     }
     let base = current.map_or(0, |(version, _)| version);
@@ -382,6 +382,26 @@ fn outcome(
 fn stored_now() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(micros(now)).unwrap_or(now)
+}
+
+/// The rejection of an append to `stream` under `guard` by the stream state read
+/// from its row ((version, status); `None`: no such stream), or `None` when that state
+/// lets it write (see [`AppendOutcome::rejection`]).
+///
+/// # Errors
+/// A [`CorruptRow`](crate::CorruptRow) (as `sqlx::Error::Decode`) for a status or version chronicle never
+/// writes.
+fn rejection(
+    stream: &str,
+    guard: AppendGuard,
+    current: Option<(i64, i64)>,
+) -> Result<Option<AppendOutcome>, sqlx::Error> {
+    let at = sql::RowRef::stream(stream);
+    let current = match current {
+        None => None,
+        Some((version, status)) => Some((at.version(version)?, at.status(status)?)),
+    };
+    Ok(AppendOutcome::rejection(guard, current))
 }
 
 /// Whether the `events_guard` trigger refused the batch (wrong version or deleted stream).

@@ -30,7 +30,7 @@ use super::backend::{
 };
 use crate::error::{Error, Result};
 use crate::read::{EventQuery, LogPosition};
-use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery, StreamStatus};
+use crate::stream::{Direction, StreamId, StreamListQuery, StreamStatus};
 
 /// A row of the narrow replay statement (`reads`), of `stream`.
 pub(crate) fn replayed_from_row<R>(stream: &str, row: &R) -> Result<ReplayedEvent, sqlx::Error>
@@ -201,26 +201,6 @@ pub(crate) async fn cut_at_budget<T>(
         }
     }
     Ok(kept)
-}
-
-/// The rejection of an append to `stream` under `guard` by the stream state read
-/// from its row ((version, status); `None`: no such stream), or `None` when that state
-/// lets it write (see [`AppendOutcome::rejection`]).
-///
-/// # Errors
-/// A [`CorruptRow`] (as `sqlx::Error::Decode`) for a status or version chronicle never
-/// writes.
-pub(crate) fn rejection(
-    stream: &str,
-    guard: AppendGuard,
-    current: Option<(i64, i64)>,
-) -> Result<Option<AppendOutcome>, sqlx::Error> {
-    let at = RowRef::stream(stream);
-    let current = match current {
-        None => None,
-        Some((version, status)) => Some((at.version(version)?, at.status(status)?)),
-    };
-    Ok(AppendOutcome::rejection(guard, current))
 }
 
 /// The checkpoint of the projection `name` from its stored (commit id, position).
