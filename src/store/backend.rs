@@ -123,6 +123,49 @@ pub(crate) struct StoredStream {
     pub metadata: Option<String>,
 }
 
+/// What a backend can do beyond the seam's required methods, as types: `Store` reads
+/// it once when it opens and decides from it (never from the backend's kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capabilities {
+    /// `sqlite`, `postgres` or `memory`: what operators' reports call it.
+    pub kind: &'static str,
+    /// Whom [`Backend::announce_appends`] reaches.
+    pub append_notices: AppendNotices,
+    /// How a statement's answer reaches the client.
+    pub answers: Answers,
+    /// Whether its transactions keep the outbox's requests ([`Tx::outbox`] is `Some`).
+    ///
+    /// [`Tx::outbox`]: super::batch::Tx::outbox
+    pub outbox: Support,
+}
+
+/// Whom a backend tells of its appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendNotices {
+    /// Nobody beyond this process (other processes find appends by polling).
+    ThisProcess,
+    /// Other processes too (PostgreSQL's NOTIFY), so `Store` announces its appends.
+    OtherProcesses,
+}
+
+/// How a statement's answer crosses to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answers {
+    /// Row by row, as the reader asks (SQLite steps; memory).
+    RowByRow,
+    /// Whole, even when the reader stops early (PostgreSQL sends every selected row):
+    /// then a read with a byte budget asks for about as many rows as the budget holds
+    /// (`paging::RowsHint`), so that few are read past the cut only to be dropped.
+    Whole,
+}
+
+/// Whether a backend supports a feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Support {
+    Supported,
+    Unsupported,
+}
+
 /// What an append did; the rejections are sorted out by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AppendOutcome {
@@ -538,21 +581,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Whether [`Backend::announce_appends`] reaches other processes.
-    fn announces_appends(&self) -> bool {
-        false
-    }
-
-    /// Whether a statement's answer crosses to the client whole, even when the reader
-    /// stops early (PostgreSQL sends every selected row; SQLite steps row by row): then a
-    /// read with a byte budget asks for about as many rows as the budget holds
-    /// (`paging::RowsHint`), so that few are read past the cut only to be dropped.
-    fn sends_every_row(&self) -> bool {
-        false
-    }
-
-    /// `sqlite`, `postgres` or `memory`: what operators' reports call it.
-    fn kind(&self) -> &'static str;
+    /// What the backend can do; `Store` reads it once, when it opens.
+    fn capabilities(&self) -> Capabilities;
 
     /// The pool the application reads its read models through, when the store is SQLite:
     /// the readers' pool.
@@ -566,12 +596,6 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     #[cfg(feature = "postgres")]
     fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
         None
-    }
-
-    /// Whether the backend is a SQL database (with the tables of the outbox); `false` for
-    /// memory.
-    fn is_sql(&self) -> bool {
-        true
     }
 
     /// Tries to become the one active instance of projection `name`: `Some` holds the

@@ -21,8 +21,8 @@ use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent, StoredEvent,
-    StoredSnapshot, StoredStream, WindowLimit, Written,
+    Answers, AppendNotices, AppendOutcome, Backend, Capabilities, EncodedEvent, ExpiryCut, LogPage,
+    ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream, Support, WindowLimit, Written,
 };
 use super::batch::{DynTx, Flush, StoredCheckpoint, Tx};
 use super::key_cache::StoredKey;
@@ -394,10 +394,6 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    fn is_sql(&self) -> bool {
-        false
-    }
-
     /// A write transaction; it takes the writer lock at its first write.
     async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
         let writer = Some(Arc::clone(&self.writer));
@@ -414,8 +410,13 @@ impl Backend for MemoryBackend {
         Ok(self.lock()?.last_position)
     }
 
-    fn kind(&self) -> &'static str {
-        "memory"
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: "memory",
+            append_notices: AppendNotices::ThisProcess,
+            answers: Answers::RowByRow,
+            outbox: Support::Unsupported,
+        }
     }
 
     async fn storage(&self) -> Result<StorageStats> {

@@ -135,6 +135,8 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// What the backend can do, read once at open.
+    capabilities: backend::Capabilities,
     codec: Codec,
     retry: RetryPolicy,
     upcasters: UpcastTable,
@@ -197,13 +199,14 @@ impl Store {
         limits: Limits,
         per_stream_keys: bool,
     ) -> Self {
-        let announcer = backend
-            .announces_appends()
+        let capabilities = backend.capabilities();
+        let announcer = (capabilities.append_notices == backend::AppendNotices::OtherProcesses)
             .then(|| Arc::new(tokio::sync::Notify::new()));
-        let sends_every_row = backend.sends_every_row();
+        let sends_every_row = capabilities.answers == backend::Answers::Whole;
         let store = Store {
             inner: Arc::new(Inner {
                 backend,
+                capabilities,
                 codec,
                 retry,
                 upcasters,
@@ -645,7 +648,7 @@ impl Store {
 
     /// `sqlite`, `postgres` or `memory`.
     pub fn backend_kind(&self) -> &'static str {
-        self.inner.backend.kind()
+        self.inner.capabilities.kind
     }
 
     /// The pool an application reads its read models through, when the store is SQLite
@@ -741,9 +744,10 @@ impl Store {
             .await
     }
 
-    /// Whether the store is a SQL database (SQLite or PostgreSQL), not memory.
+    /// Whether the store keeps the outbox's requests (SQLite and PostgreSQL; not memory
+    /// yet).
     pub(crate) fn is_sql(&self) -> bool {
-        self.inner.backend.is_sql()
+        self.inner.capabilities.outbox == backend::Support::Supported
     }
 
     /// The highest global position taken so far.

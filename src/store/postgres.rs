@@ -21,8 +21,9 @@ use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendFeed, AppendOutcome, Backend, EncodedEvent, ExpiryCut, HeldBack, Lease, LogPage,
-    ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream, StreamStart, WindowLimit, WindowRow,
+    Answers, AppendFeed, AppendNotices, AppendOutcome, Backend, Capabilities, EncodedEvent,
+    ExpiryCut, HeldBack, Lease, LogPage, ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream,
+    StreamStart, Support, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -779,14 +780,6 @@ impl Backend for PostgresBackend {
             .map_err(|error| Error::from_sqlx("announce_appends", error))
     }
 
-    fn announces_appends(&self) -> bool {
-        true
-    }
-
-    fn sends_every_row(&self) -> bool {
-        true
-    }
-
     async fn append_feed(&self) -> Result<Option<Box<dyn AppendFeed>>> {
         let fail = |error| Error::from_sqlx("listen", error);
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
@@ -887,8 +880,13 @@ impl Backend for PostgresBackend {
         Sql(&self.pool).ping().await
     }
 
-    fn kind(&self) -> &'static str {
-        "postgres"
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: "postgres",
+            append_notices: AppendNotices::OtherProcesses,
+            answers: Answers::Whole,
+            outbox: Support::Supported,
+        }
     }
 
     fn postgres_pool(&self) -> Option<&PgPool> {

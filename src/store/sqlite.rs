@@ -25,8 +25,9 @@ use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::backend::{
-    AppendOutcome, Backend, EncodedEvent, ExpiryCut, LogPage, ReplayedEvent, StoredEvent,
-    StoredSnapshot, StoredStream, StreamStart, WindowLimit, WindowRow,
+    Answers, AppendNotices, AppendOutcome, Backend, Capabilities, EncodedEvent, ExpiryCut, LogPage,
+    ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream, StreamStart, Support, WindowLimit,
+    WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
@@ -605,8 +606,13 @@ impl Backend for SqliteBackend {
         Sql(&self.reader).ping().await
     }
 
-    fn kind(&self) -> &'static str {
-        "sqlite"
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: "sqlite",
+            append_notices: AppendNotices::ThisProcess,
+            answers: Answers::RowByRow,
+            outbox: Support::Supported,
+        }
     }
 
     fn sqlite_pool(&self) -> Option<&SqlitePool> {
