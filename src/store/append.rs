@@ -4,15 +4,19 @@
 
 use std::collections::HashSet;
 
+use tracing::Instrument;
 use uuid::Uuid;
 
-use super::Limits;
 use super::backend::{AppendOutcome, Backend, EncodedEvent, Written};
 use super::batch::DynTx;
+use super::{Limits, Store, batch};
+use crate::codec::{DataKey, Dictionary, event_context};
 use crate::error::{Error, Result, ValidationError};
 use crate::event::{NewEvent, RecordedEvent};
+use crate::read::EventParts;
 use crate::read::LogPosition;
 use crate::stream::{AppendGuard, ExpectedVersion, StreamId};
+use crate::telemetry;
 use crate::text::{self, MAX_EVENT_TYPE_LEN, MAX_METADATA_ID_LEN};
 
 impl RecordedEvent {
@@ -280,4 +284,234 @@ fn same_json(a: &[u8], b: &[u8]) -> bool {
             ),
             (Ok(a), Ok(b)) if a == b
         )
+}
+
+impl Store {
+    /// Appends `events` to `stream` if it is at the `expected` version, atomically: all of
+    /// them or none. Appending to a stream that does not exist creates it (with `Any`,
+    /// `NoStream` or `Exact(0)`; `StreamExists` and `Exact(n > 0)` conflict).
+    ///
+    /// Re-sending a batch whose event ids are already stored in this stream, in order, with
+    /// the same content, succeeds without writing anything
+    /// ([`AppendResult::already_stored`]); that makes retries after a lost answer safe.
+    ///
+    /// # Errors
+    /// - [`Error::Conflict`] when the stream is not at `expected`;
+    /// - [`Error::StreamDeleted`] when the stream was deleted;
+    /// - [`Error::EventIdReused`] when an id is stored with other content or elsewhere;
+    /// - [`Error::Validation`] for a bad stream id, an empty batch, too many events, or an
+    ///   event over `max_event_size`;
+    /// - [`Error::Connection`] / [`Error::Timeout`] when the database did not answer.
+    pub async fn append(
+        &self,
+        stream: impl AsRef<str>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let span = tracing::debug_span!("chronicle.append", stream = stream.as_ref(), %expected, events = events.len());
+        let started = std::time::Instant::now();
+        let appended = self
+            .append_inner(stream.as_ref(), expected, events)
+            .instrument(span)
+            .await;
+        let outcome = match &appended {
+            Ok(_) => "ok",
+            Err(Error::Conflict { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::APPENDS, "outcome" => outcome).increment(1);
+        metrics::histogram!(telemetry::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        appended
+    }
+
+    /// Appends an application event: one raised outside any aggregate (an import
+    /// finished, a timer fired), so that projections and the outbox's handlers see it like
+    /// any other. It goes to a stream of its own, `app-{event id}` (no two raises wait on
+    /// each other), created by the append; raising the same event again is an idempotent
+    /// replay.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn raise(&self, event: NewEvent) -> Result<AppendResult> {
+        let stream = format!("app-{}", event.id);
+        self.append(stream, ExpectedVersion::NoStream, vec![event])
+            .await
+    }
+
+    async fn append_inner(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mut events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        for event in &mut events {
+            telemetry::stamp(&mut event.metadata);
+        }
+        let stream = StreamId::new(stream)?;
+        validate(&stream, &events, &self.inner.limits)?;
+        if let ExpectedVersion::Exact(version) = expected
+            && version > MAX_VERSION
+        {
+            // No stream gets there; the databases' integers would overflow on the way.
+            let actual = self
+                .stream_info(stream.as_str())
+                .await?
+                .map(|info| info.version);
+            return Err(Error::Conflict {
+                stream: stream.to_string(),
+                expected,
+                actual,
+            });
+        }
+        let key = self.write_key(&stream).await?;
+        let dictionary = self.write_dictionary().await?;
+        let encoded = events
+            .iter()
+            .map(|event| self.encode(&stream, event, key.as_deref(), dictionary.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
+        let backend = &self.inner.backend;
+        let outcome = if self.inner.inline.is_empty() {
+            let append = || self.append_direct(&stream, expected.guard(), &encoded);
+            self.inner.retry.run("append", append).await?
+        } else {
+            let append = || self.append_inline(&stream, expected, &events, &encoded);
+            self.inner.retry.run("append", append).await?
+        };
+        let rejection = match outcome {
+            AppendOutcome::Written(written) => {
+                metrics::counter!(telemetry::APPENDED_EVENTS).increment(events.len() as u64);
+                let bytes: usize = encoded.iter().map(|event| event.payload.len()).sum();
+                metrics::counter!(telemetry::APPENDED_BYTES).increment(bytes as u64);
+                self.inner
+                    .appended
+                    .send_modify(|count| *count = count.wrapping_add(1));
+                if let Some(announcer) = &self.inner.announcer {
+                    announcer.notify_one();
+                }
+                return Ok(AppendResult::new(&stream, &events, &written));
+            }
+            AppendOutcome::Deleted { hard } => {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_string(),
+                    hard,
+                });
+            }
+            AppendOutcome::Conflict { actual } => Error::Conflict {
+                stream: stream.to_string(),
+                expected,
+                actual,
+            },
+            AppendOutcome::DuplicateEventId => Error::Internal(format!(
+                "append to `{stream}`: an event id vanished while checking for a replay"
+            )),
+            AppendOutcome::NotMatched => {
+                return Err(Error::Internal(format!(
+                    "append to `{stream}`: an unsettled write reached the store"
+                )));
+            }
+        };
+        // Rejected: unless every event is already stored (a replay), the rejection stands.
+        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+        let stored = self
+            .inner
+            .retry
+            .run("append", || backend.events_by_id(&ids))
+            .await?;
+        let keys = self.keys_of(&stored).await?;
+        let stored = self
+            .recorded_page(
+                stored,
+                EventParts::ALL,
+                &keys,
+                |event, failed| match failed {
+                    None => Some(Ok(event)),
+                    Some(error) => Some(Err(error)),
+                },
+            )?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        match resolve_replay(&stream, expected, &events, stored)? {
+            Some(result) => {
+                tracing::debug!(%stream, "append was already stored; nothing written");
+                Ok(result)
+            }
+            None => Err(rejection),
+        }
+    }
+
+    /// An append outside a transaction; a write that matched no row is settled in one.
+    async fn append_direct(
+        &self,
+        stream: &StreamId,
+        guard: AppendGuard,
+        encoded: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let backend = &*self.inner.backend;
+        let outcome = backend.append(stream, guard, encoded).await?;
+        if outcome != AppendOutcome::NotMatched {
+            return Ok(outcome);
+        }
+        let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
+        let outcome = settle(backend, &mut *tx, stream, guard, encoded).await?;
+        if let AppendOutcome::Written(_) = outcome {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// An append in a transaction that also runs the inline projections on the events
+    /// written, and commits only when they succeed.
+    async fn append_inline(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        encoded: &[EncodedEvent<'_>],
+    ) -> Result<AppendOutcome> {
+        let backend = &*self.inner.backend;
+        let guard = expected.guard();
+        let mut tx = backend.begin_batch(batch::Flush::Wait).await?;
+        let mut outcome = backend.append_in(&mut *tx, stream, guard, encoded).await?;
+        if outcome == AppendOutcome::NotMatched {
+            outcome = settle(backend, &mut *tx, stream, guard, encoded).await?;
+        }
+        if let AppendOutcome::Written(written) = &outcome {
+            let recorded: Vec<RecordedEvent> = events
+                .iter()
+                .zip(written)
+                .map(|(event, written)| RecordedEvent::written(stream, event, written))
+                .collect();
+            self.inner.inline.apply(&recorded, &mut *tx, self).await?;
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    fn encode<'a>(
+        &self,
+        stream: &StreamId,
+        event: &'a NewEvent,
+        key: Option<&DataKey>,
+        dictionary: Option<&Dictionary>,
+    ) -> Result<EncodedEvent<'a>> {
+        let payload = self
+            .inner
+            .codec
+            .encode_with(
+                &event.payload,
+                || event_context(event.id, stream.as_str()),
+                key,
+                dictionary,
+            )
+            .map_err(|source| Error::Codec {
+                stream: stream.to_string(),
+                event_id: event.id,
+                source,
+            })?;
+        Ok(EncodedEvent {
+            source: event,
+            payload,
+            extra_metadata: event.metadata.extra_json(),
+        })
+    }
 }
