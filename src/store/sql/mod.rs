@@ -1,7 +1,8 @@
 //! The SQL that SQLite and PostgreSQL share. `dialect` says what differs between them,
 //! `rows` decodes their rows (and names a corrupt one), `reads` holds the reads written
 //! once over a dialect, `tx` the transaction (`SqlTx`, the seam's `Tx`: checkpoints and
-//! skips) and `outbox` its outbox statements, written once the same way; here are the rows of the shapes both backends return, the filters
+//! skips) and `outbox` its outbox statements, written once the same way; `sqlite_reader`
+//! reads SQLite's log windows on threads of its own, through SQLite's C API; here are the rows of the shapes both backends return, the filters
 //! both push onto statements with sqlx's `QueryBuilder` (which picks each database's
 //! placeholders), and small conversions.
 
@@ -10,6 +11,8 @@ mod outbox;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod reads;
 pub(crate) mod rows;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite_reader;
 pub(crate) mod tx;
 
 use std::ops::RangeInclusive;
