@@ -727,3 +727,29 @@ fn path_c_string(path: &Path) -> Result<CString, sqlx::Error> {
         .to_vec();
     CString::new(bytes).map_err(|error| sqlx::Error::Configuration(Box::new(error)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+
+    /// An error of the reader's own connections is classified as sqlx's SQLite errors
+    /// are: busy or locked past the busy timeout is a connection error worth a retry,
+    /// anything else a database error that is not.
+    #[test]
+    fn reader_errors_are_classified_as_sqlx_sqlite_errors() {
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_BUSY_SNAPSHOT,
+            ffi::SQLITE_LOCKED,
+        ] {
+            let error = Error::from_sqlx("read_all", code_error(code, None));
+            assert_eq!(error.kind(), ErrorKind::Connection, "{code}: {error}");
+            assert!(error.is_retryable(), "{code}: {error}");
+        }
+        let error = Error::from_sqlx("read_all", code_error(ffi::SQLITE_CORRUPT, None));
+        assert_eq!(error.kind(), ErrorKind::Internal, "{error}");
+        assert!(!error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("malformed"), "{error}");
+    }
+}
