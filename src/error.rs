@@ -1093,6 +1093,10 @@ pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
         {
             db.code()?.parse::<i64>().ok().map(|code| code & 0xff)
         }
+        // The log reader's own connections (`store/sql/sqlite_reader.rs`).
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<crate::store::sql::sqlite_reader::SqliteCodeError>()
+            .map(|error| error.code() & 0xff),
         _ => None,
     }
 }

@@ -37,6 +37,7 @@ use super::retention_sql;
 use super::sql::dialect::Dialect;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
+use super::sql::sqlite_reader::{LogReader, ReaderConfig, window_sql};
 use super::sql::tx::SqlTx;
 use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
@@ -71,6 +72,9 @@ pub(crate) struct SqliteConfig {
 pub(crate) struct SqliteBackend {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The log windows' own readers (`sql/sqlite_reader.rs`); `None` for a database in
+    /// memory, which only the pool's connection reaches.
+    log: Option<LogReader>,
 }
 
 /// The most events one append can carry on SQLite: each row binds 12 parameters and a
@@ -135,7 +139,18 @@ impl SqliteBackend {
         } else {
             connect_retrying_busy(|| connect(config.pool_size.max(1)), &target).await?
         };
-        Ok(SqliteBackend { writer, reader })
+        let log = file.map(|file| {
+            LogReader::new(ReaderConfig {
+                file,
+                busy_timeout: config.busy_timeout,
+                threads: config.pool_size.max(1) as usize,
+            })
+        });
+        Ok(SqliteBackend {
+            writer,
+            reader,
+            log,
+        })
     }
 
     /// Applies the pending migrations and returns their names, without opening a store:
@@ -513,14 +528,22 @@ impl Backend for SqliteBackend {
         parts: EventParts,
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
-        let columns = Sqlite::statements().event_columns(parts);
+        // One JSON array of the types, so the statement stays fixed.
+        let types = (!types.is_empty())
+            .then(|| serde_json::to_string(types))
+            .transpose()
+            .map_err(|error| Error::Internal(format!("read_all: event types: {error}")))?;
+        if let Some(log) = &self.log {
+            return log
+                .window(after.position(), limit, types, parts)
+                .await
+                .map_err(fail);
+        }
+        // A database in memory: the same statements through the pool (see `window_sql`).
         // Rows are read one by one (`fetch`), so a byte budget stops the statement at the
         // event that reaches it.
-        if types.is_empty() {
-            let sql = format!(
-                "SELECT {columns} FROM events WHERE position > ?1 \
-                 ORDER BY position LIMIT ?2"
-            );
+        let sql = window_sql(Sqlite::statements().event_columns(parts), types.is_some());
+        let Some(types) = types else {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(to_i64(after.position()))
                 .bind(to_i64(limit.events as u64))
@@ -530,26 +553,7 @@ impl Backend for SqliteBackend {
                 .await
                 .map_err(fail)?;
             return Ok(LogPage::all(events, limit));
-        }
-        // The window's end and size from its positions alone, then its events of the types
-        // (one JSON array, so the statement stays fixed) and its last event, by a scan of
-        // the window in position order (`+` keeps the planner off the type index and so
-        // off a sort): rows come one by one and only the returned ones are read whole, so
-        // a byte budget stops the statement without having copied the rest of the window.
-        let sql = format!(
-            "WITH w AS MATERIALIZED ( \
-                 SELECT position AS p FROM events WHERE position > ?1 \
-                 ORDER BY position LIMIT ?2), \
-             last AS MATERIALIZED (SELECT max(p) AS lp, count(*) AS scanned FROM w) \
-             SELECT {columns}, event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
-                 (SELECT scanned FROM last) AS scanned \
-             FROM events WHERE position > ?1 AND position <= (SELECT lp FROM last) \
-                 AND (+event_type IN (SELECT value FROM json_each(?3)) \
-                     OR +position = (SELECT lp FROM last)) \
-             ORDER BY position"
-        );
-        let types = serde_json::to_string(types)
-            .map_err(|error| Error::Internal(format!("read_all: event types: {error}")))?;
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to_i64(after.position()))
             .bind(to_i64(limit.events as u64))
@@ -565,6 +569,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn close(&self) {
+        if let Some(log) = &self.log {
+            log.close().await;
+        }
         self.writer.close().await;
         self.reader.close().await;
     }

@@ -1,6 +1,7 @@
 //! SQLite-only behaviour: files, WAL, durability settings and several openers of one file.
 
 use chronicle::{ExpectedVersion, NewEvent, SqliteDurability, Store};
+use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::Connection;
 
@@ -133,6 +134,62 @@ async fn in_memory_sqlite_works() {
         .await
         .expect("append");
     assert!(store.stream_exists("m-1").await.expect("exists"));
+    // Its log is read through the pool: no other connection reaches it.
+    let all: Vec<_> = store
+        .read_all(chronicle::LogPosition::START)
+        .try_collect()
+        .await
+        .expect("read_all");
+    assert_eq!(all.len(), 1);
+}
+
+/// A file's log windows are read on connections of their own (`sqlite_reader`): each
+/// window sees every commit before it, none keeps a read transaction open after it (a
+/// window cut by the byte budget, its statement's other rows unread, included), and after
+/// `close` a read fails as any read of a closed store does.
+#[tokio::test]
+async fn log_windows_see_each_commit_and_end_with_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("log.db").display());
+    let store = Store::builder(url.clone())
+        .page_size(3)
+        .read_budget_bytes(1)
+        .open()
+        .await
+        .expect("open");
+    async fn read(store: &Store) -> chronicle::Result<Vec<String>> {
+        store
+            .read_all(chronicle::LogPosition::START)
+            .map_ok(|event| event.event_type)
+            .try_collect()
+            .await
+    }
+    assert!(read(&store).await.expect("empty log").is_empty());
+    for n in 0..5 {
+        store
+            .append(
+                "w-1",
+                ExpectedVersion::Any,
+                vec![NewEvent::new(format!("e{n}"), json!({ "n": n }))],
+            )
+            .await
+            .expect("append");
+        let seen = read(&store).await.expect("read_all");
+        let expected: Vec<String> = (0..=n).map(|n| format!("e{n}")).collect();
+        assert_eq!(seen, expected, "every commit is seen by the next read");
+    }
+    // No window left a read transaction open: a checkpoint can take the whole WAL back.
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut conn)
+        .await
+        .expect("checkpoint");
+    assert_eq!(busy, 0, "a reader still holds a snapshot");
+    store.close().await;
+    let error = read(&store).await.expect_err("closed");
+    assert_eq!(error.kind(), chronicle::ErrorKind::Connection, "{error}");
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! `rows` decodes their rows (and names a corrupt one), `reads` holds the reads written
 //! once over a dialect, `tx` the transaction (`SqlTx`, the seam's `Tx`: checkpoints and
 //! skips) with `outbox` its outbox statements and `streams` its stream-row primitives,
-//! written once the same way; here are the rows of the shapes both backends return, the filters
+//! written once the same way; `sqlite_reader` reads SQLite's log windows on threads of
+//! its own, through SQLite's C API; here are the rows of the shapes both backends return, the filters
 //! both push onto statements with sqlx's `QueryBuilder` (which picks each database's
 //! placeholders), and small conversions.
 
@@ -11,6 +12,8 @@ mod outbox;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod reads;
 pub(crate) mod rows;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite_reader;
 mod streams;
 pub(crate) mod tx;
 

@@ -237,6 +237,104 @@ impl<'a> RowRef<'a> {
     }
 }
 
+/// The values of a SQLite row as chronicle reads them, whatever holds the row: sqlx's
+/// [`SqliteRow`], or the statement of the log reader (`sqlite_reader`), which reads the
+/// columns in place. Each follows sqlx's rules for the type (which stored types it takes,
+/// what `NULL` reads as), and fails with the same `ColumnDecode` error, so a row of
+/// `events` decodes, or is named corrupt, the same way on both paths.
+#[cfg(feature = "sqlite")]
+pub(crate) trait SqliteColumns {
+    /// An integer (`INTEGER`; `NULL` reads as 0).
+    fn int(&self, index: usize) -> Result<i64, sqlx::Error>;
+    /// Text (`TEXT`; `NULL` reads as empty).
+    fn text(&self, index: usize) -> Result<String, sqlx::Error>;
+    /// Text or `NULL`.
+    fn text_or_null(&self, index: usize) -> Result<Option<String>, sqlx::Error>;
+    /// Bytes (`BLOB` or `TEXT`; `NULL` reads as empty).
+    fn bytes(&self, index: usize) -> Result<Vec<u8>, sqlx::Error>;
+    /// A UUID stored as 16 bytes (`BLOB` or `TEXT`, sqlx's rule; anything else fails).
+    fn uuid(&self, index: usize) -> Result<Uuid, sqlx::Error>;
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteColumns for SqliteRow {
+    fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn text_or_null(&self, index: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn bytes(&self, index: usize) -> Result<Vec<u8>, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, sqlx::Error> {
+        self.try_get(index)
+    }
+}
+
+/// A SQLite row of `events` read for `parts`, its columns as `Statements::event_columns`
+/// lists them: `DecodeRows::event_row` for sqlx's rows and the log reader's alike.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_event_row(
+    row: &impl SqliteColumns,
+    parts: EventParts,
+) -> Result<StoredEvent, sqlx::Error> {
+    let layout = EventLayout::of::<sqlx::Sqlite>(parts);
+    let stream_id = row.text(2)?;
+    let id = row.uuid(1)?;
+    let at = RowRef::event(&stream_id, id);
+    let version = at.version(row.int(3).map_err(at.unreadable("version"))?)?;
+    let at = at.at_version(version);
+    let position = row.int(0).map_err(at.unreadable("position"))?;
+    let schema_version = row.int(5).map_err(at.unreadable("schema_version"))?;
+    let recorded_at = row
+        .int(layout.recorded_at)
+        .map_err(at.unreadable("recorded_at"))?;
+    let (correlation_id, causation_id, tenant_id, user_id, extra_metadata) = match layout.metadata {
+        Some(first) => (
+            row.text_or_null(first)?,
+            row.text_or_null(first + 1)?,
+            row.text_or_null(first + 2)?,
+            row.text_or_null(first + 3)?,
+            row.text_or_null(first + 4)
+                .map_err(at.unreadable("metadata"))?,
+        ),
+        None => (None, None, None, None, None),
+    };
+    Ok(StoredEvent {
+        id,
+        version,
+        position: at.unsigned("position", "position", position)?,
+        commit: 0,
+        event_type: row.text(4)?,
+        schema_version: at.schema_version(schema_version)?,
+        payload: match layout.payload {
+            Some(column) => row.bytes(column)?,
+            None => Vec::new(),
+        },
+        correlation_id,
+        causation_id,
+        tenant_id,
+        user_id,
+        extra_metadata,
+        recorded_at: at.micros("recorded_at", recorded_at)?,
+        stream_id: StreamId::trusted(stream_id),
+    })
+}
+
+/// The number of columns a row of `events` read for `parts` has on SQLite.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_event_columns(parts: EventParts) -> usize {
+    EventLayout::of::<sqlx::Sqlite>(parts).recorded_at + 1
+}
+
 #[cfg(feature = "sqlite")]
 impl DecodeRows for sqlx::Sqlite {
     /// SQLite keeps any value in any column, so a value of another type is named as
@@ -244,47 +342,7 @@ impl DecodeRows for sqlx::Sqlite {
     const EVENT_HEAD_COLUMNS: usize = 6;
 
     fn event_row(row: &SqliteRow, parts: EventParts) -> Result<StoredEvent, sqlx::Error> {
-        let layout = EventLayout::of::<Self>(parts);
-        let stream_id: String = row.try_get(2)?;
-        let id = row.try_get(1)?;
-        let at = RowRef::event(&stream_id, id);
-        let version = at.version(row.try_get(3).map_err(at.unreadable("version"))?)?;
-        let at = at.at_version(version);
-        let position = row.try_get(0).map_err(at.unreadable("position"))?;
-        let schema_version = row.try_get(5).map_err(at.unreadable("schema_version"))?;
-        let recorded_at = row
-            .try_get(layout.recorded_at)
-            .map_err(at.unreadable("recorded_at"))?;
-        let (correlation_id, causation_id, tenant_id, user_id, extra_metadata) =
-            match layout.metadata {
-                Some(first) => (
-                    row.try_get(first)?,
-                    row.try_get(first + 1)?,
-                    row.try_get(first + 2)?,
-                    row.try_get(first + 3)?,
-                    row.try_get(first + 4).map_err(at.unreadable("metadata"))?,
-                ),
-                None => (None, None, None, None, None),
-            };
-        Ok(StoredEvent {
-            id,
-            version,
-            position: at.unsigned("position", "position", position)?,
-            commit: 0,
-            event_type: row.try_get(4)?,
-            schema_version: at.schema_version(schema_version)?,
-            payload: match layout.payload {
-                Some(column) => row.try_get(column)?,
-                None => Vec::new(),
-            },
-            correlation_id,
-            causation_id,
-            tenant_id,
-            user_id,
-            extra_metadata,
-            recorded_at: at.micros("recorded_at", recorded_at)?,
-            stream_id: StreamId::trusted(stream_id),
-        })
+        sqlite_event_row(row, parts)
     }
 
     fn stream_row(row: &SqliteRow) -> Result<StoredStream, sqlx::Error> {
