@@ -18,13 +18,14 @@
 //! figures say what the client side costs (chronicle's relay against the bare producer),
 //! not what a real cluster would take.
 //!
-//! Two more rows explain the ratio: the relay with batches of 5,000, and the relay into a
+//! Two more rows explain the ratio: the relay with batches of 1,000 (every other sink's
+//! default; `KafkaSink` asks for 5,000), and the relay into a
 //! sink that does nothing (`NoopBus`), its own ceiling on this machine (reading the log,
 //! a checkpoint committed to disk per batch).
 //!
 //! Each run creates its client and sends one message and waits for it (connected, the
 //! topic's metadata known, the idempotent producer's id assigned), then is timed: the relay (a new name, from the beginning,
-//! batches of 1,000, polling every 10 ms) from `spawn` until `wait_for_idle`; the raw
+//! the sink's batches, polling every 10 ms) from `spawn` until `wait_for_idle`; the raw
 //! producer from the first enqueue (all messages, waiting when librdkafka's queue is
 //! full) until the last delivery report.
 
@@ -93,8 +94,8 @@ async fn prepare(store: &Store) -> Res<Vec<Prepared>> {
 }
 
 /// A relay of a new name from the start of the log into a new `KafkaSink`, in batches of
-/// `batch` events.
-async fn relay(store: Store, total: u64, batch: usize) -> Res<Throughput> {
+/// `batch` events (`None`: the sink's preferred batch, the default).
+async fn relay(store: Store, total: u64, batch: Option<usize>) -> Res<Throughput> {
     let mut builder = KafkaSink::builder("localhost:9092");
     for (key, value) in &CLIENT[1..] {
         builder = builder.config(*key, *value);
@@ -181,13 +182,13 @@ async fn relay_sqlite_to_kafka(cfg: &Config) -> Res<Vec<Row>> {
             let messages = Arc::clone(&messages);
             unit_op(move || raw(Arc::clone(&messages)))
         }),
-        ("relay → KafkaSink", {
+        ("relay → KafkaSink (its preferred batches, 5,000)", {
             let store = store.clone();
-            unit_op(move || relay(store.clone(), total, 1_000))
+            unit_op(move || relay(store.clone(), total, None))
         }),
-        ("relay → KafkaSink, batches of 5,000", {
+        ("relay → KafkaSink, batches of 1,000", {
             let store = store.clone();
-            unit_op(move || relay(store.clone(), total, 5_000))
+            unit_op(move || relay(store.clone(), total, Some(1_000)))
         }),
         ("relay → NoopBus", {
             let store = store.clone();
@@ -201,8 +202,8 @@ async fn relay_sqlite_to_kafka(cfg: &Config) -> Res<Vec<Row>> {
     let raw = rates.next().unwrap_or_default();
     let mut rows = Vec::new();
     let names = [
-        "relay_sqlite_to_kafka",
-        "relay_sqlite_to_kafka, batch_size(5000)",
+        "relay_sqlite_to_kafka (default: the sink's batches of 5,000)",
+        "relay_sqlite_to_kafka, batch_size(1000)",
         "relay_sqlite_to_noop (the relay's ceiling)",
     ];
     for (index, (name, chronicle)) in names.into_iter().zip(rates).enumerate() {

@@ -937,20 +937,24 @@ pub async fn read_log(store: Store, total: u64) -> Res<Throughput> {
 }
 
 /// A relay of a new name from the start of the log into `sink`, in batches of `batch`
-/// (polling every 10 ms), timed until it is idle. Fails unless it sent `total` events.
+/// (`None`: the relay's default for the sink), polling every 10 ms, timed until it is
+/// idle. Fails unless it sent `total` events.
 pub async fn relay_to_idle<S: chronicle::bus::EventSink>(
     store: &Store,
     total: u64,
-    batch: usize,
+    batch: impl Into<Option<usize>>,
     sink: S,
 ) -> Res<Throughput> {
     let started = Instant::now();
     let relay = store
         .relay(format!("bench-{}", next_id()))
         .start_from(chronicle::bus::StartFrom::Beginning)
-        .batch_size(batch)
-        .poll_interval(Duration::from_millis(10))
-        .spawn(sink);
+        .poll_interval(Duration::from_millis(10));
+    let relay = match batch.into() {
+        Some(batch) => relay.batch_size(batch),
+        None => relay,
+    };
+    let relay = relay.spawn(sink);
     relay.wait_for_idle().await?;
     let elapsed = started.elapsed();
     let sent = relay.stats().published;

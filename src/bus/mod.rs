@@ -483,6 +483,14 @@ pub trait EventSink: Send + Sync + 'static {
 
     /// What it sent so far.
     fn stats(&self) -> BusStats;
+
+    /// The relay batch this sink works best with, for a relay that was not given a
+    /// [`batch_size`](crate::bus::Relay::batch_size) (`None`, the default: the relay's
+    /// 1,000). A sink whose every batch waits a fixed time for its acknowledgements
+    /// (Kafka's `linger.ms`) asks for larger ones.
+    fn preferred_batch(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One message for an [`EventSink`]: the event and the topic (NATS subject, Redis stream

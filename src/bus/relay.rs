@@ -38,6 +38,9 @@ pub use crate::projection::StartFrom;
 /// place as the projection `relay:orders`.
 const CHECKPOINT_PREFIX: &str = "relay:";
 
+/// Most events per batch when neither the user nor the sink says otherwise.
+const DEFAULT_BATCH: usize = 1_000;
+
 type MapFn = Arc<dyn Fn(&RecordedEvent) -> Option<BusEvent> + Send + Sync>;
 type TopicFn = Arc<dyn Fn(&BusEvent) -> String + Send + Sync>;
 
@@ -139,6 +142,8 @@ pub struct Relay {
     map: Option<MapFn>,
     topic: Topic,
     source: Option<String>,
+    /// The batch size the user chose; else the sink's preferred one, else 1,000.
+    batch_size: Option<usize>,
     projections: Projections,
 }
 
@@ -146,11 +151,11 @@ impl Store {
     /// A relay named `name` (its checkpoint is kept under `relay:{name}`) that publishes
     /// this store's events to a sink: every event, to its stream category's topic, from
     /// the end of the log when it first starts ([`StartFrom::End`]), in batches of up to
-    /// 1,000, retrying a failing sink forever with a backoff from 100 ms to 10 s.
+    /// 1,000 (or the sink's [preferred batch](EventSink::preferred_batch)), retrying a
+    /// failing sink forever with a backoff from 100 ms to 10 s.
     pub fn relay(&self, name: impl Into<String>) -> Relay {
         let projections = self
             .projections()
-            .batch_size(1_000)
             .start_from(StartFrom::End)
             .retries(u32::MAX, Duration::from_millis(100))
             .max_backoff(Duration::from_secs(10))
@@ -163,6 +168,7 @@ impl Store {
             map: None,
             topic: Topic::default(),
             source: None,
+            batch_size: None,
             projections,
         }
     }
@@ -209,10 +215,11 @@ impl Relay {
         self
     }
 
-    /// Most events per batch (at least 1; default 1,000): what the sink gets at once, and
-    /// what a crash may send twice.
+    /// Most events per batch (at least 1; default 1,000, or the sink's
+    /// [preferred batch](EventSink::preferred_batch)): what the sink gets at once, and what
+    /// a crash may send twice.
     pub fn batch_size(mut self, events: usize) -> Self {
-        self.projections = self.projections.batch_size(events);
+        self.batch_size = Some(events);
         self
     }
 
@@ -275,7 +282,14 @@ impl Relay {
             sink: Arc::clone(&sink),
             counters: Arc::clone(&counters),
         };
-        let projection = self.projections.spawn_with_types(projection, types);
+        let batch = self
+            .batch_size
+            .or_else(|| sink.preferred_batch())
+            .unwrap_or(DEFAULT_BATCH);
+        let projection = self
+            .projections
+            .batch_size(batch)
+            .spawn_with_types(projection, types);
         RelayHandle {
             name: self.name,
             projection,

@@ -1171,3 +1171,61 @@ async fn postgres_relay_from_the_end_with_a_transaction_open() {
     assert_eq!(sent, [behind, after].concat(), "no history, nothing missed");
     relay.stop().await.unwrap();
 }
+
+/// A sink that asks for batches of `preferred` and records each batch's size.
+#[derive(Clone, Default)]
+struct Batches {
+    preferred: Option<usize>,
+    sizes: Arc<Mutex<Vec<usize>>>,
+    inner: RecordingBus,
+}
+
+impl EventSink for Batches {
+    async fn send(&self, batch: Vec<Outgoing>) -> chronicle::Result<()> {
+        self.sizes.lock().unwrap().push(batch.len());
+        EventSink::send(&self.inner, batch).await
+    }
+
+    fn health(&self) -> chronicle::bus::BusHealth {
+        EventSink::health(&self.inner)
+    }
+
+    fn stats(&self) -> BusStats {
+        EventSink::stats(&self.inner)
+    }
+
+    fn preferred_batch(&self) -> Option<usize> {
+        self.preferred
+    }
+}
+
+#[tokio::test]
+async fn a_relay_takes_the_sinks_preferred_batch_unless_told_otherwise() {
+    let store = Store::open("memory:").await.unwrap();
+    append(&store, "order-1", 0..25).await;
+    for (preferred, chosen, expected) in [
+        (Some(10), None, vec![10, 10, 5]),
+        (Some(10), Some(4), vec![4, 4, 4, 4, 4, 4, 1]),
+        (None, None, vec![25]),
+    ] {
+        let sink = Batches {
+            preferred,
+            ..Batches::default()
+        };
+        let relay = store
+            .relay(format!("batches-{preferred:?}-{chosen:?}"))
+            .start_from(StartFrom::Beginning);
+        let relay = match chosen {
+            Some(size) => relay.batch_size(size),
+            None => relay,
+        };
+        let relay = relay.spawn(sink.clone());
+        idle(&relay, &store).await;
+        relay.stop().await.unwrap();
+        assert_eq!(
+            *sink.sizes.lock().unwrap(),
+            expected,
+            "{preferred:?} {chosen:?}"
+        );
+    }
+}

@@ -303,7 +303,18 @@ impl EventSink for KafkaSink {
     fn stats(&self) -> BusStats {
         self.inner.shared.stats()
     }
+
+    /// 5,000: a batch counts as sent once every delivery report is in, and librdkafka
+    /// holds each message up to `linger.ms` before it sends, so every batch waits about
+    /// that long whatever its size; batches of 1,000 spent more time waiting than
+    /// sending (BENCHMARKS.md, "Kafka relay").
+    fn preferred_batch(&self) -> Option<usize> {
+        Some(KAFKA_RELAY_BATCH)
+    }
 }
+
+/// The relay batch [`KafkaSink`] asks for ([`EventSink::preferred_batch`]).
+const KAFKA_RELAY_BATCH: usize = 5_000;
 
 impl fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
