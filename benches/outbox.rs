@@ -1,7 +1,7 @@
 //! chronicle's outbox benchmarks: requests created per second by the processor (beside
 //! `read_all` of the same log), no-op executions per second with one executor and with
-//! four, and the time of one claim with a backlog of open ordered requests, on SQLite and
-//! PostgreSQL.
+//! four, and the time of one claim with a backlog of open ordered requests, on SQLite,
+//! PostgreSQL and memory.
 //!
 //! ```text
 //! cargo bench --bench outbox                    # everything
@@ -228,6 +228,11 @@ async fn outbox_process_sqlite(cfg: &Config) -> Res<Vec<Row>> {
     process_rows(cfg, "outbox_process_sqlite", "SQLite", store).await
 }
 
+async fn outbox_process_memory(cfg: &Config) -> Res<Vec<Row>> {
+    let store = Store::open("memory:").await?;
+    process_rows(cfg, "outbox_process_memory", "memory", store).await
+}
+
 async fn outbox_process_pg(cfg: &Config) -> Res<Vec<Row>> {
     with_schemas(cfg, async |schemas: &mut Schemas| {
         let store = schemas.store("outbox_process", 4, |b| b).await?;
@@ -242,6 +247,13 @@ async fn outbox_execute_sqlite(cfg: &Config) -> Res<Vec<Row>> {
     // One file: the executors share its single writer whatever their stores.
     let four = vec![store.clone(); 4];
     execute_rows(cfg, "outbox_execute_sqlite", "SQLite", store, four, None).await
+}
+
+async fn outbox_execute_memory(cfg: &Config) -> Res<Vec<Row>> {
+    let store = Store::open("memory:").await?;
+    // One store: the executors share its writer lock.
+    let four = vec![store.clone(); 4];
+    execute_rows(cfg, "outbox_execute_memory", "memory", store, four, None).await
 }
 
 async fn outbox_execute_pg(cfg: &Config) -> Res<Vec<Row>> {
@@ -471,6 +483,13 @@ async fn outbox_claim_sqlite(cfg: &Config) -> Res<Vec<Row>> {
     .await
 }
 
+async fn outbox_claim_memory(cfg: &Config) -> Res<Vec<Row>> {
+    claim_rows(cfg, "outbox_claim_memory", "memory", async |_| {
+        Ok(Store::open("memory:").await?)
+    })
+    .await
+}
+
 async fn outbox_claim_pg(cfg: &Config) -> Res<Vec<Row>> {
     with_schemas(cfg, async |schemas: &mut Schemas| {
         claim_rows(cfg, "outbox_claim_pg", "PostgreSQL", async |backlog| {
@@ -490,6 +509,9 @@ const WORKLOADS: &[&str] = &[
     "outbox_execute_pg",
     "outbox_claim_sqlite",
     "outbox_claim_pg",
+    "outbox_process_memory",
+    "outbox_execute_memory",
+    "outbox_claim_memory",
 ];
 
 async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
@@ -500,6 +522,9 @@ async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
         "outbox_execute_pg" => outbox_execute_pg(cfg).await,
         "outbox_claim_sqlite" => outbox_claim_sqlite(cfg).await,
         "outbox_claim_pg" => outbox_claim_pg(cfg).await,
+        "outbox_process_memory" => outbox_process_memory(cfg).await,
+        "outbox_execute_memory" => outbox_execute_memory(cfg).await,
+        "outbox_claim_memory" => outbox_claim_memory(cfg).await,
         other => Err(format!("unknown workload {other}").into()),
     }
 }

@@ -490,7 +490,7 @@ impl Manager {
         let outbox = self.attached_outbox(name);
         let outbox_stats = match &outbox {
             Some(outbox) => Some(outbox.stats().await),
-            None if store.is_sql() => Some(store.outbox_admin().stats().await),
+            None if store.keeps_outbox() => Some(store.outbox_admin().stats().await),
             None => None,
         };
         match storage {
@@ -606,9 +606,10 @@ impl Manager {
         components
     }
 
-    /// The outbox's health on a SQL store (the memory store has no outbox).
+    /// The outbox's health, on a store whose backend keeps one (every backend of
+    /// chronicle's does).
     async fn outbox_health(&self, name: &str, store: &Store) -> Option<ComponentHealth> {
-        if !store.is_sql() {
+        if !store.keeps_outbox() {
             return None;
         }
         let stats = match self.attached_outbox(name) {

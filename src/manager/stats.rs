@@ -37,8 +37,9 @@ pub struct ProviderStats {
     pub checkpoints: Vec<ProjectionCheckpoint>,
     /// The projections this manager runs, by name: state, checkpoint, lag, rate.
     pub projections: BTreeMap<String, ProjectionStatus>,
-    /// The outbox's requests by handler and state (SQL stores; every outbox of the store
-    /// shares one table).
+    /// The outbox's requests by handler and state (every outbox of the store shares them;
+    /// `None` when the backend keeps no outbox, or when they could not be read, the error
+    /// in `errors`).
     pub outbox: Option<OutboxStats>,
     /// The relays this manager runs, by name.
     pub relays: BTreeMap<String, RelayReport>,

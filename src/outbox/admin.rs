@@ -97,15 +97,14 @@ impl OutboxAdmin {
     /// Unprocessed events, and the requests by state of every handler that has any.
     ///
     /// # Errors
-    /// Connection errors; [`ValidationError::Config`](crate::ValidationError::Config) on
-    /// the memory backend.
+    /// Connection errors.
     pub async fn stats(&self) -> Result<OutboxStats> {
         self.stats_of(std::iter::empty()).await
     }
 
     /// [`OutboxAdmin::stats`], with `handlers` listed even without requests.
     async fn stats_of(&self, handlers: impl Iterator<Item = String>) -> Result<OutboxStats> {
-        self.sql_only()?;
+        super::outbox_kept(&self.store)?;
         let checkpoint = self
             .store
             .checkpoint(&self.name)
@@ -151,7 +150,6 @@ impl OutboxAdmin {
         handler: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadRequest>> {
-        self.sql_only()?;
         let mut tx = self.store.begin_read().await?;
         let rows = tx.dead_requests(handler, limit).await?;
         tx.commit().await?;
@@ -187,7 +185,6 @@ impl OutboxAdmin {
     }
 
     async fn revive(&self, id: Option<i64>, handler: Option<&str>) -> Result<u64> {
-        self.sql_only()?;
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let revived = tx.retry_dead(id, handler, now_micros()).await?;
         tx.commit().await?;
@@ -199,18 +196,12 @@ impl OutboxAdmin {
     /// # Errors
     /// As [`OutboxAdmin::stats`].
     pub async fn purge_done(&self, older_than: Duration) -> Result<u64> {
-        self.sql_only()?;
         let mut tx = self.store.begin_batch(Flush::Wait).await?;
         let purged = tx
             .purge_done(now_micros().saturating_sub(micros(older_than)))
             .await?;
         tx.commit().await?;
         Ok(purged)
-    }
-
-    /// The requests live in a SQL database.
-    fn sql_only(&self) -> Result<()> {
-        super::requests_in_sql(&self.store)
     }
 }
 
@@ -223,8 +214,7 @@ impl Outbox {
     /// Unprocessed events, and every handler's requests by state.
     ///
     /// # Errors
-    /// Connection errors; [`ValidationError::Config`](crate::ValidationError::Config) on
-    /// the memory backend.
+    /// Connection errors.
     pub async fn stats(&self) -> Result<OutboxStats> {
         self.admin()
             .stats_of(self.handlers.names().into_iter())

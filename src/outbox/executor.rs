@@ -81,8 +81,7 @@ impl Outbox {
     /// outcomes. Returns what it did (nothing claimed: nothing was due).
     ///
     /// # Errors
-    /// Connection errors (outcomes not recorded are run again after the lease), and
-    /// [`ValidationError::Config`](crate::ValidationError::Config) on the memory backend.
+    /// Connection errors (outcomes not recorded are run again after the lease).
     pub async fn execute(&self) -> Result<ExecutionReport> {
         let claimed = self.claim(self.settings.workers).await?;
         if claimed.is_empty() {

@@ -22,7 +22,8 @@
 //!   return once the requests up to there are done or dead; [`SchedulerHandle`] has both
 //!   too, failing if its task ends first.
 //!
-//! SQLite and PostgreSQL only: the requests live in the store's database.
+//! Every backend keeps the requests with the events: SQLite and PostgreSQL in their
+//! database, the memory backend in its tables (for tests without a server).
 
 mod admin;
 mod executor;
@@ -115,10 +116,11 @@ impl Store {
     ///
     /// # Errors
     /// [`ValidationError::Config`](crate::ValidationError::Config) for an empty map, two
-    /// handlers with one name, or a memory store (the requests live in a SQL database).
+    /// handlers with one name, or a store whose backend keeps no outbox (every backend of
+    /// chronicle's keeps one).
     pub fn outbox(&self, handlers: HandlerMap) -> Result<Outbox> {
         handlers.check()?;
-        requests_in_sql(self)?;
+        outbox_kept(self)?;
         let handler_names = serde_json::to_string(&handlers.names())
             .map_err(|error| crate::Error::Internal(error.to_string()))?;
         Ok(Outbox {
@@ -236,15 +238,15 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-/// Refuses a store that cannot hold the outbox's requests: they live in a SQL database.
-fn requests_in_sql(store: &Store) -> Result<()> {
-    if store.is_sql() {
+/// Refuses a store whose backend keeps no outbox (its capabilities say so).
+fn outbox_kept(store: &Store) -> Result<()> {
+    if store.keeps_outbox() {
         Ok(())
     } else {
-        Err(crate::ValidationError::Config(
-            "the outbox keeps its requests in a SQL database: use SQLite or PostgreSQL".to_owned(),
+        Err(
+            crate::ValidationError::Config("this store's backend keeps no outbox".to_owned())
+                .into(),
         )
-        .into())
     }
 }
 

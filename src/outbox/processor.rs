@@ -24,8 +24,7 @@ impl Outbox {
     /// checkpoint, a window at a time. Returns how many requests it created.
     ///
     /// # Errors
-    /// Connection errors, [`ValidationError::Config`](crate::ValidationError::Config)
-    /// on the memory backend, and
+    /// Connection errors, and
     /// [`ValidationError::InvalidText`](crate::ValidationError::InvalidText) for an outbox
     /// name no checkpoint can have (see [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)).
     pub async fn process(&self) -> Result<u64> {

@@ -1,6 +1,6 @@
 //! The outbox fixture for users' tests: which handler requests an outbox creates for given
-//! events, found by the real processor on a SQLite store in memory (no server, and no
-//! handler runs).
+//! events, found by the real processor on a `memory:` store (no server, and no handler
+//! runs).
 
 use std::fmt;
 
@@ -34,7 +34,7 @@ impl PlannedRequest {
 
 /// Given events, the handler requests an outbox with `handlers` creates for them, in the
 /// order it creates them (log order; for one event, the order the handlers were routed).
-/// The events are appended to a SQLite store in memory and the outbox's processor runs
+/// The events are appended to a `memory:` store and the outbox's processor runs
 /// over them, so patterns, several handlers per event and start positions behave as in
 /// production; no handler is executed.
 ///
@@ -151,7 +151,7 @@ impl OutboxTest {
     /// A given event that does not serialize or is invalid (a bad stream id or type);
     /// the outbox's refusal of the handlers (none, or two with one name).
     pub async fn requests(self) -> Result<Vec<PlannedRequest>> {
-        let store = Store::open("sqlite::memory:").await?;
+        let store = Store::open("memory:").await?;
         let outbox = store.outbox(self.handlers)?;
         append(&store, self.history).await?;
         // The first run records where each handler starts.

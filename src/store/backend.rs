@@ -163,6 +163,10 @@ pub(crate) enum Answers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Support {
     Supported,
+    #[allow(
+        dead_code,
+        reason = "every backend of chronicle's supports every feature; one of the seam may not"
+    )]
     Unsupported,
 }
 

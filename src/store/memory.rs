@@ -4,12 +4,16 @@
 //! The tables are `Arc`'d maps (`Tables`) behind a briefly held mutex. A writer lock
 //! (a `tokio` mutex) plays SQLite's write lock: a write outside a transaction takes it
 //! for the write; a write transaction (`MemoryTx`) takes it at its first write and holds
-//! it until it commits or drops, working from then on on its own copy of the tables (7
+//! it until it commits or drops, working from then on on its own copy of the tables (their
 //! `Arc`s: a table is copied, through `Arc::make_mut`, only when the transaction first
 //! writes it), so it reads its own writes and nobody else's reads see them. Its appends are staged and
 //! moved into the log at commit (an inline append does not copy the log). Commit swaps
 //! the tables in and cannot fail; dropping the transaction rolls it back. Readers never
 //! take the writer lock.
+//!
+//! The outbox's tables and statements are in `memory/outbox.rs`.
+
+mod outbox;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
@@ -26,7 +30,6 @@ use super::backend::{
 };
 use super::batch::{DynTx, Flush, StoredCheckpoint, Tx};
 use super::key_cache::StoredKey;
-use super::requests::NoOutbox;
 use super::storage::StorageStats;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
@@ -66,6 +69,8 @@ struct Tables {
     dictionaries: Arc<BTreeMap<u32, StoredDictionary>>,
     /// Projection checkpoints by name.
     checkpoints: Arc<HashMap<String, LogPosition>>,
+    /// The outbox's requests and handlers' starts.
+    outbox: outbox::OutboxTables,
 }
 
 impl Tables {
@@ -415,7 +420,7 @@ impl Backend for MemoryBackend {
             kind: "memory",
             append_notices: AppendNotices::ThisProcess,
             answers: Answers::RowByRow,
-            outbox: Support::Unsupported,
+            outbox: Support::Supported,
         }
     }
 
@@ -763,7 +768,7 @@ impl Backend for MemoryBackend {
 /// until it ends, and a copy of the tables (the `Arc`s; a table is copied when first
 /// written) that it reads and writes, with the events it appended staged beside them;
 /// commit swaps both in. Dropped, it rolls back: the copy goes, and the writer lock with
-/// it. There is no outbox and no SQL.
+/// it. Its outbox statements are in `memory/outbox.rs`; there is no SQL.
 ///
 /// The lock is taken at the first write, not at `begin_batch`, so that a projection's
 /// handler (which runs before its batch moves the checkpoint) holds no lock: a handler
@@ -831,7 +836,7 @@ impl MemoryTx {
 }
 
 impl Tx for MemoryTx {
-    type Outbox = NoOutbox;
+    type Outbox = Self;
 
     async fn move_checkpoint(
         &mut self,
@@ -882,6 +887,10 @@ impl Tx for MemoryTx {
     /// Not recorded.
     async fn record_skip(&mut self, _: &str, _: Uuid, _: u64, _: &str) -> Result<()> {
         Ok(())
+    }
+
+    fn outbox(&mut self) -> Option<&mut Self> {
+        Some(self)
     }
 
     /// Swaps the transaction's tables in, with its appended events: it cannot fail.

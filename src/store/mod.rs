@@ -358,9 +358,9 @@ impl Store {
             .await
     }
 
-    /// Whether the store keeps the outbox's requests (SQLite and PostgreSQL; not memory
-    /// yet).
-    pub(crate) fn is_sql(&self) -> bool {
+    /// Whether the store keeps the outbox's requests: every backend of chronicle's does
+    /// (memory since slice 17); a backend written against the seam may not.
+    pub(crate) fn keeps_outbox(&self) -> bool {
         self.inner.capabilities.outbox == backend::Support::Supported
     }
 

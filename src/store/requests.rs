@@ -1,7 +1,7 @@
 //! The outbox's requests as the seam sees them: their rows, their states, and
 //! [`OutboxTx`], the statements a backend that keeps an outbox runs in a transaction (the
-//! SQL backends: `sql/outbox.rs`, over the `handler_requests` table). A backend without
-//! one names [`NoOutbox`].
+//! SQL backends: `sql/outbox.rs`, over the `handler_requests` table; memory:
+//! `memory/outbox.rs`, over its tables). A backend without one names [`NoOutbox`].
 //!
 //! **Turns.** For a handler ordered per stream, the one request of a (handler, stream)
 //! that may run is marked `ready`: the running one, else the open one earliest in the log
@@ -11,7 +11,8 @@
 //! requests) calls [`OutboxTx::pass_turns`] for its keys in the same transaction; on
 //! PostgreSQL [`OutboxTx::lock_turns`] serializes those transactions per key first (an
 //! advisory lock), so none decides from a state another is changing. SQLite's write lock
-//! does that already.
+//! does that already. Memory keeps no flag: it finds the turn by the rule whenever a
+//! (handler, stream) changes, so its `pass_turns` and `lock_turns` do nothing.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -240,8 +241,13 @@ pub(crate) trait OutboxTx: Send {
 }
 
 /// The outbox of a backend that keeps none: no value of it exists, so
-/// [`Tx::outbox`](super::batch::Tx::outbox) can only say `None`.
+/// [`Tx::outbox`](super::batch::Tx::outbox) can only say `None`. Every backend of
+/// chronicle's keeps one; this is for a backend written against the seam that does not.
 #[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "every backend of chronicle's keeps an outbox: this one is for a backend of the seam that does not"
+)]
 pub(crate) enum NoOutbox {}
 
 /// Calls `$then!` with the signatures of [`OutboxTx`]'s methods: the one list that the

@@ -749,15 +749,13 @@ crate::for_each_backend!(
     a_redelivered_event_issues_its_commands_once,
     commands_cut_short_are_issued_on_redelivery,
     a_completed_instance_ignores_later_events,
+    an_outbox_handler_executes_caused_by_its_event,
 );
 
 mod sql {
     use super::*;
 
-    crate::for_each_sql_backend!(
-        an_outbox_handler_executes_caused_by_its_event,
-        a_timeout_fires_after_a_restart,
-    );
+    crate::for_each_sql_backend!(a_timeout_fires_after_a_restart);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The outbox webhook on both SQL backends: stored events leave as CloudEvents, at least
+//! The outbox webhook on every backend: stored events leave as CloudEvents, at least
 //! once; a NACK 4xx other than 408 and 429 is dead at once; 408, 429, 5xx and undelivered
 //! sends are retried; ordered per stream when asked.
 
@@ -297,7 +297,7 @@ async fn ordered_webhooks_deliver_a_stream_in_order(kind: Kind) {
     server.shutdown().await.expect("shutdown");
 }
 
-crate::for_each_sql_backend!(
+crate::for_each_backend!(
     stored_events_leave_as_cloud_events,
     a_4xx_is_dead_at_once_and_the_rest_is_retried,
     an_undelivered_send_is_retried_until_the_receiver_is_up,
