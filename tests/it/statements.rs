@@ -33,7 +33,9 @@ static COUNTING: AtomicBool = AtomicBool::new(false);
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const TARGET: &str = "sqlx::query";
+/// The targets statements are logged under: sqlx's, and chronicle's SQLite log readers'
+/// (which run their windows through SQLite's C API, not through sqlx).
+const TARGETS: [&str; 2] = ["sqlx::query", "chronicle::sqlite_reader"];
 /// The statement that loads the retention rules.
 const RULES_LOAD: &str = "FROM retention_policies WHERE kind < 2";
 
@@ -54,7 +56,7 @@ impl Visit for Text {
 
 impl Subscriber for StatementCounter {
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        if metadata.target() == TARGET {
+        if TARGETS.contains(&metadata.target()) {
             Interest::always()
         } else {
             Interest::never()
@@ -62,7 +64,7 @@ impl Subscriber for StatementCounter {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.target() == TARGET
+        TARGETS.contains(&metadata.target())
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {

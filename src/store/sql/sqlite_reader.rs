@@ -16,7 +16,9 @@
 //!   the same way;
 //! - WAL visibility: each window is one statement outside any transaction, so it reads
 //!   what had committed when it started; the statement is reset as soon as the window is
-//!   read (or fails), which ends its read transaction.
+//!   read (or fails), which ends its read transaction;
+//! - the statement log: each window is a `debug` event under the target
+//!   `chronicle::sqlite_reader`, as sqlx logs its statements under `sqlx::query`.
 //!
 //! Threads start on demand, up to the store's pool size, and stay; a connection opens on
 //! its thread's first window (a failure to open is that window's error, and the next
@@ -45,6 +47,9 @@ use super::rows::{SqliteColumns, sqlite_event_columns, sqlite_event_row};
 use super::{to_i64, to_u64};
 use crate::read::EventParts;
 use crate::store::backend::{LogPage, WindowLimit, WindowRow};
+
+/// The `tracing` target of the statements these readers run (one event per log window).
+const STATEMENT_LOG: &str = "chronicle::sqlite_reader";
 
 /// The statement of a window of the log after ?1 of at most ?2 events, of all types
 /// (`types` false) or of the types in the JSON array ?3 with the window's last event
@@ -416,6 +421,15 @@ impl Connection {
         if let Some(types) = types {
             run.bind_text(3, types)?;
         }
+        // Logged as sqlx logs its statements (under `sqlx::query`), so that a
+        // subscriber that watches the statements a store runs sees these too.
+        tracing::debug!(
+            target: STATEMENT_LOG,
+            filtered,
+            after,
+            limit = limit.events,
+            "log window"
+        );
         Ok(run)
     }
 
