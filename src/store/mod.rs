@@ -295,8 +295,8 @@ impl Store {
     /// store's schema ([`Store::postgres_pool`]).
     ///
     /// # Errors
-    /// [`Error::Sql`] when the database refuses or fails the statement (its source is
-    /// sqlx's error); [`Error::SqlUnavailable`] on the memory store.
+    /// [`Error::Sql`](crate::Error::Sql) when the database refuses or fails the statement (its source is
+    /// sqlx's error); [`Error::SqlUnavailable`](crate::Error::SqlUnavailable) on the memory store.
     pub async fn fetch_all(&self, sql: impl Into<crate::Sql>) -> Result<Vec<crate::SqlRow>> {
         self.sql_target().fetch_all(sql.into()).await
     }
@@ -393,7 +393,7 @@ impl Store {
 
     /// Closes the store's connections, waiting for operations in flight to return them.
     /// Every clone of the store is closed; on the SQL backends later operations fail with
-    /// [`Error::Connection`] (the memory backend has nothing to close). Dropping the last clone closes the connections too, without
+    /// [`Error::Connection`](crate::Error::Connection) (the memory backend has nothing to close). Dropping the last clone closes the connections too, without
     /// waiting.
     pub async fn close(&self) {
         self.inner.backend.close().await;
