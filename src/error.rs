@@ -514,6 +514,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// A backend written against [`chronicle::backend`](crate::backend) failed during
+    /// `operation` with an error of its own ([`Error::backend`]).
+    #[error("{backend} backend failed during {operation}: {source}")]
+    Backend {
+        /// The backend, as its [`Capabilities::kind`](crate::backend::Capabilities) names it.
+        backend: &'static str,
+        /// The store operation that was running.
+        operation: &'static str,
+        /// Whether running the operation again may succeed (a connection that broke,
+        /// a timeout).
+        retryable: bool,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A bug or a broken invariant; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -933,6 +949,9 @@ impl Error {
             }
             | Error::Broker {
                 retryable: true, ..
+            }
+            | Error::Backend {
+                retryable: true, ..
             } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Codec { .. }
@@ -962,6 +981,9 @@ impl Error {
             }
             | Error::Broker {
                 retryable: false, ..
+            }
+            | Error::Backend {
+                retryable: false, ..
             } => ErrorKind::Internal,
         }
     }
@@ -978,6 +1000,25 @@ impl Error {
         match self {
             Error::Connect { kind, .. } => kind.is_transient(),
             _ => matches!(self.kind(), ErrorKind::Connection | ErrorKind::Timeout),
+        }
+    }
+
+    /// An error of a backend written against [`chronicle::backend`](crate::backend):
+    /// `backend` names it, `operation` is the store operation that was running, and
+    /// `retryable` says whether running it again may succeed (a broken connection, a
+    /// timeout), which [`is_retryable`](Self::is_retryable) and the store's retries
+    /// follow.
+    pub fn backend(
+        backend: &'static str,
+        operation: &'static str,
+        retryable: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            operation,
+            retryable,
+            source: source.into(),
         }
     }
 

@@ -54,7 +54,7 @@ impl ExpectedVersion {
 /// refuses any other base); PostgreSQL upserts or updates by `may_create` and checks
 /// `version` in the same statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AppendGuard {
+pub struct AppendGuard {
     /// A missing stream is created by the append; otherwise it must exist.
     pub may_create: bool,
     /// The version the stream must be at (a missing stream is at 0); `None`: any.
@@ -63,7 +63,7 @@ pub(crate) struct AppendGuard {
 
 impl AppendGuard {
     /// Whether a stream at version `current` (`None`: no such stream) passes the guard.
-    pub(crate) fn admits(self, current: Option<u64>) -> bool {
+    pub fn admits(self, current: Option<u64>) -> bool {
         let at_version = |actual: u64| self.version.is_none_or(|version| version == actual);
         match current {
             None => self.may_create && at_version(0),

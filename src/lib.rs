@@ -34,6 +34,7 @@ compile_error!(
 );
 
 mod aggregate;
+pub mod backend;
 pub mod bus;
 #[cfg(feature = "cloudevents")]
 pub mod cloudevents;

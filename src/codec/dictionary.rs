@@ -51,10 +51,14 @@ impl fmt::Debug for Dictionary {
 /// A dictionary as stored: sealed by the ring key `key_id` (nonce, then the sealed bytes)
 /// or plain (`key_id` `None`), with the SHA-256 of the plain dictionary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredDictionary {
+pub struct StoredDictionary {
+    /// The id payloads name it by.
     pub id: u32,
+    /// The ring key it is sealed with; `None`: stored plain.
     pub key_id: Option<String>,
+    /// The dictionary as stored: sealed (nonce, then the sealed bytes) or plain.
     pub content: Vec<u8>,
+    /// The SHA-256 of the plain dictionary.
     pub sha256: Vec<u8>,
     /// How many events it was trained on.
     pub samples: u64,

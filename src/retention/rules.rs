@@ -14,19 +14,22 @@ use crate::stream::category_of;
 
 /// A stored policy, as the backends return it: its scope and its JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredPolicy {
+pub struct StoredPolicy {
+    /// The scope the policy applies to.
     pub scope: RetentionScope,
+    /// The policy as stored, JSON text (`Store` parses it).
     pub json: String,
 }
 
 /// Most stream ids with a policy of their own that the rules list (they are reloaded
 /// every second while reads run). With more, reads look up every stream they touch, as
 /// if each might have one.
-pub(crate) const MAX_LISTED_STREAM_POLICIES: usize = 4096;
+pub const MAX_LISTED_STREAM_POLICIES: usize = 4096;
 
 /// The default and category policies, and the streams with their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct PolicyRows {
+pub struct PolicyRows {
+    /// The default policy and the categories' ones.
     pub general: Vec<StoredPolicy>,
     /// The streams with a policy of their own: up to [`MAX_LISTED_STREAM_POLICIES`] + 1
     /// ids (one more than the most listed tells that there are too many to list).
@@ -35,8 +38,10 @@ pub(crate) struct PolicyRows {
 
 /// What the retention of one stream depends on, from the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StreamRetention {
+pub struct StreamRetention {
+    /// The stream's id.
     pub stream: String,
+    /// The stream's version (its last event's).
     pub head: u64,
     /// The stream's own policy, as JSON text.
     pub own: Option<String>,

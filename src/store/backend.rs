@@ -26,7 +26,7 @@ use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery, StreamSta
 
 /// An event ready to be written: the validated event, with its payload encoded.
 #[derive(Debug, Clone)]
-pub(crate) struct EncodedEvent<'a> {
+pub struct EncodedEvent<'a> {
     /// The event as the caller built it (id, type, schema version, metadata).
     pub source: &'a NewEvent,
     /// The payload as stored: the codec's output.
@@ -37,12 +37,15 @@ pub(crate) struct EncodedEvent<'a> {
 
 /// Where and when one appended event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Written {
+pub struct Written {
+    /// The event's version in its stream.
     pub version: u64,
+    /// The event's position in the global log.
     pub position: u64,
     /// The writing transaction (0 on SQLite and in memory): with `position`, the event's
     /// [`LogPosition`].
     pub commit: u64,
+    /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -52,35 +55,46 @@ pub(crate) struct Written {
 /// metadata), into a [`RecordedEvent`](crate::RecordedEvent), so that a public event
 /// always holds JSON.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredEvent {
+pub struct StoredEvent {
+    /// The event's id.
     pub id: Uuid,
+    /// The stream it belongs to.
     pub stream_id: StreamId,
+    /// Its version in the stream (1 for the first event).
     pub version: u64,
+    /// Its position in the global log.
     pub position: u64,
     /// The writing transaction (0 on SQLite and in memory).
     pub commit: u64,
+    /// Its type, as the application names it.
     pub event_type: String,
+    /// The schema version of its payload.
     pub schema_version: u32,
     /// As stored: the codec's output.
     pub payload: Vec<u8>,
+    /// The correlation id its metadata carries.
     pub correlation_id: Option<String>,
+    /// The causation id its metadata carries.
     pub causation_id: Option<String>,
+    /// The tenant id its metadata carries.
     pub tenant_id: Option<String>,
+    /// The user id its metadata carries.
     pub user_id: Option<String>,
     /// The extra metadata's JSON text as stored; parsed by `Store`, never by a backend.
     pub extra_metadata: Option<String>,
+    /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
 }
 
 impl StoredEvent {
     /// Where this event sits in the global log.
-    pub(crate) fn log_position(&self) -> LogPosition {
+    pub fn log_position(&self) -> LogPosition {
         LogPosition::new(self.commit, self.position)
     }
 
     /// A copy of this event with only `parts`: the payload left out is empty, the
     /// metadata left out `None` (what the SQL backends' lean column lists select).
-    pub(crate) fn lean(&self, parts: EventParts) -> StoredEvent {
+    pub fn lean(&self, parts: EventParts) -> StoredEvent {
         let metadata = |value: &Option<String>| value.clone().filter(|_| parts.metadata());
         StoredEvent {
             id: self.id,
@@ -105,28 +119,39 @@ impl StoredEvent {
     }
 }
 
-/// A stream's row as a backend stores it: what [`StreamInfo`] holds, but the metadata is
+/// A stream's row as a backend stores it: what [`StreamInfo`](crate::StreamInfo) holds, but the metadata is
 /// still the JSON text stored (`None`: none), which `Store` parses (a backend never
 /// parses JSON), and without the retention policy `Store` looks up.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredStream {
+pub struct StoredStream {
+    /// The stream's id.
     pub stream_id: StreamId,
+    /// Its category (the id up to the first `-`).
     pub category: String,
+    /// The aggregate type it was created for.
     pub aggregate_type: Option<String>,
+    /// A name for people.
     pub display_name: Option<String>,
+    /// Its version (its last event's).
     pub version: u64,
+    /// How many events it holds.
     pub event_count: u64,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// Its last event's id.
     pub last_event_id: Option<Uuid>,
+    /// Active, soft-deleted or tombstoned.
     pub status: StreamStatus,
+    /// The metadata's JSON text as stored; `None`: none.
     pub metadata: Option<String>,
 }
 
 /// What a backend can do beyond the seam's required methods, as types: `Store` reads
 /// it once when it opens and decides from it (never from the backend's kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Capabilities {
+pub struct Capabilities {
     /// `sqlite`, `postgres` or `memory`: what operators' reports call it.
     pub kind: &'static str,
     /// Whom [`Backend::announce_appends`] reaches.
@@ -141,7 +166,7 @@ pub(crate) struct Capabilities {
 
 /// Whom a backend tells of its appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AppendNotices {
+pub enum AppendNotices {
     /// Nobody beyond this process (other processes find appends by polling).
     ThisProcess,
     /// Other processes too (PostgreSQL's NOTIFY), so `Store` announces its appends.
@@ -150,7 +175,7 @@ pub(crate) enum AppendNotices {
 
 /// How a statement's answer crosses to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Answers {
+pub enum Answers {
     /// Row by row, as the reader asks (SQLite steps; memory).
     RowByRow,
     /// Whole, even when the reader stops early (PostgreSQL sends every selected row):
@@ -161,24 +186,32 @@ pub(crate) enum Answers {
 
 /// Whether a backend supports a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Support {
+pub enum Support {
+    /// The backend supports it.
     Supported,
     #[allow(
         dead_code,
         reason = "every backend of chronicle's supports every feature; one of the seam may not"
     )]
+    /// The backend does not: `Store` refuses the feature with a typed error.
     Unsupported,
 }
 
 /// What an append did; the rejections are sorted out by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AppendOutcome {
+pub enum AppendOutcome {
     /// Every event was written, in order.
     Written(Vec<Written>),
-    /// The expected version did not match; `actual` is `None` for a missing stream.
-    Conflict { actual: Option<u64> },
-    /// The stream is deleted (hard: tombstoned).
-    Deleted { hard: bool },
+    /// The expected version did not match.
+    Conflict {
+        /// The stream's version; `None`: no such stream.
+        actual: Option<u64>,
+    },
+    /// The stream is deleted.
+    Deleted {
+        /// Tombstoned (hard-deleted), not soft-deleted.
+        hard: bool,
+    },
     /// One of the event ids is already stored somewhere.
     DuplicateEventId,
     /// The guarded write matched no row, and the backend did not read why (PostgreSQL's
@@ -193,7 +226,7 @@ impl AppendOutcome {
     /// `None` when that state lets it write. Every backend decides with it, from a state
     /// read under the lock the write would take, so a rejection always describes a state
     /// that rejects its request.
-    pub(crate) fn rejection(
+    pub fn rejection(
         guard: AppendGuard,
         current: Option<(u64, StreamStatus)>,
     ) -> Option<AppendOutcome> {
@@ -212,7 +245,7 @@ impl AppendOutcome {
 
 /// One window of the global log, from [`Backend::read_all`].
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct LogPage {
+pub struct LogPage {
     /// The window's events of the types asked for.
     pub events: Vec<StoredEvent>,
     /// The window's last event, of any type: the next window starts after it.
@@ -227,15 +260,18 @@ pub(crate) struct LogPage {
 /// A row of a filtered window of the log: an event, whether its type was asked for, and
 /// how many events the whole window holds.
 #[derive(Debug)]
-pub(crate) struct WindowRow {
+pub struct WindowRow {
+    /// The event.
     pub event: StoredEvent,
+    /// Whether its type was asked for.
     pub wanted: bool,
+    /// How many events the window holds up to this one.
     pub scanned: usize,
 }
 
 impl WindowRow {
     /// What it counts against a window's byte budget: its stored payload, when wanted.
-    pub(crate) fn budget_bytes(&self) -> Option<usize> {
+    pub fn budget_bytes(&self) -> Option<usize> {
         self.wanted.then_some(self.event.payload.len())
     }
 }
@@ -245,21 +281,23 @@ impl WindowRow {
 /// window's wanted events to `bytes` (so a window holds at least one event, and at most
 /// one past the budget).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WindowLimit {
+pub struct WindowLimit {
+    /// Events at most.
     pub events: usize,
+    /// The stored payloads' bytes after which the window ends, if any.
     pub bytes: Option<usize>,
 }
 
 impl WindowLimit {
     /// Whether `bytes` of stored payloads fill the window.
-    pub(crate) fn bytes_reached(&self, bytes: usize) -> bool {
+    pub fn bytes_reached(&self, bytes: usize) -> bool {
         self.bytes.is_some_and(|budget| bytes >= budget)
     }
 }
 
 impl LogPage {
     /// The page of an unfiltered window: every event of it.
-    pub(crate) fn all(events: Vec<StoredEvent>, limit: WindowLimit) -> Self {
+    pub fn all(events: Vec<StoredEvent>, limit: WindowLimit) -> Self {
         let scanned_to = events.last().map(StoredEvent::log_position);
         let scanned = events.len();
         LogPage::new(events, scanned_to, scanned, limit)
@@ -267,7 +305,7 @@ impl LogPage {
 
     /// The page of a filtered window from its rows, in log order: the wanted events, and
     /// the window's last event whatever its type (or the one the byte budget cut it at).
-    pub(crate) fn filtered(rows: Vec<WindowRow>, limit: WindowLimit) -> Self {
+    pub fn filtered(rows: Vec<WindowRow>, limit: WindowLimit) -> Self {
         let scanned_to = rows.last().map(|row| row.event.log_position());
         let scanned = rows.last().map_or(0, |row| row.scanned);
         let events = rows
@@ -281,7 +319,7 @@ impl LogPage {
     /// The page of a window of `scanned` events ending at `scanned_to`, of which `events`
     /// are wanted: full when it holds `limit.events` events or its wanted events' payloads
     /// fill `limit.bytes` (when the window ended there by chance, the next one is empty).
-    pub(crate) fn new(
+    pub fn new(
         events: Vec<StoredEvent>,
         scanned_to: Option<LogPosition>,
         scanned: usize,
@@ -299,7 +337,7 @@ impl LogPage {
 
 /// The answer of [`Backend::held_back`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HeldBack {
+pub struct HeldBack {
     /// Committed events are waiting behind a running transaction.
     pub pending: bool,
     /// Transactions from this one on started after the read began; they are not waited for.
@@ -309,10 +347,14 @@ pub(crate) struct HeldBack {
 /// A stored event as an aggregate's replay needs it: no metadata, position or time, so
 /// the rows are narrow and cheap to fetch.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ReplayedEvent {
+pub struct ReplayedEvent {
+    /// The event's id.
     pub id: Uuid,
+    /// Its version in the stream.
     pub version: u64,
+    /// Its type.
     pub event_type: String,
+    /// The schema version of its payload.
     pub schema_version: u32,
     /// As stored: the codec's output.
     pub payload: Vec<u8>,
@@ -333,8 +375,10 @@ impl From<StoredEvent> for ReplayedEvent {
 /// What a load needs first, in one answer: the stream's head, its newest snapshot, and the
 /// first page of events after that snapshot.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StreamStart {
+pub struct StreamStart {
+    /// The stream's version.
     pub version: u64,
+    /// Active, soft-deleted or tombstoned.
     pub status: StreamStatus,
     /// The newest snapshot at or below the version asked for, of any schema version.
     pub snapshot: Option<StoredSnapshot>,
@@ -347,7 +391,7 @@ pub(crate) struct StreamStart {
 /// Dropping it frees it (on PostgreSQL, `PgLease` owns the connection holding the
 /// session advisory lock; the process dying closes it too).
 #[async_trait]
-pub(crate) trait Lease: Send + std::fmt::Debug {
+pub trait Lease: Send + std::fmt::Debug {
     /// Checks the lease still holds (on PostgreSQL, that the session holding the lock
     /// still answers: a server restart, a connection killed or a network cut end it, and
     /// another instance may have the lock by now).
@@ -361,7 +405,7 @@ pub(crate) trait Lease: Send + std::fmt::Debug {
 /// holds (the checkpoint's move check still keeps two instances from applying a batch
 /// twice).
 #[derive(Debug, Default)]
-pub(crate) struct InProcessLease;
+pub struct InProcessLease;
 
 #[async_trait]
 impl Lease for InProcessLease {
@@ -373,41 +417,52 @@ impl Lease for InProcessLease {
 /// Notifications that events were appended to this store, by any process (on
 /// PostgreSQL, `PgFeed`: LISTEN/NOTIFY; the other backends have none).
 #[async_trait]
-pub(crate) trait AppendFeed: Send + std::fmt::Debug {
+pub trait AppendFeed: Send + std::fmt::Debug {
     /// Waits for the next append to this store.
     async fn next(&mut self) -> Result<()>;
 }
 
 /// A snapshot to write, its payload encoded.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SnapshotWrite<'a> {
+pub struct SnapshotWrite<'a> {
+    /// The stream version it was taken at.
     pub version: u64,
+    /// The schema version of the aggregate's state.
     pub schema_version: u32,
+    /// The state, encoded.
     pub payload: &'a [u8],
 }
 
 /// A stored snapshot, its payload still encoded.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredSnapshot {
+pub struct StoredSnapshot {
+    /// The stream version it was taken at.
     pub version: u64,
+    /// The schema version of the aggregate's state.
     pub schema_version: u32,
+    /// The state, as stored: the codec's output.
     pub payload: Vec<u8>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// Which of a stream's events an enforcement pass removes: those at or below `up_to`
 /// that are below `below` or were recorded before `before`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ExpiryCut {
+pub struct ExpiryCut {
+    /// The stream.
     pub stream: String,
+    /// The highest version the pass may remove (it keeps the newest snapshot's events and later ones).
     pub up_to: u64,
+    /// Remove events below this version (a policy that keeps the last N).
     pub below: u64,
+    /// Remove events recorded before this time (a policy that keeps an age), if any.
     pub before: Option<DateTime<Utc>>,
 }
 
 /// Storage for streams and events. See the module docs for what belongs here.
 #[async_trait]
-pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
+pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Checks `guard` and writes `events` at the end of `stream` atomically, creating
     /// the stream when missing and the guard allows it.
     async fn append(

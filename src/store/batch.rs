@@ -31,8 +31,10 @@ use crate::read::LogPosition;
 
 /// A stored checkpoint, as [`Tx::checkpoints`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredCheckpoint {
+pub struct StoredCheckpoint {
+    /// The projection (or outbox, or process manager) that owns it.
     pub name: String,
+    /// Where it stands in the global log.
     pub position: LogPosition,
     /// When it last moved (`None` where the backend does not record it: memory).
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -40,7 +42,7 @@ pub(crate) struct StoredCheckpoint {
 
 /// Whether a batch's commit waits for its log record to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flush {
+pub enum Flush {
     /// The commit returns once the transaction is durable (the database's setting).
     Wait,
     /// The commit may return first (PostgreSQL: `SET LOCAL synchronous_commit = off`,
@@ -56,17 +58,19 @@ pub(crate) enum Flush {
 /// the driver's own through `ProjectionContext::sqlite`/`postgres`) and for an append in
 /// the transaction.
 #[derive(Debug)]
-pub(crate) enum SqlConnection<'a> {
+pub enum SqlConnection<'a> {
     #[cfg(feature = "sqlite")]
+    /// SQLite's connection.
     Sqlite(&'a mut SqliteConnection),
     #[cfg(feature = "postgres")]
+    /// PostgreSQL's connection.
     Postgres(&'a mut PgConnection),
 }
 
 /// An open write transaction of a backend: a projection's batch, the outbox's work, an
 /// inline projection's append. Dropped without [`Tx::commit`], it rolls back.
-pub(crate) trait Tx: StreamTx + Send + 'static {
-    /// Its outbox statements: [`NoOutbox`] where the backend keeps no outbox.
+pub trait Tx: StreamTx + Send + 'static {
+    /// Its outbox statements: [`NoOutbox`](super::requests::NoOutbox) where the backend keeps no outbox.
     type Outbox: OutboxTx;
 
     /// Moves `name`'s checkpoint from `from` to `to`; `false` when the stored checkpoint
@@ -137,16 +141,21 @@ macro_rules! dyn_tx {
         /// above the store call. The outbox's statements are here too, refused (a typed
         /// configuration error) where [`Tx::outbox`] is `None`.
         #[async_trait]
-        pub(crate) trait DynTx: StreamTx + Send {
+        pub trait DynTx: StreamTx + Send {
+            /// [`Tx::move_checkpoint`].
             async fn move_checkpoint(
                 &mut self,
                 name: &str,
                 from: LogPosition,
                 to: LogPosition,
             ) -> Result<bool>;
+            /// [`Tx::locked_checkpoint`].
             async fn locked_checkpoint(&mut self, name: &str) -> Result<Option<LogPosition>>;
+            /// [`Tx::checkpoints`].
             async fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>>;
+            /// [`Tx::reset_checkpoint`].
             async fn reset_checkpoint(&mut self, name: &str) -> Result<bool>;
+            /// [`Tx::record_skip`].
             async fn record_skip(
                 &mut self,
                 name: &str,
@@ -154,12 +163,17 @@ macro_rules! dyn_tx {
                 position: u64,
                 error: &str,
             ) -> Result<()>;
+            /// [`Tx::sql`].
             fn sql(&mut self) -> Option<SqlConnection<'_>>;
             /// The transaction as its own type, for its backend's `append_in` to
             /// downcast (memory: `MemoryTx`).
             fn as_any(&mut self) -> &mut dyn Any;
+            /// [`Tx::commit`].
             async fn commit(self: Box<Self>) -> Result<()>;
-            $(async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out>;)*
+            $(
+                #[doc = concat!("[`OutboxTx::", stringify!($name), "`], through [`Tx::outbox`].")]
+                async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out>;
+            )*
         }
 
         #[async_trait]

@@ -440,7 +440,7 @@ impl StoreBuilder {
     /// it is kept: each run is one transaction).
     pub async fn migrate(self) -> Result<Vec<String>> {
         match self.backend_source()? {
-            Source::Memory => Ok(Vec::new()),
+            Source::Memory | Source::Custom(_) => Ok(Vec::new()),
             #[cfg(feature = "sqlite")]
             Source::Sqlite(options, config) => SqliteBackend::migrate(*options, &config).await,
             #[cfg(feature = "postgres")]
@@ -451,6 +451,7 @@ impl StoreBuilder {
     async fn open_backend(&self) -> Result<Arc<dyn Backend>> {
         Ok(match self.backend_source()? {
             Source::Memory => Arc::new(MemoryBackend::default()),
+            Source::Custom(backend) => backend,
             #[cfg(feature = "sqlite")]
             Source::Sqlite(options, config) => {
                 if self.max_events_per_append > SQLITE_MAX_EVENTS_PER_APPEND {
@@ -506,6 +507,10 @@ impl StoreBuilder {
             StoreTarget::Sqlite(options) => {
                 self.not_postgres("SQLite")?;
                 Ok(self.sqlite(options.clone()))
+            }
+            StoreTarget::Backend(backend) => {
+                self.not_postgres("a backend of the seam")?;
+                Ok(Source::Custom(Arc::clone(backend)))
             }
         }
     }
@@ -612,6 +617,7 @@ fn feature_disabled(feature: &'static str, wanted: &str) -> crate::Error {
 /// A backend to open, with its settings.
 enum Source {
     Memory,
+    Custom(Arc<dyn Backend>),
     #[cfg(feature = "sqlite")]
     Sqlite(Box<SqliteConnectOptions>, SqliteConfig),
     #[cfg(feature = "postgres")]

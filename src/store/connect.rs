@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::Path;
 #[cfg(feature = "postgres")]
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "postgres")]
@@ -24,6 +25,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 #[cfg(feature = "postgres")]
 use sqlx::{Connection, Postgres};
 
+use super::backend::Backend;
 use crate::error::{ConnectErrorKind, Error};
 #[cfg(feature = "postgres")]
 use crate::error::{Result, ValidationError};
@@ -80,6 +82,22 @@ pub enum StoreTarget {
     /// whether a missing file is created stays the options' choice).
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteConnectOptions),
+    /// A backend of the application's, written against [`chronicle::backend`]: see
+    /// [`StoreTarget::backend`].
+    ///
+    /// [`chronicle::backend`]: crate::backend
+    Backend(Arc<dyn Backend>),
+}
+
+impl StoreTarget {
+    /// A store on `backend`, a storage engine written against the seam in
+    /// [`chronicle::backend`](crate::backend). The store's settings apply as on any
+    /// backend, except the PostgreSQL and SQLite ones, which are refused;
+    /// [`StoreBuilder::migrate`](crate::StoreBuilder::migrate) does nothing (a backend
+    /// prepares its own storage).
+    pub fn backend(backend: impl Backend + 'static) -> Self {
+        StoreTarget::Backend(Arc::new(backend))
+    }
 }
 
 impl From<&str> for StoreTarget {
@@ -148,6 +166,7 @@ impl fmt::Debug for StoreTarget {
                 .debug_tuple("Sqlite")
                 .field(&sqlite_target(options))
                 .finish(),
+            StoreTarget::Backend(backend) => f.debug_tuple("Backend").field(backend).finish(),
         }
     }
 }

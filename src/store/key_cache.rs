@@ -18,9 +18,12 @@ const KEY_CACHE_CAPACITY: usize = 10_000;
 /// A stream's data key as stored: wrapped by the ring key `key_id`, or destroyed
 /// (`None`s: the stream was forgotten).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredKey {
+pub struct StoredKey {
+    /// The stream's id.
     pub stream: String,
+    /// The ring key that wraps it; `None`: destroyed.
     pub key_id: Option<String>,
+    /// The data key, wrapped; `None`: destroyed.
     pub wrapped: Option<Vec<u8>>,
 }
 

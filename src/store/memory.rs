@@ -45,7 +45,8 @@ use crate::stream::{
 mod streams;
 
 #[derive(Debug, Default)]
-pub(crate) struct MemoryBackend {
+/// The in-memory backend (`memory:`): every feature, nothing kept past the process. A reference for the seam, and a base for a test backend to wrap.
+pub struct MemoryBackend {
     /// The committed tables, shared with the transactions that commit into them.
     tables: Arc<Mutex<Tables>>,
     /// The writer lock: held by a write transaction, and briefly by every other write.
@@ -246,7 +247,7 @@ impl Backend for MemoryBackend {
         Ok(outcome)
     }
 
-    /// Stages the append in `tx`, a [`MemoryTx`].
+    /// Stages the append in `tx`, a `MemoryTx`.
     async fn append_in(
         &self,
         tx: &mut dyn DynTx,

@@ -21,10 +21,10 @@ mod dictionaries;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dictionaries_sql;
 pub(crate) mod hooks;
-mod key_cache;
+pub(crate) mod key_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod keys_sql;
-mod memory;
+pub(crate) mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
 mod notify;
@@ -43,7 +43,7 @@ mod snapshots;
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-mod storage;
+pub(crate) mod storage;
 mod stream_keys;
 pub(crate) mod stream_rows;
 mod streams;

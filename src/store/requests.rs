@@ -22,38 +22,55 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::read::LogPosition;
 
-/// Request states, as stored.
-pub(crate) const PENDING: i16 = 0;
-pub(crate) const RUNNING: i16 = 1;
-pub(crate) const DONE: i16 = 2;
-pub(crate) const DEAD: i16 = 3;
+/// A request state, as stored: waiting for an executor (or for its retry).
+pub const PENDING: i16 = 0;
+/// A request an executor is running.
+pub const RUNNING: i16 = 1;
+/// A request done.
+pub const DONE: i16 = 2;
+/// A request that failed for good (dead-lettered).
+pub const DEAD: i16 = 3;
 
 /// A request to create: one event for one handler.
 #[derive(Debug, Clone)]
-pub(crate) struct NewRequest<'a> {
+pub struct NewRequest<'a> {
+    /// The handler's name.
     pub handler: &'a str,
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's position in the global log.
     pub position: u64,
     /// The event's transaction (the commit part of its [`LogPosition`]).
     pub commit: u64,
+    /// The event's stream.
     pub stream: &'a str,
+    /// The handler's priority (higher first).
     pub priority: i32,
+    /// Whether the handler runs a stream's requests in order.
     pub ordered: bool,
 }
 
 /// The (handler, stream) of requests ordered per stream: the unit of turns.
-pub(crate) type TurnKeys<'a> = BTreeSet<(&'a str, &'a str)>;
+pub type TurnKeys<'a> = BTreeSet<(&'a str, &'a str)>;
 
 /// A request an executor claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Claimed {
+pub struct Claimed {
+    /// The request's id.
     pub id: i64,
+    /// The handler's name.
     pub handler: String,
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's stream.
     pub stream_id: String,
+    /// Attempts so far.
     pub attempts: i32,
+    /// Failed attempts so far.
     pub errors: i32,
+    /// The handler's priority.
     pub priority: i32,
+    /// The event's position in the global log.
     pub event_position: i64,
     /// Whether its handler runs a stream's requests in order (it holds its stream's turn).
     pub ordered: bool,
@@ -86,19 +103,25 @@ impl Claimed {
 
 /// A failed execution, as recorded: dead, or due again at `due_at` (microseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failed<'a> {
+pub struct Failed<'a> {
+    /// The error, as text.
     pub error: &'a str,
+    /// Whether the request is dead (no attempt left).
     pub dead: bool,
+    /// When it is due again (microseconds since the epoch).
     pub due_at: i64,
 }
 
 /// A count of one handler's requests in one state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StateCount {
+pub struct StateCount {
+    /// The handler's name.
     pub handler: String,
+    /// The state: [`PENDING`], [`RUNNING`], [`DONE`] or [`DEAD`].
     pub state: i16,
     /// Whether these requests have failed before (pending ones waiting for a retry).
     pub failed: bool,
+    /// How many.
     pub count: u64,
     /// When the oldest of them was created (microseconds since the epoch).
     pub oldest: i64,
@@ -106,13 +129,20 @@ pub(crate) struct StateCount {
 
 /// A dead request, for the administration API.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeadRow {
+pub struct DeadRow {
+    /// The request's id.
     pub id: i64,
+    /// The handler's name.
     pub handler: String,
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's stream.
     pub stream_id: String,
+    /// Failed attempts.
     pub errors: i32,
+    /// The last error, as text.
     pub last_error: Option<String>,
+    /// When it died (microseconds since the epoch).
     pub updated_at: i64,
 }
 
@@ -136,7 +166,7 @@ impl From<DeadTuple> for DeadRow {
 
 /// The outbox's statements in a transaction ([`Tx::outbox`](super::batch::Tx::outbox)),
 /// for a backend that keeps an outbox. See the module for turns.
-pub(crate) trait OutboxTx: Send {
+pub trait OutboxTx: Send {
     /// Creates `requests` (due at `now`), skipping any already there, and gives the turn
     /// of each stream of an ordered handler that had no open request to its first new
     /// one. Returns how many it created.
@@ -248,7 +278,7 @@ pub(crate) trait OutboxTx: Send {
     dead_code,
     reason = "every backend of chronicle's keeps an outbox: this one is for a backend of the seam that does not"
 )]
-pub(crate) enum NoOutbox {}
+pub enum NoOutbox {}
 
 /// Calls `$then!` with the signatures of [`OutboxTx`]'s methods: the one list that the
 /// forwarding impls are written from ([`NoOutbox`]'s here, `DynTx`'s in `batch.rs`).

@@ -16,14 +16,16 @@ use crate::stream::{NewStream, StreamId, StreamStatus};
 
 /// A stream's row as [`StreamTx::lock_stream`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LockedStream {
+pub struct LockedStream {
+    /// Its version (its last event's; 0: empty).
     pub version: u64,
+    /// Active, soft-deleted or tombstoned.
     pub status: StreamStatus,
 }
 
 /// A change of a stream's row, decided by `Store`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum StreamWrite<'a> {
+pub enum StreamWrite<'a> {
     /// A new, active, empty stream.
     Insert(&'a NewStream),
     /// A soft-deleted stream active again, with a new aggregate type, name and metadata;
@@ -37,7 +39,8 @@ pub(crate) enum StreamWrite<'a> {
 
 /// Which snapshots of a stream [`StreamTx::delete_snapshots`] deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SnapshotCut {
+pub enum SnapshotCut {
+    /// Every snapshot of the stream.
     All,
     /// The one at this version.
     At(u64),
@@ -47,7 +50,7 @@ pub(crate) enum SnapshotCut {
 
 impl SnapshotCut {
     /// Whether the cut takes the snapshot at `version`.
-    pub(crate) fn takes(self, version: u64) -> bool {
+    pub fn takes(self, version: u64) -> bool {
         match self {
             SnapshotCut::All => true,
             SnapshotCut::At(at) => version == at,
@@ -59,7 +62,7 @@ impl SnapshotCut {
 /// The stream-row primitives of a write transaction; see the module. Times written
 /// (`created_at`, `updated_at`) are the application's clock.
 #[async_trait]
-pub(crate) trait StreamTx: Send {
+pub trait StreamTx: Send {
     /// Holds `stream` until the transaction ends and returns its row, or `None` when the
     /// stream never existed.
     async fn lock_stream(&mut self, stream: &StreamId) -> Result<Option<LockedStream>>;
@@ -89,7 +92,7 @@ pub(crate) trait StreamTx: Send {
 
 impl StreamStatus {
     /// The state a row holds after `write`.
-    pub(crate) fn after(write: StreamWrite<'_>) -> StreamStatus {
+    pub fn after(write: StreamWrite<'_>) -> StreamStatus {
         match write {
             StreamWrite::Insert(_) | StreamWrite::Reactivate(_) => StreamStatus::Active,
             StreamWrite::SoftDelete => StreamStatus::Deleted,

@@ -18,6 +18,7 @@ mod cloudevents;
 mod concurrency;
 mod conformance;
 mod corrupt_rows;
+mod custom_backend;
 mod deploy;
 mod derive_ui;
 mod dictionaries;

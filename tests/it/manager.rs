@@ -249,6 +249,14 @@ enum Keep {
 async fn manager_on(kind: Kind, test: &str) -> Option<(Manager, Store, Keep)> {
     let (url, schema, dir) = match kind {
         Kind::Memory => ("memory:".to_owned(), None, None),
+        Kind::Custom => {
+            // No URL names a backend of the application's: the manager takes the store.
+            let manager = Manager::new();
+            let store = kind.open(test).await.expect("open").store.clone();
+            manager.register("main", store.clone()).expect("register");
+            manager.set_default("main").expect("default");
+            return Some((manager, store, Keep::Nothing));
+        }
         Kind::Sqlite => {
             let dir = tempfile::tempdir().expect("dir");
             (sqlite_url(&dir, "m.db").await, None, Some(dir))
@@ -308,7 +316,7 @@ async fn stats_after_a_known_workload(kind: Kind) {
     } else {
         assert_eq!((storage.streams, storage.events), (3, 9));
     }
-    assert!(kind == Kind::Memory || storage.bytes > 0);
+    assert!(kind.in_memory() || storage.bytes > 0);
     assert_eq!(main.projections["counter"].applied, 9);
     assert_eq!(main.relays["to-bus"].stats.published, 9);
     assert_eq!(stats.buses["local"].stats.published, 9);
@@ -373,7 +381,7 @@ async fn health_names_the_component_and_why(kind: Kind) {
     assert!(database.latency.is_some());
     manager.close(Duration::from_secs(5)).await;
     // A closed store's ping fails: unhealthy (SQL backends).
-    if kind != Kind::Memory {
+    if !kind.in_memory() {
         let after = manager.health().await;
         let database = after
             .components

@@ -235,6 +235,11 @@ fn memory_matches_the_model() {
 }
 
 #[test]
+fn a_backend_of_the_seam_matches_the_model() {
+    run(Kind::Custom, 32);
+}
+
+#[test]
 fn sqlite_matches_the_model() {
     run(Kind::Sqlite, 24);
 }

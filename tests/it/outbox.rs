@@ -259,7 +259,7 @@ async fn retries_follow_the_backoff_then_the_request_is_dead(kind: Kind) {
     let reports = Reports::default();
     // The first failure waits an hour (a second on memory, whose rows no statement
     // changes); the later ones not at all.
-    let first_wait = if kind == Kind::Memory {
+    let first_wait = if kind.in_memory() {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(3600)
@@ -301,7 +301,7 @@ async fn retries_follow_the_backoff_then_the_request_is_dead(kind: Kind) {
     );
 
     // Bring the retry forward, as if the hour had passed (on memory, wait it out).
-    if kind == Kind::Memory {
+    if kind.in_memory() {
         tokio::time::sleep(first_wait + Duration::from_millis(100)).await;
     } else {
         crate::support::execute(&t, "UPDATE handler_requests SET due_at = 0").await;

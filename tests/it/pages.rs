@@ -356,6 +356,11 @@ fn memory_pages_join_into_the_stream() {
 }
 
 #[test]
+fn custom_pages_join_into_the_stream() {
+    pages_join_into_the_stream(Kind::Custom, 32);
+}
+
+#[test]
 fn sqlite_pages_join_into_the_stream() {
     pages_join_into_the_stream(Kind::Sqlite, 32);
 }

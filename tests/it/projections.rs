@@ -1365,7 +1365,7 @@ mod checkpoint_admin {
         assert_eq!(listed[0].name, "totals");
         assert_eq!(listed[0].position, handle.status().position);
         assert_eq!(listed[0].lag_events, 0, "caught up: {listed:?}");
-        assert_eq!(listed[0].updated_at.is_some(), kind != Kind::Memory);
+        assert_eq!(listed[0].updated_at.is_some(), !kind.in_memory());
         deposit(&t.store, 25..30).await; // applied live, before or after the reset
 
         assert!(t.store.reset_projection("totals").await.expect("reset"));

@@ -7,13 +7,18 @@
 
 use std::io::Write;
 
-use chronicle::{Store, StoreBuilder};
+use chronicle::{Store, StoreBuilder, StoreTarget};
+
+use crate::custom_backend::WrappedMemory;
 use sqlx::Connection;
 
 /// The backends every conformance test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Memory,
+    /// The memory backend wrapped by a backend written against the public seam
+    /// (`custom_backend::WrappedMemory`).
+    Custom,
     Sqlite,
     Postgres,
 }
@@ -133,6 +138,11 @@ pub fn fresh_schema() -> String {
 }
 
 impl Kind {
+    /// Whether the store lives in this process only (memory, or memory behind the seam).
+    pub fn in_memory(self) -> bool {
+        matches!(self, Kind::Memory | Kind::Custom)
+    }
+
     /// A fresh, empty store with default settings.
     pub async fn open(self, test: &str) -> Option<TestStore> {
         self.open_with(test, |builder| builder).await
@@ -147,6 +157,10 @@ impl Kind {
     ) -> Option<TestStore> {
         let (builder, location) = match self {
             Kind::Memory => (Store::builder("memory:"), Location::Memory),
+            Kind::Custom => (
+                Store::builder(StoreTarget::backend(WrappedMemory::default())),
+                Location::Memory,
+            ),
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("events.db").display());
@@ -175,13 +189,18 @@ impl Kind {
 }
 
 /// Instantiates `async fn name(kind: Kind)` tests once per backend, in modules `memory`,
-/// `sqlite` and `postgres`.
+/// `custom` (memory behind the public seam), `sqlite` and `postgres`.
 #[macro_export]
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name($crate::support::Kind::Memory).await }
+            )*
+        }
+        mod custom {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Kind::Custom).await }
             )*
         }
         $crate::for_each_sql_backend!($($name),*);
