@@ -895,6 +895,16 @@ pub enum ValidationError {
     /// The store URL or a builder setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The store's backend does not support `feature`: its
+    /// [`Capabilities`](crate::backend::Capabilities) say so. Every backend of chronicle's
+    /// supports every feature; a backend written against the seam may not.
+    #[error("the {backend} backend does not support {feature}")]
+    Unsupported {
+        /// The backend, as its capabilities name it.
+        backend: &'static str,
+        /// What was asked of it (`the outbox`).
+        feature: &'static str,
+    },
     /// A [`Manager`](crate::manager::Manager) has no provider of that name.
     #[error("no provider named `{name}` (the manager has: {})", known.join(", "))]
     UnknownProvider {

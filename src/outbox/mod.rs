@@ -115,9 +115,9 @@ impl Store {
     /// poll.
     ///
     /// # Errors
-    /// [`ValidationError::Config`](crate::ValidationError::Config) for an empty map, two
-    /// handlers with one name, or a store whose backend keeps no outbox (every backend of
-    /// chronicle's keeps one).
+    /// [`ValidationError::Config`](crate::ValidationError::Config) for an empty map or two
+    /// handlers with one name; [`ValidationError::Unsupported`](crate::ValidationError::Unsupported)
+    /// on a store whose backend keeps no outbox (every backend of chronicle's keeps one).
     pub fn outbox(&self, handlers: HandlerMap) -> Result<Outbox> {
         handlers.check()?;
         outbox_kept(self)?;
@@ -243,10 +243,11 @@ fn outbox_kept(store: &Store) -> Result<()> {
     if store.keeps_outbox() {
         Ok(())
     } else {
-        Err(
-            crate::ValidationError::Config("this store's backend keeps no outbox".to_owned())
-                .into(),
-        )
+        Err(crate::ValidationError::Unsupported {
+            backend: store.backend_kind(),
+            feature: "the outbox",
+        }
+        .into())
     }
 }
 

@@ -189,10 +189,6 @@ pub enum Answers {
 pub enum Support {
     /// The backend supports it.
     Supported,
-    #[allow(
-        dead_code,
-        reason = "every backend of chronicle's supports every feature; one of the seam may not"
-    )]
     /// The backend does not: `Store` refuses the feature with a typed error.
     Unsupported,
 }

@@ -274,10 +274,6 @@ pub trait OutboxTx: Send {
 /// [`Tx::outbox`](super::batch::Tx::outbox) can only say `None`. Every backend of
 /// chronicle's keeps one; this is for a backend written against the seam that does not.
 #[derive(Debug)]
-#[allow(
-    dead_code,
-    reason = "every backend of chronicle's keeps an outbox: this one is for a backend of the seam that does not"
-)]
 pub enum NoOutbox {}
 
 /// Calls `$then!` with the signatures of [`OutboxTx`]'s methods: the one list that the

@@ -14,12 +14,13 @@ use chronicle::backend::{
     EncodedEvent, ExpiryCut, Failed, Flush, HeldBack, Lease, LockedStream, LogPage, MemoryBackend,
     NewRequest, OutboxTx, PolicyRows, ReplayedEvent, SnapshotCut, SnapshotWrite, SqlConnection,
     StateCount, StoredCheckpoint, StoredDictionary, StoredEvent, StoredKey, StoredPolicy,
-    StoredSnapshot, StoredStream, StreamRetention, StreamStart, StreamTx, StreamWrite, TurnKeys,
-    Tx, WindowLimit, async_trait,
+    StoredSnapshot, StoredStream, StreamRetention, StreamStart, StreamTx, StreamWrite, Support,
+    TurnKeys, Tx, WindowLimit, async_trait,
 };
 use chronicle::{
-    Direction, Error, ErrorKind, EventParts, EventQuery, LogPosition, Result, RetentionScope,
-    SnapshotInfo, StorageStats, Store, StoreTarget, StreamId, StreamListQuery,
+    Direction, Error, ErrorKind, EventParts, EventQuery, Handler, HandlerMap, HandlerRequest,
+    LogPosition, Result, RetentionScope, SnapshotInfo, StorageStats, Store, StoreTarget, StreamId,
+    StreamListQuery, ValidationError,
 };
 use uuid::Uuid;
 
@@ -27,11 +28,22 @@ use uuid::Uuid;
 pub const KIND: &str = "wrapped-memory";
 
 /// The memory backend behind the public seam. `down` makes `ping` fail, as an engine that
-/// went away would.
-#[derive(Debug, Default, Clone)]
+/// went away would; `outbox` is what its capabilities say of the outbox.
+#[derive(Debug, Clone)]
 pub struct WrappedMemory {
     inner: Arc<MemoryBackend>,
     down: Arc<AtomicBool>,
+    outbox: Support,
+}
+
+impl Default for WrappedMemory {
+    fn default() -> Self {
+        WrappedMemory {
+            inner: Arc::default(),
+            down: Arc::default(),
+            outbox: Support::Supported,
+        }
+    }
 }
 
 #[async_trait]
@@ -173,6 +185,7 @@ impl Backend for WrappedMemory {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             kind: KIND,
+            outbox: self.outbox,
             ..self.inner.capabilities()
         }
     }
@@ -489,6 +502,31 @@ async fn a_backend_error_names_the_backend_and_keeps_its_source() {
     );
     let source = std::error::Error::source(&error).expect("keeps its source");
     assert_eq!(source.to_string(), "the engine went away");
+}
+
+#[tokio::test]
+async fn a_backend_without_an_outbox_refuses_one_by_its_capabilities() {
+    let backend = WrappedMemory {
+        outbox: Support::Unsupported,
+        ..WrappedMemory::default()
+    };
+    let store = Store::open(StoreTarget::backend(backend))
+        .await
+        .expect("open");
+    let handler = Handler::new("h", "*", |_request: HandlerRequest| async { Ok(()) });
+    let error = store
+        .outbox(HandlerMap::new().route(handler))
+        .expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            Error::Validation(ValidationError::Unsupported {
+                backend: KIND,
+                feature: "the outbox"
+            })
+        ),
+        "{error:?}"
+    );
 }
 
 #[cfg(feature = "postgres")]
