@@ -229,6 +229,14 @@ impl NewStream {
         Self::default()
     }
 
+    /// The metadata as a backend stores it ([`StoredStream::metadata`]): JSON text, or
+    /// `None` for `null`.
+    ///
+    /// [`StoredStream::metadata`]: crate::backend::StoredStream::metadata
+    pub fn stored_metadata(&self) -> Option<String> {
+        (!self.metadata.is_null()).then(|| self.metadata.to_string())
+    }
+
     /// The first field that breaks the text rules (`crate::text`), with its problem.
     pub(crate) fn text_problem(&self) -> Option<(&'static str, TextProblem)> {
         text::first_nul([

@@ -38,8 +38,7 @@ use crate::retention::RetentionScope;
 use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
 use crate::snapshot::SnapshotInfo;
 use crate::stream::{
-    AppendGuard, Direction, NewStream, StreamId, StreamInfo, StreamListQuery, StreamStatus,
-    category_of,
+    AppendGuard, Direction, NewStream, StreamId, StreamListQuery, StreamStatus, category_of,
 };
 
 mod streams;
@@ -162,7 +161,7 @@ impl Tables {
 
 #[derive(Debug, Clone)]
 struct StreamRow {
-    info: StreamInfo,
+    info: StoredStream,
     /// Positions of the stream's events, by version.
     positions: BTreeMap<u64, u64>,
     snapshots: BTreeMap<u64, StoredSnapshot>,
@@ -197,9 +196,9 @@ impl MemoryBackend {
     }
 }
 
-fn new_info(stream: &StreamId, spec: &NewStream) -> StreamInfo {
+fn new_info(stream: &StreamId, spec: &NewStream) -> StoredStream {
     let now = Utc::now();
-    StreamInfo {
+    StoredStream {
         stream_id: stream.clone(),
         category: stream.category().to_owned(),
         aggregate_type: spec.aggregate_type.clone(),
@@ -210,25 +209,7 @@ fn new_info(stream: &StreamId, spec: &NewStream) -> StreamInfo {
         updated_at: now,
         last_event_id: None,
         status: StreamStatus::Active,
-        metadata: spec.metadata.clone(),
-        retention: None,
-    }
-}
-
-/// A stream's row as the seam returns it: its metadata as JSON text.
-fn stored_stream(info: &StreamInfo) -> StoredStream {
-    StoredStream {
-        stream_id: info.stream_id.clone(),
-        category: info.category.clone(),
-        aggregate_type: info.aggregate_type.clone(),
-        display_name: info.display_name.clone(),
-        version: info.version,
-        event_count: info.event_count,
-        created_at: info.created_at,
-        updated_at: info.updated_at,
-        last_event_id: info.last_event_id,
-        status: info.status,
-        metadata: (!info.metadata.is_null()).then(|| info.metadata.to_string()),
+        metadata: spec.stored_metadata(),
     }
 }
 
@@ -267,7 +248,7 @@ impl Backend for MemoryBackend {
         Ok(state
             .streams
             .get(stream.as_str())
-            .map(|row| stored_stream(&row.info)))
+            .map(|row| row.info.clone()))
     }
 
     async fn list_streams(&self, query: &StreamListQuery) -> Result<Vec<StoredStream>> {
@@ -288,7 +269,7 @@ impl Backend for MemoryBackend {
                     .is_none_or(|category| category_of(info.stream_id.as_str()) == category)
             })
             .take(query.limit)
-            .map(stored_stream)
+            .cloned()
             .collect())
     }
 

@@ -9,10 +9,10 @@ use chrono::Utc;
 
 use super::{MemoryTx, StreamRow, new_info};
 use crate::error::Result;
-use crate::store::backend::{SnapshotWrite, StoredSnapshot};
+use crate::store::backend::{SnapshotWrite, StoredSnapshot, StoredStream};
 use crate::store::key_cache::StoredKey;
 use crate::store::stream_rows::{LockedStream, SnapshotCut, StreamTx, StreamWrite};
-use crate::stream::{StreamId, StreamInfo, StreamStatus};
+use crate::stream::{StreamId, StreamStatus};
 
 #[async_trait]
 impl StreamTx for MemoryTx {
@@ -35,7 +35,7 @@ impl StreamTx for MemoryTx {
             }
             StreamWrite::Reactivate(spec) => {
                 if let Some(row) = streams.get_mut(stream.as_str()) {
-                    row.info = StreamInfo {
+                    row.info = StoredStream {
                         version: row.info.version,
                         event_count: row.info.event_count,
                         last_event_id: row.info.last_event_id,
