@@ -26,6 +26,7 @@ mod domain;
 mod domain_event;
 mod inline_projections;
 mod manager;
+mod migration;
 mod model;
 mod outbox;
 mod pages;
