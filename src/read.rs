@@ -156,7 +156,7 @@ impl FromStr for LogPosition {
 }
 
 /// A filter over the global log for [`Store::query`](crate::Store::query). Every set field
-/// must match; results come in global-position order.
+/// must match; results come in the log's order (the order of [`Store::read_all`](crate::Store::read_all)).
 ///
 /// ```
 /// use chronicle::EventQuery;

@@ -601,7 +601,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         self.begin_batch(Flush::Wait).await
     }
 
-    /// The highest global position taken so far (0 for an empty log).
+    /// The position of the log's last event, in log order (0 for an empty log): the
+    /// highest, except where positions commit out of order (PostgreSQL), where it may be
+    /// a little lower while such transactions finish.
     async fn last_position(&self) -> Result<u64>;
 
     /// One round trip to the database (nothing for memory).
@@ -665,7 +667,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The stored events with these ids (in no particular order; missing ids are left out).
     async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>>;
 
-    /// The events matching `query`, in position order.
+    /// The events matching `query`, in log order (on PostgreSQL by (transaction, position)).
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
 
     /// The default and category retention policies, and the streams with their own (up to
@@ -714,9 +716,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// still as read; returns how many were replaced.
     async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64>;
 
-    /// Replaces event payloads (position, payload as read, new payload), each only if
-    /// still as read; returns how many were replaced.
-    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64>;
+    /// Replaces event payloads (stream, version, payload as read, new payload), each only
+    /// if still as read; returns how many were replaced.
+    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64>;
 
     /// Up to `limit` snapshots after `after` (stream, version), in that order.
     async fn snapshots_after(

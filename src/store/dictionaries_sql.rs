@@ -18,9 +18,6 @@ const RESEAL_DICTIONARY: &str = "UPDATE compression_dictionaries SET key_id = $1
 
 const LATEST_DICTIONARY: &str = "SELECT max(id) FROM compression_dictionaries";
 
-const RECENT_PAYLOADS: &str =
-    "SELECT event_id, stream_id, payload FROM events ORDER BY position DESC LIMIT $1";
-
 type DictionaryRow = (i64, Option<String>, Vec<u8>, Vec<u8>, i64);
 
 fn fail(operation: &'static str) -> impl Fn(sqlx::Error) -> Error {
@@ -117,7 +114,11 @@ sql_impl! {
             self,
             limit: usize,
         ) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
-            sqlx::query_as(RECENT_PAYLOADS)
+            let newest = format!(
+                "SELECT event_id, stream_id, payload FROM events ORDER BY {} LIMIT $1",
+                D::NEWEST_FIRST
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(newest))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(self.0)
                 .await

@@ -20,7 +20,8 @@ const KEYS_TO_REWRAP: &str = "SELECT stream_id, key_id, wrapped FROM stream_keys
 const REWRAP: &str = "UPDATE stream_keys SET key_id = $1, wrapped = $2 \
      WHERE stream_id = $3 AND key_id = $4 AND wrapped = $5";
 
-const REPLACE_PAYLOAD: &str = "UPDATE events SET payload = $1 WHERE position = $2 AND payload = $3";
+const REPLACE_PAYLOAD: &str =
+    "UPDATE events SET payload = $1 WHERE stream_id = $2 AND version = $3 AND payload = $4";
 
 const SNAPSHOTS_AFTER: &str = "SELECT stream_id, version, schema_version, payload, created_at \
      FROM snapshots WHERE stream_id > $1 OR (stream_id = $1 AND version > $2) \
@@ -146,10 +147,10 @@ sql_impl! {
         /// Replaces each event's payload, where it still holds the old one.
         pub(crate) async fn replace_payloads(
             self,
-            payloads: &[(u64, Vec<u8>, Vec<u8>)],
+            payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
         ) -> Result<u64> {
             let mut tx = D::begin_write(self.0).await?;
-            let done = each_in!(tx, payloads, REPLACE_PAYLOAD, |(position, old, new)| new, to_i64(*position), old);
+            let done = each_in!(tx, payloads, REPLACE_PAYLOAD, |(stream, version, old, new)| new, stream.as_str(), to_i64(*version), old);
             tx.commit().await.map_err(fail("reencrypt"))?;
             Ok(done)
         }

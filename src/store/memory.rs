@@ -687,11 +687,17 @@ impl Backend for MemoryBackend {
         Ok(done)
     }
 
-    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
         let (_writer, mut state) = self.write().await?;
         let mut done = 0;
-        for (position, old, new) in payloads {
-            if let Some(event) = Arc::make_mut(&mut state.log).get_mut(position)
+        for (stream, version, old, new) in payloads {
+            let position = state
+                .streams
+                .get(stream)
+                .and_then(|row| row.positions.get(version))
+                .copied();
+            if let Some(event) =
+                position.and_then(|position| Arc::make_mut(&mut state.log).get_mut(&position))
                 && &event.payload == old
             {
                 event.payload = new.clone();

@@ -134,6 +134,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "compression_dictionaries",
         sql: include_str!("../../migrations/postgres/0010_compression_dictionaries.sql"),
     },
+    Migration {
+        version: 11,
+        name: "log_order_key",
+        sql: include_str!("../../migrations/postgres/0011_log_order_key.sql"),
+    },
 ];
 
 /// The bookkeeping table, the same on both SQL backends.

@@ -1024,7 +1024,7 @@ impl Backend for PostgresBackend {
         Sql(&self.pool).rewrap_stream_keys(keys).await
     }
 
-    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
         Sql(&self.pool).replace_payloads(payloads).await
     }
 

@@ -283,7 +283,8 @@ impl Store {
             .transpose()
     }
 
-    /// The events matching `query`, in global-position order, each decoded on its own.
+    /// The events matching `query`, in the log's order (as [`Store::read_all`] returns
+    /// them), each decoded on its own.
     ///
     /// As with [`Store::read_stream`], an event whose payload does not decode is an
     /// [`Error::Codec`] item (naming it) and the others still come: a caller may report

@@ -265,7 +265,7 @@ pub(super) mod postgres {
 
     /// One statement for all the cuts: the doomed rows are found stream by stream through
     /// the (stream, version) index (a lateral join, whatever the table's statistics say),
-    /// removed by position, and the streams' counts follow. An event is removed for its
+    /// removed by the primary key (transaction, position), and the streams' counts follow. An event is removed for its
     /// age only when its time is finite: `-infinity`, which no reader can date, stays.
     pub(crate) async fn remove_expired(pool: &PgPool, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
         let streams: Vec<&str> = cuts.iter().map(|cut| cut.stream.as_str()).collect();
@@ -278,14 +278,15 @@ pub(super) mod postgres {
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
                      AS c(stream_id, up_to, below, before)), \
              doomed AS ( \
-                 SELECT e.position FROM cut CROSS JOIN LATERAL ( \
-                     SELECT position FROM events \
+                 SELECT e.transaction_id, e.position FROM cut CROSS JOIN LATERAL ( \
+                     SELECT transaction_id, position FROM events \
                      WHERE events.stream_id = cut.stream_id AND events.version <= cut.up_to \
                        AND (events.version < cut.below \
                             OR (events.recorded_at < cut.before \
                                 AND isfinite(events.recorded_at)))) e), \
              removed AS ( \
-                 DELETE FROM events WHERE position IN (SELECT position FROM doomed) \
+                 DELETE FROM events WHERE (transaction_id, position) IN \
+                     (SELECT transaction_id, position FROM doomed) \
                  RETURNING stream_id, octet_length(payload) AS bytes), \
              per_stream AS ( \
                  SELECT stream_id, count(*) AS n, sum(bytes) AS bytes FROM removed \

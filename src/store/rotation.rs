@@ -231,7 +231,12 @@ impl KeyRotation {
                     .map_err(|source| {
                         super::codec_error(event.stream_id.as_str(), event.id, source)
                     })?;
-                swaps.push((event.position, event.payload.clone(), fresh));
+                swaps.push((
+                    event.stream_id.to_string(),
+                    event.version,
+                    event.payload.clone(),
+                    fresh,
+                ));
             }
             if !swaps.is_empty() {
                 progress.events_reencrypted += store

@@ -736,7 +736,7 @@ impl Backend for SqliteBackend {
         Sql(&self.writer).rewrap_stream_keys(keys).await
     }
 
-    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
         Sql(&self.writer).replace_payloads(payloads).await
     }
 

@@ -254,7 +254,7 @@ impl Backend for WrappedMemory {
         self.inner.rewrap_stream_keys(keys).await
     }
 
-    async fn replace_payloads(&self, payloads: &[(u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
+    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
         self.inner.replace_payloads(payloads).await
     }
 

@@ -69,6 +69,11 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     /// The log position of the last event committed and visible to the transaction
     /// (transaction id, position): by commit on PostgreSQL, by position on SQLite.
     const LAST_COMMITTED: &'static str;
+    /// The `events` columns of the log's order, for an `ORDER BY`: (transaction, position)
+    /// on PostgreSQL, its primary key; the position on SQLite.
+    const LOG_ORDER: &'static str;
+    /// [`Dialect::LOG_ORDER`] backwards: the newest events first.
+    const NEWEST_FIRST: &'static str;
 
     /// A time as a statement binds it.
     type Time: for<'t> Encode<'t, Self> + Type<Self> + Send + 'static;
@@ -288,6 +293,8 @@ impl Dialect for sqlx::Sqlite {
     const BEFORE_CLAIM: Option<&'static str> = None;
     const LAST_COMMITTED: &'static str =
         "SELECT 0, position FROM events ORDER BY position DESC LIMIT 1";
+    const LOG_ORDER: &'static str = "position";
+    const NEWEST_FIRST: &'static str = "position DESC";
 
     /// Microseconds since the Unix epoch.
     type Time = i64;
@@ -406,6 +413,8 @@ impl Dialect for sqlx::Postgres {
     );
     const LAST_COMMITTED: &'static str = "SELECT transaction_id::text::bigint, position FROM events \
          ORDER BY transaction_id DESC, position DESC LIMIT 1";
+    const LOG_ORDER: &'static str = "transaction_id, position";
+    const NEWEST_FIRST: &'static str = "transaction_id DESC, position DESC";
 
     type Time = DateTime<Utc>;
 

@@ -249,11 +249,13 @@ pub(crate) fn push_version_range<DB>(
         .push_bind(to_i64(limit as u64));
 }
 
-/// Appends `WHERE …` conditions, order, limit and offset for `filter` to a
-/// `SELECT … FROM events` statement. `time` turns a time into the backend's column value.
+/// Appends `WHERE …` conditions, the log's order (`log_order`: its columns), limit and
+/// offset for `filter` to a `SELECT … FROM events` statement. `time` turns a time into the
+/// backend's column value.
 pub(crate) fn push_event_filter<DB, T>(
     query: &mut QueryBuilder<DB>,
     filter: &EventQuery,
+    log_order: &str,
     time: impl Fn(DateTime<Utc>) -> T,
 ) where
     DB: Database,
@@ -286,7 +288,9 @@ pub(crate) fn push_event_filter<DB, T>(
         query.push(" AND tenant_id = ").push_bind(id.as_str());
     }
     query
-        .push(" ORDER BY position LIMIT ")
+        .push(" ORDER BY ")
+        .push(log_order)
+        .push(" LIMIT ")
         .push_bind(to_i64(filter.limit as u64))
         .push(" OFFSET ")
         .push_bind(to_i64(filter.offset as u64));

@@ -144,7 +144,7 @@ sql_impl! {
         /// The events `filter` selects.
         pub(crate) async fn query(self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
             let mut query = QueryBuilder::<D>::new(D::statements().events.as_str());
-            push_event_filter(&mut query, filter, D::time_param);
+            push_event_filter(&mut query, filter, D::LOG_ORDER, D::time_param);
             query
                 .build()
                 .try_map(|row: D::Row| D::event_row(&row, EventParts::ALL))
@@ -210,13 +210,15 @@ sql_impl! {
                 .map_err(|error| Error::from_sqlx("checkpoint", error))
         }
 
-        /// The position of the log's last event; 0 for an empty log.
+        /// The position of the log's last event in log order ([`Dialect::LAST_COMMITTED`]:
+        /// the highest but where PostgreSQL committed positions out of order); 0 for an
+        /// empty log.
         pub(crate) async fn last_position(self) -> Result<u64> {
-            let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
-                .fetch_one(self.0)
+            let last: Option<(i64, i64)> = sqlx::query_as(D::LAST_COMMITTED)
+                .fetch_optional(self.0)
                 .await
                 .map_err(|error| Error::from_sqlx("last_position", error))?;
-            Ok(last.map_or(0, to_u64))
+            Ok(last.map_or(0, |(_, position)| to_u64(position)))
         }
 
         /// A statement's round trip.
