@@ -7,6 +7,8 @@
 //! both push onto statements with sqlx's `QueryBuilder` (which picks each database's
 //! placeholders), and small conversions.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod backend;
 pub(crate) mod dialect;
 mod outbox;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
