@@ -11,6 +11,11 @@
 //! and returns only events whose transaction is older than the oldest one still running
 //! (`pg_snapshot_xmin`). A transaction that took a lower position but commits later is
 //! therefore still ahead of every reader's cursor.
+//!
+//! The backend is `SqlBackend<Postgres>` (`sql/backend.rs`, which writes the shared part
+//! of `Backend` once); here are its open, schema and migrations and its [`Engine`] hooks:
+//! the append, the log window, `held_back` and `log_end`, the storage estimates, the
+//! `BEGIN`s, closing, LISTEN/NOTIFY and the leases.
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,10 +30,11 @@ use super::backend::{
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
-use super::migrate::{self, Migrations};
+use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::migrate::Migrator;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
@@ -391,21 +397,12 @@ async fn prepare_schema(
     target: &str,
     mode: Migrations,
 ) -> Result<Vec<String>> {
-    let fail = |error| Error::from_sqlx("migrate", error);
     let state = SchemaState::read(connection, schema).await?;
     if state.exists {
         state.check_search_path(schema, target)?;
     }
-    let applied: Vec<i64> = if state.migrated_before {
-        sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(fail)?
-    } else {
-        Vec::new()
-    };
-    let pending = migrate::pending(migrate::POSTGRES, &applied);
-    if !migrate::must_apply(mode, &pending, target)? {
+    let recorded = state.migrated_before;
+    if !Migrator::<Postgres>::must_apply(&mut *connection, recorded, mode, target).await? {
         return Ok(Vec::new());
     }
     apply_migrations(connection, schema, target).await
@@ -436,36 +433,15 @@ async fn apply_migrations(
         state = SchemaState::read(&mut tx, schema).await?;
     }
     state.check_search_path(schema, target)?;
-    sqlx::query(migrate::CREATE_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let mut names = Vec::new();
-    for migration in migrate::pending(migrate::POSTGRES, &applied) {
+    let names = Migrator::<Postgres>::apply(&mut tx, |migration| {
         tracing::info!(
             version = migration.version,
             name = migration.name,
             schema,
             "applying PostgreSQL migration"
         );
-        sqlx::raw_sql(migration.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        sqlx::query(
-            "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES ($1, $2, now()::text)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        names.push(migration.file_name());
-    }
+    })
+    .await?;
     tx.commit().await.map_err(fail)?;
     Ok(names)
 }
@@ -609,6 +585,16 @@ impl Engine for Postgres {
         answers: Answers::Whole,
         outbox: Support::Supported,
     };
+
+    const MIGRATIONS: &'static [Migration] = migrate::POSTGRES;
+
+    const RECORD_MIGRATION: &'static str = "INSERT INTO chronicle_migrations (version, name, applied_at) \
+         VALUES ($1, $2, now()::text)";
+
+    /// The record statement reads the server's clock.
+    fn migration_time() -> Option<String> {
+        None
+    }
 
     const BEGIN_READ: Option<&'static str> = Some("BEGIN READ ONLY");
 

@@ -11,6 +11,10 @@
 //! halfway).
 //! Reads use their own pool and, in WAL mode, never block the writer. Because writes are
 //! serialized, positions commit in order and the log cursor's transaction part is always 0.
+//!
+//! The backend is `SqlBackend<Sqlite>` (`sql/backend.rs`, which writes the shared part of
+//! `Backend` once); here are its open and migrations and its [`Engine`] hooks: the append,
+//! the log window, the storage counts, the `BEGIN`s and closing.
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,10 +32,11 @@ use super::backend::{
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
-use super::migrate::{self, Migrations};
+use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::migrate::Migrator;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
 use super::sql::sqlite_reader::{LogReader, ReaderConfig, window_sql};
@@ -205,49 +210,18 @@ async fn migrate_writer(
     .fetch_one(writer)
     .await
     .map_err(fail)?;
-    let applied: Vec<i64> = if migrated_before {
-        sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-            .fetch_all(writer)
-            .await
-            .map_err(fail)?
-    } else {
-        Vec::new()
-    };
-    let pending = migrate::pending(migrate::SQLITE, &applied);
-    if !migrate::must_apply(mode, &pending, target)? {
+    if !Migrator::<Sqlite>::must_apply(writer, migrated_before, mode, target).await? {
         return Ok(Vec::new());
     }
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-    sqlx::query(migrate::CREATE_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let mut names = Vec::new();
-    for migration in migrate::pending(migrate::SQLITE, &applied) {
+    let names = Migrator::<Sqlite>::apply(&mut tx, |migration| {
         tracing::info!(
             version = migration.version,
             name = migration.name,
             "applying SQLite migration"
         );
-        sqlx::raw_sql(migration.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        sqlx::query(
-            "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .bind(Utc::now().to_rfc3339())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        names.push(migration.file_name());
-    }
+    })
+    .await?;
     tx.commit().await.map_err(fail)?;
     Ok(names)
 }
@@ -435,6 +409,15 @@ impl Engine for Sqlite {
         answers: Answers::RowByRow,
         outbox: Support::Supported,
     };
+
+    const MIGRATIONS: &'static [Migration] = migrate::SQLITE;
+
+    const RECORD_MIGRATION: &'static str =
+        "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)";
+
+    fn migration_time() -> Option<String> {
+        Some(Utc::now().to_rfc3339())
+    }
 
     /// A deferred BEGIN on a reader: a WAL snapshot, no write lock.
     const BEGIN_READ: Option<&'static str> = None;

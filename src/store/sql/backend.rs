@@ -18,7 +18,7 @@ use std::future::{Future, ready};
 use std::ops::RangeInclusive;
 
 use async_trait::async_trait;
-use sqlx::Pool;
+use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
 use super::dialect::{Dialect, sql_impl};
@@ -36,6 +36,7 @@ use crate::store::backend::{
 };
 use crate::store::batch::{DynTx, Flush};
 use crate::store::key_cache::StoredKey;
+use crate::store::migrate::Migration;
 use crate::store::storage::StorageStats;
 use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery};
 
@@ -61,9 +62,20 @@ pub(crate) trait Engine: Dialect {
     /// What the backend can do ([`Backend::capabilities`]).
     const CAPABILITIES: Capabilities;
 
+    /// The database's migrations, in order (`store/migrate.rs`).
+    const MIGRATIONS: &'static [Migration];
+
+    /// The statement that records an applied migration: `$1` its version, `$2` its name,
+    /// and `$3` [`Engine::migration_time`] where that is `Some`.
+    const RECORD_MIGRATION: &'static str;
+
     /// The statement that begins a read-only transaction on the reader
     /// ([`Backend::begin_read`]); `None`: sqlx's plain `BEGIN`.
     const BEGIN_READ: Option<&'static str>;
+
+    /// The time recorded as a migration's `applied_at`, bound; `None` where the record
+    /// statement reads the database's clock.
+    fn migration_time() -> Option<String>;
 
     /// The statement that begins a batch on the writer ([`Backend::begin_batch`]), whose
     /// commit waits for the disk or not as `flush` says.
@@ -252,11 +264,8 @@ sql_impl! {
         }
 
         async fn begin_batch(&self, flush: Flush) -> Result<Box<dyn DynTx>> {
-            self.writer
-                .begin_with(D::begin_batch(flush))
-                .await
-                .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
-                .map_err(|error| Error::from_sqlx("begin_batch", error))
+            let begun = self.writer.begin_with(D::begin_batch(flush)).await;
+            Self::boxed(begun, "begin_batch")
         }
 
         async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
@@ -264,9 +273,7 @@ sql_impl! {
                 Some(begin) => self.reader.begin_with(begin).await,
                 None => self.reader.begin().await,
             };
-            begun
-                .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
-                .map_err(|error| Error::from_sqlx("begin_read", error))
+            Self::boxed(begun, "begin_read")
         }
 
         async fn last_position(&self) -> Result<u64> {
@@ -425,6 +432,20 @@ sql_impl! {
             payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
         ) -> Result<u64> {
             Sql(&self.writer).replace_snapshot_payloads(payloads).await
+        }
+    }
+}
+
+sql_impl! {
+    impl<D: Engine> SqlBackend<D> {
+        /// A transaction just begun as the seam holds it, or the error of `operation`.
+        fn boxed(
+            begun: std::result::Result<Transaction<'static, D>, sqlx::Error>,
+            operation: &'static str,
+        ) -> Result<Box<dyn DynTx>> {
+            begun
+                .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
+                .map_err(|error| Error::from_sqlx(operation, error))
         }
     }
 }

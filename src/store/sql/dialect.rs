@@ -8,8 +8,10 @@
 //! statement changed, how a connection is handed to read models ([`SqlConnection`]), and
 //! (through [`DecodeRows`](super::rows::DecodeRows)) how rows are decoded. Code written
 //! once is generic over `D: Dialect`, in `impl` blocks that [`sql_impl!`] gives sqlx's
-//! bounds (`reads`, `tx`, `outbox`, `keys_sql`, `retention_sql`); portable SQL's row
-//! reading extends the trait (`portable.rs`).
+//! bounds (`backend`, `reads`, `migrate`, `tx`, `outbox`, `keys_sql`, `retention_sql`);
+//! portable SQL's row reading extends the trait (`portable.rs`). What a backend does its
+//! own way beyond statements (the append, the log window, its life cycle) is
+//! `sql/backend.rs`'s `Engine`.
 
 use std::future::Future;
 use std::sync::LazyLock;
