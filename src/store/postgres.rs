@@ -11,37 +11,36 @@
 //! and returns only events whose transaction is older than the oldest one still running
 //! (`pg_snapshot_xmin`). A transaction that took a lower position but commits later is
 //! therefore still ahead of every reader's cursor.
+//!
+//! The backend is `SqlBackend<Postgres>` (`sql/backend.rs`, which writes the shared part
+//! of `Backend` once); here are its open, schema and migrations and its [`Engine`] hooks:
+//! the append, the log window, `held_back` and `log_end`, the storage estimates, the
+//! `BEGIN`s, closing, LISTEN/NOTIFY and the leases.
 
-use std::ops::RangeInclusive;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres, Row};
-use uuid::Uuid;
 
 use super::backend::{
-    Answers, AppendFeed, AppendNotices, AppendOutcome, Backend, Capabilities, EncodedEvent,
-    ExpiryCut, HeldBack, Lease, LogPage, ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream,
-    StreamStart, Support, WindowLimit, WindowRow,
+    Answers, AppendFeed, AppendNotices, AppendOutcome, Capabilities, EncodedEvent, ExpiryCut,
+    HeldBack, Lease, LogPage, Support, WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
-use super::key_cache::StoredKey;
-use super::migrate::{self, Migrations};
+use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
+use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
-use super::sql::reads::Sql;
+use super::sql::migrate::Migrator;
 use super::sql::rows::DecodeRows;
-use super::sql::tx::SqlTx;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{ConnectErrorKind, Error, Result, ValidationError};
-use crate::read::{EventParts, EventQuery, LogPosition};
-use crate::retention::RetentionScope;
-use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
-use crate::snapshot::SnapshotInfo;
-use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery};
+use crate::read::{EventParts, LogPosition};
+use crate::stream::{AppendGuard, StreamId};
 
 /// What the PostgreSQL backend needs from the store builder.
 #[derive(Debug, Clone)]
@@ -66,9 +65,13 @@ pub(crate) enum PgSource {
     Pool(PgPool),
 }
 
+/// The PostgreSQL backend: [`SqlBackend`] over PostgreSQL, whose writer and reader are
+/// the one pool.
+pub(crate) type PostgresBackend = SqlBackend<Postgres>;
+
+/// What the PostgreSQL backend keeps beside its pool.
 #[derive(Debug)]
-pub(crate) struct PostgresBackend {
-    pool: PgPool,
+pub(crate) struct PgState {
     /// Whether the pool is chronicle's (closed by `close`) or the application's.
     owns_pool: bool,
     schema: String,
@@ -83,7 +86,7 @@ pub(crate) struct PostgresBackend {
 const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 
 /// The longest log window read with the planner left to itself (see
-/// `PostgresBackend::window_rows`).
+/// `SqlBackend::<Postgres>::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
@@ -180,7 +183,7 @@ fn validate_schema(schema: &str) -> Result<()> {
     }
 }
 
-impl PostgresBackend {
+impl SqlBackend<Postgres> {
     /// The rows of a log window query (`sql`, with `after` and `limit` as $1–$3 and the
     /// types, if any, as $4), each through `decode`, read one by one up to the one whose
     /// `size` (the stored payload of a wanted event, else `None`) reaches the byte budget.
@@ -213,10 +216,10 @@ impl PostgresBackend {
         }
         let query = query.try_map(decode);
         if limit.events <= INDEX_SAFE_WINDOW {
-            return sql::cut_at_budget(query.fetch(&self.pool), limit, size).await;
+            return sql::cut_at_budget(query.fetch(&self.reader), limit, size).await;
         }
         let mut tx = self
-            .pool
+            .reader
             .begin_with(
                 "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
                  SET LOCAL jit = off",
@@ -264,11 +267,14 @@ impl PostgresBackend {
                 (pool, false)
             }
         };
-        Ok(PostgresBackend {
-            pool,
-            owns_pool,
-            schema: config.schema.clone(),
-            connect_timeout: config.connect_timeout,
+        Ok(SqlBackend {
+            writer: pool.clone(),
+            reader: pool,
+            state: PgState {
+                owns_pool,
+                schema: config.schema.clone(),
+                connect_timeout: config.connect_timeout,
+            },
         })
     }
 
@@ -391,21 +397,12 @@ async fn prepare_schema(
     target: &str,
     mode: Migrations,
 ) -> Result<Vec<String>> {
-    let fail = |error| Error::from_sqlx("migrate", error);
     let state = SchemaState::read(connection, schema).await?;
     if state.exists {
         state.check_search_path(schema, target)?;
     }
-    let applied: Vec<i64> = if state.migrated_before {
-        sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(fail)?
-    } else {
-        Vec::new()
-    };
-    let pending = migrate::pending(migrate::POSTGRES, &applied);
-    if !migrate::must_apply(mode, &pending, target)? {
+    let recorded = state.migrated_before;
+    if !Migrator::<Postgres>::must_apply(&mut *connection, recorded, mode, target).await? {
         return Ok(Vec::new());
     }
     apply_migrations(connection, schema, target).await
@@ -436,36 +433,15 @@ async fn apply_migrations(
         state = SchemaState::read(&mut tx, schema).await?;
     }
     state.check_search_path(schema, target)?;
-    sqlx::query(migrate::CREATE_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let mut names = Vec::new();
-    for migration in migrate::pending(migrate::POSTGRES, &applied) {
+    let names = Migrator::<Postgres>::apply(&mut tx, |migration| {
         tracing::info!(
             version = migration.version,
             name = migration.name,
             schema,
             "applying PostgreSQL migration"
         );
-        sqlx::raw_sql(migration.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        sqlx::query(
-            "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES ($1, $2, now()::text)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        names.push(migration.file_name());
-    }
+    })
+    .await?;
     tx.commit().await.map_err(fail)?;
     Ok(names)
 }
@@ -600,77 +576,64 @@ impl AppendFeed for PgFeed {
     }
 }
 
-#[async_trait]
-impl Backend for PostgresBackend {
+impl Engine for Postgres {
+    type State = PgState;
+
+    const CAPABILITIES: Capabilities = Capabilities {
+        kind: "postgres",
+        append_notices: AppendNotices::OtherProcesses,
+        answers: Answers::Whole,
+        outbox: Support::Supported,
+    };
+
+    const MIGRATIONS: &'static [Migration] = migrate::POSTGRES;
+
+    const RECORD_MIGRATION: &'static str = "INSERT INTO chronicle_migrations (version, name, applied_at) \
+         VALUES ($1, $2, now()::text)";
+
+    /// The record statement reads the server's clock.
+    fn migration_time() -> Option<String> {
+        None
+    }
+
+    const BEGIN_READ: Option<&'static str> = Some("BEGIN READ ONLY");
+
+    fn begin_batch(flush: Flush) -> &'static str {
+        match flush {
+            Flush::Wait => "BEGIN",
+            Flush::Defer => "BEGIN; SET LOCAL synchronous_commit = off",
+        }
+    }
+
     async fn append(
-        &self,
+        backend: &PostgresBackend,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
-        let mut conn = self
-            .pool
+        let mut conn = backend
+            .writer
             .acquire()
             .await
             .map_err(|error| Error::from_sqlx("append", error))?;
         append_statement(&mut conn, stream, guard, events).await
     }
 
-    async fn append_in(
-        &self,
-        tx: &mut dyn DynTx,
+    fn connection_of(tx: &mut dyn DynTx) -> Option<&mut PgConnection> {
+        tx.postgres()
+    }
+
+    fn append_in(
+        conn: &mut PgConnection,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
-    ) -> Result<AppendOutcome> {
-        let conn = tx.postgres().ok_or_else(|| {
-            Error::Internal("a PostgreSQL append in another backend's transaction".to_owned())
-        })?;
-        append_statement(conn, stream, guard, events).await
-    }
-
-    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {
-        Sql(&self.pool).stream_info(stream).await
-    }
-
-    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StoredStream>> {
-        Sql(&self.pool).list_streams(list).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        versions: RangeInclusive<u64>,
-        direction: Direction,
-        limit: WindowLimit,
-    ) -> Result<Vec<StoredEvent>> {
-        Sql(&self.pool)
-            .read_stream(stream, versions, direction, limit)
-            .await
-    }
-
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        versions: RangeInclusive<u64>,
-        limit: WindowLimit,
-    ) -> Result<Vec<ReplayedEvent>> {
-        Sql(&self.pool).replay_stream(stream, versions, limit).await
-    }
-
-    async fn replay_start(
-        &self,
-        stream: &StreamId,
-        max_version: u64,
-        limit: WindowLimit,
-    ) -> Result<Option<StreamStart>> {
-        Sql(&self.pool)
-            .replay_start(stream, max_version, limit)
-            .await
+    ) -> impl Future<Output = Result<AppendOutcome>> + Send {
+        append_statement(conn, stream, guard, events)
     }
 
     async fn read_all(
-        &self,
+        backend: &PostgresBackend,
         after: LogPosition,
         limit: WindowLimit,
         types: &[String],
@@ -685,7 +648,7 @@ impl Backend for PostgresBackend {
              ORDER BY transaction_id, position LIMIT $3"
         );
         if types.is_empty() {
-            let events = self
+            let events = backend
                 .window_rows(
                     window,
                     (after, limit),
@@ -711,7 +674,7 @@ impl Backend for PostgresBackend {
              WHERE w.event_type = ANY($4) OR w.position = last.position \
              ORDER BY w.commit_id, w.position"
         );
-        let rows = self
+        let rows = backend
             .window_rows(
                 sql,
                 (after, limit),
@@ -724,7 +687,11 @@ impl Backend for PostgresBackend {
         Ok(LogPage::filtered(rows, limit))
     }
 
-    async fn held_back(&self, after: LogPosition, bound: Option<u64>) -> Result<HeldBack> {
+    async fn held_back(
+        backend: &PostgresBackend,
+        after: LogPosition,
+        bound: Option<u64>,
+    ) -> Result<HeldBack> {
         // The first event after the cursor, by the commit-order index, then one
         // comparison: events are ordered by transaction first, so if the first one is not
         // older than the bound none is. (An EXISTS over the range let PostgreSQL's generic
@@ -743,7 +710,7 @@ impl Backend for PostgresBackend {
         .bind(after.commit().to_string())
         .bind(to_i64(after.position()))
         .bind(bound.map(to_i64))
-        .fetch_one(&self.pool)
+        .fetch_one(&backend.reader)
         .await
         .map_err(|error| Error::from_sqlx("read_all", error))?;
         Ok(HeldBack {
@@ -752,116 +719,16 @@ impl Backend for PostgresBackend {
         })
     }
 
-    async fn close(&self) {
-        // The application's pool is the application's to close.
-        if self.owns_pool {
-            self.pool.close().await;
-        }
-    }
-
-    async fn latest_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: u64,
-    ) -> Result<Option<StoredSnapshot>> {
-        Sql(&self.pool).latest_snapshot(stream, max_version).await
-    }
-
-    async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        Sql(&self.pool).list_snapshots(stream).await
-    }
-
-    async fn announce_appends(&self) -> Result<()> {
-        sqlx::query("SELECT pg_notify('chronicle_appends', $1)")
-            .bind(&self.schema)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|error| Error::from_sqlx("announce_appends", error))
-    }
-
-    async fn append_feed(&self) -> Result<Option<Box<dyn AppendFeed>>> {
-        let fail = |error| Error::from_sqlx("listen", error);
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
-            .await
-            .map_err(fail)?;
-        listener.listen("chronicle_appends").await.map_err(fail)?;
-        Ok(Some(Box::new(PgFeed {
-            listener,
-            schema: self.schema.clone(),
-        })))
-    }
-
-    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>> {
-        use sqlx::Connection;
-        let fail = |error| Error::from_sqlx("lease", error);
-        // A connection of its own, outside the pool: the session lock lives as long as it.
-        // Bounded by the connect timeout, like the open's first connection.
-        let mut connection =
-            connect::pg_connect(&self.pool.connect_options(), self.connect_timeout).await?;
-        // Over TCP, the server finds a vanished client (host down, network cut) within
-        // about 10 s instead of hours, ending the session and freeing the lock for another
-        // instance. (Ignored on Unix sockets, where a dead peer is seen at once.)
-        sqlx::raw_sql(
-            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
-             SET tcp_keepalives_count = 3",
-        )
-        .execute(&mut connection)
-        .await
-        .map_err(fail)?;
-        // Keyed by the store's schema, which is the connection's current schema when the
-        // options set it; an application's pool may set it per connection instead.
-        let held: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtextextended( \
-                 'chronicle.projection:' || $2 || ':' || $1, 0))",
-        )
-        .bind(name)
-        .bind(&self.schema)
-        .fetch_one(&mut connection)
-        .await
-        .map_err(fail)?;
-        if held {
-            Ok(Some(Box::new(PgLease(connection))))
-        } else {
-            let _ = connection.close().await;
-            Ok(None)
-        }
-    }
-
-    async fn begin_batch(&self, flush: Flush) -> Result<Box<dyn DynTx>> {
-        let begin = match flush {
-            Flush::Wait => "BEGIN",
-            Flush::Defer => "BEGIN; SET LOCAL synchronous_commit = off",
-        };
-        self.pool
-            .begin_with(begin)
-            .await
-            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
-            .map_err(|error| Error::from_sqlx("begin_batch", error))
-    }
-
-    async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
-        self.pool
-            .begin_with("BEGIN READ ONLY")
-            .await
-            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
-            .map_err(|error| Error::from_sqlx("begin_read", error))
-    }
-
-    async fn last_position(&self) -> Result<u64> {
-        Sql(&self.pool).last_position().await
-    }
-
     /// The last event behind every running transaction (what `read_all` would return
     /// last), through the commit-order index backwards. Events of transactions still
     /// running are after it, committed or not.
-    async fn log_end(&self) -> Result<LogPosition> {
+    async fn log_end(backend: &PostgresBackend) -> Result<LogPosition> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT transaction_id::text::bigint, position FROM events \
              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id DESC, position DESC LIMIT 1",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&backend.reader)
         .await
         .map_err(|error| Error::from_sqlx("log_end", error))?;
         let Some((commit, position)) = row else {
@@ -876,31 +743,14 @@ impl Backend for PostgresBackend {
         ))
     }
 
-    async fn ping(&self) -> Result<()> {
-        Sql(&self.pool).ping().await
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            kind: "postgres",
-            append_notices: AppendNotices::OtherProcesses,
-            answers: Answers::Whole,
-            outbox: Support::Supported,
-        }
-    }
-
-    fn postgres_pool(&self) -> Option<&PgPool> {
-        Some(&self.pool)
-    }
-
-    async fn storage(&self) -> Result<StorageStats> {
+    async fn storage(backend: &PostgresBackend) -> Result<StorageStats> {
         // The planner's row estimates and the tables' sizes, from the catalog: no scan.
         let tables: Vec<(String, f32, i64)> = sqlx::query_as(
             "SELECT c.relname::text, c.reltuples, pg_total_relation_size(c.oid) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = current_schema() AND c.relkind = 'r'",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&backend.reader)
         .await
         .map_err(|error| Error::from_sqlx("storage", error))?;
         let mut stats = StorageStats {
@@ -923,7 +773,7 @@ impl Backend for PostgresBackend {
             } else {
                 // Never analyzed (a new table): count it.
                 let exact: i64 = sqlx::query_scalar(count_all)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&backend.reader)
                     .await
                     .map_err(|error| Error::from_sqlx("storage", error))?;
                 to_u64(exact)
@@ -932,114 +782,77 @@ impl Backend for PostgresBackend {
         Ok(stats)
     }
 
-    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        Sql(&self.pool).checkpoint(name).await
+    fn remove_expired(
+        pool: &PgPool,
+        cuts: &[ExpiryCut],
+    ) -> impl Future<Output = Result<(u64, u64)>> + Send {
+        retention_sql::postgres::remove_expired(pool, cuts)
     }
 
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
-        Sql(&self.pool).events_by_id(ids).await
+    async fn close(backend: &PostgresBackend) {
+        // The application's pool is the application's to close.
+        if backend.state.owns_pool {
+            backend.writer.close().await;
+        }
     }
 
-    async fn query(&self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
-        Sql(&self.pool).query(filter).await
-    }
-
-    async fn retention_policies(&self) -> Result<PolicyRows> {
-        Sql(&self.pool).retention_policies().await
-    }
-
-    async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
-        Sql(&self.pool).retention_policy(scope).await
-    }
-
-    async fn list_retention(
-        &self,
-        after: Option<(i16, &str)>,
-        limit: usize,
-    ) -> Result<Vec<StoredPolicy>> {
-        Sql(&self.pool).list_retention(after, limit).await
-    }
-
-    async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
-        Sql(&self.pool).set_retention(scope, policy).await
-    }
-
-    async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
-        Sql(&self.pool).stream_retention(streams).await
-    }
-
-    async fn retention_candidates(
-        &self,
-        after: &str,
-        limit: usize,
-        categories: &[String],
-        all: bool,
-    ) -> Result<Vec<StreamRetention>> {
-        Sql(&self.pool)
-            .retention_candidates(after, limit, categories, all)
+    async fn append_feed(backend: &PostgresBackend) -> Result<Option<Box<dyn AppendFeed>>> {
+        let fail = |error| Error::from_sqlx("listen", error);
+        let mut listener = sqlx::postgres::PgListener::connect_with(&backend.reader)
             .await
+            .map_err(fail)?;
+        listener.listen("chronicle_appends").await.map_err(fail)?;
+        Ok(Some(Box::new(PgFeed {
+            listener,
+            schema: backend.state.schema.clone(),
+        })))
     }
 
-    async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
-        retention_sql::postgres::remove_expired(&self.pool, cuts).await
+    async fn announce_appends(backend: &PostgresBackend) -> Result<()> {
+        sqlx::query("SELECT pg_notify('chronicle_appends', $1)")
+            .bind(&backend.state.schema)
+            .execute(&backend.writer)
+            .await
+            .map(|_| ())
+            .map_err(|error| Error::from_sqlx("announce_appends", error))
     }
 
-    async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>> {
-        Sql(&self.pool).dictionaries(ids).await
-    }
-
-    async fn latest_dictionary(&self) -> Result<Option<u32>> {
-        Sql(&self.pool).latest_dictionary().await
-    }
-
-    async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
-        Sql(&self.pool).insert_dictionary(dictionary).await
-    }
-
-    async fn reseal_dictionary(
-        &self,
-        old: &crate::codec::StoredDictionary,
-        new: &crate::codec::StoredDictionary,
-    ) -> Result<bool> {
-        Sql(&self.pool).reseal_dictionary(old, new).await
-    }
-
-    async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
-        Sql(&self.pool).recent_payloads(limit).await
-    }
-
-    async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
-        Sql(&self.pool).stream_keys(streams).await
-    }
-
-    async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        Sql(&self.pool).forget_stream_key(stream).await
-    }
-
-    async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
-        Sql(&self.pool).keys_to_rewrap(active, limit).await
-    }
-
-    async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        Sql(&self.pool).rewrap_stream_keys(keys).await
-    }
-
-    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        Sql(&self.pool).replace_payloads(payloads).await
-    }
-
-    async fn snapshots_after(
-        &self,
-        after: (&str, u64),
-        limit: usize,
-    ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-        Sql(&self.pool).snapshots_after(after, limit).await
-    }
-
-    async fn replace_snapshot_payloads(
-        &self,
-        payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
-    ) -> Result<u64> {
-        Sql(&self.pool).replace_snapshot_payloads(payloads).await
+    async fn try_lease(backend: &PostgresBackend, name: &str) -> Result<Option<Box<dyn Lease>>> {
+        use sqlx::Connection;
+        let fail = |error| Error::from_sqlx("lease", error);
+        // A connection of its own, outside the pool: the session lock lives as long as it.
+        // Bounded by the connect timeout, like the open's first connection.
+        let mut connection = connect::pg_connect(
+            &backend.reader.connect_options(),
+            backend.state.connect_timeout,
+        )
+        .await?;
+        // Over TCP, the server finds a vanished client (host down, network cut) within
+        // about 10 s instead of hours, ending the session and freeing the lock for another
+        // instance. (Ignored on Unix sockets, where a dead peer is seen at once.)
+        sqlx::raw_sql(
+            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+             SET tcp_keepalives_count = 3",
+        )
+        .execute(&mut connection)
+        .await
+        .map_err(fail)?;
+        // Keyed by the store's schema, which is the connection's current schema when the
+        // options set it; an application's pool may set it per connection instead.
+        let held: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended( \
+                 'chronicle.projection:' || $2 || ':' || $1, 0))",
+        )
+        .bind(name)
+        .bind(&backend.state.schema)
+        .fetch_one(&mut connection)
+        .await
+        .map_err(fail)?;
+        if held {
+            Ok(Some(Box::new(PgLease(connection))))
+        } else {
+            let _ = connection.close().await;
+            Ok(None)
+        }
     }
 }

@@ -11,42 +11,40 @@
 //! halfway).
 //! Reads use their own pool and, in WAL mode, never block the writer. Because writes are
 //! serialized, positions commit in order and the log cursor's transaction part is always 0.
+//!
+//! The backend is `SqlBackend<Sqlite>` (`sql/backend.rs`, which writes the shared part of
+//! `Backend` once); here are its open and migrations and its [`Engine`] hooks: the append,
+//! the log window, the storage counts, the `BEGIN`s and closing.
 
-use std::ops::RangeInclusive;
+use std::future::Future;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite};
-use uuid::Uuid;
 
 use super::backend::{
-    Answers, AppendNotices, AppendOutcome, Backend, Capabilities, EncodedEvent, ExpiryCut, LogPage,
-    ReplayedEvent, StoredEvent, StoredSnapshot, StoredStream, StreamStart, Support, WindowLimit,
-    WindowRow,
+    Answers, AppendNotices, AppendOutcome, Capabilities, EncodedEvent, ExpiryCut, LogPage, Support,
+    WindowLimit, WindowRow,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
-use super::key_cache::StoredKey;
-use super::migrate::{self, Migrations};
+use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
+use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::migrate::Migrator;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
 use super::sql::sqlite_reader::{LogReader, ReaderConfig, window_sql};
-use super::sql::tx::SqlTx;
 use super::sql::{self, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{Error, Result, SQLITE_BUSY, sqlite_primary_code};
-use crate::read::{EventParts, EventQuery, LogPosition};
-use crate::retention::RetentionScope;
-use crate::retention::rules::{PolicyRows, StoredPolicy, StreamRetention};
-use crate::snapshot::SnapshotInfo;
-use crate::stream::{AppendGuard, Direction, StreamId, StreamListQuery};
+use crate::read::{EventParts, LogPosition};
+use crate::stream::{AppendGuard, StreamId};
 
 /// How SQLite commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,10 +66,14 @@ pub(crate) struct SqliteConfig {
     pub migrations: Migrations,
 }
 
+/// The SQLite backend: [`SqlBackend`] over SQLite, whose writer is a pool of one
+/// connection and whose reader a pool of `pool_size` (the writer's, for a database in
+/// memory).
+pub(crate) type SqliteBackend = SqlBackend<Sqlite>;
+
+/// What the SQLite backend keeps beside its pools.
 #[derive(Debug)]
-pub(crate) struct SqliteBackend {
-    writer: SqlitePool,
-    reader: SqlitePool,
+pub(crate) struct SqliteState {
     /// The log windows' own readers (`sql/sqlite_reader.rs`); `None` for a database in
     /// memory, which only the pool's connection reaches.
     log: Option<LogReader>,
@@ -109,7 +111,7 @@ fn without_memory_statistics() {
     });
 }
 
-impl SqliteBackend {
+impl SqlBackend<Sqlite> {
     /// Opens the store's database: `options` as given (from a URL, `create_if_missing` is
     /// on), with chronicle's journal mode, durability and busy timeout.
     pub(crate) async fn open(options: SqliteConnectOptions, config: &SqliteConfig) -> Result<Self> {
@@ -146,10 +148,10 @@ impl SqliteBackend {
                 threads: config.pool_size.max(1) as usize,
             })
         });
-        Ok(SqliteBackend {
+        Ok(SqlBackend {
             writer,
             reader,
-            log,
+            state: SqliteState { log },
         })
     }
 
@@ -208,49 +210,18 @@ async fn migrate_writer(
     .fetch_one(writer)
     .await
     .map_err(fail)?;
-    let applied: Vec<i64> = if migrated_before {
-        sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-            .fetch_all(writer)
-            .await
-            .map_err(fail)?
-    } else {
-        Vec::new()
-    };
-    let pending = migrate::pending(migrate::SQLITE, &applied);
-    if !migrate::must_apply(mode, &pending, target)? {
+    if !Migrator::<Sqlite>::must_apply(writer, migrated_before, mode, target).await? {
         return Ok(Vec::new());
     }
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-    sqlx::query(migrate::CREATE_TABLE)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM chronicle_migrations")
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let mut names = Vec::new();
-    for migration in migrate::pending(migrate::SQLITE, &applied) {
+    let names = Migrator::<Sqlite>::apply(&mut tx, |migration| {
         tracing::info!(
             version = migration.version,
             name = migration.name,
             "applying SQLite migration"
         );
-        sqlx::raw_sql(migration.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        sqlx::query(
-            "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .bind(Utc::now().to_rfc3339())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        names.push(migration.file_name());
-    }
+    })
+    .await?;
     tx.commit().await.map_err(fail)?;
     Ok(names)
 }
@@ -429,10 +400,35 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation() && db.message().contains("event_id"))
 }
 
-#[async_trait]
-impl Backend for SqliteBackend {
+impl Engine for Sqlite {
+    type State = SqliteState;
+
+    const CAPABILITIES: Capabilities = Capabilities {
+        kind: "sqlite",
+        append_notices: AppendNotices::ThisProcess,
+        answers: Answers::RowByRow,
+        outbox: Support::Supported,
+    };
+
+    const MIGRATIONS: &'static [Migration] = migrate::SQLITE;
+
+    const RECORD_MIGRATION: &'static str =
+        "INSERT INTO chronicle_migrations (version, name, applied_at) VALUES (?, ?, ?)";
+
+    fn migration_time() -> Option<String> {
+        Some(Utc::now().to_rfc3339())
+    }
+
+    /// A deferred BEGIN on a reader: a WAL snapshot, no write lock.
+    const BEGIN_READ: Option<&'static str> = None;
+
+    /// On the writer, taking the write lock at once, whatever `flush` says.
+    fn begin_batch(_flush: Flush) -> &'static str {
+        "BEGIN IMMEDIATE"
+    }
+
     async fn append(
-        &self,
+        backend: &SqliteBackend,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
@@ -442,7 +438,7 @@ impl Backend for SqliteBackend {
         if let Some(version) = guard.version {
             // The version before the append is known: one autocommitted INSERT.
             let base = to_i64(version);
-            let mut conn = self.writer.acquire().await.map_err(fail)?;
+            let mut conn = backend.writer.acquire().await.map_err(fail)?;
             match insert_events(&mut conn, stream, base, events, now).await {
                 // Refused: the state that refused it may be gone by now (another process
                 // shares the file), so it is read again below, under the write lock, and
@@ -453,7 +449,7 @@ impl Backend for SqliteBackend {
         }
         // Read the version under the write lock, so no other process moves it before the
         // INSERT.
-        let mut tx = self
+        let mut tx = backend
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -465,63 +461,21 @@ impl Backend for SqliteBackend {
         Ok(outcome)
     }
 
+    fn connection_of(tx: &mut dyn DynTx) -> Option<&mut SqliteConnection> {
+        tx.sqlite()
+    }
+
     async fn append_in(
-        &self,
-        tx: &mut dyn DynTx,
+        conn: &mut SqliteConnection,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
     ) -> Result<AppendOutcome> {
-        let conn = tx.sqlite().ok_or_else(|| {
-            Error::Internal("a SQLite append in another backend's transaction".to_owned())
-        })?;
         append_locked(conn, stream, guard, events, stored_now()).await
     }
 
-    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {
-        Sql(&self.reader).stream_info(stream).await
-    }
-
-    async fn list_streams(&self, list: &StreamListQuery) -> Result<Vec<StoredStream>> {
-        Sql(&self.reader).list_streams(list).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        versions: RangeInclusive<u64>,
-        direction: Direction,
-        limit: WindowLimit,
-    ) -> Result<Vec<StoredEvent>> {
-        Sql(&self.reader)
-            .read_stream(stream, versions, direction, limit)
-            .await
-    }
-
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        versions: RangeInclusive<u64>,
-        limit: WindowLimit,
-    ) -> Result<Vec<ReplayedEvent>> {
-        Sql(&self.reader)
-            .replay_stream(stream, versions, limit)
-            .await
-    }
-
-    async fn replay_start(
-        &self,
-        stream: &StreamId,
-        max_version: u64,
-        limit: WindowLimit,
-    ) -> Result<Option<StreamStart>> {
-        Sql(&self.reader)
-            .replay_start(stream, max_version, limit)
-            .await
-    }
-
     async fn read_all(
-        &self,
+        backend: &SqliteBackend,
         after: LogPosition,
         limit: WindowLimit,
         types: &[String],
@@ -533,7 +487,7 @@ impl Backend for SqliteBackend {
             .then(|| serde_json::to_string(types))
             .transpose()
             .map_err(|error| Error::Internal(format!("read_all: event types: {error}")))?;
-        if let Some(log) = &self.log {
+        if let Some(log) = &backend.state.log {
             return log
                 .window(after.position(), limit, types, parts)
                 .await
@@ -548,7 +502,7 @@ impl Backend for SqliteBackend {
                 .bind(to_i64(after.position()))
                 .bind(to_i64(limit.events as u64))
                 .try_map(move |row: SqliteRow| Sqlite::event_row(&row, parts))
-                .fetch(&self.reader);
+                .fetch(&backend.reader);
             let events = sql::cut_at_budget(rows, limit, |event| Some(event.payload.len()))
                 .await
                 .map_err(fail)?;
@@ -561,78 +515,28 @@ impl Backend for SqliteBackend {
             .try_map(move |row: SqliteRow| {
                 sql::window_row(&row, |row| Sqlite::event_row(row, parts))
             })
-            .fetch(&self.reader);
+            .fetch(&backend.reader);
         let rows = sql::cut_at_budget(rows, limit, WindowRow::budget_bytes)
             .await
             .map_err(fail)?;
         Ok(LogPage::filtered(rows, limit))
     }
 
-    async fn close(&self) {
-        if let Some(log) = &self.log {
-            log.close().await;
-        }
-        self.writer.close().await;
-        self.reader.close().await;
+    /// `(0, last_position)`: positions commit in order.
+    async fn log_end(backend: &SqliteBackend) -> Result<LogPosition> {
+        Ok(LogPosition::new(
+            0,
+            Sql(&backend.reader).last_position().await?,
+        ))
     }
 
-    async fn latest_snapshot(
-        &self,
-        stream: &StreamId,
-        max_version: u64,
-    ) -> Result<Option<StoredSnapshot>> {
-        Sql(&self.reader).latest_snapshot(stream, max_version).await
-    }
-
-    async fn list_snapshots(&self, stream: &StreamId) -> Result<Vec<SnapshotInfo>> {
-        Sql(&self.reader).list_snapshots(stream).await
-    }
-
-    async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
-            .map_err(|error| Error::from_sqlx("begin_batch", error))
-    }
-
-    async fn begin_read(&self) -> Result<Box<dyn DynTx>> {
-        // A deferred BEGIN on a reader: a WAL snapshot, no write lock.
-        self.reader
-            .begin()
-            .await
-            .map(|tx| Box::new(SqlTx(tx)) as Box<dyn DynTx>)
-            .map_err(|error| Error::from_sqlx("begin_read", error))
-    }
-
-    async fn last_position(&self) -> Result<u64> {
-        Sql(&self.reader).last_position().await
-    }
-
-    async fn ping(&self) -> Result<()> {
-        Sql(&self.reader).ping().await
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            kind: "sqlite",
-            append_notices: AppendNotices::ThisProcess,
-            answers: Answers::RowByRow,
-            outbox: Support::Supported,
-        }
-    }
-
-    fn sqlite_pool(&self) -> Option<&SqlitePool> {
-        Some(&self.reader)
-    }
-
-    async fn storage(&self) -> Result<StorageStats> {
+    async fn storage(backend: &SqliteBackend) -> Result<StorageStats> {
         let (streams, events, snapshots, bytes): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events), \
                     (SELECT count(*) FROM snapshots), \
                     (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())",
         )
-        .fetch_one(&self.reader)
+        .fetch_one(&backend.reader)
         .await
         .map_err(|error| Error::from_sqlx("storage", error))?;
         Ok(StorageStats {
@@ -644,114 +548,18 @@ impl Backend for SqliteBackend {
         })
     }
 
-    async fn checkpoint(&self, name: &str) -> Result<Option<LogPosition>> {
-        Sql(&self.reader).checkpoint(name).await
+    fn remove_expired(
+        writer: &SqlitePool,
+        cuts: &[ExpiryCut],
+    ) -> impl Future<Output = Result<(u64, u64)>> + Send {
+        retention_sql::sqlite::remove_expired(writer, cuts)
     }
 
-    async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
-        Sql(&self.reader).events_by_id(ids).await
-    }
-
-    async fn query(&self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
-        Sql(&self.reader).query(filter).await
-    }
-
-    async fn retention_policies(&self) -> Result<PolicyRows> {
-        Sql(&self.reader).retention_policies().await
-    }
-
-    async fn retention_policy(&self, scope: &RetentionScope) -> Result<Option<String>> {
-        Sql(&self.reader).retention_policy(scope).await
-    }
-
-    async fn list_retention(
-        &self,
-        after: Option<(i16, &str)>,
-        limit: usize,
-    ) -> Result<Vec<StoredPolicy>> {
-        Sql(&self.reader).list_retention(after, limit).await
-    }
-
-    async fn set_retention(&self, scope: &RetentionScope, policy: Option<&str>) -> Result<()> {
-        Sql(&self.writer).set_retention(scope, policy).await
-    }
-
-    async fn stream_retention(&self, streams: &[&str]) -> Result<Vec<StreamRetention>> {
-        Sql(&self.reader).stream_retention(streams).await
-    }
-
-    async fn retention_candidates(
-        &self,
-        after: &str,
-        limit: usize,
-        categories: &[String],
-        all: bool,
-    ) -> Result<Vec<StreamRetention>> {
-        Sql(&self.reader)
-            .retention_candidates(after, limit, categories, all)
-            .await
-    }
-
-    async fn remove_expired(&self, cuts: &[ExpiryCut]) -> Result<(u64, u64)> {
-        retention_sql::sqlite::remove_expired(&self.writer, cuts).await
-    }
-
-    async fn dictionaries(&self, ids: &[u32]) -> Result<Vec<crate::codec::StoredDictionary>> {
-        Sql(&self.reader).dictionaries(ids).await
-    }
-
-    async fn latest_dictionary(&self) -> Result<Option<u32>> {
-        Sql(&self.reader).latest_dictionary().await
-    }
-
-    async fn insert_dictionary(&self, dictionary: &crate::codec::StoredDictionary) -> Result<bool> {
-        Sql(&self.writer).insert_dictionary(dictionary).await
-    }
-
-    async fn reseal_dictionary(
-        &self,
-        old: &crate::codec::StoredDictionary,
-        new: &crate::codec::StoredDictionary,
-    ) -> Result<bool> {
-        Sql(&self.writer).reseal_dictionary(old, new).await
-    }
-
-    async fn recent_payloads(&self, limit: usize) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
-        Sql(&self.reader).recent_payloads(limit).await
-    }
-
-    async fn stream_keys(&self, streams: &[&str]) -> Result<Vec<StoredKey>> {
-        Sql(&self.reader).stream_keys(streams).await
-    }
-
-    async fn forget_stream_key(&self, stream: &str) -> Result<()> {
-        Sql(&self.writer).forget_stream_key(stream).await
-    }
-
-    async fn keys_to_rewrap(&self, active: &str, limit: usize) -> Result<Vec<StoredKey>> {
-        Sql(&self.reader).keys_to_rewrap(active, limit).await
-    }
-
-    async fn rewrap_stream_keys(&self, keys: &[(StoredKey, StoredKey)]) -> Result<u64> {
-        Sql(&self.writer).rewrap_stream_keys(keys).await
-    }
-
-    async fn replace_payloads(&self, payloads: &[(String, u64, Vec<u8>, Vec<u8>)]) -> Result<u64> {
-        Sql(&self.writer).replace_payloads(payloads).await
-    }
-
-    async fn snapshots_after(
-        &self,
-        after: (&str, u64),
-        limit: usize,
-    ) -> Result<Vec<(StreamId, StoredSnapshot)>> {
-        Sql(&self.reader).snapshots_after(after, limit).await
-    }
-
-    async fn replace_snapshot_payloads(
-        &self,
-        payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
-    ) -> Result<u64> {
-        Sql(&self.writer).replace_snapshot_payloads(payloads).await
+    async fn close(backend: &SqliteBackend) {
+        if let Some(log) = &backend.state.log {
+            log.close().await;
+        }
+        backend.writer.close().await;
+        backend.reader.close().await;
     }
 }

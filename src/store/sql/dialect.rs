@@ -8,8 +8,10 @@
 //! statement changed, how a connection is handed to read models ([`SqlConnection`]), and
 //! (through [`DecodeRows`](super::rows::DecodeRows)) how rows are decoded. Code written
 //! once is generic over `D: Dialect`, in `impl` blocks that [`sql_impl!`] gives sqlx's
-//! bounds (`reads`, `tx`, `outbox`, `keys_sql`, `retention_sql`); portable SQL's row
-//! reading extends the trait (`portable.rs`).
+//! bounds (`backend`, `reads`, `migrate`, `tx`, `outbox`, `keys_sql`, `retention_sql`);
+//! portable SQL's row reading extends the trait (`portable.rs`). What a backend does its
+//! own way beyond statements (the append, the log window, its life cycle) is
+//! `sql/backend.rs`'s `Engine`.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -526,23 +528,23 @@ impl<'r> Decode<'r, sqlx::Postgres> for StoredTime {
 }
 
 /// An `impl` block over `D: Dialect` with the sqlx bounds the shared statements need,
-/// written here once. sqlx says what a database binds and decodes by bounds on the
-/// values' types, which a trait's supertraits cannot imply, so without this each generic
-/// `impl` would repeat them.
+/// written here once (`impl<D: Bound>` adds a bound: `sql/backend.rs`'s `Engine`). sqlx
+/// says what a database binds and decodes by bounds on the values' types, which a trait's
+/// supertraits cannot imply, so without this each generic `impl` would repeat them.
 macro_rules! sql_impl {
-    ($(#[$attr:meta])* impl<$d:ident> $tr:ident for $ty:ty { $($item:tt)* }) => {
+    ($(#[$attr:meta])* impl<$d:ident $(: $bound:path)?> $tr:ident for $ty:ty { $($item:tt)* }) => {
         $crate::store::sql::dialect::sql_impl! {
-            @bounds [$(#[$attr])*] [$d] [$tr for $ty] { $($item)* }
+            @bounds [$(#[$attr])*] [$d $(: $bound)?] [$tr for $ty] { $($item)* }
         }
     };
-    (impl<$d:ident> $ty:ty { $($item:tt)* }) => {
-        $crate::store::sql::dialect::sql_impl! { @bounds [] [$d] [$ty] { $($item)* } }
+    (impl<$d:ident $(: $bound:path)?> $ty:ty { $($item:tt)* }) => {
+        $crate::store::sql::dialect::sql_impl! { @bounds [] [$d $(: $bound)?] [$ty] { $($item)* } }
     };
-    (@bounds [$($attr:tt)*] [$d:ident] [$($head:tt)*] { $($item:tt)* }) => {
+    (@bounds [$($attr:tt)*] [$d:ident $(: $bound:path)?] [$($head:tt)*] { $($item:tt)* }) => {
         $($attr)*
         impl<$d> $($head)*
         where
-            $d: $crate::store::sql::dialect::Dialect,
+            $d: $crate::store::sql::dialect::Dialect $(+ $bound)?,
             for<'c> &'c mut <$d as sqlx::Database>::Connection:
                 sqlx::Executor<'c, Database = $d>,
             <$d as sqlx::Database>::Arguments: sqlx::IntoArguments<$d>,

@@ -1,13 +1,20 @@
-//! The SQL that SQLite and PostgreSQL share. `dialect` says what differs between them,
-//! `rows` decodes their rows (and names a corrupt one), `reads` holds the reads written
-//! once over a dialect, `tx` the transaction (`SqlTx`, the seam's `Tx`: checkpoints and
+//! The SQL that SQLite and PostgreSQL share. `backend` is their one `Backend`,
+//! `SqlBackend<D>`, with `Engine`, what each database's backend does its own way
+//! (implemented in `store/sqlite.rs` and `store/postgres.rs`); `dialect` says what
+//! differs between their statements, `rows` decodes their rows (and names a corrupt one),
+//! `reads` holds the reads written once over a dialect, `migrate` the migration runner,
+//! `tx` the transaction (`SqlTx`, the seam's `Tx`: checkpoints and
 //! skips) with `outbox` its outbox statements and `streams` its stream-row primitives,
 //! written once the same way; `sqlite_reader` reads SQLite's log windows on threads of
 //! its own, through SQLite's C API; here are the rows of the shapes both backends return, the filters
 //! both push onto statements with sqlx's `QueryBuilder` (which picks each database's
 //! placeholders), and small conversions.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod backend;
 pub(crate) mod dialect;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod migrate;
 mod outbox;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod reads;
