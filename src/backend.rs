@@ -40,7 +40,7 @@ pub use crate::retention::rules::{
 };
 pub use crate::store::backend::{
     Answers, AppendFeed, AppendNotices, AppendOutcome, Backend, Capabilities, EncodedEvent,
-    ExpiryCut, HeldBack, InProcessLease, Lease, LogPage, ReplayedEvent, SnapshotWrite, StoredEvent,
+    ExpiryCut, HeldBack, InProcessLease, Lease, LogPage, ReplayedEvent, StoredEvent,
     StoredSnapshot, StoredStream, StreamStart, Support, WindowLimit, WindowRow, Written,
 };
 pub use crate::store::batch::{DynTx, Flush, SqlConnection, StoredCheckpoint, Tx};
@@ -50,7 +50,9 @@ pub use crate::store::requests::{
     Claimed, DEAD, DONE, DeadRow, Failed, NewRequest, NoOutbox, OutboxTx, PENDING, RUNNING,
     StateCount, TurnKeys,
 };
-pub use crate::store::stream_rows::{LockedStream, SnapshotCut, StreamTx, StreamWrite};
+pub use crate::store::stream_rows::{
+    LockedStream, SnapshotCut, SnapshotWrite, StreamTx, StreamWrite,
+};
 
 /// A compression dictionary's row (`Backend::dictionaries` and friends).
 pub use crate::codec::dictionary::StoredDictionary;

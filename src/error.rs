@@ -1146,7 +1146,7 @@ pub(crate) fn sqlite_primary_code(error: &sqlx::Error) -> Option<i64> {
         }
         // The log reader's own connections (`store/sql/sqlite_reader.rs`).
         sqlx::Error::Database(db) => db
-            .try_downcast_ref::<crate::store::sql::sqlite_reader::SqliteCodeError>()
+            .try_downcast_ref::<crate::store::sql::sqlite_code::SqliteCodeError>()
             .map(|error| error.code() & 0xff),
         _ => None,
     }

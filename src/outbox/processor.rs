@@ -16,8 +16,9 @@ use crate::error::Result;
 use crate::projection::StartFrom;
 use crate::read::{EventParts, LogPosition};
 use crate::store::batch::Flush;
+use crate::store::read::Expired;
 use crate::store::requests::NewRequest;
-use crate::store::{DEFAULT_WINDOW_BYTES, Expired, WindowLimit};
+use crate::store::{DEFAULT_WINDOW_BYTES, WindowLimit};
 
 impl Outbox {
     /// Processes the log up to its end: creates the requests of every event after the

@@ -33,7 +33,8 @@ use crate::panics::CatchPanic;
 use crate::read::LogPosition;
 use crate::store::backend::Lease;
 use crate::store::batch::Flush;
-use crate::store::{DEFAULT_WINDOW_BYTES, LogWindow, ShreddedEvents, Store, WindowLimit};
+use crate::store::read::LogWindow;
+use crate::store::{DEFAULT_WINDOW_BYTES, ShreddedEvents, Store, WindowLimit};
 use crate::task::{Task, stop_requested};
 use crate::telemetry;
 

@@ -418,17 +418,6 @@ pub trait AppendFeed: Send + std::fmt::Debug {
     async fn next(&mut self) -> Result<()>;
 }
 
-/// A snapshot to write, its payload encoded.
-#[derive(Debug, Clone, Copy)]
-pub struct SnapshotWrite<'a> {
-    /// The stream version it was taken at.
-    pub version: u64,
-    /// The schema version of the aggregate's state.
-    pub schema_version: u32,
-    /// The state, encoded.
-    pub payload: &'a [u8],
-}
-
 /// A stored snapshot, its payload still encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSnapshot {

@@ -16,7 +16,7 @@ pub(crate) mod backend;
 pub(crate) mod batch;
 mod builder;
 mod connect;
-mod decode;
+pub(crate) mod decode;
 mod dictionaries;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dictionaries_sql;
@@ -31,7 +31,7 @@ mod notify;
 mod paging;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod read;
+pub(crate) mod read;
 mod replay;
 pub(crate) mod requests;
 mod retention;
@@ -67,9 +67,7 @@ pub(crate) use self::key_cache::PageKeys;
 use self::backend::Backend;
 pub(crate) use self::backend::StoredSnapshot;
 pub(crate) use self::backend::WindowLimit;
-pub(crate) use self::decode::codec_error;
 use self::paging::RowsHint;
-pub(crate) use self::read::{Expired, LogWindow};
 use self::retry::RetryPolicy;
 use crate::codec::Codec;
 use crate::error::Result;

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt, stream};
 
+use super::Store;
 use super::backend::{ReplayedEvent, StoredEvent, StoredSnapshot, WindowLimit};
+use super::decode::codec_error;
 use super::key_cache::PageKeys;
 use super::paging::{self, PageSizes, Reach, StreamCursor};
 use super::read::StreamRead;
-use super::{Store, codec_error};
 use crate::codec::event_context;
 use crate::domain_event::{DomainEvent, EventView};
 use crate::error::{Error, Result};

@@ -203,7 +203,7 @@ impl KeyRotation {
                         events: self.batch_size,
                         bytes: Some(super::DEFAULT_WINDOW_BYTES),
                     },
-                    super::Expired::Include,
+                    super::read::Expired::Include,
                 )
                 .await?;
             let mut swaps = Vec::new();
@@ -222,14 +222,14 @@ impl KeyRotation {
                         keys.get(event.stream_id.as_str()),
                     )
                     .map_err(|source| {
-                        super::codec_error(event.stream_id.as_str(), event.id, source)
+                        super::decode::codec_error(event.stream_id.as_str(), event.id, source)
                     })?;
                 let dictionary =
                     payload_dictionary(&event.payload).and_then(|id| keys.dictionary(id));
                 let fresh = codec
                     .encode_with(&json, context, None, dictionary)
                     .map_err(|source| {
-                        super::codec_error(event.stream_id.as_str(), event.id, source)
+                        super::decode::codec_error(event.stream_id.as_str(), event.id, source)
                     })?;
                 swaps.push((
                     event.stream_id.to_string(),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::Store;
-use super::backend::{SnapshotWrite, StoredSnapshot};
+use super::backend::StoredSnapshot;
 use super::batch::Flush;
 use super::key_cache::PageKeys;
 use super::stream_rows::SnapshotCut;
+use super::stream_rows::SnapshotWrite;
 use crate::codec::{CodecError, snapshot_context};
 use crate::error::{Error, Result, ValidationError};
 use crate::snapshot::{NewSnapshot, Snapshot, SnapshotInfo};

@@ -10,9 +10,19 @@
 
 use async_trait::async_trait;
 
-use super::backend::SnapshotWrite;
 use crate::error::Result;
 use crate::stream::{NewStream, StreamId, StreamStatus};
+
+/// A snapshot to write, its payload encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotWrite<'a> {
+    /// The stream version it was taken at.
+    pub version: u64,
+    /// The schema version of the aggregate's state.
+    pub schema_version: u32,
+    /// The state, encoded.
+    pub payload: &'a [u8],
+}
 
 /// A stream's row as [`StreamTx::lock_stream`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use chrono::Utc;
 
 use super::{MemoryTx, StreamRow, new_info};
 use crate::error::Result;
-use crate::store::backend::{SnapshotWrite, StoredSnapshot, StoredStream};
+use crate::store::backend::{StoredSnapshot, StoredStream};
 use crate::store::key_cache::StoredKey;
-use crate::store::stream_rows::{LockedStream, SnapshotCut, StreamTx, StreamWrite};
+use crate::store::stream_rows::{LockedStream, SnapshotCut, SnapshotWrite, StreamTx, StreamWrite};
 use crate::stream::{StreamId, StreamStatus};
 
 #[async_trait]

@@ -20,6 +20,8 @@ mod outbox;
 pub(crate) mod reads;
 pub(crate) mod rows;
 #[cfg(feature = "sqlite")]
+pub(crate) mod sqlite_code;
+#[cfg(feature = "sqlite")]
 pub(crate) mod sqlite_reader;
 mod streams;
 pub(crate) mod tx;

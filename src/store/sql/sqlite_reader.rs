@@ -32,6 +32,8 @@
 //! `unsafe` block says why its call is sound.
 
 use std::ffi::{CStr, CString, c_int};
+
+use super::sqlite_code::SqliteCodeError;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -273,48 +275,6 @@ fn read_window(connection: &mut Connection, request: &Request) -> Result<LogPage
         }
     }
     Ok(LogPage::filtered(rows, limit))
-}
-
-/// An error SQLite returned, as sqlx reports SQLite's (`Error::Database`), with its
-/// extended result code.
-#[derive(Debug, thiserror::Error)]
-#[error("(code: {code}) {message}")]
-pub(crate) struct SqliteCodeError {
-    code: c_int,
-    message: String,
-}
-
-impl SqliteCodeError {
-    /// The extended result code.
-    pub(crate) fn code(&self) -> i64 {
-        i64::from(self.code)
-    }
-}
-
-impl sqlx::error::DatabaseError for SqliteCodeError {
-    fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(self.code.to_string().into())
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        sqlx::error::ErrorKind::Other
-    }
 }
 
 /// A connection of a reader thread: opened read-write on the store's file (never

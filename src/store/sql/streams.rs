@@ -9,7 +9,7 @@ use super::dialect::sql_impl;
 use super::tx::SqlTx;
 use super::{RowRef, metadata_text, to_i64};
 use crate::error::{Error, Result};
-use crate::store::backend::SnapshotWrite;
+use crate::store::stream_rows::SnapshotWrite;
 use crate::store::stream_rows::{LockedStream, SnapshotCut, StreamTx, StreamWrite};
 use crate::stream::{StreamId, StreamStatus};
 
