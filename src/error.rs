@@ -411,12 +411,13 @@ pub enum Error {
     },
 
     /// Portable SQL ([`Sql`](crate::Sql)) was run where there is no SQL database: on the
-    /// memory store, or from a projection context without a transaction.
+    /// memory store of a build without the `sqlite` feature, or from a projection context
+    /// without a transaction.
     #[error("cannot run SQL statement `{statement}`: {reason}")]
     SqlUnavailable {
         /// The statement's text.
         statement: String,
-        /// Why: "the memory store has no SQL database", ….
+        /// Why: "this projection context has no transaction", ….
         reason: &'static str,
     },
 

@@ -487,7 +487,9 @@ impl<'a> From<SqlConnection<'a>> for Target<'a> {
     fn from(connection: SqlConnection<'a>) -> Self {
         match connection {
             #[cfg(feature = "sqlite")]
-            SqlConnection::Sqlite(conn) => Target::SqliteConnection(conn),
+            SqlConnection::Sqlite(conn) | SqlConnection::Embedded(conn) => {
+                Target::SqliteConnection(conn)
+            }
             #[cfg(feature = "postgres")]
             SqlConnection::Postgres(conn) => Target::PgConnection(conn),
         }

@@ -359,9 +359,11 @@ impl<'a> ProjectionContext<'a> {
     ///
     /// # Errors
     /// [`Error::Sql`](crate::Error::Sql) when the database refuses or fails it;
-    /// [`Error::SqlUnavailable`](crate::Error::SqlUnavailable) on the memory store, or in
+    /// [`Error::SqlUnavailable`](crate::Error::SqlUnavailable) on the memory store built without the
+    /// `sqlite` feature, or in
     /// a context without a transaction (a relay's).
     pub async fn execute(&mut self, sql: impl Into<Sql>) -> Result<u64> {
+        self.prepare_sql().await?;
         self.sql_target().execute(sql.into()).await
     }
 
@@ -371,6 +373,7 @@ impl<'a> ProjectionContext<'a> {
     /// # Errors
     /// As [`ProjectionContext::execute`].
     pub async fn fetch_all(&mut self, sql: impl Into<Sql>) -> Result<Vec<SqlRow>> {
+        self.prepare_sql().await?;
         self.sql_target().fetch_all(sql.into()).await
     }
 
@@ -380,13 +383,22 @@ impl<'a> ProjectionContext<'a> {
     /// # Errors
     /// As [`ProjectionContext::execute`].
     pub async fn fetch_optional(&mut self, sql: impl Into<Sql>) -> Result<Option<SqlRow>> {
+        self.prepare_sql().await?;
         self.sql_target().fetch_optional(sql.into()).await
+    }
+
+    /// Lets the batch's transaction take its SQL connection, if it takes it late.
+    async fn prepare_sql(&mut self) -> Result<()> {
+        match self.tx.as_deref_mut() {
+            Some(tx) => tx.prepare_sql().await,
+            None => Ok(()),
+        }
     }
 
     fn sql_target(&mut self) -> Target<'_> {
         match self.tx.as_deref_mut() {
             Some(tx) => tx.sql().map_or(
-                Target::None("the memory store has no SQL database"),
+                Target::None("no SQL database: the memory store keeps read models only with the `sqlite` feature"),
                 Target::from,
             ),
             None => Target::None("this projection context has no transaction"),

@@ -65,6 +65,11 @@ pub enum SqlConnection<'a> {
     #[cfg(feature = "postgres")]
     /// PostgreSQL's connection.
     Postgres(&'a mut PgConnection),
+    /// An embedded SQLite database that holds only the application's read models (the
+    /// memory backend's): portable SQL runs on it, but it is not handed out as the
+    /// store's driver connection (`ProjectionContext::sqlite` stays `None`).
+    #[cfg(feature = "sqlite")]
+    Embedded(&'a mut SqliteConnection),
 }
 
 /// An open write transaction of a backend: a projection's batch, the outbox's work, an
@@ -113,6 +118,14 @@ pub trait Tx: StreamTx + Send + 'static {
     /// no outbox.
     fn outbox(&mut self) -> Option<&mut Self::Outbox> {
         None
+    }
+
+    /// Makes [`Tx::sql`] ready before a statement of portable SQL runs: a backend whose
+    /// SQL connection is not taken with the transaction takes it here (memory: its
+    /// writer lock, then its embedded database's connection, always in that order).
+    /// Nothing by default.
+    fn prepare_sql(&mut self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
     }
 
     /// The transaction's SQL connection; `None` (the default) where there is no SQL
@@ -165,6 +178,8 @@ macro_rules! dyn_tx {
             ) -> Result<()>;
             /// [`Tx::sql`].
             fn sql(&mut self) -> Option<SqlConnection<'_>>;
+            /// [`Tx::prepare_sql`].
+            async fn prepare_sql(&mut self) -> Result<()>;
             /// The transaction as its own type, for its backend's `append_in` to
             /// downcast (memory: `MemoryTx`).
             fn as_any(&mut self) -> &mut dyn Any;
@@ -213,6 +228,10 @@ macro_rules! dyn_tx {
                 Tx::sql(self)
             }
 
+            async fn prepare_sql(&mut self) -> Result<()> {
+                Tx::prepare_sql(self).await
+            }
+
             fn as_any(&mut self) -> &mut dyn Any {
                 self
             }
@@ -238,6 +257,7 @@ impl dyn DynTx + '_ {
     pub(crate) fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
         match self.sql()? {
             SqlConnection::Sqlite(conn) => Some(conn),
+            SqlConnection::Embedded(_) => None,
             #[cfg(feature = "postgres")]
             SqlConnection::Postgres(_) => None,
         }
@@ -249,7 +269,7 @@ impl dyn DynTx + '_ {
         match self.sql()? {
             SqlConnection::Postgres(conn) => Some(conn),
             #[cfg(feature = "sqlite")]
-            SqlConnection::Sqlite(_) => None,
+            SqlConnection::Sqlite(_) | SqlConnection::Embedded(_) => None,
         }
     }
 }

@@ -41,6 +41,8 @@ use crate::stream::{
     AppendGuard, Direction, NewStream, StreamId, StreamListQuery, StreamStatus, category_of,
 };
 
+#[cfg(feature = "sqlite")]
+mod read_models;
 mod streams;
 
 #[derive(Debug, Default)]
@@ -50,6 +52,9 @@ pub struct MemoryBackend {
     tables: Arc<Mutex<Tables>>,
     /// The writer lock: held by a write transaction, and briefly by every other write.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// The read models' database, for portable SQL.
+    #[cfg(feature = "sqlite")]
+    read_models: read_models::ReadModels,
 }
 
 /// The store's tables. Cloning copies the `Arc`s, not the maps.
@@ -384,7 +389,13 @@ impl Backend for MemoryBackend {
     /// A write transaction; it takes the writer lock at its first write.
     async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
         let writer = Some(Arc::clone(&self.writer));
-        Ok(Box::new(MemoryTx::new(&self.tables, writer)))
+        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
+        let mut tx = MemoryTx::new(&self.tables, writer);
+        #[cfg(feature = "sqlite")]
+        {
+            tx.read_models = Some(self.read_models.clone());
+        }
+        Ok(Box::new(tx))
     }
 
     /// A transaction that only reads: it never takes the writer lock, and refuses to
@@ -395,6 +406,12 @@ impl Backend for MemoryBackend {
 
     async fn last_position(&self) -> Result<u64> {
         Ok(self.lock()?.last_position)
+    }
+
+    /// The read models' embedded database.
+    #[cfg(feature = "sqlite")]
+    fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        Some(self.read_models.pool())
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -772,6 +789,12 @@ struct MemoryTx {
     open: Option<(OwnedMutexGuard<()>, Tables)>,
     /// Events appended in the transaction, in position order, not yet in the log.
     staged: Vec<StoredEvent>,
+    /// The read models' database, for a write transaction.
+    #[cfg(feature = "sqlite")]
+    read_models: Option<read_models::ReadModels>,
+    /// Once portable SQL ran: the transaction on the read models' database.
+    #[cfg(feature = "sqlite")]
+    sql: Option<read_models::ReadModelTx>,
 }
 
 impl MemoryTx {
@@ -781,6 +804,10 @@ impl MemoryTx {
             writer,
             open: None,
             staged: Vec::new(),
+            #[cfg(feature = "sqlite")]
+            read_models: None,
+            #[cfg(feature = "sqlite")]
+            sql: None,
         }
     }
 
@@ -881,14 +908,40 @@ impl Tx for MemoryTx {
         Some(self)
     }
 
-    /// Swaps the transaction's tables in, with its appended events: it cannot fail.
+    /// The writer lock first, then the read models' connection (see `read_models.rs`).
+    #[cfg(feature = "sqlite")]
+    async fn prepare_sql(&mut self) -> Result<()> {
+        if self.sql.is_none()
+            && let Some(read_models) = self.read_models.clone()
+        {
+            self.write().await?;
+            self.sql = Some(read_models.begin().await?);
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn sql(&mut self) -> Option<super::batch::SqlConnection<'_>> {
+        self.sql
+            .as_deref_mut()
+            .map(super::batch::SqlConnection::Embedded)
+    }
+
+    /// Commits the read models' part first (when portable SQL ran), then swaps the
+    /// transaction's tables in, with its appended events, which cannot fail.
     async fn commit(self) -> Result<()> {
         let MemoryTx {
             committed,
             open,
             staged,
+            #[cfg(feature = "sqlite")]
+            sql,
             ..
         } = self;
+        #[cfg(feature = "sqlite")]
+        if let Some(sql) = sql {
+            read_models::commit(sql).await?;
+        }
         let Some((writer, tables)) = open else {
             return Ok(());
         };

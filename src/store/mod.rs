@@ -264,7 +264,8 @@ impl Store {
     }
 
     /// The pool an application reads its read models through, when the store is SQLite
-    /// (`None` otherwise): the store's readers' pool, in WAL mode never blocked by the
+    /// or memory (`None` otherwise). On memory: the read models' embedded database (one
+    /// connection, held by a projection's batch that runs portable SQL). On SQLite: the store's readers' pool, in WAL mode never blocked by the
     /// writer. Writing through it is possible (your own tables) but waits for chronicle's
     /// write lock, up to the busy timeout; an in-memory database (`sqlite::memory:`) has a
     /// single connection, shared with chronicle's writes, so do not hold one from it.
@@ -294,7 +295,9 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Sql`](crate::Error::Sql) when the database refuses or fails the statement (its source is
-    /// sqlx's error); [`Error::SqlUnavailable`](crate::Error::SqlUnavailable) on the memory store.
+    /// sqlx's error); [`Error::SqlUnavailable`](crate::Error::SqlUnavailable) on the memory store
+    /// built without the `sqlite` feature. The memory store keeps its read models in an
+    /// embedded SQLite database in memory ([`Store::sqlite_pool`] is its pool).
     pub async fn fetch_all(&self, sql: impl Into<crate::Sql>) -> Result<Vec<crate::SqlRow>> {
         self.sql_target().fetch_all(sql.into()).await
     }
@@ -320,7 +323,9 @@ impl Store {
         if let Some(pool) = self.postgres_pool() {
             return crate::portable::Target::PgPool(pool);
         }
-        crate::portable::Target::None("the memory store has no SQL database")
+        crate::portable::Target::None(
+            "no SQL database: the memory store keeps read models only with the `sqlite` feature",
+        )
     }
 
     /// One round trip to the database, timed: what a health check asks. The memory store

@@ -182,6 +182,11 @@ impl Backend for WrappedMemory {
         self.inner.announce_appends().await
     }
 
+    #[cfg(feature = "sqlite")]
+    fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        self.inner.sqlite_pool()
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             kind: KIND,
@@ -376,6 +381,10 @@ impl Tx for WrappedTx {
 
     fn outbox(&mut self) -> Option<&mut Self> {
         Some(self)
+    }
+
+    async fn prepare_sql(&mut self) -> Result<()> {
+        self.0.prepare_sql().await
     }
 
     fn sql(&mut self) -> Option<SqlConnection<'_>> {

@@ -157,8 +157,11 @@ async fn setup_creates_the_read_model_in_the_store_schema(kind: Kind) {
                 .expect("unqualified read through the pool");
             assert_eq!(total, 15);
         }
-        Location::Sqlite { .. } => {
-            let pool = store.sqlite_pool().expect("a SQLite store has a pool");
+        // Memory keeps its read models in an embedded SQLite database.
+        Location::Sqlite { .. } | Location::Memory => {
+            let pool = store
+                .sqlite_pool()
+                .expect("a SQLite or memory store has a pool");
             assert!(store.postgres_pool().is_none());
             let total: i64 = sqlx::query_scalar("SELECT sum(balance) FROM balances")
                 .fetch_one(pool)
@@ -166,7 +169,6 @@ async fn setup_creates_the_read_model_in_the_store_schema(kind: Kind) {
                 .expect("read through the pool");
             assert_eq!(total, 15);
         }
-        Location::Memory => unreachable!(),
     }
 }
 
@@ -534,11 +536,12 @@ async fn inline_projections_are_set_up_at_open(kind: Kind) {
         .expect("append");
     assert_eq!(balances(&t.store).await, [("acct-ada".to_owned(), 7)]);
     // Opened again (another process): the hook runs again, harmlessly.
-    let again = t
+    if let Some(again) = t
         .reopen(|builder| builder.inline_projection(Balances))
         .await
-        .expect("a SQL store");
-    assert_eq!(balances(&again).await, [("acct-ada".to_owned(), 7)]);
+    {
+        assert_eq!(balances(&again).await, [("acct-ada".to_owned(), 7)]);
+    }
 }
 
 /// The projection fixture runs the projection over the given events, on SQLite in memory
@@ -570,7 +573,7 @@ async fn the_fixture_runs_a_projection_over_given_events(kind: Kind) {
     );
 }
 
-crate::for_each_sql_backend!(
+crate::for_each_backend!(
     setup_creates_the_read_model_in_the_store_schema,
     rebuild_sets_up_before_it_resets,
     rebuild_while_running_applies_nothing_twice,
@@ -632,38 +635,87 @@ async fn the_fixture_returns_the_projection_and_its_failure() {
     );
 }
 
-/// The memory store has no SQL: portable SQL says so, typed.
-#[tokio::test]
-async fn the_memory_store_refuses_sql() {
+/// The memory store keeps its read models in an embedded SQLite database: a projection's
+/// portable SQL commits with its checkpoint, and a batch that fails keeps none of its
+/// statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_keeps_read_models_in_sql() {
     let store = Store::open("memory:").await.expect("open");
-    assert!(store.sqlite_pool().is_none());
+    assert!(store.sqlite_pool().is_some());
     assert!(store.postgres_pool().is_none());
-    match store.fetch_all("SELECT 1").await {
-        Err(Error::SqlUnavailable { statement, reason }) => {
-            assert_eq!(statement, "SELECT 1");
-            assert!(reason.contains("memory"), "{reason}");
-        }
-        other => panic!("expected SqlUnavailable, got {other:?}"),
+    for (stream, amount) in [("acct-ada", 5), ("acct-bob", 7), ("acct-ada", 1)] {
+        store
+            .append(stream, ExpectedVersion::Any, vec![deposit(amount)])
+            .await
+            .expect("append");
+    }
+    let handle = store.projections().spawn(Balances);
+    handle.wait_for_idle().await.expect("idle");
+    handle.stop().await.expect("stop");
+    assert_eq!(
+        balances(&store).await,
+        [("acct-ada".to_owned(), 6), ("acct-bob".to_owned(), 7)]
+    );
+    let checkpoint = store.checkpoint("balances").await.expect("checkpoint");
+    assert_eq!(checkpoint.map(|at| at.position()), Some(3));
+
+    // An inline projection whose second statement fails: neither the append nor the
+    // first statement is kept.
+    let failing = Store::builder("memory:")
+        .inline_projection(Balances)
+        .inline_projection(Refuses)
+        .open()
+        .await
+        .expect("open");
+    let error = failing
+        .append("acct-ada", ExpectedVersion::Any, vec![deposit(3)])
+        .await
+        .expect_err("the inline projection refuses");
+    assert!(matches!(error, Error::InlineProjection { .. }), "{error:?}");
+    assert!(balances(&failing).await.is_empty(), "the SQL rolled back");
+    assert!(
+        failing
+            .stream_info("acct-ada")
+            .await
+            .expect("info")
+            .is_none(),
+        "the append rolled back"
+    );
+}
+
+/// An inline projection that writes nothing of its own and refuses every event.
+struct Refuses;
+
+impl Projection for Refuses {
+    fn name(&self) -> &str {
+        "refuses"
+    }
+
+    async fn apply(
+        &self,
+        _: &RecordedEvent,
+        _: &mut ProjectionContext<'_>,
+    ) -> Result<(), ProjectionError> {
+        Err("refused".into())
     }
 }
 
-/// An inline projection runs on memory, but one that needs SQL does not: its setup hook
-/// gets portable SQL's typed refusal, and the store does not open.
+/// An inline projection in portable SQL runs on memory as on the SQL backends: its table
+/// is set up at open and follows every append.
 #[tokio::test]
-async fn an_inline_projection_that_needs_sql_does_not_open_on_memory() {
-    let error = Store::builder("memory:")
+async fn an_inline_projection_in_sql_runs_on_memory() {
+    let store = Store::builder("memory:")
         .inline_projection(Balances)
         .open()
         .await
-        .expect_err("no SQL on memory");
-    let Error::ProjectionSetup { name, source } = &error else {
-        panic!("expected ProjectionSetup, got {error:?}");
-    };
-    assert_eq!(name, "balances");
-    match source.downcast_ref::<Error>() {
-        Some(Error::SqlUnavailable { reason, .. }) => {
-            assert!(reason.contains("memory"), "{reason}");
-        }
-        other => panic!("expected SqlUnavailable, got {other:?}"),
-    }
+        .expect("open");
+    store
+        .append(
+            "acct-ada",
+            ExpectedVersion::Any,
+            vec![deposit(2), deposit(9)],
+        )
+        .await
+        .expect("append");
+    assert_eq!(balances(&store).await, [("acct-ada".to_owned(), 11)]);
 }
