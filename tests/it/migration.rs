@@ -62,6 +62,7 @@ async fn a_store_of_migration_0010_upgrades_in_place() {
     .await
     .expect("migrations");
     assert_eq!(recorded, Some(10), "the fixture stops at migration 0010");
+    advance_transaction_ids_past(&mut conn, &schema).await;
 
     let store = settings(Store::builder(pg_url()).schema(schema.clone()), true)
         .open()
@@ -98,6 +99,35 @@ async fn a_store_of_migration_0010_upgrades_in_place() {
         events.last().map(|event| event.json().expect("json")),
         Some(json!({ "amount": 7 }))
     );
+}
+
+/// The fixture's events carry the transaction ids of the server that wrote them. On a
+/// server whose transaction counter is still below them (a fresh cluster), they would
+/// look like transactions not yet finished, and later appends would sort before them:
+/// the counter is first moved past them, one subtransaction (one id) at a time.
+async fn advance_transaction_ids_past(conn: &mut sqlx::PgConnection, schema: &str) {
+    let (highest, next): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT max(transaction_id::text::bigint) FROM \"{schema}\".events), \
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .expect("transaction ids");
+    let missing = highest + 1 - next;
+    if missing <= 0 {
+        return;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE chronicle_spent_ids (n int); \
+         DO $$ BEGIN FOR i IN 1..{missing} LOOP \
+             BEGIN INSERT INTO chronicle_spent_ids VALUES (i); \
+             EXCEPTION WHEN OTHERS THEN RAISE; END; \
+         END LOOP; END $$; \
+         DROP TABLE chronicle_spent_ids"
+    )))
+    .execute(&mut *conn)
+    .await
+    .expect("spend transaction ids");
 }
 
 /// Everything the fixture holds, as the public API reads it.
