@@ -402,10 +402,46 @@ async fn prepare_schema(
         state.check_search_path(schema, target)?;
     }
     let recorded = state.migrated_before;
-    if !Migrator::<Postgres>::must_apply(&mut *connection, recorded, mode, target).await? {
-        return Ok(Vec::new());
+    let applied =
+        if Migrator::<Postgres>::must_apply(&mut *connection, recorded, mode, target).await? {
+            apply_migrations(connection, schema, target).await?
+        } else {
+            Vec::new()
+        };
+    check_transaction_ids(connection, target).await?;
+    Ok(applied)
+}
+
+/// Refuses a log whose newest event carries a transaction id this server has not handed
+/// out yet: a database restored from a logical dump into a younger cluster. The global
+/// log is ordered by (transaction, position), so such events would look unfinished to
+/// every reader, and new appends would sort before them, behind projections'
+/// checkpoints. One probe of the primary key's end.
+async fn check_transaction_ids(connection: &mut PgConnection, target: &str) -> Result<()> {
+    let ids: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT e.transaction_id::text::bigint, \
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
+         FROM (SELECT transaction_id FROM events \
+               ORDER BY transaction_id DESC, position DESC LIMIT 1) e",
+    )
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(|error| Error::from_sqlx("open", error))?;
+    match ids {
+        Some((newest, next)) if newest >= next => Err(Error::Connect {
+            target: target.to_owned(),
+            kind: ConnectErrorKind::Config,
+            detail: format!(
+                "the log's newest event was written by transaction {newest}, and this server has \
+                 handed out transaction ids only up to {}: the database was restored into \
+                 another cluster from a logical dump. Advance the server's transaction counter \
+                 past {newest} before opening the store (README, \"Backups and restores\")",
+                next - 1
+            ),
+            source: None,
+        }),
+        _ => Ok(()),
     }
-    apply_migrations(connection, schema, target).await
 }
 
 /// Creates the schema when missing and applies pending migrations in one transaction,

@@ -463,3 +463,39 @@ async fn long_windows_cover_the_log_once_in_order() {
         );
     }
 }
+
+/// A log restored into a younger cluster (its events' transaction ids not handed out by
+/// this server yet) is refused at open, with what to do, rather than read out of order.
+#[tokio::test]
+async fn a_log_ahead_of_the_servers_transaction_ids_is_refused_at_open() {
+    let Some(t) = open("a_log_ahead_of_the_servers_transaction_ids").await else {
+        return;
+    };
+    t.store
+        .append(
+            "acct-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("x", json!({}))],
+        )
+        .await
+        .expect("append");
+    let schema = schema_of(&t);
+    crate::support::execute(
+        &t,
+        &format!(
+            "UPDATE \"{schema}\".events SET transaction_id = \
+             (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8"
+        ),
+    )
+    .await;
+    let error = Store::builder(pg_url())
+        .schema(schema.clone())
+        .open()
+        .await
+        .expect_err("refused");
+    let Error::Connect { kind, detail, .. } = &error else {
+        panic!("expected Error::Connect, got {error:?}");
+    };
+    assert_eq!(*kind, chronicle::ConnectErrorKind::Config);
+    assert!(detail.contains("restored into another cluster"), "{detail}");
+}
