@@ -528,6 +528,9 @@ async fn instances_follow_their_key_and_commands_carry_the_cause(kind: Kind) {
     );
     assert!(types(&second).contains(&"process.fulfilment.ended"));
 
+    // The instances' own records (order 2's end cancels its deadline) were appended after
+    // the wait above: the runner learns them when it delivers them.
+    running.wait_for_idle().await.expect("idle");
     let status = running.stop().await.expect("stop");
     assert_eq!(status.stats.handled, 4, "{status:?}");
     assert_eq!(status.stats.commands, 4, "{status:?}");
