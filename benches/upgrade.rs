@@ -126,9 +126,10 @@ fn migration_files() -> Res<(Files, Files)> {
         }
     }
     files.sort();
+    // Files are named by a four-digit number first (`0010_compression_dictionaries`).
     Ok(files
         .into_iter()
-        .partition(|(name, _)| name.as_str() <= FROM || name.starts_with(FROM)))
+        .partition(|(name, _)| name.get(..FROM.len()).is_some_and(|number| number <= FROM)))
 }
 
 /// `events` events over [`STREAMS`] streams, one transaction per [`PER_TRANSACTION`]

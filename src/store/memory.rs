@@ -389,12 +389,12 @@ impl Backend for MemoryBackend {
     /// A write transaction; it takes the writer lock at its first write.
     async fn begin_batch(&self, _flush: Flush) -> Result<Box<dyn DynTx>> {
         let writer = Some(Arc::clone(&self.writer));
-        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
-        let mut tx = MemoryTx::new(&self.tables, writer);
+        let tx = MemoryTx::new(&self.tables, writer);
         #[cfg(feature = "sqlite")]
-        {
-            tx.read_models = Some(self.read_models.clone());
-        }
+        let tx = MemoryTx {
+            read_models: Some(self.read_models.clone()),
+            ..tx
+        };
         Ok(Box::new(tx))
     }
 

@@ -356,11 +356,6 @@ pub(crate) fn written(rows: Vec<WrittenRow>) -> AppendOutcome {
     AppendOutcome::Written(written)
 }
 
-/// Free-form stream metadata as stored: JSON text, or NULL for `null`.
-pub(crate) fn metadata_text(metadata: &serde_json::Value) -> Option<String> {
-    (!metadata.is_null()).then(|| metadata.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use chrono::Utc;
 
 use super::dialect::sql_impl;
 use super::tx::SqlTx;
-use super::{RowRef, metadata_text, to_i64};
+use super::{RowRef, to_i64};
 use crate::error::{Error, Result};
 use crate::store::stream_rows::SnapshotWrite;
 use crate::store::stream_rows::{LockedStream, SnapshotCut, StreamTx, StreamWrite};
@@ -74,7 +74,7 @@ sql_impl! {
                         .bind(stream.category())
                         .bind(spec.aggregate_type.as_deref())
                         .bind(spec.display_name.as_deref())
-                        .bind(metadata_text(&spec.metadata))
+                        .bind(spec.stored_metadata())
                 }
                 StreamWrite::Reactivate(spec) => {
                     let sql = format!(
@@ -88,7 +88,7 @@ sql_impl! {
                         .bind(stream.as_str())
                         .bind(spec.aggregate_type.as_deref())
                         .bind(spec.display_name.as_deref())
-                        .bind(metadata_text(&spec.metadata))
+                        .bind(spec.stored_metadata())
                 }
                 StreamWrite::SoftDelete => {
                     let sql = format!(
