@@ -770,6 +770,10 @@ pub enum CorruptValue {
     /// Metadata that is not valid JSON, or not of the shape chronicle writes.
     #[error("holds metadata that does not parse: {0}")]
     Json(#[source] serde_json::Error),
+    /// An event's `type_id` that names no row of the event-type dictionary
+    /// (`event_types`, PostgreSQL).
+    #[error("names no row of the event-type dictionary (`event_types`)")]
+    NoEventType,
     /// A value of another type than the column's (SQLite stores any type in any column).
     #[error("holds a value of the wrong type: {0}")]
     Type(#[source] sqlx::Error),

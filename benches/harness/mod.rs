@@ -719,13 +719,44 @@ pub async fn sqlite_reader(url: &str) -> Res<SqlitePool> {
 // ---------------------------------------------------------------------------------------
 // Raw baselines
 
+// PostgreSQL names an event's type by its row in `event_types`, looked up in the
+// statement as chronicle's append does ([`raw_pg`] adds the row on first use).
 const RAW_PG_INSERT: &str = "INSERT INTO events \
-     (event_id, stream_id, version, event_type, schema_version, payload) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+     (event_id, stream_id, version, type_id, payload) \
+     VALUES ($1, $2, $3, \
+             (SELECT type_id FROM event_types WHERE event_type = $4 AND schema_version = $5), $6)";
 
 const RAW_PG_INSERT_BATCH: &str = "INSERT INTO events \
-     (event_id, stream_id, version, event_type, schema_version, payload) \
-     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int4[], $6::bytea[])";
+     (event_id, stream_id, version, type_id, payload) \
+     SELECT e.id, e.stream, e.version, \
+            (SELECT type_id FROM event_types t \
+             WHERE t.event_type = e.typ AND t.schema_version = e.sv), e.payload \
+     FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int8[], $6::bytea[]) \
+          AS e(id, stream, version, typ, sv, payload)";
+
+/// Runs a raw insert of `deposited` events (schema version 1) on PostgreSQL, adding the
+/// type to `event_types` first when the insert finds it missing.
+async fn raw_pg<'q>(
+    pool: &PgPool,
+    query: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Res<()> {
+    match query().execute(pool).await {
+        Err(sqlx::Error::Database(db)) if db.kind() == sqlx::error::ErrorKind::NotNullViolation => {
+            sqlx::query(
+                "INSERT INTO event_types (event_type, schema_version) VALUES ('deposited', 1) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .execute(pool)
+            .await?;
+            query().execute(pool).await?;
+            Ok(())
+        }
+        result => {
+            result?;
+            Ok(())
+        }
+    }
+}
 
 const RAW_SQLITE_INSERT: &str = "INSERT INTO events \
      (event_id, stream_id, version, event_type, schema_version, payload, recorded_at) \
@@ -735,15 +766,17 @@ const RAW_SQLITE_INSERT: &str = "INSERT INTO events \
 pub async fn raw_pg_insert_one(pool: &PgPool) -> Res<u64> {
     let n = next_id();
     let payload = serde_json::to_vec(&Deposited::sample(n))?;
-    sqlx::query(RAW_PG_INSERT)
-        .bind(Uuid::now_v7())
-        .bind(format!("acct-{n}"))
-        .bind(1_i64)
-        .bind("deposited")
-        .bind(1_i32)
-        .bind(payload)
-        .execute(pool)
-        .await?;
+    let (id, stream) = (Uuid::now_v7(), format!("acct-{n}"));
+    raw_pg(pool, || {
+        sqlx::query(RAW_PG_INSERT)
+            .bind(id)
+            .bind(stream.clone())
+            .bind(1_i64)
+            .bind("deposited")
+            .bind(1_i64)
+            .bind(payload.clone())
+    })
+    .await?;
     Ok(1)
 }
 
@@ -754,15 +787,17 @@ pub async fn raw_pg_insert_batch(pool: &PgPool, count: usize) -> Res<u64> {
     let payloads = (0..count)
         .map(|_| serde_json::to_vec(&Deposited::sample(n)))
         .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(RAW_PG_INSERT_BATCH)
-        .bind((0..count).map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-        .bind(vec![stream.as_str(); count])
-        .bind((1..=count as i64).collect::<Vec<_>>())
-        .bind(vec!["deposited"; count])
-        .bind(vec![1_i32; count])
-        .bind(payloads)
-        .execute(pool)
-        .await?;
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    raw_pg(pool, || {
+        sqlx::query(RAW_PG_INSERT_BATCH)
+            .bind(ids.clone())
+            .bind(vec![stream.clone(); count])
+            .bind((1..=count as i64).collect::<Vec<_>>())
+            .bind(vec!["deposited"; count])
+            .bind(vec![1_i64; count])
+            .bind(payloads.clone())
+    })
+    .await?;
     Ok(count as u64)
 }
 
@@ -785,7 +820,7 @@ pub async fn raw_sqlite_insert_one(pool: &SqlitePool) -> Res<u64> {
 
 /// The columns the raw replays read: the envelope a hand-written replay would need.
 const RAW_REPLAY_PG: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
-     FROM events WHERE stream_id = $1 ORDER BY version";
+     FROM events JOIN event_types USING (type_id) WHERE stream_id = $1 ORDER BY version";
 const RAW_REPLAY_SQLITE: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events WHERE stream_id = ? ORDER BY version";
 
@@ -817,7 +852,7 @@ pub async fn replay_raw_sqlite<T>(
 /// in position order, `decode(event type, payload)` per row; returns the number of rows.
 /// The ceiling of a projection catching up.
 pub async fn scan_raw_pg<T>(pool: &PgPool, decode: impl FnMut(&str, &[u8]) -> Res<T>) -> Res<u64> {
-    decode_raw_pg(sqlx::query(RAW_SCAN).fetch(pool), decode).await
+    decode_raw_pg(sqlx::query(RAW_SCAN_PG).fetch(pool), decode).await
 }
 
 /// [`scan_raw_pg`] on SQLite.
@@ -870,6 +905,8 @@ async fn decode_raw_sqlite<T>(
 
 const RAW_SCAN: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events ORDER BY position";
+const RAW_SCAN_PG: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
+     FROM events JOIN event_types USING (type_id) ORDER BY transaction_id, position";
 
 // ---------------------------------------------------------------------------------------
 // The relay benches (`bus.rs`, `nats.rs`, `redis.rs`, `kafka.rs`): one log, one relay run

@@ -310,9 +310,11 @@ macro_rules! upsert_then_insert {
                  event_count = s.event_count + 1, last_event_id = $1, updated_at = now() \
                  WHERE s.status = 0 AND s.version = $3 - 1 \
                  RETURNING s.version - 1 AS base) \
-             INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
-                 payload) \
-             SELECT $1, $2, base.base + 1, 'account.Deposited', 1, $4 FROM base"
+             INSERT INTO events (event_id, stream_id, version, type_id, payload) \
+             SELECT $1, $2, base.base + 1, \
+                    (SELECT type_id FROM event_types \
+                     WHERE event_type = 'account.Deposited' AND schema_version = 1), \
+                    $4 FROM base"
         )
     };
 }
@@ -513,6 +515,14 @@ pub async fn run(cfg: &Config, shape: Shape) -> Res<()> {
             events: shape.events(),
         };
         print_columns(&columns(&src_pool, &src).await?, &native);
+        // The log with its types by name, as the candidates (other than today's copy)
+        // take it: `{src}.events_flat`.
+        sqlx::raw_sql(
+            "CREATE VIEW events_flat AS \
+             SELECT e.*, t.event_type, t.schema_version FROM events e JOIN event_types t USING (type_id)",
+        )
+        .execute(&src_pool)
+        .await?;
 
         // Every variant, filled with the same log.
         let mut tables = Vec::new();

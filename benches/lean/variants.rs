@@ -46,13 +46,15 @@ const RESYNC_POSITION: &str = "SELECT setval(pg_get_serial_sequence('events', 'p
 /// The type every timed insert writes, with its id in the keyed variants' dictionaries.
 pub const INSERT_TYPE: &str = "account.Deposited";
 
-/// The event columns of today's table, copied as they are.
-const COPY_CHRONICLE: &str = "INSERT INTO events (position, transaction_id, event_id, stream_id, \
-     version, event_type, schema_version, payload, correlation_id, causation_id, tenant_id, \
-     user_id, metadata, recorded_at) OVERRIDING SYSTEM VALUE \
-     SELECT position, transaction_id, event_id, stream_id, version, event_type, schema_version, \
-     payload, correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at \
-     FROM {src}.events ORDER BY position";
+/// Today's type dictionary, then the event columns of today's table, copied as they are.
+const COPY_TYPES: &str = "INSERT INTO event_types (type_id, event_type, schema_version) \
+     OVERRIDING SYSTEM VALUE SELECT type_id, event_type, schema_version FROM {src}.event_types";
+const COPY_CHRONICLE: &str = "INSERT INTO events (position, transaction_id, recorded_at, version, \
+     event_id, type_id, stream_id, payload, correlation_id, causation_id, tenant_id, user_id, \
+     metadata) OVERRIDING SYSTEM VALUE \
+     SELECT position, transaction_id, recorded_at, version, event_id, type_id, stream_id, \
+     payload, correlation_id, causation_id, tenant_id, user_id, metadata \
+     FROM {src}.events ORDER BY transaction_id, position";
 
 const COPY_STREAMS: &str = "INSERT INTO streams (stream_id, category, aggregate_type, display_name, \
      version, event_count, last_event_id, status, metadata, created_at, updated_at) \
@@ -84,7 +86,7 @@ CREATE TABLE event_types (
 );";
 
 const TYPES_FILL: &str = "INSERT INTO event_types (event_type) \
-     SELECT DISTINCT event_type FROM {src}.events ORDER BY 1";
+     SELECT DISTINCT event_type FROM {src}.events_flat ORDER BY 1";
 
 /// The keyed variants that keep the metadata columns in the row (V2, V3).
 const COPY_TYPED: &str = "INSERT INTO events (position, transaction_id, stream_key, version, \
@@ -93,22 +95,22 @@ const COPY_TYPED: &str = "INSERT INTO events (position, transaction_id, stream_k
      SELECT e.position, e.transaction_id, s.stream_key, e.version, e.recorded_at, e.event_id, \
      t.type_id, e.schema_version, e.payload, e.correlation_id, e.causation_id, e.tenant_id, \
      e.user_id, e.metadata \
-     FROM {src}.events e JOIN streams s USING (stream_id) JOIN event_types t USING (event_type) \
+     FROM {src}.events_flat e JOIN streams s USING (stream_id) JOIN event_types t USING (event_type) \
      ORDER BY e.position";
 
 /// The variants with the sparse metadata in a side table (V4 on).
 const COPY_SLIM: [&str; 3] = [
     "INSERT INTO event_types (event_type, schema_version) \
-     SELECT DISTINCT event_type, schema_version FROM {src}.events ORDER BY 1, 2",
+     SELECT DISTINCT event_type, schema_version FROM {src}.events_flat ORDER BY 1, 2",
     "INSERT INTO events (position, transaction_id, stream_key, version, recorded_at, event_id, \
      type_id, payload) OVERRIDING SYSTEM VALUE \
      SELECT e.position, e.transaction_id, s.stream_key, e.version, e.recorded_at, e.event_id, \
      t.type_id, e.payload \
-     FROM {src}.events e JOIN streams s USING (stream_id) \
+     FROM {src}.events_flat e JOIN streams s USING (stream_id) \
      JOIN event_types t ON t.event_type = e.event_type AND t.schema_version = e.schema_version \
      ORDER BY e.position",
     "INSERT INTO event_metadata SELECT position, correlation_id, causation_id, tenant_id, \
-     user_id, metadata FROM {src}.events \
+     user_id, metadata FROM {src}.events_flat \
      WHERE num_nonnulls(correlation_id, causation_id, tenant_id, user_id, metadata) > 0 \
      ORDER BY position",
 ];
@@ -182,11 +184,12 @@ CREATE TABLE event_types (
 pub const VARIANTS: &[Variant] = &[
     Variant {
         name: "v0-today",
-        what: "chronicle's schema today (migrations 0001–0009), a copy",
+        what: "chronicle's schema today (every migration), a copy",
         ddl: &[],
-        fill: &[COPY_STREAMS, COPY_CHRONICLE, RESYNC_POSITION],
-        insert: "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
-                 payload) VALUES ($1, $2, $3, 'account.Deposited', 1, $4)",
+        fill: &[COPY_STREAMS, COPY_TYPES, COPY_CHRONICLE, RESYNC_POSITION],
+        insert: "INSERT INTO events (event_id, stream_id, version, type_id, payload) \
+                 VALUES ($1, $2, $3, (SELECT type_id FROM event_types \
+                 WHERE event_type = 'account.Deposited' AND schema_version = 1), $4)",
         event_id: true,
         stream: StreamRef::Text,
     },
@@ -228,7 +231,7 @@ CREATE INDEX events_recorded_at ON events USING brin (recorded_at);",
              SELECT e.position, e.transaction_id, e.event_id, s.stream_key, e.version, \
              e.event_type, e.schema_version, e.payload, e.correlation_id, e.causation_id, \
              e.tenant_id, e.user_id, e.metadata, e.recorded_at \
-             FROM {src}.events e JOIN streams s USING (stream_id) ORDER BY e.position",
+             FROM {src}.events_flat e JOIN streams s USING (stream_id) ORDER BY e.position",
             RESYNC_POSITION,
         ],
         insert: "INSERT INTO events (event_id, stream_key, version, event_type, schema_version, \
@@ -394,7 +397,7 @@ CREATE TABLE events (
         fill: &[
             "INSERT INTO events SELECT 'Account', substr(stream_id, 9), version, \
                  substr(event_type, 9), '1.0', convert_from(payload, 'UTF8')::json, '{}' \
-                 FROM {src}.events ORDER BY position",
+                 FROM {src}.events_flat ORDER BY position",
         ],
         insert: "INSERT INTO events VALUES ('Account', substr($1, 9), $2, 'Deposited', '1.0', \
                  convert_from($3, 'UTF8')::json, '{}')",
@@ -415,7 +418,7 @@ CREATE TABLE events (
 );"],
         fill: &["INSERT INTO events (stream_id, version, payload) \
                  SELECT stream_id, version, convert_from(payload, 'UTF8')::jsonb \
-                 FROM {src}.events ORDER BY position"],
+                 FROM {src}.events_flat ORDER BY position"],
         insert: "INSERT INTO events (stream_id, version, payload) \
                  VALUES ($1, $2, convert_from($3, 'UTF8')::jsonb)",
         event_id: false,

@@ -139,6 +139,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "log_order_key",
         sql: include_str!("../../migrations/postgres/0011_log_order_key.sql"),
     },
+    Migration {
+        version: 12,
+        name: "event_types",
+        sql: include_str!("../../migrations/postgres/0012_event_types.sql"),
+    },
 ];
 
 /// The bookkeeping table, the same on both SQL backends.

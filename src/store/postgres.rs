@@ -34,6 +34,7 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::event_types::{self, KnownTypes};
 use super::sql::migrate::Migrator;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
@@ -77,6 +78,8 @@ pub(crate) struct PgState {
     schema: String,
     /// The wait for a connection of its own (a lease's).
     connect_timeout: Duration,
+    /// The event-type pairs known to be in `event_types`.
+    event_types: KnownTypes,
 }
 
 /// A pooled connection used this recently is handed out without a ping (HikariCP's
@@ -94,7 +97,9 @@ const INDEX_SAFE_WINDOW: usize = 1000;
 /// before the append as `base`, or no row when the expected version or the stream's status
 /// rejects it) and the event rows, which are only inserted when the stream write matched.
 /// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
-/// $6 expected version, $7… the event columns as arrays.
+/// $6 expected version, $7… the event columns as arrays. Each event's `type_id` is looked
+/// up in `event_types` by its type and schema version, which the append added first when
+/// new (`sql/event_types.rs`).
 macro_rules! append_sql {
     ($stream_write:expr, $events:expr) => {
         concat!(
@@ -105,10 +110,12 @@ macro_rules! append_sql {
                  SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked), \
              base AS (",
             $stream_write,
-            ") INSERT INTO events (event_id, stream_id, version, event_type, schema_version, \
-             payload, correlation_id, causation_id, tenant_id, user_id, metadata) \
-             SELECT e.id, $1, base.base + e.ord, e.typ, e.sv, e.payload, e.corr, e.caus, \
-                    e.tenant, e.usr, e.meta::jsonb \
+            ") INSERT INTO events (event_id, stream_id, version, type_id, payload, \
+             correlation_id, causation_id, tenant_id, user_id, metadata) \
+             SELECT e.id, $1, base.base + e.ord, \
+                    (SELECT t.type_id FROM event_types t \
+                     WHERE t.event_type = e.typ AND t.schema_version = e.sv), \
+                    e.payload, e.corr, e.caus, e.tenant, e.usr, e.meta::jsonb \
              FROM base, ",
             $events,
             " AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
@@ -274,6 +281,7 @@ impl SqlBackend<Postgres> {
                 owns_pool,
                 schema: config.schema.clone(),
                 connect_timeout: config.connect_timeout,
+                event_types: KnownTypes::default(),
             },
         })
     }
@@ -487,14 +495,47 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
-/// The one-statement append (`append_sql!`). A statement that matched no row comes back
-/// as `NotMatched`: `Store` finds out why (`append::settle`).
+/// Why the append statement failed.
+#[derive(Debug)]
+enum AppendError {
+    /// An event's (type, schema version) pair has no row in `event_types`: its `type_id`
+    /// came out null.
+    TypeMissing(sqlx::Error),
+    Sql(sqlx::Error),
+}
+
+impl AppendError {
+    fn of(error: sqlx::Error) -> Self {
+        let type_missing = matches!(&error, sqlx::Error::Database(db)
+            if db.kind() == sqlx::error::ErrorKind::NotNullViolation
+                && db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(sqlx::postgres::PgDatabaseError::column)
+                    == Some("type_id"));
+        if type_missing {
+            AppendError::TypeMissing(error)
+        } else {
+            AppendError::Sql(error)
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            AppendError::TypeMissing(error) | AppendError::Sql(error) => {
+                Error::from_sqlx("append", error)
+            }
+        }
+    }
+}
+
+/// The one-statement append (`append_sql!`), whose events' type pairs are in
+/// `event_types` (`event_types::ensure`). A statement that matched no row comes back as
+/// `NotMatched`: `Store` finds out why (`append::settle`).
 async fn append_statement(
     conn: &mut PgConnection,
     stream: &StreamId,
     guard: AppendGuard,
     events: &[EncodedEvent<'_>],
-) -> Result<AppendOutcome> {
+) -> std::result::Result<AppendOutcome, AppendError> {
     // The guard is checked in the statement that bumps the version (an upsert or an
     // update with a `WHERE`), so the check and the write cannot drift apart.
     let sql = match (guard.may_create, events.len() == 1) {
@@ -561,7 +602,7 @@ async fn append_statement(
         Err(error) if is_duplicate_event_id(&error) => {
             return Ok(AppendOutcome::DuplicateEventId);
         }
-        Err(error) => return Err(Error::from_sqlx("append", error)),
+        Err(error) => return Err(AppendError::of(error)),
     };
     if rows.is_empty() {
         return Ok(AppendOutcome::NotMatched);
@@ -652,20 +693,48 @@ impl Engine for Postgres {
             .acquire()
             .await
             .map_err(|error| Error::from_sqlx("append", error))?;
-        append_statement(&mut conn, stream, guard, events).await
+        let known = &backend.state.event_types;
+        event_types::ensure(&mut conn, known, events, true).await?;
+        match append_statement(&mut conn, stream, guard, events).await {
+            // A pair this process remembered is gone (the database was replaced under
+            // it): add the pairs again and append once more.
+            Err(AppendError::TypeMissing(_)) => {
+                known.forget();
+                event_types::ensure(&mut conn, known, events, true).await?;
+                append_statement(&mut conn, stream, guard, events)
+                    .await
+                    .map_err(|error| error.into_error())
+            }
+            result => result.map_err(|error| error.into_error()),
+        }
     }
 
     fn connection_of(tx: &mut dyn DynTx) -> Option<&mut PgConnection> {
         tx.postgres()
     }
 
-    fn append_in(
+    async fn append_in(
+        backend: &PostgresBackend,
         conn: &mut PgConnection,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
-    ) -> impl Future<Output = Result<AppendOutcome>> + Send {
+    ) -> Result<AppendOutcome> {
+        let known = &backend.state.event_types;
+        // New pairs are added on a connection of their own when one is free, where they
+        // commit at once and are remembered; else in the transaction, remembered by none.
+        match backend.writer.try_acquire() {
+            Some(mut own) => event_types::ensure(&mut own, known, events, true).await?,
+            None => event_types::ensure(conn, known, events, false).await?,
+        }
         append_statement(conn, stream, guard, events)
+            .await
+            .map_err(|error| {
+                if matches!(error, AppendError::TypeMissing(_)) {
+                    known.forget();
+                }
+                error.into_error()
+            })
     }
 
     async fn read_all(
@@ -677,8 +746,9 @@ impl Engine for Postgres {
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
         let columns = Postgres::statements().event_columns(parts);
+        let types_join = Postgres::EVENT_TYPES_JOIN;
         let window = format!(
-            "SELECT {columns} FROM events \
+            "SELECT {columns} FROM events{types_join} \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id, position LIMIT $3"

@@ -466,6 +466,7 @@ impl Engine for Sqlite {
     }
 
     async fn append_in(
+        _backend: &SqliteBackend,
         conn: &mut SqliteConnection,
         stream: &StreamId,
         guard: AppendGuard,

@@ -30,6 +30,15 @@ fn schema_of(t: &TestStore) -> String {
     }
 }
 
+/// Adds the type `slow` (schema version 1) to the store's event-type dictionary, for an
+/// event inserted by hand.
+async fn add_slow_type(conn: &mut sqlx::PgConnection) {
+    sqlx::query("INSERT INTO event_types (event_type, schema_version) VALUES ('slow', 1)")
+        .execute(conn)
+        .await
+        .expect("add the type");
+}
+
 #[tokio::test]
 async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     let Some(t) = open("a_late_commit_with_a_lower_position_is_not_skipped").await else {
@@ -37,11 +46,13 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     };
     // Transaction A appends (taking the lower position) and stays open.
     let mut conn = pg_raw(&t).await;
+    add_slow_type(&mut conn).await;
     let mut slow = conn.begin().await.expect("begin");
     let slow_id = Uuid::now_v7();
     let slow_position: i64 = sqlx::query_scalar(
-        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload) \
-         VALUES ($1, 'ooo-a', 1, 'slow', 1, convert_to('{\"slow\":true}', 'UTF8')) \
+        "INSERT INTO events (event_id, stream_id, version, type_id, payload) \
+         SELECT $1, 'ooo-a', 1, type_id, convert_to('{\"slow\":true}', 'UTF8') \
+         FROM event_types WHERE event_type = 'slow' \
          RETURNING position",
     )
     .bind(slow_id)
@@ -102,11 +113,13 @@ async fn log_end_leaves_a_late_commit_ahead() {
         return;
     };
     let mut conn = pg_raw(&t).await;
+    add_slow_type(&mut conn).await;
     let mut slow = conn.begin().await.expect("begin");
     let slow_id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload) \
-         VALUES ($1, 'end-a', 1, 'slow', 1, convert_to('{}', 'UTF8'))",
+        "INSERT INTO events (event_id, stream_id, version, type_id, payload) \
+         SELECT $1, 'end-a', 1, type_id, convert_to('{}', 'UTF8') \
+         FROM event_types WHERE event_type = 'slow'",
     )
     .bind(slow_id)
     .execute(&mut *slow)
@@ -498,4 +511,94 @@ async fn a_log_ahead_of_the_servers_transaction_ids_is_refused_at_open() {
     };
     assert_eq!(*kind, chronicle::ConnectErrorKind::Config);
     assert!(detail.contains("restored into another cluster"), "{detail}");
+}
+
+/// A (type, schema version) pair added inside a transaction that then rolls back is gone
+/// with it, so the store must not remember it. With one connection, an inline
+/// projection's append adds its new pair in the append's own transaction (no other
+/// connection is free); the projection refuses, and the next append of the same new type,
+/// in a transaction of its own again, must add the pair once more.
+#[tokio::test]
+async fn a_type_added_in_a_rolled_back_transaction_is_added_again() {
+    let test = "a_type_added_in_a_rolled_back_transaction_is_added_again";
+    let projection = crate::projections::Totals {
+        fail_on: Some(1),
+        ..crate::projections::Totals::default()
+    };
+    let Some(t) = crate::projections::open_with(Kind::Postgres, test, |b| {
+        b.pool_size(1).inline_projection(projection)
+    })
+    .await
+    else {
+        return;
+    };
+    let deposit = |n: i64| {
+        vec![NewEvent::new(
+            "test.deposited",
+            json!({ "n": n, "amount": n }),
+        )]
+    };
+    t.store
+        .append("acct-1", ExpectedVersion::Any, deposit(1))
+        .await
+        .expect_err("the projection refuses n = 1");
+    let mut conn = pg_raw(&t).await;
+    let pairs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_types WHERE event_type = 'test.deposited'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+    assert_eq!(pairs, 0, "the pair rolled back with the append");
+    t.store
+        .append("acct-1", ExpectedVersion::Any, deposit(2))
+        .await
+        .expect("the pair is added again");
+    let events: Vec<RecordedEvent> = t
+        .store
+        .read_stream("acct-1", 1, chronicle::Direction::Forward)
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "test.deposited");
+}
+
+/// A type row removed under a running store (a database restored or replaced): the
+/// events that named it read as corrupt rows naming `type_id`, not as missing events, and
+/// the next append of that type adds the pair again instead of failing.
+#[tokio::test]
+async fn a_type_row_removed_under_the_store_is_added_again() {
+    let Some(t) = open("a_type_row_removed_under_the_store_is_added_again").await else {
+        return;
+    };
+    let gone = || vec![NewEvent::new("gone", json!({}))];
+    t.store
+        .append("s-1", ExpectedVersion::Any, gone())
+        .await
+        .expect("append");
+    let mut conn = pg_raw(&t).await;
+    sqlx::query("DELETE FROM event_types WHERE event_type = 'gone'")
+        .execute(&mut conn)
+        .await
+        .expect("delete the pair");
+    let orphan: chronicle::Result<Vec<RecordedEvent>> = t
+        .store
+        .read_stream("s-1", 1, chronicle::Direction::Forward)
+        .try_collect()
+        .await;
+    match orphan {
+        Err(Error::CorruptRow(row)) => assert_eq!(row.column, "type_id"),
+        other => panic!("expected a corrupt row naming `type_id`, got {other:?}"),
+    }
+    t.store
+        .append("s-2", ExpectedVersion::Any, gone())
+        .await
+        .expect("the pair is added again");
+    let events: Vec<RecordedEvent> = t
+        .store
+        .read_stream("s-2", 1, chronicle::Direction::Forward)
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(events[0].event_type, "gone");
 }

@@ -92,8 +92,9 @@ pub(crate) trait Engine: Dialect {
     /// The connection of `tx` when it is a transaction of this database.
     fn connection_of(tx: &mut dyn DynTx) -> Option<&mut Self::Connection>;
 
-    /// [`Backend::append_in`], on the transaction's connection.
+    /// [`Backend::append_in`], on the transaction's connection `conn`.
     fn append_in(
+        backend: &SqlBackend<Self>,
         conn: &mut Self::Connection,
         stream: &StreamId,
         guard: AppendGuard,
@@ -188,7 +189,7 @@ sql_impl! {
                     D::NAME
                 ))
             })?;
-            D::append_in(conn, stream, guard, events).await
+            D::append_in(self, conn, stream, guard, events).await
         }
 
         async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {

@@ -37,6 +37,12 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     const EVENT_METADATA: &'static str;
     /// The columns of `events` after the metadata.
     const EVENT_TAIL: &'static str;
+    /// What follows `events` (or `events e`) in a read's `FROM` so that `event_type` and
+    /// `schema_version` are columns: PostgreSQL's join of the type dictionary
+    /// (`event_types`, where a row names its type by `type_id`); nothing on SQLite. A left
+    /// join, so that an event whose type row is missing reads as a corrupt row, not as no
+    /// row.
+    const EVENT_TYPES_JOIN: &'static str;
     /// The columns of `streams`, as [`DecodeRows::stream_row`] reads them.
     const STREAM_COLUMNS: &'static str;
     /// The function that gives the smaller of two values.
@@ -150,6 +156,9 @@ pub(crate) struct Statements {
     pub(crate) stream_info: String,
     pub(crate) list_streams: String,
     pub(crate) events: String,
+    /// The events of a stream in a version range, narrow (as a replay needs them), at
+    /// most $4.
+    pub(crate) replay_stream: String,
     /// The column lists of `events` for each [`EventParts`] (see [`Statements::event_columns`]).
     event_columns: [String; 4],
     pub(crate) replay_start: String,
@@ -189,7 +198,17 @@ impl Statements {
                 D::STREAM_COLUMNS
             ),
             list_streams: format!("SELECT {} FROM streams", D::STREAM_COLUMNS),
-            events: format!("SELECT {} FROM events", event_columns[0]),
+            events: format!(
+                "SELECT {} FROM events{}",
+                event_columns[0],
+                D::EVENT_TYPES_JOIN
+            ),
+            replay_stream: format!(
+                "SELECT event_id, version, event_type, schema_version, payload \
+                 FROM events{} \
+                 WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4",
+                D::EVENT_TYPES_JOIN
+            ),
             event_columns,
             // One round trip: the stream row (kind 0), the newest snapshot at or below $2
             // (kind 1) and the first page of events after it (kind 2), as rows of one shape.
@@ -206,15 +225,16 @@ impl Statements {
                  UNION ALL \
                  SELECT 1{int}, version, schema_version, NULL, NULL, payload, created_at FROM snap \
                  UNION ALL \
-                 {member_open}SELECT 2{int}, e.version, e.schema_version, e.event_id, e.event_type, \
+                 {member_open}SELECT 2{int}, e.version, schema_version, e.event_id, event_type, \
                          e.payload, NULL \
-                  FROM events e, head \
+                  FROM events e{types}, head \
                   WHERE e.stream_id = $1 AND head.status = 0 \
                     AND e.version > (SELECT v FROM base) AND e.version <= {least}(head.version, $2) \
                   ORDER BY e.version LIMIT $3{member_close}",
                 int = D::BIGINT,
                 nulls = D::START_NULLS,
                 least = D::LEAST,
+                types = D::EVENT_TYPES_JOIN,
             ),
             list_snapshots: format!(
                 "SELECT version, schema_version, length(payload){}, created_at FROM snapshots \
@@ -279,6 +299,7 @@ impl Dialect for sqlx::Sqlite {
     const EVENT_METADATA: &'static str =
         "correlation_id, causation_id, tenant_id, user_id, metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
+    const EVENT_TYPES_JOIN: &'static str = "";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata, created_at, updated_at";
     const LEAST: &'static str = "MIN";
@@ -388,6 +409,7 @@ impl Dialect for sqlx::Postgres {
     const EVENT_METADATA: &'static str =
         "correlation_id, causation_id, tenant_id, user_id, metadata::text AS metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
+    const EVENT_TYPES_JOIN: &'static str = " LEFT JOIN event_types USING (type_id)";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata::text AS metadata, created_at, \
          updated_at";

@@ -13,6 +13,8 @@
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod backend;
 pub(crate) mod dialect;
+#[cfg(feature = "postgres")]
+pub(crate) mod event_types;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod migrate;
 mod outbox;
@@ -51,7 +53,8 @@ where
     usize: ColumnIndex<R>,
     for<'r> Uuid: Decode<'r, R::Database>,
     for<'r> i64: Decode<'r, R::Database>,
-    for<'r> String: Decode<'r, R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database>,
     for<'r> Vec<u8>: Decode<'r, R::Database>,
 {
     // The columns' types are fixed by the statement, so the type checks are skipped: a
@@ -59,12 +62,14 @@ where
     let id = row.try_get_unchecked(0)?;
     let at = RowRef::event(stream, id);
     let version = at.version(row.try_get_unchecked(1)?)?;
-    let at = at.at_version(version);
+    let (event_type, schema_version) = at
+        .at_version(version)
+        .event_type(row.try_get_unchecked(2)?, row.try_get_unchecked(3)?)?;
     Ok(ReplayedEvent {
         id,
         version,
-        event_type: row.try_get_unchecked(2)?,
-        schema_version: at.schema_version(row.try_get_unchecked(3)?)?,
+        event_type,
+        schema_version,
         payload: row.try_get_unchecked(4)?,
     })
 }
@@ -103,13 +108,16 @@ where
     for<'r> Vec<u8>: Decode<'r, D>,
 {
     let version: i64 = row.try_get_unchecked(1)?;
-    let number: i64 = row.try_get_unchecked(2)?;
+    // Null only for an event whose type row is missing (`RowRef::event_type`).
+    let number: Option<i64> = row.try_get_unchecked(2)?;
     Ok(match row.try_get_unchecked::<i64, _>(0)? {
         0 => {
+            let number = number.unwrap_or_default();
             let at = RowRef::stream(stream);
             StartRow::Head(at.version(version)?, at.status(number)?)
         }
         1 => {
+            let number = number.unwrap_or_default();
             let at = RowRef::snapshot(stream, None);
             let version = at.version(version)?;
             let at = at.at_version(version);
@@ -124,11 +132,14 @@ where
             let id = row.try_get_unchecked(3)?;
             let at = RowRef::event(stream, id);
             let version = at.version(version)?;
+            let (event_type, schema_version) = at
+                .at_version(version)
+                .event_type(row.try_get_unchecked(4)?, number)?;
             StartRow::Event(ReplayedEvent {
                 id,
                 version,
-                event_type: row.try_get_unchecked(4)?,
-                schema_version: at.at_version(version).schema_version(number)?,
+                event_type,
+                schema_version,
                 payload: row.try_get_unchecked(5)?,
             })
         }

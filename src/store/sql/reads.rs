@@ -23,10 +23,6 @@ use crate::store::backend::{
 };
 use crate::stream::{Direction, StreamId, StreamListQuery};
 
-/// The events of a stream in a version range, narrow (as a replay needs them), at most $4.
-const REPLAY_STREAM: &str = "SELECT event_id, version, event_type, schema_version, payload FROM events \
-     WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4";
-
 /// The newest snapshot of a stream at or below a version.
 const LATEST_SNAPSHOT: &str = "SELECT version, schema_version, payload, created_at FROM snapshots \
      WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1";
@@ -97,7 +93,7 @@ sql_impl! {
             versions: RangeInclusive<u64>,
             limit: WindowLimit,
         ) -> Result<Vec<ReplayedEvent>> {
-            let rows = sqlx::query(REPLAY_STREAM)
+            let rows = sqlx::query(D::statements().replay_stream.as_str())
                 .bind(stream.as_str())
                 .bind(to_i64(*versions.start()))
                 .bind(to_i64(*versions.end()))

@@ -208,6 +208,19 @@ impl<'a> RowRef<'a> {
         })
     }
 
+    /// An event's type and schema version, read through PostgreSQL's join of the type
+    /// dictionary: both `None` when the row's `type_id` names no row of `event_types`.
+    pub(crate) fn event_type(
+        self,
+        name: Option<String>,
+        schema_version: Option<i64>,
+    ) -> Result<(String, u32), sqlx::Error> {
+        match (name, schema_version) {
+            (Some(name), Some(version)) => Ok((name, self.schema_version(version)?)),
+            _ => Err(self.corrupt("type_id", CorruptValue::NoEventType)),
+        }
+    }
+
     /// The `status` column of a stream.
     pub(crate) fn status(self, value: i64) -> Result<StreamStatus, sqlx::Error> {
         StreamStatus::from_code(value)
@@ -400,6 +413,8 @@ impl DecodeRows for sqlx::Postgres {
                 ),
                 None => (None, None, None, None, None),
             };
+        let (event_type, schema_version) =
+            at.event_type(row.try_get_unchecked(5)?, row.try_get_unchecked(6)?)?;
         Ok(StoredEvent {
             id,
             version,
@@ -407,8 +422,8 @@ impl DecodeRows for sqlx::Postgres {
             // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
             // transaction ids never leave (the cast to text and bigint cost the server more).
             commit: to_u64(row.try_get_unchecked(1)?),
-            event_type: row.try_get_unchecked(5)?,
-            schema_version: at.schema_version(row.try_get_unchecked(6)?)?,
+            event_type,
+            schema_version,
             payload: match layout.payload {
                 Some(column) => row.try_get_unchecked(column)?,
                 None => Vec::new(),
