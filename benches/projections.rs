@@ -669,7 +669,8 @@ const RAW_LEAN_PG: &str = "SELECT position, transaction_id, event_id, stream_id,
      event_type, schema_version, payload, recorded_at \
      FROM events JOIN event_types USING (type_id) ORDER BY transaction_id, position";
 const RAW_LEAN_SQLITE: &str = "SELECT position, event_id, stream_id, version, event_type, \
-     schema_version, payload, recorded_at FROM events ORDER BY position";
+     schema_version, payload, recorded_at FROM events JOIN event_types USING (type_id) \
+     ORDER BY position";
 
 /// The ceiling of a type + payload catch-up: one streamed sqlx SELECT of the columns the
 /// lean read fetches, every value decoded, on the store's database.

@@ -701,9 +701,13 @@ pub async fn raw_sqlite_with(url: &str, synchronous: SqliteSynchronous) -> Res<S
     }
     // The baseline writes bare event rows: chronicle's guard triggers (the version check
     // and the stream row) are chronicle's work, not the ceiling's.
-    sqlx::raw_sql("DROP TRIGGER events_guard; DROP TRIGGER events_advance_stream")
-        .execute(&pool)
-        .await?;
+    // Its one type, as an application would add it once (`RAW_SQLITE_INSERT`).
+    sqlx::raw_sql(
+        "DROP TRIGGER events_guard; DROP TRIGGER events_advance_stream; \
+         INSERT INTO event_types (event_type, schema_version) VALUES ('deposited', 1)",
+    )
+    .execute(&pool)
+    .await?;
     Ok(pool)
 }
 
@@ -719,8 +723,9 @@ pub async fn sqlite_reader(url: &str) -> Res<SqlitePool> {
 // ---------------------------------------------------------------------------------------
 // Raw baselines
 
-// PostgreSQL names an event's type by its row in `event_types`, looked up in the
-// statement as chronicle's append does ([`raw_pg`] adds the row on first use).
+// An event names its type by its row in `event_types`, looked up in the statement as
+// chronicle's append does ([`raw_pg`] adds the row on first use, [`raw_sqlite`] at the
+// start).
 const RAW_PG_INSERT: &str = "INSERT INTO events \
      (event_id, stream_id, version, type_id, payload) \
      VALUES ($1, $2, $3, \
@@ -759,8 +764,9 @@ async fn raw_pg<'q>(
 }
 
 const RAW_SQLITE_INSERT: &str = "INSERT INTO events \
-     (event_id, stream_id, version, event_type, schema_version, payload, recorded_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?)";
+     (event_id, stream_id, version, type_id, payload, recorded_at) \
+     VALUES (?, ?, ?, (SELECT type_id FROM event_types WHERE event_type = ? AND schema_version = ?), \
+             ?, ?)";
 
 /// The raw baseline of a 1-event append: one autocommitted single-row INSERT.
 pub async fn raw_pg_insert_one(pool: &PgPool) -> Res<u64> {
@@ -822,7 +828,7 @@ pub async fn raw_sqlite_insert_one(pool: &SqlitePool) -> Res<u64> {
 const RAW_REPLAY_PG: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events JOIN event_types USING (type_id) WHERE stream_id = $1 ORDER BY version";
 const RAW_REPLAY_SQLITE: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
-     FROM events WHERE stream_id = ? ORDER BY version";
+     FROM events JOIN event_types USING (type_id) WHERE stream_id = ? ORDER BY version";
 
 /// The ceiling of a chronicle replay on PostgreSQL: one streamed SELECT of `stream`,
 /// `decode(event type, payload)` per row; returns the number of rows.
@@ -904,7 +910,7 @@ async fn decode_raw_sqlite<T>(
 }
 
 const RAW_SCAN: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
-     FROM events ORDER BY position";
+     FROM events JOIN event_types USING (type_id) ORDER BY position";
 const RAW_SCAN_PG: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events JOIN event_types USING (type_id) ORDER BY transaction_id, position";
 

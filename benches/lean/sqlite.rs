@@ -33,7 +33,7 @@ INSERT INTO streams (stream_id, category, version, event_count, last_event_id, s
 CREATE TABLE event_types (type_id INTEGER PRIMARY KEY, event_type TEXT NOT NULL,
     schema_version INTEGER NOT NULL, UNIQUE (event_type, schema_version));
 INSERT INTO event_types (event_type, schema_version)
-    SELECT DISTINCT event_type, schema_version FROM src.events ORDER BY 1, 2;
+    SELECT DISTINCT event_type, schema_version FROM src_events ORDER BY 1, 2;
 CREATE TABLE event_metadata (position INTEGER PRIMARY KEY, correlation_id TEXT,
     causation_id TEXT, tenant_id TEXT, user_id TEXT, metadata TEXT);
 CREATE TABLE events (
@@ -48,7 +48,7 @@ CREATE TABLE events (
 );
 INSERT INTO events
     SELECT e.position, e.event_id, s.stream_key, e.version, t.type_id, e.payload, e.recorded_at
-    FROM src.events e JOIN streams s USING (stream_id)
+    FROM src_events e JOIN streams s USING (stream_id)
     JOIN event_types t ON t.event_type = e.event_type AND t.schema_version = e.schema_version
     ORDER BY e.position;
 CREATE INDEX events_type ON events (type_id);
@@ -76,7 +76,7 @@ CREATE TABLE events (aggregate_type text NOT NULL, aggregate_id text NOT NULL,
     event_version text NOT NULL, payload text NOT NULL, metadata text NOT NULL,
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)) STRICT;
 INSERT INTO events SELECT 'Account', substr(stream_id, 9), version, substr(event_type, 9),
-    '1.0', CAST(payload AS TEXT), '{}' FROM src.events ORDER BY position;",
+    '1.0', CAST(payload AS TEXT), '{}' FROM src_events ORDER BY position;",
     },
     Variant {
         name: "minimal",
@@ -85,7 +85,7 @@ INSERT INTO events SELECT 'Account', substr(stream_id, 9), version, substr(event
 CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL,
     version INTEGER NOT NULL, payload TEXT NOT NULL, UNIQUE (stream_id, version));
 INSERT INTO events SELECT position, stream_id, version, CAST(payload AS TEXT)
-    FROM src.events ORDER BY position;",
+    FROM src_events ORDER BY position;",
     },
 ];
 
@@ -146,7 +146,7 @@ pub async fn run(shape: Shape) -> Res<()> {
     let (rows, file) = footprint(&pool, &src).await?;
     let columns: Vec<(String, f64)> = {
         let mut out = Vec::new();
-        for column in ["event_id", "stream_id", "event_type", "payload"] {
+        for column in ["event_id", "stream_id", "payload"] {
             let avg: f64 = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT avg(length({column})) FROM events"
             )))
@@ -186,13 +186,18 @@ pub async fn run(shape: Shape) -> Res<()> {
         let pool = open(&path).await?;
         let keyed = variant.name.starts_with('s');
         let sql = format!(
-            "ATTACH DATABASE '{}' AS src; {}{}",
+            // The log with its types by name, as the variants take it.
+            "ATTACH DATABASE '{}' AS src; \
+             CREATE TEMP VIEW src_events AS SELECT e.*, t.event_type, t.schema_version \
+             FROM src.events e JOIN src.event_types t USING (type_id); {}{}",
             src.display(),
             if keyed { KEYED } else { "" },
             variant.sql
         );
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await?;
-        sqlx::raw_sql("DETACH DATABASE src").execute(&pool).await?;
+        sqlx::raw_sql("DROP VIEW src_events; DETACH DATABASE src")
+            .execute(&pool)
+            .await?;
         let (rows, file) = footprint(&pool, &path).await?;
         pool.close().await;
         println!("{}", line(variant.name, variant.what, &rows, file, events));

@@ -60,6 +60,14 @@ WHERE last IS NOT NULL;
 
 DROP TABLE events_before_0012;
 
+-- The new table's position identity was named beside the old one's; it takes its name.
+DO $$
+BEGIN
+    EXECUTE format('ALTER SEQUENCE %s RENAME TO events_position_seq',
+                   pg_get_serial_sequence('events', 'position'));
+END
+$$;
+
 ALTER TABLE events
     ADD CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
     ADD CONSTRAINT events_event_id_key UNIQUE (event_id),

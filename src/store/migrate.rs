@@ -80,6 +80,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "compression_dictionaries",
         sql: include_str!("../../migrations/sqlite/0009_compression_dictionaries.sql"),
     },
+    Migration {
+        version: 10,
+        name: "event_types",
+        sql: include_str!("../../migrations/sqlite/0010_event_types.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]

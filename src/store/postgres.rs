@@ -34,7 +34,7 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
-use super::sql::event_types::{self, KnownTypes};
+use super::sql::event_types::{self, TYPES_JOIN};
 use super::sql::migrate::Migrator;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
@@ -78,8 +78,6 @@ pub(crate) struct PgState {
     schema: String,
     /// The wait for a connection of its own (a lease's).
     connect_timeout: Duration,
-    /// The event-type pairs known to be in `event_types`.
-    event_types: KnownTypes,
 }
 
 /// A pooled connection used this recently is handed out without a ping (HikariCP's
@@ -281,8 +279,8 @@ impl SqlBackend<Postgres> {
                 owns_pool,
                 schema: config.schema.clone(),
                 connect_timeout: config.connect_timeout,
-                event_types: KnownTypes::default(),
             },
+            event_types: Default::default(),
         })
     }
 
@@ -495,38 +493,6 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
-/// Why the append statement failed.
-#[derive(Debug)]
-enum AppendError {
-    /// An event's (type, schema version) pair has no row in `event_types`: its `type_id`
-    /// came out null.
-    TypeMissing(sqlx::Error),
-    Sql(sqlx::Error),
-}
-
-impl AppendError {
-    fn of(error: sqlx::Error) -> Self {
-        let type_missing = matches!(&error, sqlx::Error::Database(db)
-            if db.kind() == sqlx::error::ErrorKind::NotNullViolation
-                && db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                    .and_then(sqlx::postgres::PgDatabaseError::column)
-                    == Some("type_id"));
-        if type_missing {
-            AppendError::TypeMissing(error)
-        } else {
-            AppendError::Sql(error)
-        }
-    }
-
-    fn into_error(self) -> Error {
-        match self {
-            AppendError::TypeMissing(error) | AppendError::Sql(error) => {
-                Error::from_sqlx("append", error)
-            }
-        }
-    }
-}
-
 /// The one-statement append (`append_sql!`), whose events' type pairs are in
 /// `event_types` (`event_types::ensure`). A statement that matched no row comes back as
 /// `NotMatched`: `Store` finds out why (`append::settle`).
@@ -535,7 +501,7 @@ async fn append_statement(
     stream: &StreamId,
     guard: AppendGuard,
     events: &[EncodedEvent<'_>],
-) -> std::result::Result<AppendOutcome, AppendError> {
+) -> Result<AppendOutcome> {
     // The guard is checked in the statement that bumps the version (an upsert or an
     // update with a `WHERE`), so the check and the write cannot drift apart.
     let sql = match (guard.may_create, events.len() == 1) {
@@ -602,7 +568,7 @@ async fn append_statement(
         Err(error) if is_duplicate_event_id(&error) => {
             return Ok(AppendOutcome::DuplicateEventId);
         }
-        Err(error) => return Err(AppendError::of(error)),
+        Err(error) => return Err(Error::from_sqlx("append", error)),
     };
     if rows.is_empty() {
         return Ok(AppendOutcome::NotMatched);
@@ -693,48 +659,21 @@ impl Engine for Postgres {
             .acquire()
             .await
             .map_err(|error| Error::from_sqlx("append", error))?;
-        let known = &backend.state.event_types;
-        event_types::ensure(&mut conn, known, events, true).await?;
-        match append_statement(&mut conn, stream, guard, events).await {
-            // A pair this process remembered is gone (the database was replaced under
-            // it): add the pairs again and append once more.
-            Err(AppendError::TypeMissing(_)) => {
-                known.forget();
-                event_types::ensure(&mut conn, known, events, true).await?;
-                append_statement(&mut conn, stream, guard, events)
-                    .await
-                    .map_err(|error| error.into_error())
-            }
-            result => result.map_err(|error| error.into_error()),
-        }
+        event_types::ensure::<Postgres>(&mut conn, &backend.event_types, events, true).await?;
+        append_statement(&mut conn, stream, guard, events).await
     }
 
     fn connection_of(tx: &mut dyn DynTx) -> Option<&mut PgConnection> {
         tx.postgres()
     }
 
-    async fn append_in(
-        backend: &PostgresBackend,
+    fn append_in(
         conn: &mut PgConnection,
         stream: &StreamId,
         guard: AppendGuard,
         events: &[EncodedEvent<'_>],
-    ) -> Result<AppendOutcome> {
-        let known = &backend.state.event_types;
-        // New pairs are added on a connection of their own when one is free, where they
-        // commit at once and are remembered; else in the transaction, remembered by none.
-        match backend.writer.try_acquire() {
-            Some(mut own) => event_types::ensure(&mut own, known, events, true).await?,
-            None => event_types::ensure(conn, known, events, false).await?,
-        }
+    ) -> impl Future<Output = Result<AppendOutcome>> + Send {
         append_statement(conn, stream, guard, events)
-            .await
-            .map_err(|error| {
-                if matches!(error, AppendError::TypeMissing(_)) {
-                    known.forget();
-                }
-                error.into_error()
-            })
     }
 
     async fn read_all(
@@ -746,9 +685,8 @@ impl Engine for Postgres {
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
         let columns = Postgres::statements().event_columns(parts);
-        let types_join = Postgres::EVENT_TYPES_JOIN;
         let window = format!(
-            "SELECT {columns} FROM events{types_join} \
+            "SELECT {columns} FROM events{TYPES_JOIN} \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id, position LIMIT $3"

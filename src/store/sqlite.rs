@@ -36,6 +36,7 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::event_types;
 use super::sql::migrate::Migrator;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
@@ -152,6 +153,7 @@ impl SqlBackend<Sqlite> {
             writer,
             reader,
             state: SqliteState { log },
+            event_types: Default::default(),
         })
     }
 
@@ -310,15 +312,18 @@ async fn insert_events(
 ) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
     let now = micros(now);
     let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (event_id, stream_id, version, event_type, schema_version, payload, \
+        "INSERT INTO events (event_id, stream_id, version, type_id, payload, \
          correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
     );
     insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
         row.push_bind(event.source.id)
             .push_bind(stream.as_str())
             .push_bind(base + offset)
-            .push_bind(event.source.event_type.as_str())
-            .push_bind(i64::from(event.source.schema_version))
+            .push("(SELECT type_id FROM event_types WHERE event_type = ")
+            .push_bind_unseparated(event.source.event_type.as_str())
+            .push_unseparated(" AND schema_version = ")
+            .push_bind_unseparated(i64::from(event.source.schema_version))
+            .push_unseparated(")")
             .push_bind(event.payload.as_slice())
             .push_bind(event.source.metadata.correlation_id.as_deref())
             .push_bind(event.source.metadata.causation_id.as_deref())
@@ -435,10 +440,11 @@ impl Engine for Sqlite {
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
         let now = stored_now();
+        let mut conn = backend.writer.acquire().await.map_err(fail)?;
+        event_types::ensure::<Sqlite>(&mut conn, &backend.event_types, events, true).await?;
         if let Some(version) = guard.version {
             // The version before the append is known: one autocommitted INSERT.
             let base = to_i64(version);
-            let mut conn = backend.writer.acquire().await.map_err(fail)?;
             match insert_events(&mut conn, stream, base, events, now).await {
                 // Refused: the state that refused it may be gone by now (another process
                 // shares the file), so it is read again below, under the write lock, and
@@ -449,9 +455,7 @@ impl Engine for Sqlite {
         }
         // Read the version under the write lock, so no other process moves it before the
         // INSERT.
-        let mut tx = backend
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(fail)?;
         let outcome = append_locked(&mut tx, stream, guard, events, now).await?;
@@ -466,7 +470,6 @@ impl Engine for Sqlite {
     }
 
     async fn append_in(
-        _backend: &SqliteBackend,
         conn: &mut SqliteConnection,
         stream: &StreamId,
         guard: AppendGuard,

@@ -24,6 +24,7 @@ mod derive_ui;
 mod dictionaries;
 mod domain;
 mod domain_event;
+mod event_types;
 mod inline_projections;
 mod manager;
 mod migration;

@@ -1,13 +1,15 @@
 //! Upgrades in place (issue 23, section 5). `fixtures/pg_0010.sql` is a PostgreSQL schema
-//! as chronicle left it at migration 0010, filled through chronicle's own API (events with
+//! as chronicle left it at migration 0010 and `fixtures/sqlite_0009.sql` a SQLite database
+//! at its migration 0009, each filled through chronicle's own API in the same way (events with
 //! metadata, compressed and encrypted payloads, a trained dictionary, per-stream keys, a
 //! snapshot, a soft-deleted and a tombstoned stream, a retention policy, the outbox's
-//! checkpoint and its done and dead requests); `fixtures/pg_0010.expected.json` is what
-//! every read returned then. Today's chronicle opens it, applies the migrations since,
-//! and must read back exactly that, then go on appending.
+//! checkpoint and its done and dead requests); `*.expected.json` is what every read
+//! returned then. Today's chronicle opens each, applies the migrations since, and must
+//! read back exactly that, then go on appending.
 //!
-//! The fixture was written by `write_the_fixture` (ignored) at the last commit before
-//! migration 0011; run at a later commit it records that commit's schema instead.
+//! The fixtures were written by `write_the_fixture` and `write_the_sqlite_fixture`
+//! (ignored) at the last commit before PostgreSQL's migration 0011 and SQLite's 0010;
+//! run at a later commit they record that commit's schema instead.
 
 use chronicle::{
     Compression, DeleteMode, EventMetadata, ExpectedVersion, Handler, HandlerError, HandlerMap,
@@ -23,6 +25,8 @@ use crate::support::{SchemaGuard, fresh_schema, pg_url, postgres_available};
 const FIXTURE_SCHEMA: &str = "fixture_0010";
 const FIXTURE: &str = include_str!("fixtures/pg_0010.sql");
 const EXPECTED: &str = include_str!("fixtures/pg_0010.expected.json");
+const SQLITE_FIXTURE: &str = include_str!("fixtures/sqlite_0009.sql");
+const SQLITE_EXPECTED: &str = include_str!("fixtures/sqlite_0009.expected.json");
 const KEY: [u8; 32] = [5; 32];
 
 /// The fixture's store settings: compression and encryption, per-stream keys as asked
@@ -62,21 +66,72 @@ async fn a_store_of_migration_0010_upgrades_in_place() {
     .await
     .expect("migrations");
     assert_eq!(recorded, Some(10), "the fixture stops at migration 0010");
+    let handed_out: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('\"{schema}\".events', 'position'))"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("the position counter");
     advance_transaction_ids_past(&mut conn, &schema).await;
 
     let store = settings(Store::builder(pg_url()).schema(schema.clone()), true)
         .open()
         .await
         .expect("opens, applying the migrations since 0010");
-    let expected: Value = serde_json::from_str(EXPECTED).expect("expected reads");
-    assert_eq!(reads(&store).await, expected);
+    reads_the_same_and_goes_on(&store, EXPECTED, handed_out).await;
+}
 
-    // It goes on: the next append lands after every migrated event, and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_of_migration_0009_upgrades_in_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("fixture.db").display());
+    let options: sqlx::sqlite::SqliteConnectOptions = url
+        .parse::<sqlx::sqlite::SqliteConnectOptions>()
+        .expect("url")
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("create");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(SQLITE_FIXTURE))
+        .execute(&mut conn)
+        .await
+        .expect("load the fixture");
+    let recorded: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM chronicle_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .expect("migrations");
+    assert_eq!(recorded, Some(9), "the fixture stops at migration 0009");
+    let handed_out: i64 =
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("the position counter");
+    conn.close().await.expect("close");
+
+    let store = settings(Store::builder(url), true)
+        .open()
+        .await
+        .expect("opens, applying the migrations since 0009");
+    reads_the_same_and_goes_on(&store, SQLITE_EXPECTED, handed_out).await;
+}
+
+/// `store`, upgraded, reads back `expected` (a fixture's reads, as JSON), then takes an
+/// append after every position the fixture handed out (`handed_out`: its counter, past
+/// the events a hard delete removed) and reads it back.
+async fn reads_the_same_and_goes_on(store: &Store, expected: &str, handed_out: i64) {
+    let expected: Value = serde_json::from_str(expected).expect("expected reads");
+    assert_eq!(reads(store).await, expected);
+
+    // It goes on: the next append lands after every position handed out, and reads back.
     let last = expected["events"]
         .as_array()
         .and_then(|events| events.last())
         .and_then(|event| event["position"].as_u64())
         .expect("a last position");
+    assert!(
+        handed_out as u64 > last,
+        "the fixture's hard delete freed the last positions"
+    );
     let written = store
         .append(
             "account-1",
@@ -85,7 +140,7 @@ async fn a_store_of_migration_0010_upgrades_in_place() {
         )
         .await
         .expect("append after the upgrade");
-    assert!(written.events[0].position > last);
+    assert_eq!(written.events[0].position, handed_out as u64 + 1);
     let events: Vec<_> = store
         .read_all(LogPosition::START)
         .try_collect()
@@ -227,14 +282,80 @@ async fn write_the_fixture() {
     .execute(&mut conn)
     .await
     .expect("drop");
-    let open = |per_stream_keys| {
+    let expected = fill(|per_stream_keys| {
         settings(
             Store::builder(pg_url()).schema(FIXTURE_SCHEMA),
             per_stream_keys,
         )
         .open()
-    };
+    })
+    .await;
+    std::fs::write(
+        format!("{out}/pg_0010.expected.json"),
+        serde_json::to_string_pretty(&expected).expect("json") + "\n",
+    )
+    .expect("write the expected reads");
+    let dump = std::process::Command::new("pg_dump")
+        .args([
+            "--schema",
+            FIXTURE_SCHEMA,
+            "--inserts",
+            "--no-owner",
+            "--no-privileges",
+            "--no-comments",
+            &pg_url(),
+        ])
+        .output()
+        .expect("pg_dump");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    std::fs::write(format!("{out}/pg_0010.sql"), dump.stdout).expect("write the fixture");
+}
 
+/// Writes `fixtures/sqlite_0009.sql` (the database as SQL text, by Python's
+/// `sqlite3.Connection.iterdump`) and its expected reads into `CHRONICLE_FIXTURE_OUT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the fixture: run by hand, at the release whose schema it records"]
+async fn write_the_sqlite_fixture() {
+    let out = std::env::var("CHRONICLE_FIXTURE_OUT").expect("CHRONICLE_FIXTURE_OUT");
+    let file = format!("{out}/sqlite_0009.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{file}{suffix}"));
+    }
+    let url = format!("sqlite://{file}");
+    let expected =
+        fill(|per_stream_keys| settings(Store::builder(url.clone()), per_stream_keys).open()).await;
+    std::fs::write(
+        format!("{out}/sqlite_0009.expected.json"),
+        serde_json::to_string_pretty(&expected).expect("json") + "\n",
+    )
+    .expect("write the expected reads");
+    let dump = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             for line in sqlite3.connect(sys.argv[1]).iterdump(): print(line)",
+            &file,
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    std::fs::write(format!("{out}/sqlite_0009.sql"), dump.stdout).expect("write the fixture");
+}
+
+/// Fills a store opened by `open` (asked for per-stream keys or not) with everything a
+/// fixture holds, and returns its reads.
+async fn fill<F>(open: impl Fn(bool) -> F) -> Value
+where
+    F: std::future::Future<Output = chronicle::Result<Store>>,
+{
     // Phase 1: store-wide keys; a dictionary trained on the first events.
     let store = open(false).await.expect("open");
     store
@@ -333,27 +454,5 @@ async fn write_the_fixture() {
 
     let expected = reads(&store).await;
     store.close().await;
-    std::fs::write(
-        format!("{out}/pg_0010.expected.json"),
-        serde_json::to_string_pretty(&expected).expect("json") + "\n",
-    )
-    .expect("write the expected reads");
-    let dump = std::process::Command::new("pg_dump")
-        .args([
-            "--schema",
-            FIXTURE_SCHEMA,
-            "--inserts",
-            "--no-owner",
-            "--no-privileges",
-            "--no-comments",
-            &pg_url(),
-        ])
-        .output()
-        .expect("pg_dump");
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    std::fs::write(format!("{out}/pg_0010.sql"), dump.stdout).expect("write the fixture");
+    expected
 }

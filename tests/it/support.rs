@@ -225,6 +225,25 @@ macro_rules! for_each_sql_backend {
     };
 }
 
+/// The one integer one statement answers, read directly from the test store's database.
+pub async fn scalar(t: &TestStore, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match &t.location {
+        Location::Sqlite { url, .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut conn)
+                .await
+                .expect("query")
+        }
+        Location::Postgres { .. } => sqlx::query_scalar(sql)
+            .fetch_one(&mut pg_raw(t).await)
+            .await
+            .expect("query"),
+        Location::Memory => unreachable!("SQL backends only"),
+    }
+}
+
 /// Runs one statement directly on the test store's database.
 pub async fn execute(t: &TestStore, sql: &str) {
     match &t.location {

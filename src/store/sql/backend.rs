@@ -22,6 +22,7 @@ use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
 use super::dialect::{Dialect, sql_impl};
+use super::event_types::{self, KnownTypes};
 use super::reads::Sql;
 use super::tx::SqlTx;
 use crate::error::{Error, Result};
@@ -50,6 +51,8 @@ pub(crate) struct SqlBackend<D: Engine> {
     pub(crate) reader: Pool<D>,
     /// The rest of the backend's state, the database's own.
     pub(crate) state: D::State,
+    /// The event-type pairs known to be in `event_types`.
+    pub(crate) event_types: KnownTypes,
 }
 
 /// What a SQL database's backend does its own way; the rest of [`Backend`] is written
@@ -81,7 +84,8 @@ pub(crate) trait Engine: Dialect {
     /// commit waits for the disk or not as `flush` says.
     fn begin_batch(flush: Flush) -> &'static str;
 
-    /// [`Backend::append`].
+    /// [`Backend::append`]; it adds the events' new type pairs first
+    /// (`event_types::ensure`, remembered: outside a transaction).
     fn append(
         backend: &SqlBackend<Self>,
         stream: &StreamId,
@@ -92,9 +96,9 @@ pub(crate) trait Engine: Dialect {
     /// The connection of `tx` when it is a transaction of this database.
     fn connection_of(tx: &mut dyn DynTx) -> Option<&mut Self::Connection>;
 
-    /// [`Backend::append_in`], on the transaction's connection `conn`.
+    /// [`Backend::append_in`], on the transaction's connection, whose events' type pairs
+    /// are in `event_types` (`event_types::ensure`).
     fn append_in(
-        backend: &SqlBackend<Self>,
         conn: &mut Self::Connection,
         stream: &StreamId,
         guard: AppendGuard,
@@ -173,7 +177,15 @@ sql_impl! {
             guard: AppendGuard,
             events: &[EncodedEvent<'_>],
         ) -> Result<AppendOutcome> {
-            D::append(self, stream, guard, events).await
+            match D::append(self, stream, guard, events).await {
+                // A pair this process remembered is gone (the database was replaced under
+                // it): forgotten, the append adds its pairs again.
+                Err(error) if event_types::is_type_missing(&error) => {
+                    self.event_types.forget();
+                    D::append(self, stream, guard, events).await
+                }
+                outcome => outcome,
+            }
         }
 
         async fn append_in(
@@ -189,7 +201,21 @@ sql_impl! {
                     D::NAME
                 ))
             })?;
-            D::append_in(self, conn, stream, guard, events).await
+            // New pairs are added on a connection of their own when one is free, where
+            // they commit at once and are remembered; else in the transaction, remembered
+            // by none (it may roll back).
+            let known = &self.event_types;
+            match self.writer.try_acquire() {
+                Some(mut own) => event_types::ensure::<D>(&mut own, known, events, true).await?,
+                None => event_types::ensure::<D>(conn, known, events, false).await?,
+            }
+            D::append_in(conn, stream, guard, events)
+                .await
+                .inspect_err(|error| {
+                    if event_types::is_type_missing(error) {
+                        known.forget();
+                    }
+                })
         }
 
         async fn stream_info(&self, stream: &StreamId) -> Result<Option<StoredStream>> {

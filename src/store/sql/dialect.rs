@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Decode, Encode, Pool, QueryBuilder, Transaction, Type};
 use uuid::Uuid;
 
+use super::event_types::TYPES_JOIN;
 use super::rows::DecodeRows;
 use crate::error::{Error, Result};
 use crate::read::EventParts;
@@ -37,12 +38,12 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     const EVENT_METADATA: &'static str;
     /// The columns of `events` after the metadata.
     const EVENT_TAIL: &'static str;
-    /// What follows `events` (or `events e`) in a read's `FROM` so that `event_type` and
-    /// `schema_version` are columns: PostgreSQL's join of the type dictionary
-    /// (`event_types`, where a row names its type by `type_id`); nothing on SQLite. A left
-    /// join, so that an event whose type row is missing reads as a corrupt row, not as no
-    /// row.
-    const EVENT_TYPES_JOIN: &'static str;
+    /// The statement that adds to `event_types` the (type, schema version) pairs of the
+    /// JSON array of pairs bound as `$1` that it lacks (`event_types::ensure`). Its `NOT
+    /// EXISTS` keeps present pairs from drawing an id (PostgreSQL's `INSERT … ON CONFLICT`
+    /// draws one from the identity for every row it tries); its `ON CONFLICT` covers a
+    /// writer adding the same pair at the same time, whose commit it waits for.
+    const ADD_EVENT_TYPES: &'static str;
     /// The columns of `streams`, as [`DecodeRows::stream_row`] reads them.
     const STREAM_COLUMNS: &'static str;
     /// The function that gives the smaller of two values.
@@ -198,16 +199,12 @@ impl Statements {
                 D::STREAM_COLUMNS
             ),
             list_streams: format!("SELECT {} FROM streams", D::STREAM_COLUMNS),
-            events: format!(
-                "SELECT {} FROM events{}",
-                event_columns[0],
-                D::EVENT_TYPES_JOIN
-            ),
+            events: format!("SELECT {} FROM events{}", event_columns[0], TYPES_JOIN),
             replay_stream: format!(
                 "SELECT event_id, version, event_type, schema_version, payload \
                  FROM events{} \
                  WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4",
-                D::EVENT_TYPES_JOIN
+                TYPES_JOIN
             ),
             event_columns,
             // One round trip: the stream row (kind 0), the newest snapshot at or below $2
@@ -234,7 +231,7 @@ impl Statements {
                 int = D::BIGINT,
                 nulls = D::START_NULLS,
                 least = D::LEAST,
-                types = D::EVENT_TYPES_JOIN,
+                types = TYPES_JOIN,
             ),
             list_snapshots: format!(
                 "SELECT version, schema_version, length(payload){}, created_at FROM snapshots \
@@ -299,7 +296,13 @@ impl Dialect for sqlx::Sqlite {
     const EVENT_METADATA: &'static str =
         "correlation_id, causation_id, tenant_id, user_id, metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
-    const EVENT_TYPES_JOIN: &'static str = "";
+    const ADD_EVENT_TYPES: &'static str = "INSERT INTO event_types (event_type, schema_version) \
+         SELECT json_extract(w.value, '$[0]'), json_extract(w.value, '$[1]') \
+         FROM json_each($1) AS w \
+         WHERE NOT EXISTS (SELECT 1 FROM event_types t \
+             WHERE t.event_type = json_extract(w.value, '$[0]') \
+               AND t.schema_version = json_extract(w.value, '$[1]')) \
+         ON CONFLICT (event_type, schema_version) DO NOTHING";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata, created_at, updated_at";
     const LEAST: &'static str = "MIN";
@@ -409,7 +412,11 @@ impl Dialect for sqlx::Postgres {
     const EVENT_METADATA: &'static str =
         "correlation_id, causation_id, tenant_id, user_id, metadata::text AS metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
-    const EVENT_TYPES_JOIN: &'static str = " LEFT JOIN event_types USING (type_id)";
+    const ADD_EVENT_TYPES: &'static str = "INSERT INTO event_types (event_type, schema_version) \
+         SELECT w ->> 0, (w ->> 1)::bigint FROM json_array_elements($1::json) AS w \
+         WHERE NOT EXISTS (SELECT 1 FROM event_types t \
+             WHERE t.event_type = w ->> 0 AND t.schema_version = (w ->> 1)::bigint) \
+         ON CONFLICT (event_type, schema_version) DO NOTHING";
     const STREAM_COLUMNS: &'static str = "stream_id, category, aggregate_type, display_name, \
          version, event_count, last_event_id, status, metadata::text AS metadata, created_at, \
          updated_at";

@@ -1,33 +1,29 @@
-//! The event-type dictionary of PostgreSQL's log: `event_types` holds each (type, schema
-//! version) pair once under a 4-byte id, and each event row holds the id (migration
-//! `0012_event_types`).
+//! The event-type dictionary of the SQL logs: `event_types` holds each (type, schema
+//! version) pair once under an integer id, and each event row holds the id (migrations
+//! `0012_event_types` on PostgreSQL, `0010_event_types` on SQLite).
 //!
-//! The append names an event's pair and its statement looks the id up, so the id never
-//! travels through the process; the pair must exist before the statement runs.
-//! [`KnownTypes`] remembers the pairs this process has seen committed, and
-//! [`ensure`] adds the others in a statement of their own. A pair is remembered only once
-//! a committed row holds it: a pair added inside an application's transaction that then
-//! rolls back is gone, and remembering it would make the next append fail. Readers join
-//! the dictionary (`Dialect::EVENT_TYPES_JOIN`), so they need nothing from here.
+//! An append names an event's pair and its `INSERT` looks the id up, so ids never travel
+//! through the process; the pair must exist before the insert runs. [`KnownTypes`]
+//! remembers the pairs this process has seen committed, and [`ensure`] adds the others
+//! first. A pair is remembered only once a committed row holds it: a pair added inside a
+//! transaction that then rolls back is gone, and remembering it would make the next
+//! append fail. An append that finds a pair missing anyway (the database was replaced
+//! under the process) is told by [`is_type_missing`]; the backend then forgets what it
+//! remembered. Readers join the dictionary ([`TYPES_JOIN`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
 
-use sqlx::PgConnection;
+use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 
+use super::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::store::backend::EncodedEvent;
 
-/// Adds the pairs `$1`/`$2` (arrays, one element per pair) that `event_types` lacks. The
-/// `NOT EXISTS` keeps present pairs from drawing an id from the identity (an `INSERT … ON
-/// CONFLICT` draws one for every row it tries); `ON CONFLICT` covers a writer adding the
-/// same pair at the same time, whose commit this statement waits for.
-const ADD_MISSING: &str = "INSERT INTO event_types (event_type, schema_version) \
-     SELECT w.event_type, w.schema_version \
-     FROM unnest($1::text[], $2::bigint[]) AS w(event_type, schema_version) \
-     WHERE NOT EXISTS (SELECT 1 FROM event_types t \
-                       WHERE t.event_type = w.event_type AND t.schema_version = w.schema_version) \
-     ON CONFLICT (event_type, schema_version) DO NOTHING";
+/// What follows `events` (or `events e`) in a read's `FROM` so that `event_type` and
+/// `schema_version` are columns. A left join, so that an event whose type row is missing
+/// reads as a corrupt row naming `type_id`, never as no row.
+pub(crate) const TYPES_JOIN: &str = " LEFT JOIN event_types USING (type_id)";
 
 /// The (type, schema version) pairs this process knows `event_types` holds, committed.
 #[derive(Debug, Default)]
@@ -61,8 +57,8 @@ impl KnownTypes {
         }
     }
 
-    /// Forgets every pair: an append found one missing (the database was replaced or
-    /// restored under the process), so none is trusted until seen again.
+    /// Forgets every pair: an append found one missing, so none is trusted until added
+    /// again.
     pub(crate) fn forget(&self) {
         self.pairs
             .write()
@@ -71,24 +67,29 @@ impl KnownTypes {
     }
 }
 
-/// Makes sure `event_types` holds the pair of every event of `events`, through `conn`.
-/// `committed` says whether `conn` commits each statement itself (no transaction open on
-/// it): only then are the pairs remembered.
-pub(crate) async fn ensure(
-    conn: &mut PgConnection,
+/// Makes sure `event_types` holds the pair of every event of `events`, through `conn`
+/// (`Dialect::ADD_EVENT_TYPES`). `committed` says whether `conn` commits each statement
+/// itself (no transaction open on it): only then are the pairs remembered.
+pub(crate) async fn ensure<D>(
+    conn: &mut D::Connection,
     known: &KnownTypes,
     events: &[EncodedEvent<'_>],
     committed: bool,
-) -> Result<()> {
+) -> Result<()>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'a> <D as Database>::Arguments: IntoArguments<D>,
+    for<'t> String: Encode<'t, D> + Type<D>,
+{
     let missing = known.missing(events);
     if missing.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = missing.iter().map(|(name, _)| name.as_str()).collect();
-    let versions: Vec<i64> = missing.iter().map(|(_, v)| i64::from(*v)).collect();
-    sqlx::query(ADD_MISSING)
-        .bind(names)
-        .bind(versions)
+    let pairs = serde_json::to_string(&missing)
+        .map_err(|error| Error::Internal(format!("event types: {error}")))?;
+    sqlx::query(D::ADD_EVENT_TYPES)
+        .bind(pairs)
         .execute(&mut *conn)
         .await
         .map_err(|error| Error::from_sqlx("append", error))?;
@@ -96,4 +97,12 @@ pub(crate) async fn ensure(
         known.remember(missing);
     }
     Ok(())
+}
+
+/// Whether an append failed because an event's pair has no row in `event_types`: its
+/// looked-up `type_id` came out null.
+pub(crate) fn is_type_missing(error: &Error) -> bool {
+    matches!(error, Error::Database { source: sqlx::Error::Database(db), .. }
+        if db.kind() == sqlx::error::ErrorKind::NotNullViolation
+            && db.message().contains("type_id"))
 }

@@ -13,7 +13,6 @@
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod backend;
 pub(crate) mod dialect;
-#[cfg(feature = "postgres")]
 pub(crate) mod event_types;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod migrate;

@@ -208,8 +208,9 @@ impl<'a> RowRef<'a> {
         })
     }
 
-    /// An event's type and schema version, read through PostgreSQL's join of the type
-    /// dictionary: both `None` when the row's `type_id` names no row of `event_types`.
+    /// An event's type and schema version, read through the join of the type dictionary
+    /// (`event_types::TYPES_JOIN`): both `None` when the row's `type_id` names no row of
+    /// `event_types`.
     pub(crate) fn event_type(
         self,
         name: Option<String>,
@@ -306,7 +307,13 @@ pub(crate) fn sqlite_event_row(
     let version = at.version(row.int(3).map_err(at.unreadable("version"))?)?;
     let at = at.at_version(version);
     let position = row.int(0).map_err(at.unreadable("position"))?;
-    let schema_version = row.int(5).map_err(at.unreadable("schema_version"))?;
+    // Both null when the row's `type_id` names no row of `event_types`.
+    let event_type = row.text_or_null(4).map_err(at.unreadable("event_type"))?;
+    let schema_version = match event_type {
+        Some(_) => Some(row.int(5).map_err(at.unreadable("schema_version"))?),
+        None => None,
+    };
+    let (event_type, schema_version) = at.event_type(event_type, schema_version)?;
     let recorded_at = row
         .int(layout.recorded_at)
         .map_err(at.unreadable("recorded_at"))?;
@@ -326,8 +333,8 @@ pub(crate) fn sqlite_event_row(
         version,
         position: at.unsigned("position", "position", position)?,
         commit: 0,
-        event_type: row.text(4)?,
-        schema_version: at.schema_version(schema_version)?,
+        event_type,
+        schema_version,
         payload: match layout.payload {
             Some(column) => row.bytes(column)?,
             None => Vec::new(),
