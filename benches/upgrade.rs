@@ -64,14 +64,7 @@ async fn measure(url: &str, schema: &str, events: u64) -> Res<()> {
     println!("# Upgrading in place: {events} events, PostgreSQL");
     println!();
     println!("- {}", harness::postgres_version(url).await);
-    println!(
-        "- migrations applied before: up to {FROM}; upgrading with: {}",
-        after
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    print_migrations(FROM, &after);
     let filled = Instant::now();
     fill(&mut conn, events).await?;
     println!("- filled in {:.1} s", filled.elapsed().as_secs_f64());
@@ -84,12 +77,7 @@ async fn measure(url: &str, schema: &str, events: u64) -> Res<()> {
         (&mut *tx).execute(AssertSqlSafe(sql.clone())).await?;
     }
     tx.commit().await?;
-    let took = started.elapsed().as_secs_f64();
-    println!(
-        "upgrade: {took:.2} s for {events} events ({:.2} s per million), `events` locked throughout",
-        took * 1e6 / events as f64
-    );
-    println!();
+    print_time(started, events, "`events` locked throughout");
     let sizes_after = sizes(&mut conn, events).await?;
     print_sizes(&sizes_before, &sizes_after);
     Ok(())
@@ -112,14 +100,7 @@ async fn measure_sqlite(events: u64) -> Res<()> {
     }
     println!("# Upgrading in place: {events} events, SQLite");
     println!();
-    println!(
-        "- migrations applied before: up to {SQLITE_FROM}; upgrading with: {}",
-        after
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    print_migrations(SQLITE_FROM, &after);
     let filled = Instant::now();
     fill_sqlite(&mut conn, events).await?;
     println!("- filled in {:.1} s", filled.elapsed().as_secs_f64());
@@ -131,15 +112,29 @@ async fn measure_sqlite(events: u64) -> Res<()> {
         conn.execute(AssertSqlSafe(sql.clone())).await?;
     }
     conn.execute("COMMIT").await?;
-    let took = started.elapsed().as_secs_f64();
-    println!(
-        "upgrade: {took:.2} s for {events} events ({:.2} s per million), writers locked out throughout",
-        took * 1e6 / events as f64
-    );
-    println!();
+    print_time(started, events, "writers locked out throughout");
     let sizes_after = sqlite_sizes(&mut conn, events).await?;
     print_sizes(&sizes_before, &sizes_after);
     Ok(())
+}
+
+/// The migrations the upgrade starts from and applies.
+fn print_migrations(from: &str, after: &Files) {
+    let names: Vec<&str> = after.iter().map(|(name, _)| name.as_str()).collect();
+    println!(
+        "- migrations applied before: up to {from}; upgrading with: {}",
+        names.join(", ")
+    );
+}
+
+/// How long the upgrade that started at `started` took, and what it locked.
+fn print_time(started: Instant, events: u64, locked: &str) {
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "upgrade: {took:.2} s for {events} events ({:.2} s per million), {locked}",
+        took * 1e6 / events as f64
+    );
+    println!();
 }
 
 /// The relations of `events` before and after, in bytes per event.

@@ -771,7 +771,7 @@ pub enum CorruptValue {
     #[error("holds metadata that does not parse: {0}")]
     Json(#[source] serde_json::Error),
     /// An event's `type_id` that names no row of the event-type dictionary
-    /// (`event_types`, PostgreSQL).
+    /// (`event_types`, on the SQL backends).
     #[error("names no row of the event-type dictionary (`event_types`)")]
     NoEventType,
     /// A value of another type than the column's (SQLite stores any type in any column).

@@ -84,8 +84,8 @@ pub(crate) trait Engine: Dialect {
     /// commit waits for the disk or not as `flush` says.
     fn begin_batch(flush: Flush) -> &'static str;
 
-    /// [`Backend::append`]; it adds the events' new type pairs first
-    /// (`event_types::ensure`, remembered: outside a transaction).
+    /// [`Backend::append`]. It first adds the events' type pairs `event_types` may lack
+    /// (`event_types::ensure`, outside any transaction, so they are remembered).
     fn append(
         backend: &SqlBackend<Self>,
         stream: &StreamId,

@@ -79,7 +79,7 @@ pub(crate) async fn ensure<D>(
 where
     D: Dialect,
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
-    for<'a> <D as Database>::Arguments: IntoArguments<D>,
+    <D as Database>::Arguments: IntoArguments<D>,
     for<'t> String: Encode<'t, D> + Type<D>,
 {
     let missing = known.missing(events);

@@ -1,6 +1,7 @@
 //! The SQL that SQLite and PostgreSQL share. `backend` is their one `Backend`,
 //! `SqlBackend<D>`, with `Engine`, what each database's backend does its own way
-//! (implemented in `store/sqlite.rs` and `store/postgres.rs`); `dialect` says what
+//! (implemented in `store/sqlite.rs` and `store/postgres.rs`); `event_types` is the
+//! event-type dictionary both logs name their types through; `dialect` says what
 //! differs between their statements, `rows` decodes their rows (and names a corrupt one),
 //! `reads` holds the reads written once over a dialect, `migrate` the migration runner,
 //! `tx` the transaction (`SqlTx`, the seam's `Tx`: checkpoints and
