@@ -12,6 +12,7 @@ use crate::support::{Kind, TestStore, execute, scalar};
 crate::for_each_sql_backend!(
     a_type_added_in_a_rolled_back_transaction_is_added_again,
     a_type_row_removed_under_the_store_is_added_again,
+    writers_adding_the_same_new_type_at_once_add_it_once,
 );
 
 async fn read(t: &TestStore, stream: &str) -> chronicle::Result<Vec<RecordedEvent>> {
@@ -87,4 +88,47 @@ async fn a_type_row_removed_under_the_store_is_added_again(kind: Kind) {
         .expect("the pair is added again");
     let events = read(&t, "s-2").await.expect("read");
     assert_eq!(events[0].event_type, "gone");
+}
+
+/// Eight writers, each with a store of its own (so none knows what the others added),
+/// append events of the same new types at once: every append succeeds and each pair is
+/// one row.
+async fn writers_adding_the_same_new_type_at_once_add_it_once(kind: Kind) {
+    let Some(t) = kind
+        .open("writers_adding_the_same_new_type_at_once_add_it_once")
+        .await
+    else {
+        return;
+    };
+    let mut writers = Vec::new();
+    for n in 0..8 {
+        let store = t.reopen(|b| b).await.expect("a store of its own");
+        writers.push(tokio::spawn(async move {
+            let events = vec![
+                NewEvent::new("raced", json!({ "n": n })),
+                NewEvent::new("raced", json!({ "n": n })).schema_version(2),
+            ];
+            store
+                .append(format!("race-{n}"), ExpectedVersion::NoStream, events)
+                .await
+                .map(|_| ())
+        }));
+    }
+    for writer in writers {
+        writer
+            .await
+            .expect("writer")
+            .expect("every append succeeds");
+    }
+    let pairs = scalar(
+        &t,
+        "SELECT count(*) FROM event_types WHERE event_type = 'raced'",
+    )
+    .await;
+    assert_eq!(pairs, 2, "one row per (type, schema version)");
+    for n in 0..8 {
+        let events = read(&t, &format!("race-{n}")).await.expect("read");
+        let versions: Vec<u32> = events.iter().map(|e| e.schema_version).collect();
+        assert_eq!(versions, [1, 2]);
+    }
 }
