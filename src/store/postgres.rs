@@ -34,7 +34,7 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
-use super::sql::event_types::{self, TYPES_JOIN};
+use super::sql::event_types::TYPES_JOIN;
 use super::sql::migrate::Migrator;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
@@ -424,15 +424,15 @@ async fn prepare_schema(
 /// every reader, and new appends would sort before them, behind projections'
 /// checkpoints. One probe of the primary key's end.
 async fn check_transaction_ids(connection: &mut PgConnection, target: &str) -> Result<()> {
-    let ids: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT e.transaction_id::text::bigint, \
-                pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
-         FROM (SELECT transaction_id FROM events \
-               ORDER BY transaction_id DESC, position DESC LIMIT 1) e",
-    )
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(|error| Error::from_sqlx("open", error))?;
+    let newest_and_next = format!(
+        "SELECT newest.transaction_id, pg_snapshot_xmax(pg_current_snapshot())::text::bigint \
+         FROM ({}) AS newest(transaction_id, position)",
+        Postgres::LAST_COMMITTED
+    );
+    let ids: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(newest_and_next))
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(|error| Error::from_sqlx("open", error))?;
     match ids {
         Some((newest, next)) if newest >= next => Err(Error::Connect {
             target: target.to_owned(),
@@ -494,7 +494,7 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
 }
 
 /// The one-statement append (`append_sql!`), whose events' type pairs are in
-/// `event_types` (`event_types::ensure`). A statement that matched no row comes back as
+/// `event_types`. A statement that matched no row comes back as
 /// `NotMatched`: `Store` finds out why (`append::settle`).
 async fn append_statement(
     conn: &mut PgConnection,
@@ -659,7 +659,6 @@ impl Engine for Postgres {
             .acquire()
             .await
             .map_err(|error| Error::from_sqlx("append", error))?;
-        event_types::ensure::<Postgres>(&mut conn, &backend.event_types, events, true).await?;
         append_statement(&mut conn, stream, guard, events).await
     }
 

@@ -36,7 +36,6 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
-use super::sql::event_types;
 use super::sql::migrate::Migrator;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
@@ -440,11 +439,10 @@ impl Engine for Sqlite {
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
         let now = stored_now();
-        let mut conn = backend.writer.acquire().await.map_err(fail)?;
-        event_types::ensure::<Sqlite>(&mut conn, &backend.event_types, events, true).await?;
         if let Some(version) = guard.version {
             // The version before the append is known: one autocommitted INSERT.
             let base = to_i64(version);
+            let mut conn = backend.writer.acquire().await.map_err(fail)?;
             match insert_events(&mut conn, stream, base, events, now).await {
                 // Refused: the state that refused it may be gone by now (another process
                 // shares the file), so it is read again below, under the write lock, and
@@ -455,7 +453,9 @@ impl Engine for Sqlite {
         }
         // Read the version under the write lock, so no other process moves it before the
         // INSERT.
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+        let mut tx = backend
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(fail)?;
         let outcome = append_locked(&mut tx, stream, guard, events, now).await?;

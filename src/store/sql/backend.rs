@@ -84,8 +84,8 @@ pub(crate) trait Engine: Dialect {
     /// commit waits for the disk or not as `flush` says.
     fn begin_batch(flush: Flush) -> &'static str;
 
-    /// [`Backend::append`]. It first adds the events' type pairs `event_types` may lack
-    /// (`event_types::ensure`, outside any transaction, so they are remembered).
+    /// [`Backend::append`], whose events' type pairs are in `event_types` (the shared
+    /// `append` added the missing ones).
     fn append(
         backend: &SqlBackend<Self>,
         stream: &StreamId,
@@ -97,7 +97,7 @@ pub(crate) trait Engine: Dialect {
     fn connection_of(tx: &mut dyn DynTx) -> Option<&mut Self::Connection>;
 
     /// [`Backend::append_in`], on the transaction's connection, whose events' type pairs
-    /// are in `event_types` (`event_types::ensure`).
+    /// are in `event_types` (the shared `append_in` added the missing ones).
     fn append_in(
         conn: &mut Self::Connection,
         stream: &StreamId,
@@ -169,6 +169,26 @@ pub(crate) trait Engine: Dialect {
 }
 
 sql_impl! {
+    impl<D: Engine> SqlBackend<D> {
+        /// Adds the pairs of `events` that `event_types` may lack, on a writer connection
+        /// outside any transaction (so they commit at once and are remembered); nothing
+        /// when every pair is known.
+        async fn add_event_types(&self, events: &[EncodedEvent<'_>]) -> Result<()> {
+            let missing = self.event_types.missing(events);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let mut conn = self
+                .writer
+                .acquire()
+                .await
+                .map_err(|error| Error::from_sqlx("append", error))?;
+            event_types::add::<D>(&mut conn, &self.event_types, missing, true).await
+        }
+    }
+}
+
+sql_impl! {
     #[async_trait]
     impl<D: Engine> Backend for SqlBackend<D> {
         async fn append(
@@ -177,11 +197,13 @@ sql_impl! {
             guard: AppendGuard,
             events: &[EncodedEvent<'_>],
         ) -> Result<AppendOutcome> {
+            self.add_event_types(events).await?;
             match D::append(self, stream, guard, events).await {
                 // A pair this process remembered is gone (the database was replaced under
                 // it): forgotten, the append adds its pairs again.
                 Err(error) if event_types::is_type_missing(&error) => {
                     self.event_types.forget();
+                    self.add_event_types(events).await?;
                     D::append(self, stream, guard, events).await
                 }
                 outcome => outcome,
@@ -205,9 +227,12 @@ sql_impl! {
             // they commit at once and are remembered; else in the transaction, remembered
             // by none (it may roll back).
             let known = &self.event_types;
-            match self.writer.try_acquire() {
-                Some(mut own) => event_types::ensure::<D>(&mut own, known, events, true).await?,
-                None => event_types::ensure::<D>(conn, known, events, false).await?,
+            let missing = known.missing(events);
+            if !missing.is_empty() {
+                match self.writer.try_acquire() {
+                    Some(mut own) => event_types::add::<D>(&mut own, known, missing, true).await?,
+                    None => event_types::add::<D>(conn, known, missing, false).await?,
+                }
             }
             D::append_in(conn, stream, guard, events)
                 .await

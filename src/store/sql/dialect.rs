@@ -39,7 +39,7 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     /// The columns of `events` after the metadata.
     const EVENT_TAIL: &'static str;
     /// The statement that adds to `event_types` the (type, schema version) pairs of the
-    /// JSON array of pairs bound as `$1` that it lacks (`event_types::ensure`). Its `NOT
+    /// JSON array of pairs bound as `$1` that it lacks (`event_types::add`). Its `NOT
     /// EXISTS` keeps present pairs from drawing an id (PostgreSQL's `INSERT … ON CONFLICT`
     /// draws one from the identity for every row it tries); its `ON CONFLICT` covers a
     /// writer adding the same pair at the same time, whose commit it waits for.

@@ -4,8 +4,8 @@
 //!
 //! An append names an event's pair and its `INSERT` looks the id up, so ids never travel
 //! through the process; the pair must exist before the insert runs. [`KnownTypes`]
-//! remembers the pairs this process has seen committed, and [`ensure`] adds the others
-//! first. A pair is remembered only once a committed row holds it: a pair added inside a
+//! remembers the pairs this process has seen committed, and [`add`] adds the others first
+//! (the shared `SqlBackend` does, before it hands an append to its engine). A pair is remembered only once a committed row holds it: a pair added inside a
 //! transaction that then rolls back is gone, and remembering it would make the next
 //! append fail. An append that finds a pair missing anyway (the database was replaced
 //! under the process) is told by [`is_type_missing`]; the backend then forgets what it
@@ -34,7 +34,7 @@ pub(crate) struct KnownTypes {
 
 impl KnownTypes {
     /// The pairs of `events` not known yet, each once.
-    fn missing(&self, events: &[EncodedEvent<'_>]) -> Vec<(String, u32)> {
+    pub(crate) fn missing(&self, events: &[EncodedEvent<'_>]) -> Vec<(String, u32)> {
         let known = self.pairs.read().unwrap_or_else(PoisonError::into_inner);
         let mut missing: Vec<(String, u32)> = Vec::new();
         for event in events {
@@ -67,13 +67,13 @@ impl KnownTypes {
     }
 }
 
-/// Makes sure `event_types` holds the pair of every event of `events`, through `conn`
-/// (`Dialect::ADD_EVENT_TYPES`). `committed` says whether `conn` commits each statement
-/// itself (no transaction open on it): only then are the pairs remembered.
-pub(crate) async fn ensure<D>(
+/// Adds to `event_types` the `missing` pairs ([`KnownTypes::missing`]) it lacks, through
+/// `conn` (`Dialect::ADD_EVENT_TYPES`). `committed` says whether `conn` commits each
+/// statement itself (no transaction open on it): only then are the pairs remembered.
+pub(crate) async fn add<D>(
     conn: &mut D::Connection,
     known: &KnownTypes,
-    events: &[EncodedEvent<'_>],
+    missing: Vec<(String, u32)>,
     committed: bool,
 ) -> Result<()>
 where
@@ -82,10 +82,6 @@ where
     <D as Database>::Arguments: IntoArguments<D>,
     for<'t> String: Encode<'t, D> + Type<D>,
 {
-    let missing = known.missing(events);
-    if missing.is_empty() {
-        return Ok(());
-    }
     let pairs = serde_json::to_string(&missing)
         .map_err(|error| Error::Internal(format!("event types: {error}")))?;
     sqlx::query(D::ADD_EVENT_TYPES)
