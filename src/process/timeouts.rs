@@ -7,8 +7,13 @@
 //! delivery, which reads the same records from the log, keeps the set current (also for
 //! timeouts other processes schedule). A timeout delivered twice (by two processes, or
 //! after a restart) is handled once: the delivery checks the instance's stream.
+//!
+//! The scan and the delivery run at once, so the scan may read a `timeout` record after
+//! the delivery has already learned that it was handled or its instance ended. While
+//! the scan runs, what the delivery retires is kept aside, and the scan's stale news
+//! does not bring it back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -44,6 +49,15 @@ struct PendingSet {
     by_due: BTreeSet<(DateTime<Utc>, Uuid)>,
     by_id: HashMap<Uuid, (DateTime<Utc>, StreamId)>,
     failures: HashMap<Uuid, u32>,
+    /// While the start's scan runs: what the delivery retired meanwhile.
+    retired: Option<Retired>,
+}
+
+/// Timeouts handled and instances ended, learned from the delivery during the scan.
+#[derive(Debug, Default)]
+struct Retired {
+    timeouts: HashSet<Uuid>,
+    instances: HashSet<StreamId>,
 }
 
 impl PendingSet {
@@ -58,6 +72,46 @@ impl PendingSet {
             self.by_due.remove(&(due, id));
         }
     }
+
+    /// Takes in what a record says; `Scheduled` only if the timeout and its instance are
+    /// not retired.
+    fn learn(&mut self, news: TimeoutNews) -> bool {
+        match news {
+            TimeoutNews::Scheduled { id, stream, due } => {
+                let retired = self.retired.as_ref().is_some_and(|retired| {
+                    retired.timeouts.contains(&id) || retired.instances.contains(&stream)
+                });
+                if retired {
+                    return false;
+                }
+                self.insert(id, stream, due);
+                return true;
+            }
+            TimeoutNews::Handled(id) => {
+                self.remove(id);
+                self.failures.remove(&id);
+                if let Some(retired) = &mut self.retired {
+                    retired.timeouts.insert(id);
+                }
+            }
+            TimeoutNews::Ended(stream) => {
+                let ended: Vec<Uuid> = self
+                    .by_id
+                    .iter()
+                    .filter(|(_, (_, of))| *of == stream)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ended {
+                    self.remove(id);
+                    self.failures.remove(&id);
+                }
+                if let Some(retired) = &mut self.retired {
+                    retired.instances.insert(stream);
+                }
+            }
+        }
+        false
+    }
 }
 
 impl Timeouts {
@@ -67,29 +121,9 @@ impl Timeouts {
 
     /// Takes in what a record says.
     pub(crate) fn learn(&self, news: TimeoutNews) {
-        let mut set = self.set();
-        match news {
-            TimeoutNews::Scheduled { id, stream, due } => {
-                set.insert(id, stream, due);
-                drop(set);
-                self.changed.notify_one();
-            }
-            TimeoutNews::Handled(id) => {
-                set.remove(id);
-                set.failures.remove(&id);
-            }
-            TimeoutNews::Ended(stream) => {
-                let ended: Vec<Uuid> = set
-                    .by_id
-                    .iter()
-                    .filter(|(_, (_, of))| *of == stream)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ended {
-                    set.remove(id);
-                    set.failures.remove(&id);
-                }
-            }
+        let scheduled = self.set().learn(news);
+        if scheduled {
+            self.changed.notify_one();
         }
     }
 
@@ -98,8 +132,26 @@ impl Timeouts {
         self.set().by_id.len()
     }
 
-    /// Reads every timeout record of the manager `name` from the store.
+    /// Reads every timeout record of the manager `name` from the store. What the
+    /// delivery retires while it runs stays retired.
     async fn scan(&self, store: &Store, name: &str) -> Result<()> {
+        self.scanning(true);
+        self.scan_pages(store, name).await?;
+        self.scanning(false);
+        Ok(())
+    }
+
+    /// Keeps what the delivery retires aside (from the scan's start to its end).
+    fn scanning(&self, running: bool) {
+        let mut set = self.set();
+        if !running {
+            set.retired = None;
+        } else if set.retired.is_none() {
+            set.retired = Some(Retired::default());
+        }
+    }
+
+    async fn scan_pages(&self, store: &Store, name: &str) -> Result<()> {
         let types = [TIMEOUT, TIMED_OUT, ENDED].map(|kind| record_type(name, kind));
         let mut offset = 0;
         loop {
@@ -220,5 +272,43 @@ async fn deliver<P: ProcessManager>(
             tracing::error!(instance = %stream, timeout = %id, panic = %panicked.message, "a timeout's handler panicked; trying again");
             timeouts.postpone(id, stream, retry);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scheduled(id: Uuid, stream: &StreamId) -> TimeoutNews {
+        TimeoutNews::Scheduled {
+            id,
+            stream: stream.clone(),
+            due: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_stale_scan_does_not_bring_back_what_the_delivery_retired() {
+        let timeouts = Timeouts::default();
+        let (ended, handled, open) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let one = StreamId::new("process.p-1").expect("stream");
+        let two = StreamId::new("process.p-2").expect("stream");
+        timeouts.scanning(true);
+        // The delivery: two timeouts scheduled; the first's instance ends, the second
+        // is handled.
+        timeouts.learn(scheduled(ended, &one));
+        timeouts.learn(scheduled(handled, &two));
+        timeouts.learn(TimeoutNews::Ended(one.clone()));
+        timeouts.learn(TimeoutNews::Handled(handled));
+        // The scan, which read its page before those records were appended.
+        timeouts.learn(scheduled(ended, &one));
+        timeouts.learn(scheduled(handled, &two));
+        timeouts.learn(scheduled(open, &two));
+        timeouts.scanning(false);
+        assert_eq!(timeouts.len(), 1);
+        assert_eq!(timeouts.next().map(|(_, id, _)| id), Some(open));
+        // After the scan, nothing is kept aside.
+        timeouts.learn(scheduled(ended, &one));
+        assert_eq!(timeouts.len(), 2);
     }
 }
