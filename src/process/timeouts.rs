@@ -73,8 +73,8 @@ impl PendingSet {
         }
     }
 
-    /// Takes in what a record says; `Scheduled` only if the timeout and its instance are
-    /// not retired.
+    /// Takes in what a record says (`Scheduled` only if neither the timeout nor its
+    /// instance is retired), and says whether a timeout was scheduled.
     fn learn(&mut self, news: TimeoutNews) -> bool {
         match news {
             TimeoutNews::Scheduled { id, stream, due } => {

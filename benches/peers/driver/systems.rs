@@ -79,6 +79,13 @@ pub const SYSTEMS: &[System] = &[
         "chronicle, `Compression::zstd()`",
     ),
     system(
+        "chronicle-pg-zstd-dict",
+        Driver,
+        Postgres,
+        true,
+        "chronicle, `Compression::zstd()`, a dictionary trained after a tenth of the log",
+    ),
+    system(
         "cqrs-pg",
         Peer,
         Postgres,
@@ -134,6 +141,13 @@ pub const SYSTEMS: &[System] = &[
         Sqlite,
         true,
         "chronicle, `Compression::zstd()`",
+    ),
+    system(
+        "chronicle-sqlite-zstd-dict",
+        Driver,
+        Sqlite,
+        true,
+        "chronicle, `Compression::zstd()`, a dictionary trained after a tenth of the log",
     ),
     system(
         "cqrs-sqlite",
@@ -201,11 +215,13 @@ pub fn for_workload(workload: &Workload) -> Vec<&'static System> {
         Workload::Storage => &[
             "chronicle-pg",
             "chronicle-pg-zstd",
+            "chronicle-pg-zstd-dict",
             "cqrs-pg",
             "esrs-pg",
             "disintegrate-pg",
             "chronicle-sqlite",
             "chronicle-sqlite-zstd",
+            "chronicle-sqlite-zstd-dict",
             "cqrs-sqlite",
         ],
     };

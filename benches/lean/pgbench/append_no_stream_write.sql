@@ -1,0 +1,6 @@
+-- The append without writing the stream row: the same lock, then the stream's status and
+-- its last version read (not written). NOT SAFE as one statement: its snapshot predates
+-- the lock, so it can miss what the previous holder committed; measured as the bound of
+-- what dropping the stream-row write could gain.
+\set acc random(1, 200)
+WITH stream_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended('acc-' || :client_id || '-' || :acc, 0)) AS locked), base AS (SELECT coalesce((SELECT e.version FROM events e WHERE e.stream_id = 'acc-' || :client_id || '-' || :acc ORDER BY e.version DESC LIMIT 1), 0) AS base, (SELECT s.status FROM streams s WHERE s.stream_id = 'acc-' || :client_id || '-' || :acc) AS status FROM stream_lock) INSERT INTO events (event_id, stream_id, version, type_id, payload) SELECT (lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || substr(md5(random()::text), 1, 20))::uuid, 'acc-' || :client_id || '-' || :acc, base.base + 1, 1, convert_to(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'UTF8') FROM base WHERE coalesce(base.status, 0) = 0 RETURNING position, version, transaction_id::text::bigint, recorded_at;

@@ -1,0 +1,3 @@
+-- A bare INSERT into chronicle's table (no lock, no stream row): what its schema costs.
+\set acc random(1, 200)
+INSERT INTO events (event_id, stream_id, version, type_id, payload) VALUES ((lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || substr(md5(random()::text), 1, 20))::uuid, 'acc-' || :client_id || '-' || :acc, (SELECT coalesce(max(version), 0) + 1 FROM events WHERE stream_id = 'acc-' || :client_id || '-' || :acc), 1, convert_to(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'UTF8')) RETURNING position, version, transaction_id::text::bigint, recorded_at;

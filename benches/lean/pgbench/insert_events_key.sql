@@ -1,0 +1,3 @@
+-- The same INSERT with an integer stream key (`events_key`).
+\set acc random(1, 200)
+INSERT INTO events_key (event_id, stream_key, version, type_id, payload) VALUES ((lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || substr(md5(random()::text), 1, 20))::uuid, :client_id * 1000 + :acc, (SELECT coalesce(max(version), 0) + 1 FROM events_key WHERE stream_key = :client_id * 1000 + :acc), 1, convert_to(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'UTF8')) RETURNING position, version, transaction_id::text::bigint, recorded_at;
