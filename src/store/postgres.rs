@@ -170,6 +170,13 @@ const APPEND_UPSERTING_SINGLE: &str = append_sql!(upserting!(), single_event!())
 const APPEND_UPDATING_BATCH: &str = append_sql!(updating!(), batch_events!());
 const APPEND_UPDATING_SINGLE: &str = append_sql!(updating!(), single_event!());
 
+/// The last event behind every running transaction ([`Engine::log_end`]). The output is
+/// named `commit_id`: a cast of a column keeps the column's name, and `ORDER BY` takes
+/// an output column's name first, so PostgreSQL would sort every event by the cast.
+const LOG_END: &str = "SELECT transaction_id::text::bigint AS commit_id, position FROM events \
+     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id DESC, position DESC LIMIT 1";
+
 /// Schema names are spliced into DDL, so only plain identifiers are accepted.
 fn validate_schema(schema: &str) -> Result<()> {
     let mut chars = schema.chars();
@@ -766,14 +773,10 @@ impl Engine for Postgres {
     /// last), through the commit-order index backwards. Events of transactions still
     /// running are after it, committed or not.
     async fn log_end(backend: &PostgresBackend) -> Result<LogPosition> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text::bigint, position FROM events \
-             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id DESC, position DESC LIMIT 1",
-        )
-        .fetch_optional(&backend.reader)
-        .await
-        .map_err(|error| Error::from_sqlx("log_end", error))?;
+        let row: Option<(i64, i64)> = sqlx::query_as(LOG_END)
+            .fetch_optional(&backend.reader)
+            .await
+            .map_err(|error| Error::from_sqlx("log_end", error))?;
         let Some((commit, position)) = row else {
             return Ok(LogPosition::START);
         };
@@ -897,5 +900,69 @@ impl Engine for Postgres {
             let _ = connection.close().await;
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// The statements that find the end of the log read one entry at the end of the
+    /// primary key, whatever the log's size (they run once per projection window, and at
+    /// every open). Their plans are asked of a PostgreSQL holding a few thousand events.
+    #[tokio::test]
+    async fn the_log_end_is_one_probe_of_the_primary_key() {
+        let Ok(url) = std::env::var("CHRONICLE_PG_URL") else {
+            let required = std::env::var("CHRONICLE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "CHRONICLE_REQUIRE_SERVICES=1 without CHRONICLE_PG_URL"
+            );
+            return;
+        };
+        let schema = "chronicle_unit_log_end";
+        let mut conn = PgConnection::connect(&url).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+        let store = crate::Store::builder(url.as_str())
+            .schema(schema)
+            .open()
+            .await
+            .expect("open");
+        store.close().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET search_path = {schema}; \
+             INSERT INTO event_types (event_type, schema_version) VALUES ('t', 1); \
+             INSERT INTO events (event_id, stream_id, version, type_id, payload) \
+             SELECT gen_random_uuid(), 's-' || (g % 100), g / 100 + 1, \
+                    (SELECT type_id FROM event_types), '\\x00' \
+             FROM generate_series(0, 4999) g"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("fill");
+        for statement in [LOG_END, Postgres::LAST_COMMITTED] {
+            let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN (FORMAT JSON) {statement}"
+            )))
+            .fetch_one(&mut conn)
+            .await
+            .expect("explain");
+            let plan = plan.to_string();
+            assert!(
+                plan.contains("Backward") && !plan.contains("Seq Scan") && !plan.contains("Sort"),
+                "{statement}\n{plan}"
+            );
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut conn)
+            .await
+            .expect("drop");
     }
 }

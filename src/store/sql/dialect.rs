@@ -442,8 +442,10 @@ impl Dialect for sqlx::Postgres {
                 set_config('enable_bitmapscan', 'off', true), \
                 set_config('synchronous_commit', 'off', true)",
     );
-    const LAST_COMMITTED: &'static str = "SELECT transaction_id::text::bigint, position FROM events \
-         ORDER BY transaction_id DESC, position DESC LIMIT 1";
+    // Named `commit_id` so that `ORDER BY` sorts by the column, through the primary key,
+    // not by the cast (which keeps the column's name): every event sorted, per call.
+    const LAST_COMMITTED: &'static str = "SELECT transaction_id::text::bigint AS commit_id, \
+         position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1";
     const LOG_ORDER: &'static str = "transaction_id, position";
     const NEWEST_FIRST: &'static str = "transaction_id DESC, position DESC";
 
