@@ -2,12 +2,13 @@
 //! checkpoint in batches, then follows new appends, and the handle that watches and stops
 //! it.
 //!
-//! A batch is one window of the log, read with the store's gap-safe `read_all` machinery
-//! (`Store::read_window`): its events of the projection's types are applied in one
-//! transaction, closed by moving the checkpoint to the window's end in that transaction,
-//! whose commit does not wait for the disk (`Flush::Defer`). While catching up,
-//! the next window is read on a task of its own while the current batch is applied and
-//! committed. The task wakes on appends
+//! The runner reads the log in windows, with the store's gap-safe `read_all` machinery
+//! (`Store::read_window`): at least [`READ_WINDOW`] events, or fewer up to the byte
+//! budget. A window's events of the projection's types are applied in batches of at most
+//! `batch_size`, each in one transaction closed by moving the checkpoint to its last event
+//! (the window's last batch: to the window's end), whose commit does not wait for the disk
+//! (`Flush::Defer`). While catching up, the next window is read on a task of its own while
+//! the current one is applied and committed. The task wakes on appends
 //! (this process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polls as
 //! a fallback. A failing batch is rolled back and retried with backoff, event by event
 //! after a failed `apply_batch`; after the bound, the runner stops as failed or steps over
@@ -38,6 +39,12 @@ use crate::store::{DEFAULT_WINDOW_BYTES, ShreddedEvents, Store, WindowLimit};
 use crate::task::{Task, stop_requested};
 use crate::telemetry;
 
+/// The events a read of the log asks for, or the batch size when larger (a window ends
+/// earlier at `window_bytes` or at the log's end). While catching up, each read pays for
+/// a statement and its first row: windows larger than the batches measured faster
+/// (BENCHMARKS.md, "The projection runner's windows"). A window is applied in batches of
+/// `batch_size`.
+const READ_WINDOW: usize = 50_000;
 /// How often an instance on standby tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// How often the active instance checks its lease still holds, and how long it waits for
@@ -175,21 +182,24 @@ impl Store {
 
 impl Projections {
     /// Most events applied per transaction (at least 1; default 10,000). While catching
-    /// up, every batch is full and pays for a read, a transaction and a checkpoint, so
-    /// small batches cost throughput (on PostgreSQL, a no-op catch-up ran at 500k events/s
-    /// with batches of 1,000 and 757k with 10,000); once live, a batch holds whatever was
-    /// appended since the last one. A batch's events are held in memory, twice while
-    /// catching up (the next one is read during the apply). On SQLite a batch's
-    /// transaction holds the write lock while the projection applies it.
+    /// up, every batch is full and pays for a transaction and a checkpoint, so small
+    /// batches cost throughput; once live, a batch holds whatever was appended since the
+    /// last one. The log is read in windows of at least 50,000 events
+    /// (or this size, when larger; either way ended early by
+    /// [`window_bytes`](Projections::window_bytes)), applied batch by batch; a window is
+    /// held in memory, twice while catching up (the next one is read during the apply).
+    /// On SQLite a batch's transaction holds the write lock while the projection applies
+    /// it.
     pub fn batch_size(mut self, events: usize) -> Self {
         self.settings.batch_size = events.max(1);
         self
     }
 
-    /// Most bytes of stored payloads per batch (default [`DEFAULT_WINDOW_BYTES`], 32 MiB):
-    /// a batch ends early at the event whose payload reaches it, so large events do not
-    /// make batches of `batch_size` × their size (held twice while catching up). A batch
-    /// always holds at least one event, and never skips one.
+    /// Most bytes of stored payloads per window of the log (default
+    /// [`DEFAULT_WINDOW_BYTES`], 32 MiB): a window, and so its last batch, ends early at
+    /// the event whose payload reaches it, so large events do not make windows of 50,000
+    /// × their size (held twice while catching up). A window always holds at least one
+    /// event, and never skips one.
     pub fn window_bytes(mut self, bytes: usize) -> Self {
         self.settings.window_bytes = bytes.max(1);
         self
@@ -834,12 +844,12 @@ impl<P: Projection> Runner<P> {
                 appends.borrow_and_update();
                 let next = self.read_ahead(to);
                 let (outcome, log_end) = tokio::join!(
-                    self.apply_with_retries(&window.events, cursor, to),
+                    self.apply_window(&window.events, &mut cursor, to),
                     self.store.last_position(),
                 );
                 (outcome, Some(next), log_end)
             } else {
-                let outcome = self.apply_with_retries(&window.events, cursor, to).await;
+                let outcome = self.apply_window(&window.events, &mut cursor, to).await;
                 (outcome, None, Ok(to.position()))
             };
             match outcome {
@@ -847,20 +857,17 @@ impl<P: Projection> Runner<P> {
                     Some(stored) => (cursor, scan) = (stored, stored),
                     None => return Ok(self.halted()),
                 },
-                Ok(Batch::Applied { applied, skipped }) => {
+                Ok(Batch::Applied { applied, .. }) => {
                     (cursor, scan) = (to, to);
                     prefetched = next;
                     let lag_events = log_end.map_or(0, |end| end.saturating_sub(to.position()));
+                    // `apply_window` counted the events and moved the position, batch by
+                    // batch.
                     let rate = meter.add(applied);
-                    metrics::counter!(telemetry::PROJECTION_APPLIED, "projection" => self.name.clone())
-                        .increment(applied);
                     self.record_lag(lag_events, lag);
                     self.status.send_modify(|status| {
                         status.lag_events = lag_events;
                         status.rate = rate;
-                        status.position = to;
-                        status.applied += applied;
-                        status.skipped += skipped;
                         status.lag = lag;
                         status.state = if window.more {
                             ProjectionState::CatchingUp
@@ -1038,7 +1045,7 @@ impl<P: Projection> Runner<P> {
         let (store, types) = (self.store.clone(), Arc::clone(&self.types));
         let parts = self.projection.event_parts();
         let limit = WindowLimit {
-            events: self.settings.batch_size,
+            events: self.settings.batch_size.max(READ_WINDOW),
             bytes: Some(self.settings.window_bytes),
         };
         let shredded = self.settings.shredded;
@@ -1047,6 +1054,49 @@ impl<P: Projection> Runner<P> {
                 .read_window(after, types, parts, limit, shredded)
                 .await
         }
+    }
+
+    /// Applies a window's `events` in batches of at most `batch_size`, each committed with
+    /// the checkpoint moved to its last event, the last one's to `to` (the window's end).
+    /// `cursor` follows the commits: on [`Batch::CheckpointMoved`] it is where the refused
+    /// batch began. Returns the events applied and skipped in all.
+    async fn apply_window(
+        &self,
+        events: &[RecordedEvent],
+        cursor: &mut LogPosition,
+        to: LogPosition,
+    ) -> Result<Batch, Halt> {
+        let (mut applied, mut skipped) = (0, 0);
+        let mut batches = events.chunks(self.settings.batch_size).peekable();
+        // A window without events (only others' types) still moves the checkpoint.
+        let mut empty = events.is_empty().then_some(&[][..]);
+        while let Some(batch) = batches.next().or_else(|| empty.take()) {
+            let end = match (batches.peek(), batch.last()) {
+                (Some(_), Some(last)) => last.log_position(),
+                _ => to,
+            };
+            match self.apply_with_retries(batch, *cursor, end).await? {
+                Batch::Applied {
+                    applied: more,
+                    skipped: stepped_over,
+                } => {
+                    applied += more;
+                    skipped += stepped_over;
+                    *cursor = end;
+                    metrics::counter!(telemetry::PROJECTION_APPLIED, "projection" => self.name.clone())
+                        .increment(more);
+                    // Committed: waits for a position inside the window return now, and
+                    // the counts hold if a later batch fails.
+                    self.status.send_modify(|status| {
+                        status.position = end;
+                        status.applied += more;
+                        status.skipped += stepped_over;
+                    });
+                }
+                Batch::CheckpointMoved => return Ok(Batch::CheckpointMoved),
+            }
+        }
+        Ok(Batch::Applied { applied, skipped })
     }
 
     /// Applies `batch`, retrying failures, and moves the checkpoint from `from` to `to`;

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres, Row};
 
@@ -216,7 +217,7 @@ impl SqlBackend<Postgres> {
         sql: String,
         (after, limit): (LogPosition, WindowLimit),
         types: Option<&[String]>,
-        decode: impl FnMut(PgRow) -> std::result::Result<T, sqlx::Error> + Send,
+        mut decode: impl FnMut(PgRow) -> std::result::Result<T, sqlx::Error> + Send,
         size: impl Fn(&T) -> Option<usize>,
     ) -> std::result::Result<Vec<T>, sqlx::Error> {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -226,9 +227,14 @@ impl SqlBackend<Postgres> {
         if let Some(types) = types {
             query = query.bind(types);
         }
-        let query = query.try_map(decode);
+        // Each row is decoded as it comes out of the driver's stream, not through
+        // `try_map`: a decoded event is a large value, which every layer of that stream
+        // would move again (`memmove` was a sixth of a catch-up's samples in the process:
+        // BENCHMARKS.md, "The projection runner's windows").
+        let mut decoded = |row: std::result::Result<PgRow, sqlx::Error>| row.and_then(&mut decode);
         if limit.events <= INDEX_SAFE_WINDOW {
-            return sql::cut_at_budget(query.fetch(&self.reader), limit, size).await;
+            let rows = query.fetch(&self.reader).map(&mut decoded);
+            return sql::cut_at_budget(rows, limit, size).await;
         }
         let mut tx = self
             .reader
@@ -237,7 +243,8 @@ impl SqlBackend<Postgres> {
                  SET LOCAL jit = off",
             )
             .await?;
-        let rows = sql::cut_at_budget(query.fetch(&mut *tx), limit, size).await?;
+        let rows = query.fetch(&mut *tx).map(&mut decoded);
+        let rows = sql::cut_at_budget(rows, limit, size).await?;
         tx.commit().await?;
         Ok(rows)
     }

@@ -25,6 +25,7 @@ crate::for_each_backend!(
     a_filtered_projection_crosses_stretches_of_other_events,
     rebuild_produces_the_live_read_model,
     large_events_end_batches_at_the_byte_budget,
+    a_window_is_applied_in_batches_of_the_batch_size,
     a_lean_projection_gets_only_the_parts_it_asks_for,
 );
 
@@ -1232,6 +1233,55 @@ async fn large_events_end_batches_at_the_byte_budget(kind: Kind) {
             );
         }
     }
+}
+
+/// The runner reads windows of many events, but a projection's transactions hold at most
+/// `batch_size` events each: 100 events with a batch size of 16 come in six full batches
+/// and one of 4, every event once and in order, and the checkpoint ends at the last.
+async fn a_window_is_applied_in_batches_of_the_batch_size(kind: Kind) {
+    let Some(t) = kind
+        .open("a_window_is_applied_in_batches_of_the_batch_size")
+        .await
+    else {
+        return;
+    };
+    let mut expected = Vec::new();
+    let mut last = None;
+    for n in 0..10u64 {
+        let stream = format!("acct-{}", n % 3);
+        let events = (0..10).map(|i| NewEvent::new("test.small", json!({ "n": n * 10 + i })));
+        let written = t
+            .store
+            .append(&stream, ExpectedVersion::Any, events.collect())
+            .await
+            .expect("append");
+        let next = written.next_expected_version();
+        expected.extend((next - 9..=next).map(|version| (stream.clone(), version)));
+        last = Some(written.log_position());
+    }
+    let recorder = BatchRecorder {
+        name: "batches",
+        types: &[],
+        batches: Arc::default(),
+    };
+    let handle = t.store.projections().batch_size(16).spawn(recorder.clone());
+    handle.wait_for_idle().await.expect("caught up");
+    let status = handle.stop().await.expect("stop");
+    let batches = recorder.batches.lock().expect("batches").clone();
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [16, 16, 16, 16, 16, 16, 4]);
+    let seen: Vec<(String, u64)> = batches
+        .iter()
+        .flatten()
+        .map(|(stream, version, _)| (stream.clone(), *version))
+        .collect();
+    assert_eq!(seen, expected, "every event once, in order");
+    assert_eq!(status.applied, 100);
+    assert_eq!(Some(status.position), last);
+    assert_eq!(
+        t.store.checkpoint("batches").await.expect("checkpoint"),
+        last
+    );
 }
 
 /// A window of encrypted payloads over the offload threshold (so decrypted through
