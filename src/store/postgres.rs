@@ -34,8 +34,7 @@ use super::connect;
 use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
-use super::sql::dialect::Dialect;
-use super::sql::event_types::TYPES_JOIN;
+use super::sql::dialect::{self, Dialect};
 use super::sql::migrate::Migrator;
 use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
@@ -90,6 +89,26 @@ const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 /// The longest log window read with the planner left to itself (see
 /// `SqlBackend::<Postgres>::window_rows`).
 const INDEX_SAFE_WINDOW: usize = 1000;
+
+/// The type dictionary as a log window reads it: `event_types` once per statement, the
+/// names as a JSON object keyed by `type_id` (found by binary search, whatever the
+/// dictionary's size: an array of names is searched from its start) and the schema
+/// versions as an array indexed by it (`NULL` where no row has the id). Joined row by row
+/// instead, a window probed the dictionary's key per event whenever the planner had no
+/// statistics of `events` to choose its cache (`Memoize`) by, as after a bulk load
+/// (BENCHMARKS.md, "The projection runner's windows"). Read by the statement itself, it is
+/// always the one the events were written with.
+const WINDOW_TYPES: &str = "types AS MATERIALIZED (SELECT \
+     (SELECT jsonb_object_agg(type_id, event_type) FROM event_types) AS names, \
+     (SELECT array_agg(t.schema_version ORDER BY g) \
+      FROM generate_series(1, (SELECT max(type_id) FROM event_types)) AS g \
+      LEFT JOIN event_types t ON t.type_id = g) AS versions)";
+
+/// `Dialect::EVENT_HEAD` of a log window: the type and schema version from
+/// [`WINDOW_TYPES`] (an id it lacks reads as `NULL`, as through the join: a corrupt row).
+const WINDOW_HEAD: &str = "position, transaction_id AS commit_id, event_id, stream_id, version, \
+     (SELECT names FROM types) ->> type_id::text AS event_type, \
+     (SELECT versions FROM types)[type_id] AS schema_version";
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
 /// reading from `stream_lock` so that it waits for the lock, and returning the version
@@ -697,9 +716,9 @@ impl Engine for Postgres {
         parts: EventParts,
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
-        let columns = Postgres::statements().event_columns(parts);
+        let columns = dialect::event_columns::<Postgres>(WINDOW_HEAD, parts);
         let window = format!(
-            "SELECT {columns} FROM events{TYPES_JOIN} \
+            "WITH {WINDOW_TYPES} SELECT {columns} FROM events \
              WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY transaction_id, position LIMIT $3"

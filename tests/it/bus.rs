@@ -1154,11 +1154,26 @@ async fn postgres_relay_from_the_end_with_a_transaction_open() {
     append(&t.store, "order-1", 0..5).await;
     let mut blocker = crate::support::pg_raw(&t).await;
     let mut open_tx = blocker.begin().await.unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *open_tx)
+    let open_xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *open_tx)
         .await
         .unwrap();
     let behind = append(&t.store, "order-1", 5..8).await;
+    // The end of the log is behind the oldest transaction running on the server: wait
+    // until that is this test's (another test's, older, would put the end before the
+    // history).
+    let mut probe = crate::support::pg_raw(&t).await;
+    let oldest = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text";
+    for _ in 0..600 {
+        let xmin: String = sqlx::query_scalar(oldest)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+        if xmin == open_xid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let sink = RecordingBus::new();
     let relay = t.store.relay("end-open-tx").spawn(sink.clone());
     // Not `idle`: the newest events sit behind this test's own transaction, and every

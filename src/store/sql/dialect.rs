@@ -160,7 +160,9 @@ pub(crate) struct Statements {
     /// The events of a stream in a version range, narrow (as a replay needs them), at
     /// most $4.
     pub(crate) replay_stream: String,
-    /// The column lists of `events` for each [`EventParts`] (see [`Statements::event_columns`]).
+    /// The column lists of `events` for each [`EventParts`] (see [`Statements::event_columns`];
+    /// PostgreSQL's log windows take their own head, `postgres::WINDOW_HEAD`).
+    #[cfg(feature = "sqlite")]
     event_columns: [String; 4],
     pub(crate) replay_start: String,
     pub(crate) list_snapshots: String,
@@ -173,26 +175,30 @@ pub(crate) struct Statements {
     pub(crate) record_skip: String,
 }
 
+/// The columns of `events` a read of `parts` selects, `head` first (`Dialect::EVENT_HEAD`,
+/// or columns in the same order that take them elsewhere): the columns of the parts not
+/// asked for are left out.
+pub(crate) fn event_columns<D: Dialect>(head: &str, parts: EventParts) -> String {
+    let payload = parts.payload().then_some(D::EVENT_PAYLOAD);
+    let metadata = parts.metadata().then_some(D::EVENT_METADATA);
+    [Some(head), payload, metadata, Some(D::EVENT_TAIL)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Statements {
     /// The statements of `D`.
     fn of<D: Dialect>() -> Self {
         let (member_open, member_close) = D::ORDERED_MEMBER;
-        let columns = |parts: EventParts| {
-            let payload = parts.payload().then_some(D::EVENT_PAYLOAD);
-            let metadata = parts.metadata().then_some(D::EVENT_METADATA);
-            [Some(D::EVENT_HEAD), payload, metadata, Some(D::EVENT_TAIL)]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let event_columns = [
             EventParts::ALL,
             EventParts::PAYLOAD,
             EventParts::METADATA,
             EventParts::NONE,
         ]
-        .map(columns);
+        .map(|parts| event_columns::<D>(D::EVENT_HEAD, parts));
         Statements {
             stream_info: format!(
                 "SELECT {} FROM streams WHERE stream_id = $1",
@@ -206,6 +212,7 @@ impl Statements {
                  WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4",
                 TYPES_JOIN
             ),
+            #[cfg(feature = "sqlite")]
             event_columns,
             // One round trip: the stream row (kind 0), the newest snapshot at or below $2
             // (kind 1) and the first page of events after it (kind 2), as rows of one shape.
@@ -273,6 +280,7 @@ impl Statements {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Statements {
     /// The columns of `events` a read of `parts` selects, in the order
     /// [`DecodeRows::event_row`] reads them for `parts`: the columns of the parts not

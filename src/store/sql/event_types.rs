@@ -9,7 +9,8 @@
 //! transaction that then rolls back is gone, and remembering it would make the next
 //! append fail. An append that finds a pair missing anyway (the database was replaced
 //! under the process) is told by [`is_type_missing`]; the backend then forgets what it
-//! remembered. Readers join the dictionary ([`TYPES_JOIN`]).
+//! remembered. Readers join the dictionary ([`TYPES_JOIN`]), except PostgreSQL's log
+//! windows, which read it once per statement as arrays (`postgres::WINDOW_TYPES`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
