@@ -3,12 +3,13 @@
 //! it.
 //!
 //! The runner reads the log in windows, with the store's gap-safe `read_all` machinery
-//! (`Store::read_window`): at least [`READ_WINDOW`] events, or fewer up to the byte
-//! budget. A window's events of the projection's types are applied in batches of at most
-//! `batch_size`, each in one transaction closed by moving the checkpoint to its last event
-//! (the window's last batch: to the window's end), whose commit does not wait for the disk
-//! (`Flush::Defer`). While catching up, the next window is read on a task of its own while
-//! the current one is applied and committed. The task wakes on appends
+//! (`Store::read_window`): up to [`READ_WINDOW`] events (the batch size when larger),
+//! fewer at the byte budget. A window's events of the projection's types are applied in
+//! batches of at most `batch_size`, each in one transaction closed by moving the
+//! checkpoint to its last event (the window's last batch: to the window's end), whose
+//! commit does not wait for the disk (`Flush::Defer`). While catching up, the next window
+//! is read on a task of its own while the current one is applied and committed. The task
+//! wakes on appends
 //! (this process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polls as
 //! a fallback. A failing batch is rolled back and retried with backoff, event by event
 //! after a failed `apply_batch`; after the bound, the runner stops as failed or steps over
@@ -184,7 +185,7 @@ impl Projections {
     /// Most events applied per transaction (at least 1; default 10,000). While catching
     /// up, every batch is full and pays for a transaction and a checkpoint, so small
     /// batches cost throughput; once live, a batch holds whatever was appended since the
-    /// last one. The log is read in windows of at least 50,000 events
+    /// last one. The log is read in windows of up to 50,000 events
     /// (or this size, when larger; either way ended early by
     /// [`window_bytes`](Projections::window_bytes)), applied batch by batch; a window is
     /// held in memory, twice while catching up (the next one is read during the apply).
