@@ -805,11 +805,8 @@ impl<P: Projection> Runner<P> {
                     // Only events of other types since the checkpoint: move it past them,
                     // so that a restart does not scan them again and `wait_until` their
                     // positions returns.
-                    match self.apply_with_retries(&[], cursor, to).await {
-                        Ok(Batch::Applied { .. }) => {
-                            (cursor, scan) = (to, to);
-                            self.status.send_modify(|status| status.position = to);
-                        }
+                    match self.apply_window(&[], &mut cursor, to).await {
+                        Ok(Batch::Applied { .. }) => scan = to,
                         Ok(Batch::CheckpointMoved) => {
                             match self.checkpoint_moved(cursor).await {
                                 Some(stored) => (cursor, scan) = (stored, stored),
@@ -1069,7 +1066,8 @@ impl<P: Projection> Runner<P> {
     ) -> Result<Batch, Halt> {
         let (mut applied, mut skipped) = (0, 0);
         let mut batches = events.chunks(self.settings.batch_size).peekable();
-        // A window without events (only others' types) still moves the checkpoint.
+        // A window without events (only others' types, once idle) still moves the
+        // checkpoint.
         let mut empty = events.is_empty().then_some(&[][..]);
         while let Some(batch) = batches.next().or_else(|| empty.take()) {
             let end = match (batches.peek(), batch.last()) {

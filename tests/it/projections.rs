@@ -1122,6 +1122,15 @@ async fn postgres_a_rebuild_elsewhere_restarts_the_active_instance() {
 /// A batch as `BatchRecorder` saw it: (stream, version, JSON size) per event.
 type SeenBatch = Vec<(String, u64, usize)>;
 
+/// The (stream, version) of every event in `batches`, in the order they came.
+fn events_seen(batches: &[SeenBatch]) -> Vec<(String, u64)> {
+    batches
+        .iter()
+        .flatten()
+        .map(|(stream, version, _)| (stream.clone(), *version))
+        .collect()
+}
+
 /// Records the batches it is given.
 #[derive(Clone)]
 struct BatchRecorder {
@@ -1213,12 +1222,11 @@ async fn large_events_end_batches_at_the_byte_budget(kind: Kind) {
         handle.wait_for_idle().await.expect("caught up");
         handle.stop().await.expect("stop");
         let batches = recorder.batches.lock().expect("batches").clone();
-        let seen: Vec<(String, u64)> = batches
-            .iter()
-            .flatten()
-            .map(|(stream, version, _)| (stream.clone(), *version))
-            .collect();
-        assert_eq!(seen, expected, "every event once, in order ({types:?})");
+        assert_eq!(
+            events_seen(&batches),
+            expected,
+            "every event once, in order ({types:?})"
+        );
         assert!(
             batches.len() >= 2,
             "50 MiB in one batch of {} events ({types:?})",
@@ -1270,12 +1278,11 @@ async fn a_window_is_applied_in_batches_of_the_batch_size(kind: Kind) {
     let batches = recorder.batches.lock().expect("batches").clone();
     let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
     assert_eq!(sizes, [16, 16, 16, 16, 16, 16, 4]);
-    let seen: Vec<(String, u64)> = batches
-        .iter()
-        .flatten()
-        .map(|(stream, version, _)| (stream.clone(), *version))
-        .collect();
-    assert_eq!(seen, expected, "every event once, in order");
+    assert_eq!(
+        events_seen(&batches),
+        expected,
+        "every event once, in order"
+    );
     assert_eq!(status.applied, 100);
     assert_eq!(Some(status.position), last);
     assert_eq!(
