@@ -667,7 +667,9 @@ async fn proj_catchup_upsert_sqlite(cfg: &Config) -> Res<Vec<Row>> {
 /// the ceiling of a type + payload catch-up is one streamed SELECT of them.
 const RAW_LEAN_PG: &str = "SELECT position, transaction_id, event_id, stream_id, version, \
      event_type, schema_version, payload, recorded_at \
-     FROM events JOIN event_types USING (type_id) ORDER BY transaction_id, position";
+     FROM events JOIN event_types USING (type_id) \
+     JOIN (SELECT stream_key, stream_id FROM streams) AS s USING (stream_key) \
+     ORDER BY transaction_id, position";
 const RAW_LEAN_SQLITE: &str = "SELECT position, event_id, stream_id, version, event_type, \
      schema_version, payload, recorded_at FROM events JOIN event_types USING (type_id) \
      ORDER BY position";

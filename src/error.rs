@@ -774,6 +774,10 @@ pub enum CorruptValue {
     /// (`event_types`, on the SQL backends).
     #[error("names no row of the event-type dictionary (`event_types`)")]
     NoEventType,
+    /// An event's `stream_key` that names no row of `streams` (PostgreSQL's events name
+    /// their stream by its key).
+    #[error("names no row of `streams`")]
+    NoStream,
     /// A value of another type than the column's (SQLite stores any type in any column).
     #[error("holds a value of the wrong type: {0}")]
     Type(#[source] sqlx::Error),
@@ -1086,6 +1090,8 @@ fn place(stream: Option<&str>, event_id: Option<Uuid>) -> String {
 fn describe_row(table: &str, stream: &str, version: Option<u64>, event_id: Option<Uuid>) -> String {
     let mut row = if table == "projection_checkpoints" {
         format!("projection `{stream}`")
+    } else if stream.is_empty() {
+        "an unknown stream".to_owned()
     } else {
         format!("stream `{stream}`")
     };

@@ -725,15 +725,16 @@ pub async fn sqlite_reader(url: &str) -> Res<SqlitePool> {
 
 // An event names its type by its row in `event_types`, looked up in the statement as
 // chronicle's append does ([`raw_pg`] adds the row on first use, [`raw_sqlite`] at the
-// start).
+// start). On PostgreSQL it names its stream by a key, which a hand-written writer would
+// keep in memory: here a hash of the stream id, computed by the server (no `streams` row).
 const RAW_PG_INSERT: &str = "INSERT INTO events \
-     (event_id, stream_id, version, type_id, payload) \
-     VALUES ($1, $2, $3, \
+     (event_id, stream_key, version, type_id, payload) \
+     VALUES ($1, hashtextextended($2, 0), $3, \
              (SELECT type_id FROM event_types WHERE event_type = $4 AND schema_version = $5), $6)";
 
 const RAW_PG_INSERT_BATCH: &str = "INSERT INTO events \
-     (event_id, stream_id, version, type_id, payload) \
-     SELECT e.id, e.stream, e.version, \
+     (event_id, stream_key, version, type_id, payload) \
+     SELECT e.id, hashtextextended(e.stream, 0), e.version, \
             (SELECT type_id FROM event_types t \
              WHERE t.event_type = e.typ AND t.schema_version = e.sv), e.payload \
      FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int8[], $6::bytea[]) \
@@ -826,7 +827,8 @@ pub async fn raw_sqlite_insert_one(pool: &SqlitePool) -> Res<u64> {
 
 /// The columns the raw replays read: the envelope a hand-written replay would need.
 const RAW_REPLAY_PG: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
-     FROM events JOIN event_types USING (type_id) WHERE stream_id = $1 ORDER BY version";
+     FROM events JOIN event_types USING (type_id) \
+     WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = $1) ORDER BY version";
 const RAW_REPLAY_SQLITE: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events JOIN event_types USING (type_id) WHERE stream_id = ? ORDER BY version";
 

@@ -309,9 +309,9 @@ macro_rules! upsert_then_insert {
             " ON CONFLICT (stream_id) DO UPDATE SET version = s.version + 1, \
                  event_count = s.event_count + 1, last_event_id = $1, updated_at = now() \
                  WHERE s.status = 0 AND s.version = $3 - 1 \
-                 RETURNING s.version - 1 AS base) \
-             INSERT INTO events (event_id, stream_id, version, type_id, payload) \
-             SELECT $1, $2, base.base + 1, \
+                 RETURNING s.version - 1 AS base, s.stream_key) \
+             INSERT INTO events (event_id, stream_key, version, type_id, payload) \
+             SELECT $1, base.stream_key, base.base + 1, \
                     (SELECT type_id FROM event_types \
                      WHERE event_type = 'account.Deposited' AND schema_version = 1), \
                     $4 FROM base"
@@ -515,11 +515,12 @@ pub async fn run(cfg: &Config, shape: Shape) -> Res<()> {
             events: shape.events(),
         };
         print_columns(&columns(&src_pool, &src).await?, &native);
-        // The log with its types by name, as the candidates (other than today's copy)
-        // take it: `{src}.events_flat`.
+        // The log with its types and streams by name, as the candidates take it:
+        // `{src}.events_flat`.
         sqlx::raw_sql(
             "CREATE VIEW events_flat AS \
-             SELECT e.*, t.event_type, t.schema_version FROM events e JOIN event_types t USING (type_id)",
+             SELECT e.*, t.event_type, t.schema_version, s.stream_id FROM events e \
+             JOIN event_types t USING (type_id) JOIN streams s USING (stream_key)",
         )
         .execute(&src_pool)
         .await?;

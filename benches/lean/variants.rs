@@ -11,7 +11,7 @@
 /// How a variant's single-row INSERT names the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamRef {
-    /// The stream id as text (`account-…`), as chronicle does today.
+    /// The stream id as text (`account-…`).
     Text,
     /// A surrogate key from the variant's `streams` table, registered once per stream
     /// (`REGISTER_STREAM`) and cached by the writer.
@@ -46,15 +46,17 @@ const RESYNC_POSITION: &str = "SELECT setval(pg_get_serial_sequence('events', 'p
 /// The type every timed insert writes, with its id in the keyed variants' dictionaries.
 pub const INSERT_TYPE: &str = "account.Deposited";
 
-/// Today's type dictionary, then the event columns of today's table, copied as they are.
+/// Today's type dictionary, then the event columns of today's table, copied as they are
+/// but for the stream keys, which the copy's `streams` drew anew.
 const COPY_TYPES: &str = "INSERT INTO event_types (type_id, event_type, schema_version) \
      OVERRIDING SYSTEM VALUE SELECT type_id, event_type, schema_version FROM {src}.event_types";
 const COPY_CHRONICLE: &str = "INSERT INTO events (position, transaction_id, recorded_at, version, \
-     event_id, type_id, stream_id, payload, correlation_id, causation_id, tenant_id, user_id, \
+     stream_key, event_id, type_id, payload, correlation_id, causation_id, tenant_id, user_id, \
      metadata) OVERRIDING SYSTEM VALUE \
-     SELECT position, transaction_id, recorded_at, version, event_id, type_id, stream_id, \
-     payload, correlation_id, causation_id, tenant_id, user_id, metadata \
-     FROM {src}.events ORDER BY transaction_id, position";
+     SELECT e.position, e.transaction_id, e.recorded_at, e.version, s.stream_key, e.event_id, \
+     e.type_id, e.payload, e.correlation_id, e.causation_id, e.tenant_id, e.user_id, e.metadata \
+     FROM {src}.events_flat e JOIN streams s USING (stream_id) \
+     ORDER BY e.transaction_id, e.position";
 
 const COPY_STREAMS: &str = "INSERT INTO streams (stream_id, category, aggregate_type, display_name, \
      version, event_count, last_event_id, status, metadata, created_at, updated_at) \
@@ -187,11 +189,11 @@ pub const VARIANTS: &[Variant] = &[
         what: "chronicle's schema today (every migration), a copy",
         ddl: &[],
         fill: &[COPY_STREAMS, COPY_TYPES, COPY_CHRONICLE, RESYNC_POSITION],
-        insert: "INSERT INTO events (event_id, stream_id, version, type_id, payload) \
+        insert: "INSERT INTO events (event_id, stream_key, version, type_id, payload) \
                  VALUES ($1, $2, $3, (SELECT type_id FROM event_types \
                  WHERE event_type = 'account.Deposited' AND schema_version = 1), $4)",
         event_id: true,
-        stream: StreamRef::Text,
+        stream: StreamRef::Key,
     },
     Variant {
         name: "v1-stream-key",

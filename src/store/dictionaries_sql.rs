@@ -115,7 +115,8 @@ sql_impl! {
             limit: usize,
         ) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
             let newest = format!(
-                "SELECT event_id, stream_id, payload FROM events ORDER BY {} LIMIT $1",
+                "SELECT event_id, stream_id, payload FROM events{} ORDER BY {} LIMIT $1",
+                D::EVENT_JOINS,
                 D::NEWEST_FIRST
             );
             sqlx::query_as(sqlx::AssertSqlSafe(newest))

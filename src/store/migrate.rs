@@ -149,6 +149,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "event_types",
         sql: include_str!("../../migrations/postgres/0012_event_types.sql"),
     },
+    Migration {
+        version: 13,
+        name: "event_stream_keys",
+        sql: include_str!("../../migrations/postgres/0013_event_stream_keys.sql"),
+    },
 ];
 
 /// The bookkeeping table, the same on both SQL backends.

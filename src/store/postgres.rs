@@ -104,16 +104,35 @@ const WINDOW_TYPES: &str = "types AS MATERIALIZED (SELECT \
       FROM generate_series(1, (SELECT max(type_id) FROM event_types)) AS g \
       LEFT JOIN event_types t ON t.type_id = g) AS versions)";
 
-/// `Dialect::EVENT_HEAD` of a log window: the type and schema version from
-/// [`WINDOW_TYPES`] (an id it lacks reads as `NULL`, as through the join: a corrupt row).
-const WINDOW_HEAD: &str = "position, transaction_id AS commit_id, event_id, stream_id, version, \
+/// The events of a log window: after the cursor ($1, $2), behind every running
+/// transaction, at most $3, in the log's order (by the primary key).
+const WINDOW_RANGE: &str = "FROM events \
+     WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY transaction_id, position LIMIT $3";
+
+/// The ids of the window's streams as a log window reads them, for the same reason as
+/// [`WINDOW_TYPES`]: once per statement, as a JSON object keyed by `stream_key`. The
+/// window's keys are read first by a second pass over [`WINDOW_RANGE`] (the same rows: the
+/// statement has one snapshot), then each stream's row once by `streams`' key, where a
+/// join would probe it for every event.
+const WINDOW_STREAMS: &str = "stream_ids AS MATERIALIZED (\
+     SELECT jsonb_object_agg(stream_key, stream_id) AS ids FROM streams \
+     WHERE stream_key = ANY (ARRAY(SELECT stream_key {range})))";
+
+/// `Dialect::EVENT_HEAD` of a log window: the stream id from [`WINDOW_STREAMS`], the type
+/// and schema version from [`WINDOW_TYPES`] (an id they lack reads as `NULL`, as through a
+/// join: a corrupt row).
+const WINDOW_HEAD: &str = "position, transaction_id AS commit_id, event_id, \
+     (SELECT ids FROM stream_ids) ->> stream_key::text AS stream_id, version, \
      (SELECT names FROM types) ->> type_id::text AS event_type, \
      (SELECT versions FROM types)[type_id] AS schema_version";
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
 /// reading from `stream_lock` so that it waits for the lock, and returning the version
-/// before the append as `base`, or no row when the expected version or the stream's status
-/// rejects it) and the event rows, which are only inserted when the stream write matched.
+/// before the append as `base` and the stream's key, or no row when the expected version
+/// or the stream's status rejects it) and the event rows, which are only inserted when the
+/// stream write matched.
 /// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
 /// $6 expected version, $7… the event columns as arrays. Each event's `type_id` is looked
 /// up in `event_types` by its type and schema version, which the append added first when
@@ -128,9 +147,9 @@ macro_rules! append_sql {
                  SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked), \
              base AS (",
             $stream_write,
-            ") INSERT INTO events (event_id, stream_id, version, type_id, payload, \
+            ") INSERT INTO events (event_id, stream_key, version, type_id, payload, \
              correlation_id, causation_id, tenant_id, user_id, metadata) \
-             SELECT e.id, $1, base.base + e.ord, \
+             SELECT e.id, base.stream_key, base.base + e.ord, \
                     (SELECT t.type_id FROM event_types t \
                      WHERE t.event_type = e.typ AND t.schema_version = e.sv), \
                     e.payload, e.corr, e.caus, e.tenant, e.usr, e.meta::jsonb \
@@ -168,7 +187,7 @@ macro_rules! upserting {
          ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
              event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
          WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
-         RETURNING s.version - $3 AS base"
+         RETURNING s.version - $3 AS base, s.stream_key"
     };
 }
 
@@ -180,7 +199,7 @@ macro_rules! updating {
          FROM stream_lock \
          WHERE s.stream_id = $1 AND s.status = 0 AND (NOT $5 OR s.version = $6) \
              AND $2::text IS NOT NULL \
-         RETURNING s.version - $3 AS base"
+         RETURNING s.version - $3 AS base, s.stream_key"
     };
 }
 
@@ -717,12 +736,8 @@ impl Engine for Postgres {
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
         let columns = dialect::event_columns::<Postgres>(WINDOW_HEAD, parts);
-        let window = format!(
-            "WITH {WINDOW_TYPES} SELECT {columns} FROM events \
-             WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, position LIMIT $3"
-        );
+        let streams = WINDOW_STREAMS.replace("{range}", WINDOW_RANGE);
+        let window = format!("WITH {WINDOW_TYPES}, {streams} SELECT {columns} {WINDOW_RANGE}");
         if types.is_empty() {
             let events = backend
                 .window_rows(
@@ -965,8 +980,8 @@ mod tests {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "SET search_path = {schema}; \
              INSERT INTO event_types (event_type, schema_version) VALUES ('t', 1); \
-             INSERT INTO events (event_id, stream_id, version, type_id, payload) \
-             SELECT gen_random_uuid(), 's-' || (g % 100), g / 100 + 1, \
+             INSERT INTO events (event_id, stream_key, version, type_id, payload) \
+             SELECT gen_random_uuid(), g % 100, g / 100 + 1, \
                     (SELECT type_id FROM event_types), '\\x00' \
              FROM generate_series(0, 4999) g"
         )))

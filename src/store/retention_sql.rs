@@ -275,25 +275,27 @@ pub(super) mod postgres {
             cuts.iter().map(|cut| cut.before).collect();
         let (events, bytes): (i64, i64) = sqlx::query_as(
             "WITH cut AS ( \
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
-                     AS c(stream_id, up_to, below, before)), \
+                 SELECT s.stream_key, c.up_to, c.below, c.before \
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
+                     AS c(stream_id, up_to, below, before) \
+                 JOIN streams s USING (stream_id)), \
              doomed AS ( \
                  SELECT e.transaction_id, e.position FROM cut CROSS JOIN LATERAL ( \
                      SELECT transaction_id, position FROM events \
-                     WHERE events.stream_id = cut.stream_id AND events.version <= cut.up_to \
+                     WHERE events.stream_key = cut.stream_key AND events.version <= cut.up_to \
                        AND (events.version < cut.below \
                             OR (events.recorded_at < cut.before \
                                 AND isfinite(events.recorded_at)))) e), \
              removed AS ( \
                  DELETE FROM events WHERE (transaction_id, position) IN \
                      (SELECT transaction_id, position FROM doomed) \
-                 RETURNING stream_id, octet_length(payload) AS bytes), \
+                 RETURNING stream_key, octet_length(payload) AS bytes), \
              per_stream AS ( \
-                 SELECT stream_id, count(*) AS n, sum(bytes) AS bytes FROM removed \
-                 GROUP BY stream_id), \
+                 SELECT stream_key, count(*) AS n, sum(bytes) AS bytes FROM removed \
+                 GROUP BY stream_key), \
              counted AS ( \
                  UPDATE streams s SET event_count = s.event_count - per_stream.n \
-                 FROM per_stream WHERE s.stream_id = per_stream.stream_id) \
+                 FROM per_stream WHERE s.stream_key = per_stream.stream_key) \
              SELECT COALESCE(sum(n), 0)::bigint, COALESCE(sum(bytes), 0)::bigint \
              FROM per_stream",
         )

@@ -82,6 +82,16 @@ fn is_postgres(t: &TestStore) -> bool {
     matches!(t.location, Location::Postgres { .. })
 }
 
+/// The condition "a row of `events` is of `stream`": PostgreSQL's rows name their stream
+/// by its key.
+fn of_stream(t: &TestStore, stream: &str) -> String {
+    if is_postgres(t) {
+        format!("stream_key = (SELECT stream_key FROM streams WHERE stream_id = '{stream}')")
+    } else {
+        format!("stream_id = '{stream}'")
+    }
+}
+
 async fn append_one(store: &Store, stream: &str) -> uuid::Uuid {
     let event = NewEvent::new("thing.happened", json!({ "n": 1 })).metadata(EventMetadata {
         request_id: Some("req-1".into()),
@@ -106,14 +116,15 @@ async fn read(store: &Store, stream: &str) -> chronicle::Result<Vec<RecordedEven
 /// schema version is its type's row in `event_types`: changed there, it changes for every
 /// event of that type (the case deletes its events afterwards, and the next append adds
 /// the pair again).
-fn corrupt_column(stream: &str, column: &str, value: &str) -> String {
+fn corrupt_column(t: &TestStore, stream: &str, column: &str, value: &str) -> String {
+    let of_stream = of_stream(t, stream);
     if column == "schema_version" {
         format!(
             "UPDATE event_types SET schema_version = {value} \
-             WHERE type_id IN (SELECT type_id FROM events WHERE stream_id = '{stream}')"
+             WHERE type_id IN (SELECT type_id FROM events WHERE {of_stream})"
         )
     } else {
-        format!("UPDATE events SET {column} = {value} WHERE stream_id = '{stream}'")
+        format!("UPDATE events SET {column} = {value} WHERE {of_stream}")
     }
 }
 
@@ -149,7 +160,7 @@ async fn corrupt_event_columns(kind: Kind) {
     for (i, (column, value)) in cases.into_iter().enumerate() {
         let stream = format!("corrupt-{i}");
         let id = append_one(&t.store, &stream).await;
-        execute(&t, &corrupt_column(&stream, column, value)).await;
+        execute(&t, &corrupt_column(&t, &stream, column, value)).await;
         let names = [stream.as_str(), &id.to_string()];
         expect_corrupt(t.store.event_by_id(id).await, column, &names);
         // The log is read by position: a negative one is before its start.
@@ -167,7 +178,7 @@ async fn corrupt_event_columns(kind: Kind) {
         // Put the row back, so the next case's log reads meet only their own row.
         execute(
             &t,
-            &format!("DELETE FROM events WHERE stream_id = '{stream}'"),
+            &format!("DELETE FROM events WHERE {}", of_stream(&t, &stream)),
         )
         .await;
     }
@@ -380,7 +391,7 @@ async fn corrupt_event_in_an_aggregate_load(kind: Kind) {
                 .expect("open");
         }
     };
-    let corrupt_type = corrupt_column("account-1", "schema_version", "-1");
+    let corrupt_type = corrupt_column(&t, "account-1", "schema_version", "-1");
     for (id, sql, column) in [
         ("1", corrupt_type.as_str(), "schema_version"),
         (
@@ -419,13 +430,17 @@ async fn retention_keeps_events_of_unreadable_age(kind: Kind) {
     };
     execute(
         &t,
-        &format!("UPDATE events SET recorded_at = {unreadable} WHERE stream_id = '{stream}' AND version = 1"),
+        &format!(
+            "UPDATE events SET recorded_at = {unreadable} WHERE {} AND version = 1",
+            of_stream(&t, stream)
+        ),
     )
     .await;
     execute(
         &t,
         &format!(
-            "UPDATE events SET recorded_at = {old} WHERE stream_id = '{stream}' AND version = 2"
+            "UPDATE events SET recorded_at = {old} WHERE {} AND version = 2",
+            of_stream(&t, stream)
         ),
     )
     .await;
@@ -443,7 +458,10 @@ async fn retention_keeps_events_of_unreadable_age(kind: Kind) {
     assert_eq!(report.events_removed, 1, "only the event two days old goes");
     let left = scalar(
         &t,
-        "SELECT count(*) FROM events WHERE stream_id = 'aged-1' AND version = 1",
+        &format!(
+            "SELECT count(*) FROM events WHERE {} AND version = 1",
+            of_stream(&t, stream)
+        ),
     )
     .await;
     assert_eq!(left, 1, "the event whose age does not read is kept");
@@ -461,12 +479,16 @@ async fn query_reports_a_bad_event_and_goes_on(kind: Kind) {
     for _ in 0..3 {
         ids.push(append_one(&t.store, "q-1").await);
     }
-    let sql = if is_postgres(&t) {
-        "UPDATE events SET payload = '\\xc70101ffff'::bytea WHERE stream_id = 'q-1' AND version = 2"
+    let payload = if is_postgres(&t) {
+        "'\\xc70101ffff'::bytea"
     } else {
-        "UPDATE events SET payload = X'c70101ffff' WHERE stream_id = 'q-1' AND version = 2"
+        "X'c70101ffff'"
     };
-    execute(&t, sql).await;
+    let sql = format!(
+        "UPDATE events SET payload = {payload} WHERE {} AND version = 2",
+        of_stream(&t, "q-1")
+    );
+    execute(&t, &sql).await;
     let results: Vec<chronicle::Result<RecordedEvent>> = t
         .store
         .query(&chronicle::EventQuery::new().stream("q-1"))

@@ -50,9 +50,11 @@ async fn a_late_commit_with_a_lower_position_is_not_skipped() {
     let mut slow = conn.begin().await.expect("begin");
     let slow_id = Uuid::now_v7();
     let slow_position: i64 = sqlx::query_scalar(
-        "INSERT INTO events (event_id, stream_id, version, type_id, payload) \
-         SELECT $1, 'ooo-a', 1, type_id, convert_to('{\"slow\":true}', 'UTF8') \
-         FROM event_types WHERE event_type = 'slow' \
+        "WITH s AS (INSERT INTO streams (stream_id, category, version, event_count) \
+                    VALUES ('ooo-a', 'ooo', 1, 1) RETURNING stream_key) \
+         INSERT INTO events (event_id, stream_key, version, type_id, payload) \
+         SELECT $1, s.stream_key, 1, type_id, convert_to('{\"slow\":true}', 'UTF8') \
+         FROM event_types, s WHERE event_type = 'slow' \
          RETURNING position",
     )
     .bind(slow_id)
@@ -117,9 +119,11 @@ async fn log_end_leaves_a_late_commit_ahead() {
     let mut slow = conn.begin().await.expect("begin");
     let slow_id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO events (event_id, stream_id, version, type_id, payload) \
-         SELECT $1, 'end-a', 1, type_id, convert_to('{}', 'UTF8') \
-         FROM event_types WHERE event_type = 'slow'",
+        "WITH s AS (INSERT INTO streams (stream_id, category, version, event_count) \
+                    VALUES ('end-a', 'end', 1, 1) RETURNING stream_key) \
+         INSERT INTO events (event_id, stream_key, version, type_id, payload) \
+         SELECT $1, s.stream_key, 1, type_id, convert_to('{}', 'UTF8') \
+         FROM event_types, s WHERE event_type = 'slow'",
     )
     .bind(slow_id)
     .execute(&mut *slow)
@@ -156,6 +160,57 @@ async fn log_end_leaves_a_late_commit_ahead() {
         patient.log_end().await.expect("end").position(),
         fast.events[0].position
     );
+}
+
+/// Events name their stream by its key. One whose key names no row of `streams` is a
+/// corrupt row naming the event and the column, through the log window, the lookup by id
+/// and a query: never an event that is silently missing.
+#[tokio::test]
+async fn an_event_whose_stream_row_is_missing_reads_as_corrupt() {
+    let Some(t) = open("an_event_whose_stream_row_is_missing_reads_as_corrupt").await else {
+        return;
+    };
+    let written = t
+        .store
+        .append(
+            "orphan-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("thing", json!({}))],
+        )
+        .await
+        .expect("append");
+    let id = written.events[0].event_id;
+    let mut conn = pg_raw(&t).await;
+    sqlx::query("UPDATE events SET stream_key = -1 WHERE event_id = $1")
+        .bind(id)
+        .execute(&mut conn)
+        .await
+        .expect("orphan the event");
+
+    let by_id = t.store.event_by_id(id).await.map(|_| ());
+    let log: chronicle::Result<Vec<RecordedEvent>> =
+        t.store.read_all(LogPosition::START).try_collect().await;
+    let query: chronicle::Result<Vec<RecordedEvent>> = t
+        .store
+        .query(&chronicle::EventQuery::new())
+        .try_collect()
+        .await;
+    for (read, result) in [
+        ("event_by_id", by_id),
+        ("read_all", log.map(|_| ())),
+        ("query", query.map(|_| ())),
+    ] {
+        match result {
+            Err(error @ Error::CorruptRow(_)) => {
+                let text = error.to_string();
+                assert!(
+                    text.contains("`stream_key`") && text.contains(&id.to_string()),
+                    "{read}: {text}"
+                );
+            }
+            other => panic!("{read}: expected a corrupt row, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -175,6 +175,9 @@ async fn raw_rows(
         }
         Location::Postgres { .. } => {
             let mut conn = crate::support::pg_raw(t).await;
+            let events = "SELECT event_id, payload FROM events \
+                 WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = $1) \
+                 ORDER BY version";
             let payloads = sqlx::query_as(events)
                 .bind(stream)
                 .fetch_all(&mut conn)

@@ -243,10 +243,11 @@ pub(crate) fn checkpoint(
 }
 
 /// Appends `WHERE …`, order and limit for the first `limit` events of `stream` with
-/// versions in `versions`, in `direction`'s order, to a `SELECT … FROM events` statement.
+/// versions in `versions`, in `direction`'s order, to a `SELECT … FROM events` statement
+/// (`of_stream`: `Dialect::OF_STREAM`).
 pub(crate) fn push_version_range<DB>(
     query: &mut QueryBuilder<DB>,
-    stream: &StreamId,
+    (of_stream, stream): ((&str, &str), &StreamId),
     versions: &RangeInclusive<u64>,
     direction: Direction,
     limit: usize,
@@ -256,8 +257,10 @@ pub(crate) fn push_version_range<DB>(
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     query
-        .push(" WHERE stream_id = ")
+        .push(" WHERE ")
+        .push(of_stream.0)
         .push_bind(stream.as_str())
+        .push(of_stream.1)
         .push(" AND version BETWEEN ")
         .push_bind(to_i64(*versions.start()))
         .push(" AND ")
@@ -270,12 +273,12 @@ pub(crate) fn push_version_range<DB>(
 }
 
 /// Appends `WHERE …` conditions, the log's order (`log_order`: its columns), limit and
-/// offset for `filter` to a `SELECT … FROM events` statement. `time` turns a time into the
-/// backend's column value.
+/// offset for `filter` to a `SELECT … FROM events` statement. `of_stream` is
+/// `Dialect::OF_STREAM`; `time` turns a time into the backend's column value.
 pub(crate) fn push_event_filter<DB, T>(
     query: &mut QueryBuilder<DB>,
     filter: &EventQuery,
-    log_order: &str,
+    (of_stream, log_order): ((&str, &str), &str),
     time: impl Fn(DateTime<Utc>) -> T,
 ) where
     DB: Database,
@@ -285,7 +288,11 @@ pub(crate) fn push_event_filter<DB, T>(
 {
     query.push(" WHERE 1 = 1");
     if let Some(stream) = &filter.stream {
-        query.push(" AND stream_id = ").push_bind(stream.as_str());
+        query
+            .push(" AND ")
+            .push(of_stream.0)
+            .push_bind(stream.as_str())
+            .push(of_stream.1);
     }
     if !filter.event_types.is_empty() {
         query.push(" AND event_type IN (");

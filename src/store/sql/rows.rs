@@ -404,8 +404,12 @@ impl DecodeRows for sqlx::Postgres {
         // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped:
         // this decoding is most of a log read's cost.
         let layout = EventLayout::of::<Self>(parts);
-        let stream_id: String = row.try_get_unchecked(3)?;
+        let stream_id: Option<String> = row.try_get_unchecked(3)?;
         let id = row.try_get_unchecked(2)?;
+        let Some(stream_id) = stream_id else {
+            let at = RowRef::event("", id);
+            return Err(at.corrupt("stream_key", CorruptValue::NoStream));
+        };
         let at = RowRef::event(&stream_id, id);
         let version = at.version(row.try_get_unchecked(4)?)?;
         let at = at.at_version(version);

@@ -116,7 +116,8 @@ sql_impl! {
         }
 
         async fn remove_events(&mut self, stream: &StreamId) -> Result<u64> {
-            let done = sqlx::query("DELETE FROM events WHERE stream_id = $1")
+            let sql = format!("DELETE FROM events WHERE {}", D::of_stream("$1"));
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(stream.as_str())
                 .execute(&mut *self.0)
                 .await
