@@ -672,6 +672,7 @@ const RAW_LEAN_PG: &str = "SELECT position, transaction_id, event_id, stream_id,
      ORDER BY transaction_id, position";
 const RAW_LEAN_SQLITE: &str = "SELECT position, event_id, stream_id, version, event_type, \
      schema_version, payload, recorded_at FROM events JOIN event_types USING (type_id) \
+     JOIN (SELECT stream_key, stream_id FROM streams) AS s USING (stream_key) \
      ORDER BY position";
 
 /// The ceiling of a type + payload catch-up: one streamed sqlx SELECT of the columns the

@@ -774,8 +774,7 @@ pub enum CorruptValue {
     /// (`event_types`, on the SQL backends).
     #[error("names no row of the event-type dictionary (`event_types`)")]
     NoEventType,
-    /// An event's `stream_key` that names no row of `streams` (PostgreSQL's events name
-    /// their stream by its key).
+    /// An event's `stream_key` that names no row of `streams` (on the SQL backends).
     #[error("names no row of `streams`")]
     NoStream,
     /// A value of another type than the column's (SQLite stores any type in any column).

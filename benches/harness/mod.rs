@@ -725,8 +725,8 @@ pub async fn sqlite_reader(url: &str) -> Res<SqlitePool> {
 
 // An event names its type by its row in `event_types`, looked up in the statement as
 // chronicle's append does ([`raw_pg`] adds the row on first use, [`raw_sqlite`] at the
-// start). On PostgreSQL it names its stream by a key, which a hand-written writer would
-// keep in memory: here a hash of the stream id, computed by the server (no `streams` row).
+// start). It names its stream by a key, which a hand-written writer would keep in memory:
+// on PostgreSQL here a hash of the stream id, computed by the server (no `streams` row).
 const RAW_PG_INSERT: &str = "INSERT INTO events \
      (event_id, stream_key, version, type_id, payload) \
      VALUES ($1, hashtextextended($2, 0), $3, \
@@ -764,8 +764,10 @@ async fn raw_pg<'q>(
     }
 }
 
+/// As [`RAW_PG_INSERT`]; the stream key is the writer's own (see
+/// [`raw_sqlite_insert_one`]).
 const RAW_SQLITE_INSERT: &str = "INSERT INTO events \
-     (event_id, stream_id, version, type_id, payload, recorded_at) \
+     (event_id, stream_key, version, type_id, payload, recorded_at) \
      VALUES (?, ?, ?, (SELECT type_id FROM event_types WHERE event_type = ? AND schema_version = ?), \
              ?, ?)";
 
@@ -812,9 +814,12 @@ pub async fn raw_pg_insert_batch(pool: &PgPool, count: usize) -> Res<u64> {
 pub async fn raw_sqlite_insert_one(pool: &SqlitePool) -> Res<u64> {
     let n = next_id();
     let payload = serde_json::to_vec(&Deposited::sample(n))?;
+    // A stream key of the writer's own, far above the keys of the store's streams
+    // (chronicle's guard trigger checks the version of the stream a key names).
+    let stream_key = (1_i64 << 40) + n as i64;
     sqlx::query(RAW_SQLITE_INSERT)
         .bind(Uuid::now_v7())
-        .bind(format!("acct-{n}"))
+        .bind(stream_key)
         .bind(1_i64)
         .bind("deposited")
         .bind(1_i64)
@@ -830,7 +835,8 @@ const RAW_REPLAY_PG: &str = "SELECT position, event_id, version, event_type, pay
      FROM events JOIN event_types USING (type_id) \
      WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = $1) ORDER BY version";
 const RAW_REPLAY_SQLITE: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
-     FROM events JOIN event_types USING (type_id) WHERE stream_id = ? ORDER BY version";
+     FROM events JOIN event_types USING (type_id) \
+     WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = ?) ORDER BY version";
 
 /// The ceiling of a chronicle replay on PostgreSQL: one streamed SELECT of `stream`,
 /// `decode(event type, payload)` per row; returns the number of rows.

@@ -186,10 +186,12 @@ pub async fn run(shape: Shape) -> Res<()> {
         let pool = open(&path).await?;
         let keyed = variant.name.starts_with('s');
         let sql = format!(
-            // The log with its types by name, as the variants take it.
+            // The log with its types and streams by name, as the variants take it.
             "ATTACH DATABASE '{}' AS src; \
-             CREATE TEMP VIEW src_events AS SELECT e.*, t.event_type, t.schema_version \
-             FROM src.events e JOIN src.event_types t USING (type_id); {}{}",
+             CREATE TEMP VIEW src_events AS \
+             SELECT e.*, t.event_type, t.schema_version, s.stream_id \
+             FROM src.events e JOIN src.event_types t USING (type_id) \
+             JOIN src.streams s USING (stream_key); {}{}",
             src.display(),
             if keyed { KEYED } else { "" },
             variant.sql

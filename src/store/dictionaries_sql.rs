@@ -6,6 +6,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::sql::dialect::sql_impl;
+use super::sql::event_joins::EVENT_JOINS;
 use super::sql::reads::Sql;
 use crate::codec::StoredDictionary;
 use crate::error::{Error, Result};
@@ -116,7 +117,7 @@ sql_impl! {
         ) -> Result<Vec<(Uuid, String, Vec<u8>)>> {
             let newest = format!(
                 "SELECT event_id, stream_id, payload FROM events{} ORDER BY {} LIMIT $1",
-                D::EVENT_JOINS,
+                EVENT_JOINS,
                 D::NEWEST_FIRST
             );
             sqlx::query_as(sqlx::AssertSqlSafe(newest))

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::backend::StoredSnapshot;
 use super::key_cache::StoredKey;
 use super::sql::dialect::sql_impl;
+use super::sql::event_joins::of_stream;
 use super::sql::reads::Sql;
 use super::sql::{RowRef, to_i64};
 use crate::error::{CorruptValue, Error, Result};
@@ -149,7 +150,7 @@ sql_impl! {
             let mut tx = D::begin_write(self.0).await?;
             let replace = format!(
                 "UPDATE events SET payload = $1 WHERE {} AND version = $3 AND payload = $4",
-                D::of_stream("$2")
+                of_stream("$2")
             );
             let done = each_in!(tx, payloads, replace.as_str(), |(stream, version, old, new)| new, stream.as_str(), to_i64(*version), old);
             tx.commit().await.map_err(fail("reencrypt"))?;

@@ -85,6 +85,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "event_types",
         sql: include_str!("../../migrations/sqlite/0010_event_types.sql"),
     },
+    Migration {
+        version: 11,
+        name: "event_stream_keys",
+        sql: include_str!("../../migrations/sqlite/0011_event_stream_keys.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]

@@ -227,7 +227,9 @@ pub(super) mod sqlite {
         let earliest = chrono::DateTime::<Utc>::MIN_UTC.timestamp_micros();
         for cut in cuts {
             let removed: Vec<(i64,)> = sqlx::query_as(
-                "DELETE FROM events WHERE stream_id = $1 AND version <= $2 \
+                "DELETE FROM events WHERE stream_key = \
+                     (SELECT stream_key FROM streams WHERE stream_id = $1) \
+                 AND version <= $2 \
                  AND (version < $3 OR (recorded_at < $4 AND recorded_at >= $5 \
                                        AND typeof(recorded_at) = 'integer')) \
                  RETURNING length(payload)",

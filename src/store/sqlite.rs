@@ -300,8 +300,8 @@ async fn stream_state(
 }
 
 /// Inserts the batch at versions `base + 1…` in one statement; the `events_guard` trigger
-/// rejects it unless the stream is active and at `base`, and `events_advance_stream`
-/// moves the stream row along.
+/// rejects it unless the stream has a row (whose key the events name), is active and is
+/// at `base`, and `events_advance_stream` moves the stream row along.
 async fn insert_events(
     conn: &mut SqliteConnection,
     stream: &StreamId,
@@ -311,12 +311,14 @@ async fn insert_events(
 ) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
     let now = micros(now);
     let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (event_id, stream_id, version, type_id, payload, \
+        "INSERT INTO events (event_id, stream_key, version, type_id, payload, \
          correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
     );
     insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
         row.push_bind(event.source.id)
-            .push_bind(stream.as_str())
+            .push("(SELECT stream_key FROM streams WHERE stream_id = ")
+            .push_bind_unseparated(stream.as_str())
+            .push_unseparated(")")
             .push_bind(base + offset)
             .push("(SELECT type_id FROM event_types WHERE event_type = ")
             .push_bind_unseparated(event.source.event_type.as_str())
@@ -349,8 +351,42 @@ async fn append_locked(
     if let Some(rejected) = rejection(stream.as_str(), guard, current).map_err(fail)? {
         return Ok(rejected);
     }
-    let base = current.map_or(0, |(version, _)| version);
+    let Some((base, _)) = current else {
+        // A new stream: its row first, whose key the events name. It goes again unless
+        // the events are written (the caller's transaction may still commit).
+        insert_stream_row(conn, stream, now).await.map_err(fail)?;
+        let outcome = outcome(insert_events(conn, stream, 0, events, now).await, now);
+        if !matches!(outcome, Ok(AppendOutcome::Written(_))) {
+            let removed = sqlx::query("DELETE FROM streams WHERE stream_id = ? AND version = 0")
+                .bind(stream.as_str())
+                .execute(&mut *conn)
+                .await;
+            if let (Ok(_), Err(error)) = (&outcome, removed) {
+                return Err(fail(error));
+            }
+        }
+        return outcome;
+    };
     outcome(insert_events(conn, stream, base, events, now).await, now)
+}
+
+/// The row of a stream that has none, before its first events (`streams_key` gives it
+/// its key; `events_advance_stream` moves it along with the events).
+async fn insert_stream_row(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    now: DateTime<Utc>,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO streams (stream_id, category, created_at, updated_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(stream.as_str())
+    .bind(stream.category())
+    .bind(micros(now))
+    .bind(micros(now))
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// What an INSERT of events recorded at `now` did.
@@ -439,8 +475,9 @@ impl Engine for Sqlite {
     ) -> Result<AppendOutcome> {
         let fail = |error| Error::from_sqlx("append", error);
         let now = stored_now();
-        if let Some(version) = guard.version {
-            // The version before the append is known: one autocommitted INSERT.
+        if let Some(version) = guard.version.filter(|version| *version > 0) {
+            // The version before the append is known, and the stream has a row: one
+            // autocommitted INSERT. (A new stream's row comes first, under the lock.)
             let base = to_i64(version);
             let mut conn = backend.writer.acquire().await.map_err(fail)?;
             match insert_events(&mut conn, stream, base, events, now).await {

@@ -33,6 +33,7 @@ crate::for_each_sql_backend!(
     corrupt_event_in_an_aggregate_load,
     retention_keeps_events_of_unreadable_age,
     query_reports_a_bad_event_and_goes_on,
+    an_event_whose_stream_row_is_missing_reads_as_corrupt,
 );
 
 /// One value of `i64::MAX` microseconds: past the last time chrono represents.
@@ -82,14 +83,9 @@ fn is_postgres(t: &TestStore) -> bool {
     matches!(t.location, Location::Postgres { .. })
 }
 
-/// The condition "a row of `events` is of `stream`": PostgreSQL's rows name their stream
-/// by its key.
-fn of_stream(t: &TestStore, stream: &str) -> String {
-    if is_postgres(t) {
-        format!("stream_key = (SELECT stream_key FROM streams WHERE stream_id = '{stream}')")
-    } else {
-        format!("stream_id = '{stream}'")
-    }
+/// The condition "a row of `events` is of `stream`": rows name their stream by its key.
+fn of_stream(stream: &str) -> String {
+    format!("stream_key = (SELECT stream_key FROM streams WHERE stream_id = '{stream}')")
 }
 
 async fn append_one(store: &Store, stream: &str) -> uuid::Uuid {
@@ -116,8 +112,8 @@ async fn read(store: &Store, stream: &str) -> chronicle::Result<Vec<RecordedEven
 /// schema version is its type's row in `event_types`: changed there, it changes for every
 /// event of that type (the case deletes its events afterwards, and the next append adds
 /// the pair again).
-fn corrupt_column(t: &TestStore, stream: &str, column: &str, value: &str) -> String {
-    let of_stream = of_stream(t, stream);
+fn corrupt_column(stream: &str, column: &str, value: &str) -> String {
+    let of_stream = of_stream(stream);
     if column == "schema_version" {
         format!(
             "UPDATE event_types SET schema_version = {value} \
@@ -160,7 +156,7 @@ async fn corrupt_event_columns(kind: Kind) {
     for (i, (column, value)) in cases.into_iter().enumerate() {
         let stream = format!("corrupt-{i}");
         let id = append_one(&t.store, &stream).await;
-        execute(&t, &corrupt_column(&t, &stream, column, value)).await;
+        execute(&t, &corrupt_column(&stream, column, value)).await;
         let names = [stream.as_str(), &id.to_string()];
         expect_corrupt(t.store.event_by_id(id).await, column, &names);
         // The log is read by position: a negative one is before its start.
@@ -178,7 +174,7 @@ async fn corrupt_event_columns(kind: Kind) {
         // Put the row back, so the next case's log reads meet only their own row.
         execute(
             &t,
-            &format!("DELETE FROM events WHERE {}", of_stream(&t, &stream)),
+            &format!("DELETE FROM events WHERE {}", of_stream(&stream)),
         )
         .await;
     }
@@ -391,7 +387,7 @@ async fn corrupt_event_in_an_aggregate_load(kind: Kind) {
                 .expect("open");
         }
     };
-    let corrupt_type = corrupt_column(&t, "account-1", "schema_version", "-1");
+    let corrupt_type = corrupt_column("account-1", "schema_version", "-1");
     for (id, sql, column) in [
         ("1", corrupt_type.as_str(), "schema_version"),
         (
@@ -432,7 +428,7 @@ async fn retention_keeps_events_of_unreadable_age(kind: Kind) {
         &t,
         &format!(
             "UPDATE events SET recorded_at = {unreadable} WHERE {} AND version = 1",
-            of_stream(&t, stream)
+            of_stream(stream)
         ),
     )
     .await;
@@ -440,7 +436,7 @@ async fn retention_keeps_events_of_unreadable_age(kind: Kind) {
         &t,
         &format!(
             "UPDATE events SET recorded_at = {old} WHERE {} AND version = 2",
-            of_stream(&t, stream)
+            of_stream(stream)
         ),
     )
     .await;
@@ -460,7 +456,7 @@ async fn retention_keeps_events_of_unreadable_age(kind: Kind) {
         &t,
         &format!(
             "SELECT count(*) FROM events WHERE {} AND version = 1",
-            of_stream(&t, stream)
+            of_stream(stream)
         ),
     )
     .await;
@@ -486,7 +482,7 @@ async fn query_reports_a_bad_event_and_goes_on(kind: Kind) {
     };
     let sql = format!(
         "UPDATE events SET payload = {payload} WHERE {} AND version = 2",
-        of_stream(&t, "q-1")
+        of_stream("q-1")
     );
     execute(&t, &sql).await;
     let results: Vec<chronicle::Result<RecordedEvent>> = t
@@ -502,4 +498,37 @@ async fn query_reports_a_bad_event_and_goes_on(kind: Kind) {
         results[1]
     );
     assert_eq!(results[2].as_ref().expect("third").id, ids[2]);
+}
+
+/// Events name their stream by its key. One whose key names no row of `streams` is a
+/// corrupt row naming the event and the column, through the log window, the lookup by id
+/// and a query: never an event that is silently missing.
+async fn an_event_whose_stream_row_is_missing_reads_as_corrupt(kind: Kind) {
+    let Some(t) = kind
+        .open("an_event_whose_stream_row_is_missing_reads_as_corrupt")
+        .await
+    else {
+        return;
+    };
+    let id = append_one(&t.store, "orphan-1").await;
+    let orphan = format!(
+        "UPDATE events SET stream_key = -1 WHERE {}",
+        of_stream("orphan-1")
+    );
+    execute(&t, &orphan).await;
+
+    let id_text = id.to_string();
+    expect_corrupt(t.store.event_by_id(id).await, "stream_key", &[&id_text]);
+    let log: chronicle::Result<Vec<RecordedEvent>> = t
+        .store
+        .read_all(chronicle::LogPosition::START)
+        .try_collect()
+        .await;
+    expect_corrupt(log, "stream_key", &[&id_text]);
+    let query: chronicle::Result<Vec<RecordedEvent>> = t
+        .store
+        .query(&chronicle::EventQuery::new())
+        .try_collect()
+        .await;
+    expect_corrupt(query, "stream_key", &[&id_text]);
 }

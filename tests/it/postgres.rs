@@ -162,57 +162,6 @@ async fn log_end_leaves_a_late_commit_ahead() {
     );
 }
 
-/// Events name their stream by its key. One whose key names no row of `streams` is a
-/// corrupt row naming the event and the column, through the log window, the lookup by id
-/// and a query: never an event that is silently missing.
-#[tokio::test]
-async fn an_event_whose_stream_row_is_missing_reads_as_corrupt() {
-    let Some(t) = open("an_event_whose_stream_row_is_missing_reads_as_corrupt").await else {
-        return;
-    };
-    let written = t
-        .store
-        .append(
-            "orphan-1",
-            ExpectedVersion::Any,
-            vec![NewEvent::new("thing", json!({}))],
-        )
-        .await
-        .expect("append");
-    let id = written.events[0].event_id;
-    let mut conn = pg_raw(&t).await;
-    sqlx::query("UPDATE events SET stream_key = -1 WHERE event_id = $1")
-        .bind(id)
-        .execute(&mut conn)
-        .await
-        .expect("orphan the event");
-
-    let by_id = t.store.event_by_id(id).await.map(|_| ());
-    let log: chronicle::Result<Vec<RecordedEvent>> =
-        t.store.read_all(LogPosition::START).try_collect().await;
-    let query: chronicle::Result<Vec<RecordedEvent>> = t
-        .store
-        .query(&chronicle::EventQuery::new())
-        .try_collect()
-        .await;
-    for (read, result) in [
-        ("event_by_id", by_id),
-        ("read_all", log.map(|_| ())),
-        ("query", query.map(|_| ())),
-    ] {
-        match result {
-            Err(error @ Error::CorruptRow(_)) => {
-                let text = error.to_string();
-                assert!(
-                    text.contains("`stream_key`") && text.contains(&id.to_string()),
-                    "{read}: {text}"
-                );
-            }
-            other => panic!("{read}: expected a corrupt row, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn concurrent_openers_migrate_once() {
     if !postgres_available("concurrent_openers_migrate_once").await {

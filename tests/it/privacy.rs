@@ -156,7 +156,9 @@ async fn raw_rows(
     Vec<(uuid::Uuid, Vec<u8>)>,
     Option<(Option<String>, Option<Vec<u8>>)>,
 ) {
-    let events = "SELECT event_id, payload FROM events WHERE stream_id = $1 ORDER BY version";
+    let events = "SELECT event_id, payload FROM events \
+         WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = $1) \
+         ORDER BY version";
     let key = "SELECT key_id, wrapped FROM stream_keys WHERE stream_id = $1";
     match &t.location {
         Location::Sqlite { url, .. } => {
@@ -175,9 +177,6 @@ async fn raw_rows(
         }
         Location::Postgres { .. } => {
             let mut conn = crate::support::pg_raw(t).await;
-            let events = "SELECT event_id, payload FROM events \
-                 WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = $1) \
-                 ORDER BY version";
             let payloads = sqlx::query_as(events)
                 .bind(stream)
                 .fetch_all(&mut conn)

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Decode, Encode, Pool, QueryBuilder, Transaction, Type};
 use uuid::Uuid;
 
-use super::event_types::TYPES_JOIN;
+use super::event_joins::{EVENT_JOINS, TYPES_JOIN, of_stream};
 use super::rows::DecodeRows;
 use crate::error::{Error, Result};
 use crate::read::EventParts;
@@ -38,12 +38,6 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     const EVENT_METADATA: &'static str;
     /// The columns of `events` after the metadata.
     const EVENT_TAIL: &'static str;
-    /// What follows `events` (or `events e`) in a read's `FROM` so that `event_type`,
-    /// `schema_version` and `stream_id` are columns: the type dictionary
-    /// (`event_types::TYPES_JOIN`), and on PostgreSQL, whose events name their stream by
-    /// its key, the stream ids. Left joins, so that a row whose type or stream is missing
-    /// reads as a corrupt row, never as no row.
-    const EVENT_JOINS: &'static str;
     /// The statement that adds to `event_types` the (type, schema version) pairs of the
     /// JSON array of pairs bound as `$1` that it lacks (`event_types::add`). Its `NOT
     /// EXISTS` keeps present pairs from drawing an id (PostgreSQL's `INSERT … ON CONFLICT`
@@ -52,12 +46,6 @@ pub(crate) trait Dialect: DecodeRows + Sized {
     const ADD_EVENT_TYPES: &'static str;
     /// The columns of `streams`, as [`DecodeRows::stream_row`] reads them.
     const STREAM_COLUMNS: &'static str;
-    /// What goes around a bound stream id to make the condition "the event is one of that
-    /// stream" on `events` ([`Dialect::of_stream`]). On PostgreSQL it is the stream's key,
-    /// found once through `streams`' primary key: a condition on the joined id
-    /// ([`Dialect::EVENT_JOINS`]) made PostgreSQL sort a stream's every event to read its
-    /// first page.
-    const OF_STREAM: (&'static str, &'static str);
     /// The function that gives the smaller of two values.
     const LEAST: &'static str;
     /// What makes an integer expression of a result column a 64-bit one (PostgreSQL types
@@ -105,12 +93,6 @@ pub(crate) trait Dialect: DecodeRows + Sized {
 
     /// The condition "`column` is one of the list bound as `param`".
     fn in_list(column: &str, param: &str) -> String;
-
-    /// The condition "the event is one of the stream bound as `param`" on `events`.
-    fn of_stream(param: &str) -> String {
-        let (open, close) = Self::OF_STREAM;
-        format!("{open}{param}{close}")
-    }
 
     /// The elements of the JSON array bound as `param` as a subquery's rows, of type
     /// `pg_type` on PostgreSQL (SQLite keeps JSON's own types).
@@ -223,12 +205,12 @@ impl Statements {
                 D::STREAM_COLUMNS
             ),
             list_streams: format!("SELECT {} FROM streams", D::STREAM_COLUMNS),
-            events: format!("SELECT {} FROM events{}", event_columns[0], D::EVENT_JOINS),
+            events: format!("SELECT {} FROM events{}", event_columns[0], EVENT_JOINS),
             replay_stream: format!(
                 "SELECT event_id, version, event_type, schema_version, payload \
                  FROM events{TYPES_JOIN} \
                  WHERE {} AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4",
-                D::of_stream("$1")
+                of_stream("$1")
             ),
             #[cfg(feature = "sqlite")]
             event_columns,
@@ -257,7 +239,7 @@ impl Statements {
                 nulls = D::START_NULLS,
                 least = D::LEAST,
                 types = TYPES_JOIN,
-                of_stream = D::of_stream("$1"),
+                of_stream = of_stream("$1"),
             ),
             list_snapshots: format!(
                 "SELECT version, schema_version, length(payload){}, created_at FROM snapshots \
@@ -323,8 +305,6 @@ impl Dialect for sqlx::Sqlite {
     const EVENT_METADATA: &'static str =
         "correlation_id, causation_id, tenant_id, user_id, metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
-    const EVENT_JOINS: &'static str = TYPES_JOIN;
-    const OF_STREAM: (&'static str, &'static str) = ("stream_id = ", "");
     const ADD_EVENT_TYPES: &'static str = "INSERT INTO event_types (event_type, schema_version) \
          SELECT json_extract(w.value, '$[0]'), json_extract(w.value, '$[1]') \
          FROM json_each($1) AS w \
@@ -441,14 +421,6 @@ impl Dialect for sqlx::Postgres {
     const EVENT_METADATA: &'static str =
         "correlation_id, causation_id, tenant_id, user_id, metadata::text AS metadata";
     const EVENT_TAIL: &'static str = "recorded_at";
-    // `TYPES_JOIN`, then the ids of the streams; the ids' table is narrowed to its key and
-    // id, so that its other columns (`version`, `metadata`) do not shadow the event's.
-    const EVENT_JOINS: &'static str = " LEFT JOIN event_types USING (type_id) \
-         LEFT JOIN (SELECT stream_key, stream_id FROM streams) AS stream_ids USING (stream_key)";
-    const OF_STREAM: (&'static str, &'static str) = (
-        "stream_key = (SELECT stream_key FROM streams WHERE stream_id = ",
-        ")",
-    );
     const ADD_EVENT_TYPES: &'static str = "INSERT INTO event_types (event_type, schema_version) \
          SELECT w ->> 0, (w ->> 1)::bigint FROM json_array_elements($1::json) AS w \
          WHERE NOT EXISTS (SELECT 1 FROM event_types t \

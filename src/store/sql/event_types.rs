@@ -9,8 +9,7 @@
 //! transaction that then rolls back is gone, and remembering it would make the next
 //! append fail. An append that finds a pair missing anyway (the database was replaced
 //! under the process) is told by [`is_type_missing`]; the backend then forgets what it
-//! remembered. Readers join the dictionary ([`TYPES_JOIN`]), except PostgreSQL's log
-//! windows, which read it once per statement as arrays (`postgres::WINDOW_TYPES`).
+//! remembered. Readers join the dictionary (`event_joins`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
@@ -20,11 +19,6 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 use super::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::store::backend::EncodedEvent;
-
-/// What follows `events` (or `events e`) in a read's `FROM` so that `event_type` and
-/// `schema_version` are columns. A left join, so that an event whose type row is missing
-/// reads as a corrupt row naming `type_id`, never as no row.
-pub(crate) const TYPES_JOIN: &str = " LEFT JOIN event_types USING (type_id)";
 
 /// The (type, schema version) pairs this process knows `event_types` holds, committed.
 #[derive(Debug, Default)]

@@ -1,7 +1,8 @@
 //! The SQL that SQLite and PostgreSQL share. `backend` is their one `Backend`,
 //! `SqlBackend<D>`, with `Engine`, what each database's backend does its own way
 //! (implemented in `store/sqlite.rs` and `store/postgres.rs`); `event_types` is the
-//! event-type dictionary both logs name their types through; `dialect` says what
+//! event-type dictionary both logs name their types through, and `event_joins` how reads
+//! reach the types and streams an event row names by key; `dialect` says what
 //! differs between their statements, `rows` decodes their rows (and names a corrupt one),
 //! `reads` holds the reads written once over a dialect, `migrate` the migration runner,
 //! `tx` the transaction (`SqlTx`, the seam's `Tx`: checkpoints and
@@ -14,6 +15,7 @@
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod backend;
 pub(crate) mod dialect;
+pub(crate) mod event_joins;
 pub(crate) mod event_types;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod migrate;
@@ -243,11 +245,10 @@ pub(crate) fn checkpoint(
 }
 
 /// Appends `WHERE …`, order and limit for the first `limit` events of `stream` with
-/// versions in `versions`, in `direction`'s order, to a `SELECT … FROM events` statement
-/// (`of_stream`: `Dialect::OF_STREAM`).
+/// versions in `versions`, in `direction`'s order, to a `SELECT … FROM events` statement.
 pub(crate) fn push_version_range<DB>(
     query: &mut QueryBuilder<DB>,
-    (of_stream, stream): ((&str, &str), &StreamId),
+    stream: &StreamId,
     versions: &RangeInclusive<u64>,
     direction: Direction,
     limit: usize,
@@ -256,11 +257,12 @@ pub(crate) fn push_version_range<DB>(
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
+    let (of_stream, stream_end) = event_joins::OF_STREAM;
     query
         .push(" WHERE ")
-        .push(of_stream.0)
+        .push(of_stream)
         .push_bind(stream.as_str())
-        .push(of_stream.1)
+        .push(stream_end)
         .push(" AND version BETWEEN ")
         .push_bind(to_i64(*versions.start()))
         .push(" AND ")
@@ -273,12 +275,12 @@ pub(crate) fn push_version_range<DB>(
 }
 
 /// Appends `WHERE …` conditions, the log's order (`log_order`: its columns), limit and
-/// offset for `filter` to a `SELECT … FROM events` statement. `of_stream` is
-/// `Dialect::OF_STREAM`; `time` turns a time into the backend's column value.
+/// offset for `filter` to a `SELECT … FROM events` statement. `time` turns a time into the
+/// backend's column value.
 pub(crate) fn push_event_filter<DB, T>(
     query: &mut QueryBuilder<DB>,
     filter: &EventQuery,
-    (of_stream, log_order): ((&str, &str), &str),
+    log_order: &str,
     time: impl Fn(DateTime<Utc>) -> T,
 ) where
     DB: Database,
@@ -288,11 +290,12 @@ pub(crate) fn push_event_filter<DB, T>(
 {
     query.push(" WHERE 1 = 1");
     if let Some(stream) = &filter.stream {
+        let (of_stream, stream_end) = event_joins::OF_STREAM;
         query
             .push(" AND ")
-            .push(of_stream.0)
+            .push(of_stream)
             .push_bind(stream.as_str())
-            .push(of_stream.1);
+            .push(stream_end);
     }
     if !filter.event_types.is_empty() {
         query.push(" AND event_type IN (");

@@ -75,7 +75,6 @@ sql_impl! {
             limit: WindowLimit,
         ) -> Result<Vec<StoredEvent>> {
             let mut query = QueryBuilder::<D>::new(D::statements().events.as_str());
-            let stream = (D::OF_STREAM, stream);
             push_version_range(&mut query, stream, &versions, direction, limit.events);
             let rows = query
                 .build()
@@ -141,8 +140,7 @@ sql_impl! {
         /// The events `filter` selects.
         pub(crate) async fn query(self, filter: &EventQuery) -> Result<Vec<StoredEvent>> {
             let mut query = QueryBuilder::<D>::new(D::statements().events.as_str());
-            let order = (D::OF_STREAM, D::LOG_ORDER);
-            push_event_filter(&mut query, filter, order, D::time_param);
+            push_event_filter(&mut query, filter, D::LOG_ORDER, D::time_param);
             query
                 .build()
                 .try_map(|row: D::Row| D::event_row(&row, EventParts::ALL))

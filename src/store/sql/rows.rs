@@ -209,7 +209,7 @@ impl<'a> RowRef<'a> {
     }
 
     /// An event's type and schema version, read through the join of the type dictionary
-    /// (`event_types::TYPES_JOIN`): both `None` when the row's `type_id` names no row of
+    /// (`event_joins::TYPES_JOIN`): both `None` when the row's `type_id` names no row of
     /// `event_types`.
     pub(crate) fn event_type(
         self,
@@ -251,6 +251,13 @@ impl<'a> RowRef<'a> {
     }
 }
 
+/// The stream id of event `id`, read through the join of the stream ids
+/// (`event_joins::EVENT_JOINS`): `None` when the row's `stream_key` names no row of
+/// `streams`.
+fn stream_of(stream_id: Option<String>, id: Uuid) -> Result<String, sqlx::Error> {
+    stream_id.ok_or_else(|| RowRef::event("", id).corrupt("stream_key", CorruptValue::NoStream))
+}
+
 /// The values of a SQLite row as chronicle reads them, whatever holds the row: sqlx's
 /// [`SqliteRow`], or the statement of the log reader (`sqlite_reader`), which reads the
 /// columns in place. Each follows sqlx's rules for the type (which stored types it takes,
@@ -260,8 +267,6 @@ impl<'a> RowRef<'a> {
 pub(crate) trait SqliteColumns {
     /// An integer (`INTEGER`; `NULL` reads as 0).
     fn int(&self, index: usize) -> Result<i64, sqlx::Error>;
-    /// Text (`TEXT`; `NULL` reads as empty).
-    fn text(&self, index: usize) -> Result<String, sqlx::Error>;
     /// Text or `NULL`.
     fn text_or_null(&self, index: usize) -> Result<Option<String>, sqlx::Error>;
     /// Bytes (`BLOB` or `TEXT`; `NULL` reads as empty).
@@ -273,10 +278,6 @@ pub(crate) trait SqliteColumns {
 #[cfg(feature = "sqlite")]
 impl SqliteColumns for SqliteRow {
     fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
-        self.try_get(index)
-    }
-
-    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
         self.try_get(index)
     }
 
@@ -301,8 +302,8 @@ pub(crate) fn sqlite_event_row(
     parts: EventParts,
 ) -> Result<StoredEvent, sqlx::Error> {
     let layout = EventLayout::of::<sqlx::Sqlite>(parts);
-    let stream_id = row.text(2)?;
     let id = row.uuid(1)?;
+    let stream_id = stream_of(row.text_or_null(2)?, id)?;
     let at = RowRef::event(&stream_id, id);
     let version = at.version(row.int(3).map_err(at.unreadable("version"))?)?;
     let at = at.at_version(version);
@@ -404,12 +405,8 @@ impl DecodeRows for sqlx::Postgres {
         // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped:
         // this decoding is most of a log read's cost.
         let layout = EventLayout::of::<Self>(parts);
-        let stream_id: Option<String> = row.try_get_unchecked(3)?;
         let id = row.try_get_unchecked(2)?;
-        let Some(stream_id) = stream_id else {
-            let at = RowRef::event("", id);
-            return Err(at.corrupt("stream_key", CorruptValue::NoStream));
-        };
+        let stream_id = stream_of(row.try_get_unchecked(3)?, id)?;
         let at = RowRef::event(&stream_id, id);
         let version = at.version(row.try_get_unchecked(4)?)?;
         let at = at.at_version(version);

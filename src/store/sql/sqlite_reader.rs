@@ -45,7 +45,7 @@ use libsqlite3_sys as ffi;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::event_types::TYPES_JOIN;
+use super::event_joins::EVENT_JOINS;
 use super::rows::{SqliteColumns, sqlite_event_columns, sqlite_event_row};
 use super::{to_i64, to_u64};
 use crate::read::EventParts;
@@ -60,7 +60,7 @@ const STATEMENT_LOG: &str = "chronicle::sqlite_reader";
 pub(crate) fn window_sql(columns: &str, types: bool) -> String {
     if !types {
         return format!(
-            "SELECT {columns} FROM events{TYPES_JOIN} WHERE position > ?1 ORDER BY position LIMIT ?2"
+            "SELECT {columns} FROM events{EVENT_JOINS} WHERE position > ?1 ORDER BY position LIMIT ?2"
         );
     }
     // The window's end and size from its positions alone, then its events of the types
@@ -75,7 +75,7 @@ pub(crate) fn window_sql(columns: &str, types: bool) -> String {
          last AS MATERIALIZED (SELECT max(p) AS lp, count(*) AS scanned FROM w) \
          SELECT {columns}, event_type IN (SELECT value FROM json_each(?3)) AS wanted, \
              (SELECT scanned FROM last) AS scanned \
-         FROM events{TYPES_JOIN} WHERE position > ?1 AND position <= (SELECT lp FROM last) \
+         FROM events{EVENT_JOINS} WHERE position > ?1 AND position <= (SELECT lp FROM last) \
              AND (+event_type IN (SELECT value FROM json_each(?3)) \
                  OR +position = (SELECT lp FROM last)) \
          ORDER BY position"
@@ -630,10 +630,6 @@ impl Row<'_> {
 impl SqliteColumns for Row<'_> {
     fn int(&self, index: usize) -> Result<i64, sqlx::Error> {
         self.integer(index, index)
-    }
-
-    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
-        Ok(self.utf8::<String>(index)?.unwrap_or_default())
     }
 
     fn text_or_null(&self, index: usize) -> Result<Option<String>, sqlx::Error> {

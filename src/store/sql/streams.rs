@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::dialect::sql_impl;
+use super::event_joins::of_stream;
 use super::tx::SqlTx;
 use super::{RowRef, to_i64};
 use crate::error::{Error, Result};
@@ -116,7 +117,7 @@ sql_impl! {
         }
 
         async fn remove_events(&mut self, stream: &StreamId) -> Result<u64> {
-            let sql = format!("DELETE FROM events WHERE {}", D::of_stream("$1"));
+            let sql = format!("DELETE FROM events WHERE {}", of_stream("$1"));
             let done = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(stream.as_str())
                 .execute(&mut *self.0)
