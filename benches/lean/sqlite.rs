@@ -146,7 +146,7 @@ pub async fn run(shape: Shape) -> Res<()> {
     let (rows, file) = footprint(&pool, &src).await?;
     let columns: Vec<(String, f64)> = {
         let mut out = Vec::new();
-        for column in ["event_id", "stream_id", "payload"] {
+        for column in ["event_id", "stream_key", "payload"] {
             let avg: f64 = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT avg(length({column})) FROM events"
             )))

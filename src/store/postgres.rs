@@ -106,19 +106,27 @@ const WINDOW_TYPES: &str = "types AS MATERIALIZED (SELECT \
 
 /// The events of a log window: after the cursor ($1, $2), behind every running
 /// transaction, at most $3, in the log's order (by the primary key).
-const WINDOW_RANGE: &str = "FROM events \
-     WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-       AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-     ORDER BY transaction_id, position LIMIT $3";
+macro_rules! window_range {
+    () => {
+        "FROM events \
+         WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, position LIMIT $3"
+    };
+}
 
 /// The ids of the window's streams as a log window reads them, for the same reason as
 /// [`WINDOW_TYPES`]: once per statement, as a JSON object keyed by `stream_key`. The
-/// window's keys are read first by a second pass over [`WINDOW_RANGE`] (the same rows: the
+/// window's keys are read first by a second pass over its range (the same rows: the
 /// statement has one snapshot), then each stream's row once by `streams`' key, where a
 /// join would probe it for every event.
-const WINDOW_STREAMS: &str = "stream_ids AS MATERIALIZED (\
+const WINDOW_STREAMS: &str = concat!(
+    "stream_ids AS MATERIALIZED (\
      SELECT jsonb_object_agg(stream_key, stream_id) AS ids FROM streams \
-     WHERE stream_key = ANY (ARRAY(SELECT stream_key {range})))";
+     WHERE stream_key = ANY (ARRAY(SELECT stream_key ",
+    window_range!(),
+    ")))"
+);
 
 /// `Dialect::EVENT_HEAD` of a log window: the stream id from [`WINDOW_STREAMS`], the type
 /// and schema version from [`WINDOW_TYPES`] (an id they lack reads as `NULL`, as through a
@@ -736,8 +744,10 @@ impl Engine for Postgres {
     ) -> Result<LogPage> {
         let fail = |error| Error::from_sqlx("read_all", error);
         let columns = dialect::event_columns::<Postgres>(WINDOW_HEAD, parts);
-        let streams = WINDOW_STREAMS.replace("{range}", WINDOW_RANGE);
-        let window = format!("WITH {WINDOW_TYPES}, {streams} SELECT {columns} {WINDOW_RANGE}");
+        let window = format!(
+            "WITH {WINDOW_TYPES}, {WINDOW_STREAMS} SELECT {columns} {}",
+            window_range!()
+        );
         if types.is_empty() {
             let events = backend
                 .window_rows(
