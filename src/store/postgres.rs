@@ -21,27 +21,27 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Row};
 
 use super::backend::{
     Answers, AppendFeed, AppendNotices, AppendOutcome, Capabilities, EncodedEvent, ExpiryCut,
-    HeldBack, Lease, LogPage, Support, WindowLimit, WindowRow,
+    HeldBack, Lease, LogPage, Support, WindowLimit,
 };
 use super::batch::{DynTx, Flush};
 use super::connect;
 use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
-use super::sql::dialect::{self, Dialect};
+use super::sql::dialect::Dialect;
 use super::sql::migrate::Migrator;
-use super::sql::rows::DecodeRows;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
 use crate::error::{ConnectErrorKind, Error, Result, ValidationError};
 use crate::read::{EventParts, LogPosition};
 use crate::stream::{AppendGuard, StreamId};
+
+mod window;
 
 /// What the PostgreSQL backend needs from the store builder.
 #[derive(Debug, Clone)]
@@ -85,56 +85,6 @@ pub(crate) struct PgState {
 /// per statement to learn that its connections are alive, and one that died since is a
 /// connection error, which the store retries.
 const ALIVE_BYPASS: Duration = Duration::from_millis(500);
-
-/// The longest log window read with the planner left to itself (see
-/// `SqlBackend::<Postgres>::window_rows`).
-const INDEX_SAFE_WINDOW: usize = 1000;
-
-/// The type dictionary as a log window reads it: `event_types` once per statement, the
-/// names as a JSON object keyed by `type_id` (found by binary search, whatever the
-/// dictionary's size: an array of names is searched from its start) and the schema
-/// versions as an array indexed by it (`NULL` where no row has the id). Joined row by row
-/// instead, a window probed the dictionary's key per event whenever the planner had no
-/// statistics of `events` to choose its cache (`Memoize`) by, as after a bulk load
-/// (BENCHMARKS.md, "The projection runner's windows"). Read by the statement itself, it is
-/// always the one the events were written with.
-const WINDOW_TYPES: &str = "types AS MATERIALIZED (SELECT \
-     (SELECT jsonb_object_agg(type_id, event_type) FROM event_types) AS names, \
-     (SELECT array_agg(t.schema_version ORDER BY g) \
-      FROM generate_series(1, (SELECT max(type_id) FROM event_types)) AS g \
-      LEFT JOIN event_types t ON t.type_id = g) AS versions)";
-
-/// The events of a log window: after the cursor ($1, $2), behind every running
-/// transaction, at most $3, in the log's order (by the primary key).
-macro_rules! window_range {
-    () => {
-        "FROM events \
-         WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, position LIMIT $3"
-    };
-}
-
-/// The ids of the window's streams as a log window reads them, for the same reason as
-/// [`WINDOW_TYPES`]: once per statement, as a JSON object keyed by `stream_key`. The
-/// window's keys are read first by a second pass over its range (the same rows: the
-/// statement has one snapshot), then each stream's row once by `streams`' key, where a
-/// join would probe it for every event.
-const WINDOW_STREAMS: &str = concat!(
-    "stream_ids AS MATERIALIZED (\
-     SELECT jsonb_object_agg(stream_key, stream_id) AS ids FROM streams \
-     WHERE stream_key = ANY (ARRAY(SELECT stream_key ",
-    window_range!(),
-    ")))"
-);
-
-/// `Dialect::EVENT_HEAD` of a log window: the stream id from [`WINDOW_STREAMS`], the type
-/// and schema version from [`WINDOW_TYPES`] (an id they lack reads as `NULL`, as through a
-/// join: a corrupt row).
-const WINDOW_HEAD: &str = "position, transaction_id AS commit_id, event_id, \
-     (SELECT ids FROM stream_ids) ->> stream_key::text AS stream_id, version, \
-     (SELECT names FROM types) ->> type_id::text AS event_type, \
-     (SELECT versions FROM types)[type_id] AS schema_version";
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
 /// reading from `stream_lock` so that it waits for the lock, and returning the version
@@ -243,58 +193,6 @@ fn validate_schema(schema: &str) -> Result<()> {
 }
 
 impl SqlBackend<Postgres> {
-    /// The rows of a log window query (`sql`, with `after` and `limit` as $1–$3 and the
-    /// types, if any, as $4), each through `decode`, read one by one up to the one whose
-    /// `size` (the stored payload of a wanted event, else `None`) reaches the byte budget.
-    /// A window longer than
-    /// [`INDEX_SAFE_WINDOW`] is read in a read-only transaction that keeps the planner off
-    /// sorts and bitmap scans: without fresh statistics (right after a bulk load, or with
-    /// autovacuum off) PostgreSQL answered a window of 10,000 with a bitmap scan and a sort
-    /// of the rest of the log (57 ms, against 0.5 ms a thousand events by the index). And
-    /// off JIT: a filtered window still ends in a sort (of the window), whose cost, made
-    /// huge by `enable_sort = off`, crosses the JIT thresholds; compiling took 180 ms of
-    /// a 190 ms query.
-    ///
-    /// (A running sum of `octet_length(payload)` in the statement would stop the rows at
-    /// the server, but its window aggregate made every window of 10,000 small events
-    /// several times slower.)
-    async fn window_rows<T: Send + Unpin>(
-        &self,
-        sql: String,
-        (after, limit): (LogPosition, WindowLimit),
-        types: Option<&[String]>,
-        mut decode: impl FnMut(PgRow) -> std::result::Result<T, sqlx::Error> + Send,
-        size: impl Fn(&T) -> Option<usize>,
-    ) -> std::result::Result<Vec<T>, sqlx::Error> {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.commit().to_string())
-            .bind(to_i64(after.position()))
-            .bind(to_i64(limit.events as u64));
-        if let Some(types) = types {
-            query = query.bind(types);
-        }
-        // Each row is decoded as it comes out of the driver's stream, not through
-        // `try_map`: a decoded event is a large value, which every layer of that stream
-        // would move again (`memmove` was a sixth of a catch-up's samples in the process:
-        // BENCHMARKS.md, "The projection runner's windows").
-        let mut decoded = |row: std::result::Result<PgRow, sqlx::Error>| row.and_then(&mut decode);
-        if limit.events <= INDEX_SAFE_WINDOW {
-            let rows = query.fetch(&self.reader).map(&mut decoded);
-            return sql::cut_at_budget(rows, limit, size).await;
-        }
-        let mut tx = self
-            .reader
-            .begin_with(
-                "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
-                 SET LOCAL jit = off",
-            )
-            .await?;
-        let rows = query.fetch(&mut *tx).map(&mut decoded);
-        let rows = sql::cut_at_budget(rows, limit, size).await?;
-        tx.commit().await?;
-        Ok(rows)
-    }
-
     pub(crate) async fn open(source: PgSource, config: &PostgresConfig) -> Result<Self> {
         validate_schema(&config.schema)?;
         let (pool, owns_pool) = match source {
@@ -742,50 +640,7 @@ impl Engine for Postgres {
         types: &[String],
         parts: EventParts,
     ) -> Result<LogPage> {
-        let fail = |error| Error::from_sqlx("read_all", error);
-        let columns = dialect::event_columns::<Postgres>(WINDOW_HEAD, parts);
-        let window = format!(
-            "WITH {WINDOW_TYPES}, {WINDOW_STREAMS} SELECT {columns} {}",
-            window_range!()
-        );
-        if types.is_empty() {
-            let events = backend
-                .window_rows(
-                    window,
-                    (after, limit),
-                    None,
-                    move |row| Postgres::event_row(&row, parts),
-                    |event| Some(event.payload.len()),
-                )
-                .await
-                .map_err(fail)?;
-            return Ok(LogPage::all(events, limit));
-        }
-        // The window by the commit-order index, then its events of the types and its last
-        // event. (With the type condition in the scan, and statistics from before a bulk
-        // load, PostgreSQL fetched every later event of the types and sorted them: 70 ms a
-        // page at 200k events.)
-        let sql = format!(
-            "WITH w AS MATERIALIZED ({window}), \
-             last AS ( \
-                 SELECT commit_id, position, (SELECT count(*) FROM w) AS scanned FROM w \
-                 ORDER BY commit_id DESC, position DESC LIMIT 1) \
-             SELECT w.*, w.event_type = ANY($4) AS wanted, last.scanned AS scanned \
-             FROM w, last \
-             WHERE w.event_type = ANY($4) OR w.position = last.position \
-             ORDER BY w.commit_id, w.position"
-        );
-        let rows = backend
-            .window_rows(
-                sql,
-                (after, limit),
-                Some(types),
-                move |row| sql::window_row(&row, |row| Postgres::event_row(row, parts)),
-                WindowRow::budget_bytes,
-            )
-            .await
-            .map_err(fail)?;
-        Ok(LogPage::filtered(rows, limit))
+        backend.log_window(after, limit, types, parts).await
     }
 
     async fn held_back(

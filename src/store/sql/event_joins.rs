@@ -2,8 +2,7 @@
 //! version (the dictionary `event_types`, by `type_id`) and its stream's id (`streams`, by
 //! `stream_key`: PostgreSQL's migration 0013, SQLite's 0011). Reads that return events join
 //! both ([`EVENT_JOINS`]); statements that pick a stream's events find its key once
-//! ([`of_stream`]). PostgreSQL's log windows look both up once per statement instead
-//! (`postgres::WINDOW_TYPES`, `WINDOW_STREAMS`).
+//! ([`of_stream`]). PostgreSQL's log windows join neither (`store/postgres/window.rs`).
 
 macro_rules! types_join {
     () => {

@@ -251,10 +251,75 @@ impl<'a> RowRef<'a> {
     }
 }
 
+/// A row of `events` on PostgreSQL, its columns as `Dialect::EVENT_HEAD` lists them
+/// (`stream_id`: the row's stream id, read from its fourth column or found by its key).
+/// The columns' types are fixed by the statements, so the type checks are skipped: this
+/// decoding is most of a log read's cost.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_event_row(
+    row: &PgRow,
+    parts: EventParts,
+    stream_id: impl FnOnce(&PgRow) -> Result<Option<String>, sqlx::Error>,
+) -> Result<StoredEvent, sqlx::Error> {
+    let layout = EventLayout::of::<sqlx::Postgres>(parts);
+    let id = row.try_get_unchecked(2)?;
+    let stream_id = stream_of(stream_id(row)?, id)?;
+    let at = RowRef::event(&stream_id, id);
+    let version = at.version(row.try_get_unchecked(4)?)?;
+    let at = at.at_version(version);
+    let (correlation_id, causation_id, tenant_id, user_id, extra_metadata) = match layout.metadata {
+        Some(first) => (
+            row.try_get_unchecked(first)?,
+            row.try_get_unchecked(first + 1)?,
+            row.try_get_unchecked(first + 2)?,
+            row.try_get_unchecked(first + 3)?,
+            row.try_get_unchecked(first + 4)?,
+        ),
+        None => (None, None, None, None, None),
+    };
+    let (event_type, schema_version) =
+        at.event_type(row.try_get_unchecked(5)?, row.try_get_unchecked(6)?)?;
+    Ok(StoredEvent {
+        id,
+        version,
+        position: at.unsigned("position", "position", row.try_get_unchecked(0)?)?,
+        // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
+        // transaction ids never leave (the cast to text and bigint cost the server more).
+        commit: to_u64(row.try_get_unchecked(1)?),
+        event_type,
+        schema_version,
+        payload: match layout.payload {
+            Some(column) => row.try_get_unchecked(column)?,
+            None => Vec::new(),
+        },
+        correlation_id,
+        causation_id,
+        tenant_id,
+        user_id,
+        extra_metadata,
+        recorded_at: <sqlx::Postgres as DecodeRows>::time(
+            row,
+            layout.recorded_at,
+            at,
+            "recorded_at",
+        )?,
+        stream_id: StreamId::trusted(stream_id),
+    })
+}
+
+/// The length of the stored payload of a row of `events` read as `postgres_event_row`
+/// reads it, when the read asked for the payload.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_payload_len(row: &PgRow, parts: EventParts) -> Option<usize> {
+    let column = EventLayout::of::<sqlx::Postgres>(parts).payload?;
+    let value = row.try_get_raw(column).ok()?;
+    Some(value.as_bytes().map_or(0, <[u8]>::len))
+}
+
 /// The stream id of event `id`, read through the join of the stream ids
 /// (`event_joins::EVENT_JOINS`): `None` when the row's `stream_key` names no row of
 /// `streams`.
-fn stream_of(stream_id: Option<String>, id: Uuid) -> Result<String, sqlx::Error> {
+pub(crate) fn stream_of(stream_id: Option<String>, id: Uuid) -> Result<String, sqlx::Error> {
     stream_id.ok_or_else(|| RowRef::event("", id).corrupt("stream_key", CorruptValue::NoStream))
 }
 
@@ -402,48 +467,7 @@ impl DecodeRows for sqlx::Postgres {
     const EVENT_HEAD_COLUMNS: usize = 7;
 
     fn event_row(row: &PgRow, parts: EventParts) -> Result<StoredEvent, sqlx::Error> {
-        // The columns' types are fixed by `EVENT_COLUMNS`, so the type checks are skipped:
-        // this decoding is most of a log read's cost.
-        let layout = EventLayout::of::<Self>(parts);
-        let id = row.try_get_unchecked(2)?;
-        let stream_id = stream_of(row.try_get_unchecked(3)?, id)?;
-        let at = RowRef::event(&stream_id, id);
-        let version = at.version(row.try_get_unchecked(4)?)?;
-        let at = at.at_version(version);
-        let (correlation_id, causation_id, tenant_id, user_id, extra_metadata) =
-            match layout.metadata {
-                Some(first) => (
-                    row.try_get_unchecked(first)?,
-                    row.try_get_unchecked(first + 1)?,
-                    row.try_get_unchecked(first + 2)?,
-                    row.try_get_unchecked(first + 3)?,
-                    row.try_get_unchecked(first + 4)?,
-                ),
-                None => (None, None, None, None, None),
-            };
-        let (event_type, schema_version) =
-            at.event_type(row.try_get_unchecked(5)?, row.try_get_unchecked(6)?)?;
-        Ok(StoredEvent {
-            id,
-            version,
-            position: at.unsigned("position", "position", row.try_get_unchecked(0)?)?,
-            // xid8 is an unsigned 64-bit integer, sent as one: read as i64, whose range
-            // transaction ids never leave (the cast to text and bigint cost the server more).
-            commit: to_u64(row.try_get_unchecked(1)?),
-            event_type,
-            schema_version,
-            payload: match layout.payload {
-                Some(column) => row.try_get_unchecked(column)?,
-                None => Vec::new(),
-            },
-            correlation_id,
-            causation_id,
-            tenant_id,
-            user_id,
-            extra_metadata,
-            recorded_at: Self::time(row, layout.recorded_at, at, "recorded_at")?,
-            stream_id: StreamId::trusted(stream_id),
-        })
+        postgres_event_row(row, parts, |row| row.try_get_unchecked(3))
     }
 
     fn stream_row(row: &PgRow) -> Result<StoredStream, sqlx::Error> {
