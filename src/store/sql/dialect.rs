@@ -161,7 +161,7 @@ pub(crate) struct Statements {
     /// most $4.
     pub(crate) replay_stream: String,
     /// The column lists of `events` for each [`EventParts`] (see [`Statements::event_columns`];
-    /// PostgreSQL's log windows take their own head, `postgres::WINDOW_HEAD`).
+    /// PostgreSQL's log windows take their own head, `postgres/window.rs`).
     #[cfg(feature = "sqlite")]
     event_columns: [String; 4],
     pub(crate) replay_start: String,
