@@ -21,6 +21,12 @@ const KEYS_TO_REWRAP: &str = "SELECT stream_id, key_id, wrapped FROM stream_keys
 const REWRAP: &str = "UPDATE stream_keys SET key_id = $1, wrapped = $2 \
      WHERE stream_id = $3 AND key_id = $4 AND wrapped = $5";
 
+const REPLACE_PAYLOAD: &str = concat!(
+    "UPDATE events SET payload = $1 WHERE ",
+    of_stream!("$2"),
+    " AND version = $3 AND payload = $4"
+);
+
 const SNAPSHOTS_AFTER: &str = "SELECT stream_id, version, schema_version, payload, created_at \
      FROM snapshots WHERE stream_id > $1 OR (stream_id = $1 AND version > $2) \
      ORDER BY stream_id, version LIMIT $3";
@@ -77,7 +83,7 @@ macro_rules! each_in {
         let mut done = 0;
         for $item in $items {
             done += D::rows_affected(
-                &sqlx::query(sqlx::AssertSqlSafe($sql.to_owned()))
+                &sqlx::query($sql)
                     $(.bind($bind))+
                     .execute(&mut *$tx)
                     .await
@@ -148,11 +154,7 @@ sql_impl! {
             payloads: &[(String, u64, Vec<u8>, Vec<u8>)],
         ) -> Result<u64> {
             let mut tx = D::begin_write(self.0).await?;
-            let replace = format!(
-                "UPDATE events SET payload = $1 WHERE {} AND version = $3 AND payload = $4",
-                of_stream("$2")
-            );
-            let done = each_in!(tx, payloads, replace.as_str(), |(stream, version, old, new)| new, stream.as_str(), to_i64(*version), old);
+            let done = each_in!(tx, payloads, REPLACE_PAYLOAD, |(stream, version, old, new)| new, stream.as_str(), to_i64(*version), old);
             tx.commit().await.map_err(fail("reencrypt"))?;
             Ok(done)
         }

@@ -8,6 +8,8 @@ use chrono::Utc;
 
 use super::backend::ExpiryCut;
 use super::sql::dialect::sql_impl;
+#[cfg(feature = "sqlite")]
+use super::sql::event_joins::of_stream;
 use super::sql::reads::Sql;
 use super::sql::{RowRef, to_i64, to_u64};
 use crate::error::{Error, Result};
@@ -226,14 +228,14 @@ pub(super) mod sqlite {
         let (mut events, mut bytes) = (0, 0);
         let earliest = chrono::DateTime::<Utc>::MIN_UTC.timestamp_micros();
         for cut in cuts {
-            let removed: Vec<(i64,)> = sqlx::query_as(
-                "DELETE FROM events WHERE stream_key = \
-                     (SELECT stream_key FROM streams WHERE stream_id = $1) \
-                 AND version <= $2 \
+            let removed: Vec<(i64,)> = sqlx::query_as(concat!(
+                "DELETE FROM events WHERE ",
+                of_stream!("$1"),
+                " AND version <= $2 \
                  AND (version < $3 OR (recorded_at < $4 AND recorded_at >= $5 \
                                        AND typeof(recorded_at) = 'integer')) \
-                 RETURNING length(payload)",
-            )
+                 RETURNING length(payload)"
+            ))
             .bind(&cut.stream)
             .bind(to_i64(cut.up_to))
             .bind(to_i64(cut.below))

@@ -329,19 +329,9 @@ async fn insert_first_events(
     events: &[EncodedEvent<'_>],
     now: DateTime<Utc>,
 ) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
-    let mut batch = QueryBuilder::<Sqlite>::new(
-        "BEGIN IMMEDIATE; \
-         INSERT INTO streams (stream_id, category, created_at, updated_at) VALUES (",
-    );
-    batch
-        .push_bind(stream.as_str())
-        .push(", ")
-        .push_bind(stream.category())
-        .push(", ")
-        .push_bind(micros(now))
-        .push(", ")
-        .push_bind(micros(now))
-        .push(") ON CONFLICT (stream_id) DO NOTHING; ");
+    let mut batch = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+    push_insert_stream_row(&mut batch, stream, now);
+    batch.push("; ");
     push_insert_events(&mut batch, stream, 0, events, now);
     batch.push("; COMMIT");
     let mut conn = pool.acquire().await?;
@@ -434,16 +424,28 @@ async fn insert_stream_row(
     stream: &StreamId,
     now: DateTime<Utc>,
 ) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO streams (stream_id, category, created_at, updated_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(stream.as_str())
-    .bind(stream.category())
-    .bind(micros(now))
-    .bind(micros(now))
-    .execute(conn)
-    .await
-    .map(|_| ())
+    let mut insert = QueryBuilder::<Sqlite>::new("");
+    push_insert_stream_row(&mut insert, stream, now);
+    insert.build().execute(conn).await.map(|_| ())
+}
+
+/// The `INSERT` of a stream's row unless it has one (`streams_key` gives it its key),
+/// pushed onto `insert`.
+fn push_insert_stream_row(
+    insert: &mut QueryBuilder<Sqlite>,
+    stream: &StreamId,
+    now: DateTime<Utc>,
+) {
+    insert
+        .push("INSERT INTO streams (stream_id, category, created_at, updated_at) VALUES (")
+        .push_bind(stream.as_str())
+        .push(", ")
+        .push_bind(stream.category())
+        .push(", ")
+        .push_bind(micros(now))
+        .push(", ")
+        .push_bind(micros(now))
+        .push(") ON CONFLICT (stream_id) DO NOTHING");
 }
 
 /// What an INSERT of events recorded at `now` did.

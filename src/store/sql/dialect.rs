@@ -210,7 +210,7 @@ impl Statements {
                 "SELECT event_id, version, event_type, schema_version, payload \
                  FROM events{TYPES_JOIN} \
                  WHERE {} AND version BETWEEN $2 AND $3 ORDER BY version LIMIT $4",
-                of_stream("$1")
+                of_stream!("$1")
             ),
             #[cfg(feature = "sqlite")]
             event_columns,
@@ -239,7 +239,7 @@ impl Statements {
                 nulls = D::START_NULLS,
                 least = D::LEAST,
                 types = TYPES_JOIN,
-                of_stream = of_stream("$1"),
+                of_stream = of_stream!("$1"),
             ),
             list_snapshots: format!(
                 "SELECT version, schema_version, length(payload){}, created_at FROM snapshots \

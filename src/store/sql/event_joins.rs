@@ -2,7 +2,9 @@
 //! version (the dictionary `event_types`, by `type_id`) and its stream's id (`streams`, by
 //! `stream_key`: PostgreSQL's migration 0013, SQLite's 0011). Reads that return events join
 //! both ([`EVENT_JOINS`]); statements that pick a stream's events find its key once
-//! ([`of_stream`]). PostgreSQL's log windows join neither (`store/postgres/window.rs`).
+//! ([`of_stream!`]). PostgreSQL's log windows join neither (`store/postgres/window.rs`).
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 macro_rules! types_join {
     () => {
@@ -24,17 +26,34 @@ pub(crate) const EVENT_JOINS: &str = concat!(
     " LEFT JOIN (SELECT stream_key, stream_id FROM streams) AS stream_ids USING (stream_key)"
 );
 
-/// What goes around a bound stream id to make the condition "the event is one of that
-/// stream" on `events`: its key, found once through `streams`' index of ids. (A condition
-/// on the joined id instead made PostgreSQL sort a stream's every event to read its first
-/// page.)
-pub(crate) const OF_STREAM: (&str, &str) = (
-    "stream_key = (SELECT stream_key FROM streams WHERE stream_id = ",
-    ")",
-);
+/// The opening of the condition "the event is one of the stream bound next": its key,
+/// found once through `streams`' index of ids. (A condition on the joined id instead made
+/// PostgreSQL sort a stream's every event to read its first page.)
+macro_rules! of_stream_open {
+    () => {
+        "stream_key = (SELECT stream_key FROM streams WHERE stream_id = "
+    };
+}
 
-/// [`OF_STREAM`] around the placeholder `param`.
-pub(crate) fn of_stream(param: &str) -> String {
-    let (open, close) = OF_STREAM;
-    format!("{open}{param}{close}")
+/// The condition "the event is one of the stream bound as `$param`" on `events`, as a
+/// literal, so that statements using it stay constants.
+macro_rules! of_stream {
+    ($param:literal) => {
+        concat!(
+            $crate::store::sql::event_joins::of_stream_open!(),
+            $param,
+            ")"
+        )
+    };
+}
+
+pub(crate) use {of_stream, of_stream_open};
+
+/// Appends the condition of [`of_stream!`] on `stream` to `query`, binding it.
+pub(crate) fn push_of_stream<DB>(query: &mut QueryBuilder<DB>, stream: &str)
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    query.push(of_stream_open!()).push_bind(stream).push(")");
 }

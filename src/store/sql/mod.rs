@@ -257,12 +257,9 @@ pub(crate) fn push_version_range<DB>(
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    let (of_stream, stream_end) = event_joins::OF_STREAM;
+    query.push(" WHERE ");
+    event_joins::push_of_stream(query, stream.as_str());
     query
-        .push(" WHERE ")
-        .push(of_stream)
-        .push_bind(stream.as_str())
-        .push(stream_end)
         .push(" AND version BETWEEN ")
         .push_bind(to_i64(*versions.start()))
         .push(" AND ")
@@ -290,12 +287,8 @@ pub(crate) fn push_event_filter<DB, T>(
 {
     query.push(" WHERE 1 = 1");
     if let Some(stream) = &filter.stream {
-        let (of_stream, stream_end) = event_joins::OF_STREAM;
-        query
-            .push(" AND ")
-            .push(of_stream)
-            .push_bind(stream.as_str())
-            .push(stream_end);
+        query.push(" AND ");
+        event_joins::push_of_stream(query, stream);
     }
     if !filter.event_types.is_empty() {
         query.push(" AND event_type IN (");

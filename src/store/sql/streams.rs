@@ -117,8 +117,7 @@ sql_impl! {
         }
 
         async fn remove_events(&mut self, stream: &StreamId) -> Result<u64> {
-            let sql = format!("DELETE FROM events WHERE {}", of_stream("$1"));
-            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let done = sqlx::query(concat!("DELETE FROM events WHERE ", of_stream!("$1")))
                 .bind(stream.as_str())
                 .execute(&mut *self.0)
                 .await
