@@ -866,6 +866,18 @@ pub enum ValidationError {
         /// The repeated id.
         event_id: Uuid,
     },
+    /// The backend's columns cannot hold what the append would write. PostgreSQL keeps an
+    /// event's version and its stream's key as 4-byte integers: at most 2,147,483,647
+    /// events in a stream, and about as many streams in a store.
+    #[error("append to `{stream}` would exceed the store's limit of {limit} {what}")]
+    StorageLimit {
+        /// The stream appended to.
+        stream: String,
+        /// What is counted: `events in a stream` or `streams`.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// A payload's `Serialize` implementation failed.
     #[error("payload of `{event_type}` does not serialize: {reason}")]
     Unserializable {

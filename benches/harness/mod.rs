@@ -729,12 +729,12 @@ pub async fn sqlite_reader(url: &str) -> Res<SqlitePool> {
 // on PostgreSQL here a hash of the stream id, computed by the server (no `streams` row).
 const RAW_PG_INSERT: &str = "INSERT INTO events \
      (event_id, stream_key, version, type_id, payload) \
-     VALUES ($1, hashtextextended($2, 0), $3, \
+     VALUES ($1, hashtext($2), $3, \
              (SELECT type_id FROM event_types WHERE event_type = $4 AND schema_version = $5), $6)";
 
 const RAW_PG_INSERT_BATCH: &str = "INSERT INTO events \
      (event_id, stream_key, version, type_id, payload) \
-     SELECT e.id, hashtextextended(e.stream, 0), e.version, \
+     SELECT e.id, hashtext(e.stream), e.version, \
             (SELECT type_id FROM event_types t \
              WHERE t.event_type = e.typ AND t.schema_version = e.sv), e.payload \
      FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int8[], $6::bytea[]) \

@@ -159,6 +159,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "event_stream_keys",
         sql: include_str!("../../migrations/postgres/0013_event_stream_keys.sql"),
     },
+    Migration {
+        version: 14,
+        name: "narrow_event_keys",
+        sql: include_str!("../../migrations/postgres/0014_narrow_event_keys.sql"),
+    },
 ];
 
 /// The bookkeeping table, the same on both SQL backends.

@@ -86,11 +86,11 @@ pub(crate) struct PgState {
 /// connection error, which the store retries.
 const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 
-/// An append in one statement: a per-stream lock, the stream write (`$stream_write`,
-/// reading from `stream_lock` so that it waits for the lock, and returning the version
-/// before the append as `base` and the stream's key, or no row when the expected version
-/// or the stream's status rejects it) and the event rows, which are only inserted when the
-/// stream write matched.
+/// An append in one statement: a per-stream lock, the stream write (`$stream_write`: the
+/// CTEs ending in `base`, reading from `stream_lock` so that they wait for the lock, and
+/// returning the version before the append as `base` and the stream's key, or no row when
+/// the expected version or the stream's status rejects it) and the event rows, which are
+/// only inserted when the stream write matched.
 /// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
 /// $6 expected version, $7… the event columns as arrays. Each event's `type_id` is looked
 /// up in `event_types` by its type and schema version, which the append added first when
@@ -102,10 +102,9 @@ macro_rules! append_sql {
             // so they take their ids in version order: `read_all`, which orders by
             // (transaction, position), then keeps every stream's events in version order.
             "WITH stream_lock AS MATERIALIZED ( \
-                 SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked), \
-             base AS (",
+                 SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked), ",
             $stream_write,
-            ") INSERT INTO events (event_id, stream_key, version, type_id, payload, \
+            " INSERT INTO events (event_id, stream_key, version, type_id, payload, \
              correlation_id, causation_id, tenant_id, user_id, metadata) \
              SELECT e.id, base.stream_key, base.base + e.ord, \
                     (SELECT t.type_id FROM event_types t \
@@ -115,7 +114,7 @@ macro_rules! append_sql {
             $events,
             " AS e(id, typ, sv, payload, corr, caus, tenant, usr, meta, ord) \
              ORDER BY e.ord \
-             RETURNING position, version, transaction_id::text::bigint, recorded_at"
+             RETURNING position, version::bigint, transaction_id::text::bigint, recorded_at"
         )
     };
 }
@@ -136,21 +135,42 @@ macro_rules! single_event {
     };
 }
 
-/// The stream write of an append to a stream that may be new: insert it, or bump the
-/// existing row when it is active and at the expected version.
+/// The stream write of an append to a stream that may be new: bump the existing row when
+/// it is active and at the expected version, or insert it when the statement's snapshot
+/// has none.
+///
+/// The insert is skipped, not merely resolved by `ON CONFLICT`, for a stream the snapshot
+/// sees: an `INSERT` draws its `stream_key` from the identity before it finds the
+/// conflict, and the key is an `integer` (migration 0014), so it must count streams, not
+/// appends. Its `ON CONFLICT` still settles the one case the snapshot cannot see: a row
+/// that an append waiting on the same lock committed after this statement began.
 macro_rules! upserting {
     () => {
-        "INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
-         SELECT $1, $2, $3, $3, $4 FROM stream_lock \
-         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
-             event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
-         WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
-         RETURNING s.version - $3 AS base, s.stream_key"
+        concat!(
+            "bumped AS (",
+            updating_row!(),
+            "), created AS ( \
+             INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
+             SELECT $1, $2, $3, $3, $4 FROM stream_lock \
+             WHERE NOT EXISTS (SELECT FROM streams WHERE stream_id = $1) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
+                 event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
+             WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
+             RETURNING s.version - $3 AS base, s.stream_key), \
+             base AS (SELECT * FROM bumped UNION ALL SELECT * FROM created)"
+        )
     };
 }
 
 /// The stream write of an append to a stream that must exist.
 macro_rules! updating {
+    () => {
+        concat!("base AS (", updating_row!(), ")")
+    };
+}
+
+/// The update of an existing, active stream row at the expected version.
+macro_rules! updating_row {
     () => {
         "UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
              last_event_id = $4, updated_at = now() \
@@ -451,6 +471,20 @@ fn is_duplicate_event_id(error: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.constraint() == Some("events_event_id_key"))
 }
 
+/// What an append's failure counted past its 4-byte column, if that is why it failed:
+/// a version (`integer out of range`, as the event row took it) or a stream key (the
+/// identity's sequence at its end).
+fn storage_limit(error: &sqlx::Error) -> Option<&'static str> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    match db.code().as_deref() {
+        Some("22003") => Some("events in a stream"),
+        Some("2200H") => Some("streams"),
+        _ => None,
+    }
+}
+
 /// The one-statement append (`append_sql!`), whose events' type pairs are in
 /// `event_types`. A statement that matched no row comes back as
 /// `NotMatched`: `Store` finds out why (`append::settle`).
@@ -526,7 +560,17 @@ async fn append_statement(
         Err(error) if is_duplicate_event_id(&error) => {
             return Ok(AppendOutcome::DuplicateEventId);
         }
-        Err(error) => return Err(Error::from_sqlx("append", error)),
+        Err(error) => {
+            return Err(match storage_limit(&error) {
+                Some(what) => ValidationError::StorageLimit {
+                    stream: stream.to_string(),
+                    what,
+                    limit: i32::MAX as u64,
+                }
+                .into(),
+                None => Error::from_sqlx("append", error),
+            });
+        }
     };
     if rows.is_empty() {
         return Ok(AppendOutcome::NotMatched);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chronicle::{
     Error, ErrorKind, ExpectedVersion, LogPosition, NewEvent, Projection, ProjectionContext,
-    ProjectionError, RecordedEvent, Store,
+    ProjectionError, RecordedEvent, Store, ValidationError,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -515,4 +515,144 @@ async fn a_log_ahead_of_the_servers_transaction_ids_is_refused_at_open() {
     };
     assert_eq!(*kind, chronicle::ConnectErrorKind::Config);
     assert!(detail.contains("restored into another cluster"), "{detail}");
+}
+
+/// The stream key of `stream`, read from its row.
+async fn stream_key_of(conn: &mut PgConnection, stream: &str) -> i32 {
+    sqlx::query_scalar("SELECT stream_key FROM streams WHERE stream_id = $1")
+        .bind(stream)
+        .fetch_one(conn)
+        .await
+        .expect("the stream's key")
+}
+
+/// Keys are 4-byte integers (migration 0014), so they must count streams: an append to a
+/// stream that exists draws none, whatever its expected version.
+#[tokio::test]
+async fn appends_to_existing_streams_draw_no_stream_key() {
+    let Some(t) = open("appends_to_existing_streams_draw_no_stream_key").await else {
+        return;
+    };
+    let event = || vec![NewEvent::new("e", json!({}))];
+    t.store
+        .append("keys-a", ExpectedVersion::NoStream, event())
+        .await
+        .expect("create");
+    for expected in [
+        ExpectedVersion::Any,
+        ExpectedVersion::Any,
+        ExpectedVersion::Exact(3),
+    ] {
+        t.store
+            .append("keys-a", expected, event())
+            .await
+            .expect("append");
+    }
+    // A refused append to an existing stream draws none either.
+    let refused = t
+        .store
+        .append("keys-a", ExpectedVersion::Exact(1), event())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    t.store
+        .append("keys-b", ExpectedVersion::Any, event())
+        .await
+        .expect("create another");
+    let mut conn = pg_raw(&t).await;
+    let first = stream_key_of(&mut conn, "keys-a").await;
+    assert_eq!(stream_key_of(&mut conn, "keys-b").await, first + 1);
+}
+
+/// A version past a 4-byte integer is a typed error naming the stream, and the stream
+/// is left as it was.
+#[tokio::test]
+async fn an_append_past_the_version_limit_is_a_typed_error() {
+    let Some(t) = open("an_append_past_the_version_limit_is_a_typed_error").await else {
+        return;
+    };
+    t.store
+        .append(
+            "full",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("e", json!({}))],
+        )
+        .await
+        .expect("create");
+    let near: i64 = i64::from(i32::MAX) - 1;
+    let mut conn = pg_raw(&t).await;
+    sqlx::query("UPDATE streams SET version = $1 WHERE stream_id = 'full'")
+        .bind(near)
+        .execute(&mut conn)
+        .await
+        .expect("move the stream to the limit");
+    let two = vec![NewEvent::new("e", json!({})), NewEvent::new("e", json!({}))];
+    let error = t
+        .store
+        .append("full", ExpectedVersion::Any, two)
+        .await
+        .expect_err("past the limit");
+    assert!(
+        matches!(
+            &error,
+            Error::Validation(ValidationError::StorageLimit { stream, what: "events in a stream", limit })
+                if stream == "full" && *limit == i32::MAX as u64
+        ),
+        "{error:?}"
+    );
+    let version: i64 = sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = 'full'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("version");
+    assert_eq!(version, near);
+    // The last version that fits is still written.
+    let last = t
+        .store
+        .append(
+            "full",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("e", json!({}))],
+        )
+        .await
+        .expect("the last version");
+    assert_eq!(last.events[0].version, i32::MAX as u64);
+}
+
+/// A store whose stream keys are used up refuses new streams by a typed error, and goes
+/// on appending to the streams it has.
+#[tokio::test]
+async fn a_store_out_of_stream_keys_refuses_new_streams() {
+    let Some(t) = open("a_store_out_of_stream_keys_refuses_new_streams").await else {
+        return;
+    };
+    let event = || vec![NewEvent::new("e", json!({}))];
+    t.store
+        .append("old", ExpectedVersion::Any, event())
+        .await
+        .expect("create");
+    let mut conn = pg_raw(&t).await;
+    sqlx::query("SELECT setval(pg_get_serial_sequence('streams', 'stream_key'), 2147483647)")
+        .execute(&mut conn)
+        .await
+        .expect("use the keys up");
+    let error = t
+        .store
+        .append("new", ExpectedVersion::Any, event())
+        .await
+        .expect_err("no key left");
+    assert!(
+        matches!(
+            &error,
+            Error::Validation(ValidationError::StorageLimit { stream, what: "streams", .. })
+                if stream == "new"
+        ),
+        "{error:?}"
+    );
+    assert!(!t.store.stream_exists("new").await.expect("exists?"));
+    t.store
+        .append("old", ExpectedVersion::Exact(1), event())
+        .await
+        .expect("an existing stream takes appends");
 }

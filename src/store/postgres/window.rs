@@ -85,12 +85,12 @@ enum StreamOf {
 /// decoded again once its stream's id is known, so that the error names the stream. A
 /// short window's rows are decoded whole (`Decoded(None, _)`).
 enum Arrived<T> {
-    Decoded(Option<i64>, T),
+    Decoded(Option<i32>, T),
     Undecoded(PgRow),
 }
 
 /// The stream key of a long window's row (its fourth column).
-fn stream_key(row: &PgRow) -> std::result::Result<i64, sqlx::Error> {
+fn stream_key(row: &PgRow) -> std::result::Result<i32, sqlx::Error> {
     row.try_get_unchecked(3)
 }
 
@@ -112,7 +112,7 @@ impl<T> Arrived<T> {
     }
 
     /// The stream key whose id the row waits for.
-    fn key(&self) -> Option<std::result::Result<i64, sqlx::Error>> {
+    fn key(&self) -> Option<std::result::Result<i32, sqlx::Error>> {
         match self {
             Arrived::Decoded(key, _) => key.map(Ok),
             Arrived::Undecoded(row) => Some(stream_key(row)),
@@ -124,7 +124,7 @@ impl<T> Arrived<T> {
     /// event of a decoded row.
     fn finish(
         arrived: Vec<Self>,
-        ids: &HashMap<i64, String>,
+        ids: &HashMap<i32, String>,
         decode: impl Fn(&PgRow, StreamOf) -> std::result::Result<T, sqlx::Error>,
         event: impl Fn(&mut T) -> &mut StoredEvent,
     ) -> std::result::Result<Vec<T>, sqlx::Error> {
@@ -283,7 +283,7 @@ impl SqlBackend<Postgres> {
     async fn window_stream_ids<T>(
         &self,
         rows: &[Arrived<T>],
-    ) -> std::result::Result<HashMap<i64, String>, sqlx::Error> {
+    ) -> std::result::Result<HashMap<i32, String>, sqlx::Error> {
         let mut keys = rows
             .iter()
             .filter_map(Arrived::key)
@@ -293,7 +293,7 @@ impl SqlBackend<Postgres> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let ids: Vec<(i64, String)> =
+        let ids: Vec<(i32, String)> =
             sqlx::query_as("SELECT stream_key, stream_id FROM streams WHERE stream_key = ANY($1)")
                 .bind(keys)
                 .fetch_all(&self.reader)
