@@ -726,19 +726,30 @@ pub async fn sqlite_reader(url: &str) -> Res<SqlitePool> {
 // An event names its type by its row in `event_types`, looked up in the statement as
 // chronicle's append does ([`raw_pg`] adds the row on first use, [`raw_sqlite`] at the
 // start). It names its stream by a key, which a hand-written writer would keep in memory:
-// on PostgreSQL here a hash of the stream id, computed by the server (no `streams` row).
+// here one of the writer's own (`raw_stream_key`), with no `streams` row.
 const RAW_PG_INSERT: &str = "INSERT INTO events \
      (event_id, stream_key, version, type_id, payload) \
-     VALUES ($1, hashtext($2), $3, \
+     VALUES ($1, $2, $3, \
              (SELECT type_id FROM event_types WHERE event_type = $4 AND schema_version = $5), $6)";
 
 const RAW_PG_INSERT_BATCH: &str = "INSERT INTO events \
      (event_id, stream_key, version, type_id, payload) \
-     SELECT e.id, hashtext(e.stream), e.version, \
+     SELECT e.id, $2, e.version, \
             (SELECT type_id FROM event_types t \
              WHERE t.event_type = e.typ AND t.schema_version = e.sv), e.payload \
-     FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::int8[], $6::bytea[]) \
-          AS e(id, stream, version, typ, sv, payload)";
+     FROM UNNEST($1::uuid[], $3::bigint[], $4::text[], $5::int8[], $6::bytea[]) \
+          AS e(id, version, typ, sv, payload)";
+
+/// The stream key of the raw baselines' `n`th stream, one no store hands out: negative
+/// on PostgreSQL (its identity counts up from 1, in 4 bytes), far above the store's keys
+/// on SQLite (chronicle's guard trigger checks the version of the stream a key names).
+fn raw_stream_key(n: u64, postgres: bool) -> i64 {
+    if postgres {
+        -(n as i64)
+    } else {
+        (1_i64 << 40) + n as i64
+    }
+}
 
 /// Runs a raw insert of `deposited` events (schema version 1) on PostgreSQL, adding the
 /// type to `event_types` first when the insert finds it missing.
@@ -764,8 +775,7 @@ async fn raw_pg<'q>(
     }
 }
 
-/// As [`RAW_PG_INSERT`]; the stream key is the writer's own (see
-/// [`raw_sqlite_insert_one`]).
+/// As [`RAW_PG_INSERT`]; the stream key is the writer's own ([`raw_stream_key`]).
 const RAW_SQLITE_INSERT: &str = "INSERT INTO events \
      (event_id, stream_key, version, type_id, payload, recorded_at) \
      VALUES (?, ?, ?, (SELECT type_id FROM event_types WHERE event_type = ? AND schema_version = ?), \
@@ -775,11 +785,11 @@ const RAW_SQLITE_INSERT: &str = "INSERT INTO events \
 pub async fn raw_pg_insert_one(pool: &PgPool) -> Res<u64> {
     let n = next_id();
     let payload = serde_json::to_vec(&Deposited::sample(n))?;
-    let (id, stream) = (Uuid::now_v7(), format!("acct-{n}"));
+    let id = Uuid::now_v7();
     raw_pg(pool, || {
         sqlx::query(RAW_PG_INSERT)
             .bind(id)
-            .bind(stream.clone())
+            .bind(raw_stream_key(n, true))
             .bind(1_i64)
             .bind("deposited")
             .bind(1_i64)
@@ -792,7 +802,6 @@ pub async fn raw_pg_insert_one(pool: &PgPool) -> Res<u64> {
 /// The raw baseline of a batch append: one multi-row INSERT over UNNEST'ed arrays.
 pub async fn raw_pg_insert_batch(pool: &PgPool, count: usize) -> Res<u64> {
     let n = next_id();
-    let stream = format!("batch-{n}");
     let payloads = (0..count)
         .map(|_| serde_json::to_vec(&Deposited::sample(n)))
         .collect::<Result<Vec<_>, _>>()?;
@@ -800,7 +809,7 @@ pub async fn raw_pg_insert_batch(pool: &PgPool, count: usize) -> Res<u64> {
     raw_pg(pool, || {
         sqlx::query(RAW_PG_INSERT_BATCH)
             .bind(ids.clone())
-            .bind(vec![stream.clone(); count])
+            .bind(raw_stream_key(n, true))
             .bind((1..=count as i64).collect::<Vec<_>>())
             .bind(vec!["deposited"; count])
             .bind(vec![1_i64; count])
@@ -814,12 +823,9 @@ pub async fn raw_pg_insert_batch(pool: &PgPool, count: usize) -> Res<u64> {
 pub async fn raw_sqlite_insert_one(pool: &SqlitePool) -> Res<u64> {
     let n = next_id();
     let payload = serde_json::to_vec(&Deposited::sample(n))?;
-    // A stream key of the writer's own, far above the keys of the store's streams
-    // (chronicle's guard trigger checks the version of the stream a key names).
-    let stream_key = (1_i64 << 40) + n as i64;
     sqlx::query(RAW_SQLITE_INSERT)
         .bind(Uuid::now_v7())
-        .bind(stream_key)
+        .bind(raw_stream_key(n, false))
         .bind(1_i64)
         .bind("deposited")
         .bind(1_i64)

@@ -36,7 +36,7 @@ pub struct Variant {
 
 /// Registers a stream of a keyed variant, returning its key.
 pub const REGISTER_STREAM: &str =
-    "INSERT INTO streams (stream_id, category) VALUES ($1, 'account') RETURNING stream_key";
+    "INSERT INTO streams (stream_id, category) VALUES ($1, 'account') RETURNING stream_key::bigint";
 
 /// Moves the position identity past the copied positions (`OVERRIDING SYSTEM VALUE` leaves
 /// it at the start).

@@ -4,9 +4,9 @@
 -- 8-byte alignment.
 --
 -- 0013 kept the key a `bigint` because the append's upsert drew an identity value on
--- every call; the append now inserts a stream row only when its snapshot has none, so
--- values are drawn for new streams (and for the rare append that races another one's
--- creation of the same stream). The limits this sets are typed errors at append time
+-- every call; the append now draws one (from `streams_stream_key_seq`, by that name)
+-- only when its snapshot has no row for the stream, so values count new streams (and the
+-- rare append that races another one's creation of the same stream). The limits this sets are typed errors at append time
 -- (`ValidationError::StorageLimit`): 2,147,483,647 events in one stream and about as
 -- many streams in one store.
 --
@@ -34,6 +34,18 @@ END
 $$;
 
 DROP VIEW events_json;
+
+-- The append names the key's sequence; 0013's identity took this name unless another
+-- relation held it.
+DO $$
+BEGIN
+    IF to_regclass('streams_stream_key_seq') IS DISTINCT FROM
+       pg_get_serial_sequence('streams', 'stream_key')::regclass THEN
+        EXECUTE format('ALTER SEQUENCE %s RENAME TO streams_stream_key_seq',
+                       pg_get_serial_sequence('streams', 'stream_key'));
+    END IF;
+END
+$$;
 
 ALTER TABLE streams ALTER COLUMN stream_key TYPE integer;
 ALTER TABLE events

@@ -87,10 +87,10 @@ pub(crate) struct PgState {
 const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 
 /// An append in one statement: a per-stream lock, the stream write (`$stream_write`: the
-/// CTEs ending in `base`, reading from `stream_lock` so that they wait for the lock, and
-/// returning the version before the append as `base` and the stream's key, or no row when
-/// the expected version or the stream's status rejects it) and the event rows, which are
-/// only inserted when the stream write matched.
+/// CTE `base`, reading from `stream_lock` so that it waits for the lock, and returning the
+/// version before the append as `base` and the stream's key, or no row when the expected
+/// version or the stream's status rejects it) and the event rows, which are only inserted
+/// when the stream write matched.
 /// Parameters: $1 stream, $2 category, $3 event count, $4 last event id, $5 check version?,
 /// $6 expected version, $7… the event columns as arrays. Each event's `type_id` is looked
 /// up in `event_types` by its type and schema version, which the append added first when
@@ -135,49 +135,42 @@ macro_rules! single_event {
     };
 }
 
-/// The stream write of an append to a stream that may be new: bump the existing row when
-/// it is active and at the expected version, or insert it when the statement's snapshot
-/// has none.
+/// The stream write of an append to a stream that may be new: insert it, or bump the
+/// existing row when it is active and at the expected version.
 ///
-/// The insert is skipped, not merely resolved by `ON CONFLICT`, for a stream the snapshot
-/// sees: an `INSERT` draws its `stream_key` from the identity before it finds the
-/// conflict, and the key is an `integer` (migration 0014), so it must count streams, not
-/// appends. Its `ON CONFLICT` still settles the one case the snapshot cannot see: a row
-/// that an append waiting on the same lock committed after this statement began.
+/// An `INSERT` computes its row before it finds the conflict, so an identity would draw
+/// a `stream_key` on every append. The key is an `integer` (migration 0014) and must count
+/// streams, so the statement draws one only for a stream its snapshot has no row for, and
+/// names a placeholder (0) otherwise: a row the snapshot sees is never removed, so that
+/// row's conflict is certain and the placeholder is never stored. An append that races
+/// another's creation of the same stream draws one that goes unused.
 macro_rules! upserting {
     () => {
-        concat!(
-            "bumped AS (",
-            updating_row!(),
-            "), created AS ( \
-             INSERT INTO streams AS s (stream_id, category, version, event_count, last_event_id) \
-             SELECT $1, $2, $3, $3, $4 FROM stream_lock \
-             WHERE NOT EXISTS (SELECT FROM streams WHERE stream_id = $1) \
-             ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
-                 event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
-             WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
-             RETURNING s.version - $3 AS base, s.stream_key), \
-             base AS (SELECT * FROM bumped UNION ALL SELECT * FROM created)"
-        )
+        "base AS ( \
+         INSERT INTO streams AS s (stream_key, stream_id, category, version, event_count, \
+             last_event_id) \
+         OVERRIDING SYSTEM VALUE \
+         SELECT CASE WHEN EXISTS (SELECT FROM streams WHERE stream_id = $1) THEN 0 \
+                     ELSE nextval('streams_stream_key_seq') END, \
+                $1, $2, $3, $3, $4 \
+         FROM stream_lock \
+         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
+             event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
+         WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
+         RETURNING s.version - $3 AS base, s.stream_key)"
     };
 }
 
 /// The stream write of an append to a stream that must exist.
 macro_rules! updating {
     () => {
-        concat!("base AS (", updating_row!(), ")")
-    };
-}
-
-/// The update of an existing, active stream row at the expected version.
-macro_rules! updating_row {
-    () => {
-        "UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
+        "base AS ( \
+         UPDATE streams AS s SET version = s.version + $3, event_count = s.event_count + $3, \
              last_event_id = $4, updated_at = now() \
          FROM stream_lock \
          WHERE s.stream_id = $1 AND s.status = 0 AND (NOT $5 OR s.version = $6) \
              AND $2::text IS NOT NULL \
-         RETURNING s.version - $3 AS base, s.stream_key"
+         RETURNING s.version - $3 AS base, s.stream_key)"
     };
 }
 
