@@ -140,18 +140,18 @@ macro_rules! single_event {
 ///
 /// An `INSERT` computes its row before it finds the conflict, so an identity would draw
 /// a `stream_key` on every append. The key is an `integer` (migration 0014) and must count
-/// streams, so the statement draws one only for a stream its snapshot has no row for, and
-/// names a placeholder (0) otherwise: a row the snapshot sees is never removed, so that
-/// row's conflict is certain and the placeholder is never stored. An append that races
-/// another's creation of the same stream draws one that goes unused.
+/// streams, so the row carries the stream's own key when the statement's snapshot has its
+/// row, and draws a new one only when it has none (`COALESCE` evaluates `nextval` only
+/// then). An append that races another's creation of the same stream draws one that
+/// goes unused.
 macro_rules! upserting {
     () => {
         "base AS ( \
          INSERT INTO streams AS s (stream_key, stream_id, category, version, event_count, \
              last_event_id) \
          OVERRIDING SYSTEM VALUE \
-         SELECT CASE WHEN EXISTS (SELECT FROM streams WHERE stream_id = $1) THEN 0 \
-                     ELSE nextval('streams_stream_key_seq') END, \
+         SELECT COALESCE((SELECT stream_key FROM streams WHERE stream_id = $1), \
+                         nextval('streams_stream_key_seq')), \
                 $1, $2, $3, $3, $4 \
          FROM stream_lock \
          ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
