@@ -653,3 +653,53 @@ async fn a_store_out_of_stream_keys_refuses_new_streams() {
         .await
         .expect("an existing stream takes appends");
 }
+
+/// A long window reads its stream ids after its rows, by key: an event whose stream row
+/// is missing stops the projection with a corrupt-row error naming `stream_key` and the
+/// event, as the short windows' and the readers' joins do.
+#[tokio::test]
+async fn a_long_window_names_an_event_whose_stream_row_is_missing() {
+    let Some(t) = open("a_long_window_names_an_event_whose_stream_row_is_missing").await else {
+        return;
+    };
+    // More events than a short window holds (1,000); the runner's windows are long.
+    for _ in 0..2 {
+        let events = (0..750)
+            .map(|i| NewEvent::new("a", json!({ "i": i })))
+            .collect();
+        t.store
+            .append("whole", ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+    let orphan = t
+        .store
+        .append(
+            "orphan",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("a", json!({}))],
+        )
+        .await
+        .expect("append the orphan");
+    let mut conn = pg_raw(&t).await;
+    sqlx::query(
+        "UPDATE events SET stream_key = -1 \
+         WHERE stream_key = (SELECT stream_key FROM streams WHERE stream_id = 'orphan')",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("orphan the event");
+
+    let projection = Positions::new("long", &[]);
+    let handle = t
+        .store
+        .projections()
+        .poll_interval(Duration::from_millis(20))
+        .spawn(projection.clone());
+    let error = handle.wait_for_idle().await.expect_err("a corrupt row");
+    let text = error.to_string();
+    let event_id = orphan.events[0].event_id.to_string();
+    assert!(text.contains("`stream_key`"), "{text}");
+    assert!(text.contains(&event_id), "{text}");
+    assert!(projection.seen().len() < 1501, "the orphan is not applied");
+}
