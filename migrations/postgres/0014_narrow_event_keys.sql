@@ -6,9 +6,9 @@
 -- 0013 kept the key a `bigint` because the append's upsert drew an identity value on
 -- every call; the append now draws one (from `streams_stream_key_seq`, by that name)
 -- only when its snapshot has no row for the stream, so values count new streams (and the
--- rare append that races another one's creation of the same stream). The limits this sets are typed errors at append time
--- (`ValidationError::StorageLimit`): 2,147,483,647 events in one stream and about as
--- many streams in one store.
+-- rare append that races another one's creation of the same stream). The limits this
+-- sets are typed errors at append time (`ValidationError::StorageLimit`): 2,147,483,647
+-- events in one stream and about as many streams in one store.
 --
 -- `ALTER COLUMN … TYPE` rewrites `events` in place, keeping positions, transaction ids
 -- and times, and rebuilds its indexes packed; the identity of `streams.stream_key`
