@@ -47,8 +47,9 @@ use uuid::Uuid;
 
 use harness::{
     Config, Deposited, Met, Rates, Res, Row, Schemas, expect_count, fmt_rate, interleave, median,
-    next_id, ratio_row, raw_pg_insert_batch, raw_pg_insert_one, raw_sqlite, raw_sqlite_insert_one,
-    replay_raw_pg, replay_raw_sqlite, replay_row, sqlite_reader, sqlite_url, with_schemas,
+    next_id, ratio_row, raw_pg_insert_batch, raw_pg_insert_one, raw_sqlite,
+    raw_sqlite_insert_batch, raw_sqlite_insert_one, replay_raw_pg, replay_raw_sqlite, replay_row,
+    sqlite_reader, sqlite_url, with_schemas,
 };
 
 /// Events per append when a replay stream is written.
@@ -312,6 +313,39 @@ async fn sqlite_append_1(cfg: &Config) -> Res<Vec<Row>> {
         &rates,
         0.75,
         "≥ 75% of raw single-row INSERT",
+    )])
+}
+
+/// 3b. SQLite file, 100-event appends, 1 writer, `synchronous = FULL` on both sides: each
+/// event row of chronicle's `INSERT` finds its stream's key by a subquery of its own.
+async fn sqlite_append_100(cfg: &Config) -> Res<Vec<Row>> {
+    const BATCH: usize = 100;
+    let dir = tempfile::tempdir()?;
+    let raw = raw_sqlite(&sqlite_url(dir.path(), "raw.db")).await?;
+    let store = Store::builder(sqlite_url(dir.path(), "chronicle.db"))
+        .sqlite_durability(SqliteDurability::Full)
+        .open()
+        .await?;
+    let rates = interleave(
+        cfg,
+        ("raw multi-row INSERT", "chronicle"),
+        1,
+        move |_| {
+            let raw = raw.clone();
+            async move { raw_sqlite_insert_batch(&raw, BATCH).await }
+        },
+        move |_| {
+            let store = store.clone();
+            async move { append_batch(&store, BATCH).await }
+        },
+    )
+    .await?;
+    Ok(vec![ratio_row(
+        "sqlite_append_100: SQLite file (FULL), 100-event appends, 1 writer",
+        "events/s",
+        &rates,
+        0.60,
+        "≥ 60% of raw multi-row INSERT (as pg_append_100)",
     )])
 }
 
@@ -807,6 +841,7 @@ const WORKLOADS: &[&str] = &[
     "pg_append_1",
     "pg_append_100",
     "sqlite_append_1",
+    "sqlite_append_100",
     "replay_sqlite",
     "replay_pg",
     "codec_pg",
@@ -820,6 +855,7 @@ async fn run_workload(cfg: &Config, name: &str) -> Res<Vec<Row>> {
         "pg_append_1" => pg_append_1(cfg).await,
         "pg_append_100" => pg_append_100(cfg).await,
         "sqlite_append_1" => sqlite_append_1(cfg).await,
+        "sqlite_append_100" => sqlite_append_100(cfg).await,
         "replay_sqlite" => replay_sqlite(cfg).await,
         "replay_pg" => replay_pg(cfg).await,
         "codec_pg" => codec_pg(cfg).await,

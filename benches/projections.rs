@@ -697,7 +697,7 @@ impl RawLog {
                         row.try_get_unchecked::<i64, _>(1)?,
                         row.try_get::<Uuid, _>(2)?,
                         row.try_get::<&str, _>(3)?,
-                        row.try_get::<i64, _>(4)?,
+                        row.try_get::<i32, _>(4)?,
                         row.try_get::<&str, _>(5)?,
                         row.try_get::<i64, _>(6)?,
                         row.try_get::<&[u8], _>(7)?,

@@ -836,6 +836,31 @@ pub async fn raw_sqlite_insert_one(pool: &SqlitePool) -> Res<u64> {
     Ok(1)
 }
 
+/// The raw SQLite baseline of a batch append: one multi-row INSERT of `count` events of
+/// one stream (a key of the writer's own), each row looking its type up as
+/// [`RAW_SQLITE_INSERT`] does.
+pub async fn raw_sqlite_insert_batch(pool: &SqlitePool, count: usize) -> Res<u64> {
+    let n = next_id();
+    let payload = serde_json::to_vec(&Deposited::sample(n))?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO events (event_id, stream_key, version, type_id, payload, recorded_at) ",
+    );
+    insert.push_values(1..=count as i64, |mut row, version| {
+        row.push_bind(Uuid::now_v7())
+            .push_bind(raw_stream_key(n, false))
+            .push_bind(version)
+            .push(
+                "(SELECT type_id FROM event_types \
+                 WHERE event_type = 'deposited' AND schema_version = 1)",
+            )
+            .push_bind(payload.clone())
+            .push_bind(now);
+    });
+    insert.build().execute(pool).await?;
+    Ok(count as u64)
+}
+
 /// The columns the raw replays read: the envelope a hand-written replay would need.
 const RAW_REPLAY_PG: &str = "SELECT position, event_id, version, event_type, payload, recorded_at \
      FROM events JOIN event_types USING (type_id) \
@@ -892,7 +917,7 @@ async fn decode_raw_pg<T>(
     while let Some(row) = rows.try_next().await? {
         let position: i64 = row.try_get(0)?;
         let id: Uuid = row.try_get(1)?;
-        let version: i64 = row.try_get(2)?;
+        let version: i32 = row.try_get(2)?;
         let event_type: String = row.try_get(3)?;
         let payload: &[u8] = row.try_get(4)?;
         let recorded_at: chrono::DateTime<chrono::Utc> = row.try_get(5)?;
