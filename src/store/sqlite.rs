@@ -348,7 +348,9 @@ async fn insert_first_events(
 }
 
 /// The `INSERT` of [`insert_events`], pushed onto `insert`, returning each event's
-/// (position, version).
+/// (position, version). The stream's key is looked up once for the whole batch; a stream
+/// without a row leaves it `NULL` (the left join), which `events_guard` refuses. The rows
+/// go in in version order, which the guard checks row by row.
 fn push_insert_events(
     insert: &mut QueryBuilder<Sqlite>,
     stream: &StreamId,
@@ -357,16 +359,18 @@ fn push_insert_events(
     now: DateTime<Utc>,
 ) {
     let now = micros(now);
+    insert.push("WITH stream AS (SELECT stream_key FROM streams WHERE stream_id = ");
+    insert.push_bind(stream.as_str());
     insert.push(
-        "INSERT INTO events (event_id, stream_key, version, type_id, payload, \
-         correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) ",
+        ") INSERT INTO events (event_id, stream_key, version, type_id, payload, \
+         correlation_id, causation_id, tenant_id, user_id, metadata, recorded_at) \
+         SELECT e.column1, stream.stream_key, e.column2, e.column3, e.column4, e.column5, \
+                e.column6, e.column7, e.column8, e.column9, e.column10 \
+         FROM (",
     );
     insert.push_values((1i64..).zip(events), |mut row, (offset, event)| {
         let metadata = &event.source.metadata;
         row.push_bind(event.source.id)
-            .push("(SELECT stream_key FROM streams WHERE stream_id = ")
-            .push_bind_unseparated(stream.as_str())
-            .push_unseparated(")")
             .push_bind(base + offset)
             .push("(SELECT type_id FROM event_types WHERE event_type = ")
             .push_bind_unseparated(event.source.event_type.as_str())
@@ -381,7 +385,7 @@ fn push_insert_events(
             .push_bind(event.extra_metadata.as_deref())
             .push_bind(now);
     });
-    insert.push(" RETURNING position, version");
+    insert.push(") AS e LEFT JOIN stream ORDER BY e.column2 RETURNING position, version");
 }
 
 /// An append inside a write transaction (`BEGIN IMMEDIATE`): the stream's row is read and
