@@ -79,9 +79,10 @@ pub(crate) struct SqliteState {
     log: Option<LogReader>,
 }
 
-/// The most events one append can carry on SQLite: each row binds 12 parameters and a
-/// statement takes at most 32,766.
-pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = 32_766 / 12;
+/// The most events one append can carry on SQLite: each row binds 11 parameters, the
+/// statement one more (the stream id, `push_insert_events`), and a statement takes at
+/// most 32,766.
+pub(crate) const SQLITE_MAX_EVENTS_PER_APPEND: usize = (32_766 - 1) / 11;
 
 /// Turns off SQLite's allocation statistics, once per process, before its first
 /// connection. With them on (SQLite's default), every allocation takes a process-wide

@@ -1,6 +1,6 @@
 //! SQLite-only behaviour: files, WAL, durability settings and several openers of one file.
 
-use chronicle::{ExpectedVersion, NewEvent, SqliteDurability, Store};
+use chronicle::{Direction, ExpectedVersion, NewEvent, SqliteDurability, Store};
 use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::Connection;
@@ -120,6 +120,41 @@ async fn batches_sqlite_cannot_bind_are_refused_at_open() {
         error.to_string().contains("max_events_per_append"),
         "{error}"
     );
+}
+
+/// The largest batch SQLite binds in one statement appends whole, in version order.
+#[tokio::test]
+async fn the_largest_batch_sqlite_binds_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("big.db").display());
+    let largest = 2978;
+    let store = Store::builder(&url)
+        .max_events_per_append(largest)
+        .open()
+        .await
+        .expect("open");
+    let events = (0..largest)
+        .map(|i| NewEvent::new("x", json!({ "i": i })))
+        .collect();
+    let written = store
+        .append("big", ExpectedVersion::NoStream, events)
+        .await
+        .expect("append");
+    assert_eq!(written.events.len(), largest);
+    let read: Vec<_> = store
+        .read_stream("big", 1, Direction::Forward)
+        .try_collect()
+        .await
+        .expect("read");
+    let order: Vec<u64> = read.iter().map(|e| e.version).collect();
+    assert_eq!(order, (1..=largest as u64).collect::<Vec<_>>());
+    let last = read[largest - 1].json().expect("json");
+    assert_eq!(last["i"], largest - 1);
+    let too_many = Store::builder(&url)
+        .max_events_per_append(largest + 1)
+        .open()
+        .await;
+    assert!(too_many.is_err(), "one more does not bind");
 }
 
 #[tokio::test]
