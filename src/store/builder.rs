@@ -224,7 +224,7 @@ impl StoreBuilder {
         self
     }
 
-    /// The most events one append may carry (default 1000; on SQLite at most 2730).
+    /// The most events one append may carry (default 1000; on SQLite at most 2978).
     pub fn max_events_per_append(mut self, count: usize) -> Self {
         self.max_events_per_append = count;
         self
