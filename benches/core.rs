@@ -285,14 +285,21 @@ async fn pg_append_100(cfg: &Config) -> Res<Vec<Row>> {
     )])
 }
 
-/// 3. SQLite file, 1-event appends, 1 writer, `synchronous = FULL` on both sides.
-async fn sqlite_append_1(cfg: &Config) -> Res<Vec<Row>> {
-    let dir = tempfile::tempdir()?;
-    let raw = raw_sqlite(&sqlite_url(dir.path(), "raw.db")).await?;
-    let store = Store::builder(sqlite_url(dir.path(), "chronicle.db"))
+/// The raw baseline's SQLite file and chronicle's, side by side in `dir`, both with
+/// `synchronous = FULL`.
+async fn sqlite_pair(dir: &std::path::Path) -> Res<(SqlitePool, Store)> {
+    let raw = raw_sqlite(&sqlite_url(dir, "raw.db")).await?;
+    let store = Store::builder(sqlite_url(dir, "chronicle.db"))
         .sqlite_durability(SqliteDurability::Full)
         .open()
         .await?;
+    Ok((raw, store))
+}
+
+/// 3. SQLite file, 1-event appends, 1 writer, `synchronous = FULL` on both sides.
+async fn sqlite_append_1(cfg: &Config) -> Res<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let (raw, store) = sqlite_pair(dir.path()).await?;
     let rates = interleave(
         cfg,
         ("raw INSERT", "chronicle"),
@@ -316,16 +323,12 @@ async fn sqlite_append_1(cfg: &Config) -> Res<Vec<Row>> {
     )])
 }
 
-/// 3b. SQLite file, 100-event appends, 1 writer, `synchronous = FULL` on both sides: each
-/// event row of chronicle's `INSERT` finds its stream's key by a subquery of its own.
+/// 3b. SQLite file, 100-event appends, 1 writer, `synchronous = FULL` on both sides:
+/// chronicle's triggers check and advance the stream row once per event.
 async fn sqlite_append_100(cfg: &Config) -> Res<Vec<Row>> {
     const BATCH: usize = 100;
     let dir = tempfile::tempdir()?;
-    let raw = raw_sqlite(&sqlite_url(dir.path(), "raw.db")).await?;
-    let store = Store::builder(sqlite_url(dir.path(), "chronicle.db"))
-        .sqlite_durability(SqliteDurability::Full)
-        .open()
-        .await?;
+    let (raw, store) = sqlite_pair(dir.path()).await?;
     let rates = interleave(
         cfg,
         ("raw multi-row INSERT", "chronicle"),
