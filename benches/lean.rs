@@ -19,7 +19,10 @@
 //!
 //! Environment: `CHRONICLE_PG_URL`, `CHRONICLE_BENCH_SECS` (5: each system's timed window
 //! per round), `CHRONICLE_BENCH_ROUNDS` (3), `CHRONICLE_BENCH_QUICK=1` (a tenth of the
-//! log), `CHRONICLE_BENCH_LEAN_STREAMS` (1000), `CHRONICLE_BENCH_LEAN_PER_STREAM` (100).
+//! log), `CHRONICLE_BENCH_LEAN_STREAMS` (1000), `CHRONICLE_BENCH_LEAN_PER_STREAM` (100),
+//! `CHRONICLE_BENCH_LEAN_CORRELATED=1` (every event carries a correlation and a causation
+//! id, 36 characters each: the metadata columns' and side table's cost when they are not
+//! sparse).
 
 mod harness;
 #[path = "lean/log.rs"]
@@ -38,6 +41,7 @@ fn main() -> Res<()> {
     let shape = log::Shape {
         streams: cfg.size("CHRONICLE_BENCH_LEAN_STREAMS", 1_000)?,
         per_stream: harness::env_or("CHRONICLE_BENCH_LEAN_PER_STREAM", 100)?,
+        correlated: harness::env_or("CHRONICLE_BENCH_LEAN_CORRELATED", 0u8)? == 1,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,10 +58,15 @@ fn main() -> Res<()> {
             harness::postgres_version(&cfg.pg_url).await
         );
         println!(
-            "- log: {} accounts × {} events (~180 B of JSON each); {} s per system and round, \
+            "- log: {} accounts × {} events (~180 B of JSON each{}); {} s per system and round, \
              {} interleaved rounds, medians",
             shape.streams,
             shape.per_stream,
+            if shape.correlated {
+                ", a correlation and a causation id each"
+            } else {
+                ""
+            },
             cfg.secs.as_secs_f64(),
             cfg.rounds
         );

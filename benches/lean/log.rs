@@ -65,6 +65,10 @@ pub fn event_type(version: u64) -> &'static str {
 pub struct Shape {
     pub streams: u64,
     pub per_stream: u64,
+    /// Whether every event carries a correlation and a causation id (the id of the
+    /// command that wrote it, a UUID's 36 characters, in both), as in a log whose writers
+    /// tag each command; otherwise no event carries metadata.
+    pub correlated: bool,
 }
 
 impl Shape {
@@ -81,10 +85,14 @@ pub async fn write(store: &Store, shape: Shape) -> Res<Duration> {
         .map(|writer| async move {
             for version in 1..=shape.per_stream {
                 for stream in (writer..shape.streams).step_by(WRITERS as usize) {
-                    let event = NewEvent::from_serialize(
+                    let mut event = NewEvent::from_serialize(
                         event_type(version),
                         &Booked::sample(stream, version),
                     )?;
+                    if shape.correlated {
+                        let command = Uuid::now_v7().to_string();
+                        event = event.correlation_id(command.clone()).causation_id(command);
+                    }
                     store
                         .append(
                             stream_id(stream),

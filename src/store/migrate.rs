@@ -90,6 +90,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "event_stream_keys",
         sql: include_str!("../../migrations/sqlite/0011_event_stream_keys.sql"),
     },
+    Migration {
+        version: 12,
+        name: "one_probe_guard",
+        sql: include_str!("../../migrations/sqlite/0012_one_probe_guard.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]

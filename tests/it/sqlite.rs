@@ -236,6 +236,82 @@ async fn unknown_urls_are_configuration_errors() {
     assert!(error.to_string().contains("mysql://"), "{error}");
 }
 
+/// The append's guard (the `events_guard` trigger) holds for any writer of the file, not
+/// only chronicle's append: an event row that does not continue its stream, names a
+/// deleted stream or a key no stream has, is refused with the check's message and writes
+/// nothing, and one that continues it moves the stream row along.
+#[tokio::test]
+async fn the_guard_refuses_event_rows_that_do_not_continue_their_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("guard.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    let two = vec![NewEvent::new("x", json!({})), NewEvent::new("x", json!({}))];
+    store
+        .append("guarded-1", ExpectedVersion::NoStream, two)
+        .await
+        .expect("append");
+    store.close().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect");
+    let (key, type_id): (i64, i64) = sqlx::query_as(
+        "SELECT stream_key, (SELECT type_id FROM event_types) FROM streams \
+         WHERE stream_id = 'guarded-1'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("key");
+    let insert = |key: Option<i64>, version: i64| {
+        sqlx::query(
+            "INSERT INTO events (event_id, stream_key, version, type_id, payload, recorded_at) \
+             VALUES (randomblob(16), ?, ?, ?, CAST('{}' AS BLOB), 0)",
+        )
+        .bind(key)
+        .bind(version)
+        .bind(type_id)
+    };
+    let refusal = |result: Result<_, sqlx::Error>| match result {
+        Err(sqlx::Error::Database(error)) => error.message().to_owned(),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let cases = [
+        (Some(key), 2, "chronicle: wrong expected version"),
+        (Some(key), 4, "chronicle: wrong expected version"),
+        (Some(key + 1), 1, "chronicle: no such stream"),
+        (None, 1, "chronicle: no such stream"),
+    ];
+    for (key, version, message) in cases {
+        let result = insert(key, version).execute(&mut conn).await;
+        assert_eq!(refusal(result), message, "key {key:?}, version {version}");
+    }
+    insert(Some(key), 3)
+        .execute(&mut conn)
+        .await
+        .expect("the next version");
+    let (version, count): (i64, i64) =
+        sqlx::query_as("SELECT version, event_count FROM streams WHERE stream_key = ?")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .expect("stream row");
+    assert_eq!((version, count), (3, 3));
+    sqlx::query("UPDATE streams SET status = 1 WHERE stream_key = ?")
+        .bind(key)
+        .execute(&mut conn)
+        .await
+        .expect("delete");
+    let result = insert(Some(key), 4).execute(&mut conn).await;
+    assert_eq!(refusal(result), "chronicle: stream deleted");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(events, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_never_conflicts_across_openers_of_one_file() {
     let dir = tempfile::tempdir().expect("temp dir");
