@@ -41,7 +41,7 @@ fn main() -> Res<()> {
     let shape = log::Shape {
         streams: cfg.size("CHRONICLE_BENCH_LEAN_STREAMS", 1_000)?,
         per_stream: harness::env_or("CHRONICLE_BENCH_LEAN_PER_STREAM", 100)?,
-        correlated: harness::env_or("CHRONICLE_BENCH_LEAN_CORRELATED", 0u8)? == 1,
+        correlated: std::env::var("CHRONICLE_BENCH_LEAN_CORRELATED").is_ok_and(|v| v == "1"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

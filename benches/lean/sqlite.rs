@@ -51,6 +51,11 @@ INSERT INTO events
     FROM src_events e JOIN streams s USING (stream_id)
     JOIN event_types t ON t.event_type = e.event_type AND t.schema_version = e.schema_version
     ORDER BY e.position;
+INSERT INTO event_metadata
+    SELECT position, correlation_id, causation_id, tenant_id, user_id, metadata
+    FROM src_events
+    WHERE coalesce(correlation_id, causation_id, tenant_id, user_id, metadata) IS NOT NULL
+    ORDER BY position;
 CREATE INDEX events_type ON events (type_id);
 ";
 

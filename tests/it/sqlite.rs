@@ -303,8 +303,14 @@ async fn the_guard_refuses_event_rows_that_do_not_continue_their_stream() {
         .execute(&mut conn)
         .await
         .expect("delete");
-    let result = insert(Some(key), 4).execute(&mut conn).await;
-    assert_eq!(refusal(result), "chronicle: stream deleted");
+    for version in [4, 2] {
+        let result = insert(Some(key), version).execute(&mut conn).await;
+        assert_eq!(
+            refusal(result),
+            "chronicle: stream deleted",
+            "version {version}"
+        );
+    }
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&mut conn)
         .await
