@@ -34,6 +34,7 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::event_joins::stream_key_open;
 use super::sql::migrate::Migrator;
 use super::sql::{self, RowRef, to_i64, to_u64};
 use super::storage::StorageStats;
@@ -146,18 +147,20 @@ macro_rules! single_event {
 /// goes unused.
 macro_rules! upserting {
     () => {
-        "base AS ( \
-         INSERT INTO streams AS s (stream_key, stream_id, category, version, event_count, \
-             last_event_id) \
-         OVERRIDING SYSTEM VALUE \
-         SELECT COALESCE((SELECT stream_key FROM streams WHERE stream_id = $1), \
-                         nextval('streams_stream_key_seq')), \
-                $1, $2, $3, $3, $4 \
-         FROM stream_lock \
-         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
-             event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
-         WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
-         RETURNING s.version - $3 AS base, s.stream_key)"
+        concat!(
+            "base AS ( \
+             INSERT INTO streams AS s (stream_key, stream_id, category, version, event_count, \
+                 last_event_id) \
+             OVERRIDING SYSTEM VALUE \
+             SELECT COALESCE(",
+            stream_key_open!(),
+            "$1), nextval('streams_stream_key_seq')), $1, $2, $3, $3, $4 \
+             FROM stream_lock \
+             ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $3, \
+                 event_count = s.event_count + $3, last_event_id = $4, updated_at = now() \
+             WHERE s.status = 0 AND (NOT $5 OR s.version = $6) \
+             RETURNING s.version - $3 AS base, s.stream_key)"
+        )
     };
 }
 

@@ -36,6 +36,7 @@ use super::migrate::{self, Migration, Migrations};
 use super::retention_sql;
 use super::sql::backend::{Engine, SqlBackend};
 use super::sql::dialect::Dialect;
+use super::sql::event_joins::stream_key_open;
 use super::sql::migrate::Migrator;
 use super::sql::reads::Sql;
 use super::sql::rows::DecodeRows;
@@ -360,7 +361,7 @@ fn push_insert_events(
     now: DateTime<Utc>,
 ) {
     let now = micros(now);
-    insert.push("WITH stream AS (SELECT stream_key FROM streams WHERE stream_id = ");
+    insert.push(concat!("WITH stream AS ", stream_key_open!()));
     insert.push_bind(stream.as_str());
     insert.push(
         ") INSERT INTO events (event_id, stream_key, version, type_id, payload, \

@@ -2,7 +2,8 @@
 //! version (the dictionary `event_types`, by `type_id`) and its stream's id (`streams`, by
 //! `stream_key`: PostgreSQL's migration 0013, SQLite's 0011). Reads that return events join
 //! both ([`EVENT_JOINS`]); statements that pick a stream's events find its key once
-//! ([`of_stream!`]). PostgreSQL's log windows join neither (`store/postgres/window.rs`).
+//! ([`of_stream!`]), and appends find it the same way ([`stream_key_open!`]). PostgreSQL's
+//! log windows join neither (`store/postgres/window.rs`).
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
@@ -26,12 +27,26 @@ pub(crate) const EVENT_JOINS: &str = concat!(
     " LEFT JOIN (SELECT stream_key, stream_id FROM streams) AS stream_ids USING (stream_key)"
 );
 
+/// The opening of "the key of the stream bound next", found once through `streams`' index
+/// of ids: a parenthesized `SELECT`, closed by `)` after the bound id, that serves as a
+/// scalar subquery (PostgreSQL's append upsert) or as a CTE's body (SQLite's append,
+/// `WITH stream AS …`). The one spelling of how a statement finds a stream's key from its
+/// id.
+macro_rules! stream_key_open {
+    () => {
+        "(SELECT stream_key FROM streams WHERE stream_id = "
+    };
+}
+
 /// The opening of the condition "the event is one of the stream bound next": its key,
-/// found once through `streams`' index of ids. (A condition on the joined id instead made
+/// found once ([`stream_key_open!`]). (A condition on the joined id instead made
 /// PostgreSQL sort a stream's every event to read its first page.)
 macro_rules! of_stream_open {
     () => {
-        "stream_key = (SELECT stream_key FROM streams WHERE stream_id = "
+        concat!(
+            "stream_key = ",
+            $crate::store::sql::event_joins::stream_key_open!()
+        )
     };
 }
 
@@ -47,7 +62,7 @@ macro_rules! of_stream {
     };
 }
 
-pub(crate) use {of_stream, of_stream_open};
+pub(crate) use {of_stream, of_stream_open, stream_key_open};
 
 /// Appends the condition of [`of_stream!`] on `stream` to `query`, binding it.
 pub(crate) fn push_of_stream<DB>(query: &mut QueryBuilder<DB>, stream: &str)
